@@ -1,0 +1,1 @@
+//! ACL checks and identity helpers (digest scheme).

@@ -1,0 +1,92 @@
+//! Command records: every mutation of a shard is one `LogEntry`, serialized with rkyv into the
+//! WAL (and, later, sent to followers). Applying the entries of a shard's log in order on an
+//! empty shard reproduces its tree exactly, so everything apply needs is in the record: the
+//! zxid and the time are assigned by the proposer, never read from a clock during apply, and
+//! the caller's authenticated identities travel with the command so ACL checks replay too.
+
+use crate::types::{Acl, CreateMode, Id, SessionId, Zxid};
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Index of a shard within a node, `0..shard_count`.
+pub type ShardId = u16;
+
+/// One record of a shard's log.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub shard: ShardId,
+    pub zxid: Zxid,
+    /// Milliseconds since the Unix epoch at proposal time: ctime/mtime of what it creates or
+    /// changes, and the clock that TTL expiry is judged by.
+    pub time_ms: i64,
+    pub command: Command,
+}
+
+/// One mutation.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub enum Command {
+    Create(CreateOp),
+    Delete(DeleteOp),
+    SetData(SetDataOp),
+    SetAcl { path: String, acl: Vec<Acl>, version: i32, auth: Vec<Id> },
+    /// All-or-nothing transaction; every op lives in this shard.
+    Multi { ops: Vec<MultiOp>, session: SessionId, auth: Vec<Id> },
+    /// Opens a session in this shard (sessions are opened in every shard, so every shard can
+    /// refuse ephemerals of a session it does not know as open).
+    CreateSession { session: SessionId, timeout_ms: i32, passwd: Vec<u8> },
+    /// Closes a session: deletes its ephemerals in this shard and forgets it.
+    CloseSession { session: SessionId },
+    /// Deletes a TTL node whose TTL ran out or an empty container, if it still qualifies at
+    /// `time_ms` (checked again at apply, so a late reap of a node that got a child is a no-op).
+    Reap { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct CreateOp {
+    pub path: String,
+    pub data: Vec<u8>,
+    pub acl: Vec<Acl>,
+    pub mode: CreateMode,
+    /// TTL in milliseconds for TTL modes, else 0.
+    pub ttl_ms: i64,
+    pub session: SessionId,
+    pub auth: Vec<Id>,
+}
+
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct DeleteOp {
+    pub path: String,
+    pub version: i32,
+    pub auth: Vec<Id>,
+}
+
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct SetDataOp {
+    pub path: String,
+    pub data: Vec<u8>,
+    pub version: i32,
+    pub auth: Vec<Id>,
+}
+
+/// One op of a multi. `auth` and `session` of the inner ops are ignored: the multi's own apply.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub enum MultiOp {
+    Create(CreateOp),
+    Delete(DeleteOp),
+    SetData(SetDataOp),
+    Check { path: String, version: i32 },
+}
+
+impl LogEntry {
+    /// Serializes to the rkyv bytes stored in the WAL.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("LogEntry serializes").into_vec()
+    }
+
+    /// Validates rkyv bytes (read back from the WAL) and returns the owned entry.
+    pub fn from_bytes(bytes: &[u8]) -> Result<LogEntry, String> {
+        let archived = rkyv::access::<ArchivedLogEntry, rkyv::rancor::Error>(bytes)
+            .map_err(|e| format!("invalid log entry: {e}"))?;
+        rkyv::deserialize::<LogEntry, rkyv::rancor::Error>(archived)
+            .map_err(|e| format!("log entry does not deserialize: {e}"))
+    }
+}

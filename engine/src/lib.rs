@@ -1,0 +1,20 @@
+//! Warren's engine: the pure, deterministic state machine of one shard.
+//!
+//! Nothing here touches sockets, threads, clocks or files. The runtime (net/) hands the
+//! engine committed [`command::LogEntry`] records in log order and read requests; the engine
+//! hands back results and watch notifications. Applying the same log to an empty shard always
+//! produces the same tree (replay).
+
+pub mod acl;
+pub mod command;
+pub mod error;
+pub mod path;
+pub mod request;
+pub mod session;
+pub mod shard;
+pub mod tree;
+pub mod types;
+pub mod watch;
+
+pub use error::ZkError;
+pub use shard::Shard;

@@ -1,0 +1,139 @@
+//! Znode paths: validation (ZooKeeper's PathUtils.validatePath rules), parent/name split, and
+//! the shard that owns a path.
+
+use crate::command::ShardId;
+use crate::error::ZkError;
+
+/// Checks a path as ZooKeeper does; `BadArguments` when it is not a valid znode path.
+/// For sequential creates, pass `sequential = true`: the path then may end with '/', since
+/// the suffix is appended to it.
+pub fn validate(path: &str, sequential: bool) -> Result<(), ZkError> {
+    if sequential {
+        return validate_chars(&format!("{path}1"));
+    }
+    validate_chars(path)
+}
+
+fn validate_chars(path: &str) -> Result<(), ZkError> {
+    if !path.starts_with('/') {
+        return Err(ZkError::BadArguments);
+    }
+    if path.len() == 1 {
+        return Ok(());
+    }
+    if path.ends_with('/') {
+        return Err(ZkError::BadArguments);
+    }
+    for component in path[1..].split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            return Err(ZkError::BadArguments);
+        }
+    }
+    if path.chars().any(is_forbidden_char) {
+        return Err(ZkError::BadArguments);
+    }
+    Ok(())
+}
+
+fn is_forbidden_char(c: char) -> bool {
+    let c = c as u32;
+    c <= 0x1f || (0x7f..=0x9f).contains(&c) || (0xd800..=0xf8ff).contains(&c) || c >= 0xfff0
+}
+
+/// The parent of a valid path other than "/".
+pub fn parent(path: &str) -> &str {
+    debug_assert!(path.len() > 1 && path.starts_with('/'));
+    match path.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => "/",
+    }
+}
+
+/// The last component of a valid path other than "/".
+pub fn name(path: &str) -> &str {
+    &path[path.rfind('/').map_or(0, |i| i + 1)..]
+}
+
+/// Joins a parent path and a child name.
+pub fn join(parent: &str, child: &str) -> String {
+    if parent == "/" {
+        format!("/{child}")
+    } else {
+        format!("{parent}/{child}")
+    }
+}
+
+/// Number of digits of a sequential suffix (`%010d` of the parent's cversion).
+pub const SEQUENCE_DIGITS: usize = 10;
+
+/// The shard that owns `path` among `shard_count` shards: chosen by the first path component,
+/// so a subtree lives in one shard. A trailing 10-digit sequence suffix of that component is
+/// ignored, so a sequential child of "/" lives in the same shard as the prefix it was created
+/// with (the suffix is not known until the create applies). "/" itself has no owner: callers
+/// gather it from all shards (see `Shard` docs); this returns 0 for it.
+pub fn shard_of(path: &str, shard_count: u16) -> ShardId {
+    assert!(shard_count > 0, "shard_count must be positive");
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    if rest.is_empty() {
+        return 0;
+    }
+    let first = rest.split('/').next().unwrap_or("");
+    let key = strip_sequence_suffix(first);
+    (fnv1a(key.as_bytes()) % shard_count as u64) as ShardId
+}
+
+fn strip_sequence_suffix(component: &str) -> &str {
+    let digits = component.bytes().rev().take_while(u8::is_ascii_digit).count();
+    if digits >= SEQUENCE_DIGITS {
+        &component[..component.len() - SEQUENCE_DIGITS]
+    } else {
+        component
+    }
+}
+
+/// FNV-1a: stable across builds and platforms (the shard of a path is persistent state).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= *b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_and_invalid_paths() {
+        for ok in ["/", "/a", "/a/b", "/a-b.c", "/..a", "/a.", "/zookeeper/quota"] {
+            assert_eq!(validate(ok, false), Ok(()), "{ok}");
+        }
+        for bad in ["", "a", "/a/", "//", "/a//b", "/.", "/a/..", "/a/./b", "/a\u{0}b", "/a\u{1}"] {
+            assert_eq!(validate(bad, false), Err(ZkError::BadArguments), "{bad:?}");
+        }
+        assert_eq!(validate("/a/", true), Ok(()));
+        assert_eq!(validate("/", true), Ok(()));
+    }
+
+    #[test]
+    fn parent_and_name() {
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(parent("/a/b/c"), "/a/b");
+        assert_eq!(name("/a/b/c"), "c");
+        assert_eq!(join("/", "a"), "/a");
+        assert_eq!(join("/a", "b"), "/a/b");
+    }
+
+    #[test]
+    fn subtree_and_sequential_children_of_root_stay_in_one_shard() {
+        for n in 1..16u16 {
+            assert_eq!(shard_of("/app", n), shard_of("/app/x/y", n));
+            assert_eq!(shard_of("/job-", n), shard_of("/job-0000000042", n));
+            assert_eq!(shard_of("/job-", n), shard_of("/job-0000000042/child", n));
+            assert!(shard_of("/anything", n) < n);
+        }
+    }
+}

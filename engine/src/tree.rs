@@ -1,0 +1,1 @@
+//! The znode tree of a shard.

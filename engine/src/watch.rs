@@ -1,0 +1,1 @@
+//! Watch registry of a shard: which connection watches what.

@@ -1,0 +1,1 @@
+//! The ZooKeeper wire protocol (jute records, framing).

@@ -1,0 +1,6 @@
+//! Warren's IO layer: everything that touches the OS. The glommio thread-per-core runtime, the
+//! ZooKeeper jute codec, the write-ahead log on DMA files, the four-letter words and the
+//! `warren` server.
+
+pub mod jute;
+pub mod wal;
