@@ -1,1 +1,363 @@
-//! The znode tree of a shard.
+//! The znode tree of one shard: nodes by path, their data, ACL, kind and metadata, and the
+//! parent/child links. This file owns only the structure and its bookkeeping; the ZooKeeper
+//! rules (permissions, versions, which stat fields change) live in `write.rs`.
+
+use crate::types::{Acl, SessionId, Stat, Zxid};
+use ahash::AHashMap;
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+
+/// ZooKeeper's ephemeralOwner of a container node (EphemeralType.CONTAINER_EPHEMERAL_OWNER).
+pub const CONTAINER_EPHEMERAL_OWNER: i64 = i64::MIN;
+/// High byte marking an extended ephemeralOwner; TTL nodes are `EXTENDED_MASK | ttl_ms`.
+pub const EXTENDED_MASK: i64 = 0xff00_0000_0000_0000_u64 as i64;
+/// Largest TTL ZooKeeper accepts (EphemeralType.TTL.maxValue(), 2^40 - 1 ms).
+pub const TTL_MAX_MS: i64 = (1 << 40) - 1;
+
+/// What kind of znode this is; decides its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    Persistent,
+    /// Deleted when the owning session closes.
+    Ephemeral(SessionId),
+    /// Deleted once it had children and has none left.
+    Container,
+    /// Deleted once it has no children and was not modified for `ttl_ms`.
+    Ttl { ttl_ms: i64 },
+}
+
+impl NodeKind {
+    /// The ephemeralOwner ZooKeeper stores (StatPersisted): session id, or the special
+    /// encodings of containers and TTL nodes.
+    pub fn stored_ephemeral_owner(self) -> i64 {
+        match self {
+            NodeKind::Persistent => 0,
+            NodeKind::Ephemeral(session) => session,
+            NodeKind::Container => CONTAINER_EPHEMERAL_OWNER,
+            NodeKind::Ttl { ttl_ms } => EXTENDED_MASK | ttl_ms,
+        }
+    }
+
+    /// The ephemeralOwner clients see: ZooKeeper's DataNode.copyStat reports 0 for everything
+    /// that is not a plain ephemeral (getClientEphemeralOwner).
+    pub fn client_ephemeral_owner(self) -> i64 {
+        match self {
+            NodeKind::Ephemeral(session) => session,
+            _ => 0,
+        }
+    }
+
+    pub fn is_ephemeral(self) -> bool {
+        matches!(self, NodeKind::Ephemeral(_))
+    }
+
+    /// Containers and TTL nodes, which the reaper watches.
+    pub fn is_reapable(self) -> bool {
+        matches!(self, NodeKind::Container | NodeKind::Ttl { .. })
+    }
+}
+
+/// The stored metadata of a node (ZooKeeper's StatPersisted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NodeMeta {
+    pub czxid: Zxid,
+    pub mzxid: Zxid,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    /// Number of children ever created: what ZooKeeper stores as cversion and uses for
+    /// sequence suffixes. Clients see `2 * child_creates - num_children` (see `Node::stat`).
+    pub child_creates: i32,
+    pub aversion: i32,
+    pub pzxid: Zxid,
+}
+
+impl NodeMeta {
+    /// Metadata of a node created by `zxid` at `time_ms`.
+    pub fn created(zxid: Zxid, time_ms: i64) -> NodeMeta {
+        NodeMeta { czxid: zxid, mzxid: zxid, ctime: time_ms, mtime: time_ms, pzxid: zxid, ..NodeMeta::default() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub data: Vec<u8>,
+    pub acl: Vec<Acl>,
+    pub kind: NodeKind,
+    pub meta: NodeMeta,
+    /// Child names, sorted: getChildren answers in this order.
+    pub children: BTreeSet<String>,
+}
+
+impl Node {
+    pub fn new(data: Vec<u8>, acl: Vec<Acl>, kind: NodeKind, meta: NodeMeta) -> Node {
+        Node { data, acl, kind, meta, children: BTreeSet::new() }
+    }
+
+    /// The Stat clients see, as ZooKeeper's DataNode.copyStat builds it: cversion counts
+    /// creates and deletes of children (every child not present any more was deleted once).
+    pub fn stat(&self) -> Stat {
+        let num_children = self.children.len() as i32;
+        Stat {
+            czxid: self.meta.czxid,
+            mzxid: self.meta.mzxid,
+            ctime: self.meta.ctime,
+            mtime: self.meta.mtime,
+            version: self.meta.version,
+            cversion: self.meta.child_creates.wrapping_mul(2).wrapping_sub(num_children),
+            aversion: self.meta.aversion,
+            ephemeral_owner: self.kind.client_ephemeral_owner(),
+            data_length: self.data.len() as i32,
+            num_children,
+            pzxid: self.meta.pzxid,
+        }
+    }
+}
+
+/// The parent of a path as a create sees it: "/" for top-level names (also for the sequential
+/// create of "/" itself, whose child is "/<suffix>").
+pub fn create_parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Nodes by path. Every node but "/" has its parent in the map and its name in the parent's
+/// children (checked by `assert_linked` in tests and debug builds).
+#[derive(Debug, Clone)]
+pub struct Tree {
+    nodes: AHashMap<String, Node>,
+    /// Containers and TTL nodes, sorted so reap candidates come out deterministically.
+    reapable: BTreeSet<String>,
+    /// Sum of path length + data length over nodes (ZooKeeper's approximateDataSize).
+    approximate_bytes: u64,
+}
+
+impl Default for Tree {
+    fn default() -> Tree {
+        Tree::new()
+    }
+}
+
+impl Tree {
+    /// A tree holding only "/", open to everyone, all stat fields zero.
+    pub fn new() -> Tree {
+        let root = Node::new(Vec::new(), Acl::open_unsafe(), NodeKind::Persistent, NodeMeta::default());
+        let mut tree = Tree { nodes: AHashMap::new(), reapable: BTreeSet::new(), approximate_bytes: 0 };
+        tree.approximate_bytes = node_bytes("/", &root);
+        tree.nodes.insert("/".to_string(), root);
+        tree
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.nodes.contains_key(path)
+    }
+
+    /// Number of nodes, "/" included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn approximate_bytes(&self) -> u64 {
+        self.approximate_bytes
+    }
+
+    /// Paths of containers and TTL nodes, sorted.
+    pub fn reapable(&self) -> impl Iterator<Item = &String> {
+        self.reapable.iter()
+    }
+
+    pub(crate) fn meta_mut(&mut self, path: &str) -> &mut NodeMeta {
+        &mut self.node_mut(path).meta
+    }
+
+    pub(crate) fn node_mut(&mut self, path: &str) -> &mut Node {
+        self.nodes.get_mut(path).unwrap_or_else(|| panic!("node {path} must exist"))
+    }
+
+    /// Replaces the data of a node, returning the old data.
+    pub(crate) fn replace_data(&mut self, path: &str, data: Vec<u8>) -> Vec<u8> {
+        let node = self.node_mut(path);
+        let old = std::mem::replace(&mut node.data, data);
+        let new_len = node.data.len() as u64;
+        self.approximate_bytes = self.approximate_bytes - old.len() as u64 + new_len;
+        old
+    }
+
+    /// Adds a node under its existing parent; touches no metadata of the parent (callers
+    /// apply ZooKeeper's rules for that).
+    pub(crate) fn link(&mut self, path: String, node: Node) {
+        assert!(path != "/", "the root is never linked");
+        let parent = crate::path::parent(&path);
+        let name = crate::path::name(&path).to_string();
+        let inserted = self.node_mut(parent).children.insert(name);
+        assert!(inserted, "link of {path}: name already present in its parent");
+        self.approximate_bytes += node_bytes(&path, &node);
+        if node.kind.is_reapable() {
+            self.reapable.insert(path.clone());
+        }
+        let previous = self.nodes.insert(path, node);
+        assert!(previous.is_none(), "link of an existing node");
+    }
+
+    /// Removes a childless node from the map and from its parent's children.
+    pub(crate) fn unlink(&mut self, path: &str) -> Node {
+        assert!(path != "/", "the root is never unlinked");
+        let node = self.nodes.remove(path).unwrap_or_else(|| panic!("unlink of missing {path}"));
+        assert!(node.children.is_empty(), "unlink of {path} that has children");
+        let removed = self.node_mut(crate::path::parent(path)).children.remove(crate::path::name(path));
+        assert!(removed, "unlink of {path}: not in its parent's children");
+        self.approximate_bytes -= node_bytes(path, &node);
+        if node.kind.is_reapable() {
+            self.reapable.remove(path);
+        }
+        node
+    }
+
+    /// Number of nodes below `path` (all depths), as getAllChildrenNumber counts them.
+    pub fn descendant_count(&self, path: &str) -> usize {
+        let mut count = 0;
+        let mut stack = vec![path.to_string()];
+        while let Some(current) = stack.pop() {
+            let Some(node) = self.nodes.get(&current) else { continue };
+            count += node.children.len();
+            stack.extend(node.children.iter().map(|child| crate::path::join(&current, child)));
+        }
+        count
+    }
+
+    /// A hash of the whole tree (paths, data, ACLs, kinds, metadata), independent of the hash
+    /// map's iteration order: equal trees have equal digests, across runs and builds.
+    pub fn digest(&self) -> u64 {
+        let mut paths: Vec<&String> = self.nodes.keys().collect();
+        paths.sort_unstable();
+        let mut hasher = StableHasher::new();
+        for path in paths {
+            let node = &self.nodes[path];
+            path.hash(&mut hasher);
+            node.data.hash(&mut hasher);
+            node.acl.hash(&mut hasher);
+            node.kind.hash(&mut hasher);
+            node.meta.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
+    /// Checks the structural invariants (every link both ways, counters). For tests: O(n).
+    pub fn assert_consistent(&self) {
+        let mut bytes = 0;
+        for (path, node) in &self.nodes {
+            bytes += node_bytes(path, node);
+            for child in &node.children {
+                assert!(self.nodes.contains_key(&crate::path::join(path, child)), "{path} lists missing {child}");
+            }
+            if path != "/" {
+                let parent = self.nodes.get(crate::path::parent(path)).expect("parent exists");
+                assert!(parent.children.contains(crate::path::name(path)), "{path} not in parent");
+            }
+            assert_eq!(node.kind.is_reapable(), self.reapable.contains(path), "reapable index of {path}");
+        }
+        assert_eq!(bytes, self.approximate_bytes, "approximate_bytes drifted");
+    }
+}
+
+fn node_bytes(path: &str, node: &Node) -> u64 {
+    (path.len() + node.data.len()) as u64
+}
+
+/// FNV-1a 64: a hasher whose output does not depend on the process (unlike ahash/SipHash
+/// with random keys), so digests can be compared across replicas and restarts.
+pub struct StableHasher(u64);
+
+impl StableHasher {
+    pub fn new() -> StableHasher {
+        StableHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Default for StableHasher {
+    fn default() -> StableHasher {
+        StableHasher::new()
+    }
+}
+
+impl Hasher for StableHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(kind: NodeKind) -> Node {
+        Node::new(b"x".to_vec(), Acl::open_unsafe(), kind, NodeMeta::created(1, 10))
+    }
+
+    #[test]
+    fn link_and_unlink_keep_the_tree_consistent() {
+        let mut tree = Tree::new();
+        tree.link("/a".into(), leaf(NodeKind::Persistent));
+        tree.link("/a/b".into(), leaf(NodeKind::Container));
+        tree.assert_consistent();
+        assert_eq!(tree.get("/a").unwrap().children.iter().collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(tree.reapable().collect::<Vec<_>>(), vec!["/a/b"]);
+        assert_eq!(tree.descendant_count("/"), 2);
+        let removed = tree.unlink("/a/b");
+        assert_eq!(removed.kind, NodeKind::Container);
+        tree.assert_consistent();
+        assert_eq!(tree.reapable().count(), 0);
+        assert_eq!(tree.approximate_bytes(), 1 + 2 + 1);
+    }
+
+    #[test]
+    fn client_stat_translates_cversion_and_owner() {
+        let mut node = leaf(NodeKind::Ttl { ttl_ms: 5 });
+        node.meta.child_creates = 3;
+        node.children.insert("only".into());
+        let stat = node.stat();
+        assert_eq!(stat.cversion, 5);
+        assert_eq!(stat.num_children, 1);
+        assert_eq!(stat.ephemeral_owner, 0);
+        assert_eq!(node.kind.stored_ephemeral_owner(), 0xff00_0000_0000_0005_u64 as i64);
+        assert_eq!(NodeKind::Container.stored_ephemeral_owner(), i64::MIN);
+        assert_eq!(NodeKind::Ephemeral(42).client_ephemeral_owner(), 42);
+    }
+
+    #[test]
+    fn digest_depends_on_content_not_insertion_order() {
+        let mut a = Tree::new();
+        a.link("/x".into(), leaf(NodeKind::Persistent));
+        a.link("/y".into(), leaf(NodeKind::Persistent));
+        let mut b = Tree::new();
+        b.link("/y".into(), leaf(NodeKind::Persistent));
+        b.link("/x".into(), leaf(NodeKind::Persistent));
+        assert_eq!(a.digest(), b.digest());
+        b.replace_data("/x", b"changed".to_vec());
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn create_parent_of_sequential_root() {
+        assert_eq!(create_parent("/"), "/");
+        assert_eq!(create_parent("/a"), "/");
+        assert_eq!(create_parent("/a/"), "/a");
+        assert_eq!(create_parent("/a/b"), "/a");
+    }
+}
