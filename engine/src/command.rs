@@ -27,17 +27,34 @@ pub enum Command {
     Create(CreateOp),
     Delete(DeleteOp),
     SetData(SetDataOp),
-    SetAcl { path: String, acl: Vec<Acl>, version: i32, auth: Vec<Id> },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+        auth: Vec<Id>,
+    },
     /// All-or-nothing transaction; every op lives in this shard.
-    Multi { ops: Vec<MultiOp>, session: SessionId, auth: Vec<Id> },
+    Multi {
+        ops: Vec<MultiOp>,
+        session: SessionId,
+        auth: Vec<Id>,
+    },
     /// Opens a session in this shard (sessions are opened in every shard, so every shard can
     /// refuse ephemerals of a session it does not know as open).
-    CreateSession { session: SessionId, timeout_ms: i32, passwd: Vec<u8> },
+    CreateSession {
+        session: SessionId,
+        timeout_ms: i32,
+        passwd: Vec<u8>,
+    },
     /// Closes a session: deletes its ephemerals in this shard and forgets it.
-    CloseSession { session: SessionId },
+    CloseSession {
+        session: SessionId,
+    },
     /// Deletes a TTL node whose TTL ran out or an empty container, if it still qualifies at
     /// `time_ms` (checked again at apply, so a late reap of a node that got a child is a no-op).
-    Reap { path: String },
+    Reap {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
@@ -79,7 +96,9 @@ pub enum MultiOp {
 impl LogEntry {
     /// Serializes to the rkyv bytes stored in the WAL.
     pub fn to_bytes(&self) -> Vec<u8> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("LogEntry serializes").into_vec()
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .expect("LogEntry serializes")
+            .into_vec()
     }
 
     /// Validates rkyv bytes (read back from the WAL) and returns the owned entry.

@@ -9,12 +9,14 @@ pub mod acl;
 pub mod command;
 pub mod error;
 pub mod path;
+mod read;
 pub mod request;
 pub mod session;
 pub mod shard;
 pub mod tree;
 pub mod types;
 pub mod watch;
+mod write;
 
 pub use error::ZkError;
 pub use shard::Shard;

@@ -15,20 +15,47 @@ pub struct Caller<'a> {
 /// A request served from the local replica of a shard.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadOp {
-    Exists { path: String, watch: bool },
-    GetData { path: String, watch: bool },
-    GetChildren { path: String, watch: bool },
-    GetChildren2 { path: String, watch: bool },
-    GetAcl { path: String },
-    GetAllChildrenNumber { path: String },
+    Exists {
+        path: String,
+        watch: bool,
+    },
+    GetData {
+        path: String,
+        watch: bool,
+    },
+    GetChildren {
+        path: String,
+        watch: bool,
+    },
+    GetChildren2 {
+        path: String,
+        watch: bool,
+    },
+    GetAcl {
+        path: String,
+    },
+    GetAllChildrenNumber {
+        path: String,
+    },
     /// The caller session's ephemerals in this shard whose path starts with `prefix`
     /// (all of them when prefix is "/").
-    GetEphemerals { prefix: String },
+    GetEphemerals {
+        prefix: String,
+    },
     /// Each op is GetData or GetChildren; each gets its own result, none aborts the others.
     MultiRead(Vec<ReadOp>),
-    AddWatch { path: String, mode: AddWatchMode },
-    CheckWatches { path: String, kind: WatcherType },
-    RemoveWatches { path: String, kind: WatcherType },
+    AddWatch {
+        path: String,
+        mode: AddWatchMode,
+    },
+    CheckWatches {
+        path: String,
+        kind: WatcherType,
+    },
+    RemoveWatches {
+        path: String,
+        kind: WatcherType,
+    },
     /// Re-registers a reconnecting client's watches; fires at once those whose node changed
     /// after `relative_zxid` (as ZooKeeper's DataTree.setWatches does).
     SetWatches {
@@ -45,10 +72,19 @@ pub enum ReadOp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadResult {
     Stat(Stat),
-    Data { data: Vec<u8>, stat: Stat },
+    Data {
+        data: Vec<u8>,
+        stat: Stat,
+    },
     Children(Vec<String>),
-    Children2 { children: Vec<String>, stat: Stat },
-    Acl { acl: Vec<Acl>, stat: Stat },
+    Children2 {
+        children: Vec<String>,
+        stat: Stat,
+    },
+    Acl {
+        acl: Vec<Acl>,
+        stat: Stat,
+    },
     Number(i32),
     Paths(Vec<String>),
     Multi(Vec<Result<ReadResult, ZkError>>),
@@ -60,7 +96,10 @@ pub enum ReadResult {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteResult {
     /// create/create2/createContainer/createTTL: the actual path (with sequence suffix).
-    Created { path: String, stat: Stat },
+    Created {
+        path: String,
+        stat: Stat,
+    },
     Deleted,
     /// setData and setACL.
     Stat(Stat),
@@ -76,7 +115,10 @@ pub enum WriteResult {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MultiResult {
-    Create { path: String, stat: Stat },
+    Create {
+        path: String,
+        stat: Stat,
+    },
     Delete,
     SetData(Stat),
     Check,

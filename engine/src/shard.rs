@@ -8,9 +8,15 @@
 
 use crate::command::{LogEntry, ShardId};
 use crate::error::ZkError;
+use crate::path;
 use crate::request::{Caller, ReadOp, ReadResult, WriteResult};
 use crate::session::SessionInfo;
-use crate::types::{ConnId, Notification, SessionId, Zxid};
+use crate::session::SessionTable;
+use crate::tree::{Node, NodeKind, NodeMeta, StableHasher, Tree};
+use crate::types::{perms, Acl, ConnId, Id, Notification, SessionId, Zxid};
+use crate::watch::WatchRegistry;
+use crate::write::{qualifies_for_reap, Change, Txn};
+use std::hash::{Hash, Hasher};
 
 /// What applying one log entry produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,16 +28,29 @@ pub struct Applied {
 }
 
 pub struct Shard {
-    #[allow(dead_code)]
     id: ShardId,
+    last_zxid: Zxid,
+    pub(crate) tree: Tree,
+    pub(crate) sessions: SessionTable,
+    pub(crate) watches: WatchRegistry,
 }
 
 impl Shard {
     /// An empty shard: only its local root (world:anyone, all permissions); the shard that
     /// owns "/zookeeper" also holds "/zookeeper", "/zookeeper/quota" and "/zookeeper/config".
     pub fn new(id: ShardId, shard_count: u16) -> Shard {
-        let _ = shard_count;
-        Shard { id }
+        assert!(id < shard_count, "shard {id} out of 0..{shard_count}");
+        let mut tree = Tree::new();
+        if path::shard_of("/zookeeper", shard_count) == id {
+            add_system_nodes(&mut tree);
+        }
+        Shard {
+            id,
+            last_zxid: 0,
+            tree,
+            sessions: SessionTable::default(),
+            watches: WatchRegistry::default(),
+        }
     }
 
     pub fn id(&self) -> ShardId {
@@ -40,55 +59,152 @@ impl Shard {
 
     /// zxid of the last applied entry (0 when none).
     pub fn last_zxid(&self) -> Zxid {
-        todo!()
+        self.last_zxid
     }
 
     /// Applies one committed entry. Entries MUST be applied in log order with increasing zxid.
     pub fn apply(&mut self, entry: &LogEntry) -> Applied {
-        let _ = entry;
-        todo!()
+        assert_eq!(
+            entry.shard, self.id,
+            "entry of shard {} applied to shard {}",
+            entry.shard, self.id
+        );
+        assert!(
+            entry.zxid > self.last_zxid,
+            "zxid must increase: entry {:#x} after {:#x} in shard {}",
+            entry.zxid,
+            self.last_zxid,
+            self.id
+        );
+        self.last_zxid = entry.zxid;
+        let txn = Txn::new(
+            &mut self.tree,
+            &mut self.sessions,
+            entry.zxid,
+            entry.time_ms,
+        );
+        let (result, changes) = txn.run(&entry.command);
+        let mut notifications = Vec::new();
+        for change in &changes {
+            match change {
+                Change::Created(path) => {
+                    self.watches
+                        .node_created(path, entry.zxid, &mut notifications)
+                }
+                Change::Deleted(path) => {
+                    self.watches
+                        .node_deleted(path, entry.zxid, &mut notifications)
+                }
+                Change::DataChanged(path) => {
+                    self.watches
+                        .data_changed(path, entry.zxid, &mut notifications)
+                }
+            }
+        }
+        Applied {
+            result,
+            notifications,
+        }
     }
 
     /// Serves a read (or a watch-state request) from this replica. Registers the watch when
     /// asked, also on NoNode for exists. Returns notifications that fire at once (SetWatches).
-    pub fn read(&mut self, caller: Caller<'_>, op: &ReadOp) -> (Result<ReadResult, ZkError>, Vec<Notification>) {
-        let _ = (caller, op);
-        todo!()
+    pub fn read(
+        &mut self,
+        caller: Caller<'_>,
+        op: &ReadOp,
+    ) -> (Result<ReadResult, ZkError>, Vec<Notification>) {
+        let mut notifications = Vec::new();
+        let result = self.serve_read(caller, op, &mut notifications);
+        (result, notifications)
     }
 
     /// An open session, if this shard knows it.
     pub fn session(&self, id: SessionId) -> Option<&SessionInfo> {
-        let _ = id;
-        todo!()
+        self.sessions.get(id)
     }
 
     /// Every open session (for re-arming expiry timers after restart).
     pub fn sessions(&self) -> Vec<(SessionId, &SessionInfo)> {
-        todo!()
+        self.sessions.iter().collect()
     }
 
     /// Forgets every watch of a closed connection.
     pub fn drop_connection(&mut self, conn: ConnId) {
-        let _ = conn;
-        todo!()
+        self.watches.drop_connection(conn);
     }
 
     /// Paths to reap at `now_ms`: TTL nodes without children whose mtime + ttl < now, and
     /// containers without children whose cversion > 0 (they had a child once).
     pub fn reap_candidates(&self, now_ms: i64) -> Vec<String> {
-        let _ = now_ms;
-        todo!()
+        self.tree
+            .reapable()
+            .filter(|path| {
+                self.tree
+                    .get(path)
+                    .is_some_and(|node| qualifies_for_reap(node, now_ms))
+            })
+            .cloned()
+            .collect()
     }
 
     /// Counters for the four-letter words (mntr, wchs, stat).
     pub fn stats(&self) -> ShardStats {
-        todo!()
+        ShardStats {
+            znode_count: self.tree.len() as u64,
+            ephemeral_count: self.sessions.ephemeral_count(),
+            approximate_data_size: self.tree.approximate_bytes(),
+            watch_count: self.watches.watch_count(),
+            watched_path_count: self.watches.watched_path_count(),
+            session_count: self.sessions.len() as u64,
+        }
     }
 
     /// For `wchs`/`dump`: paths watched per connection.
     pub fn watched_paths(&self) -> Vec<(ConnId, Vec<String>)> {
-        todo!()
+        self.watches.watched_paths()
     }
+
+    /// The node at `path` (read-only), e.g. for snapshots and `dump`.
+    pub fn node(&self, path: &str) -> Option<&Node> {
+        self.tree.get(path)
+    }
+
+    /// The replicated tree (read-only).
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// A hash of the replicated state (tree, sessions and their ephemerals, last zxid):
+    /// replicas that applied the same log have equal digests.
+    pub fn digest(&self) -> u64 {
+        let mut hasher = StableHasher::new();
+        self.tree.digest().hash(&mut hasher);
+        self.last_zxid.hash(&mut hasher);
+        for (id, info) in self.sessions.iter() {
+            id.hash(&mut hasher);
+            info.timeout_ms.hash(&mut hasher);
+            info.passwd.hash(&mut hasher);
+            info.ephemerals.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+}
+
+/// "/zookeeper", "/zookeeper/quota" and "/zookeeper/config" as ZooKeeper's DataTree creates
+/// them: zero stats, open ACL, except config which is read-only (ZOOKEEPER-2014) and carries
+/// aversion -1 because ZooKeeper sets its ACL with version -1.
+fn add_system_nodes(tree: &mut Tree) {
+    let open =
+        |acl: Vec<Acl>| Node::new(Vec::new(), acl, NodeKind::Persistent, NodeMeta::default());
+    tree.link("/zookeeper".to_string(), open(Acl::open_unsafe()));
+    tree.link("/zookeeper/quota".to_string(), open(Acl::open_unsafe()));
+    let mut config = open(vec![Acl {
+        perms: perms::READ,
+        id: Id::world_anyone(),
+    }]);
+    config.meta.aversion = -1;
+    tree.link("/zookeeper/config".to_string(), config);
 }
 
 /// Sizes reported by the four-letter words.

@@ -35,7 +35,10 @@ pub struct Id {
 
 impl Id {
     pub fn new(scheme: &str, id: &str) -> Id {
-        Id { scheme: scheme.to_string(), id: id.to_string() }
+        Id {
+            scheme: scheme.to_string(),
+            id: id.to_string(),
+        }
     }
     pub fn world_anyone() -> Id {
         Id::new("world", "anyone")
@@ -62,7 +65,10 @@ pub struct Acl {
 impl Acl {
     /// ZooDefs.Ids.OPEN_ACL_UNSAFE: world:anyone with every permission.
     pub fn open_unsafe() -> Vec<Acl> {
-        vec![Acl { perms: perms::ALL, id: Id::world_anyone() }]
+        vec![Acl {
+            perms: perms::ALL,
+            id: Id::world_anyone(),
+        }]
     }
 }
 
@@ -97,7 +103,10 @@ impl CreateMode {
         self as i32
     }
     pub fn is_ephemeral(self) -> bool {
-        matches!(self, CreateMode::Ephemeral | CreateMode::EphemeralSequential)
+        matches!(
+            self,
+            CreateMode::Ephemeral | CreateMode::EphemeralSequential
+        )
     }
     pub fn is_sequential(self) -> bool {
         matches!(
@@ -111,7 +120,10 @@ impl CreateMode {
         matches!(self, CreateMode::Container)
     }
     pub fn is_ttl(self) -> bool {
-        matches!(self, CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl)
+        matches!(
+            self,
+            CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl
+        )
     }
 }
 
