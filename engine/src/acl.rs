@@ -12,10 +12,7 @@ use sha1::{Digest, Sha1};
 pub fn digest_id(user_password: &str) -> String {
     let user = user_password.split(':').next().unwrap_or("");
     let hash = Sha1::digest(user_password.as_bytes());
-    format!(
-        "{user}:{}",
-        base64::engine::general_purpose::STANDARD.encode(hash)
-    )
+    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
 }
 
 /// Validates the ACL of a create or setACL and replaces `auth` entries by the caller's
@@ -55,10 +52,7 @@ fn expand_auth(perms: i32, auth: &[Id], out: &mut Vec<Acl>) -> Result<(), ZkErro
     let mut found = false;
     for id in auth.iter().filter(|id| is_authenticated_scheme(&id.scheme)) {
         found = true;
-        out.push(Acl {
-            perms,
-            id: id.clone(),
-        });
+        out.push(Acl { perms, id: id.clone() });
     }
     if found {
         Ok(())
@@ -84,10 +78,7 @@ pub fn is_valid_id(id: &Id) -> bool {
 /// ZooKeeper: `id.split(":").length == 2` (Java's split drops trailing empty parts).
 fn is_valid_digest(id: &str) -> bool {
     let parts: Vec<&str> = id.split(':').collect();
-    let trimmed = parts
-        .iter()
-        .rposition(|p| !p.is_empty())
-        .map_or(0, |i| i + 1);
+    let trimmed = parts.iter().rposition(|p| !p.is_empty()).map_or(0, |i| i + 1);
     trimmed == 2
 }
 
@@ -106,21 +97,17 @@ pub fn allows(acl: &[Acl], perm: i32, auth: &[Id]) -> bool {
     if acl.is_empty() {
         return true;
     }
-    acl.iter()
-        .filter(|entry| entry.perms & perm != 0)
-        .any(|entry| grants(&entry.id, auth))
+    acl.iter().filter(|entry| entry.perms & perm != 0).any(|entry| grants(&entry.id, auth))
 }
 
 fn grants(acl_id: &Id, auth: &[Id]) -> bool {
     if acl_id.scheme == "world" && acl_id.id == "anyone" {
         return true;
     }
-    auth.iter()
-        .filter(|id| id.scheme == acl_id.scheme)
-        .any(|id| match acl_id.scheme.as_str() {
-            "ip" => ip_matches(&id.id, &acl_id.id),
-            _ => id.id == acl_id.id,
-        })
+    auth.iter().filter(|id| id.scheme == acl_id.scheme).any(|id| match acl_id.scheme.as_str() {
+        "ip" => ip_matches(&id.id, &acl_id.id),
+        _ => id.id == acl_id.id,
+    })
 }
 
 /// The ACL a caller without ADMIN sees from getACL: digest hashes are hidden as `user:x`
@@ -132,18 +119,14 @@ pub fn redact_digests(acl: &[Acl]) -> Vec<Acl> {
                 return entry.clone();
             }
             let user = entry.id.id.split(':').next().unwrap_or("");
-            Acl {
-                perms: entry.perms,
-                id: Id::new("digest", &format!("{user}:x")),
-            }
+            Acl { perms: entry.perms, id: Id::new("digest", &format!("{user}:x")) }
         })
         .collect()
 }
 
 /// Whether the client address `client_ip` falls in `acl_expr` (an address or `addr/bits`).
 pub fn ip_matches(client_ip: &str, acl_expr: &str) -> bool {
-    let (Some((acl_addr, bits)), Some(client)) = (parse_ip_expr(acl_expr), parse_addr(client_ip))
-    else {
+    let (Some((acl_addr, bits)), Some(client)) = (parse_ip_expr(acl_expr), parse_addr(client_ip)) else {
         return false;
     };
     if client.len() != acl_addr.len() {
@@ -155,11 +138,7 @@ pub fn ip_matches(client_ip: &str, acl_expr: &str) -> bool {
 fn masked_equal(a: &[u8], b: &[u8], bits: usize) -> bool {
     (0..a.len()).all(|i| {
         let bits_here = bits.saturating_sub(i * 8).min(8);
-        let mask: u8 = if bits_here == 0 {
-            0
-        } else {
-            0xffu8 << (8 - bits_here)
-        };
+        let mask: u8 = if bits_here == 0 { 0 } else { 0xffu8 << (8 - bits_here) };
         a[i] & mask == b[i] & mask
     })
 }
@@ -183,9 +162,7 @@ fn parse_addr(addr: &str) -> Option<Vec<u8>> {
     if let Some(v4) = parse_v4(addr) {
         return Some(v4.to_vec());
     }
-    addr.parse::<std::net::Ipv6Addr>()
-        .ok()
-        .map(|v6| v6.octets().to_vec())
+    addr.parse::<std::net::Ipv6Addr>().ok().map(|v6| v6.octets().to_vec())
 }
 
 /// Four dot-separated decimal octets, as ZooKeeper's v4addr2Bytes accepts them.
@@ -208,18 +185,12 @@ mod tests {
     use crate::types::perms::*;
 
     fn acl(perms: i32, scheme: &str, id: &str) -> Acl {
-        Acl {
-            perms,
-            id: Id::new(scheme, id),
-        }
+        Acl { perms, id: Id::new(scheme, id) }
     }
 
     #[test]
     fn digest_matches_zookeeper_vector() {
-        assert_eq!(
-            digest_id("super:test"),
-            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
-        );
+        assert_eq!(digest_id("super:test"), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
     }
 
     #[test]
@@ -227,10 +198,7 @@ mod tests {
         let open = Acl::open_unsafe();
         assert!(allows(&open, READ, &[]));
         assert!(allows(&[acl(READ, "world", "anyone")], READ, &[]));
-        assert_eq!(
-            check(&[acl(READ, "world", "anyone")], WRITE, &[]),
-            Err(ZkError::NoAuth)
-        );
+        assert_eq!(check(&[acl(READ, "world", "anyone")], WRITE, &[]), Err(ZkError::NoAuth));
     }
 
     #[test]
@@ -238,11 +206,7 @@ mod tests {
         let bob = digest_id("bob:secret");
         let entries = [acl(ALL, "digest", &bob)];
         assert!(allows(&entries, WRITE, &[Id::new("digest", &bob)]));
-        assert!(!allows(
-            &entries,
-            WRITE,
-            &[Id::new("digest", &digest_id("bob:wrong"))]
-        ));
+        assert!(!allows(&entries, WRITE, &[Id::new("digest", &digest_id("bob:wrong"))]));
         assert!(!allows(&entries, WRITE, &[Id::new("ip", "127.0.0.1")]));
     }
 
@@ -280,44 +244,20 @@ mod tests {
     #[test]
     fn fixup_rules() {
         assert_eq!(fixup(&[], &[]), Err(ZkError::InvalidAcl));
-        assert_eq!(
-            fixup(&[acl(ALL, "auth", "")], &[]),
-            Err(ZkError::InvalidAcl)
-        );
+        assert_eq!(fixup(&[acl(ALL, "auth", "")], &[]), Err(ZkError::InvalidAcl));
         // ip identities are not "authenticated" for the auth scheme.
-        assert_eq!(
-            fixup(&[acl(ALL, "auth", "")], &[Id::new("ip", "127.0.0.1")]),
-            Err(ZkError::InvalidAcl)
-        );
+        assert_eq!(fixup(&[acl(ALL, "auth", "")], &[Id::new("ip", "127.0.0.1")]), Err(ZkError::InvalidAcl));
         let bob = Id::new("digest", &digest_id("bob:pw"));
-        let fixed = fixup(
-            &[acl(READ, "auth", "")],
-            &[Id::new("ip", "1.2.3.4"), bob.clone()],
-        )
-        .unwrap();
-        assert_eq!(
-            fixed,
-            vec![Acl {
-                perms: READ,
-                id: bob
-            }]
-        );
-        let dup = fixup(
-            &[acl(READ, "world", "anyone"), acl(READ, "world", "anyone")],
-            &[],
-        )
-        .unwrap();
+        let fixed = fixup(&[acl(READ, "auth", "")], &[Id::new("ip", "1.2.3.4"), bob.clone()]).unwrap();
+        assert_eq!(fixed, vec![Acl { perms: READ, id: bob }]);
+        let dup = fixup(&[acl(READ, "world", "anyone"), acl(READ, "world", "anyone")], &[]).unwrap();
         assert_eq!(dup.len(), 1);
-        assert_eq!(
-            fixup(&[acl(READ, "foo", "bar")], &[]),
-            Err(ZkError::InvalidAcl)
-        );
+        assert_eq!(fixup(&[acl(READ, "foo", "bar")], &[]), Err(ZkError::InvalidAcl));
     }
 
     #[test]
     fn redaction_hides_hashes() {
-        let redacted =
-            redact_digests(&[acl(ALL, "digest", "bob:abc="), acl(READ, "ip", "1.2.3.4")]);
+        let redacted = redact_digests(&[acl(ALL, "digest", "bob:abc="), acl(READ, "ip", "1.2.3.4")]);
         assert_eq!(redacted[0].id.id, "bob:x");
         assert_eq!(redacted[1].id.id, "1.2.3.4");
     }

@@ -96,9 +96,7 @@ pub enum MultiOp {
 impl LogEntry {
     /// Serializes to the rkyv bytes stored in the WAL.
     pub fn to_bytes(&self) -> Vec<u8> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self)
-            .expect("LogEntry serializes")
-            .into_vec()
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("LogEntry serializes").into_vec()
     }
 
     /// Validates rkyv bytes (read back from the WAL) and returns the owned entry.

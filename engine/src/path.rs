@@ -84,11 +84,7 @@ pub fn shard_of(path: &str, shard_count: u16) -> ShardId {
 }
 
 fn strip_sequence_suffix(component: &str) -> &str {
-    let digits = component
-        .bytes()
-        .rev()
-        .take_while(u8::is_ascii_digit)
-        .count();
+    let digits = component.bytes().rev().take_while(u8::is_ascii_digit).count();
     if digits >= SEQUENCE_DIGITS {
         &component[..component.len() - SEQUENCE_DIGITS]
     } else {
@@ -112,20 +108,10 @@ mod tests {
 
     #[test]
     fn valid_and_invalid_paths() {
-        for ok in [
-            "/",
-            "/a",
-            "/a/b",
-            "/a-b.c",
-            "/..a",
-            "/a.",
-            "/zookeeper/quota",
-        ] {
+        for ok in ["/", "/a", "/a/b", "/a-b.c", "/..a", "/a.", "/zookeeper/quota"] {
             assert_eq!(validate(ok, false), Ok(()), "{ok}");
         }
-        for bad in [
-            "", "a", "/a/", "//", "/a//b", "/.", "/a/..", "/a/./b", "/a\u{0}b", "/a\u{1}",
-        ] {
+        for bad in ["", "a", "/a/", "//", "/a//b", "/.", "/a/..", "/a/./b", "/a\u{0}b", "/a\u{1}"] {
             assert_eq!(validate(bad, false), Err(ZkError::BadArguments), "{bad:?}");
         }
         assert_eq!(validate("/a/", true), Ok(()));

@@ -20,26 +20,22 @@ impl Shard {
         match op {
             ReadOp::Exists { path, watch } => self.exists(caller, path, *watch),
             ReadOp::GetData { path, watch } => self.get_data(caller, path, *watch),
-            ReadOp::GetChildren { path, watch } => self
-                .get_children(caller, path, *watch)
-                .map(|(children, _)| ReadResult::Children(children)),
-            ReadOp::GetChildren2 { path, watch } => self
-                .get_children(caller, path, *watch)
-                .map(|(children, stat)| ReadResult::Children2 { children, stat }),
+            ReadOp::GetChildren { path, watch } => {
+                self.get_children(caller, path, *watch).map(|(children, _)| ReadResult::Children(children))
+            }
+            ReadOp::GetChildren2 { path, watch } => {
+                self.get_children(caller, path, *watch).map(|(children, stat)| ReadResult::Children2 { children, stat })
+            }
             ReadOp::GetAcl { path } => self.get_acl(caller, path),
             ReadOp::GetAllChildrenNumber { path } => {
                 let node = self.readable(caller, path, perms::READ)?;
                 let _ = node;
                 Ok(ReadResult::Number(self.tree.descendant_count(path) as i32))
             }
-            ReadOp::GetEphemerals { prefix } => {
-                Ok(ReadResult::Paths(self.ephemerals(caller, prefix)))
+            ReadOp::GetEphemerals { prefix } => Ok(ReadResult::Paths(self.ephemerals(caller, prefix))),
+            ReadOp::MultiRead(ops) => {
+                Ok(ReadResult::Multi(ops.iter().map(|op| self.multi_read_op(caller, op)).collect()))
             }
-            ReadOp::MultiRead(ops) => Ok(ReadResult::Multi(
-                ops.iter()
-                    .map(|op| self.multi_read_op(caller, op))
-                    .collect(),
-            )),
             ReadOp::AddWatch { path, mode } => {
                 path::validate(path, false)?;
                 let kind = match mode {
@@ -51,14 +47,7 @@ impl Shard {
             }
             ReadOp::CheckWatches { path, kind } => self.check_watches(caller, path, *kind, false),
             ReadOp::RemoveWatches { path, kind } => self.check_watches(caller, path, *kind, true),
-            ReadOp::SetWatches {
-                relative_zxid,
-                data,
-                exist,
-                child,
-                persistent,
-                persistent_recursive,
-            } => {
+            ReadOp::SetWatches { relative_zxid, data, exist, child, persistent, persistent_recursive } => {
                 self.set_data_watches(caller, *relative_zxid, data, out);
                 self.set_exist_watches(caller, exist, out);
                 self.set_child_watches(caller, *relative_zxid, child, out);
@@ -66,8 +55,7 @@ impl Shard {
                     self.watches.add(WatchKind::Persistent, path, caller.conn);
                 }
                 for path in persistent_recursive {
-                    self.watches
-                        .add(WatchKind::PersistentRecursive, path, caller.conn);
+                    self.watches.add(WatchKind::PersistentRecursive, path, caller.conn);
                 }
                 Ok(ReadResult::Done)
             }
@@ -84,34 +72,18 @@ impl Shard {
 
     /// exists: the watch is registered whether or not the node exists (DataTree.statNode);
     /// no permission is needed.
-    fn exists(
-        &mut self,
-        caller: Caller<'_>,
-        path: &str,
-        watch: bool,
-    ) -> Result<ReadResult, ZkError> {
+    fn exists(&mut self, caller: Caller<'_>, path: &str, watch: bool) -> Result<ReadResult, ZkError> {
         path::validate(path, false)?;
         if watch {
             self.watches.add(WatchKind::Data, path, caller.conn);
         }
-        self.tree
-            .get(path)
-            .map(|node| ReadResult::Stat(node.stat()))
-            .ok_or(ZkError::NoNode)
+        self.tree.get(path).map(|node| ReadResult::Stat(node.stat())).ok_or(ZkError::NoNode)
     }
 
     /// getData: NoNode and NoAuth register no watch.
-    fn get_data(
-        &mut self,
-        caller: Caller<'_>,
-        path: &str,
-        watch: bool,
-    ) -> Result<ReadResult, ZkError> {
+    fn get_data(&mut self, caller: Caller<'_>, path: &str, watch: bool) -> Result<ReadResult, ZkError> {
         let node = self.readable(caller, path, perms::READ)?;
-        let result = ReadResult::Data {
-            data: node.data.clone(),
-            stat: node.stat(),
-        };
+        let result = ReadResult::Data { data: node.data.clone(), stat: node.stat() };
         if watch {
             self.watches.add(WatchKind::Data, path, caller.conn);
         }
@@ -143,10 +115,7 @@ impl Shard {
         } else {
             acl::redact_digests(&node.acl)
         };
-        Ok(ReadResult::Acl {
-            acl,
-            stat: node.stat(),
-        })
+        Ok(ReadResult::Acl { acl, stat: node.stat() })
     }
 
     /// getEphemerals: no session check; an unknown session simply has none.
@@ -156,17 +125,15 @@ impl Shard {
         if prefix.is_empty() || prefix == "/" {
             return all;
         }
-        all.into_iter()
-            .filter(|path| path.starts_with(prefix))
-            .collect()
+        all.into_iter().filter(|path| path.starts_with(prefix)).collect()
     }
 
     fn multi_read_op(&mut self, caller: Caller<'_>, op: &ReadOp) -> Result<ReadResult, ZkError> {
         match op {
             ReadOp::GetData { path, watch } => self.get_data(caller, path, *watch),
-            ReadOp::GetChildren { path, watch } => self
-                .get_children(caller, path, *watch)
-                .map(|(children, _)| ReadResult::Children(children)),
+            ReadOp::GetChildren { path, watch } => {
+                self.get_children(caller, path, *watch).map(|(children, _)| ReadResult::Children(children))
+            }
             _ => Err(ZkError::BadArguments),
         }
     }
@@ -203,9 +170,7 @@ impl Shard {
         for path in paths {
             let fired = match self.tree.get(path) {
                 None => Some((EventType::NodeDeleted, self.last_zxid())),
-                Some(node) if node.meta.mzxid > relative_zxid => {
-                    Some((EventType::NodeDataChanged, node.meta.mzxid))
-                }
+                Some(node) if node.meta.mzxid > relative_zxid => Some((EventType::NodeDataChanged, node.meta.mzxid)),
                 Some(_) => None,
             };
             self.fire_or_register(caller, path, fired, WatchKind::Data, out);
@@ -213,17 +178,9 @@ impl Shard {
     }
 
     /// Exist watches: an existing node fires NodeCreated at once, whatever its czxid.
-    fn set_exist_watches(
-        &mut self,
-        caller: Caller<'_>,
-        paths: &[String],
-        out: &mut Vec<Notification>,
-    ) {
+    fn set_exist_watches(&mut self, caller: Caller<'_>, paths: &[String], out: &mut Vec<Notification>) {
         for path in paths {
-            let fired = self
-                .tree
-                .get(path)
-                .map(|node| (EventType::NodeCreated, node.meta.czxid));
+            let fired = self.tree.get(path).map(|node| (EventType::NodeCreated, node.meta.czxid));
             self.fire_or_register(caller, path, fired, WatchKind::Data, out);
         }
     }
@@ -258,12 +215,7 @@ impl Shard {
         out: &mut Vec<Notification>,
     ) {
         match fired {
-            Some((event, zxid)) => out.push(Notification {
-                conn: caller.conn,
-                event,
-                path: path.to_string(),
-                zxid,
-            }),
+            Some((event, zxid)) => out.push(Notification { conn: caller.conn, event, path: path.to_string(), zxid }),
             None => self.watches.add(kind, path, caller.conn),
         }
     }

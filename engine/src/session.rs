@@ -13,11 +13,7 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     pub fn new(timeout_ms: i32, passwd: Vec<u8>) -> SessionInfo {
-        SessionInfo {
-            timeout_ms,
-            passwd,
-            ephemerals: BTreeSet::new(),
-        }
+        SessionInfo { timeout_ms, passwd, ephemerals: BTreeSet::new() }
     }
 }
 
@@ -32,10 +28,7 @@ impl SessionTable {
     /// Opens a session; opening an open session again only refreshes timeout and password
     /// (the command may be re-proposed), its ephemerals stay.
     pub fn open(&mut self, id: SessionId, timeout_ms: i32, passwd: &[u8]) {
-        let info = self
-            .sessions
-            .entry(id)
-            .or_insert_with(|| SessionInfo::new(timeout_ms, Vec::new()));
+        let info = self.sessions.entry(id).or_insert_with(|| SessionInfo::new(timeout_ms, Vec::new()));
         info.timeout_ms = timeout_ms;
         info.passwd = passwd.to_vec();
     }
@@ -43,10 +36,7 @@ impl SessionTable {
     /// Forgets a session. Its ephemerals MUST have been deleted from the tree first.
     pub fn close(&mut self, id: SessionId) -> Option<SessionInfo> {
         let info = self.sessions.remove(&id)?;
-        assert!(
-            info.ephemerals.is_empty(),
-            "session {id:#x} closed with ephemerals left"
-        );
+        assert!(info.ephemerals.is_empty(), "session {id:#x} closed with ephemerals left");
         Some(info)
     }
 
@@ -76,27 +66,18 @@ impl SessionTable {
 
     /// The session's ephemerals, sorted (empty when the session is unknown).
     pub fn ephemerals(&self, id: SessionId) -> Vec<String> {
-        self.sessions
-            .get(&id)
-            .map(|info| info.ephemerals.iter().cloned().collect())
-            .unwrap_or_default()
+        self.sessions.get(&id).map(|info| info.ephemerals.iter().cloned().collect()).unwrap_or_default()
     }
 
     pub(crate) fn add_ephemeral(&mut self, id: SessionId, path: &str) {
-        let info = self
-            .sessions
-            .get_mut(&id)
-            .unwrap_or_else(|| panic!("ephemeral {path} of closed session {id:#x}"));
+        let info = self.sessions.get_mut(&id).unwrap_or_else(|| panic!("ephemeral {path} of closed session {id:#x}"));
         let inserted = info.ephemerals.insert(path.to_string());
         assert!(inserted, "ephemeral {path} registered twice");
         self.ephemeral_count += 1;
     }
 
     pub(crate) fn remove_ephemeral(&mut self, id: SessionId, path: &str) {
-        let info = self
-            .sessions
-            .get_mut(&id)
-            .unwrap_or_else(|| panic!("ephemeral {path} of unknown session {id:#x}"));
+        let info = self.sessions.get_mut(&id).unwrap_or_else(|| panic!("ephemeral {path} of unknown session {id:#x}"));
         let removed = info.ephemerals.remove(path);
         assert!(removed, "ephemeral {path} not registered with its session");
         self.ephemeral_count -= 1;

@@ -44,13 +44,7 @@ impl Shard {
         if path::shard_of("/zookeeper", shard_count) == id {
             add_system_nodes(&mut tree);
         }
-        Shard {
-            id,
-            last_zxid: 0,
-            tree,
-            sessions: SessionTable::default(),
-            watches: WatchRegistry::default(),
-        }
+        Shard { id, last_zxid: 0, tree, sessions: SessionTable::default(), watches: WatchRegistry::default() }
     }
 
     pub fn id(&self) -> ShardId {
@@ -64,11 +58,7 @@ impl Shard {
 
     /// Applies one committed entry. Entries MUST be applied in log order with increasing zxid.
     pub fn apply(&mut self, entry: &LogEntry) -> Applied {
-        assert_eq!(
-            entry.shard, self.id,
-            "entry of shard {} applied to shard {}",
-            entry.shard, self.id
-        );
+        assert_eq!(entry.shard, self.id, "entry of shard {} applied to shard {}", entry.shard, self.id);
         assert!(
             entry.zxid > self.last_zxid,
             "zxid must increase: entry {:#x} after {:#x} in shard {}",
@@ -77,43 +67,22 @@ impl Shard {
             self.id
         );
         self.last_zxid = entry.zxid;
-        let txn = Txn::new(
-            &mut self.tree,
-            &mut self.sessions,
-            entry.zxid,
-            entry.time_ms,
-        );
+        let txn = Txn::new(&mut self.tree, &mut self.sessions, entry.zxid, entry.time_ms);
         let (result, changes) = txn.run(&entry.command);
         let mut notifications = Vec::new();
         for change in &changes {
             match change {
-                Change::Created(path) => {
-                    self.watches
-                        .node_created(path, entry.zxid, &mut notifications)
-                }
-                Change::Deleted(path) => {
-                    self.watches
-                        .node_deleted(path, entry.zxid, &mut notifications)
-                }
-                Change::DataChanged(path) => {
-                    self.watches
-                        .data_changed(path, entry.zxid, &mut notifications)
-                }
+                Change::Created(path) => self.watches.node_created(path, entry.zxid, &mut notifications),
+                Change::Deleted(path) => self.watches.node_deleted(path, entry.zxid, &mut notifications),
+                Change::DataChanged(path) => self.watches.data_changed(path, entry.zxid, &mut notifications),
             }
         }
-        Applied {
-            result,
-            notifications,
-        }
+        Applied { result, notifications }
     }
 
     /// Serves a read (or a watch-state request) from this replica. Registers the watch when
     /// asked, also on NoNode for exists. Returns notifications that fire at once (SetWatches).
-    pub fn read(
-        &mut self,
-        caller: Caller<'_>,
-        op: &ReadOp,
-    ) -> (Result<ReadResult, ZkError>, Vec<Notification>) {
+    pub fn read(&mut self, caller: Caller<'_>, op: &ReadOp) -> (Result<ReadResult, ZkError>, Vec<Notification>) {
         let mut notifications = Vec::new();
         let result = self.serve_read(caller, op, &mut notifications);
         (result, notifications)
@@ -139,11 +108,7 @@ impl Shard {
     pub fn reap_candidates(&self, now_ms: i64) -> Vec<String> {
         self.tree
             .reapable()
-            .filter(|path| {
-                self.tree
-                    .get(path)
-                    .is_some_and(|node| qualifies_for_reap(node, now_ms))
-            })
+            .filter(|path| self.tree.get(path).is_some_and(|node| qualifies_for_reap(node, now_ms)))
             .cloned()
             .collect()
     }
@@ -195,14 +160,10 @@ impl Shard {
 /// them: zero stats, open ACL, except config which is read-only (ZOOKEEPER-2014) and carries
 /// aversion -1 because ZooKeeper sets its ACL with version -1.
 fn add_system_nodes(tree: &mut Tree) {
-    let open =
-        |acl: Vec<Acl>| Node::new(Vec::new(), acl, NodeKind::Persistent, NodeMeta::default());
+    let open = |acl: Vec<Acl>| Node::new(Vec::new(), acl, NodeKind::Persistent, NodeMeta::default());
     tree.link("/zookeeper".to_string(), open(Acl::open_unsafe()));
     tree.link("/zookeeper/quota".to_string(), open(Acl::open_unsafe()));
-    let mut config = open(vec![Acl {
-        perms: perms::READ,
-        id: Id::world_anyone(),
-    }]);
+    let mut config = open(vec![Acl { perms: perms::READ, id: Id::world_anyone() }]);
     config.meta.aversion = -1;
     tree.link("/zookeeper/config".to_string(), config);
 }

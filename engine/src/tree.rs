@@ -77,14 +77,7 @@ pub struct NodeMeta {
 impl NodeMeta {
     /// Metadata of a node created by `zxid` at `time_ms`.
     pub fn created(zxid: Zxid, time_ms: i64) -> NodeMeta {
-        NodeMeta {
-            czxid: zxid,
-            mzxid: zxid,
-            ctime: time_ms,
-            mtime: time_ms,
-            pzxid: zxid,
-            ..NodeMeta::default()
-        }
+        NodeMeta { czxid: zxid, mzxid: zxid, ctime: time_ms, mtime: time_ms, pzxid: zxid, ..NodeMeta::default() }
     }
 }
 
@@ -100,13 +93,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(data: Vec<u8>, acl: Vec<Acl>, kind: NodeKind, meta: NodeMeta) -> Node {
-        Node {
-            data,
-            acl,
-            kind,
-            meta,
-            children: BTreeSet::new(),
-        }
+        Node { data, acl, kind, meta, children: BTreeSet::new() }
     }
 
     /// The Stat clients see, as ZooKeeper's DataNode.copyStat builds it: cversion counts
@@ -119,11 +106,7 @@ impl Node {
             ctime: self.meta.ctime,
             mtime: self.meta.mtime,
             version: self.meta.version,
-            cversion: self
-                .meta
-                .child_creates
-                .wrapping_mul(2)
-                .wrapping_sub(num_children),
+            cversion: self.meta.child_creates.wrapping_mul(2).wrapping_sub(num_children),
             aversion: self.meta.aversion,
             ephemeral_owner: self.kind.client_ephemeral_owner(),
             data_length: self.data.len() as i32,
@@ -162,17 +145,8 @@ impl Default for Tree {
 impl Tree {
     /// A tree holding only "/", open to everyone, all stat fields zero.
     pub fn new() -> Tree {
-        let root = Node::new(
-            Vec::new(),
-            Acl::open_unsafe(),
-            NodeKind::Persistent,
-            NodeMeta::default(),
-        );
-        let mut tree = Tree {
-            nodes: AHashMap::new(),
-            reapable: BTreeSet::new(),
-            approximate_bytes: 0,
-        };
+        let root = Node::new(Vec::new(), Acl::open_unsafe(), NodeKind::Persistent, NodeMeta::default());
+        let mut tree = Tree { nodes: AHashMap::new(), reapable: BTreeSet::new(), approximate_bytes: 0 };
         tree.approximate_bytes = node_bytes("/", &root);
         tree.nodes.insert("/".to_string(), root);
         tree
@@ -209,9 +183,7 @@ impl Tree {
     }
 
     pub(crate) fn node_mut(&mut self, path: &str) -> &mut Node {
-        self.nodes
-            .get_mut(path)
-            .unwrap_or_else(|| panic!("node {path} must exist"))
+        self.nodes.get_mut(path).unwrap_or_else(|| panic!("node {path} must exist"))
     }
 
     /// Replaces the data of a node, returning the old data.
@@ -230,10 +202,7 @@ impl Tree {
         let parent = crate::path::parent(&path);
         let name = crate::path::name(&path).to_string();
         let inserted = self.node_mut(parent).children.insert(name);
-        assert!(
-            inserted,
-            "link of {path}: name already present in its parent"
-        );
+        assert!(inserted, "link of {path}: name already present in its parent");
         self.approximate_bytes += node_bytes(&path, &node);
         if node.kind.is_reapable() {
             self.reapable.insert(path.clone());
@@ -245,18 +214,9 @@ impl Tree {
     /// Removes a childless node from the map and from its parent's children.
     pub(crate) fn unlink(&mut self, path: &str) -> Node {
         assert!(path != "/", "the root is never unlinked");
-        let node = self
-            .nodes
-            .remove(path)
-            .unwrap_or_else(|| panic!("unlink of missing {path}"));
-        assert!(
-            node.children.is_empty(),
-            "unlink of {path} that has children"
-        );
-        let removed = self
-            .node_mut(crate::path::parent(path))
-            .children
-            .remove(crate::path::name(path));
+        let node = self.nodes.remove(path).unwrap_or_else(|| panic!("unlink of missing {path}"));
+        assert!(node.children.is_empty(), "unlink of {path} that has children");
+        let removed = self.node_mut(crate::path::parent(path)).children.remove(crate::path::name(path));
         assert!(removed, "unlink of {path}: not in its parent's children");
         self.approximate_bytes -= node_bytes(path, &node);
         if node.kind.is_reapable() {
@@ -274,11 +234,7 @@ impl Tree {
                 continue;
             };
             count += node.children.len();
-            stack.extend(
-                node.children
-                    .iter()
-                    .map(|child| crate::path::join(&current, child)),
-            );
+            stack.extend(node.children.iter().map(|child| crate::path::join(&current, child)));
         }
         count
     }
@@ -306,26 +262,13 @@ impl Tree {
         for (path, node) in &self.nodes {
             bytes += node_bytes(path, node);
             for child in &node.children {
-                assert!(
-                    self.nodes.contains_key(&crate::path::join(path, child)),
-                    "{path} lists missing {child}"
-                );
+                assert!(self.nodes.contains_key(&crate::path::join(path, child)), "{path} lists missing {child}");
             }
             if path != "/" {
-                let parent = self
-                    .nodes
-                    .get(crate::path::parent(path))
-                    .expect("parent exists");
-                assert!(
-                    parent.children.contains(crate::path::name(path)),
-                    "{path} not in parent"
-                );
+                let parent = self.nodes.get(crate::path::parent(path)).expect("parent exists");
+                assert!(parent.children.contains(crate::path::name(path)), "{path} not in parent");
             }
-            assert_eq!(
-                node.kind.is_reapable(),
-                self.reapable.contains(path),
-                "reapable index of {path}"
-            );
+            assert_eq!(node.kind.is_reapable(), self.reapable.contains(path), "reapable index of {path}");
         }
         assert_eq!(bytes, self.approximate_bytes, "approximate_bytes drifted");
     }
@@ -368,12 +311,7 @@ mod tests {
     use super::*;
 
     fn leaf(kind: NodeKind) -> Node {
-        Node::new(
-            b"x".to_vec(),
-            Acl::open_unsafe(),
-            kind,
-            NodeMeta::created(1, 10),
-        )
+        Node::new(b"x".to_vec(), Acl::open_unsafe(), kind, NodeMeta::created(1, 10))
     }
 
     #[test]
@@ -382,10 +320,7 @@ mod tests {
         tree.link("/a".into(), leaf(NodeKind::Persistent));
         tree.link("/a/b".into(), leaf(NodeKind::Container));
         tree.assert_consistent();
-        assert_eq!(
-            tree.get("/a").unwrap().children.iter().collect::<Vec<_>>(),
-            vec!["b"]
-        );
+        assert_eq!(tree.get("/a").unwrap().children.iter().collect::<Vec<_>>(), vec!["b"]);
         assert_eq!(tree.reapable().collect::<Vec<_>>(), vec!["/a/b"]);
         assert_eq!(tree.descendant_count("/"), 2);
         let removed = tree.unlink("/a/b");
@@ -404,10 +339,7 @@ mod tests {
         assert_eq!(stat.cversion, 5);
         assert_eq!(stat.num_children, 1);
         assert_eq!(stat.ephemeral_owner, 0);
-        assert_eq!(
-            node.kind.stored_ephemeral_owner(),
-            0xff00_0000_0000_0005_u64 as i64
-        );
+        assert_eq!(node.kind.stored_ephemeral_owner(), 0xff00_0000_0000_0005_u64 as i64);
         assert_eq!(NodeKind::Container.stored_ephemeral_owner(), i64::MIN);
         assert_eq!(NodeKind::Ephemeral(42).client_ephemeral_owner(), 42);
     }

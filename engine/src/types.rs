@@ -35,10 +35,7 @@ pub struct Id {
 
 impl Id {
     pub fn new(scheme: &str, id: &str) -> Id {
-        Id {
-            scheme: scheme.to_string(),
-            id: id.to_string(),
-        }
+        Id { scheme: scheme.to_string(), id: id.to_string() }
     }
     pub fn world_anyone() -> Id {
         Id::new("world", "anyone")
@@ -65,10 +62,7 @@ pub struct Acl {
 impl Acl {
     /// ZooDefs.Ids.OPEN_ACL_UNSAFE: world:anyone with every permission.
     pub fn open_unsafe() -> Vec<Acl> {
-        vec![Acl {
-            perms: perms::ALL,
-            id: Id::world_anyone(),
-        }]
+        vec![Acl { perms: perms::ALL, id: Id::world_anyone() }]
     }
 }
 
@@ -103,10 +97,7 @@ impl CreateMode {
         self as i32
     }
     pub fn is_ephemeral(self) -> bool {
-        matches!(
-            self,
-            CreateMode::Ephemeral | CreateMode::EphemeralSequential
-        )
+        matches!(self, CreateMode::Ephemeral | CreateMode::EphemeralSequential)
     }
     pub fn is_sequential(self) -> bool {
         matches!(
@@ -120,10 +111,7 @@ impl CreateMode {
         matches!(self, CreateMode::Container)
     }
     pub fn is_ttl(self) -> bool {
-        matches!(
-            self,
-            CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl
-        )
+        matches!(self, CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl)
     }
 }
 

@@ -21,24 +21,14 @@ struct PathIndex {
 
 impl PathIndex {
     fn add(&mut self, path: &str, conn: ConnId) {
-        if self
-            .by_path
-            .entry(path.to_string())
-            .or_default()
-            .insert(conn)
-        {
-            self.by_conn
-                .entry(conn)
-                .or_default()
-                .insert(path.to_string());
+        if self.by_path.entry(path.to_string()).or_default().insert(conn) {
+            self.by_conn.entry(conn).or_default().insert(path.to_string());
             self.count += 1;
         }
     }
 
     fn contains(&self, path: &str, conn: ConnId) -> bool {
-        self.by_path
-            .get(path)
-            .is_some_and(|conns| conns.contains(&conn))
+        self.by_path.get(path).is_some_and(|conns| conns.contains(&conn))
     }
 
     fn remove(&mut self, path: &str, conn: ConnId) -> bool {
@@ -57,10 +47,7 @@ impl PathIndex {
     }
 
     fn forget_conn_path(&mut self, conn: ConnId, path: &str) {
-        let paths = self
-            .by_conn
-            .get_mut(&conn)
-            .expect("by_conn mirrors by_path");
+        let paths = self.by_conn.get_mut(&conn).expect("by_conn mirrors by_path");
         paths.remove(path);
         if paths.is_empty() {
             self.by_conn.remove(&conn);
@@ -86,10 +73,7 @@ impl PathIndex {
             return;
         };
         for path in paths {
-            let conns = self
-                .by_path
-                .get_mut(&path)
-                .expect("by_path mirrors by_conn");
+            let conns = self.by_path.get_mut(&path).expect("by_path mirrors by_conn");
             conns.remove(&conn);
             if conns.is_empty() {
                 self.by_path.remove(&path);
@@ -140,25 +124,16 @@ impl WatchRegistry {
     fn covered(kind: WatcherType) -> &'static [WatchKind] {
         match kind {
             WatcherType::Children => &[WatchKind::Child, WatchKind::Persistent],
-            WatcherType::Data => &[
-                WatchKind::Data,
-                WatchKind::Persistent,
-                WatchKind::PersistentRecursive,
-            ],
-            WatcherType::Any => &[
-                WatchKind::Data,
-                WatchKind::Child,
-                WatchKind::Persistent,
-                WatchKind::PersistentRecursive,
-            ],
+            WatcherType::Data => &[WatchKind::Data, WatchKind::Persistent, WatchKind::PersistentRecursive],
+            WatcherType::Any => {
+                &[WatchKind::Data, WatchKind::Child, WatchKind::Persistent, WatchKind::PersistentRecursive]
+            }
         }
     }
 
     /// Whether the connection has a watch of `kind` on `path` (checkWatches).
     pub fn contains(&self, kind: WatcherType, path: &str, conn: ConnId) -> bool {
-        Self::covered(kind)
-            .iter()
-            .any(|k| self.index(*k).contains(path, conn))
+        Self::covered(kind).iter().any(|k| self.index(*k).contains(path, conn))
     }
 
     /// Removes the connection's watches of `kind` on `path`; whether there was one.
@@ -190,13 +165,7 @@ impl WatchRegistry {
     /// A node was created: NodeCreated to its watchers, NodeChildrenChanged to the parent's.
     pub fn node_created(&mut self, path: &str, zxid: Zxid, out: &mut Vec<Notification>) {
         self.trigger_node(path, EventType::NodeCreated, zxid, out);
-        self.trigger_children(
-            crate::path::parent(path),
-            EventType::NodeChildrenChanged,
-            zxid,
-            &BTreeSet::new(),
-            out,
-        );
+        self.trigger_children(crate::path::parent(path), EventType::NodeChildrenChanged, zxid, &BTreeSet::new(), out);
     }
 
     /// A node was deleted: NodeDeleted to its data and child watchers (once per connection),
@@ -204,13 +173,7 @@ impl WatchRegistry {
     pub fn node_deleted(&mut self, path: &str, zxid: Zxid, out: &mut Vec<Notification>) {
         let notified = self.trigger_node(path, EventType::NodeDeleted, zxid, out);
         self.trigger_children(path, EventType::NodeDeleted, zxid, &notified, out);
-        self.trigger_children(
-            crate::path::parent(path),
-            EventType::NodeChildrenChanged,
-            zxid,
-            &BTreeSet::new(),
-            out,
-        );
+        self.trigger_children(crate::path::parent(path), EventType::NodeChildrenChanged, zxid, &BTreeSet::new(), out);
     }
 
     /// A node's data changed: NodeDataChanged to its watchers.
@@ -292,19 +255,8 @@ impl WatchRegistry {
     }
 }
 
-fn emit(
-    conns: &BTreeSet<ConnId>,
-    event: EventType,
-    path: &str,
-    zxid: Zxid,
-    out: &mut Vec<Notification>,
-) {
-    out.extend(conns.iter().map(|conn| Notification {
-        conn: *conn,
-        event,
-        path: path.to_string(),
-        zxid,
-    }));
+fn emit(conns: &BTreeSet<ConnId>, event: EventType, path: &str, zxid: Zxid, out: &mut Vec<Notification>) {
+    out.extend(conns.iter().map(|conn| Notification { conn: *conn, event, path: path.to_string(), zxid }));
 }
 
 /// `path`, its parent, ..., "/".
@@ -312,11 +264,7 @@ fn self_and_ancestors(path: &str) -> impl Iterator<Item = &str> {
     let mut next = Some(path);
     std::iter::from_fn(move || {
         let current = next?;
-        next = if current == "/" {
-            None
-        } else {
-            Some(crate::path::parent(current))
-        };
+        next = if current == "/" { None } else { Some(crate::path::parent(current)) };
         Some(current)
     })
 }
@@ -327,17 +275,12 @@ mod tests {
     use EventType::*;
 
     fn events(out: &[Notification]) -> Vec<(ConnId, EventType, &str)> {
-        out.iter()
-            .map(|n| (n.conn, n.event, n.path.as_str()))
-            .collect()
+        out.iter().map(|n| (n.conn, n.event, n.path.as_str())).collect()
     }
 
     #[test]
     fn ancestors_walk_to_root() {
-        assert_eq!(
-            self_and_ancestors("/a/b/c").collect::<Vec<_>>(),
-            vec!["/a/b/c", "/a/b", "/a", "/"]
-        );
+        assert_eq!(self_and_ancestors("/a/b/c").collect::<Vec<_>>(), vec!["/a/b/c", "/a/b", "/a", "/"]);
         assert_eq!(self_and_ancestors("/").collect::<Vec<_>>(), vec!["/"]);
     }
 
@@ -349,14 +292,7 @@ mod tests {
         w.add(WatchKind::Child, "/", 3);
         let mut out = Vec::new();
         w.node_created("/a", 5, &mut out);
-        assert_eq!(
-            events(&out),
-            vec![
-                (1, NodeCreated, "/a"),
-                (2, NodeCreated, "/a"),
-                (3, NodeChildrenChanged, "/")
-            ]
-        );
+        assert_eq!(events(&out), vec![(1, NodeCreated, "/a"), (2, NodeCreated, "/a"), (3, NodeChildrenChanged, "/")]);
         assert!(out.iter().all(|n| n.zxid == 5));
         out.clear();
         w.data_changed("/a", 6, &mut out);
@@ -374,14 +310,7 @@ mod tests {
         w.add(WatchKind::Child, "/", 3);
         let mut out = Vec::new();
         w.node_deleted("/a", 9, &mut out);
-        assert_eq!(
-            events(&out),
-            vec![
-                (1, NodeDeleted, "/a"),
-                (2, NodeDeleted, "/a"),
-                (3, NodeChildrenChanged, "/")
-            ]
-        );
+        assert_eq!(events(&out), vec![(1, NodeDeleted, "/a"), (2, NodeDeleted, "/a"), (3, NodeChildrenChanged, "/")]);
         assert_eq!(w.watch_count(), 0);
     }
 
@@ -444,13 +373,7 @@ mod tests {
         assert!(w.remove(WatcherType::Data, "/a", 1));
         assert!(!w.remove(WatcherType::Data, "/a", 1));
         assert!(w.contains(WatcherType::Any, "/a", 1));
-        assert_eq!(
-            w.watched_paths(),
-            vec![
-                (1, vec!["/a".to_string(), "/p".to_string()]),
-                (2, vec!["/c".to_string()])
-            ]
-        );
+        assert_eq!(w.watched_paths(), vec![(1, vec!["/a".to_string(), "/p".to_string()]), (2, vec!["/c".to_string()])]);
         assert_eq!(w.watched_path_count(), 3);
         w.drop_connection(1);
         assert_eq!(w.watch_count(), 1);

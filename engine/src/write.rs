@@ -23,20 +23,9 @@ pub(crate) enum Change {
 
 /// How to take back one applied op of a multi.
 enum Undo {
-    Created {
-        path: String,
-        parent_meta: NodeMeta,
-    },
-    Deleted {
-        path: String,
-        node: Node,
-        parent_meta: NodeMeta,
-    },
-    DataSet {
-        path: String,
-        data: Vec<u8>,
-        meta: NodeMeta,
-    },
+    Created { path: String, parent_meta: NodeMeta },
+    Deleted { path: String, node: Node, parent_meta: NodeMeta },
+    DataSet { path: String, data: Vec<u8>, meta: NodeMeta },
 }
 
 /// Paths ZooKeeper refuses to delete (DataTree.isSpecialPath).
@@ -55,21 +44,8 @@ pub(crate) struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
-    pub(crate) fn new(
-        tree: &'a mut Tree,
-        sessions: &'a mut SessionTable,
-        zxid: Zxid,
-        time_ms: i64,
-    ) -> Txn<'a> {
-        Txn {
-            tree,
-            sessions,
-            zxid,
-            time_ms,
-            undo: Vec::new(),
-            changes: Vec::new(),
-            emptied: Vec::new(),
-        }
+    pub(crate) fn new(tree: &'a mut Tree, sessions: &'a mut SessionTable, zxid: Zxid, time_ms: i64) -> Txn<'a> {
+        Txn { tree, sessions, zxid, time_ms, undo: Vec::new(), changes: Vec::new(), emptied: Vec::new() }
     }
 
     /// Applies the command; returns its result and the changes to fire watches for.
@@ -81,31 +57,16 @@ impl<'a> Txn<'a> {
 
     fn dispatch(&mut self, command: &Command) -> Result<WriteResult, ZkError> {
         match command {
-            Command::Create(op) => self
-                .create(op, op.session, &op.auth)
-                .map(|(path, stat)| WriteResult::Created { path, stat }),
-            Command::Delete(op) => self
-                .delete(&op.path, op.version, &op.auth)
-                .map(|()| WriteResult::Deleted),
-            Command::SetData(op) => self
-                .set_data(&op.path, &op.data, op.version, &op.auth)
-                .map(WriteResult::Stat),
-            Command::SetAcl {
-                path,
-                acl,
-                version,
-                auth,
-            } => self
-                .set_acl(path, acl, *version, auth)
-                .map(WriteResult::Stat),
-            Command::Multi { ops, session, auth } => {
-                Ok(WriteResult::Multi(self.multi(ops, *session, auth)))
+            Command::Create(op) => {
+                self.create(op, op.session, &op.auth).map(|(path, stat)| WriteResult::Created { path, stat })
             }
-            Command::CreateSession {
-                session,
-                timeout_ms,
-                passwd,
-            } => {
+            Command::Delete(op) => self.delete(&op.path, op.version, &op.auth).map(|()| WriteResult::Deleted),
+            Command::SetData(op) => self.set_data(&op.path, &op.data, op.version, &op.auth).map(WriteResult::Stat),
+            Command::SetAcl { path, acl, version, auth } => {
+                self.set_acl(path, acl, *version, auth).map(WriteResult::Stat)
+            }
+            Command::Multi { ops, session, auth } => Ok(WriteResult::Multi(self.multi(ops, *session, auth))),
+            Command::CreateSession { session, timeout_ms, passwd } => {
                 self.sessions.open(*session, *timeout_ms, passwd);
                 Ok(WriteResult::SessionCreated)
             }
@@ -117,12 +78,7 @@ impl<'a> Txn<'a> {
         }
     }
 
-    fn create(
-        &mut self,
-        op: &CreateOp,
-        session: SessionId,
-        auth: &[Id],
-    ) -> Result<(String, Stat), ZkError> {
+    fn create(&mut self, op: &CreateOp, session: SessionId, auth: &[Id]) -> Result<(String, Stat), ZkError> {
         let kind = self.create_kind(op, session)?;
         path::validate(&op.path, op.mode.is_sequential())?;
         let acl = acl::fixup(&op.acl, auth)?;
@@ -143,12 +99,7 @@ impl<'a> Txn<'a> {
             return Err(ZkError::NoChildrenForEphemerals);
         }
         let parent_meta = parent.meta;
-        let node = Node::new(
-            op.data.clone(),
-            acl,
-            kind,
-            NodeMeta::created(self.zxid, self.time_ms),
-        );
+        let node = Node::new(op.data.clone(), acl, kind, NodeMeta::created(self.zxid, self.time_ms));
         self.tree.link(path.clone(), node);
         let meta = self.tree.meta_mut(parent_path);
         meta.child_creates = meta.child_creates.wrapping_add(1);
@@ -157,10 +108,7 @@ impl<'a> Txn<'a> {
             self.sessions.add_ephemeral(owner, &path);
         }
         let stat = self.tree.get(&path).expect("just linked").stat();
-        self.undo.push(Undo::Created {
-            path: path.clone(),
-            parent_meta,
-        });
+        self.undo.push(Undo::Created { path: path.clone(), parent_meta });
         self.changes.push(Change::Created(path.clone()));
         Ok((path, stat))
     }
@@ -206,32 +154,18 @@ impl<'a> Txn<'a> {
     /// cversion clients see grows because numChildren shrinks, see `Node::stat`).
     fn remove_node(&mut self, path: &str) {
         let parent_path = path::parent(path);
-        let parent_meta = self
-            .tree
-            .get(parent_path)
-            .expect("parent of a node exists")
-            .meta;
+        let parent_meta = self.tree.get(parent_path).expect("parent of a node exists").meta;
         let node = self.tree.unlink(path);
         self.tree.meta_mut(parent_path).pzxid = self.zxid;
         if let NodeKind::Ephemeral(owner) = node.kind {
             self.sessions.remove_ephemeral(owner, path);
         }
-        self.undo.push(Undo::Deleted {
-            path: path.to_string(),
-            node,
-            parent_meta,
-        });
+        self.undo.push(Undo::Deleted { path: path.to_string(), node, parent_meta });
         self.changes.push(Change::Deleted(path.to_string()));
         self.emptied.push(parent_path.to_string());
     }
 
-    fn set_data(
-        &mut self,
-        path: &str,
-        data: &[u8],
-        version: i32,
-        auth: &[Id],
-    ) -> Result<Stat, ZkError> {
+    fn set_data(&mut self, path: &str, data: &[u8], version: i32, auth: &[Id]) -> Result<Stat, ZkError> {
         path::validate(path, false)?;
         let node = self.tree.get(path).ok_or(ZkError::NoNode)?;
         // ZooKeeper checks WRITE before the version.
@@ -243,23 +177,13 @@ impl<'a> Txn<'a> {
         meta.version = old_meta.version.wrapping_add(1);
         meta.mzxid = self.zxid;
         meta.mtime = self.time_ms;
-        self.undo.push(Undo::DataSet {
-            path: path.to_string(),
-            data: old_data,
-            meta: old_meta,
-        });
+        self.undo.push(Undo::DataSet { path: path.to_string(), data: old_data, meta: old_meta });
         self.changes.push(Change::DataChanged(path.to_string()));
         Ok(self.tree.get(path).expect("exists").stat())
     }
 
     /// setACL: fixupACL comes before the node lookup in ZooKeeper; aversion moves, mzxid not.
-    fn set_acl(
-        &mut self,
-        path: &str,
-        acl: &[Acl],
-        version: i32,
-        auth: &[Id],
-    ) -> Result<Stat, ZkError> {
+    fn set_acl(&mut self, path: &str, acl: &[Acl], version: i32, auth: &[Id]) -> Result<Stat, ZkError> {
         path::validate(path, false)?;
         let acl = acl::fixup(acl, auth)?;
         let node = self.tree.get(path).ok_or(ZkError::NoNode)?;
@@ -282,10 +206,7 @@ impl<'a> Txn<'a> {
     /// All ops or none: on the first failure the applied ones are undone and the results are
     /// 0 before the failing op, its error, RuntimeInconsistency after it.
     fn multi(&mut self, ops: &[MultiOp], session: SessionId, auth: &[Id]) -> Vec<MultiResult> {
-        assert!(
-            self.undo.is_empty(),
-            "a multi starts with an empty undo log"
-        );
+        assert!(self.undo.is_empty(), "a multi starts with an empty undo log");
         let mut results = Vec::with_capacity(ops.len());
         for (index, op) in ops.iter().enumerate() {
             match self.multi_op(op, session, auth) {
@@ -299,25 +220,14 @@ impl<'a> Txn<'a> {
         results
     }
 
-    fn multi_op(
-        &mut self,
-        op: &MultiOp,
-        session: SessionId,
-        auth: &[Id],
-    ) -> Result<MultiResult, ZkError> {
+    fn multi_op(&mut self, op: &MultiOp, session: SessionId, auth: &[Id]) -> Result<MultiResult, ZkError> {
         match op {
-            MultiOp::Create(create) => self
-                .create(create, session, auth)
-                .map(|(path, stat)| MultiResult::Create { path, stat }),
-            MultiOp::Delete(delete) => self
-                .delete(&delete.path, delete.version, auth)
-                .map(|()| MultiResult::Delete),
-            MultiOp::SetData(set) => self
-                .set_data(&set.path, &set.data, set.version, auth)
-                .map(MultiResult::SetData),
-            MultiOp::Check { path, version } => self
-                .check(path, *version, auth)
-                .map(|()| MultiResult::Check),
+            MultiOp::Create(create) => {
+                self.create(create, session, auth).map(|(path, stat)| MultiResult::Create { path, stat })
+            }
+            MultiOp::Delete(delete) => self.delete(&delete.path, delete.version, auth).map(|()| MultiResult::Delete),
+            MultiOp::SetData(set) => self.set_data(&set.path, &set.data, set.version, auth).map(MultiResult::SetData),
+            MultiOp::Check { path, version } => self.check(path, *version, auth).map(|()| MultiResult::Check),
         }
     }
 
@@ -332,11 +242,7 @@ impl<'a> Txn<'a> {
                     }
                     *self.tree.meta_mut(path::parent(&path)) = parent_meta;
                 }
-                Undo::Deleted {
-                    path,
-                    node,
-                    parent_meta,
-                } => {
+                Undo::Deleted { path, node, parent_meta } => {
                     if let NodeKind::Ephemeral(owner) = node.kind {
                         self.sessions.add_ephemeral(owner, &path);
                     }
@@ -362,10 +268,7 @@ impl<'a> Txn<'a> {
     }
 
     fn reap(&mut self, path: &str) -> bool {
-        let qualifies = self
-            .tree
-            .get(path)
-            .is_some_and(|node| qualifies_for_reap(node, self.time_ms));
+        let qualifies = self.tree.get(path).is_some_and(|node| qualifies_for_reap(node, self.time_ms));
         if qualifies {
             self.remove_node(path);
         }
@@ -379,9 +282,10 @@ impl<'a> Txn<'a> {
         while next < self.emptied.len() {
             let path = self.emptied[next].clone();
             next += 1;
-            let is_empty_container = self.tree.get(&path).is_some_and(|node| {
-                node.kind == NodeKind::Container && qualifies_for_reap(node, self.time_ms)
-            });
+            let is_empty_container = self
+                .tree
+                .get(&path)
+                .is_some_and(|node| node.kind == NodeKind::Container && qualifies_for_reap(node, self.time_ms));
             if is_empty_container {
                 self.remove_node(&path);
             }
