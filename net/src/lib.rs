@@ -2,5 +2,7 @@
 //! ZooKeeper jute codec, the write-ahead log on DMA files, the four-letter words and the
 //! `warren` server.
 
+pub mod config;
 pub mod jute;
+pub mod server;
 pub mod wal;

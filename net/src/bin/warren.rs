@@ -1,1 +1,109 @@
-fn main() {}
+//! `warren`: the server binary.
+
+use clap::{Parser, Subcommand};
+use net::config::Config;
+use std::path::PathBuf;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "warren", version, about = "Warren: a ZooKeeper-compatible coordination service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Starts a node. Flags override the config file; the config file overrides defaults.
+    Start(StartArgs),
+}
+
+#[derive(Parser)]
+struct StartArgs {
+    /// TOML config file (keys as the long flags, e.g. `data-dir = "/var/lib/warren"`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long)]
+    host: Option<String>,
+    /// Client port [default: 2181]
+    #[arg(long)]
+    port: Option<u16>,
+    /// Data directory (WAL) [default: warren-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Executors, one per core; 0 = all cores [default: 0]
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Shards of the namespace [default: 8]
+    #[arg(long)]
+    shards: Option<u16>,
+    /// Smallest session timeout granted, ms [default: 4000]
+    #[arg(long)]
+    min_session_timeout: Option<i32>,
+    /// Largest session timeout granted, ms [default: 40000]
+    #[arg(long)]
+    max_session_timeout: Option<i32>,
+    /// Largest request accepted, bytes [default: 1048576]
+    #[arg(long)]
+    max_request_bytes: Option<usize>,
+    /// How often TTL nodes and empty containers are reaped, ms [default: 1000]
+    #[arg(long)]
+    reap_interval_ms: Option<u64>,
+}
+
+impl StartArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.host {
+            config.host = v;
+        }
+        if let Some(v) = self.port {
+            config.port = v;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.cores {
+            config.cores = v;
+        }
+        if let Some(v) = self.shards {
+            config.shards = v;
+        }
+        if let Some(v) = self.min_session_timeout {
+            config.min_session_timeout_ms = v;
+        }
+        if let Some(v) = self.max_session_timeout {
+            config.max_session_timeout_ms = v;
+        }
+        if let Some(v) = self.max_request_bytes {
+            config.max_request_bytes = v;
+        }
+        if let Some(v) = self.reap_interval_ms {
+            config.reap_interval_ms = v;
+        }
+        Ok(config)
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Start(args) => args.into_config().and_then(net::server::run),
+    };
+    if let Err(error) = result {
+        eprintln!("warren: {error:#}");
+        std::process::exit(1);
+    }
+}

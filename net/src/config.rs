@@ -1,0 +1,118 @@
+//! Server configuration: a TOML file and the same settings as command-line flags (flags win).
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Settings of one `warren` node. Every field has a default so a bare `warren start` works.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Config {
+    /// Address the client port binds to.
+    pub host: String,
+    /// Client port (ZooKeeper's clientPort).
+    pub port: u16,
+    /// Where the WAL lives.
+    pub data_dir: PathBuf,
+    /// Executors (one per core). 0 = every core of the machine.
+    pub cores: usize,
+    /// Shards of the namespace; fixed for the life of a data dir.
+    pub shards: u16,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// Largest request frame accepted; larger ones get an error reply.
+    pub max_request_bytes: usize,
+    /// How often TTL nodes and empty containers are looked for.
+    pub reap_interval_ms: u64,
+    /// Requests a connection may have outstanding before the server stops reading from it.
+    pub max_outstanding_per_connection: usize,
+    /// Size of one WAL segment file.
+    pub wal_segment_bytes: u64,
+    /// This node's id (high byte of session ids; the peer id once replication exists).
+    pub node_id: u8,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            host: "127.0.0.1".to_string(),
+            port: 2181,
+            data_dir: PathBuf::from("warren-data"),
+            cores: 0,
+            shards: 8,
+            min_session_timeout_ms: 4000,
+            max_session_timeout_ms: 40000,
+            max_request_bytes: 1 << 20,
+            reap_interval_ms: 1000,
+            max_outstanding_per_connection: 1000,
+            wal_segment_bytes: 64 << 20,
+            node_id: 1,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Resolves `cores = 0` and checks every setting; the error says which one is wrong.
+    pub fn validate(mut self) -> anyhow::Result<Config> {
+        if self.cores == 0 {
+            self.cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
+        if self.cores > 256 {
+            bail!("cores = {} is more than 256", self.cores);
+        }
+        if self.shards == 0 || self.shards > 4096 {
+            bail!("shards = {} must be between 1 and 4096", self.shards);
+        }
+        if self.min_session_timeout_ms <= 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+            bail!(
+                "session timeouts must satisfy 0 < min ({}) <= max ({})",
+                self.min_session_timeout_ms,
+                self.max_session_timeout_ms
+            );
+        }
+        if self.max_request_bytes < 1024 || self.max_request_bytes > (256 << 20) {
+            bail!("max-request-bytes = {} must be between 1 KiB and 256 MiB", self.max_request_bytes);
+        }
+        if self.reap_interval_ms == 0 {
+            bail!("reap-interval-ms must be positive");
+        }
+        if self.max_outstanding_per_connection == 0 {
+            bail!("max-outstanding-per-connection must be positive");
+        }
+        if self.wal_segment_bytes < (1 << 20) {
+            bail!("wal-segment-bytes = {} must be at least 1 MiB", self.wal_segment_bytes);
+        }
+        Ok(self)
+    }
+
+    /// The session timeout the server grants for a requested one (ZooKeeper clamps it).
+    pub fn negotiate_timeout_ms(&self, requested_ms: i32) -> i32 {
+        requested_ms.clamp(self.min_session_timeout_ms, self.max_session_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_toml_and_rejects_bad_values() {
+        let config: Config = toml::from_str("port = 2999\nshards = 4\ndata-dir = \"/tmp/x\"").unwrap();
+        assert_eq!(config.port, 2999);
+        assert_eq!(config.shards, 4);
+        assert!(toml::from_str::<Config>("prot = 1").is_err(), "unknown keys are refused");
+        let bad = Config { min_session_timeout_ms: 5000, max_session_timeout_ms: 1000, ..Config::default() };
+        assert!(bad.validate().is_err());
+        let config = Config { cores: 0, ..Config::default() }.validate().unwrap();
+        assert!(config.cores >= 1);
+        assert_eq!(config.negotiate_timeout_ms(1), 4000);
+        assert_eq!(config.negotiate_timeout_ms(100_000), 40000);
+    }
+}

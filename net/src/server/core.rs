@@ -1,0 +1,521 @@
+//! One core's state and its tasks: the shards it owns (requests, group commit through the
+//! core's WAL, apply, replies), the routing of messages between cores, and — on core 0 — the
+//! session tracker.
+
+use super::conn::Conn;
+use super::msg::*;
+use super::sessions::SessionTracker;
+use crate::config::Config;
+use crate::wal::Wal;
+use ahash::AHashMap;
+use engine::command::{Command, LogEntry, ShardId};
+use engine::request::Caller;
+use engine::types::{ConnId, SessionId, Zxid};
+use engine::{Shard, ZkError};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Most entries in one WAL batch (one write + one fdatasync).
+const BATCH_ENTRIES_MAX: usize = 4096;
+
+/// The core that runs shard `shard`.
+pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
+    shard as usize % cores
+}
+
+/// A shard with the runtime bookkeeping that orders a session's reads after its writes.
+pub struct ShardSlot {
+    pub shard: Shard,
+    /// Highest zxid handed out (assigned zxids may exceed last applied while a batch flushes).
+    zxid_assigned: Zxid,
+    /// Per session: writes submitted to this shard and writes finished (applied or failed).
+    writes_submitted: AHashMap<SessionId, u64>,
+    writes_finished: AHashMap<SessionId, u64>,
+    /// Reads waiting for earlier writes of their session: (writes that must finish, request).
+    deferred: AHashMap<SessionId, VecDeque<(u64, ShardRequest)>>,
+}
+
+impl ShardSlot {
+    pub fn new(shard: Shard) -> ShardSlot {
+        let zxid_assigned = shard.last_zxid();
+        ShardSlot {
+            shard,
+            zxid_assigned,
+            writes_submitted: AHashMap::new(),
+            writes_finished: AHashMap::new(),
+            deferred: AHashMap::new(),
+        }
+    }
+
+    fn pending_writes(&self, session: SessionId) -> u64 {
+        let submitted = self.writes_submitted.get(&session).copied().unwrap_or(0);
+        let finished = self.writes_finished.get(&session).copied().unwrap_or(0);
+        assert!(finished <= submitted, "session {session:#x}: more writes finished than submitted");
+        submitted - finished
+    }
+
+    /// zxid for a new entry: above every earlier one of this shard and, when the clock allows,
+    /// the current time in microseconds, so zxids of different shards are ordered roughly as
+    /// real time (see docs/architecture.md, "zxid").
+    fn next_zxid(&mut self) -> Zxid {
+        let zxid = (self.zxid_assigned + 1).max(unix_micros());
+        self.zxid_assigned = zxid;
+        zxid
+    }
+}
+
+struct PendingWrite {
+    request: ShardRequest,
+    command: Command,
+}
+
+pub struct Core {
+    pub id: usize,
+    pub config: Rc<Config>,
+    pub shards: RefCell<AHashMap<ShardId, ShardSlot>>,
+    pub conns: RefCell<AHashMap<ConnId, Rc<Conn>>>,
+    outboxes: Vec<LocalSender<Msg>>,
+    pending_writes: RefCell<Vec<PendingWrite>>,
+    write_signal: LocalSender<()>,
+    touched: RefCell<Vec<SessionId>>,
+    pub sessions: Option<RefCell<SessionTracker>>,
+    next_conn: Cell<u32>,
+    next_session: Cell<i64>,
+    next_token: Cell<u64>,
+    pub stats_waiters: RefCell<AHashMap<u64, Rc<LocalSender<Box<CoreStats>>>>>,
+    wal_flushes: Cell<u64>,
+    wal_flush_micros_total: Cell<u64>,
+    wal_flush_micros_max: Cell<u64>,
+    pub requests_total: Cell<u64>,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+pub fn unix_millis() -> i64 {
+    unix_micros() / 1000
+}
+
+impl Core {
+    pub fn new(
+        id: usize,
+        config: Rc<Config>,
+        shards: AHashMap<ShardId, ShardSlot>,
+        outboxes: Vec<LocalSender<Msg>>,
+        write_signal: LocalSender<()>,
+    ) -> Core {
+        let sessions = (id == 0).then(|| RefCell::new(SessionTracker::new()));
+        // ZooKeeper's scheme: node id in the top byte, start time below it, so session ids of
+        // different nodes and of different runs of one node do not collide; cores interleave.
+        let base = ((unix_millis() << 24) as u64 >> 8) as i64 | ((config.node_id as i64) << 56);
+        Core {
+            id,
+            shards: RefCell::new(shards),
+            conns: RefCell::new(AHashMap::new()),
+            outboxes,
+            pending_writes: RefCell::new(Vec::new()),
+            write_signal,
+            touched: RefCell::new(Vec::new()),
+            sessions,
+            next_conn: Cell::new(0),
+            next_session: Cell::new(base + id as i64),
+            next_token: Cell::new(1),
+            stats_waiters: RefCell::new(AHashMap::new()),
+            wal_flushes: Cell::new(0),
+            wal_flush_micros_total: Cell::new(0),
+            wal_flush_micros_max: Cell::new(0),
+            requests_total: Cell::new(0),
+            config,
+        }
+    }
+
+    pub fn cores(&self) -> usize {
+        self.config.cores
+    }
+
+    pub fn send(&self, core: usize, msg: Msg) {
+        // Outboxes are unbounded local queues drained by one sender task per peer, so a
+        // handler never waits on a full channel (two cores waiting on each other would
+        // deadlock); back-pressure comes from the per-connection outstanding limit.
+        if self.outboxes[core].try_send(msg).is_err() {
+            tracing::error!(core, "outbox closed; message dropped during shutdown");
+        }
+    }
+
+    pub fn send_to_shard(&self, request: ShardRequest) {
+        let core = core_of_shard(request.shard, self.cores());
+        self.send(core, Msg::Shard(request));
+    }
+
+    pub fn new_conn_id(&self) -> ConnId {
+        let local = self.next_conn.get();
+        self.next_conn.set(local.wrapping_add(1));
+        ((self.id as u64) << 32) | local as u64
+    }
+
+    pub fn new_session_id(&self) -> SessionId {
+        let id = self.next_session.get();
+        self.next_session.set(id + self.cores() as i64);
+        id
+    }
+
+    pub fn new_token(&self) -> u64 {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        token
+    }
+
+    pub fn touch(&self, session: SessionId) {
+        self.touched.borrow_mut().push(session);
+    }
+
+    /// Handles one message addressed to this core. Never awaits.
+    pub fn handle(self: &Rc<Self>, msg: Msg) {
+        match msg {
+            Msg::Shard(request) => self.handle_shard_request(request),
+            Msg::Reply(reply) => {
+                let conn = self.conns.borrow().get(&reply.conn).cloned();
+                if let Some(conn) = conn {
+                    conn.on_reply(reply);
+                }
+            }
+            Msg::Notify { conn, shard, event, path, zxid } => {
+                let found = self.conns.borrow().get(&conn).cloned();
+                if let Some(found) = found {
+                    found.on_notification(shard, event, &path, zxid);
+                }
+            }
+            Msg::DropConn { conn } => {
+                for slot in self.shards.borrow_mut().values_mut() {
+                    slot.shard.drop_connection(conn);
+                }
+            }
+            Msg::Touch { sessions } => {
+                self.with_tracker(|t| t.touch(&sessions, Instant::now()));
+            }
+            Msg::SessionAttached { session, timeout_ms, conn } => {
+                let previous = self.with_tracker(|t| t.attach(session, timeout_ms, conn, Instant::now()));
+                if let Some(Some(previous)) = previous {
+                    if previous != conn {
+                        self.send(core_of_conn(previous), Msg::CloseConn { conn: previous, reason: "session moved" });
+                    }
+                }
+            }
+            Msg::SessionClosed { session } => {
+                self.with_tracker(|t| t.remove(session));
+            }
+            Msg::CloseConn { conn, reason } => {
+                let found = self.conns.borrow().get(&conn).cloned();
+                if let Some(found) = found {
+                    found.close(reason);
+                }
+            }
+            Msg::StatsQuery { reply_core, token } => {
+                let stats = Box::new(self.stats());
+                self.send(reply_core, Msg::StatsReply { token, stats });
+            }
+            Msg::StatsReply { token, stats } => {
+                let waiter = self.stats_waiters.borrow().get(&token).cloned();
+                if let Some(waiter) = waiter {
+                    let _ = waiter.try_send(stats);
+                }
+            }
+        }
+    }
+
+    fn with_tracker<T>(&self, f: impl FnOnce(&mut SessionTracker) -> T) -> Option<T> {
+        match &self.sessions {
+            Some(tracker) => Some(f(&mut tracker.borrow_mut())),
+            None => {
+                tracing::error!(core = self.id, "session message sent to a core without the session tracker");
+                None
+            }
+        }
+    }
+
+    fn handle_shard_request(self: &Rc<Self>, mut request: ShardRequest) {
+        let op = std::mem::replace(&mut request.op, ShardOp::Sync);
+        let mut shards = self.shards.borrow_mut();
+        let slot = shards
+            .get_mut(&request.shard)
+            .unwrap_or_else(|| panic!("shard {} routed to core {} which does not own it", request.shard, self.id));
+        match op {
+            ShardOp::Write(command) => {
+                *slot.writes_submitted.entry(request.session).or_insert(0) += 1;
+                self.pending_writes.borrow_mut().push(PendingWrite { request, command });
+                let _ = self.write_signal.try_send(());
+            }
+            other => {
+                request.op = other;
+                if slot.pending_writes(request.session) > 0 {
+                    // ZooKeeper's order: a session's read sees the session's earlier writes.
+                    let wait_for = slot.writes_submitted[&request.session];
+                    slot.deferred.entry(request.session).or_default().push_back((wait_for, request));
+                } else {
+                    self.serve_read(slot, request);
+                }
+            }
+        }
+    }
+
+    fn serve_read(&self, slot: &mut ShardSlot, request: ShardRequest) {
+        let (body, notifications) = match &request.op {
+            ShardOp::Read(op) => {
+                let caller = Caller { session: request.session, conn: request.conn, auth: &request.auth };
+                let (result, notifications) = slot.shard.read(caller, op);
+                (ReplyBody::Read(result), notifications)
+            }
+            ShardOp::Sync => (ReplyBody::Synced, Vec::new()),
+            ShardOp::CheckSession { passwd } => {
+                let info = slot.shard.session(request.session);
+                let timeout = info.filter(|s| s.passwd == *passwd).map(|s| s.timeout_ms);
+                (ReplyBody::Session(timeout), Vec::new())
+            }
+            ShardOp::Write(_) => unreachable!("writes go through the commit loop"),
+        };
+        self.send_notifications(request.shard, notifications);
+        self.reply(&request, slot.shard.last_zxid(), body);
+    }
+
+    fn send_notifications(&self, shard: ShardId, notifications: Vec<engine::types::Notification>) {
+        for n in notifications {
+            self.send(
+                core_of_conn(n.conn),
+                Msg::Notify { conn: n.conn, shard, event: n.event, path: n.path, zxid: n.zxid },
+            );
+        }
+    }
+
+    fn reply(&self, request: &ShardRequest, zxid: Zxid, body: ReplyBody) {
+        if request.conn == INTERNAL_CONN {
+            return;
+        }
+        let reply = Reply { conn: request.conn, seq: request.seq, part: request.part, shard: request.shard, zxid, body };
+        self.send(core_of_conn(request.conn), Msg::Reply(reply));
+    }
+
+    /// Proposes a write the server makes itself (expiry, reaping); nobody waits for the reply.
+    pub fn propose_internal(&self, shard: ShardId, command: Command) {
+        let request = ShardRequest {
+            shard,
+            conn: INTERNAL_CONN,
+            seq: 0,
+            part: 0,
+            session: 0,
+            auth: Default::default(),
+            op: ShardOp::Write(command),
+        };
+        self.send_to_shard(request);
+    }
+
+    /// The group-commit loop of this core's WAL: every write that arrived during one loop
+    /// turn goes into one batch, written and fdatasync'd once; only then are the entries
+    /// applied and answered. While a batch is on its way to disk the next one gathers.
+    pub async fn commit_loop(self: Rc<Self>, mut wal: Wal, signal: LocalReceiver<()>) {
+        while signal.recv().await.is_some() {
+            futures_lite::future::yield_now().await;
+            loop {
+                let batch = self.take_batch();
+                if batch.is_empty() {
+                    break;
+                }
+                self.commit_batch(&mut wal, batch).await;
+            }
+        }
+    }
+
+    fn take_batch(&self) -> Vec<PendingWrite> {
+        let mut pending = self.pending_writes.borrow_mut();
+        let count = pending.len().min(BATCH_ENTRIES_MAX);
+        pending.drain(..count).collect()
+    }
+
+    async fn commit_batch(&self, wal: &mut Wal, batch: Vec<PendingWrite>) {
+        let time_ms = unix_millis();
+        let entries: Vec<(ShardRequest, LogEntry)> = {
+            let mut shards = self.shards.borrow_mut();
+            batch
+                .into_iter()
+                .map(|w| {
+                    let slot = shards.get_mut(&w.request.shard).expect("write routed to its shard's core");
+                    let entry = LogEntry { shard: w.request.shard, zxid: slot.next_zxid(), time_ms, command: w.command };
+                    (w.request, entry)
+                })
+                .collect()
+        };
+        for (_, entry) in &entries {
+            wal.append(&entry.to_bytes());
+        }
+        let started = Instant::now();
+        let flushed = wal.flush().await;
+        self.record_flush(started.elapsed());
+        match flushed {
+            Ok(_) => {
+                for (request, entry) in entries {
+                    self.apply_and_reply(request, entry);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, writes = entries.len(), "WAL flush failed; the writes are answered with SYSTEMERROR and not applied");
+                for (request, _) in entries {
+                    let mut shards = self.shards.borrow_mut();
+                    let slot = shards.get_mut(&request.shard).expect("shard of a pending write");
+                    self.reply(&request, slot.shard.last_zxid(), ReplyBody::Write(Err(ZkError::SystemError)));
+                    self.finish_write(slot, request.session);
+                }
+            }
+        }
+    }
+
+    fn apply_and_reply(&self, request: ShardRequest, entry: LogEntry) {
+        let mut shards = self.shards.borrow_mut();
+        let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
+        let applied = slot.shard.apply(&entry);
+        self.send_notifications(entry.shard, applied.notifications);
+        self.reply(&request, entry.zxid, ReplyBody::Write(applied.result));
+        self.finish_write(slot, request.session);
+    }
+
+    /// Counts a finished write of `session` and serves the reads that waited for it.
+    fn finish_write(&self, slot: &mut ShardSlot, session: SessionId) {
+        let finished = slot.writes_finished.entry(session).or_insert(0);
+        *finished += 1;
+        let finished = *finished;
+        if let Some(queue) = slot.deferred.get_mut(&session) {
+            let mut ready = Vec::new();
+            while queue.front().is_some_and(|(wait_for, _)| *wait_for <= finished) {
+                ready.push(queue.pop_front().expect("front exists").1);
+            }
+            if queue.is_empty() {
+                slot.deferred.remove(&session);
+            }
+            for request in ready {
+                self.serve_read(slot, request);
+            }
+        }
+        if slot.pending_writes(session) == 0 && !slot.deferred.contains_key(&session) {
+            slot.writes_submitted.remove(&session);
+            slot.writes_finished.remove(&session);
+        }
+    }
+
+    fn record_flush(&self, elapsed: Duration) {
+        let micros = elapsed.as_micros() as u64;
+        self.wal_flushes.set(self.wal_flushes.get() + 1);
+        self.wal_flush_micros_total.set(self.wal_flush_micros_total.get() + micros);
+        self.wal_flush_micros_max.set(self.wal_flush_micros_max.get().max(micros));
+    }
+
+    /// Every `interval`, proposes the removal of expired TTL nodes and empty containers.
+    pub async fn reap_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.reap_interval_ms);
+        loop {
+            glommio::timer::sleep(interval).await;
+            let now_ms = unix_millis();
+            let mut doomed = Vec::new();
+            for (id, slot) in self.shards.borrow().iter() {
+                doomed.extend(slot.shard.reap_candidates(now_ms).into_iter().map(|path| (*id, path)));
+            }
+            for (shard, path) in doomed {
+                self.propose_internal(shard, Command::Reap { path });
+            }
+        }
+    }
+
+    /// Sends the sessions touched on this core to the session core, batched.
+    pub async fn touch_loop(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            let mut sessions = std::mem::take(&mut *self.touched.borrow_mut());
+            if sessions.is_empty() {
+                continue;
+            }
+            sessions.sort_unstable();
+            sessions.dedup();
+            self.send(0, Msg::Touch { sessions });
+        }
+    }
+
+    /// Session core only: closes sessions whose clients went silent for their timeout.
+    pub async fn expiry_loop(self: Rc<Self>) {
+        let tick = Duration::from_millis((self.config.min_session_timeout_ms as u64 / 4).clamp(10, 250));
+        loop {
+            glommio::timer::sleep(tick).await;
+            let expired = self.with_tracker(|t| t.expire(Instant::now())).unwrap_or_default();
+            for (session, owner) in expired {
+                tracing::info!(session = format!("{session:#x}"), "session expired");
+                for shard in 0..self.config.shards {
+                    self.propose_internal(shard, Command::CloseSession { session });
+                }
+                if let Some(conn) = owner {
+                    self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session expired" });
+                }
+            }
+        }
+    }
+
+    /// Gathers `CoreStats` from every core (for the four-letter words).
+    pub async fn gather_stats(self: &Rc<Self>) -> Vec<Box<CoreStats>> {
+        let token = self.new_token();
+        let (tx, rx) = local_channel::new_bounded(self.cores());
+        self.stats_waiters.borrow_mut().insert(token, Rc::new(tx));
+        for core in 0..self.cores() {
+            self.send(core, Msg::StatsQuery { reply_core: self.id, token });
+        }
+        let mut all = Vec::with_capacity(self.cores());
+        while all.len() < self.cores() {
+            match glommio::timer::timeout(Duration::from_secs(5), async { Ok(rx.recv().await) }).await {
+                Ok(Some(stats)) => all.push(stats),
+                _ => break,
+            }
+        }
+        self.stats_waiters.borrow_mut().remove(&token);
+        all.sort_by_key(|s| s.core);
+        all
+    }
+
+    fn stats(&self) -> CoreStats {
+        let shards = self.shards.borrow();
+        let mut stats = CoreStats {
+            core: self.id,
+            wal_flushes: self.wal_flushes.get(),
+            wal_flush_micros_total: self.wal_flush_micros_total.get(),
+            wal_flush_micros_max: self.wal_flush_micros_max.get(),
+            requests_total: self.requests_total.get(),
+            live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),
+            ..CoreStats::default()
+        };
+        for (id, slot) in shards.iter() {
+            stats.shards.push((*id, slot.shard.stats(), slot.shard.last_zxid()));
+            for (session, info) in slot.shard.sessions() {
+                if !info.ephemerals.is_empty() {
+                    stats.ephemerals.push((session, info.ephemerals.iter().cloned().collect()));
+                }
+            }
+            stats.watches.extend(slot.shard.watched_paths());
+        }
+        for conn in self.conns.borrow().values() {
+            let c = conn.stats();
+            stats.outstanding_requests += c.outstanding;
+            stats.connections.push(c);
+        }
+        stats
+    }
+}
+
+/// Runs the routing tasks of a core: one per incoming channel, handing each message to
+/// `Core::handle`, and one per outgoing channel, draining the core's outbox for that peer.
+pub fn spawn_router(core: &Rc<Core>, inbox: LocalReceiver<Msg>) {
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        while let Some(msg) = inbox.recv().await {
+            core.handle(msg);
+        }
+    })
+    .detach();
+}

@@ -1,0 +1,238 @@
+//! The four-letter words (ruok, srvr, stat, mntr, conf, cons, wchs, envi, isro, dump): a
+//! connection whose first four bytes are one of them gets a text answer and is closed.
+
+use super::core::Core;
+use super::msg::CoreStats;
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+use std::fmt::Write;
+use std::rc::Rc;
+
+pub const VERSION_LINE: &str = concat!("3.8.4-warren-", env!("CARGO_PKG_VERSION"));
+
+const WORDS: [&str; 10] = ["ruok", "srvr", "stat", "mntr", "conf", "cons", "wchs", "envi", "isro", "dump"];
+
+/// The word, if the first four bytes of a connection are one.
+pub fn word(first: &[u8; 4]) -> Option<&'static str> {
+    WORDS.into_iter().find(|w| w.as_bytes() == first)
+}
+
+pub async fn answer(core: &Rc<Core>, word: &str, mut stream: TcpStream) -> std::io::Result<()> {
+    let text = match word {
+        "ruok" => "imok".to_string(),
+        "isro" => "rw".to_string(),
+        "conf" => conf(core),
+        "envi" => envi(),
+        _ => {
+            let stats = core.gather_stats().await;
+            match word {
+                "srvr" => srvr(&stats),
+                "stat" => stat(&stats),
+                "mntr" => mntr(core, &stats),
+                "cons" => cons(&stats),
+                "wchs" => wchs(&stats),
+                _ => dump(&stats),
+            }
+        }
+    };
+    stream.write_all(text.as_bytes()).await?;
+    stream.close().await
+}
+
+struct Totals {
+    received: u64,
+    sent: u64,
+    connections: usize,
+    outstanding: u64,
+    zxid: i64,
+    znodes: u64,
+    watches: u64,
+    watched_paths: u64,
+    ephemerals: u64,
+    data_bytes: u64,
+    sessions: u64,
+    flushes: u64,
+    flush_micros: u64,
+    flush_micros_max: u64,
+}
+
+fn totals(stats: &[Box<CoreStats>]) -> Totals {
+    let mut t = Totals {
+        received: 0,
+        sent: 0,
+        connections: 0,
+        outstanding: 0,
+        zxid: 0,
+        znodes: 0,
+        watches: 0,
+        watched_paths: 0,
+        ephemerals: 0,
+        data_bytes: 0,
+        sessions: 0,
+        flushes: 0,
+        flush_micros: 0,
+        flush_micros_max: 0,
+    };
+    for core in stats {
+        t.connections += core.connections.len();
+        t.received += core.connections.iter().map(|c| c.received).sum::<u64>();
+        t.sent += core.connections.iter().map(|c| c.sent).sum::<u64>();
+        t.outstanding += core.outstanding_requests;
+        t.sessions += core.live_sessions;
+        t.flushes += core.wal_flushes;
+        t.flush_micros += core.wal_flush_micros_total;
+        t.flush_micros_max = t.flush_micros_max.max(core.wal_flush_micros_max);
+        for (_, shard, zxid) in &core.shards {
+            t.zxid = t.zxid.max(*zxid);
+            t.znodes += shard.znode_count;
+            t.watches += shard.watch_count;
+            t.watched_paths += shard.watched_path_count;
+            t.ephemerals += shard.ephemeral_count;
+            t.data_bytes += shard.approximate_data_size;
+        }
+    }
+    t
+}
+
+fn srvr(stats: &[Box<CoreStats>]) -> String {
+    let t = totals(stats);
+    let mut s = String::new();
+    let _ = writeln!(s, "Zookeeper version: {VERSION_LINE}, built on warren");
+    let _ = writeln!(s, "Latency min/avg/max: 0/{:.4}/{}", avg_ms(&t), t.flush_micros_max / 1000);
+    let _ = writeln!(s, "Received: {}", t.received);
+    let _ = writeln!(s, "Sent: {}", t.sent);
+    let _ = writeln!(s, "Connections: {}", t.connections);
+    let _ = writeln!(s, "Outstanding: {}", t.outstanding);
+    let _ = writeln!(s, "Zxid: {:#x}", t.zxid);
+    let _ = writeln!(s, "Mode: standalone");
+    let _ = writeln!(s, "Node count: {}", t.znodes);
+    s
+}
+
+fn avg_ms(t: &Totals) -> f64 {
+    if t.flushes == 0 {
+        0.0
+    } else {
+        t.flush_micros as f64 / t.flushes as f64 / 1000.0
+    }
+}
+
+fn stat(stats: &[Box<CoreStats>]) -> String {
+    let mut s = format!("Zookeeper version: {VERSION_LINE}, built on warren\nClients:\n");
+    s.push_str(&cons(stats));
+    s.push('\n');
+    let srvr = srvr(stats);
+    s.push_str(srvr.split_once('\n').map_or("", |(_, rest)| rest));
+    s
+}
+
+fn cons(stats: &[Box<CoreStats>]) -> String {
+    let mut s = String::new();
+    for core in stats {
+        for c in &core.connections {
+            let _ = writeln!(
+                s,
+                " /{}[1](queued={},recved={},sent={},sid={:#x},to={},lzxid={:#x})",
+                c.peer, c.outstanding, c.received, c.sent, c.session, c.timeout_ms, c.last_zxid
+            );
+        }
+    }
+    s
+}
+
+fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
+    let t = totals(stats);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let rows: Vec<(&str, String)> = vec![
+        ("zk_version", format!("{VERSION_LINE}, built on warren")),
+        ("zk_avg_latency", format!("{:.4}", avg_ms(&t))),
+        ("zk_max_latency", (t.flush_micros_max / 1000).to_string()),
+        ("zk_min_latency", "0".to_string()),
+        ("zk_packets_received", t.received.to_string()),
+        ("zk_packets_sent", t.sent.to_string()),
+        ("zk_num_alive_connections", t.connections.to_string()),
+        ("zk_outstanding_requests", t.outstanding.to_string()),
+        ("zk_server_state", "standalone".to_string()),
+        ("zk_znode_count", t.znodes.to_string()),
+        ("zk_watch_count", t.watches.to_string()),
+        ("zk_ephemerals_count", t.ephemerals.to_string()),
+        ("zk_approximate_data_size", t.data_bytes.to_string()),
+        ("zk_open_file_descriptor_count", fds.to_string()),
+        ("zk_global_sessions", t.sessions.to_string()),
+        ("warren_cores", core.cores().to_string()),
+        ("warren_shards", core.config.shards.to_string()),
+        ("warren_wal_fsyncs", t.flushes.to_string()),
+        ("warren_wal_fsync_avg_us", if t.flushes == 0 { "0".into() } else { (t.flush_micros / t.flushes).to_string() }),
+        ("warren_wal_fsync_max_us", t.flush_micros_max.to_string()),
+    ];
+    rows.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect()
+}
+
+fn wchs(stats: &[Box<CoreStats>]) -> String {
+    let t = totals(stats);
+    let watchers: std::collections::BTreeSet<u64> =
+        stats.iter().flat_map(|c| c.watches.iter().map(|(conn, _)| *conn)).collect();
+    format!("{} connections watching {} paths\nTotal watches:{}\n", watchers.len(), t.watched_paths, t.watches)
+}
+
+fn dump(stats: &[Box<CoreStats>]) -> String {
+    let t = totals(stats);
+    let mut sessions: Vec<(i64, Vec<String>)> = Vec::new();
+    for core in stats {
+        for (session, paths) in &core.ephemerals {
+            match sessions.iter_mut().find(|(s, _)| s == session) {
+                Some((_, all)) => all.extend(paths.iter().cloned()),
+                None => sessions.push((*session, paths.clone())),
+            }
+        }
+    }
+    sessions.sort();
+    let mut s = format!("SessionTracker dump:\nGlobal Sessions({}):\nephemeral nodes dump:\n", t.sessions);
+    let _ = writeln!(s, "Sessions with Ephemerals ({}):", sessions.len());
+    for (session, mut paths) in sessions {
+        paths.sort();
+        let _ = writeln!(s, "{session:#x}:");
+        for path in paths {
+            let _ = writeln!(s, "\t{path}");
+        }
+    }
+    s.push_str("Connections with Ephemerals / watches:\n");
+    for core in stats {
+        for (conn, paths) in &core.watches {
+            let _ = writeln!(s, "{conn:#x}");
+            for path in paths {
+                let _ = writeln!(s, "\t{path}");
+            }
+        }
+    }
+    s
+}
+
+fn conf(core: &Rc<Core>) -> String {
+    let c = &core.config;
+    format!(
+        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\n",
+        c.port,
+        c.host,
+        c.data_dir.display(),
+        c.data_dir.join("wal").display(),
+        c.min_session_timeout_ms,
+        c.max_session_timeout_ms,
+        c.node_id,
+        c.cores,
+        c.shards,
+        c.max_request_bytes
+    )
+}
+
+fn envi() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+    format!(
+        "Environment:\nzookeeper.version={VERSION_LINE}, built on warren\nhost.name={}\nos.name={}\nos.arch={}\nuser.dir={}\n",
+        host.trim(),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        cwd
+    )
+}

@@ -1,0 +1,416 @@
+//! The `warren` server: one glommio executor per core, each owning the shards `s` with
+//! `s mod cores == core`, its WAL and the connections the kernel hands it (SO_REUSEPORT).
+//! See docs/architecture.md for the threads and the path of a read and of a write.
+
+pub mod conn;
+pub mod core;
+pub mod fourlw;
+pub mod msg;
+pub mod sessions;
+
+use self::conn::Conn;
+use self::core::{Core, ShardSlot};
+use self::msg::{Msg, INTERNAL_CONN};
+use crate::config::Config;
+use crate::jute;
+use crate::wal::{Wal, WalConfig};
+use ahash::AHashMap;
+use anyhow::{anyhow, bail, Context};
+use engine::command::{LogEntry, ShardId};
+use engine::Shard;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Messages a core-to-core channel holds before its sender waits.
+const CORE_CHANNEL_CAPACITY: usize = 4096;
+/// Locked memory per executor for io_uring buffers: small, so that several nodes fit under
+/// the default RLIMIT_MEMLOCK of 8 MiB.
+const IO_MEMORY_BYTES: usize = 1 << 20;
+/// Frames this much larger than max-request-bytes are not skipped but close the connection.
+const OVERSIZED_SKIP_FACTOR: usize = 16;
+
+/// Runs a node until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let config = config.validate()?;
+    prepare_data_dir(&config)?;
+    check_port_free(&config)?;
+    block_stop_signals();
+    let cores = config.cores;
+    let (mut senders, mut receivers) = channel_matrix(cores);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::new();
+    for core in 0..cores {
+        let config = config.clone();
+        let outgoing = std::mem::take(&mut senders[core]);
+        let incoming = std::mem::take(&mut receivers[core]);
+        let ready = ready_tx.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("warren-core-{core}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                if let Err(error) = run_core(core, config, outgoing, incoming, ready.clone()).await {
+                    let _ = ready.send(Err(format!("core {core}: {error:#}")));
+                }
+            })
+            .map_err(|e| anyhow!("cannot start the executor of core {core}: {e}"))?;
+        handles.push(handle);
+    }
+    for _ in 0..cores {
+        match ready_rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => bail!("{message}"),
+            Err(_) => bail!("the cores did not start"),
+        }
+    }
+    tracing::info!(host = %config.host, port = config.port, cores, shards = config.shards, "warren listening on {}:{}", config.host, config.port);
+    eprintln!("warren listening on {}:{}", config.host, config.port);
+    let signal = wait_for_stop_signal();
+    tracing::info!(signal, "stopping: every acknowledged write is already on disk");
+    Ok(())
+}
+
+/// Creates the data dir, proves it writable, locks it, and checks that it was made with the
+/// same number of shards and cores (shard placement and the per-core WALs depend on both).
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir.join("wal")).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok").with_context(|| format!("data dir {} is not writable", dir.display()))?;
+    std::fs::remove_file(&probe).ok();
+    lock_data_dir(dir)?;
+    let meta_path = dir.join("warren.meta");
+    let meta = format!("format = 1\nshards = {}\ncores = {}\n", config.shards, config.cores);
+    match std::fs::read_to_string(&meta_path) {
+        Ok(existing) if existing != meta => bail!(
+            "data dir {} was created with different settings:\n{existing}but this run has:\n{meta}start with the same --shards and --cores",
+            dir.display()
+        ),
+        Ok(_) => Ok(()),
+        Err(_) => std::fs::write(&meta_path, meta).context("cannot write warren.meta"),
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+    // SAFETY: flock on a file descriptor we own; the file is leaked so the lock lives as long as the process.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        bail!("data dir {} is in use by another warren process", dir.display());
+    }
+    std::mem::forget(file);
+    Ok(())
+}
+
+/// The executors bind with SO_REUSEPORT, which would silently share a port with another
+/// warren; a plain bind first turns a busy port into a clear error.
+fn check_port_free(config: &Config) -> anyhow::Result<()> {
+    let addr = format!("{}:{}", config.host, config.port);
+    std::net::TcpListener::bind(&addr).map(drop).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))
+}
+
+type Matrix<T> = Vec<Vec<Option<T>>>;
+
+/// One bounded SPSC channel per ordered pair of cores: senders[i][j] sends i → j and
+/// receivers[j][i] receives it.
+fn channel_matrix(cores: usize) -> (Matrix<SharedSender<Msg>>, Matrix<SharedReceiver<Msg>>) {
+    let mut senders: Matrix<SharedSender<Msg>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+    let mut receivers: Matrix<SharedReceiver<Msg>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+    for from in 0..cores {
+        for to in 0..cores {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(CORE_CHANNEL_CAPACITY);
+                senders[from][to] = Some(tx);
+                receivers[to][from] = Some(rx);
+            }
+        }
+    }
+    (senders, receivers)
+}
+
+fn block_stop_signals() {
+    // SAFETY: plain libc signal-mask calls on a local sigset; executor threads inherit the
+    // mask, so only the main thread's sigwait sees SIGTERM/SIGINT.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn wait_for_stop_signal() -> i32 {
+    // SAFETY: see block_stop_signals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let mut signal = 0;
+        libc::sigwait(&set, &mut signal);
+        signal
+    }
+}
+
+async fn run_core(
+    core_id: usize,
+    config: Config,
+    outgoing: Vec<Option<SharedSender<Msg>>>,
+    incoming: Vec<Option<SharedReceiver<Msg>>>,
+    ready: mpsc::Sender<Result<(), String>>,
+) -> anyhow::Result<()> {
+    let config = Rc::new(config);
+    let (wal, shards) = recover(core_id, &config).await?;
+    let (write_tx, write_rx) = local_channel::new_bounded(1);
+    let mut outboxes = Vec::with_capacity(config.cores);
+    let mut outbox_receivers = Vec::with_capacity(config.cores);
+    for _ in 0..config.cores {
+        let (tx, rx) = local_channel::new_unbounded();
+        outboxes.push(tx);
+        outbox_receivers.push(rx);
+    }
+    let core = Rc::new(Core::new(core_id, config.clone(), shards, outboxes, write_tx));
+    connect_mesh(&core, outgoing, incoming, outbox_receivers).await;
+    rearm_sessions(&core);
+    glommio::spawn_local(core.clone().commit_loop(wal, write_rx)).detach();
+    glommio::spawn_local(core.clone().reap_loop()).detach();
+    glommio::spawn_local(core.clone().touch_loop()).detach();
+    if core_id == 0 {
+        glommio::spawn_local(core.clone().expiry_loop()).detach();
+    }
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
+    let _ = ready.send(Ok(()));
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let core = core.clone();
+                glommio::spawn_local(async move {
+                    if let Err(error) = serve_connection(core, stream).await {
+                        tracing::debug!(%error, "connection ended");
+                    }
+                })
+                .detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Opens this core's WAL and replays it into the shards this core owns.
+async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashMap<ShardId, ShardSlot>)> {
+    let started = Instant::now();
+    let wal_config = WalConfig { dir: config.data_dir.join("wal"), core: core_id, segment_bytes: config.wal_segment_bytes };
+    let (wal, recovered) = Wal::open(wal_config).await.map_err(|e| anyhow!("cannot open the WAL of core {core_id}: {e}"))?;
+    let mut shards: AHashMap<ShardId, Shard> = (0..config.shards)
+        .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
+        .map(|s| (s, Shard::new(s, config.shards)))
+        .collect();
+    for (index, record) in recovered.records.iter().enumerate() {
+        let entry = LogEntry::from_bytes(record).map_err(|e| anyhow!("WAL record {index} of core {core_id}: {e}"))?;
+        let shard = shards
+            .get_mut(&entry.shard)
+            .ok_or_else(|| anyhow!("WAL of core {core_id} holds shard {} which this core does not own", entry.shard))?;
+        shard.apply(&entry);
+    }
+    tracing::info!(
+        core = core_id,
+        records = recovered.records.len(),
+        truncated_bytes = recovered.truncated_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "WAL replayed"
+    );
+    Ok((wal, shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect()))
+}
+
+/// Connects this core's channels to every other core and starts its routing tasks.
+async fn connect_mesh(
+    core: &Rc<Core>,
+    outgoing: Vec<Option<SharedSender<Msg>>>,
+    incoming: Vec<Option<SharedReceiver<Msg>>>,
+    outbox_receivers: Vec<LocalReceiver<Msg>>,
+) {
+    for ((peer, sender), outbox) in outgoing.into_iter().enumerate().zip(outbox_receivers) {
+        match sender {
+            None => {
+                assert_eq!(peer, core.id, "only the channel to oneself is missing");
+                self::core::spawn_router(core, outbox);
+            }
+            Some(sender) => {
+                let connected = sender.connect().await;
+                glommio::spawn_local(async move {
+                    while let Some(msg) = outbox.recv().await {
+                        if connected.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+                .detach();
+            }
+        }
+    }
+    for receiver in incoming.into_iter().flatten() {
+        let connected = receiver.connect().await;
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = connected.recv().await {
+                core.handle(msg);
+            }
+        })
+        .detach();
+    }
+}
+
+/// After a restart every session found in the log gets a full timeout to reconnect (as in
+/// ZooKeeper); sessions that do not come back expire and lose their ephemerals.
+fn rearm_sessions(core: &Rc<Core>) {
+    let shards = core.shards.borrow();
+    for slot in shards.values() {
+        for (session, info) in slot.shard.sessions() {
+            core.send(0, Msg::SessionAttached { session, timeout_ms: info.timeout_ms, conn: INTERNAL_CONN });
+        }
+    }
+}
+
+async fn serve_connection(core: Rc<Core>, mut stream: TcpStream) -> std::io::Result<()> {
+    let peer = stream.peer_addr()?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut first = [0u8; 4];
+    stream.read_exact(&mut first).await?;
+    if let Some(word) = fourlw::word(&first) {
+        return fourlw::answer(&core, word, stream).await;
+    }
+    let len = i32::from_be_bytes(first);
+    if len <= 0 || len as usize > core.config.max_request_bytes {
+        tracing::warn!(%peer, len, "bad connect request length; closing");
+        return Ok(());
+    }
+    let mut frame = vec![0u8; len as usize];
+    stream.read_exact(&mut frame).await?;
+    let connect = match jute::decode_connect_request(&frame) {
+        Ok(connect) => connect,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "malformed connect request; closing");
+            return Ok(());
+        }
+    };
+    let timeout_ms = core.config.negotiate_timeout_ms(connect.timeout_ms);
+    // A client pings at a third of its timeout; silence for longer than the timeout means the
+    // client is gone (its session expires on the same clock).
+    stream.set_read_timeout(Some(Duration::from_millis(timeout_ms as u64 + 1000)))?;
+    let fd = stream.as_raw_fd();
+    let (writer_tx, writer_rx) = local_channel::new_bounded(1);
+    let (space_tx, space_rx) = local_channel::new_bounded(1);
+    let conn = Rc::new(Conn::new(core.clone(), peer, writer_tx, space_tx));
+    core.conns.borrow_mut().insert(conn.id, conn.clone());
+    let (reader, writer) = futures_lite::io::split(stream);
+    let writer_task = glommio::spawn_local(write_loop(conn.clone(), writer, writer_rx, fd));
+    conn.start_handshake(&connect);
+    let mut reader = futures_lite::io::BufReader::with_capacity(64 * 1024, reader);
+    let result = read_loop(&conn, &mut reader, &space_rx).await;
+    conn.close(if result.is_ok() { "closed" } else { "read failed" });
+    writer_task.await;
+    core.conns.borrow_mut().remove(&conn.id);
+    for other in 0..core.cores() {
+        core.send(other, Msg::DropConn { conn: conn.id });
+    }
+    result
+}
+
+async fn read_loop(
+    conn: &Rc<Conn>,
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    space: &LocalReceiver<()>,
+) -> std::io::Result<()> {
+    let max_request_bytes = conn_config(conn).max_request_bytes;
+    let max_outstanding = conn_config(conn).max_outstanding_per_connection;
+    let mut frame = Vec::with_capacity(4096);
+    loop {
+        while conn.outstanding() >= max_outstanding && conn.closing().is_none() {
+            space.recv().await;
+        }
+        if conn.closing().is_some() {
+            return Ok(());
+        }
+        let mut len_bytes = [0u8; 4];
+        if let Err(error) = reader.read_exact(&mut len_bytes).await {
+            return match error.kind() {
+                std::io::ErrorKind::UnexpectedEof => Ok(()),
+                _ => Err(error),
+            };
+        }
+        let len = i32::from_be_bytes(len_bytes);
+        if len < 0 {
+            tracing::warn!(conn = conn.id, len, "negative frame length; closing");
+            return Ok(());
+        }
+        let len = len as usize;
+        if len > max_request_bytes {
+            if len > max_request_bytes * OVERSIZED_SKIP_FACTOR || len < 8 {
+                tracing::warn!(conn = conn.id, len, "frame far over max-request-bytes; closing");
+                return Ok(());
+            }
+            let mut header = [0u8; 8];
+            reader.read_exact(&mut header).await?;
+            skip(reader, len - 8).await?;
+            let xid = i32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+            conn.on_oversized(xid, len);
+            continue;
+        }
+        frame.resize(len, 0);
+        reader.read_exact(&mut frame).await?;
+        conn.on_frame(&frame);
+    }
+}
+
+fn conn_config(conn: &Rc<Conn>) -> Rc<Config> {
+    conn.core_config()
+}
+
+async fn skip(reader: &mut (impl futures_lite::AsyncRead + Unpin), mut remaining: usize) -> std::io::Result<()> {
+    let mut scratch = vec![0u8; 64 * 1024];
+    while remaining > 0 {
+        let n = remaining.min(scratch.len());
+        reader.read_exact(&mut scratch[..n]).await?;
+        remaining -= n;
+    }
+    Ok(())
+}
+
+async fn write_loop(
+    conn: Rc<Conn>,
+    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    wake: LocalReceiver<()>,
+    fd: std::os::fd::RawFd,
+) {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        conn.take_output(&mut buf);
+        if buf.is_empty() {
+            if conn.closing().is_some() || wake.recv().await.is_none() {
+                break;
+            }
+            continue;
+        }
+        if let Err(error) = writer.write_all(&buf).await {
+            tracing::debug!(conn = conn.id, %error, "write failed");
+            conn.close("write failed");
+            break;
+        }
+    }
+    // Wakes the reader too: a closed socket ends its pending read.
+    // SAFETY: shutdown(2) on the connection's own descriptor, which is still open here.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}

@@ -1,0 +1,106 @@
+//! Messages between cores. Each core owns its shards and its connections; cores talk only by
+//! these messages (one bounded SPSC channel per ordered pair of cores), so a shard's state is
+//! touched by its core alone.
+
+use engine::command::{Command, ShardId};
+use engine::request::{ReadOp, ReadResult, WriteResult};
+use engine::shard::ShardStats;
+use engine::types::{ConnId, EventType, Id, SessionId, Zxid};
+use engine::ZkError;
+use std::sync::Arc;
+
+/// Connection id of requests the server makes itself (session expiry, reaping): no reply.
+pub const INTERNAL_CONN: ConnId = u64::MAX;
+
+/// The core that owns a connection.
+pub fn core_of_conn(conn: ConnId) -> usize {
+    (conn >> 32) as usize
+}
+
+pub enum Msg {
+    /// Connection core → shard core.
+    Shard(ShardRequest),
+    /// Shard core → connection core: one part of the answer to request `seq`.
+    Reply(Reply),
+    /// Shard core → connection core: a watch fired.
+    Notify { conn: ConnId, shard: ShardId, event: EventType, path: String, zxid: Zxid },
+    /// Connection core → every core: the connection is gone, forget its watches.
+    DropConn { conn: ConnId },
+    /// Any core → session core: these sessions showed signs of life.
+    Touch { sessions: Vec<SessionId> },
+    /// Connection core → session core: a session is (re)attached to a connection.
+    SessionAttached { session: SessionId, timeout_ms: i32, conn: ConnId },
+    /// Connection core → session core: a session was closed by its client.
+    SessionClosed { session: SessionId },
+    /// Session core → connection core: close this connection (session expired or moved).
+    CloseConn { conn: ConnId, reason: &'static str },
+    /// Any core → every core: report your counters to `reply_core` under `token`.
+    StatsQuery { reply_core: usize, token: u64 },
+    StatsReply { token: u64, stats: Box<CoreStats> },
+}
+
+pub struct ShardRequest {
+    pub shard: ShardId,
+    pub conn: ConnId,
+    pub seq: u64,
+    /// Which part of a gathered request this is (index into the request's parts).
+    pub part: u32,
+    pub session: SessionId,
+    pub auth: Arc<Vec<Id>>,
+    pub op: ShardOp,
+}
+
+pub enum ShardOp {
+    Read(ReadOp),
+    Write(Command),
+    /// Answered once every earlier write of the session in this shard has applied.
+    Sync,
+    /// Is this session open here with this password? Answers its timeout.
+    CheckSession { passwd: Vec<u8> },
+}
+
+pub struct Reply {
+    pub conn: ConnId,
+    pub seq: u64,
+    pub part: u32,
+    pub shard: ShardId,
+    pub zxid: Zxid,
+    pub body: ReplyBody,
+}
+
+pub enum ReplyBody {
+    Read(Result<ReadResult, ZkError>),
+    Write(Result<WriteResult, ZkError>),
+    Synced,
+    Session(Option<i32>),
+}
+
+/// What one core reports for the four-letter words.
+#[derive(Default)]
+pub struct CoreStats {
+    pub core: usize,
+    pub shards: Vec<(ShardId, ShardStats, Zxid)>,
+    pub connections: Vec<ConnStats>,
+    /// (session, ephemeral paths) for `dump`.
+    pub ephemerals: Vec<(SessionId, Vec<String>)>,
+    /// (connection, watched paths) for `wchs`/`dump`.
+    pub watches: Vec<(ConnId, Vec<String>)>,
+    pub wal_flushes: u64,
+    pub wal_flush_micros_total: u64,
+    pub wal_flush_micros_max: u64,
+    pub requests_total: u64,
+    pub outstanding_requests: u64,
+    pub live_sessions: u64,
+}
+
+#[derive(Clone)]
+pub struct ConnStats {
+    pub conn: ConnId,
+    pub peer: String,
+    pub session: SessionId,
+    pub timeout_ms: i32,
+    pub outstanding: u64,
+    pub received: u64,
+    pub sent: u64,
+    pub last_zxid: Zxid,
+}
