@@ -1,1 +1,919 @@
-//! Test harness: starts real warren processes on loopback.
+//! Test harness: starts real warren processes on loopback, and speaks raw jute for the tests
+//! that must send bytes no well-behaved client would send.
+//!
+//! `WarrenProcess::start(opts)` picks a free loopback port, makes a temp data dir, spawns the
+//! warren binary (env `WARREN_BIN`, else `<workspace>/target/release/warren`, else
+//! `target/debug/warren`) and waits for `ruok` → `imok`. The process is SIGKILLed on drop; only
+//! the child this harness spawned is ever signalled.
+//!
+//! Comparison mode: with `ZK_TEST_SERVER=host:port` set, no process is started and every test
+//! runs against that server (e.g. a standalone Apache ZooKeeper). Tests that must kill or
+//! restart the server, or need server flags, call `skip_if_external()` and return early.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use zookeeper_client as zk;
+
+/// How long a server gets to answer `imok` after spawn.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Flags passed to `warren start`. `None` leaves the server default.
+#[derive(Clone, Debug)]
+pub struct WarrenOpts {
+    pub min_session_timeout_ms: Option<u64>,
+    pub max_session_timeout_ms: Option<u64>,
+    pub cores: Option<u32>,
+    pub shards: Option<u32>,
+    pub max_request_bytes: Option<u64>,
+    pub reap_interval_ms: Option<u64>,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for WarrenOpts {
+    /// Small and quick: one core, sessions may be as short as 1 s, reaper every 200 ms.
+    fn default() -> Self {
+        WarrenOpts {
+            min_session_timeout_ms: Some(1000),
+            max_session_timeout_ms: Some(40000),
+            cores: Some(1),
+            shards: None,
+            max_request_bytes: None,
+            reap_interval_ms: Some(200),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl WarrenOpts {
+    pub fn cores(mut self, n: u32) -> Self {
+        self.cores = Some(n);
+        self
+    }
+    pub fn shards(mut self, n: u32) -> Self {
+        self.shards = Some(n);
+        self
+    }
+    pub fn session_timeouts_ms(mut self, min: u64, max: u64) -> Self {
+        self.min_session_timeout_ms = Some(min);
+        self.max_session_timeout_ms = Some(max);
+        self
+    }
+    pub fn max_request_bytes(mut self, n: u64) -> Self {
+        self.max_request_bytes = Some(n);
+        self
+    }
+    pub fn reap_interval_ms(mut self, ms: u64) -> Self {
+        self.reap_interval_ms = Some(ms);
+        self
+    }
+}
+
+/// The server under test: a warren child process, or an external server (comparison mode).
+pub struct WarrenProcess {
+    opts: WarrenOpts,
+    addr: SocketAddr,
+    child: Option<Child>,
+    bin: Option<PathBuf>,
+    data_dir: PathBuf,
+    stderr_path: PathBuf,
+    // Held for its Drop: removes the temp dir (and the data dir when it lives inside).
+    _tmp: tempfile::TempDir,
+    external: bool,
+}
+
+/// `ZK_TEST_SERVER`, when set: the address of an external server to test instead of warren.
+pub fn external_server() -> Option<String> {
+    std::env::var("ZK_TEST_SERVER").ok().filter(|s| !s.trim().is_empty())
+}
+
+/// True (and says so on stderr) when the test cannot run against an external server.
+pub fn skip_if_external(test: &str) -> bool {
+    if external_server().is_some() {
+        eprintln!("{test}: skipped: needs a warren process it controls (ZK_TEST_SERVER set)");
+        return true;
+    }
+    false
+}
+
+/// The warren binary: `WARREN_BIN`, else `<workspace>/target/release/warren`, else debug.
+pub fn warren_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("WARREN_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "WARREN_BIN={} does not exist; build it with `cargo build --release --bins`", p.display());
+        return p;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.join("target"));
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("warren");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "warren binary not found: set WARREN_BIN or run `cargo build --release --bins` (looked in {}/{{release,debug}}/warren)",
+        target.display()
+    );
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// A node name no other test (or earlier run against a shared external server) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{}-{}-{}", std::process::id(), nanos % 1_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl WarrenProcess {
+    /// Starts a fresh server with an empty temp data dir.
+    pub fn start(opts: WarrenOpts) -> WarrenProcess {
+        let tmp = tempfile::Builder::new().prefix("warren-test-").tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        Self::start_in(opts, tmp, data_dir)
+    }
+
+    /// Starts a server on an existing data dir (e.g. to inspect recovery of a kept dir).
+    pub fn start_with_data_dir(opts: WarrenOpts, data_dir: &Path) -> WarrenProcess {
+        let tmp = tempfile::Builder::new().prefix("warren-test-").tempdir().expect("tempdir");
+        Self::start_in(opts, tmp, data_dir.to_path_buf())
+    }
+
+    fn start_in(opts: WarrenOpts, tmp: tempfile::TempDir, data_dir: PathBuf) -> WarrenProcess {
+        let stderr_path = tmp.path().join("warren.stderr.log");
+        if let Some(ext) = external_server() {
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&ext)
+                .expect("ZK_TEST_SERVER must be host:port")
+                .next()
+                .expect("ZK_TEST_SERVER resolves");
+            return WarrenProcess {
+                opts,
+                addr,
+                child: None,
+                bin: None,
+                data_dir,
+                stderr_path,
+                _tmp: tmp,
+                external: true,
+            };
+        }
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut p = WarrenProcess {
+            opts,
+            addr,
+            child: None,
+            bin: Some(warren_bin()),
+            data_dir,
+            stderr_path,
+            _tmp: tmp,
+            external: false,
+        };
+        p.spawn_and_wait();
+        p
+    }
+
+    fn args(&self) -> Vec<String> {
+        let o = &self.opts;
+        let mut a = vec![
+            "start".to_string(),
+            "--host".into(),
+            self.addr.ip().to_string(),
+            "--port".into(),
+            self.addr.port().to_string(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+        ];
+        let mut flag = |name: &str, v: Option<String>| {
+            if let Some(v) = v {
+                a.push(name.to_string());
+                a.push(v);
+            }
+        };
+        flag("--min-session-timeout", o.min_session_timeout_ms.map(|v| v.to_string()));
+        flag("--max-session-timeout", o.max_session_timeout_ms.map(|v| v.to_string()));
+        flag("--cores", o.cores.map(|v| v.to_string()));
+        flag("--shards", o.shards.map(|v| v.to_string()));
+        flag("--max-request-bytes", o.max_request_bytes.map(|v| v.to_string()));
+        flag("--reap-interval-ms", o.reap_interval_ms.map(|v| v.to_string()));
+        a.extend(o.extra_args.iter().cloned());
+        a
+    }
+
+    fn spawn_and_wait(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        let bin = self.bin.clone().expect("no binary in external mode");
+        // Append: a restart keeps the log of the run before it.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.stderr_path).expect("stderr log");
+        let args = self.args();
+        let child = Command::new(&bin)
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {} {:?}: {e}", bin.display(), args));
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!(
+                    "warren exited during start-up with {status} ({} {:?})\n--- stderr ---\n{}",
+                    bin.display(),
+                    args,
+                    self.stderr_tail()
+                );
+            }
+            if let Ok(r) = four_letter_at(self.addr, "ruok", Duration::from_millis(500)) {
+                if r.trim() == "imok" {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.as_mut().unwrap().kill();
+                let _ = self.child.as_mut().unwrap().wait();
+                self.child = None;
+                panic!(
+                    "warren not ready (ruok→imok) within {:?} on {} ({:?})\n--- stderr ---\n{}",
+                    READY_TIMEOUT,
+                    self.addr,
+                    args,
+                    self.stderr_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connect string for ZooKeeper clients.
+    pub fn connect_string(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn is_external(&self) -> bool {
+        self.external
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL and reap the child: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        assert!(!self.external, "kill9 on an external server");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a graceful exit; returns whether it exited in time
+    /// and successfully. Falls back to SIGKILL.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        assert!(!self.external, "terminate on an external server");
+        let Some(mut c) = self.child.take() else { return true };
+        // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Starts the server again on the same port and data dir (after kill9/terminate).
+    pub fn restart(&mut self) {
+        assert!(!self.external, "restart on an external server");
+        if self.child.is_some() {
+            self.kill9();
+        }
+        self.spawn_and_wait();
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => self.external,
+            Some(c) => c.try_wait().unwrap().is_none(),
+        }
+    }
+
+    /// Sends a four-letter word and reads the answer to EOF (bounded: 10 s).
+    pub fn four_letter(&self, word: &str) -> String {
+        four_letter_at(self.addr, word, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("4lw {word} on {}: {e}\n{}", self.addr, self.stderr_tail()))
+    }
+
+    /// The last 200 lines the server wrote to stderr/stdout.
+    pub fn stderr_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        let from = lines.len().saturating_sub(200);
+        lines[from..].join("\n")
+    }
+
+    /// A connected zookeeper-client session (bounded: 20 s).
+    pub async fn client(&self) -> zk::Client {
+        self.client_with(zk::Client::connector()).await
+    }
+
+    pub async fn client_with(&self, connector: zk::Connector) -> zk::Client {
+        let c = tokio::time::timeout(Duration::from_secs(20), connector.with_fail_eagerly().connect(&self.connect_string()))
+            .await
+            .unwrap_or_else(|_| panic!("connect to {} timed out\n{}", self.addr, self.stderr_tail()))
+            .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", self.addr, self.stderr_tail()));
+        c
+    }
+}
+
+impl Drop for WarrenProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() && !self.external {
+            eprintln!(
+                "--- warren stderr ({}) ---\n{}\n--- end warren stderr ---",
+                self.stderr_path.display(),
+                self.stderr_tail()
+            );
+        }
+    }
+}
+
+/// Sends `word` and reads to EOF.
+pub fn four_letter_at(addr: SocketAddr, word: &str, timeout: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(word.as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Runs `f` until it returns true, at most `within`; returns whether it did.
+pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Async version of `wait_until`: polls `f` every 25 ms for at most `within`.
+pub async fn wait_until_async<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Awaits `fut` for at most `secs` seconds, panicking with `what` on time-out.
+pub async fn bounded<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs}s: {what}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw jute, for the tests that send bytes by hand.
+
+/// ZooKeeper opcodes (ZooDefs.OpCode).
+pub mod op {
+    pub const CREATE: i32 = 1;
+    pub const DELETE: i32 = 2;
+    pub const EXISTS: i32 = 3;
+    pub const GET_DATA: i32 = 4;
+    pub const SET_DATA: i32 = 5;
+    pub const GET_ACL: i32 = 6;
+    pub const SET_ACL: i32 = 7;
+    pub const GET_CHILDREN: i32 = 8;
+    pub const SYNC: i32 = 9;
+    pub const PING: i32 = 11;
+    pub const GET_CHILDREN2: i32 = 12;
+    pub const CHECK: i32 = 13;
+    pub const MULTI: i32 = 14;
+    pub const CREATE2: i32 = 15;
+    pub const CREATE_CONTAINER: i32 = 19;
+    pub const CREATE_TTL: i32 = 21;
+    pub const MULTI_READ: i32 = 22;
+    pub const AUTH: i32 = 100;
+    pub const GET_EPHEMERALS: i32 = 103;
+    pub const GET_ALL_CHILDREN_NUMBER: i32 = 104;
+    pub const ADD_WATCH: i32 = 106;
+    pub const WHO_AM_I: i32 = 107;
+    pub const CLOSE_SESSION: i32 = -11;
+    pub const ERROR: i32 = -1;
+}
+
+/// ZooKeeper error codes (KeeperException.Code).
+pub mod err {
+    pub const OK: i32 = 0;
+    pub const RUNTIME_INCONSISTENCY: i32 = -2;
+    pub const UNIMPLEMENTED: i32 = -6;
+    pub const BAD_ARGUMENTS: i32 = -8;
+    pub const NO_NODE: i32 = -101;
+    pub const NO_AUTH: i32 = -102;
+    pub const BAD_VERSION: i32 = -103;
+    pub const NO_CHILDREN_FOR_EPHEMERALS: i32 = -108;
+    pub const NODE_EXISTS: i32 = -110;
+    pub const NOT_EMPTY: i32 = -111;
+    pub const INVALID_ACL: i32 = -114;
+}
+
+/// A jute record being written (big-endian, length-prefixed strings/buffers).
+#[derive(Default, Clone, Debug)]
+pub struct Jute(pub Vec<u8>);
+
+impl Jute {
+    pub fn new() -> Jute {
+        Jute(Vec::new())
+    }
+    pub fn i32(mut self, v: i32) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn i64(mut self, v: i64) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn bool(mut self, v: bool) -> Self {
+        self.0.push(v as u8);
+        self
+    }
+    pub fn buf(mut self, b: &[u8]) -> Self {
+        self = self.i32(b.len() as i32);
+        self.0.extend_from_slice(b);
+        self
+    }
+    pub fn str(self, s: &str) -> Self {
+        self.buf(s.as_bytes())
+    }
+    /// ACL vector of (perms, scheme, id).
+    pub fn acls(mut self, acls: &[(i32, &str, &str)]) -> Self {
+        self = self.i32(acls.len() as i32);
+        for (perms, scheme, id) in acls {
+            self = self.i32(*perms).str(scheme).str(id);
+        }
+        self
+    }
+    /// world:anyone with all permissions.
+    pub fn open_acl(self) -> Self {
+        self.acls(&[(31, "world", "anyone")])
+    }
+    pub fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// The record with its 4-byte length prefix.
+    pub fn framed(&self) -> Vec<u8> {
+        let mut v = (self.0.len() as i32).to_be_bytes().to_vec();
+        v.extend_from_slice(&self.0);
+        v
+    }
+}
+
+/// A jute record being read.
+pub struct JuteReader<'a> {
+    pub buf: &'a [u8],
+}
+
+impl<'a> JuteReader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        JuteReader { buf }
+    }
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        assert!(self.buf.len() >= n, "short record: want {n} bytes, have {}", self.buf.len());
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        a
+    }
+    pub fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take(4).try_into().unwrap())
+    }
+    pub fn i64(&mut self) -> i64 {
+        i64::from_be_bytes(self.take(8).try_into().unwrap())
+    }
+    pub fn bool(&mut self) -> bool {
+        self.take(1)[0] != 0
+    }
+    pub fn buf(&mut self) -> Option<Vec<u8>> {
+        let n = self.i32();
+        if n < 0 {
+            return None;
+        }
+        Some(self.take(n as usize).to_vec())
+    }
+    pub fn string(&mut self) -> String {
+        String::from_utf8(self.buf().unwrap_or_default()).expect("utf8 string")
+    }
+    pub fn stat(&mut self) -> RawStat {
+        RawStat {
+            czxid: self.i64(),
+            mzxid: self.i64(),
+            ctime: self.i64(),
+            mtime: self.i64(),
+            version: self.i32(),
+            cversion: self.i32(),
+            aversion: self.i32(),
+            ephemeral_owner: self.i64(),
+            data_length: self.i32(),
+            num_children: self.i32(),
+            pzxid: self.i64(),
+        }
+    }
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawStat {
+    pub czxid: i64,
+    pub mzxid: i64,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    pub cversion: i32,
+    pub aversion: i32,
+    pub ephemeral_owner: i64,
+    pub data_length: i32,
+    pub num_children: i32,
+    pub pzxid: i64,
+}
+
+/// A reply: header and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub xid: i32,
+    pub zxid: i64,
+    pub err: i32,
+    pub body: Vec<u8>,
+}
+
+/// A watch notification (xid -1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub event_type: i32,
+    pub state: i32,
+    pub path: String,
+}
+
+/// A ZooKeeper session over a plain blocking socket. It pings only when told to, so a test can
+/// make a session go silent (the server must then expire it).
+pub struct RawSession {
+    pub stream: TcpStream,
+    pub session_id: i64,
+    pub timeout_ms: i32,
+    pub password: Vec<u8>,
+    next_xid: i32,
+    /// Notifications read while waiting for replies.
+    pub events: Vec<RawEvent>,
+}
+
+/// Reads one length-prefixed frame; Err on EOF/timeout/error.
+pub fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let n = i32::from_be_bytes(len);
+    if !(0..=64 << 20).contains(&n) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame length {n}")));
+    }
+    let mut v = vec![0u8; n as usize];
+    s.read_exact(&mut v)?;
+    Ok(v)
+}
+
+/// Connects a TCP socket to `addr` with 10 s read/write time-outs.
+pub fn raw_socket(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("tcp connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Whether the peer closed (or reset) the socket, waiting at most `within`; data read
+/// meanwhile is discarded.
+pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+impl RawSession {
+    /// Handshake: ConnectRequest{protocolVersion 0, lastZxidSeen 0, timeOut, sessionId 0,
+    /// passwd[16]} + readOnly=false.
+    pub fn connect(addr: SocketAddr, timeout_ms: i32) -> RawSession {
+        let mut s = raw_socket(addr);
+        let req = Jute::new().i32(0).i64(0).i32(timeout_ms).i64(0).buf(&[0u8; 16]).bool(false);
+        s.write_all(&req.framed()).expect("send ConnectRequest");
+        let resp = read_frame(&mut s).expect("read ConnectResponse");
+        let mut r = JuteReader::new(&resp);
+        let _proto = r.i32();
+        let negotiated = r.i32();
+        let session_id = r.i64();
+        let password = r.buf().unwrap_or_default();
+        assert!(negotiated > 0, "server refused the session (timeout {negotiated})");
+        RawSession { stream: s, session_id, timeout_ms: negotiated, password, next_xid: 1, events: Vec::new() }
+    }
+
+    pub fn next_xid(&mut self) -> i32 {
+        let x = self.next_xid;
+        self.next_xid += 1;
+        x
+    }
+
+    /// Sends RequestHeader{xid, op} + body, unframed bytes appended as given.
+    pub fn send(&mut self, xid: i32, opcode: i32, body: &Jute) {
+        let rec = Jute::new().i32(xid).i32(opcode).bytes(&body.0);
+        self.stream.write_all(&rec.framed()).expect("send request");
+    }
+
+    /// Reads frames until a reply (xid != -1) arrives; notifications are stored in `events`.
+    pub fn read_reply(&mut self) -> std::io::Result<Reply> {
+        loop {
+            let f = read_frame(&mut self.stream)?;
+            let mut r = JuteReader::new(&f);
+            let xid = r.i32();
+            let zxid = r.i64();
+            let err = r.i32();
+            if xid == -1 {
+                let event_type = r.i32();
+                let state = r.i32();
+                let path = r.string();
+                self.events.push(RawEvent { event_type, state, path });
+                continue;
+            }
+            return Ok(Reply { xid, zxid, err, body: r.buf.to_vec() });
+        }
+    }
+
+    /// One request, one reply (skipping pings' replies and notifications).
+    pub fn call(&mut self, opcode: i32, body: Jute) -> Reply {
+        let xid = self.next_xid();
+        self.send(xid, opcode, &body);
+        loop {
+            let r = self.read_reply().unwrap_or_else(|e| panic!("reply to op {opcode} xid {xid}: {e}"));
+            if r.xid == -2 {
+                continue;
+            }
+            assert_eq!(r.xid, xid, "reply xid out of order for op {opcode}");
+            return r;
+        }
+    }
+
+    pub fn ping(&mut self) {
+        self.send(-2, op::PING, &Jute::new());
+        loop {
+            let r = self.read_reply().expect("ping reply");
+            if r.xid == -2 {
+                return;
+            }
+        }
+    }
+
+    /// Waits up to `within` for a notification, pinging meanwhile.
+    pub fn wait_event(&mut self, within: Duration) -> Option<RawEvent> {
+        let deadline = Instant::now() + within;
+        while self.events.is_empty() && Instant::now() < deadline {
+            self.ping();
+            if self.events.is_empty() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if self.events.is_empty() {
+            None
+        } else {
+            Some(self.events.remove(0))
+        }
+    }
+
+    pub fn create(&mut self, path: &str, data: &[u8], flags: i32) -> Reply {
+        self.call(op::CREATE, Jute::new().str(path).buf(data).open_acl().i32(flags))
+    }
+
+    pub fn get_data(&mut self, path: &str, watch: bool) -> Reply {
+        self.call(op::GET_DATA, Jute::new().str(path).bool(watch))
+    }
+
+    pub fn set_data(&mut self, path: &str, data: &[u8], version: i32) -> Reply {
+        self.call(op::SET_DATA, Jute::new().str(path).buf(data).i32(version))
+    }
+
+    pub fn close(mut self) {
+        let xid = self.next_xid();
+        self.send(xid, op::CLOSE_SESSION, &Jute::new());
+        let _ = self.read_reply();
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// A create op inside a multi: MultiHeader{type, done=false, err=-1} + CreateRequest.
+pub fn multi_create(j: Jute, path: &str, data: &[u8], flags: i32) -> Jute {
+    j.i32(op::CREATE).bool(false).i32(-1).str(path).buf(data).open_acl().i32(flags)
+}
+
+/// A setData op inside a multi.
+pub fn multi_set_data(j: Jute, path: &str, data: &[u8], version: i32) -> Jute {
+    j.i32(op::SET_DATA).bool(false).i32(-1).str(path).buf(data).i32(version)
+}
+
+/// A check op inside a multi.
+pub fn multi_check(j: Jute, path: &str, version: i32) -> Jute {
+    j.i32(op::CHECK).bool(false).i32(-1).str(path).i32(version)
+}
+
+/// The multi terminator: MultiHeader{-1, done=true, -1}.
+pub fn multi_end(j: Jute) -> Jute {
+    j.i32(-1).bool(true).i32(-1)
+}
+
+/// Decodes a multi reply body into (op type, err) per op; err is 0 for successes.
+pub fn parse_multi_reply(body: &[u8]) -> Vec<(i32, i32)> {
+    let mut r = JuteReader::new(body);
+    let mut out = Vec::new();
+    loop {
+        let ty = r.i32();
+        let done = r.bool();
+        let e = r.i32();
+        if done {
+            break;
+        }
+        match ty {
+            op::ERROR => {
+                let code = r.i32();
+                out.push((ty, code));
+            }
+            op::CREATE => {
+                r.string();
+                out.push((ty, e));
+            }
+            op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
+                r.string();
+                r.stat();
+                out.push((ty, e));
+            }
+            op::SET_DATA => {
+                r.stat();
+                out.push((ty, e));
+            }
+            op::DELETE | op::CHECK => out.push((ty, e)),
+            other => panic!("unexpected op {other} in multi reply"),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TCP proxy that can cut a client off from the server, to make sessions expire.
+
+/// Forwards loopback connections to `upstream`. `cut()` closes every open connection and
+/// refuses new ones until `heal()`; the server then sees a silent session and must expire it.
+pub struct Proxy {
+    addr: SocketAddr,
+    enabled: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    accept_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let enabled = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (en, st, cs) = (enabled.clone(), stop.clone(), conns.clone());
+        let accept_thread = std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((down, _)) => {
+                        if !en.load(Ordering::SeqCst) {
+                            drop(down);
+                            continue;
+                        }
+                        down.set_nonblocking(false).unwrap();
+                        let Ok(up) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
+                            continue;
+                        };
+                        let mut cs = cs.lock().unwrap();
+                        cs.push(down.try_clone().unwrap());
+                        cs.push(up.try_clone().unwrap());
+                        pipe(down.try_clone().unwrap(), up.try_clone().unwrap());
+                        pipe(up, down);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Proxy { addr, enabled, stop, conns, accept_thread: Some(accept_thread) }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes all proxied connections and refuses new ones.
+    pub fn cut(&self) {
+        self.enabled.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.enabled.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+        if let Some(t) = self.accept_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// digest ACL id for user:password, as ZooKeeper computes it: user:base64(sha1("user:password")).
+pub fn digest_id(user: &str, password: &str) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let hash = sha1::Sha1::digest(format!("{user}:{password}").as_bytes());
+    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+}

@@ -1,0 +1,207 @@
+//! THE durability test: a burst of concurrent writes, `kill -9` in the middle of it, restart on
+//! the same data dir, and every acknowledged write must be there with the acknowledged data.
+//! A write is acknowledged only after it is fsync'd, so nothing acknowledged may be lost.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use warren_tests::zk::{self, Acls, CreateMode};
+use warren_tests::{bounded, skip_if_external, unique, WarrenOpts, WarrenProcess};
+
+const TASKS: usize = 16;
+
+#[derive(Default)]
+struct Acked {
+    /// Sequential node path → its data.
+    created: Vec<(String, Vec<u8>)>,
+    /// Per-task counter node → last acknowledged version.
+    set: BTreeMap<String, i32>,
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    CreateMode::Persistent.with_acls(Acls::anyone_all())
+}
+
+/// The data a task writes into its counter node at version `v`.
+fn counter_data(task: usize, v: i32) -> Vec<u8> {
+    format!("task{task}-v{v}").into_bytes()
+}
+
+/// Runs the burst until a write fails (the server died); records every acknowledged write.
+async fn burst(c: zk::Client, root: String, task: usize, acked: Arc<Mutex<Acked>>) {
+    let counter = format!("{root}/counter{task}");
+    let mut version = 0;
+    for i in 0u64.. {
+        let payload = format!("t{task}-i{i}-{}", "x".repeat((i % 7) as usize * 50)).into_bytes();
+        let seq = CreateMode::PersistentSequential.with_acls(Acls::anyone_all());
+        match c.create(&format!("{root}/t{task}-"), &payload, &seq).await {
+            Ok((_, s)) => acked.lock().unwrap().created.push((format!("{root}/t{task}-{s}"), payload)),
+            Err(_) => return,
+        }
+        match c.set_data(&counter, &counter_data(task, version + 1), Some(version)).await {
+            Ok(st) => {
+                assert_eq!(st.version, version + 1);
+                version = st.version;
+                acked.lock().unwrap().set.insert(counter.clone(), version);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+async fn durability_round(cores: u32) {
+    let mut s = WarrenProcess::start(WarrenOpts::default().cores(cores));
+    let root = format!("/{}", unique("durable"));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    {
+        let setup = s.client().await;
+        setup.create(&root, b"", &persistent()).await.unwrap();
+        for t in 0..TASKS {
+            setup.create(&format!("{root}/counter{t}"), &counter_data(t, 0), &persistent()).await.unwrap();
+        }
+    }
+    // Several sessions so writes arrive on several connections at once.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(s.client().await);
+    }
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let c = clients[t % clients.len()].clone();
+        handles.push(tokio::spawn(burst(c, root.clone(), t, acked.clone())));
+    }
+    // Let the burst run until a good number of writes are acknowledged, then kill -9.
+    let started = Instant::now();
+    while acked.lock().unwrap().created.len() < 400 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.kill9();
+    let killed_at = acked.lock().unwrap().created.len();
+    for h in handles {
+        bounded(60, "burst tasks stop after the kill", h).await.unwrap();
+    }
+    drop(clients);
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(killed_at >= 50, "burst too slow: only {killed_at} creates acknowledged in 20 s");
+
+    s.restart();
+    let c = s.client().await;
+    let mut lost = Vec::new();
+    for (path, data) in &acked.created {
+        match c.get_data(path).await {
+            Ok((got, _)) if &got == data => {}
+            Ok((got, _)) => lost.push(format!("{path}: data {:?}, acknowledged {:?}", String::from_utf8_lossy(&got), String::from_utf8_lossy(data))),
+            Err(e) => lost.push(format!("{path}: {e}")),
+        }
+    }
+    for (path, version) in &acked.set {
+        let task: usize = path.rsplit("counter").next().unwrap().parse().unwrap();
+        match c.get_data(path).await {
+            // One more set may have been applied but not acknowledged before the kill.
+            Ok((got, st)) if st.version >= *version && got == counter_data(task, st.version) => {}
+            Ok((got, st)) => lost.push(format!(
+                "{path}: version {} data {:?}, acknowledged version {version}",
+                st.version,
+                String::from_utf8_lossy(&got)
+            )),
+            Err(e) => lost.push(format!("{path}: {e}")),
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost after kill -9 (cores {cores}):\n{}",
+        lost.len(),
+        acked.created.len() + acked.set.len(),
+        lost.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
+    );
+    // The sequence numbers continue after recovery: no reuse of an acknowledged name.
+    let (_, seq) = c.create(&format!("{root}/t0-"), b"after", &CreateMode::PersistentSequential.with_acls(Acls::anyone_all())).await.unwrap();
+    let after = format!("{root}/t0-{seq}");
+    assert!(!acked.created.iter().any(|(p, _)| p == &after), "sequence {after} reused after recovery");
+    eprintln!(
+        "durability (cores {cores}): {} creates and {} counters acknowledged, all present after kill -9",
+        acked.created.len(),
+        acked.set.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_kill9_one_core() {
+    if skip_if_external("acknowledged_writes_survive_kill9_one_core") {
+        return;
+    }
+    durability_round(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_kill9_two_cores() {
+    if skip_if_external("acknowledged_writes_survive_kill9_two_cores") {
+        return;
+    }
+    durability_round(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_kill9_restart_cycles_keep_everything() {
+    if skip_if_external("repeated_kill9_restart_cycles_keep_everything") {
+        return;
+    }
+    let mut s = WarrenProcess::start(WarrenOpts::default());
+    let root = format!("/{}", unique("cycles"));
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for round in 0..4 {
+        let c = s.client().await;
+        if round == 0 {
+            c.create(&root, b"", &persistent()).await.unwrap();
+        }
+        for i in 0..25 {
+            let p = format!("{root}/r{round}-{i}");
+            let d = format!("{round}:{i}").into_bytes();
+            c.create(&p, &d, &persistent()).await.unwrap();
+            expected.push((p, d));
+        }
+        // Overwrite one node of the previous round, and delete another.
+        if round > 0 {
+            let (p, _) = expected[(round - 1) * 25].clone();
+            c.set_data(&p, b"overwritten", None).await.unwrap();
+            expected[(round - 1) * 25].1 = b"overwritten".to_vec();
+            let (p, _) = expected.remove((round - 1) * 25 + 1);
+            c.delete(&p, None).await.unwrap();
+        }
+        drop(c);
+        s.kill9();
+        s.restart();
+        let c = s.client().await;
+        for (p, d) in &expected {
+            let got = c.get_data(p).await.map(|(g, _)| g);
+            assert_eq!(got.as_deref().ok(), Some(d.as_slice()), "round {round}: {p} after kill -9/restart: {got:?}");
+        }
+        let kids = c.list_children(&root).await.unwrap();
+        assert_eq!(kids.len(), expected.len(), "round {round}: deleted nodes came back or nodes lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemerals_of_dead_sessions_do_not_survive_restart_forever() {
+    if skip_if_external("ephemerals_of_dead_sessions_do_not_survive_restart_forever") {
+        return;
+    }
+    let mut s = WarrenProcess::start(WarrenOpts::default());
+    let root = format!("/{}", unique("ephrestart"));
+    let c = s.client_with(zk::Client::connector().with_session_timeout(std::time::Duration::from_millis(2000))).await;
+    c.create(&root, b"", &persistent()).await.unwrap();
+    c.create(&format!("{root}/e"), b"", &CreateMode::Ephemeral.with_acls(Acls::anyone_all())).await.unwrap();
+    s.kill9();
+    drop(c);
+    s.restart();
+    let c = s.client().await;
+    assert!(c.check_stat(&root).await.unwrap().is_some(), "persistent parent must survive");
+    // The owner never comes back: its session must expire (ZooKeeper restores the session and
+    // expires it one time-out after recovery), taking the ephemeral with it.
+    let ok = warren_tests::wait_until_async(Duration::from_secs(30), || async {
+        c.check_stat(&format!("{root}/e")).await.unwrap().is_none()
+    })
+    .await;
+    assert!(ok, "ephemeral of a session that died with the server still present 30 s after restart");
+}
