@@ -20,3 +20,5 @@ mod write;
 
 pub use error::ZkError;
 pub use shard::Shard;
+#[cfg(test)]
+mod testkit;

@@ -326,3 +326,423 @@ fn aborted_results(len: usize, failed: usize, error: ZkError) -> Vec<MultiResult
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{DeleteOp, SetDataOp};
+    use crate::testkit::*;
+    use crate::types::{CreateMode, EventType};
+
+    fn err<T: std::fmt::Debug>(result: Result<T, ZkError>) -> ZkError {
+        result.expect_err("expected an error")
+    }
+
+    #[test]
+    fn create_sets_stat_of_node_and_parent() {
+        let mut h = Harness::new();
+        let result = h.create("/a", b"hello");
+        let Ok(WriteResult::Created { path, stat }) = result else { panic!("{result:?}") };
+        assert_eq!(path, "/a");
+        let expected = Stat {
+            czxid: 1,
+            mzxid: 1,
+            ctime: 1000,
+            mtime: 1000,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 5,
+            num_children: 0,
+            pzxid: 1,
+        };
+        assert_eq!(stat, expected);
+        h.create("/a/b", b"").unwrap();
+        let parent = h.stat("/a").unwrap();
+        assert_eq!((parent.cversion, parent.pzxid, parent.num_children, parent.mzxid), (1, 2, 1, 1));
+        assert_eq!(h.shard.last_zxid(), 2);
+        h.shard.tree().assert_consistent();
+    }
+
+    #[test]
+    fn create_errors_in_zookeeper_order() {
+        let mut h = Harness::new();
+        assert_eq!(err(h.create("a", b"")), ZkError::BadArguments);
+        assert_eq!(err(h.create("/a/", b"")), ZkError::BadArguments);
+        assert_eq!(err(h.create("/a/b", b"")), ZkError::NoNode);
+        h.create("/a", b"").unwrap();
+        assert_eq!(err(h.create("/a", b"")), ZkError::NodeExists);
+        assert_eq!(err(h.create("/", b"")), ZkError::NodeExists);
+        let mut no_acl = create_op("/x", b"", CreateMode::Persistent);
+        no_acl.acl.clear();
+        assert_eq!(err(h.apply(Command::Create(no_acl)).result), ZkError::InvalidAcl);
+        // Failed commands still advance last_zxid.
+        assert_eq!(h.shard.last_zxid(), h.next_zxid - 1);
+        assert_eq!(h.shard.tree().len(), 5);
+    }
+
+    #[test]
+    fn ephemerals_need_an_open_session_and_have_no_children() {
+        let mut h = Harness::new();
+        let mut op = create_op("/e", b"", CreateMode::Ephemeral);
+        op.session = 7;
+        assert_eq!(err(h.apply(Command::Create(op.clone())).result), ZkError::SessionExpired);
+        h.open_session(7);
+        let stat = match h.apply(Command::Create(op.clone())).result {
+            Ok(WriteResult::Created { stat, .. }) => stat,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(stat.ephemeral_owner, 7);
+        assert_eq!(h.shard.session(7).unwrap().ephemerals.iter().collect::<Vec<_>>(), vec!["/e"]);
+        assert_eq!(err(h.create("/e/child", b"")), ZkError::NoChildrenForEphemerals);
+        h.apply(Command::CloseSession { session: 7 });
+        assert!(h.shard.node("/e").is_none());
+        assert!(h.shard.session(7).is_none());
+        op.path = "/e2".into();
+        assert_eq!(err(h.apply(Command::Create(op)).result), ZkError::SessionExpired);
+        h.shard.tree().assert_consistent();
+    }
+
+    #[test]
+    fn close_session_fires_delete_events() {
+        let mut h = Harness::new();
+        h.open_session(9);
+        h.create("/p", b"").unwrap();
+        for name in ["/p/x", "/p/y"] {
+            let mut op = create_op(name, b"", CreateMode::Ephemeral);
+            op.session = 9;
+            h.apply(Command::Create(op)).result.unwrap();
+        }
+        h.watch_data(1, "/p/x");
+        h.watch_children(2, "/p");
+        let applied = h.apply(Command::CloseSession { session: 9 });
+        assert_eq!(applied.result, Ok(WriteResult::SessionClosed));
+        let events: Vec<_> = applied.notifications.iter().map(|n| (n.conn, n.event, n.path.as_str())).collect();
+        assert_eq!(events, vec![(1, EventType::NodeDeleted, "/p/x"), (2, EventType::NodeChildrenChanged, "/p")]);
+        assert!(h.children("/p").is_empty());
+        assert_eq!(h.shard.stats().ephemeral_count, 0);
+    }
+
+    #[test]
+    fn sequential_suffix_counts_child_creates() {
+        let mut h = Harness::new();
+        h.create("/q", b"").unwrap();
+        let first = created_path(&h.create_mode("/q/n-", CreateMode::PersistentSequential).result);
+        assert_eq!(first, "/q/n-0000000000");
+        h.create("/q/plain", b"").unwrap();
+        let third = created_path(&h.create_mode("/q/n-", CreateMode::PersistentSequential).result);
+        assert_eq!(third, "/q/n-0000000002");
+        h.delete(&third, -1).result.unwrap();
+        let fourth = created_path(&h.create_mode("/q/", CreateMode::PersistentSequential).result);
+        assert_eq!(fourth, "/q/0000000003");
+        // 4 creates, 1 delete: clients see cversion 5 (creates + deletes), as ZooKeeper.
+        let stat = h.stat("/q").unwrap();
+        assert_eq!((stat.cversion, stat.num_children), (5, 3));
+        let root_seq = created_path(&h.create_mode("/", CreateMode::PersistentSequential).result);
+        // The root counted one create (/q); /zookeeper came with the tree.
+        assert_eq!(root_seq, "/0000000001");
+    }
+
+    #[test]
+    fn system_nodes_exist_only_in_their_shard() {
+        let h = Harness::new();
+        assert_eq!(h.shard.node("/").unwrap().children.iter().collect::<Vec<_>>(), vec!["zookeeper"]);
+        let config = h.shard.node("/zookeeper/config").unwrap();
+        assert_eq!(config.acl, vec![Acl { perms: perms::READ, id: Id::world_anyone() }]);
+        assert_eq!(config.stat().aversion, -1);
+        // ZooKeeper's fresh root reports cversion -1: one child, no recorded create.
+        assert_eq!(h.shard.node("/").unwrap().stat().cversion, -1);
+        let count = 4u16;
+        let owner = path::shard_of("/zookeeper", count);
+        for id in 0..count {
+            let shard = crate::shard::Shard::new(id, count);
+            assert_eq!(shard.node("/zookeeper").is_some(), id == owner);
+        }
+    }
+
+    #[test]
+    fn ttl_modes_validate_ttl() {
+        let mut h = Harness::new();
+        for (ttl_ms, ok) in [(0, false), (-5, false), (TTL_MAX_MS + 1, false), (1, true), (TTL_MAX_MS, true)] {
+            let mut op = create_op(&format!("/t{ttl_ms}"), b"", CreateMode::PersistentWithTtl);
+            op.ttl_ms = ttl_ms;
+            let result = h.apply(Command::Create(op)).result;
+            assert_eq!(result.is_ok(), ok, "ttl {ttl_ms}: {result:?}");
+            if !ok {
+                assert_eq!(result.unwrap_err(), ZkError::BadArguments);
+            }
+        }
+        let node = h.shard.node("/t1").unwrap();
+        assert_eq!(node.kind.stored_ephemeral_owner(), 0xff00_0000_0000_0001_u64 as i64);
+        assert_eq!(node.stat().ephemeral_owner, 0);
+    }
+
+    #[test]
+    fn delete_rules() {
+        let mut h = Harness::new();
+        assert_eq!(err(h.delete("/", -1).result), ZkError::BadArguments);
+        assert_eq!(err(h.delete("/zookeeper", -1).result), ZkError::BadArguments);
+        assert_eq!(err(h.delete("/zookeeper/config", -1).result), ZkError::BadArguments);
+        assert_eq!(err(h.delete("/nope", -1).result), ZkError::NoNode);
+        assert_eq!(err(h.delete("/nope/deeper", -1).result), ZkError::NoNode);
+        h.create("/a", b"").unwrap();
+        h.create("/a/b", b"").unwrap();
+        assert_eq!(err(h.delete("/a", -1).result), ZkError::NotEmpty);
+        assert_eq!(err(h.delete("/a/b", 3).result), ZkError::BadVersion);
+        let zxid = h.next_zxid;
+        assert_eq!(h.delete("/a/b", 0).result, Ok(WriteResult::Deleted));
+        let parent = h.stat("/a").unwrap();
+        assert_eq!((parent.pzxid, parent.cversion, parent.num_children), (zxid, 2, 0));
+        assert_eq!(h.delete("/a", -1).result, Ok(WriteResult::Deleted));
+        h.shard.tree().assert_consistent();
+    }
+
+    #[test]
+    fn set_data_rules() {
+        let mut h = Harness::new();
+        assert_eq!(err(h.set_data("/a", b"x", -1).result), ZkError::NoNode);
+        h.create("/a", b"").unwrap();
+        assert_eq!(err(h.set_data("/a", b"x", 1).result), ZkError::BadVersion);
+        let zxid = h.next_zxid;
+        let time_ms = h.time_ms;
+        let Ok(WriteResult::Stat(stat)) = h.set_data("/a", b"xyz", 0).result else { panic!() };
+        assert_eq!((stat.version, stat.mzxid, stat.mtime, stat.data_length, stat.czxid), (1, zxid, time_ms, 3, 2));
+        let Ok(WriteResult::Stat(stat)) = h.set_data("/a", b"", -1).result else { panic!() };
+        assert_eq!(stat.version, 2);
+        assert_eq!(h.shard.node("/a").unwrap().data, b"");
+    }
+
+    #[test]
+    fn permissions_are_checked_before_versions() {
+        let mut h = Harness::new();
+        let bob = Id::new("digest", &acl::digest_id("bob:pw"));
+        let mut op = create_op("/locked", b"", CreateMode::Persistent);
+        op.acl = vec![Acl { perms: perms::READ, id: Id::world_anyone() }, Acl { perms: perms::ALL, id: bob.clone() }];
+        h.apply(Command::Create(op)).result.unwrap();
+        assert_eq!(err(h.set_data("/locked", b"x", 99).result), ZkError::NoAuth);
+        assert_eq!(err(h.create("/locked/child", b"")), ZkError::NoAuth);
+        let set = SetDataOp { path: "/locked".into(), data: b"x".to_vec(), version: 99, auth: vec![bob.clone()] };
+        assert_eq!(err(h.apply(Command::SetData(set)).result), ZkError::BadVersion);
+        let mut child = create_op("/locked/child", b"", CreateMode::Persistent);
+        child.auth = vec![bob.clone()];
+        h.apply(Command::Create(child)).result.unwrap();
+        // DELETE is checked on the parent, before the node's existence and version.
+        let del = |version| Command::Delete(DeleteOp { path: "/locked/child".into(), version, auth: vec![] });
+        assert_eq!(err(h.apply(del(7)).result), ZkError::NoAuth);
+        let del_missing = Command::Delete(DeleteOp { path: "/locked/none".into(), version: -1, auth: vec![] });
+        assert_eq!(err(h.apply(del_missing).result), ZkError::NoAuth);
+    }
+
+    #[test]
+    fn auth_scheme_expands_to_caller_identities() {
+        let mut h = Harness::new();
+        let bob = Id::new("digest", &acl::digest_id("bob:pw"));
+        let mut op = create_op("/mine", b"", CreateMode::Persistent);
+        op.acl = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }];
+        assert_eq!(err(h.apply(Command::Create(op.clone())).result), ZkError::InvalidAcl);
+        op.auth = vec![Id::new("ip", "10.0.0.1"), bob.clone()];
+        h.apply(Command::Create(op)).result.unwrap();
+        assert_eq!(h.shard.node("/mine").unwrap().acl, vec![Acl { perms: perms::ALL, id: bob }]);
+    }
+
+    #[test]
+    fn ip_acl_grants_by_cidr() {
+        let mut h = Harness::new();
+        let mut op = create_op("/net", b"", CreateMode::Persistent);
+        op.acl = vec![Acl { perms: perms::ALL, id: Id::new("ip", "10.0.0.0/8") }];
+        h.apply(Command::Create(op)).result.unwrap();
+        let mut inside = create_op("/net/a", b"", CreateMode::Persistent);
+        inside.auth = vec![Id::new("ip", "10.20.30.40")];
+        let mut outside = inside.clone();
+        outside.auth = vec![Id::new("ip", "192.168.0.1")];
+        assert_eq!(err(h.apply(Command::Create(outside)).result), ZkError::NoAuth);
+        h.apply(Command::Create(inside)).result.unwrap();
+    }
+
+    #[test]
+    fn set_acl_rules() {
+        let mut h = Harness::new();
+        let set =
+            |path: &str, acl: Vec<Acl>, version| Command::SetAcl { path: path.into(), acl, version, auth: vec![] };
+        assert_eq!(err(h.apply(set("/a", vec![], -1)).result), ZkError::InvalidAcl);
+        assert_eq!(err(h.apply(set("/a", Acl::open_unsafe(), -1)).result), ZkError::NoNode);
+        h.create("/a", b"").unwrap();
+        assert_eq!(err(h.apply(set("/a", Acl::open_unsafe(), 1)).result), ZkError::BadVersion);
+        let read_only = vec![Acl { perms: perms::READ, id: Id::world_anyone() }];
+        let Ok(WriteResult::Stat(stat)) = h.apply(set("/a", read_only.clone(), 0)).result else { panic!() };
+        assert_eq!((stat.aversion, stat.mzxid, stat.version), (1, 3, 0));
+        assert_eq!(err(h.apply(set("/a", Acl::open_unsafe(), -1)).result), ZkError::NoAuth);
+        let bad_digest = vec![Acl { perms: perms::READ, id: Id::new("digest", "nohash") }];
+        assert_eq!(err(h.apply(set("/a", bad_digest, -1)).result), ZkError::InvalidAcl);
+    }
+
+    #[test]
+    fn multi_success_returns_per_op_results_and_fires_in_order() {
+        let mut h = Harness::new();
+        h.create("/m", b"").unwrap();
+        h.watch_children(1, "/m");
+        h.watch_data(2, "/m");
+        let applied = h.apply(multi(vec![
+            MultiOp::Create(create_op("/m/s-", b"", CreateMode::PersistentSequential)),
+            MultiOp::Create(create_op("/m/s-", b"", CreateMode::PersistentSequential)),
+            m_set("/m", b"v", 0),
+            MultiOp::Check { path: "/m".into(), version: 1 },
+            m_delete("/m/s-0000000000", 0),
+        ]));
+        let Ok(WriteResult::Multi(results)) = applied.result else { panic!() };
+        assert!(matches!(&results[0], MultiResult::Create { path, .. } if path == "/m/s-0000000000"));
+        assert!(matches!(&results[1], MultiResult::Create { path, .. } if path == "/m/s-0000000001"));
+        assert!(matches!(&results[2], MultiResult::SetData(stat) if stat.version == 1));
+        assert_eq!(results[3], MultiResult::Check);
+        assert_eq!(results[4], MultiResult::Delete);
+        let events: Vec<_> = applied.notifications.iter().map(|n| (n.conn, n.event, n.path.as_str())).collect();
+        assert_eq!(events, vec![(1, EventType::NodeChildrenChanged, "/m"), (2, EventType::NodeDataChanged, "/m")]);
+        assert_eq!(h.children("/m"), vec!["s-0000000001"]);
+    }
+
+    #[test]
+    fn failed_multi_rolls_back_everything_and_fires_nothing() {
+        let mut h = Harness::new();
+        h.create("/m", b"orig").unwrap();
+        h.create("/m/old", b"").unwrap();
+        h.open_session(5);
+        h.watch_children(1, "/m");
+        h.watch_data(1, "/m");
+        let digest_before = h.shard.tree().digest();
+        let mut eph = create_op("/m/eph", b"", CreateMode::Ephemeral);
+        eph.session = 5;
+        let applied = h.apply(Command::Multi {
+            ops: vec![
+                m_create("/m/new"),
+                MultiOp::Create(eph),
+                m_set("/m", b"changed", -1),
+                m_delete("/m/old", -1),
+                MultiOp::Check { path: "/m".into(), version: 0 },
+                m_create("/m/after"),
+            ],
+            session: 5,
+            auth: vec![],
+        });
+        let Ok(WriteResult::Multi(results)) = applied.result else { panic!() };
+        let codes: Vec<i32> = results
+            .iter()
+            .map(|r| match r {
+                MultiResult::Error(code) => *code,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(codes, vec![0, 0, 0, 0, ZkError::BadVersion.code(), ZkError::RuntimeInconsistency.code()]);
+        assert!(applied.notifications.is_empty());
+        assert_eq!(h.shard.tree().digest(), digest_before);
+        assert!(h.shard.session(5).unwrap().ephemerals.is_empty());
+        h.shard.tree().assert_consistent();
+        // The watches were not consumed by the failed multi.
+        assert_eq!(h.shard.stats().watch_count, 2);
+        assert_eq!(h.shard.last_zxid(), h.next_zxid - 1);
+    }
+
+    #[test]
+    fn multi_check_needs_read_and_reports_no_node() {
+        let mut h = Harness::new();
+        let applied = h.apply(multi(vec![MultiOp::Check { path: "/none".into(), version: -1 }, m_create("/x")]));
+        assert_eq!(applied.result, Ok(WriteResult::Multi(vec![MultiResult::Error(-101), MultiResult::Error(-2)])));
+        let mut op = create_op("/secret", b"", CreateMode::Persistent);
+        op.acl = vec![Acl { perms: perms::WRITE, id: Id::world_anyone() }];
+        h.apply(Command::Create(op)).result.unwrap();
+        let applied = h.apply(multi(vec![MultiOp::Check { path: "/secret".into(), version: -1 }]));
+        assert_eq!(applied.result, Ok(WriteResult::Multi(vec![MultiResult::Error(ZkError::NoAuth.code())])));
+        assert_eq!(h.apply(multi(vec![])).result, Ok(WriteResult::Multi(vec![])));
+    }
+
+    #[test]
+    fn container_goes_with_its_last_child_and_cascades() {
+        let mut h = Harness::new();
+        h.create_mode("/c", CreateMode::Container).result.unwrap();
+        h.create_mode("/c/inner", CreateMode::Container).result.unwrap();
+        h.create("/c/inner/leaf", b"").unwrap();
+        h.create("/c/other", b"").unwrap();
+        assert!(h.shard.reap_candidates(i64::MAX).is_empty());
+        h.watch_data(1, "/c/inner");
+        h.watch_children(2, "/c");
+        let applied = h.delete("/c/inner/leaf", -1);
+        assert!(h.shard.node("/c/inner").is_none(), "emptied container deleted at once");
+        assert!(h.shard.node("/c").is_some(), "still has /c/other");
+        let events: Vec<_> = applied.notifications.iter().map(|n| (n.conn, n.event, n.path.as_str())).collect();
+        assert_eq!(events, vec![(1, EventType::NodeDeleted, "/c/inner"), (2, EventType::NodeChildrenChanged, "/c")]);
+        h.delete("/c/other", -1).result.unwrap();
+        assert!(h.shard.node("/c").is_none());
+        // A container that never had a child stays.
+        h.create_mode("/fresh", CreateMode::Container).result.unwrap();
+        assert!(h.shard.reap_candidates(i64::MAX).is_empty());
+        h.shard.tree().assert_consistent();
+    }
+
+    #[test]
+    fn container_stays_when_a_multi_refills_it() {
+        let mut h = Harness::new();
+        h.create_mode("/c", CreateMode::Container).result.unwrap();
+        h.create("/c/a", b"").unwrap();
+        let applied = h.apply(multi(vec![m_delete("/c/a", -1), m_create("/c/b")]));
+        let Ok(WriteResult::Multi(results)) = applied.result else { panic!() };
+        assert_eq!(results[0], MultiResult::Delete);
+        assert!(matches!(&results[1], MultiResult::Create { path, .. } if path == "/c/b"));
+        assert_eq!(h.children("/c"), vec!["b"]);
+    }
+
+    #[test]
+    fn ttl_nodes_are_reaped_after_their_ttl() {
+        let mut h = Harness::new();
+        let mut op = create_op("/t", b"", CreateMode::PersistentWithTtl);
+        op.ttl_ms = 100;
+        h.apply(Command::Create(op)).result.unwrap();
+        let mtime = h.stat("/t").unwrap().mtime;
+        assert!(h.shard.reap_candidates(mtime + 100).is_empty());
+        assert_eq!(h.shard.reap_candidates(mtime + 101), vec!["/t".to_string()]);
+        // A reap judged at an earlier time is a no-op.
+        assert_eq!(h.apply(Command::Reap { path: "/t".into() }).result, Ok(WriteResult::Reaped(false)));
+        h.create("/t/kid", b"").unwrap();
+        h.time_ms = mtime + 1000;
+        assert!(h.shard.reap_candidates(h.time_ms).is_empty(), "TTL node with a child stays");
+        assert_eq!(h.apply(Command::Reap { path: "/t".into() }).result, Ok(WriteResult::Reaped(false)));
+        h.delete("/t/kid", -1).result.unwrap();
+        h.watch_data(3, "/t");
+        let applied = h.apply(Command::Reap { path: "/t".into() });
+        assert_eq!(applied.result, Ok(WriteResult::Reaped(true)));
+        assert_eq!(applied.notifications.len(), 1);
+        assert_eq!(h.apply(Command::Reap { path: "/t".into() }).result, Ok(WriteResult::Reaped(false)));
+    }
+
+    #[test]
+    fn reap_of_container_and_plain_nodes() {
+        let mut h = Harness::new();
+        h.create("/plain", b"").unwrap();
+        assert_eq!(h.apply(Command::Reap { path: "/plain".into() }).result, Ok(WriteResult::Reaped(false)));
+        assert_eq!(h.apply(Command::Reap { path: "/missing".into() }).result, Ok(WriteResult::Reaped(false)));
+    }
+
+    #[test]
+    #[should_panic(expected = "zxid must increase")]
+    fn zxid_going_back_is_a_bug() {
+        let mut h = Harness::new();
+        h.create("/a", b"").unwrap();
+        h.next_zxid = 1;
+        let _ = h.create("/b", b"");
+    }
+
+    #[test]
+    fn create_session_is_idempotent() {
+        let mut h = Harness::new();
+        h.open_session(3);
+        let mut op = create_op("/e", b"", CreateMode::Ephemeral);
+        op.session = 3;
+        h.apply(Command::Create(op)).result.unwrap();
+        assert_eq!(
+            h.apply(Command::CreateSession { session: 3, timeout_ms: 1, passwd: vec![] }).result,
+            Ok(WriteResult::SessionCreated)
+        );
+        assert!(h.shard.node("/e").is_some());
+        assert_eq!(h.shard.sessions().len(), 1);
+        assert_eq!(h.apply(Command::CloseSession { session: 99 }).result, Ok(WriteResult::SessionClosed));
+    }
+}
