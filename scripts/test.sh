@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# THE test command (README, CI): setup, one release build of every binary, then every suite
+# against target/release/warren:
+#   1. cargo nextest run --workspace --release   (unit tests + tests/ integration suites)
+#   2. .venv/bin/pytest -q tests/python           (kazoo recipes)
+#   3. tests/zkcli_smoke.sh                      (Apache ZooKeeper's zkCli.sh)
+# All suites run even if one fails; a summary follows; the exit status is non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$(pwd)"
+
+scripts/setup.sh
+
+echo "== build (release, all binaries and tests)"
+cargo build --release --workspace --bins
+export WARREN_BIN="$repo/target/release/warren"
+[[ -x "$WARREN_BIN" ]] || { echo "test: $WARREN_BIN was not built" >&2; exit 1; }
+
+logs="$(mktemp -d -t warren-test-logs-XXXXXX)"
+declare -a names=() results=()
+passed=0 failed=0
+
+record() { # name, exit status
+  names+=("$1")
+  if [[ "$2" == 0 ]]; then results+=("ok"); else results+=("FAILED (exit $2)"); fi
+}
+
+echo "== rust: unit and integration tests"
+set +e
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --release --no-fail-fast 2>&1 | tee "$logs/rust.log"
+  rc=${PIPESTATUS[0]}
+  line="$(grep -E '^ *Summary .* tests? run:' "$logs/rust.log" | tail -1)"
+  p="$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$line")"
+  f="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")"
+  t="$(sed -nE 's/.* ([0-9]+) timed out.*/\1/p' <<<"$line")"
+else
+  cargo test --workspace --release --no-fail-fast -- --test-threads=2 2>&1 | tee "$logs/rust.log"
+  rc=${PIPESTATUS[0]}
+  p="$(grep -E '^test result:' "$logs/rust.log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')"
+  f="$(grep -E '^test result:' "$logs/rust.log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')"
+  t=0
+fi
+set -e
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${t:-0}))
+if [[ $rc != 0 && -z "${f:-}${t:-}" ]]; then failed=$((failed + 1)); fi
+record "rust (cargo nextest)" "$rc"
+
+echo "== python: kazoo suite"
+set +e
+.venv/bin/pytest -q tests/python 2>&1 | tee "$logs/pytest.log"
+rc=${PIPESTATUS[0]}
+set -e
+line="$(grep -E '[0-9]+ (passed|failed|error)' "$logs/pytest.log" | tail -1)"
+p="$(grep -oE '[0-9]+ passed' <<<"$line" | awk '{s+=$1} END {print s+0}')"
+f="$(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | awk '{s+=$1} END {print s+0}')"
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+# Exit 5 = no tests collected: that is a failure here too.
+if [[ $rc != 0 && ${f:-0} == 0 ]]; then failed=$((failed + 1)); fi
+record "python (pytest + kazoo)" "$rc"
+
+echo "== zkCli.sh smoke test"
+set +e
+timeout 300 tests/zkcli_smoke.sh 2>&1 | tee "$logs/zkcli.log"
+rc=${PIPESTATUS[0]}
+set -e
+p="$(grep -c '^ok   - ' "$logs/zkcli.log" || true)"
+f="$(grep -c '^FAIL - ' "$logs/zkcli.log" || true)"
+passed=$((passed + p)); failed=$((failed + f))
+if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
+record "zkCli.sh smoke" "$rc"
+
+echo
+echo "== summary (logs in $logs)"
+status=0
+for i in "${!names[@]}"; do
+  printf '  %-26s %s\n' "${names[$i]}" "${results[$i]}"
+  [[ "${results[$i]}" == ok ]] || status=1
+done
+echo "total: $passed passed, $failed failed"
+exit $status
