@@ -21,7 +21,9 @@ pub use records::{
     ConnectResponse, ReplyHeader, RequestHeader, STAT_BYTES,
 };
 pub use request::{decode_request, encode_request, Request};
-pub use response::{decode_notification, decode_reply, encode_notification, encode_reply, Response};
+pub use response::{
+    decode_notification, decode_reply, encode_notification, encode_reply, Response,
+};
 
 /// ZooDefs.OpCode.
 pub mod opcode {
