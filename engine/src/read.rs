@@ -28,8 +28,7 @@ impl Shard {
             }
             ReadOp::GetAcl { path } => self.get_acl(caller, path),
             ReadOp::GetAllChildrenNumber { path } => {
-                let node = self.readable(caller, path, perms::READ)?;
-                let _ = node;
+                self.readable(caller, path, perms::READ)?;
                 Ok(ReadResult::Number(self.tree.descendant_count(path) as i32))
             }
             ReadOp::GetEphemerals { prefix } => Ok(ReadResult::Paths(self.ephemerals(caller, prefix))),
@@ -218,5 +217,265 @@ impl Shard {
             Some((event, zxid)) => out.push(Notification { conn: caller.conn, event, path: path.to_string(), zxid }),
             None => self.watches.add(kind, path, caller.conn),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::acl::digest_id;
+    use crate::command::Command;
+    use crate::error::ZkError;
+    use crate::request::{ReadOp, ReadResult};
+    use crate::testkit::*;
+    use crate::types::{perms, Acl, AddWatchMode, CreateMode, EventType, Id, WatcherType};
+
+    fn events(notes: &[crate::types::Notification]) -> Vec<(u64, EventType, String)> {
+        notes.iter().map(|n| (n.conn, n.event, n.path.clone())).collect()
+    }
+
+    fn ev(conn: u64, event: EventType, path: &str) -> (u64, EventType, String) {
+        (conn, event, path.to_string())
+    }
+
+    #[test]
+    fn exists_watch_on_missing_node_fires_node_created() {
+        let mut h = Harness::new();
+        let (result, _) = h.read(1, ReadOp::Exists { path: "/a".into(), watch: true });
+        assert_eq!(result, Err(ZkError::NoNode));
+        let zxid = h.next_zxid;
+        let applied = h.apply(Command::Create(create_op("/a", b"", CreateMode::Persistent)));
+        assert_eq!(events(&applied.notifications), vec![ev(1, EventType::NodeCreated, "/a")]);
+        assert_eq!(applied.notifications[0].zxid, zxid);
+        let (result, _) = h.read(1, ReadOp::Exists { path: "/a".into(), watch: false });
+        assert!(matches!(result, Ok(ReadResult::Stat(stat)) if stat.czxid == zxid));
+        assert_eq!(h.read(1, ReadOp::Exists { path: "bad".into(), watch: false }).0, Err(ZkError::BadArguments));
+    }
+
+    #[test]
+    fn get_data_checks_read_and_registers_watch_only_on_success() {
+        let mut h = Harness::new();
+        let bob = Id::new("digest", &digest_id("bob:pw"));
+        let mut op = create_op("/s", b"secret", CreateMode::Persistent);
+        op.acl = vec![Acl { perms: perms::ALL, id: bob.clone() }];
+        h.apply(Command::Create(op)).result.unwrap();
+        let (result, _) = h.read(1, ReadOp::GetData { path: "/s".into(), watch: true });
+        assert_eq!(result, Err(ZkError::NoAuth));
+        assert_eq!(h.read(1, ReadOp::GetData { path: "/none".into(), watch: true }).0, Err(ZkError::NoNode));
+        assert_eq!(h.shard.stats().watch_count, 0);
+        let (result, _) = h.read_as(2, std::slice::from_ref(&bob), ReadOp::GetData { path: "/s".into(), watch: true });
+        let Ok(ReadResult::Data { data, stat }) = result else { panic!("{result:?}") };
+        assert_eq!((data.as_slice(), stat.data_length), (&b"secret"[..], 6));
+        let set = Command::SetData(crate::command::SetDataOp {
+            path: "/s".into(),
+            data: vec![],
+            version: -1,
+            auth: vec![bob],
+        });
+        let applied = h.apply(set);
+        assert_eq!(events(&applied.notifications), vec![ev(2, EventType::NodeDataChanged, "/s")]);
+    }
+
+    #[test]
+    fn get_children_sorted_with_stat_and_child_watch() {
+        let mut h = Harness::new();
+        h.create("/p", b"").unwrap();
+        for name in ["/p/c", "/p/a", "/p/b"] {
+            h.create(name, b"").unwrap();
+        }
+        let (result, _) = h.read(1, ReadOp::GetChildren2 { path: "/p".into(), watch: true });
+        let Ok(ReadResult::Children2 { children, stat }) = result else { panic!() };
+        assert_eq!(children, vec!["a", "b", "c"]);
+        assert_eq!(stat.num_children, 3);
+        let applied = h.delete("/p/a", -1);
+        assert_eq!(events(&applied.notifications), vec![ev(1, EventType::NodeChildrenChanged, "/p")]);
+        let applied = h.delete("/p/b", -1);
+        assert!(applied.notifications.is_empty(), "one-shot");
+        let (result, _) = h.read(1, ReadOp::GetChildren { path: "/".into(), watch: false });
+        assert_eq!(result, Ok(ReadResult::Children(vec!["p".into(), "zookeeper".into()])));
+    }
+
+    #[test]
+    fn get_acl_needs_read_or_admin_and_redacts_without_admin() {
+        let mut h = Harness::new();
+        let bob = Id::new("digest", &digest_id("bob:pw"));
+        let mut op = create_op("/x", b"", CreateMode::Persistent);
+        op.acl = vec![Acl { perms: perms::READ, id: Id::world_anyone() }, Acl { perms: perms::ADMIN, id: bob.clone() }];
+        h.apply(Command::Create(op)).result.unwrap();
+        let (result, _) = h.read(1, ReadOp::GetAcl { path: "/x".into() });
+        let Ok(ReadResult::Acl { acl, .. }) = result else { panic!() };
+        assert_eq!(acl[1].id.id, "bob:x");
+        let (result, _) = h.read_as(1, std::slice::from_ref(&bob), ReadOp::GetAcl { path: "/x".into() });
+        let Ok(ReadResult::Acl { acl, .. }) = result else { panic!() };
+        assert_eq!(acl[1].id, bob);
+        let mut op = create_op("/w", b"", CreateMode::Persistent);
+        op.acl = vec![Acl { perms: perms::WRITE, id: Id::world_anyone() }];
+        h.apply(Command::Create(op)).result.unwrap();
+        assert_eq!(h.read(1, ReadOp::GetAcl { path: "/w".into() }).0, Err(ZkError::NoAuth));
+        assert_eq!(h.read(1, ReadOp::GetAcl { path: "/nope".into() }).0, Err(ZkError::NoNode));
+    }
+
+    #[test]
+    fn all_children_number_and_ephemerals() {
+        let mut h = Harness::new();
+        h.open_session(4);
+        h.create("/a", b"").unwrap();
+        h.create("/a/b", b"").unwrap();
+        for path in ["/a/b/e1", "/a/e2", "/e3"] {
+            let mut op = create_op(path, b"", CreateMode::Ephemeral);
+            op.session = 4;
+            h.apply(Command::Create(op)).result.unwrap();
+        }
+        assert_eq!(h.read(1, ReadOp::GetAllChildrenNumber { path: "/a".into() }).0, Ok(ReadResult::Number(3)));
+        // "/" counts everything but itself: zookeeper, quota, config, a, a/b, 3 ephemerals.
+        assert_eq!(h.read(1, ReadOp::GetAllChildrenNumber { path: "/".into() }).0, Ok(ReadResult::Number(8)));
+        let caller = crate::request::Caller { session: 4, conn: 1, auth: &[] };
+        let (all, _) = h.shard.read(caller, &ReadOp::GetEphemerals { prefix: "/".into() });
+        assert_eq!(all, Ok(ReadResult::Paths(vec!["/a/b/e1".into(), "/a/e2".into(), "/e3".into()])));
+        let (some, _) = h.shard.read(caller, &ReadOp::GetEphemerals { prefix: "/a/".into() });
+        assert_eq!(some, Ok(ReadResult::Paths(vec!["/a/b/e1".into(), "/a/e2".into()])));
+        let (none, _) = h.read(1, ReadOp::GetEphemerals { prefix: "/".into() });
+        assert_eq!(none, Ok(ReadResult::Paths(vec![])));
+    }
+
+    #[test]
+    fn multi_read_answers_each_op() {
+        let mut h = Harness::new();
+        h.create("/a", b"1").unwrap();
+        let ops = vec![
+            ReadOp::GetData { path: "/a".into(), watch: false },
+            ReadOp::GetData { path: "/missing".into(), watch: false },
+            ReadOp::GetChildren { path: "/a".into(), watch: true },
+            ReadOp::Exists { path: "/a".into(), watch: false },
+        ];
+        let (result, _) = h.read(1, ReadOp::MultiRead(ops));
+        let Ok(ReadResult::Multi(results)) = result else { panic!() };
+        assert!(matches!(&results[0], Ok(ReadResult::Data { data, .. }) if data == b"1"));
+        assert_eq!(results[1], Err(ZkError::NoNode));
+        assert_eq!(results[2], Ok(ReadResult::Children(vec![])));
+        assert_eq!(results[3], Err(ZkError::BadArguments));
+        assert_eq!(h.shard.stats().watch_count, 1);
+    }
+
+    #[test]
+    fn persistent_watch_via_add_watch() {
+        let mut h = Harness::new();
+        let add = ReadOp::AddWatch { path: "/p".into(), mode: AddWatchMode::Persistent };
+        assert_eq!(h.read(1, add).0, Ok(ReadResult::Done));
+        let mut all = Vec::new();
+        all.extend(h.apply(Command::Create(create_op("/p", b"", CreateMode::Persistent))).notifications);
+        all.extend(h.set_data("/p", b"x", -1).notifications);
+        all.extend(h.apply(Command::Create(create_op("/p/c", b"", CreateMode::Persistent))).notifications);
+        all.extend(h.set_data("/p/c", b"x", -1).notifications);
+        all.extend(h.delete("/p/c", -1).notifications);
+        all.extend(h.delete("/p", -1).notifications);
+        all.extend(h.apply(Command::Create(create_op("/p", b"", CreateMode::Persistent))).notifications);
+        assert_eq!(
+            events(&all),
+            vec![
+                ev(1, EventType::NodeCreated, "/p"),
+                ev(1, EventType::NodeDataChanged, "/p"),
+                ev(1, EventType::NodeChildrenChanged, "/p"),
+                ev(1, EventType::NodeChildrenChanged, "/p"),
+                ev(1, EventType::NodeDeleted, "/p"),
+                ev(1, EventType::NodeCreated, "/p"),
+            ]
+        );
+    }
+
+    #[test]
+    fn recursive_watch_sees_every_descendant() {
+        let mut h = Harness::new();
+        h.read(1, ReadOp::AddWatch { path: "/r".into(), mode: AddWatchMode::PersistentRecursive }).0.unwrap();
+        let mut all = Vec::new();
+        all.extend(h.apply(Command::Create(create_op("/r", b"", CreateMode::Persistent))).notifications);
+        all.extend(h.apply(Command::Create(create_op("/r/a", b"", CreateMode::Persistent))).notifications);
+        all.extend(h.apply(Command::Create(create_op("/r/a/b", b"", CreateMode::Persistent))).notifications);
+        all.extend(h.set_data("/r/a/b", b"x", -1).notifications);
+        all.extend(h.delete("/r/a/b", -1).notifications);
+        all.extend(h.apply(Command::Create(create_op("/rr", b"", CreateMode::Persistent))).notifications);
+        assert_eq!(
+            events(&all),
+            vec![
+                ev(1, EventType::NodeCreated, "/r"),
+                ev(1, EventType::NodeCreated, "/r/a"),
+                ev(1, EventType::NodeCreated, "/r/a/b"),
+                ev(1, EventType::NodeDataChanged, "/r/a/b"),
+                ev(1, EventType::NodeDeleted, "/r/a/b"),
+            ]
+        );
+    }
+
+    #[test]
+    fn check_and_remove_watches() {
+        let mut h = Harness::new();
+        h.create("/a", b"").unwrap();
+        let check = |kind| ReadOp::CheckWatches { path: "/a".into(), kind };
+        let remove = |kind| ReadOp::RemoveWatches { path: "/a".into(), kind };
+        assert_eq!(h.read(1, check(WatcherType::Any)).0, Err(ZkError::NoWatcher));
+        h.watch_children(1, "/a");
+        assert_eq!(h.read(1, check(WatcherType::Data)).0, Err(ZkError::NoWatcher));
+        assert_eq!(h.read(1, check(WatcherType::Children)).0, Ok(ReadResult::Done));
+        assert_eq!(h.read(2, check(WatcherType::Children)).0, Err(ZkError::NoWatcher));
+        assert_eq!(h.read(1, remove(WatcherType::Data)).0, Err(ZkError::NoWatcher));
+        assert_eq!(h.read(1, remove(WatcherType::Any)).0, Ok(ReadResult::Done));
+        assert_eq!(h.read(1, check(WatcherType::Any)).0, Err(ZkError::NoWatcher));
+        assert!(h.delete("/a", -1).notifications.is_empty());
+    }
+
+    #[test]
+    fn set_watches_fires_what_changed_and_registers_the_rest() {
+        let mut h = Harness::new();
+        h.create("/same", b"").unwrap(); // zxid 1
+        h.create("/changed", b"").unwrap(); // zxid 2
+        h.create("/kids", b"").unwrap(); // zxid 3
+        let relative_zxid = h.next_zxid - 1;
+        h.set_data("/changed", b"x", -1).result.unwrap(); // zxid 4
+        h.create("/kids/k", b"").unwrap(); // zxid 5
+        let op = ReadOp::SetWatches {
+            relative_zxid,
+            data: vec!["/same".into(), "/changed".into(), "/gone".into()],
+            exist: vec!["/same".into(), "/later".into()],
+            child: vec!["/same".into(), "/kids".into(), "/gone".into()],
+            persistent: vec!["/p".into()],
+            persistent_recursive: vec!["/r".into()],
+        };
+        let (result, fired) = h.read(7, op);
+        assert_eq!(result, Ok(ReadResult::Done));
+        assert_eq!(
+            events(&fired),
+            vec![
+                ev(7, EventType::NodeDataChanged, "/changed"),
+                ev(7, EventType::NodeDeleted, "/gone"),
+                ev(7, EventType::NodeCreated, "/same"),
+                ev(7, EventType::NodeChildrenChanged, "/kids"),
+                ev(7, EventType::NodeDeleted, "/gone"),
+            ]
+        );
+        assert_eq!(fired[0].zxid, 4);
+        assert_eq!(fired[3].zxid, 5);
+        // Registered: data /same, exist /later, child /same, persistent /p, recursive /r.
+        assert_eq!(h.shard.stats().watch_count, 5);
+        let applied = h.apply(Command::Create(create_op("/later", b"", CreateMode::Persistent)));
+        assert_eq!(events(&applied.notifications), vec![ev(7, EventType::NodeCreated, "/later")]);
+    }
+
+    #[test]
+    fn drop_connection_forgets_watches_and_stats_count() {
+        let mut h = Harness::new();
+        h.create("/a", b"abc").unwrap();
+        h.watch_data(1, "/a");
+        h.watch_children(1, "/a");
+        h.watch_data(2, "/a");
+        h.read(2, ReadOp::AddWatch { path: "/b".into(), mode: AddWatchMode::Persistent }).0.unwrap();
+        let stats = h.shard.stats();
+        assert_eq!((stats.watch_count, stats.watched_path_count), (4, 2));
+        assert_eq!(stats.znode_count, 5);
+        // "/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config", "/a" paths + 3 bytes of data.
+        assert_eq!(stats.approximate_data_size, (1 + 10 + 16 + 17 + 2 + 3) as u64);
+        assert_eq!(h.shard.watched_paths(), vec![(1, vec!["/a".into()]), (2, vec!["/a".into(), "/b".into()])]);
+        h.shard.drop_connection(1);
+        assert_eq!(h.shard.stats().watch_count, 2);
+        let applied = h.set_data("/a", b"", -1);
+        assert_eq!(events(&applied.notifications), vec![ev(2, EventType::NodeDataChanged, "/a")]);
     }
 }
