@@ -237,7 +237,9 @@ impl WarrenProcess {
                 );
             }
             if let Ok(r) = four_letter_at(self.addr, "ruok", Duration::from_millis(500)) {
-                if r.trim() == "imok" {
+                // Also require a session handshake: ZooKeeper answers imok a moment before it
+                // serves sessions (warren must not, but the check costs nothing).
+                if r.trim() == "imok" && handshake_ok(self.addr) {
                     return;
                 }
             }
@@ -299,7 +301,9 @@ impl WarrenProcess {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(st) = c.try_wait().unwrap() {
-                return st.success();
+                // 143 = 128 + SIGTERM returned by the process itself (the JVM's graceful exit,
+                // for comparison runs); death *by* the signal is not graceful.
+                return st.success() || st.code() == Some(143);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -378,6 +382,33 @@ pub fn four_letter_at(addr: SocketAddr, word: &str, timeout: Duration) -> std::i
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Whether a ConnectRequest gets a ConnectResponse with a live session (then closes it).
+fn handshake_ok(addr: SocketAddr) -> bool {
+    let attempt = || -> std::io::Result<bool> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let req = Jute::new().i32(0).i64(0).i32(5000).i64(0).buf(&[0u8; 16]).bool(false);
+        s.write_all(&req.framed())?;
+        let resp = read_frame(&mut s)?;
+        if resp.len() < 16 {
+            return Ok(false);
+        }
+        let mut r = JuteReader::new(&resp);
+        r.i32();
+        let timeout = r.i32();
+        let session_id = r.i64();
+        if timeout <= 0 {
+            return Ok(false);
+        }
+        // closeSession, so the probe leaves no session behind.
+        let close = Jute::new().i32(1).i32(op::CLOSE_SESSION);
+        s.write_all(&close.framed())?;
+        let _ = read_frame(&mut s);
+        Ok(session_id != 0)
+    };
+    attempt().unwrap_or(false)
 }
 
 /// Runs `f` until it returns true, at most `within`; returns whether it did.
