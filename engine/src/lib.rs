@@ -21,4 +21,6 @@ mod write;
 pub use error::ZkError;
 pub use shard::Shard;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod testkit;

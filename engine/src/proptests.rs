@@ -1,0 +1,259 @@
+//! Property tests: the shard against a simple model of the tree, and log replay through the
+//! rkyv bytes reproducing the same shard.
+
+use crate::command::{Command, CreateOp, DeleteOp, LogEntry, MultiOp, SetDataOp};
+use crate::error::ZkError;
+use crate::request::{MultiResult, WriteResult};
+use crate::shard::{Applied, Shard};
+use crate::types::{Acl, CreateMode};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+/// Paths over names {a, b, c}, depth 1 to 3.
+fn path_strategy() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..=3)
+        .prop_map(|names| format!("/{}", names.join("/")))
+}
+
+fn version_strategy() -> impl Strategy<Value = i32> {
+    prop::sample::select(vec![-1, 0, 1])
+}
+
+fn data_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..4)
+}
+
+fn create(path: String, data: Vec<u8>, mode: CreateMode, ttl_ms: i64, session: i64) -> CreateOp {
+    CreateOp { path, data, acl: Acl::open_unsafe(), mode, ttl_ms, session, auth: vec![] }
+}
+
+#[derive(Debug, Clone)]
+enum ModelOp {
+    Create(String, Vec<u8>),
+    Delete(String, i32),
+    SetData(String, Vec<u8>, i32),
+    Check(String, i32),
+}
+
+fn model_op_strategy() -> impl Strategy<Value = ModelOp> {
+    prop_oneof![
+        3 => (path_strategy(), data_strategy()).prop_map(|(p, d)| ModelOp::Create(p, d)),
+        2 => (path_strategy(), version_strategy()).prop_map(|(p, v)| ModelOp::Delete(p, v)),
+        2 => (path_strategy(), data_strategy(), version_strategy()).prop_map(|(p, d, v)| ModelOp::SetData(p, d, v)),
+        1 => (path_strategy(), version_strategy()).prop_map(|(p, v)| ModelOp::Check(p, v)),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Single(ModelOp),
+    Multi(Vec<ModelOp>),
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => model_op_strategy().prop_filter("check only in multi", |op| !matches!(op, ModelOp::Check(..))).prop_map(Step::Single),
+        1 => prop::collection::vec(model_op_strategy(), 0..5).prop_map(Step::Multi),
+    ]
+}
+
+/// path -> (data, version)
+type Model = BTreeMap<String, (Vec<u8>, i32)>;
+
+fn parent_exists(model: &Model, path: &str) -> bool {
+    let parent = crate::path::parent(path);
+    parent == "/" || model.contains_key(parent)
+}
+
+fn has_children(model: &Model, path: &str) -> bool {
+    let prefix = format!("{path}/");
+    model.range(prefix.clone()..).next().is_some_and(|(p, _)| p.starts_with(&prefix))
+}
+
+fn check_version(current: i32, expected: i32) -> Result<(), ZkError> {
+    if expected == -1 || expected == current {
+        Ok(())
+    } else {
+        Err(ZkError::BadVersion)
+    }
+}
+
+fn model_apply(model: &mut Model, op: &ModelOp) -> Result<(), ZkError> {
+    match op {
+        ModelOp::Create(path, data) => {
+            if !parent_exists(model, path) {
+                return Err(ZkError::NoNode);
+            }
+            if model.contains_key(path) {
+                return Err(ZkError::NodeExists);
+            }
+            model.insert(path.clone(), (data.clone(), 0));
+        }
+        ModelOp::Delete(path, version) => {
+            let (_, current) = model.get(path).ok_or(ZkError::NoNode)?;
+            check_version(*current, *version)?;
+            if has_children(model, path) {
+                return Err(ZkError::NotEmpty);
+            }
+            model.remove(path);
+        }
+        ModelOp::SetData(path, data, version) => {
+            let (_, current) = model.get(path).ok_or(ZkError::NoNode)?;
+            check_version(*current, *version)?;
+            let version = current + 1;
+            model.insert(path.clone(), (data.clone(), version));
+        }
+        ModelOp::Check(path, version) => {
+            let (_, current) = model.get(path).ok_or(ZkError::NoNode)?;
+            check_version(*current, *version)?;
+        }
+    }
+    Ok(())
+}
+
+fn to_multi_op(op: &ModelOp) -> MultiOp {
+    match op.clone() {
+        ModelOp::Create(path, data) => MultiOp::Create(create(path, data, CreateMode::Persistent, 0, 0)),
+        ModelOp::Delete(path, version) => MultiOp::Delete(DeleteOp { path, version, auth: vec![] }),
+        ModelOp::SetData(path, data, version) => MultiOp::SetData(SetDataOp { path, data, version, auth: vec![] }),
+        ModelOp::Check(path, version) => MultiOp::Check { path, version },
+    }
+}
+
+fn to_command(step: &Step) -> Command {
+    match step {
+        Step::Single(op) => match to_multi_op(op) {
+            MultiOp::Create(create) => Command::Create(create),
+            MultiOp::Delete(delete) => Command::Delete(delete),
+            MultiOp::SetData(set) => Command::SetData(set),
+            MultiOp::Check { .. } => unreachable!("filtered"),
+        },
+        Step::Multi(ops) => Command::Multi { ops: ops.iter().map(to_multi_op).collect(), session: 0, auth: vec![] },
+    }
+}
+
+/// The model's expected outcome: per-op codes for a multi (0 / error / -2), or one result.
+fn model_step(model: &mut Model, step: &Step) -> Vec<i32> {
+    match step {
+        Step::Single(op) => vec![model_apply(model, op).err().map_or(0, ZkError::code)],
+        Step::Multi(ops) => {
+            let mut scratch = model.clone();
+            for (index, op) in ops.iter().enumerate() {
+                if let Err(error) = model_apply(&mut scratch, op) {
+                    let mut codes = vec![0; ops.len()];
+                    codes[index] = error.code();
+                    codes[index + 1..].fill(ZkError::RuntimeInconsistency.code());
+                    return codes;
+                }
+            }
+            *model = scratch;
+            vec![0; ops.len()]
+        }
+    }
+}
+
+fn shard_codes(applied: &Applied) -> Vec<i32> {
+    match &applied.result {
+        Err(error) => vec![error.code()],
+        Ok(WriteResult::Multi(results)) => {
+            results.iter().map(|r| if let MultiResult::Error(code) = r { *code } else { 0 }).collect()
+        }
+        Ok(_) => vec![0],
+    }
+}
+
+fn assert_matches_model(shard: &Shard, model: &Model) {
+    shard.tree().assert_consistent();
+    // Every node of the model is in the shard with its data and version, and vice versa.
+    let user_nodes = shard.tree().len() - 4; // "/" and the three /zookeeper nodes
+    assert_eq!(user_nodes, model.len(), "node count");
+    for (path, (data, version)) in model {
+        let node = shard.node(path).unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!(&node.data, data, "data of {path}");
+        assert_eq!(node.meta.version, *version, "version of {path}");
+        let prefix = format!("{path}/");
+        let expected: Vec<&str> = model
+            .keys()
+            .filter(|p| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
+            .map(|p| &p[prefix.len()..])
+            .collect();
+        let actual: Vec<&str> = node.children.iter().map(String::as_str).collect();
+        assert_eq!(actual, expected, "children of {path}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shard_agrees_with_model(steps in prop::collection::vec(step_strategy(), 1..60)) {
+        let mut shard = Shard::new(0, 1);
+        let mut model = Model::new();
+        for (index, step) in steps.iter().enumerate() {
+            let entry = LogEntry { shard: 0, zxid: index as i64 + 1, time_ms: 1000 + index as i64, command: to_command(step) };
+            let applied = shard.apply(&entry);
+            let expected = model_step(&mut model, step);
+            prop_assert_eq!(shard_codes(&applied), expected, "step {} {:?}", index, step);
+            assert_matches_model(&shard, &model);
+        }
+    }
+}
+
+/// Commands exercising every kind of node, sessions, reaps and multis.
+fn command_strategy() -> impl Strategy<Value = Command> {
+    let mode = prop::sample::select(vec![
+        CreateMode::Persistent,
+        CreateMode::Ephemeral,
+        CreateMode::PersistentSequential,
+        CreateMode::EphemeralSequential,
+        CreateMode::Container,
+        CreateMode::PersistentWithTtl,
+        CreateMode::PersistentSequentialWithTtl,
+    ]);
+    let session = 1i64..4;
+    prop_oneof![
+        6 => (path_strategy(), data_strategy(), mode, 0i64..50, session.clone())
+            .prop_map(|(p, d, m, ttl, s)| Command::Create(create(p, d, m, ttl, s))),
+        3 => (path_strategy(), version_strategy()).prop_map(|(path, version)| Command::Delete(DeleteOp { path, version, auth: vec![] })),
+        2 => (path_strategy(), data_strategy(), version_strategy())
+            .prop_map(|(path, data, version)| Command::SetData(SetDataOp { path, data, version, auth: vec![] })),
+        1 => (path_strategy(), version_strategy())
+            .prop_map(|(path, version)| Command::SetAcl { path, acl: Acl::open_unsafe(), version, auth: vec![] }),
+        2 => (prop::collection::vec(model_op_strategy(), 0..4), session.clone())
+            .prop_map(|(ops, session)| Command::Multi { ops: ops.iter().map(to_multi_op).collect(), session, auth: vec![] }),
+        2 => session.clone().prop_map(|session| Command::CreateSession { session, timeout_ms: 5000, passwd: vec![1, 2] }),
+        1 => session.prop_map(|session| Command::CloseSession { session }),
+        1 => path_strategy().prop_map(|path| Command::Reap { path }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn replay_through_log_bytes_reproduces_the_shard(
+        commands in prop::collection::vec((command_strategy(), 1i64..40), 1..80)
+    ) {
+        let mut live = Shard::new(0, 1);
+        let mut replica = Shard::new(0, 1);
+        let mut time_ms = 1000;
+        for (index, (command, step_ms)) in commands.into_iter().enumerate() {
+            time_ms += step_ms;
+            let entry = LogEntry { shard: 0, zxid: index as i64 + 1, time_ms, command };
+            let live_applied = live.apply(&entry);
+            let replayed = LogEntry::from_bytes(&entry.to_bytes()).expect("log entry round-trips");
+            prop_assert_eq!(&replayed, &entry);
+            let replica_applied = replica.apply(&replayed);
+            prop_assert_eq!(&live_applied.result, &replica_applied.result);
+            live.tree().assert_consistent();
+        }
+        prop_assert_eq!(live.digest(), replica.digest());
+        prop_assert_eq!(live.tree().digest(), replica.tree().digest());
+        for (id, info) in live.sessions() {
+            for path in &info.ephemerals {
+                let node = live.node(path).expect("ephemeral exists");
+                prop_assert_eq!(node.stat().ephemeral_owner, id);
+            }
+        }
+    }
+}
