@@ -151,8 +151,9 @@ impl<'a> SegmentReader<'a> {
         if pos < self.window_start || pos > self.window_end() {
             self.window_start = pos - pos % BLOCK_BYTES;
             self.window.clear();
-        } else {
-            // Drop what lies before pos so the window stays about one batch + one chunk.
+        } else if self.window_end() < want_end {
+            // About to read more: drop what lies before pos first, so the window stays about
+            // one batch + one chunk (only here, not per call, to keep the memmove rare).
             let keep_from = pos - pos % BLOCK_BYTES;
             self.window
                 .drain(..(keep_from - self.window_start) as usize);

@@ -665,5 +665,13 @@ fn bench_flush_latency_and_batch_throughput() {
             );
         }
         wal.close().await.unwrap();
+        let start = Instant::now();
+        let recovered = reopen(&cfg).await;
+        println!(
+            "reopen: {} records, {} segments in {:.1} ms",
+            recovered.records.len(),
+            segment_files(dir.path()).len(),
+            start.elapsed().as_secs_f64() * 1e3
+        );
     });
 }

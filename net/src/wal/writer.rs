@@ -341,7 +341,10 @@ impl Wal {
 
 fn validate(config: &WalConfig) -> Result<(), WalError> {
     let bytes = config.segment_bytes;
-    if bytes % BLOCK_BYTES != 0 || bytes < MIN_SEGMENT_BYTES || bytes > MAX_BATCH_BYTES as u64 {
+    if !bytes.is_multiple_of(BLOCK_BYTES)
+        || bytes < MIN_SEGMENT_BYTES
+        || bytes > MAX_BATCH_BYTES as u64
+    {
         return Err(WalError::Config(format!(
             "segment_bytes {bytes} must be a multiple of {BLOCK_BYTES} in {MIN_SEGMENT_BYTES}..={MAX_BATCH_BYTES}"
         )));
