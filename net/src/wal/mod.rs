@@ -74,6 +74,15 @@
 //! any later flush succeeds, that batch is a complete valid batch at the tail and recovery
 //! returns it, so the server must report a failed flush's requests as indeterminate (like a
 //! lost connection), never as definitely not applied.
+//!
+//! # glommio's IOPOLL probe
+//!
+//! glommio decides per thread and device whether to use the io_uring poll ring by reading block
+//! 0 of the first DmaFile opened; on an empty file that read never reaches the device, IOPOLL
+//! gets enabled by mistake, and reads of written blocks then fail with EOPNOTSUPP on devices
+//! without poll queues (virtio-blk here). `Wal::open` first opens a probe file with real data
+//! (`prime_dma_probe`); code that opens other DmaFiles on the same executor thread before
+//! `Wal::open` must call `prime_dma_probe` first.
 
 mod format;
 mod recovery;
@@ -85,7 +94,8 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use writer::Wal;
+pub use segment::prime_dma_probe;
+pub use writer::{Wal, MAX_BATCH_BYTES};
 
 /// Segment size unless configured otherwise.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
