@@ -813,6 +813,33 @@ proptest! {
         let _ = decode_notification(&bytes);
     }
 
+    /// Arbitrary field values survive encode → decode (strings of any Unicode, any bytes).
+    #[test]
+    fn jute_arbitrary_create_and_set_watches_round_trip(
+        path in ".{0,40}",
+        data in proptest::collection::vec(any::<u8>(), 0..64),
+        scheme in "[a-z]{0,8}",
+        perms in any::<i32>(),
+        flags in any::<i32>(),
+        ttl_ms in any::<i64>(),
+        lists in proptest::collection::vec(proptest::collection::vec(".{0,12}", 0..4), 5),
+    ) {
+        let acl = vec![Acl { perms, id: Id { scheme, id: path.clone() } }];
+        let create = Request::Create { opcode: opcode::CREATE_TTL, path: path.clone(), data, acl, flags, ttl_ms };
+        let watches = Request::SetWatches2 {
+            relative_zxid: ttl_ms,
+            data: lists[0].clone(),
+            exist: lists[1].clone(),
+            child: lists[2].clone(),
+            persistent: lists[3].clone(),
+            persistent_recursive: lists[4].clone(),
+        };
+        for req in [create.clone(), watches, Request::Multi(vec![create])] {
+            let frame = encode_req(1, &req);
+            prop_assert_eq!(decode_request(body(&frame)).unwrap().1, req);
+        }
+    }
+
     /// Corrupting one byte of a valid multi gives Ok or Err, never a panic.
     #[test]
     fn jute_corrupted_multi_never_panics(at in 0usize..512, byte in any::<u8>()) {
