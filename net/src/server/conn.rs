@@ -41,7 +41,7 @@ enum Kind {
     /// setWatches, addWatch: done when every part is.
     Done,
     CloseSession,
-    Connect { session: SessionId, passwd: Vec<u8>, timeout_ms: i32 },
+    Connect { session: SessionId, passwd: Vec<u8> },
     /// Answered without asking a shard.
     Ready { err: i32, response: Response },
 }
@@ -168,11 +168,11 @@ impl Conn {
                     (shard, ShardOp::Write(command))
                 })
                 .collect();
-            self.submit(0, Kind::Connect { session, passwd, timeout_ms }, ops);
+            self.submit(0, Kind::Connect { session, passwd }, ops);
         } else {
             self.session.set(request.session_id);
             let check = ShardOp::CheckSession { passwd: request.passwd.clone() };
-            let kind = Kind::Connect { session: request.session_id, passwd: request.passwd.clone(), timeout_ms };
+            let kind = Kind::Connect { session: request.session_id, passwd: request.passwd.clone() };
             self.submit(0, kind, vec![(0, check)]);
         }
     }
@@ -323,8 +323,9 @@ impl Conn {
     }
 
     fn auth_vec(&self) -> Vec<Id> {
-        // The ip identity is implied by the connection; only explicit identities are logged.
-        self.auth.borrow().iter().filter(|id| id.scheme != "ip").cloned().collect()
+        // Writes check ACLs at apply time, so the identities (ip included) travel in the
+        // log entry and replay decides exactly as the first apply did.
+        self.auth.borrow().as_ref().clone()
     }
 
     fn create_op(&self, opcode: i32, path: String, data: Vec<u8>, acl: Vec<engine::types::Acl>, flags: i32, ttl_ms: i64) -> Result<CreateOp, ZkError> {

@@ -178,7 +178,7 @@ async fn run_core(
         outbox_receivers.push(rx);
     }
     let core = Rc::new(Core::new(core_id, config.clone(), shards, outboxes, write_tx));
-    connect_mesh(&core, outgoing, incoming, outbox_receivers).await;
+    connect_mesh(&core, outgoing, incoming, outbox_receivers);
     rearm_sessions(&core);
     glommio::spawn_local(core.clone().commit_loop(wal, write_rx)).detach();
     glommio::spawn_local(core.clone().reap_loop()).detach();
@@ -235,7 +235,7 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashM
 }
 
 /// Connects this core's channels to every other core and starts its routing tasks.
-async fn connect_mesh(
+fn connect_mesh(
     core: &Rc<Core>,
     outgoing: Vec<Option<SharedSender<Msg>>>,
     incoming: Vec<Option<SharedReceiver<Msg>>>,
@@ -248,8 +248,10 @@ async fn connect_mesh(
                 self::core::spawn_router(core, outbox);
             }
             Some(sender) => {
-                let connected = sender.connect().await;
+                // Connecting waits for the peer's side; each channel connects in its own task
+                // so that no core waits on a peer that is itself waiting.
                 glommio::spawn_local(async move {
+                    let connected = sender.connect().await;
                     while let Some(msg) = outbox.recv().await {
                         if connected.send(msg).await.is_err() {
                             break;
@@ -261,9 +263,9 @@ async fn connect_mesh(
         }
     }
     for receiver in incoming.into_iter().flatten() {
-        let connected = receiver.connect().await;
         let core = core.clone();
         glommio::spawn_local(async move {
+            let connected = receiver.connect().await;
             while let Some(msg) = connected.recv().await {
                 core.handle(msg);
             }
