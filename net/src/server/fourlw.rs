@@ -162,7 +162,7 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("warren_cores", core.cores().to_string()),
         ("warren_shards", core.config.shards.to_string()),
         ("warren_wal_fsyncs", t.flushes.to_string()),
-        ("warren_wal_fsync_avg_us", if t.flushes == 0 { "0".into() } else { (t.flush_micros / t.flushes).to_string() }),
+        ("warren_wal_fsync_avg_us", t.flush_micros.checked_div(t.flushes).unwrap_or(0).to_string()),
         ("warren_wal_fsync_max_us", t.flush_micros_max.to_string()),
     ];
     rows.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect()

@@ -37,12 +37,11 @@ const IO_MEMORY_BYTES: usize = 1 << 20;
 /// Frames this much larger than max-request-bytes are not skipped but close the connection.
 const OVERSIZED_SKIP_FACTOR: usize = 16;
 
-/// Runs a node until SIGTERM or SIGINT.
+/// Runs a node until the process is stopped (SIGTERM, SIGINT).
 pub fn run(config: Config) -> anyhow::Result<()> {
     let config = config.validate()?;
     prepare_data_dir(&config)?;
     check_port_free(&config)?;
-    block_stop_signals();
     let cores = config.cores;
     let (mut senders, mut receivers) = channel_matrix(cores);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -72,8 +71,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(host = %config.host, port = config.port, cores, shards = config.shards, "warren listening on {}:{}", config.host, config.port);
     eprintln!("warren listening on {}:{}", config.host, config.port);
-    let signal = wait_for_stop_signal();
-    tracing::info!(signal, "stopping: every acknowledged write is already on disk");
+    // SIGTERM/SIGINT keep their default action and end the process at once: every
+    // acknowledged write is already on disk, so there is nothing to flush.
+    for handle in handles {
+        handle.join().map_err(|e| anyhow!("an executor failed: {e}"))?;
+    }
     Ok(())
 }
 
@@ -133,31 +135,6 @@ fn channel_matrix(cores: usize) -> (Matrix<SharedSender<Msg>>, Matrix<SharedRece
         }
     }
     (senders, receivers)
-}
-
-fn block_stop_signals() {
-    // SAFETY: plain libc signal-mask calls on a local sigset; executor threads inherit the
-    // mask, so only the main thread's sigwait sees SIGTERM/SIGINT.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
-fn wait_for_stop_signal() -> i32 {
-    // SAFETY: see block_stop_signals.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        let mut signal = 0;
-        libc::sigwait(&set, &mut signal);
-        signal
-    }
 }
 
 async fn run_core(
