@@ -73,7 +73,7 @@ async fn durability_round(cores: u32) {
     }
     // Let the burst run until a good number of writes are acknowledged, then kill -9.
     let started = Instant::now();
-    while acked.lock().unwrap().created.len() < 400 && started.elapsed() < Duration::from_secs(20) {
+    while acked.lock().unwrap().created.len() < 1000 && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     s.kill9();
