@@ -722,6 +722,39 @@ mod tests {
     }
 
     #[test]
+    fn closing_a_session_empties_and_removes_its_container() {
+        let mut h = Harness::new();
+        h.open_session(2);
+        h.create_mode("/lock", CreateMode::Container).result.unwrap();
+        let mut op = create_op("/lock/n-", b"", CreateMode::EphemeralSequential);
+        op.session = 2;
+        assert_eq!(created_path(&h.apply(Command::Create(op.clone())).result), "/lock/n-0000000000");
+        h.watch_children(1, "/");
+        let applied = h.apply(Command::CloseSession { session: 2 });
+        assert!(h.shard.node("/lock").is_none());
+        let events: Vec<_> = applied.notifications.iter().map(|n| (n.event, n.path.as_str())).collect();
+        assert_eq!(events, vec![(EventType::NodeChildrenChanged, "/")]);
+        // A multi of a closed session cannot create ephemerals either.
+        let applied = h.apply(Command::Multi { ops: vec![MultiOp::Create(op)], session: 2, auth: vec![] });
+        assert_eq!(applied.result, Ok(WriteResult::Multi(vec![MultiResult::Error(ZkError::SessionExpired.code())])));
+    }
+
+    #[test]
+    fn ttl_sequential_gets_suffix_and_ttl() {
+        let mut h = Harness::new();
+        let mut op = create_op("/job-", b"", CreateMode::PersistentSequentialWithTtl);
+        op.ttl_ms = 5;
+        let path = created_path(&h.apply(Command::Create(op)).result);
+        assert_eq!(path, "/job-0000000000");
+        assert_eq!(h.shard.node(&path).unwrap().kind, NodeKind::Ttl { ttl_ms: 5 });
+        let mtime = h.stat(&path).unwrap().mtime;
+        assert_eq!(h.shard.reap_candidates(mtime + 6), vec![path.clone()]);
+        // setData refreshes mtime, which postpones the reap.
+        h.set_data(&path, b"x", -1).result.unwrap();
+        assert!(h.shard.reap_candidates(mtime + 6).is_empty());
+    }
+
+    #[test]
     #[should_panic(expected = "zxid must increase")]
     fn zxid_going_back_is_a_bug() {
         let mut h = Harness::new();
