@@ -13,11 +13,12 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA"; }
 trap cleanup EXIT
 
+ruok() { exec 3<>/dev/tcp/127.0.0.1/"$PORT" && printf ruok >&3 && cat <&3; }
 start() {
   "$WARREN" start --port "$PORT" --data-dir "$DATA" 2>>"$DATA.log" &
   pid=$!
   for _ in $(seq 100); do
-    [ "$(exec 3<>/dev/tcp/127.0.0.1/"$PORT" && printf ruok >&3 && cat <&3)" = imok ] 2>/dev/null && return 0
+    [ "$(ruok 2>/dev/null)" = imok ] && return 0
     sleep 0.1
   done
   echo "warren did not start; log:"; cat "$DATA.log"; exit 1

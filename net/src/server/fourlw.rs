@@ -84,13 +84,15 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.flush_micros_max = t.flush_micros_max.max(core.wal_flush_micros_max);
         for (_, shard, zxid) in &core.shards {
             t.zxid = t.zxid.max(*zxid);
-            t.znodes += shard.znode_count;
+            // Every shard has its own local "/"; the root is counted once, below.
+            t.znodes += shard.znode_count.saturating_sub(1);
             t.watches += shard.watch_count;
             t.watched_paths += shard.watched_path_count;
             t.ephemerals += shard.ephemeral_count;
             t.data_bytes += shard.approximate_data_size;
         }
     }
+    t.znodes += 1;
     t
 }
 

@@ -164,7 +164,7 @@ async fn run_core(
         glommio::spawn_local(core.clone().expiry_loop()).detach();
     }
     let addr = format!("{}:{}", config.host, config.port);
-    let listener = TcpListener::bind(&addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener = bind_shared_listener(&addr).map_err(|e| anyhow!("core {core_id} cannot listen on {addr}: {e}"))?;
     let _ = ready.send(Ok(()));
     loop {
         match listener.accept().await {
@@ -183,6 +183,26 @@ async fn run_core(
             }
         }
     }
+}
+
+/// A listener every core binds to the same port (SO_REUSEPORT: the kernel spreads
+/// connections over the cores) that also binds while closed connections of an earlier run
+/// linger in TIME_WAIT (SO_REUSEADDR), as ZooKeeper's and every server's listener does.
+fn bind_shared_listener(addr: &str) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "address resolves to nothing"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a listening TCP socket we own and hand over whole.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 /// Opens this core's WAL and replays it into the shards this core owns.
