@@ -20,6 +20,10 @@ logs="$(mktemp -d -t warren-test-logs-XXXXXX)"
 declare -a names=() results=()
 passed=0 failed=0
 
+count() { # word, text → sum of the numbers written before the word (0 if none)
+  { grep -oE "[0-9]+ $1" <<<"$2" || true; } | awk '{s+=$1} END {print s+0}'
+}
+
 record() { # name, exit status
   names+=("$1")
   if [[ "$2" == 0 ]]; then results+=("ok"); else results+=("FAILED (exit $2)"); fi
@@ -31,19 +35,17 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --release --no-fail-fast 2>&1 | tee "$logs/rust.log"
   rc=${PIPESTATUS[0]}
   line="$(grep -E '^ *Summary .* tests? run:' "$logs/rust.log" | tail -1)"
-  p="$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$line")"
-  f="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")"
-  t="$(sed -nE 's/.* ([0-9]+) timed out.*/\1/p' <<<"$line")"
+  p="$(count passed "$line")" f="$(count failed "$line")" t="$(count 'timed out' "$line")"
 else
   cargo test --workspace --release --no-fail-fast -- --test-threads=2 2>&1 | tee "$logs/rust.log"
   rc=${PIPESTATUS[0]}
-  p="$(grep -E '^test result:' "$logs/rust.log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')"
-  f="$(grep -E '^test result:' "$logs/rust.log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')"
-  t=0
+  results_lines="$(grep -E '^test result:' "$logs/rust.log")"
+  p="$(count passed "$results_lines")" f="$(count failed "$results_lines")" t=0
 fi
 set -e
-passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${t:-0}))
-if [[ $rc != 0 && -z "${f:-}${t:-}" ]]; then failed=$((failed + 1)); fi
+passed=$((passed + p)); failed=$((failed + f + t))
+# A failure that no test accounts for (e.g. a build error) still counts as one.
+if [[ $rc != 0 && $((f + t)) == 0 ]]; then failed=$((failed + 1)); fi
 record "rust (cargo nextest)" "$rc"
 
 echo "== python: kazoo suite"
@@ -51,12 +53,11 @@ set +e
 .venv/bin/pytest -q tests/python 2>&1 | tee "$logs/pytest.log"
 rc=${PIPESTATUS[0]}
 set -e
-line="$(grep -E '[0-9]+ (passed|failed|error)' "$logs/pytest.log" | tail -1)"
-p="$(grep -oE '[0-9]+ passed' <<<"$line" | awk '{s+=$1} END {print s+0}')"
-f="$(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | awk '{s+=$1} END {print s+0}')"
-passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+line="$(grep -E '[0-9]+ (passed|failed|errors?)' "$logs/pytest.log" | tail -1 || true)"
+p="$(count passed "$line")" f=$(( $(count failed "$line") + $(count error "$line") ))
+passed=$((passed + p)); failed=$((failed + f))
 # Exit 5 = no tests collected: that is a failure here too.
-if [[ $rc != 0 && ${f:-0} == 0 ]]; then failed=$((failed + 1)); fi
+if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
 record "python (pytest + kazoo)" "$rc"
 
 echo "== zkCli.sh smoke test"
@@ -66,6 +67,7 @@ rc=${PIPESTATUS[0]}
 set -e
 p="$(grep -c '^ok   - ' "$logs/zkcli.log" || true)"
 f="$(grep -c '^FAIL - ' "$logs/zkcli.log" || true)"
+p=${p:-0} f=${f:-0}
 passed=$((passed + p)); failed=$((failed + f))
 if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
 record "zkCli.sh smoke" "$rc"
