@@ -230,10 +230,11 @@ impl WarrenProcess {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
                 panic!(
-                    "warren exited during start-up with {status} ({} {:?})\n--- stderr ---\n{}",
+                    "warren exited during start-up with {status} ({} {:?})\n--- stderr ---\n{}\n--- sockets on the port ---\n{}",
                     bin.display(),
                     args,
-                    self.stderr_tail()
+                    self.stderr_tail(),
+                    sockets_on_port(self.addr.port())
                 );
             }
             if let Ok(r) = four_letter_at(self.addr, "ruok", Duration::from_millis(500)) {
@@ -371,6 +372,17 @@ impl Drop for WarrenProcess {
             );
         }
     }
+}
+
+/// `ss -tanp` lines for a port (diagnostics when a bind fails).
+fn sockets_on_port(port: u16) -> String {
+    Command::new("ss")
+        .args(["-tanpo"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains(&format!(":{port} "))).collect::<Vec<_>>().join("\n")
+        })
+        .unwrap_or_else(|e| format!("(ss: {e})"))
 }
 
 /// Sends `word` and reads to EOF.
