@@ -205,3 +205,26 @@ async fn ephemerals_of_dead_sessions_do_not_survive_restart_forever() {
     .await;
     assert!(ok, "ephemeral of a session that died with the server still present 30 s after restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_right_after_kill9_gets_the_port() {
+    if skip_if_external("restart_right_after_kill9_gets_the_port") {
+        return;
+    }
+    // systemd-style immediate restart: the new process must come up on the same port even if
+    // the dead one's sockets (listener, TIME_WAIT connections) have not quite gone yet.
+    let mut s = WarrenProcess::start(WarrenOpts::default());
+    let root = format!("/{}", unique("quick"));
+    for round in 0..3 {
+        let c = s.client().await;
+        if round == 0 {
+            c.create(&root, b"", &persistent()).await.unwrap();
+        }
+        c.create(&format!("{root}/r{round}"), b"", &persistent()).await.unwrap();
+        s.kill9();
+        drop(c);
+        s.restart_immediately();
+    }
+    let c = s.client().await;
+    assert_eq!(c.list_children(&root).await.unwrap().len(), 3);
+}

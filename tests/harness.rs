@@ -302,9 +302,11 @@ impl WarrenProcess {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(st) = c.try_wait().unwrap() {
-                // 143 = 128 + SIGTERM returned by the process itself (the JVM's graceful exit,
-                // for comparison runs); death *by* the signal is not graceful.
-                return st.success() || st.code() == Some(143);
+                // Exit 0; or 143 = 128 + SIGTERM returned by the process itself (the JVM's
+                // graceful exit, for comparison runs); or the default action of SIGTERM, which
+                // warren keeps on purpose (every acknowledged write is already on disk).
+                use std::os::unix::process::ExitStatusExt;
+                return st.success() || st.code() == Some(143) || st.signal() == Some(libc::SIGTERM);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -313,8 +315,22 @@ impl WarrenProcess {
         false
     }
 
-    /// Starts the server again on the same port and data dir (after kill9/terminate).
+    /// Starts the server again on the same port and data dir (after kill9/terminate), as an
+    /// operator or systemd would: once the old process's listening socket is gone. (A killed
+    /// io_uring process keeps its listener for a few ms after it is reaped, while the kernel
+    /// tears the ring down.)
     pub fn restart(&mut self) {
+        assert!(!self.external, "restart on an external server");
+        if self.child.is_some() {
+            self.kill9();
+        }
+        let freed = wait_until(Duration::from_secs(5), || std::net::TcpListener::bind(self.addr).is_ok());
+        assert!(freed, "port {} still busy 5 s after the old server died:\n{}", self.addr, sockets_on_port(self.addr.port()));
+        self.spawn_and_wait();
+    }
+
+    /// Like `restart`, but spawns at once, even while the dead server's socket lingers.
+    pub fn restart_immediately(&mut self) {
         assert!(!self.external, "restart on an external server");
         if self.child.is_some() {
             self.kill9();
