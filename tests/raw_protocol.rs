@@ -395,3 +395,48 @@ fn many_connections_opened_and_dropped() {
     drop(live);
     assert_alive(&s);
 }
+
+#[test]
+fn remove_watches_and_check_watches() {
+    let s = WarrenProcess::start(WarrenOpts::default());
+    let mut w = RawSession::connect(s.addr(), 10000);
+    let mut writer = RawSession::connect(s.addr(), 10000);
+    let root = mkroot(&mut writer, "rmwatch");
+    let p = format!("{root}/n");
+    assert_eq!(writer.create(&p, b"0", 0).err, 0);
+    // getData watch on a missing node is not set (ZooKeeper: NoNode, no watch).
+    let missing = format!("{root}/missing");
+    assert_eq!(w.get_data(&missing, true).err, err::NO_NODE);
+    // A data watch, checked (17) and removed (18); type 2 = data.
+    assert_eq!(w.get_data(&p, true).err, 0);
+    assert_eq!(w.call(17, Jute::new().str(&p).i32(2)).err, 0, "checkWatches finds the data watch");
+    assert_eq!(w.call(18, Jute::new().str(&p).i32(2)).err, 0, "removeWatches removes it");
+    assert_eq!(w.call(17, Jute::new().str(&p).i32(2)).err, -121, "no watcher left: ZNOWATCHER");
+    assert_eq!(w.call(18, Jute::new().str(&p).i32(1)).err, -121, "no child watch to remove: ZNOWATCHER");
+    assert_eq!(writer.create(&missing, b"", 0).err, 0);
+    assert_eq!(writer.set_data(&p, b"1", -1).err, 0);
+    // ZooKeeper sends a DataWatchRemoved (type 5) notification on removal; nothing else may come.
+    let mut events = Vec::new();
+    while let Some(ev) = w.wait_event(Duration::from_millis(800)) {
+        events.push(ev);
+    }
+    assert!(
+        events.iter().all(|e| e.event_type == 5 && e.path == p),
+        "a removed watch (and a getData watch on a missing node) must not fire: {events:?}"
+    );
+}
+
+#[test]
+fn reconfig_is_refused_clearly() {
+    let s = WarrenProcess::start(WarrenOpts::default());
+    let mut raw = RawSession::connect(s.addr(), 10000);
+    // ReconfigRequest{joiningServers, leavingServers, newMembers, curConfigId}
+    let body = Jute::new().str("server.9=127.0.0.1:2888:3888;2181").i32(-1).i32(-1).i64(-1);
+    let r = raw.call(16, body);
+    assert!(
+        [-123, err::NO_AUTH, err::UNIMPLEMENTED].contains(&r.err),
+        "reconfig must answer ZRECONFIGDISABLED/ZNOAUTH (or ZUNIMPLEMENTED), got {}",
+        r.err
+    );
+    assert_alive(&s);
+}
