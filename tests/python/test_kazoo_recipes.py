@@ -444,3 +444,43 @@ def test_read_write_lock(make_client, root):
     assert try_acquire(w, WAIT)
     assert not try_acquire(a.ReadLock(f"{root}/rw", "r3"), 0.5), "reader got in beside a writer"
     w.release()
+
+
+def test_chroot_client(server, zk, root):
+    from kazoo.client import KazooClient
+    zk.create(f"{root}/app")
+    chrooted = KazooClient(hosts=f"{server}{root}/app", timeout=10)
+    chrooted.start(timeout=15)
+    try:
+        chrooted.create("/inside", b"x")
+        seq = chrooted.create("/seq-", sequence=True)
+        assert seq.startswith("/seq-"), seq
+        assert zk.get(f"{root}/app/inside")[0] == b"x"
+        assert sorted(chrooted.get_children("/")) == sorted(["inside", seq[1:]])
+        assert chrooted.exists(root) is None, "chroot must hide the outside"
+    finally:
+        chrooted.stop()
+        chrooted.close()
+
+
+def test_digest_acl_with_add_auth(make_client, zk, root):
+    from kazoo.exceptions import NoAuthError
+    from kazoo.security import make_digest_acl
+    acl = make_digest_acl("dave", "secret", all=True)
+    zk.create(f"{root}/locked", b"treasure", acl=[acl])
+    with pytest.raises(NoAuthError):
+        zk.get(f"{root}/locked")
+    dave = make_client(auth_data=[("digest", "dave:secret")])
+    assert dave.get(f"{root}/locked")[0] == b"treasure"
+    later = make_client()
+    later.add_auth("digest", "dave:secret")
+    assert later.get(f"{root}/locked")[0] == b"treasure"
+    acls, _ = later.get_acls(f"{root}/locked")
+    assert acls == [acl]
+
+
+def test_four_letter_words_via_kazoo(zk):
+    assert zk.command(b"ruok") == "imok"
+    assert "Mode" in zk.command(b"srvr")
+    version = zk.server_version()
+    assert len(version) >= 2 and all(isinstance(v, int) for v in version), version
