@@ -13,7 +13,7 @@ scripts/setup.sh
 
 echo "== build (release, all binaries and tests)"
 cargo build --release --workspace --bins
-export WARREN_BIN="$repo/target/release/warren"
+export WARREN_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/warren"
 [[ -x "$WARREN_BIN" ]] || { echo "test: $WARREN_BIN was not built" >&2; exit 1; }
 
 logs="$(mktemp -d -t warren-test-logs-XXXXXX)"
