@@ -36,6 +36,8 @@ const CORE_CHANNEL_CAPACITY: usize = 4096;
 const IO_MEMORY_BYTES: usize = 1 << 20;
 /// Frames this much larger than max-request-bytes are not skipped but close the connection.
 const OVERSIZED_SKIP_FACTOR: usize = 16;
+/// How long a busy client port is retried at start-up.
+const PORT_BUSY_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs a node until the process is stopped (SIGTERM, SIGINT).
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -113,9 +115,22 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// The executors bind with SO_REUSEPORT, which would silently share a port with another
 /// warren; a plain bind first turns a busy port into a clear error.
+///
+/// Right after a `kill -9` the dead process's listener can outlive it for a moment (the
+/// kernel tears its io_uring down asynchronously), so a busy port is retried for a few
+/// seconds before it is an error.
 fn check_port_free(config: &Config) -> anyhow::Result<()> {
     let addr = format!("{}:{}", config.host, config.port);
-    std::net::TcpListener::bind(&addr).map(drop).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))
+    let deadline = Instant::now() + PORT_BUSY_RETRY;
+    loop {
+        match std::net::TcpListener::bind(&addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => bail!("cannot listen on {addr}: {e}"),
+        }
+    }
 }
 
 type Matrix<T> = Vec<Vec<Option<T>>>;
