@@ -308,7 +308,7 @@ impl Conn {
             }
             Request::Auth { scheme, auth, .. } => self.add_auth(xid, &scheme, &auth),
             Request::WhoAmI => {
-                let infos = self.auth.borrow().iter().map(|id| (id.scheme.clone(), id.id.clone())).collect();
+                let infos = self.auth.borrow().iter().map(|id| (id.scheme.clone(), who_am_i_user(id))).collect();
                 self.ready(xid, 0, Response::WhoAmI(infos));
             }
             Request::CloseSession => {
@@ -629,6 +629,15 @@ impl Conn {
             }
             _ => true,
         }
+    }
+}
+
+/// The user of an identity as ZooKeeper's whoAmI names it: for digest the user name alone
+/// (DigestAuthenticationProvider.getUserName), for other schemes the id.
+fn who_am_i_user(id: &Id) -> String {
+    match id.scheme.as_str() {
+        "digest" => id.id.split(':').next().unwrap_or_default().to_string(),
+        _ => id.id.clone(),
     }
 }
 
