@@ -89,6 +89,13 @@ impl Config {
         if self.wal_segment_bytes < (1 << 20) {
             bail!("wal-segment-bytes = {} must be at least 1 MiB", self.wal_segment_bytes);
         }
+        if self.max_request_bytes as u64 + (64 << 10) > self.wal_segment_bytes {
+            bail!(
+                "max-request-bytes = {} must leave 64 KiB of room in a WAL segment (wal-segment-bytes = {})",
+                self.max_request_bytes,
+                self.wal_segment_bytes
+            );
+        }
         Ok(self)
     }
 

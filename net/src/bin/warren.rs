@@ -91,6 +91,16 @@ impl StartArgs {
     }
 }
 
+/// A panic on one core would leave the others serving while requests to its shards hang:
+/// a violated invariant stops the whole node instead (the WAL keeps every acknowledged write).
+fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -98,6 +108,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    abort_on_panic();
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Start(args) => args.into_config().and_then(net::server::run),

@@ -6,6 +6,14 @@
 //! When every part is back, the slot's reply is encoded; complete slots at the head of the
 //! queue are moved to the output buffer, so replies leave in request order even when
 //! consecutive requests go to different cores.
+//!
+//! Two more rules keep ZooKeeper's order guarantees across shards:
+//! - A watch event from shard s leaves right after the last queued reply that shard s has
+//!   already answered (that reply may have registered the watch, and clients register their
+//!   watcher when the reply arrives), and before any reply shard s sends later (those could
+//!   observe the change).
+//! - A session's writes are applied in the order it sent them: a write to another shard than
+//!   the writes still in flight waits (with every request behind it) until those are answered.
 
 use super::core::Core;
 use super::msg::*;
@@ -53,6 +61,52 @@ struct Slot {
     missing: usize,
     frame: Option<Vec<u8>>,
     close_after: bool,
+    /// The reply registers a one-shot child watch on "/" (armed when the reply leaves).
+    arms_root_child_watch: bool,
+    /// Watch events that must leave right after this reply.
+    events_after: Vec<PendingEvent>,
+}
+
+impl Slot {
+    fn new(xid: i32, kind: Kind, part_count: usize) -> Slot {
+        Slot {
+            xid,
+            kind,
+            parts: (0..part_count).map(|_| None).collect(),
+            missing: part_count,
+            frame: None,
+            close_after: false,
+            arms_root_child_watch: false,
+            events_after: Vec::new(),
+        }
+    }
+}
+
+struct PendingEvent {
+    shard: ShardId,
+    event: EventType,
+    path: String,
+    zxid: Zxid,
+}
+
+/// Which shards the writes in flight of this connection go to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WriteTarget {
+    Shard(ShardId),
+    Many,
+}
+
+/// Requests of one slot not sent yet (they wait for writes to another shard).
+struct Held {
+    requests: Vec<ShardRequest>,
+    write_target: Option<WriteTarget>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    Pending,
+    Granted,
+    Refused,
 }
 
 pub struct Conn {
@@ -76,6 +130,12 @@ pub struct Conn {
     root_persistent_watch: Cell<bool>,
     received: Cell<u64>,
     sent: Cell<u64>,
+    handshake: Cell<Handshake>,
+    /// Per shard: the seq of the latest reply part that shard sent to this connection.
+    last_reply_seq: RefCell<Vec<Option<u64>>>,
+    held: RefCell<VecDeque<Held>>,
+    write_parts_in_flight: Cell<usize>,
+    write_target: Cell<Option<WriteTarget>>,
 }
 
 impl Conn {
@@ -86,6 +146,7 @@ impl Conn {
         space_wake: LocalSender<()>,
     ) -> Conn {
         let ip = Id::new("ip", &peer.ip().to_string());
+        let shards = core.config.shards as usize;
         Conn {
             id: core.new_conn_id(),
             core,
@@ -104,7 +165,18 @@ impl Conn {
             root_persistent_watch: Cell::new(false),
             received: Cell::new(0),
             sent: Cell::new(0),
+            handshake: Cell::new(Handshake::Pending),
+            last_reply_seq: RefCell::new(vec![None; shards]),
+            held: RefCell::new(VecDeque::new()),
+            write_parts_in_flight: Cell::new(0),
+            write_target: Cell::new(None),
         }
+    }
+
+    /// True until the session handshake is answered: like ZooKeeper, the server reads no
+    /// request of a connection whose session is not yet validated.
+    pub fn awaiting_handshake(&self) -> bool {
+        self.handshake.get() == Handshake::Pending
     }
 
     pub fn outstanding(&self) -> usize {
@@ -162,6 +234,9 @@ impl Conn {
             let passwd = random_passwd();
             self.session.set(session);
             self.timeout_ms.set(timeout_ms);
+            // Tracked before it exists anywhere, so a session whose client vanishes before the
+            // handshake ends still expires (and its ephemerals with it).
+            self.core.send(0, Msg::SessionAttached { session, timeout_ms, conn: self.id, create: true });
             let ops = (0..self.shard_count())
                 .map(|shard| {
                     let command = Command::CreateSession { session, timeout_ms, passwd: passwd.clone() };
@@ -191,11 +266,16 @@ impl Conn {
             let refused = ConnectResponse { protocol_version: 0, timeout_ms: 0, session_id: 0, passwd: vec![0; 16], read_only: false };
             jute::encode_connect_response(&mut frame, &refused);
             tracing::info!(session = format!("{session:#x}"), "refused session: expired or wrong password");
+            self.handshake.set(Handshake::Refused);
             return (frame, true);
         }
-        let timeout_ms = stored_timeout.unwrap_or(self.timeout_ms.get());
-        self.timeout_ms.set(timeout_ms);
-        self.core.send(0, Msg::SessionAttached { session, timeout_ms, conn: self.id });
+        self.handshake.set(Handshake::Granted);
+        if let Some(timeout_ms) = stored_timeout {
+            // A reconnect: the session tracker re-checks that it did not expire meanwhile.
+            self.timeout_ms.set(timeout_ms);
+            self.core.send(0, Msg::SessionAttached { session, timeout_ms, conn: self.id, create: false });
+        }
+        let timeout_ms = self.timeout_ms.get();
         let response = ConnectResponse { protocol_version: 0, timeout_ms, session_id: session, passwd, read_only: false };
         jute::encode_connect_response(&mut frame, &response);
         (frame, false)
@@ -238,7 +318,7 @@ impl Conn {
             Request::Create { opcode, path, data, acl, flags, ttl_ms } => {
                 match self.create_op(opcode, path, data, acl, flags, ttl_ms) {
                     Ok(op) => {
-                        let shard = shard_of(&op.path, self.shard_count());
+                        let shard = self.create_shard(&op);
                         self.submit(xid, Kind::Op(opcode), vec![(shard, ShardOp::Write(Command::Create(op)))]);
                     }
                     Err(e) => self.ready(xid, e.code(), Response::Empty),
@@ -287,7 +367,11 @@ impl Conn {
                 match WatcherType::from_type(watcher_type) {
                     Some(kind) => {
                         if remove && path == "/" {
-                            self.root_child_watch_armed.set(false);
+                            // As the engine: Children covers child and persistent watches,
+                            // Data covers data, exist and persistent ones, Any all.
+                            if kind != WatcherType::Data {
+                                self.root_child_watch_armed.set(false);
+                            }
                             self.root_persistent_watch.set(false);
                         }
                         let make = move |path| match remove {
@@ -314,7 +398,6 @@ impl Conn {
             Request::CloseSession => {
                 let session = self.session.get();
                 let ops = self.all_shards(|_| ShardOp::Write(Command::CloseSession { session }));
-                self.core.send(0, Msg::SessionClosed { session });
                 self.submit(xid, Kind::CloseSession, ops);
             }
             Request::Reconfig { .. } => self.ready(xid, ZkError::ReconfigDisabled.code(), Response::Empty),
@@ -341,6 +424,16 @@ impl Conn {
         Ok(CreateOp { path, data, acl, mode, ttl_ms, session: self.session.get(), auth: self.auth_vec() })
     }
 
+    /// The shard of a create. A sequential create is routed by its path with a suffix, so
+    /// `create("/", SEQUENTIAL)` lands where "/0000000042" will be looked up.
+    fn create_shard(&self, op: &CreateOp) -> ShardId {
+        if op.mode.is_sequential() {
+            shard_of(&format!("{}{:010}", op.path, 0), self.shard_count())
+        } else {
+            shard_of(&op.path, self.shard_count())
+        }
+    }
+
     fn write_maybe_root(&self, xid: i32, opcode: i32, path: &str, command: Command) {
         if path == "/" {
             // Data and ACL of "/" live in every shard (each checks CREATE on its own root).
@@ -360,9 +453,6 @@ impl Conn {
             return;
         }
         let child_watch = matches!(op, ReadOp::GetChildren { watch: true, .. } | ReadOp::GetChildren2 { watch: true, .. });
-        if child_watch {
-            self.root_child_watch_armed.set(true);
-        }
         // Data/exists watches of "/" are registered in shard 0 only: its data changes in every
         // shard at once, so one registration gives one event.
         let ops = self.all_shards(|shard| {
@@ -374,7 +464,17 @@ impl Conn {
             }
             ShardOp::Read(op)
         });
-        self.submit(xid, Kind::Root(opcode), ops);
+        let seq = self.submit(xid, Kind::Root(opcode), ops);
+        if child_watch {
+            self.arm_root_child_watch_at(seq);
+        }
+    }
+
+    fn arm_root_child_watch_at(&self, seq: u64) {
+        let index = (seq - self.base_seq.get()) as usize;
+        if let Some(slot) = self.slots.borrow_mut().get_mut(index) {
+            slot.arms_root_child_watch = true;
+        }
     }
 
     fn watch_op(&self, xid: i32, path: &str, kind: Kind, make: impl Fn(String) -> ReadOp) {
@@ -399,14 +499,13 @@ impl Conn {
     ) {
         let shards = self.shard_count() as usize;
         let mut per_shard: Vec<[Vec<String>; 5]> = (0..shards).map(|_| Default::default()).collect();
+        let arms_root_child_watch = child.iter().any(|p| p == "/");
         let lists = [data, exist, child, persistent, persistent_recursive];
         for (list_index, list) in lists.into_iter().enumerate() {
             for path in list {
                 if path == "/" {
                     let everywhere = list_index >= 2;
-                    if list_index == 2 {
-                        self.root_child_watch_armed.set(true);
-                    } else if list_index >= 3 {
+                    if list_index >= 3 {
                         self.root_persistent_watch.set(true);
                     }
                     let targets = if everywhere { 0..shards } else { 0..1 };
@@ -430,7 +529,10 @@ impl Conn {
         if ops.is_empty() {
             self.ready(xid, 0, Response::Empty);
         } else {
-            self.submit(xid, Kind::Done, ops);
+            let seq = self.submit(xid, Kind::Done, ops);
+            if arms_root_child_watch {
+                self.arm_root_child_watch_at(seq);
+            }
         }
     }
 
@@ -449,10 +551,9 @@ impl Conn {
             _ => {
                 // As ZooKeeper: AUTH_FAILED, then the connection is closed.
                 tracing::info!(conn = self.id, scheme, "authentication failed");
-                self.ready(xid, ZkError::AuthFailed.code(), Response::Empty);
-                if let Some(slot) = self.slots.borrow_mut().back_mut() {
-                    slot.close_after = true;
-                }
+                let mut slot = Slot::new(xid, Kind::Ready { err: ZkError::AuthFailed.code(), response: Response::Empty }, 0);
+                slot.close_after = true;
+                self.push_slot(slot);
                 self.pump();
             }
         }
@@ -480,7 +581,11 @@ impl Conn {
                 Request::Check { path, version } => (jute::opcode::CHECK, MultiOp::Check { path, version }),
                 _ => return self.ready(xid, ZkError::BadArguments.code(), Response::Empty),
             };
-            shards.push(shard_of(multi_op_path(&multi_op), self.shard_count()));
+            let shard = match &multi_op {
+                MultiOp::Create(create) => self.create_shard(create),
+                other => shard_of(multi_op_path(other), self.shard_count()),
+            };
+            shards.push(shard);
             opcodes.push(opcode);
             multi_ops.push(multi_op);
         }
@@ -500,6 +605,10 @@ impl Conn {
                 Request::GetChildren { path, .. } => ReadOp::GetChildren { path, watch: false },
                 _ => return self.ready(xid, ZkError::BadArguments.code(), Response::Empty),
             };
+            if read_path(&read) == "/" {
+                // "/" is spread over every shard; multiRead does not gather it (yet).
+                return self.ready(xid, ZkError::BadArguments.code(), Response::Empty);
+            }
             parts.push((shard_of(read_path(&read), self.shard_count()), ShardOp::Read(read)));
         }
         if parts.is_empty() {
@@ -523,33 +632,105 @@ impl Conn {
 
     /// Queues a reply that needs no shard.
     fn ready(&self, xid: i32, err: i32, response: Response) {
-        let slot = Slot { xid, kind: Kind::Ready { err, response }, parts: Vec::new(), missing: 0, frame: None, close_after: false };
-        self.push_slot(slot);
+        self.push_slot(Slot::new(xid, Kind::Ready { err, response }, 0));
         self.pump();
     }
 
-    /// Sends one part per (shard, op) and queues the slot that gathers their answers.
-    fn submit(&self, xid: i32, kind: Kind, ops: Vec<(ShardId, ShardOp)>) {
+    /// Queues the slot that gathers the answers of one part per (shard, op), and sends the
+    /// parts unless they must wait for writes in flight (see the module doc). Returns its seq.
+    fn submit(&self, xid: i32, kind: Kind, ops: Vec<(ShardId, ShardOp)>) -> u64 {
         assert!(!ops.is_empty(), "a submitted request goes to at least one shard");
-        let parts = (0..ops.len()).map(|_| None).collect();
-        let slot = Slot { xid, kind, parts, missing: ops.len(), frame: None, close_after: false };
-        let seq = self.push_slot(slot);
+        let seq = self.push_slot(Slot::new(xid, kind, ops.len()));
+        let write_target = write_target_of(&ops);
         let auth = self.caller_auth();
-        for (part, (shard, op)) in ops.into_iter().enumerate() {
-            let request = ShardRequest { shard, conn: self.id, seq, part: part as u32, session: self.session.get(), auth: auth.clone(), op };
+        let requests = ops
+            .into_iter()
+            .enumerate()
+            .map(|(part, (shard, op))| ShardRequest {
+                shard,
+                conn: self.id,
+                seq,
+                part: part as u32,
+                session: self.session.get(),
+                auth: auth.clone(),
+                op,
+            })
+            .collect();
+        let held = Held { requests, write_target };
+        if self.held.borrow().is_empty() && self.may_send(write_target) {
+            self.send_now(held);
+        } else {
+            self.held.borrow_mut().push_back(held);
+        }
+        seq
+    }
+
+    fn may_send(&self, target: Option<WriteTarget>) -> bool {
+        match (target, self.write_target.get()) {
+            (None, _) | (Some(_), None) => true,
+            (Some(WriteTarget::Shard(new)), Some(WriteTarget::Shard(in_flight))) => new == in_flight,
+            _ => false,
+        }
+    }
+
+    fn send_now(&self, held: Held) {
+        if let Some(target) = held.write_target {
+            self.write_target.set(Some(target));
+            self.write_parts_in_flight.set(self.write_parts_in_flight.get() + held.requests.len());
+        }
+        for request in held.requests {
             self.core.send_to_shard(request);
         }
     }
 
+    /// A write part came back: once no write is in flight, held requests go out in order.
+    fn write_part_done(&self) {
+        let in_flight = self.write_parts_in_flight.get();
+        assert!(in_flight > 0, "a write reply without a write in flight");
+        self.write_parts_in_flight.set(in_flight - 1);
+        if in_flight > 1 {
+            return;
+        }
+        self.write_target.set(None);
+        loop {
+            let next = {
+                let mut held = self.held.borrow_mut();
+                match held.front() {
+                    Some(front) if self.may_send(front.write_target) => held.pop_front(),
+                    _ => None,
+                }
+            };
+            match next {
+                Some(held) => self.send_now(held),
+                None => break,
+            }
+        }
+    }
+
     pub fn on_reply(&self, reply: Reply) {
+        let is_write = matches!(reply.body, ReplyBody::Write(_));
         {
             let mut slots = self.slots.borrow_mut();
-            let index = reply.seq.checked_sub(self.base_seq.get()).expect("reply for a slot already sent") as usize;
-            let slot = slots.get_mut(index).expect("reply for a slot that exists");
-            let part = &mut slot.parts[reply.part as usize];
-            assert!(part.is_none(), "two replies for one part");
+            let Some(index) = reply.seq.checked_sub(self.base_seq.get()) else {
+                tracing::error!(conn = self.id, seq = reply.seq, "reply for a slot already sent; dropped");
+                return;
+            };
+            let Some(part) = slots.get_mut(index as usize).and_then(|slot| slot.parts.get_mut(reply.part as usize)) else {
+                tracing::error!(conn = self.id, seq = reply.seq, part = reply.part, "reply for no slot; dropped");
+                return;
+            };
+            if part.is_some() {
+                tracing::error!(conn = self.id, seq = reply.seq, part = reply.part, "second reply for a part; dropped");
+                return;
+            }
             *part = Some((reply.zxid, reply.body));
-            slot.missing -= 1;
+            slots[index as usize].missing -= 1;
+            if let Some(last) = self.last_reply_seq.borrow_mut().get_mut(reply.shard as usize) {
+                *last = Some(reply.seq);
+            }
+        }
+        if is_write {
+            self.write_part_done();
         }
         self.pump();
     }
@@ -569,6 +750,12 @@ impl Conn {
             let frame = self.finish(&mut slot);
             self.out.borrow_mut().extend_from_slice(&frame);
             self.sent.set(self.sent.get() + 1);
+            if slot.arms_root_child_watch {
+                self.root_child_watch_armed.set(true);
+            }
+            for event in slot.events_after.drain(..) {
+                self.emit_event(event);
+            }
             wrote = true;
             if slot.close_after {
                 self.close("closed after reply");
@@ -595,7 +782,14 @@ impl Conn {
             }
             Kind::CloseSession => {
                 slot.close_after = true;
-                (0, Response::Empty)
+                let closed_everywhere = slot.parts.iter().all(|p| matches!(p, Some((_, ReplyBody::Write(Ok(_))))));
+                if closed_everywhere {
+                    self.core.send(0, Msg::SessionClosed { session: self.session.get() });
+                    (0, Response::Empty)
+                } else {
+                    // The session stays tracked, so it expires and its close is proposed again.
+                    (ZkError::SystemError.code(), Response::Empty)
+                }
             }
             Kind::Ready { err, response } => (err, response),
             kind => match merge(kind, std::mem::take(&mut slot.parts)) {
@@ -610,11 +804,24 @@ impl Conn {
 
     /// A watch fired in `shard`.
     pub fn on_notification(&self, shard: ShardId, event: EventType, path: &str, zxid: Zxid) {
-        if path == "/" && !self.accept_root_event(shard, event) {
+        let event = PendingEvent { shard, event, path: path.to_string(), zxid };
+        let after_seq = self.last_reply_seq.borrow().get(shard as usize).copied().flatten();
+        if let Some(seq) = after_seq.filter(|seq| *seq >= self.base_seq.get()) {
+            let index = (seq - self.base_seq.get()) as usize;
+            if let Some(slot) = self.slots.borrow_mut().get_mut(index) {
+                slot.events_after.push(event);
+                return;
+            }
+        }
+        self.emit_event(event);
+        let _ = self.writer_wake.try_send(());
+    }
+
+    fn emit_event(&self, e: PendingEvent) {
+        if e.path == "/" && !self.accept_root_event(e.shard, e.event) {
             return;
         }
-        jute::encode_notification(&mut self.out.borrow_mut(), zxid, event as i32, keeper_state::SYNC_CONNECTED, path);
-        let _ = self.writer_wake.try_send(());
+        jute::encode_notification(&mut self.out.borrow_mut(), e.zxid, e.event as i32, keeper_state::SYNC_CONNECTED, &e.path);
     }
 
     fn accept_root_event(&self, shard: ShardId, event: EventType) -> bool {
@@ -629,6 +836,17 @@ impl Conn {
             }
             _ => true,
         }
+    }
+}
+
+/// Where the write parts of a request go, if it writes.
+fn write_target_of(ops: &[(ShardId, ShardOp)]) -> Option<WriteTarget> {
+    if !ops.iter().any(|(_, op)| matches!(op, ShardOp::Write(_))) {
+        return None;
+    }
+    match ops {
+        [(shard, _)] => Some(WriteTarget::Shard(*shard)),
+        _ => Some(WriteTarget::Many),
     }
 }
 
@@ -699,8 +917,10 @@ fn merge(kind: Kind, parts: Parts) -> Result<Response, ZkError> {
             }
         }
         Kind::Broadcast(opcode) => {
-            let first = bodies.into_iter().next().expect("shard 0 answers");
-            Ok(write_response(opcode, write_result(first)?))
+            // Every shard must have applied it; shard 0's result speaks for "/".
+            let results: Vec<_> = bodies.into_iter().map(write_result).collect::<Result<_, _>>()?;
+            let first = results.into_iter().next().expect("shard 0 answers");
+            Ok(write_response(opcode, first))
         }
         Kind::Root(opcode) => merge_root(opcode, bodies),
         Kind::Sync(path) => Ok(Response::Sync { path }),

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most entries in one WAL batch (one write + one fdatasync).
 const BATCH_ENTRIES_MAX: usize = 4096;
+/// Most request bytes in one WAL batch; the rest waits for the next batch.
+const BATCH_BYTES_MAX: usize = 64 << 20;
 
 /// The core that runs shard `shard`.
 pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
@@ -82,7 +84,7 @@ pub struct Core {
     write_signal: LocalSender<()>,
     touched: RefCell<Vec<SessionId>>,
     pub sessions: Option<RefCell<SessionTracker>>,
-    next_conn: Cell<u32>,
+    next_conn: Cell<u64>,
     next_session: Cell<i64>,
     next_token: Cell<u64>,
     pub stats_waiters: RefCell<AHashMap<u64, Rc<LocalSender<Box<CoreStats>>>>>,
@@ -154,8 +156,9 @@ impl Core {
 
     pub fn new_conn_id(&self) -> ConnId {
         let local = self.next_conn.get();
-        self.next_conn.set(local.wrapping_add(1));
-        ((self.id as u64) << 32) | local as u64
+        assert!(local < 1 << CONN_CORE_SHIFT, "connection counter exhausted");
+        self.next_conn.set(local + 1);
+        ((self.id as u64) << CONN_CORE_SHIFT) | local
     }
 
     pub fn new_session_id(&self) -> SessionId {
@@ -192,20 +195,17 @@ impl Core {
             }
             Msg::DropConn { conn } => {
                 for slot in self.shards.borrow_mut().values_mut() {
+                    // Deferred reads of the connection would register watches nobody hears.
+                    for queue in slot.deferred.values_mut() {
+                        queue.retain(|(_, request)| request.conn != conn);
+                    }
                     slot.shard.drop_connection(conn);
                 }
             }
             Msg::Touch { sessions } => {
                 self.with_tracker(|t| t.touch(&sessions, Instant::now()));
             }
-            Msg::SessionAttached { session, timeout_ms, conn } => {
-                let previous = self.with_tracker(|t| t.attach(session, timeout_ms, conn, Instant::now()));
-                if let Some(Some(previous)) = previous {
-                    if previous != conn {
-                        self.send(core_of_conn(previous), Msg::CloseConn { conn: previous, reason: "session moved" });
-                    }
-                }
-            }
+            Msg::SessionAttached { session, timeout_ms, conn, create } => self.attach_session(session, timeout_ms, conn, create),
             Msg::SessionClosed { session } => {
                 self.with_tracker(|t| t.remove(session));
             }
@@ -223,6 +223,41 @@ impl Core {
                 let waiter = self.stats_waiters.borrow().get(&token).cloned();
                 if let Some(waiter) = waiter {
                     let _ = waiter.try_send(stats);
+                }
+            }
+        }
+    }
+
+    fn attach_session(&self, session: SessionId, timeout_ms: i32, conn: ConnId, create: bool) {
+        let now = Instant::now();
+        if create {
+            self.with_tracker(|t| t.create(session, timeout_ms, conn, now));
+            return;
+        }
+        match self.with_tracker(|t| t.reattach(session, conn, now)) {
+            Some(Ok(Some(previous))) if previous != conn => {
+                self.send(core_of_conn(previous), Msg::CloseConn { conn: previous, reason: "session moved" });
+            }
+            Some(Err(())) => {
+                // It expired between the password check and now: the client must learn it.
+                self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session expired" });
+            }
+            _ => {}
+        }
+    }
+
+    /// After a restart every session found in this core's shards gets a full timeout to
+    /// reconnect (as in ZooKeeper); sessions that do not come back expire with their ephemerals.
+    pub fn rearm_sessions(&self) {
+        let shards = self.shards.borrow();
+        for slot in shards.values() {
+            for (session, info) in slot.shard.sessions() {
+                if self.sessions.is_some() {
+                    // The session core tracks its own shards' sessions before serving anything.
+                    self.with_tracker(|t| t.create(session, info.timeout_ms, INTERNAL_CONN, Instant::now()));
+                } else {
+                    let msg = Msg::SessionAttached { session, timeout_ms: info.timeout_ms, conn: INTERNAL_CONN, create: true };
+                    self.send(0, msg);
                 }
             }
         }
@@ -272,7 +307,10 @@ impl Core {
             }
             ShardOp::Sync => (ReplyBody::Synced, Vec::new()),
             ShardOp::CheckSession { passwd } => {
-                let info = slot.shard.session(request.session);
+                // Shard 0 lives on the session core: a session whose expiry is already decided
+                // (its close not yet applied) is not handed out again.
+                let tracked = self.sessions.as_ref().is_none_or(|t| t.borrow().contains(request.session));
+                let info = slot.shard.session(request.session).filter(|_| tracked);
                 let timeout = info.filter(|s| s.passwd == *passwd).map(|s| s.timeout_ms);
                 (ReplyBody::Session(timeout), Vec::new())
             }
@@ -331,7 +369,15 @@ impl Core {
 
     fn take_batch(&self) -> Vec<PendingWrite> {
         let mut pending = self.pending_writes.borrow_mut();
-        let count = pending.len().min(BATCH_ENTRIES_MAX);
+        let mut bytes = 0;
+        let mut count = 0;
+        for write in pending.iter().take(BATCH_ENTRIES_MAX) {
+            bytes += command_bytes(&write.command);
+            if count > 0 && bytes > BATCH_BYTES_MAX {
+                break;
+            }
+            count += 1;
+        }
         pending.drain(..count).collect()
     }
 
@@ -349,7 +395,9 @@ impl Core {
                 .collect()
         };
         for (_, entry) in &entries {
-            wal.append(&entry.to_bytes());
+            // Config validation keeps a request below the WAL's record limit; a violation is a
+            // bug, reported by the WAL's own check.
+            wal.try_append(&entry.to_bytes()).unwrap_or_else(|e| panic!("WAL refused an entry: {e}"));
         }
         let started = Instant::now();
         let flushed = wal.flush().await;
@@ -505,6 +553,28 @@ impl Core {
             stats.connections.push(c);
         }
         stats
+    }
+}
+
+/// Roughly the bytes a command adds to a batch (its data dominates).
+fn command_bytes(command: &Command) -> usize {
+    const OVERHEAD: usize = 256;
+    OVERHEAD
+        + match command {
+            Command::Create(op) => op.data.len() + op.path.len(),
+            Command::SetData(op) => op.data.len() + op.path.len(),
+            Command::Multi { ops, .. } => ops.len() * OVERHEAD + ops.iter().map(multi_op_bytes).sum::<usize>(),
+            _ => 0,
+        }
+}
+
+fn multi_op_bytes(op: &engine::command::MultiOp) -> usize {
+    use engine::command::MultiOp;
+    match op {
+        MultiOp::Create(c) => c.data.len() + c.path.len(),
+        MultiOp::SetData(s) => s.data.len() + s.path.len(),
+        MultiOp::Delete(d) => d.path.len(),
+        MultiOp::Check { path, .. } => path.len(),
     }
 }
 

@@ -10,7 +10,7 @@ pub mod sessions;
 
 use self::conn::Conn;
 use self::core::{Core, ShardSlot};
-use self::msg::{Msg, INTERNAL_CONN};
+use self::msg::Msg;
 use crate::config::Config;
 use crate::jute;
 use crate::wal::{Wal, WalConfig};
@@ -64,6 +64,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("cannot start the executor of core {core}: {e}"))?;
         handles.push(handle);
     }
+    // Only the cores hold senders now: a core that dies during start-up ends the wait at once.
+    drop(ready_tx);
     for _ in 0..cores {
         match ready_rx.recv_timeout(Duration::from_secs(600)) {
             Ok(Ok(())) => {}
@@ -171,7 +173,7 @@ async fn run_core(
     }
     let core = Rc::new(Core::new(core_id, config.clone(), shards, outboxes, write_tx));
     connect_mesh(&core, outgoing, incoming, outbox_receivers);
-    rearm_sessions(&core);
+    core.rearm_sessions();
     glommio::spawn_local(core.clone().commit_loop(wal, write_rx)).detach();
     glommio::spawn_local(core.clone().reap_loop()).detach();
     glommio::spawn_local(core.clone().touch_loop()).detach();
@@ -286,17 +288,6 @@ fn connect_mesh(
     }
 }
 
-/// After a restart every session found in the log gets a full timeout to reconnect (as in
-/// ZooKeeper); sessions that do not come back expire and lose their ephemerals.
-fn rearm_sessions(core: &Rc<Core>) {
-    let shards = core.shards.borrow();
-    for slot in shards.values() {
-        for (session, info) in slot.shard.sessions() {
-            core.send(0, Msg::SessionAttached { session, timeout_ms: info.timeout_ms, conn: INTERNAL_CONN });
-        }
-    }
-}
-
 async fn serve_connection(core: Rc<Core>, mut stream: TcpStream) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
     stream.set_nodelay(true)?;
@@ -324,6 +315,8 @@ async fn serve_connection(core: Rc<Core>, mut stream: TcpStream) -> std::io::Res
     // A client pings at a third of its timeout; silence for longer than the timeout means the
     // client is gone (its session expires on the same clock).
     stream.set_read_timeout(Some(Duration::from_millis(timeout_ms as u64 + 1000)))?;
+    // A client that stops reading must not pin the connection (and its watches) forever.
+    stream.set_write_timeout(Some(Duration::from_millis(timeout_ms.max(10_000) as u64)))?;
     let fd = stream.as_raw_fd();
     let (writer_tx, writer_rx) = local_channel::new_bounded(1);
     let (space_tx, space_rx) = local_channel::new_bounded(1);
@@ -352,7 +345,7 @@ async fn read_loop(
     let max_outstanding = conn_config(conn).max_outstanding_per_connection;
     let mut frame = Vec::with_capacity(4096);
     loop {
-        while conn.outstanding() >= max_outstanding && conn.closing().is_none() {
+        while (conn.awaiting_handshake() || conn.outstanding() >= max_outstanding) && conn.closing().is_none() {
             space.recv().await;
         }
         if conn.closing().is_some() {

@@ -12,9 +12,12 @@ use std::sync::Arc;
 /// Connection id of requests the server makes itself (session expiry, reaping): no reply.
 pub const INTERNAL_CONN: ConnId = u64::MAX;
 
+/// Connection ids are `core << 48 | counter`: 48 bits of counter never wrap in practice.
+pub const CONN_CORE_SHIFT: u32 = 48;
+
 /// The core that owns a connection.
 pub fn core_of_conn(conn: ConnId) -> usize {
-    (conn >> 32) as usize
+    (conn >> CONN_CORE_SHIFT) as usize
 }
 
 pub enum Msg {
@@ -28,8 +31,9 @@ pub enum Msg {
     DropConn { conn: ConnId },
     /// Any core → session core: these sessions showed signs of life.
     Touch { sessions: Vec<SessionId> },
-    /// Connection core → session core: a session is (re)attached to a connection.
-    SessionAttached { session: SessionId, timeout_ms: i32, conn: ConnId },
+    /// Connection core → session core: a session is attached to a connection; `create` for a
+    /// new session, else a reconnect (refused if the session expired meanwhile).
+    SessionAttached { session: SessionId, timeout_ms: i32, conn: ConnId, create: bool },
     /// Connection core → session core: a session was closed by its client.
     SessionClosed { session: SessionId },
     /// Session core → connection core: close this connection (session expired or moved).

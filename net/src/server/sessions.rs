@@ -29,13 +29,28 @@ impl SessionTracker {
         self.sessions.is_empty()
     }
 
-    /// Tracks a session (new, reconnected, or recovered from the log with `owner` None) and
-    /// returns the connection it was attached to before, if any.
-    pub fn attach(&mut self, session: SessionId, timeout_ms: i32, conn: ConnId, now: Instant) -> Option<ConnId> {
+    /// Starts tracking a new session (or one recovered from the log, `conn` = INTERNAL_CONN),
+    /// attached to `conn`. A recovered session that is already tracked is left alone.
+    pub fn create(&mut self, session: SessionId, timeout_ms: i32, conn: ConnId, now: Instant) {
         let owner = (conn != super::msg::INTERNAL_CONN).then_some(conn);
+        if owner.is_none() && self.sessions.contains_key(&session) {
+            return;
+        }
         let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-        let tracked = Tracked { timeout, deadline: now + timeout, owner };
-        self.sessions.insert(session, tracked).and_then(|previous| previous.owner)
+        self.sessions.insert(session, Tracked { timeout, deadline: now + timeout, owner });
+    }
+
+    /// Re-attaches a tracked session to a new connection. Err if the session is no longer
+    /// tracked (it expired or was closed): the caller must not let the client use it.
+    /// Ok(previous connection) otherwise.
+    pub fn reattach(&mut self, session: SessionId, conn: ConnId, now: Instant) -> Result<Option<ConnId>, ()> {
+        let tracked = self.sessions.get_mut(&session).ok_or(())?;
+        tracked.deadline = now + tracked.timeout;
+        Ok(std::mem::replace(&mut tracked.owner, Some(conn)))
+    }
+
+    pub fn contains(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
     }
 
     pub fn touch(&mut self, sessions: &[SessionId], now: Instant) {
@@ -63,19 +78,23 @@ impl SessionTracker {
 
 #[cfg(test)]
 mod tests {
+    use super::super::msg::INTERNAL_CONN;
     use super::*;
 
     #[test]
     fn sessions_expire_after_their_timeout_unless_touched() {
         let start = Instant::now();
         let mut tracker = SessionTracker::new();
-        assert_eq!(tracker.attach(1, 1000, 7, start), None);
-        tracker.attach(2, 3000, 8, start);
+        tracker.create(1, 1000, 7, start);
+        tracker.create(2, 3000, 8, start);
         assert!(tracker.expire(start + Duration::from_millis(999)).is_empty());
         tracker.touch(&[1], start + Duration::from_millis(900));
         assert!(tracker.expire(start + Duration::from_millis(1500)).is_empty());
         assert_eq!(tracker.expire(start + Duration::from_millis(1900)), vec![(1, Some(7))]);
-        assert_eq!(tracker.attach(2, 3000, 9, start), Some(8), "reattach reports the old connection");
+        assert_eq!(tracker.reattach(2, 9, start), Ok(Some(8)), "reattach reports the old connection");
+        assert_eq!(tracker.reattach(1, 9, start), Err(()), "an expired session cannot come back");
+        tracker.create(2, 5000, INTERNAL_CONN, start);
+        assert_eq!(tracker.reattach(2, 10, start), Ok(Some(9)), "log recovery does not replace a live owner");
         assert_eq!(tracker.len(), 1);
     }
 }
