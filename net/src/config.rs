@@ -119,6 +119,8 @@ mod tests {
         assert!(bad.validate().is_err());
         let config = Config { cores: 0, ..Config::default() }.validate().unwrap();
         assert!(config.cores >= 1);
+        let too_big = Config { max_request_bytes: 2 << 20, wal_segment_bytes: 2 << 20, ..Config::default() };
+        assert!(too_big.validate().is_err(), "a request must fit a WAL segment with room to spare");
         assert_eq!(config.negotiate_timeout_ms(1), 4000);
         assert_eq!(config.negotiate_timeout_ms(100_000), 40000);
     }
