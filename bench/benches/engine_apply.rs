@@ -37,12 +37,7 @@ fn create(path: String) -> Command {
 }
 
 fn apply(shard: &mut Shard, zxid: &mut i64, command: Command) {
-    let entry = LogEntry {
-        shard: 0,
-        zxid: *zxid,
-        time_ms: *zxid,
-        command,
-    };
+    let entry = LogEntry { shard: 0, zxid: *zxid, time_ms: *zxid, command };
     *zxid += 1;
     let applied = shard.apply(&entry);
     assert!(applied.result.is_ok(), "{:?}", applied.result);
@@ -60,21 +55,12 @@ fn bench_create(c: &mut Criterion) {
         b.iter_batched(
             || {
                 if let Some(path) = previous.take() {
-                    let delete = Command::Delete(DeleteOp {
-                        path,
-                        version: -1,
-                        auth: vec![],
-                    });
+                    let delete = Command::Delete(DeleteOp { path, version: -1, auth: vec![] });
                     apply(&mut shard.borrow_mut(), &mut zxid, delete);
                 }
                 let path = format!("/bench/c{zxid}");
                 previous = Some(path.clone());
-                let entry = LogEntry {
-                    shard: 0,
-                    zxid,
-                    time_ms: zxid,
-                    command: create(path),
-                };
+                let entry = LogEntry { shard: 0, zxid, time_ms: zxid, command: create(path) };
                 zxid += 1;
                 entry
             },
@@ -93,18 +79,9 @@ fn bench_set_data(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let path = format!("/bench/n{}", zxid as usize % PRELOADED_NODES);
-                let command = Command::SetData(SetDataOp {
-                    path,
-                    data: vec![9; VALUE_BYTES],
-                    version: -1,
-                    auth: vec![],
-                });
-                let entry = LogEntry {
-                    shard: 0,
-                    zxid,
-                    time_ms: zxid,
-                    command,
-                };
+                let command =
+                    Command::SetData(SetDataOp { path, data: vec![9; VALUE_BYTES], version: -1, auth: vec![] });
+                let entry = LogEntry { shard: 0, zxid, time_ms: zxid, command };
                 zxid += 1;
                 entry
             },
@@ -119,34 +96,21 @@ fn bench_get_data(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine_apply");
     group.throughput(Throughput::Elements(1));
     let (mut shard, _) = preloaded_shard();
-    let reads: Vec<ReadOp> = (0..PRELOADED_NODES)
-        .map(|i| ReadOp::GetData {
-            path: format!("/bench/n{i}"),
-            watch: false,
-        })
-        .collect();
+    let reads: Vec<ReadOp> =
+        (0..PRELOADED_NODES).map(|i| ReadOp::GetData { path: format!("/bench/n{i}"), watch: false }).collect();
     let mut next = 0;
     group.bench_function("get_data", |b| {
         b.iter(|| {
             let op = &reads[next % PRELOADED_NODES];
             next += 1;
-            black_box(shard.read(
-                Caller {
-                    session: 0,
-                    conn: 1,
-                    auth: &[],
-                },
-                op,
-            ))
+            black_box(shard.read(Caller { session: 0, conn: 1, auth: &[] }, op))
         })
     });
     group.finish();
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
+    Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1))
 }
 
 criterion_group! {

@@ -63,10 +63,7 @@ impl<'a> JuteReader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let remaining = self.remaining();
         if n > remaining {
-            return Err(DecodeError::Truncated {
-                needed: n,
-                remaining,
-            });
+            return Err(DecodeError::Truncated { needed: n, remaining });
         }
         let bytes = &self.buf[self.pos..self.pos + n];
         self.pos += n;

@@ -16,14 +16,11 @@ mod tests;
 
 pub use codec::{frame_len, DecodeError, JuteReader, JuteWriter};
 pub use records::{
-    decode_connect_request, decode_connect_response, encode_connect_request,
-    encode_connect_response, read_acls, read_stat, write_acls, write_stat, ConnectRequest,
-    ConnectResponse, ReplyHeader, RequestHeader, STAT_BYTES,
+    decode_connect_request, decode_connect_response, encode_connect_request, encode_connect_response, read_acls,
+    read_stat, write_acls, write_stat, ConnectRequest, ConnectResponse, ReplyHeader, RequestHeader, STAT_BYTES,
 };
 pub use request::{decode_request, encode_request, Request};
-pub use response::{
-    decode_notification, decode_reply, encode_notification, encode_reply, Response,
-};
+pub use response::{decode_notification, decode_reply, encode_notification, encode_reply, Response};
 
 /// ZooDefs.OpCode.
 pub mod opcode {

@@ -45,10 +45,7 @@ fn read_acl(r: &mut JuteReader<'_>) -> Result<Acl, DecodeError> {
     let perms = r.read_i32()?;
     let scheme = r.read_ustring()?;
     let id = r.read_ustring()?;
-    Ok(Acl {
-        perms,
-        id: Id { scheme, id },
-    })
+    Ok(Acl { perms, id: Id { scheme, id } })
 }
 
 fn write_acl(w: &mut JuteWriter<'_>, a: &Acl) {
@@ -157,10 +154,7 @@ pub struct RequestHeader {
 
 impl RequestHeader {
     pub fn read(r: &mut JuteReader<'_>) -> Result<RequestHeader, DecodeError> {
-        Ok(RequestHeader {
-            xid: r.read_i32()?,
-            opcode: r.read_i32()?,
-        })
+        Ok(RequestHeader { xid: r.read_i32()?, opcode: r.read_i32()? })
     }
 
     pub fn write(&self, w: &mut JuteWriter<'_>) {
@@ -179,11 +173,7 @@ pub struct ReplyHeader {
 
 impl ReplyHeader {
     pub fn read(r: &mut JuteReader<'_>) -> Result<ReplyHeader, DecodeError> {
-        Ok(ReplyHeader {
-            xid: r.read_i32()?,
-            zxid: r.read_i64()?,
-            err: r.read_i32()?,
-        })
+        Ok(ReplyHeader { xid: r.read_i32()?, zxid: r.read_i64()?, err: r.read_i32()? })
     }
 
     pub fn write(&self, w: &mut JuteWriter<'_>) {
@@ -204,18 +194,10 @@ pub(crate) struct MultiHeader {
 
 impl MultiHeader {
     /// The terminator both directions write: {type -1, done true, err -1}.
-    pub const END: MultiHeader = MultiHeader {
-        op: -1,
-        done: true,
-        err: -1,
-    };
+    pub const END: MultiHeader = MultiHeader { op: -1, done: true, err: -1 };
 
     pub fn read(r: &mut JuteReader<'_>) -> Result<MultiHeader, DecodeError> {
-        Ok(MultiHeader {
-            op: r.read_i32()?,
-            done: r.read_bool()?,
-            err: r.read_i32()?,
-        })
+        Ok(MultiHeader { op: r.read_i32()?, done: r.read_bool()?, err: r.read_i32()? })
     }
 
     pub fn write(&self, w: &mut JuteWriter<'_>) {

@@ -157,9 +157,7 @@ impl Request {
 /// header is returned when it was readable, so the server can still answer the xid (with
 /// ZUNIMPLEMENTED for `UnknownOpcode`, ZMARSHALLINGERROR otherwise). Trailing bytes after the
 /// body are ignored, as ZooKeeper's server ignores them.
-pub fn decode_request(
-    frame: &[u8],
-) -> Result<(RequestHeader, Request), (Option<RequestHeader>, DecodeError)> {
+pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), (Option<RequestHeader>, DecodeError)> {
     let mut r = JuteReader::new(frame);
     let header = RequestHeader::read(&mut r).map_err(|e| (None, e))?;
     let request = read_body(&mut r, header.opcode).map_err(|e| (Some(header), e))?;
@@ -179,39 +177,17 @@ fn read_body(r: &mut JuteReader<'_>, op: i32) -> Result<Request, DecodeError> {
     use opcode::*;
     match op {
         CREATE | CREATE2 | CREATE_CONTAINER | CREATE_TTL => read_create(r, op),
-        DELETE => Ok(Request::Delete {
-            path: r.read_ustring()?,
-            version: r.read_i32()?,
-        }),
-        EXISTS => Ok(Request::Exists {
-            path: r.read_ustring()?,
-            watch: r.read_bool()?,
-        }),
-        GET_DATA => Ok(Request::GetData {
-            path: r.read_ustring()?,
-            watch: r.read_bool()?,
-        }),
+        DELETE => Ok(Request::Delete { path: r.read_ustring()?, version: r.read_i32()? }),
+        EXISTS => Ok(Request::Exists { path: r.read_ustring()?, watch: r.read_bool()? }),
+        GET_DATA => Ok(Request::GetData { path: r.read_ustring()?, watch: r.read_bool()? }),
         SET_DATA => read_set_data(r),
-        GET_ACL => Ok(Request::GetAcl {
-            path: r.read_ustring()?,
-        }),
+        GET_ACL => Ok(Request::GetAcl { path: r.read_ustring()? }),
         SET_ACL => read_set_acl(r),
-        GET_CHILDREN => Ok(Request::GetChildren {
-            path: r.read_ustring()?,
-            watch: r.read_bool()?,
-        }),
-        GET_CHILDREN2 => Ok(Request::GetChildren2 {
-            path: r.read_ustring()?,
-            watch: r.read_bool()?,
-        }),
-        SYNC => Ok(Request::Sync {
-            path: r.read_ustring()?,
-        }),
+        GET_CHILDREN => Ok(Request::GetChildren { path: r.read_ustring()?, watch: r.read_bool()? }),
+        GET_CHILDREN2 => Ok(Request::GetChildren2 { path: r.read_ustring()?, watch: r.read_bool()? }),
+        SYNC => Ok(Request::Sync { path: r.read_ustring()? }),
         PING => Ok(Request::Ping),
-        CHECK => Ok(Request::Check {
-            path: r.read_ustring()?,
-            version: r.read_i32()?,
-        }),
+        CHECK => Ok(Request::Check { path: r.read_ustring()?, version: r.read_i32()? }),
         MULTI => Ok(Request::Multi(read_multi(r, MULTI)?)),
         MULTI_READ => Ok(Request::MultiRead(read_multi(r, MULTI_READ)?)),
         _ => read_session_body(r, op),
@@ -223,32 +199,17 @@ fn read_session_body(r: &mut JuteReader<'_>, op: i32) -> Result<Request, DecodeE
     use opcode::*;
     match op {
         RECONFIG => read_reconfig(r),
-        CHECK_WATCHES => Ok(Request::CheckWatches {
-            path: r.read_ustring()?,
-            watcher_type: r.read_i32()?,
-        }),
-        REMOVE_WATCHES => Ok(Request::RemoveWatches {
-            path: r.read_ustring()?,
-            watcher_type: r.read_i32()?,
-        }),
+        CHECK_WATCHES => Ok(Request::CheckWatches { path: r.read_ustring()?, watcher_type: r.read_i32()? }),
+        REMOVE_WATCHES => Ok(Request::RemoveWatches { path: r.read_ustring()?, watcher_type: r.read_i32()? }),
         AUTH => read_auth(r),
         SET_WATCHES => read_set_watches(r),
         SET_WATCHES2 => read_set_watches2(r),
-        GET_EPHEMERALS => Ok(Request::GetEphemerals {
-            prefix: r.read_ustring()?,
-        }),
-        GET_ALL_CHILDREN_NUMBER => Ok(Request::GetAllChildrenNumber {
-            path: r.read_ustring()?,
-        }),
-        ADD_WATCH => Ok(Request::AddWatch {
-            path: r.read_ustring()?,
-            mode: r.read_i32()?,
-        }),
+        GET_EPHEMERALS => Ok(Request::GetEphemerals { prefix: r.read_ustring()? }),
+        GET_ALL_CHILDREN_NUMBER => Ok(Request::GetAllChildrenNumber { path: r.read_ustring()? }),
+        ADD_WATCH => Ok(Request::AddWatch { path: r.read_ustring()?, mode: r.read_i32()? }),
         WHO_AM_I => Ok(Request::WhoAmI),
         CLOSE_SESSION => Ok(Request::CloseSession),
-        SASL => Ok(Request::Sasl {
-            token: r.read_buffer()?,
-        }),
+        SASL => Ok(Request::Sasl { token: r.read_buffer()? }),
         _ => Err(DecodeError::UnknownOpcode(op)),
     }
 }
@@ -259,35 +220,16 @@ fn read_create(r: &mut JuteReader<'_>, op: i32) -> Result<Request, DecodeError> 
     let data = r.read_buffer()?;
     let acl = read_acls(r)?;
     let flags = r.read_i32()?;
-    let ttl_ms = if op == opcode::CREATE_TTL {
-        r.read_i64()?
-    } else {
-        0
-    };
-    Ok(Request::Create {
-        opcode: op,
-        path,
-        data,
-        acl,
-        flags,
-        ttl_ms,
-    })
+    let ttl_ms = if op == opcode::CREATE_TTL { r.read_i64()? } else { 0 };
+    Ok(Request::Create { opcode: op, path, data, acl, flags, ttl_ms })
 }
 
 fn read_set_data(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
-    Ok(Request::SetData {
-        path: r.read_ustring()?,
-        data: r.read_buffer()?,
-        version: r.read_i32()?,
-    })
+    Ok(Request::SetData { path: r.read_ustring()?, data: r.read_buffer()?, version: r.read_i32()? })
 }
 
 fn read_set_acl(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
-    Ok(Request::SetAcl {
-        path: r.read_ustring()?,
-        acl: read_acls(r)?,
-        version: r.read_i32()?,
-    })
+    Ok(Request::SetAcl { path: r.read_ustring()?, acl: read_acls(r)?, version: r.read_i32()? })
 }
 
 fn read_reconfig(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
@@ -300,11 +242,7 @@ fn read_reconfig(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
 }
 
 fn read_auth(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
-    Ok(Request::Auth {
-        auth_type: r.read_i32()?,
-        scheme: r.read_ustring()?,
-        auth: r.read_buffer()?,
-    })
+    Ok(Request::Auth { auth_type: r.read_i32()?, scheme: r.read_ustring()?, auth: r.read_buffer()? })
 }
 
 fn read_set_watches(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
@@ -333,10 +271,7 @@ fn read_set_watches2(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
 fn allowed_in_multi(multi: i32, op: i32) -> bool {
     use opcode::*;
     match multi {
-        MULTI => matches!(
-            op,
-            CREATE | CREATE2 | CREATE_CONTAINER | CREATE_TTL | DELETE | SET_DATA | CHECK
-        ),
+        MULTI => matches!(op, CREATE | CREATE2 | CREATE_CONTAINER | CREATE_TTL | DELETE | SET_DATA | CHECK),
         _ => matches!(op, GET_CHILDREN | GET_DATA),
     }
 }
@@ -360,14 +295,7 @@ fn read_multi(r: &mut JuteReader<'_>, multi: i32) -> Result<Vec<Request>, Decode
 fn write_body(w: &mut JuteWriter<'_>, req: &Request) {
     use Request::*;
     match req {
-        Create {
-            opcode,
-            path,
-            data,
-            acl,
-            flags,
-            ttl_ms,
-        } => write_create(w, *opcode, path, data, acl, *flags, *ttl_ms),
+        Create { opcode, path, data, acl, flags, ttl_ms } => write_create(w, *opcode, path, data, acl, *flags, *ttl_ms),
         Delete { path, version } | Check { path, version } => write_path_int(w, path, *version),
         CheckWatches { path, watcher_type } | RemoveWatches { path, watcher_type } => {
             write_path_int(w, path, *watcher_type)
@@ -380,11 +308,7 @@ fn write_body(w: &mut JuteWriter<'_>, req: &Request) {
             w.write_ustring(path);
             w.write_bool(*watch);
         }
-        SetData {
-            path,
-            data,
-            version,
-        } => {
+        SetData { path, data, version } => {
             w.write_ustring(path);
             w.write_buffer(data);
             w.write_i32(*version);
@@ -398,40 +322,19 @@ fn write_body(w: &mut JuteWriter<'_>, req: &Request) {
         }
         Ping | WhoAmI | CloseSession => {}
         Multi(ops) | MultiRead(ops) => write_multi(w, ops),
-        Reconfig {
-            joining,
-            leaving,
-            new_members,
-            config_id,
-        } => {
+        Reconfig { joining, leaving, new_members, config_id } => {
             w.write_ustring_opt(joining.as_deref());
             w.write_ustring_opt(leaving.as_deref());
             w.write_ustring_opt(new_members.as_deref());
             w.write_i64(*config_id);
         }
-        Auth {
-            auth_type,
-            scheme,
-            auth,
-        } => {
+        Auth { auth_type, scheme, auth } => {
             w.write_i32(*auth_type);
             w.write_ustring(scheme);
             w.write_buffer(auth);
         }
-        SetWatches {
-            relative_zxid,
-            data,
-            exist,
-            child,
-        } => write_watch_lists(w, *relative_zxid, &[data, exist, child]),
-        SetWatches2 {
-            relative_zxid,
-            data,
-            exist,
-            child,
-            persistent,
-            persistent_recursive,
-        } => {
+        SetWatches { relative_zxid, data, exist, child } => write_watch_lists(w, *relative_zxid, &[data, exist, child]),
+        SetWatches2 { relative_zxid, data, exist, child, persistent, persistent_recursive } => {
             let lists = [data, exist, child, persistent, persistent_recursive];
             write_watch_lists(w, *relative_zxid, &lists)
         }
@@ -451,15 +354,7 @@ fn write_path_int(w: &mut JuteWriter<'_>, path: &str, v: i32) {
     w.write_i32(v);
 }
 
-fn write_create(
-    w: &mut JuteWriter<'_>,
-    op: i32,
-    path: &str,
-    data: &[u8],
-    acl: &[Acl],
-    flags: i32,
-    ttl_ms: i64,
-) {
+fn write_create(w: &mut JuteWriter<'_>, op: i32, path: &str, data: &[u8], acl: &[Acl], flags: i32, ttl_ms: i64) {
     w.write_ustring(path);
     w.write_buffer(data);
     write_acls(w, acl);
@@ -473,12 +368,7 @@ fn write_create(
 /// The op headers carry err -1, as MultiOperationRecord writes them.
 fn write_multi(w: &mut JuteWriter<'_>, ops: &[Request]) {
     for op in ops {
-        MultiHeader {
-            op: op.opcode(),
-            done: false,
-            err: -1,
-        }
-        .write(w);
+        MultiHeader { op: op.opcode(), done: false, err: -1 }.write(w);
         write_body(w, op);
     }
     MultiHeader::END.write(w);

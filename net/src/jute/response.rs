@@ -77,12 +77,7 @@ pub fn encode_reply(out: &mut Vec<u8>, header: &ReplyHeader, body: &Response) {
 /// WatcherEvent{type, state, path}.
 pub fn encode_notification(out: &mut Vec<u8>, zxid: i64, event_type: i32, state: i32, path: &str) {
     write_frame(out, |w| {
-        ReplyHeader {
-            xid: xid::NOTIFICATION,
-            zxid,
-            err: 0,
-        }
-        .write(w);
+        ReplyHeader { xid: xid::NOTIFICATION, zxid, err: 0 }.write(w);
         w.write_i32(event_type);
         w.write_i32(state);
         w.write_ustring(path);
@@ -107,11 +102,7 @@ pub fn decode_notification(frame: &[u8]) -> Result<(ReplyHeader, i32, i32, Strin
 pub fn decode_reply(frame: &[u8], op: i32) -> Result<(ReplyHeader, Response), DecodeError> {
     let mut r = JuteReader::new(frame);
     let header = ReplyHeader::read(&mut r)?;
-    let body = if header.err == 0 {
-        read_response(&mut r, op)?
-    } else {
-        Response::Empty
-    };
+    let body = if header.err == 0 { read_response(&mut r, op)? } else { Response::Empty };
     r.finish()?;
     Ok((header, body))
 }
@@ -119,40 +110,24 @@ pub fn decode_reply(frame: &[u8], op: i32) -> Result<(ReplyHeader, Response), De
 fn read_response(r: &mut JuteReader<'_>, op: i32) -> Result<Response, DecodeError> {
     use opcode::*;
     match op {
-        DELETE | SET_WATCHES | SET_WATCHES2 | AUTH | REMOVE_WATCHES | CHECK_WATCHES | ADD_WATCH
-        | CLOSE_SESSION | PING | CHECK => Ok(Response::Empty),
-        CREATE => Ok(Response::Create {
-            path: r.read_ustring()?,
-        }),
-        CREATE2 | CREATE_CONTAINER | CREATE_TTL => Ok(Response::Create2 {
-            path: r.read_ustring()?,
-            stat: read_stat(r)?,
-        }),
+        DELETE | SET_WATCHES | SET_WATCHES2 | AUTH | REMOVE_WATCHES | CHECK_WATCHES | ADD_WATCH | CLOSE_SESSION
+        | PING | CHECK => Ok(Response::Empty),
+        CREATE => Ok(Response::Create { path: r.read_ustring()? }),
+        CREATE2 | CREATE_CONTAINER | CREATE_TTL => {
+            Ok(Response::Create2 { path: r.read_ustring()?, stat: read_stat(r)? })
+        }
         EXISTS | SET_DATA | SET_ACL => Ok(Response::Stat(read_stat(r)?)),
-        GET_DATA | RECONFIG => Ok(Response::Data {
-            data: r.read_buffer()?,
-            stat: read_stat(r)?,
-        }),
-        GET_ACL => Ok(Response::Acl {
-            acl: read_acls(r)?,
-            stat: read_stat(r)?,
-        }),
+        GET_DATA | RECONFIG => Ok(Response::Data { data: r.read_buffer()?, stat: read_stat(r)? }),
+        GET_ACL => Ok(Response::Acl { acl: read_acls(r)?, stat: read_stat(r)? }),
         GET_CHILDREN => Ok(Response::Children(r.read_string_vec()?)),
-        GET_CHILDREN2 => Ok(Response::Children2 {
-            children: r.read_string_vec()?,
-            stat: read_stat(r)?,
-        }),
-        SYNC => Ok(Response::Sync {
-            path: r.read_ustring()?,
-        }),
+        GET_CHILDREN2 => Ok(Response::Children2 { children: r.read_string_vec()?, stat: read_stat(r)? }),
+        SYNC => Ok(Response::Sync { path: r.read_ustring()? }),
         MULTI => Ok(Response::Multi(read_multi_results(r)?)),
         MULTI_READ => Ok(Response::MultiRead(read_multi_read_results(r)?)),
         GET_ALL_CHILDREN_NUMBER => Ok(Response::Number(r.read_i32()?)),
         GET_EPHEMERALS => Ok(Response::Ephemerals(r.read_string_vec()?)),
         WHO_AM_I => Ok(Response::WhoAmI(r.read_vec(8, read_client_info)?)),
-        SASL => Ok(Response::Sasl {
-            token: r.read_buffer()?,
-        }),
+        SASL => Ok(Response::Sasl { token: r.read_buffer()? }),
         _ => Err(DecodeError::UnknownOpcode(op)),
     }
 }
@@ -176,9 +151,7 @@ fn write_response(w: &mut JuteWriter<'_>, body: &Response) {
             write_acls(w, acl);
             write_stat(w, stat);
         }
-        Response::Children(children) | Response::Ephemerals(children) => {
-            w.write_string_vec(children)
-        }
+        Response::Children(children) | Response::Ephemerals(children) => w.write_string_vec(children),
         Response::Children2 { children, stat } => {
             w.write_string_vec(children);
             write_stat(w, stat);
@@ -202,21 +175,12 @@ fn write_data(w: &mut JuteWriter<'_>, data: &[u8], stat: &Stat) {
 
 /// ErrorResult: header {type -1, done false, err} then ErrorResponse{err}.
 fn write_error_result(w: &mut JuteWriter<'_>, err: i32) {
-    MultiHeader {
-        op: opcode::ERROR,
-        done: false,
-        err,
-    }
-    .write(w);
+    MultiHeader { op: opcode::ERROR, done: false, err }.write(w);
     w.write_i32(err);
 }
 
 fn result_header(op: i32) -> MultiHeader {
-    MultiHeader {
-        op,
-        done: false,
-        err: 0,
-    }
+    MultiHeader { op, done: false, err: 0 }
 }
 
 /// OpResult.CreateResult has only two wire types: create (path) and create2 (path, stat);
@@ -279,14 +243,8 @@ fn read_multi_results(r: &mut JuteReader<'_>) -> Result<Vec<(i32, MultiResult)>,
             return Ok(results);
         }
         let result = match h.op {
-            opcode::CREATE => MultiResult::Create {
-                path: r.read_ustring()?,
-                stat: Stat::default(),
-            },
-            opcode::CREATE2 => MultiResult::Create {
-                path: r.read_ustring()?,
-                stat: read_stat(r)?,
-            },
+            opcode::CREATE => MultiResult::Create { path: r.read_ustring()?, stat: Stat::default() },
+            opcode::CREATE2 => MultiResult::Create { path: r.read_ustring()?, stat: read_stat(r)? },
             opcode::DELETE => MultiResult::Delete,
             opcode::CHECK => MultiResult::Check,
             opcode::SET_DATA => MultiResult::SetData(read_stat(r)?),
@@ -297,9 +255,7 @@ fn read_multi_results(r: &mut JuteReader<'_>) -> Result<Vec<(i32, MultiResult)>,
     }
 }
 
-fn read_multi_read_results(
-    r: &mut JuteReader<'_>,
-) -> Result<Vec<Result<ReadResult, i32>>, DecodeError> {
+fn read_multi_read_results(r: &mut JuteReader<'_>) -> Result<Vec<Result<ReadResult, i32>>, DecodeError> {
     let mut results = Vec::new();
     loop {
         let h = MultiHeader::read(r)?;
@@ -307,10 +263,7 @@ fn read_multi_read_results(
             return Ok(results);
         }
         let result = match h.op {
-            opcode::GET_DATA => Ok(ReadResult::Data {
-                data: r.read_buffer()?,
-                stat: read_stat(r)?,
-            }),
+            opcode::GET_DATA => Ok(ReadResult::Data { data: r.read_buffer()?, stat: read_stat(r)? }),
             opcode::GET_CHILDREN => Ok(ReadResult::Children(r.read_string_vec()?)),
             opcode::ERROR => Err(r.read_i32()?),
             other => return Err(DecodeError::InvalidMultiResult(other)),

@@ -24,16 +24,7 @@ fn stat(seed: i64) -> Stat {
 }
 
 fn acls() -> Vec<Acl> {
-    vec![
-        Acl {
-            perms: 31,
-            id: Id::world_anyone(),
-        },
-        Acl {
-            perms: 1,
-            id: Id::new("digest", "bob:c2VjcmV0"),
-        },
-    ]
+    vec![Acl { perms: 31, id: Id::world_anyone() }, Acl { perms: 1, id: Id::new("digest", "bob:c2VjcmV0") }]
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -43,11 +34,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// The frame body after the 4-byte prefix, checking the prefix against the body length.
 fn body(frame: &[u8]) -> &[u8] {
     let len = frame_len(frame).expect("frame has a length prefix");
-    assert_eq!(
-        len as usize,
-        frame.len() - 4,
-        "length prefix matches the body"
-    );
+    assert_eq!(len as usize, frame.len() - 4, "length prefix matches the body");
     &frame[4..]
 }
 
@@ -68,62 +55,28 @@ fn write_ops() -> Vec<Request> {
         create(opcode::CREATE2, 0),
         create(opcode::CREATE_CONTAINER, 0),
         create(opcode::CREATE_TTL, 60_000),
-        Request::Delete {
-            path: "/a".into(),
-            version: -1,
-        },
-        Request::SetData {
-            path: "/b".into(),
-            data: vec![0, 1, 2],
-            version: 7,
-        },
-        Request::Check {
-            path: "/c".into(),
-            version: 2,
-        },
+        Request::Delete { path: "/a".into(), version: -1 },
+        Request::SetData { path: "/b".into(), data: vec![0, 1, 2], version: 7 },
+        Request::Check { path: "/c".into(), version: 2 },
     ]
 }
 
 fn all_requests() -> Vec<Request> {
     let mut reqs = write_ops();
     reqs.extend([
-        Request::Exists {
-            path: "/e".into(),
-            watch: true,
-        },
-        Request::GetData {
-            path: "/d".into(),
-            watch: false,
-        },
-        Request::GetAcl {
-            path: "/acl".into(),
-        },
-        Request::SetAcl {
-            path: "/acl".into(),
-            acl: acls(),
-            version: 1,
-        },
-        Request::GetChildren {
-            path: "/".into(),
-            watch: true,
-        },
-        Request::GetChildren2 {
-            path: "/x".into(),
-            watch: false,
-        },
+        Request::Exists { path: "/e".into(), watch: true },
+        Request::GetData { path: "/d".into(), watch: false },
+        Request::GetAcl { path: "/acl".into() },
+        Request::SetAcl { path: "/acl".into(), acl: acls(), version: 1 },
+        Request::GetChildren { path: "/".into(), watch: true },
+        Request::GetChildren2 { path: "/x".into(), watch: false },
         Request::Sync { path: "/s".into() },
         Request::Ping,
         Request::Multi(write_ops()),
         Request::Multi(vec![]),
         Request::MultiRead(vec![
-            Request::GetChildren {
-                path: "/".into(),
-                watch: false,
-            },
-            Request::GetData {
-                path: "/d".into(),
-                watch: false,
-            },
+            Request::GetChildren { path: "/".into(), watch: false },
+            Request::GetData { path: "/d".into(), watch: false },
         ]),
         Request::Reconfig {
             joining: Some("server.4=h4:2888:3888;2181".into()),
@@ -131,19 +84,9 @@ fn all_requests() -> Vec<Request> {
             new_members: None,
             config_id: -1,
         },
-        Request::CheckWatches {
-            path: "/w".into(),
-            watcher_type: 1,
-        },
-        Request::RemoveWatches {
-            path: "/w".into(),
-            watcher_type: 3,
-        },
-        Request::Auth {
-            auth_type: 0,
-            scheme: "digest".into(),
-            auth: b"bob:secret".to_vec(),
-        },
+        Request::CheckWatches { path: "/w".into(), watcher_type: 1 },
+        Request::RemoveWatches { path: "/w".into(), watcher_type: 3 },
+        Request::Auth { auth_type: 0, scheme: "digest".into(), auth: b"bob:secret".to_vec() },
         Request::SetWatches {
             relative_zxid: 0x1_0000_0005,
             data: strings(&["/a", "/b"]),
@@ -160,29 +103,17 @@ fn all_requests() -> Vec<Request> {
         },
         Request::GetEphemerals { prefix: "/".into() },
         Request::GetAllChildrenNumber { path: "/n".into() },
-        Request::AddWatch {
-            path: "/aw".into(),
-            mode: 1,
-        },
+        Request::AddWatch { path: "/aw".into(), mode: 1 },
         Request::WhoAmI,
         Request::CloseSession,
-        Request::Sasl {
-            token: vec![0x60, 0x82],
-        },
+        Request::Sasl { token: vec![0x60, 0x82] },
     ]);
     reqs
 }
 
 fn encode_req(xid: i32, req: &Request) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_request(
-        &mut out,
-        &RequestHeader {
-            xid,
-            opcode: req.opcode(),
-        },
-        req,
-    );
+    encode_request(&mut out, &RequestHeader { xid, opcode: req.opcode() }, req);
     out
 }
 
@@ -191,13 +122,7 @@ fn jute_every_request_round_trips() {
     for (i, req) in all_requests().into_iter().enumerate() {
         let frame = encode_req(i as i32 + 1, &req);
         let (header, decoded) = decode_request(body(&frame)).expect("decodes");
-        assert_eq!(
-            header,
-            RequestHeader {
-                xid: i as i32 + 1,
-                opcode: req.opcode()
-            }
-        );
+        assert_eq!(header, RequestHeader { xid: i as i32 + 1, opcode: req.opcode() });
         assert_eq!(decoded, req);
     }
 }
@@ -209,10 +134,7 @@ fn jute_every_strict_prefix_of_a_request_body_is_an_error() {
         let body = body(&frame);
         // Ping, WhoAmI and CloseSession have no body: only header prefixes can be short.
         for cut in 0..body.len() {
-            assert!(
-                decode_request(&body[..cut]).is_err(),
-                "{req:?} cut at {cut}"
-            );
+            assert!(decode_request(&body[..cut]).is_err(), "{req:?} cut at {cut}");
         }
     }
 }
@@ -223,88 +145,24 @@ fn all_replies() -> Vec<(i32, Response)> {
         (DELETE, Response::Empty),
         (PING, Response::Empty),
         (SET_WATCHES2, Response::Empty),
-        (
-            CREATE,
-            Response::Create {
-                path: "/app/lock-0000000001".into(),
-            },
-        ),
-        (
-            CREATE2,
-            Response::Create2 {
-                path: "/c".into(),
-                stat: stat(1),
-            },
-        ),
-        (
-            CREATE_CONTAINER,
-            Response::Create2 {
-                path: "/cc".into(),
-                stat: stat(2),
-            },
-        ),
-        (
-            CREATE_TTL,
-            Response::Create2 {
-                path: "/ttl".into(),
-                stat: stat(3),
-            },
-        ),
+        (CREATE, Response::Create { path: "/app/lock-0000000001".into() }),
+        (CREATE2, Response::Create2 { path: "/c".into(), stat: stat(1) }),
+        (CREATE_CONTAINER, Response::Create2 { path: "/cc".into(), stat: stat(2) }),
+        (CREATE_TTL, Response::Create2 { path: "/ttl".into(), stat: stat(3) }),
         (EXISTS, Response::Stat(stat(4))),
         (SET_DATA, Response::Stat(stat(5))),
         (SET_ACL, Response::Stat(stat(6))),
-        (
-            GET_DATA,
-            Response::Data {
-                data: b"hello".to_vec(),
-                stat: stat(7),
-            },
-        ),
-        (
-            GET_DATA,
-            Response::Data {
-                data: vec![],
-                stat: stat(8),
-            },
-        ),
-        (
-            RECONFIG,
-            Response::Data {
-                data: b"server.1=h1".to_vec(),
-                stat: stat(9),
-            },
-        ),
-        (
-            GET_ACL,
-            Response::Acl {
-                acl: acls(),
-                stat: stat(10),
-            },
-        ),
+        (GET_DATA, Response::Data { data: b"hello".to_vec(), stat: stat(7) }),
+        (GET_DATA, Response::Data { data: vec![], stat: stat(8) }),
+        (RECONFIG, Response::Data { data: b"server.1=h1".to_vec(), stat: stat(9) }),
+        (GET_ACL, Response::Acl { acl: acls(), stat: stat(10) }),
         (GET_CHILDREN, Response::Children(strings(&["a", "b", "zz"]))),
-        (
-            GET_CHILDREN2,
-            Response::Children2 {
-                children: strings(&["x"]),
-                stat: stat(11),
-            },
-        ),
+        (GET_CHILDREN2, Response::Children2 { children: strings(&["x"]), stat: stat(11) }),
         (SYNC, Response::Sync { path: "/s".into() }),
         (GET_ALL_CHILDREN_NUMBER, Response::Number(42)),
-        (
-            GET_EPHEMERALS,
-            Response::Ephemerals(strings(&["/e1", "/e2"])),
-        ),
-        (
-            WHO_AM_I,
-            Response::WhoAmI(vec![("ip".into(), "127.0.0.1".into())]),
-        ),
-        (
-            SASL,
-            Response::Sasl {
-                token: vec![1, 2, 3],
-            },
-        ),
+        (GET_EPHEMERALS, Response::Ephemerals(strings(&["/e1", "/e2"]))),
+        (WHO_AM_I, Response::WhoAmI(vec![("ip".into(), "127.0.0.1".into())])),
+        (SASL, Response::Sasl { token: vec![1, 2, 3] }),
         (MULTI, Response::Multi(vec![])),
         (MULTI_READ, Response::MultiRead(vec![])),
     ]
@@ -312,15 +170,7 @@ fn all_replies() -> Vec<(i32, Response)> {
 
 fn encode_rep(xid: i32, err: i32, body: &Response) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_reply(
-        &mut out,
-        &ReplyHeader {
-            xid,
-            zxid: 0x5_0000_0001,
-            err,
-        },
-        body,
-    );
+    encode_reply(&mut out, &ReplyHeader { xid, zxid: 0x5_0000_0001, err }, body);
     out
 }
 
@@ -329,28 +179,14 @@ fn jute_every_reply_round_trips() {
     for (i, (op, rep)) in all_replies().into_iter().enumerate() {
         let frame = encode_rep(i as i32, 0, &rep);
         let (header, decoded) = decode_reply(body(&frame), op).expect("decodes");
-        assert_eq!(
-            header,
-            ReplyHeader {
-                xid: i as i32,
-                zxid: 0x5_0000_0001,
-                err: 0
-            }
-        );
+        assert_eq!(header, ReplyHeader { xid: i as i32, zxid: 0x5_0000_0001, err: 0 });
         assert_eq!(decoded, rep, "opcode {op}");
     }
 }
 
 #[test]
 fn jute_error_reply_has_no_body() {
-    let frame = encode_rep(
-        3,
-        -101,
-        &Response::Data {
-            data: b"ignored".to_vec(),
-            stat: stat(1),
-        },
-    );
+    let frame = encode_rep(3, -101, &Response::Data { data: b"ignored".to_vec(), stat: stat(1) });
     assert_eq!(frame.len(), 4 + 16, "length prefix and ReplyHeader only");
     let (header, rep) = decode_reply(body(&frame), opcode::GET_DATA).unwrap();
     assert_eq!(header.err, -101);
@@ -361,20 +197,8 @@ fn jute_error_reply_has_no_body() {
 fn jute_multi_with_mixed_ops_round_trips() {
     use opcode::*;
     let results = vec![
-        (
-            CREATE,
-            MultiResult::Create {
-                path: "/a".into(),
-                stat: Stat::default(),
-            },
-        ),
-        (
-            CREATE2,
-            MultiResult::Create {
-                path: "/b".into(),
-                stat: stat(1),
-            },
-        ),
+        (CREATE, MultiResult::Create { path: "/a".into(), stat: Stat::default() }),
+        (CREATE2, MultiResult::Create { path: "/b".into(), stat: stat(1) }),
         (DELETE, MultiResult::Delete),
         (SET_DATA, MultiResult::SetData(stat(2))),
         (CHECK, MultiResult::Check),
@@ -389,38 +213,14 @@ fn jute_multi_container_and_ttl_results_travel_as_create2() {
     // MultiResponse.deserialize knows only create (1) and create2 (15) result types.
     use opcode::*;
     let sent = vec![
-        (
-            CREATE_CONTAINER,
-            MultiResult::Create {
-                path: "/c".into(),
-                stat: stat(1),
-            },
-        ),
-        (
-            CREATE_TTL,
-            MultiResult::Create {
-                path: "/t".into(),
-                stat: stat(2),
-            },
-        ),
+        (CREATE_CONTAINER, MultiResult::Create { path: "/c".into(), stat: stat(1) }),
+        (CREATE_TTL, MultiResult::Create { path: "/t".into(), stat: stat(2) }),
     ];
     let frame = encode_rep(7, 0, &Response::Multi(sent));
     let (_, rep) = decode_reply(body(&frame), MULTI).unwrap();
     let expected = vec![
-        (
-            CREATE2,
-            MultiResult::Create {
-                path: "/c".into(),
-                stat: stat(1),
-            },
-        ),
-        (
-            CREATE2,
-            MultiResult::Create {
-                path: "/t".into(),
-                stat: stat(2),
-            },
-        ),
+        (CREATE2, MultiResult::Create { path: "/c".into(), stat: stat(1) }),
+        (CREATE2, MultiResult::Create { path: "/t".into(), stat: stat(2) }),
     ];
     assert_eq!(rep, Response::Multi(expected));
 }
@@ -453,10 +253,7 @@ fn jute_multi_read_round_trips_with_errors() {
     let results = vec![
         Ok(ReadResult::Children(strings(&["a", "b"]))),
         Err(-101),
-        Ok(ReadResult::Data {
-            data: b"v".to_vec(),
-            stat: stat(3),
-        }),
+        Ok(ReadResult::Data { data: b"v".to_vec(), stat: stat(3) }),
     ];
     let frame = encode_rep(2, 0, &Response::MultiRead(results.clone()));
     let (_, rep) = decode_reply(body(&frame), opcode::MULTI_READ).unwrap();
@@ -466,14 +263,8 @@ fn jute_multi_read_round_trips_with_errors() {
 #[test]
 fn jute_multi_request_golden() {
     let req = Request::Multi(vec![
-        Request::Check {
-            path: "/a".into(),
-            version: 1,
-        },
-        Request::Delete {
-            path: "/a".into(),
-            version: -1,
-        },
+        Request::Check { path: "/a".into(), version: 1 },
+        Request::Delete { path: "/a".into(), version: -1 },
     ]);
     let frame = encode_req(5, &req);
     #[rustfmt::skip]
@@ -490,26 +281,11 @@ fn jute_multi_request_golden() {
 
 #[test]
 fn jute_multi_refuses_ops_of_the_other_kind() {
-    let read_in_write = Request::Multi(vec![Request::GetData {
-        path: "/a".into(),
-        watch: false,
-    }]);
+    let read_in_write = Request::Multi(vec![Request::GetData { path: "/a".into(), watch: false }]);
     let frame = encode_req(4, &read_in_write);
     let (header, err) = decode_request(body(&frame)).unwrap_err();
-    assert_eq!(
-        header,
-        Some(RequestHeader {
-            xid: 4,
-            opcode: opcode::MULTI
-        })
-    );
-    assert_eq!(
-        err,
-        DecodeError::InvalidMultiOp {
-            multi: opcode::MULTI,
-            op: opcode::GET_DATA
-        }
-    );
+    assert_eq!(header, Some(RequestHeader { xid: 4, opcode: opcode::MULTI }));
+    assert_eq!(err, DecodeError::InvalidMultiOp { multi: opcode::MULTI, op: opcode::GET_DATA });
 
     let nested = Request::MultiRead(vec![Request::MultiRead(vec![])]);
     let frame = encode_req(4, &nested);
@@ -521,38 +297,15 @@ fn jute_multi_refuses_ops_of_the_other_kind() {
 fn jute_unknown_opcode_keeps_the_header() {
     let frame = [0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3];
     let (header, err) = decode_request(&frame).unwrap_err();
-    assert_eq!(
-        header,
-        Some(RequestHeader {
-            xid: 12,
-            opcode: 99
-        })
-    );
+    assert_eq!(header, Some(RequestHeader { xid: 12, opcode: 99 }));
     assert_eq!(err, DecodeError::UnknownOpcode(99));
-    assert_eq!(
-        decode_request(&frame[..5]).unwrap_err(),
-        (
-            None,
-            DecodeError::Truncated {
-                needed: 4,
-                remaining: 1
-            }
-        )
-    );
+    assert_eq!(decode_request(&frame[..5]).unwrap_err(), (None, DecodeError::Truncated { needed: 4, remaining: 1 }));
 }
 
 #[test]
 fn jute_get_data_request_golden() {
-    let frame = encode_req(
-        1,
-        &Request::GetData {
-            path: "/a".into(),
-            watch: true,
-        },
-    );
-    let expected = [
-        0, 0, 0, 15, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 2, b'/', b'a', 1,
-    ];
+    let frame = encode_req(1, &Request::GetData { path: "/a".into(), watch: true });
+    let expected = [0, 0, 0, 15, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 2, b'/', b'a', 1];
     assert_eq!(frame, expected);
 }
 
@@ -572,19 +325,8 @@ fn jute_get_data_reply_golden() {
         pzxid: 0x12,
     };
     let mut out = Vec::new();
-    let header = ReplyHeader {
-        xid: 7,
-        zxid: 0x11,
-        err: 0,
-    };
-    encode_reply(
-        &mut out,
-        &header,
-        &Response::Data {
-            data: b"hi".to_vec(),
-            stat: s,
-        },
-    );
+    let header = ReplyHeader { xid: 7, zxid: 0x11, err: 0 };
+    encode_reply(&mut out, &header, &Response::Data { data: b"hi".to_vec(), stat: s });
     #[rustfmt::skip]
     let expected: Vec<u8> = [
         &[0, 0, 0, 0x5a][..],                                  // 90 = 16 + 6 + 68
@@ -670,29 +412,14 @@ fn jute_notification_round_trips() {
     let mut out = Vec::new();
     encode_notification(&mut out, 0x42, 3, 3, "/watched");
     let (header, event_type, state, path) = decode_notification(body(&out)).unwrap();
-    assert_eq!(
-        header,
-        ReplyHeader {
-            xid: xid::NOTIFICATION,
-            zxid: 0x42,
-            err: 0
-        }
-    );
+    assert_eq!(header, ReplyHeader { xid: xid::NOTIFICATION, zxid: 0x42, err: 0 });
     assert_eq!((event_type, state, path.as_str()), (3, 3, "/watched"));
 }
 
 #[test]
 fn jute_frames_append_to_a_reused_buffer() {
     let mut out = vec![0xaa];
-    encode_reply(
-        &mut out,
-        &ReplyHeader {
-            xid: -2,
-            zxid: 1,
-            err: 0,
-        },
-        &Response::Empty,
-    );
+    encode_reply(&mut out, &ReplyHeader { xid: -2, zxid: 1, err: 0 }, &Response::Empty);
     encode_notification(&mut out, 1, 1, 3, "/n");
     assert_eq!(out[0], 0xaa);
     let first = frame_len(&out[1..]).unwrap() as usize;
@@ -711,59 +438,32 @@ fn jute_frame_len_needs_four_bytes() {
 #[test]
 fn jute_null_strings_and_buffers_decode_as_empty() {
     // SetDataRequest{path null, data null, version 0}
-    let frame = [
-        0, 0, 0, 1, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
-    ];
+    let frame = [0, 0, 0, 1, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
     let (_, req) = decode_request(&frame).unwrap();
-    assert_eq!(
-        req,
-        Request::SetData {
-            path: String::new(),
-            data: vec![],
-            version: 0
-        }
-    );
+    assert_eq!(req, Request::SetData { path: String::new(), data: vec![], version: 0 });
 }
 
 #[test]
 fn jute_hostile_lengths_are_refused_before_allocating() {
     let huge = [0, 0, 0, 1, 0, 0, 0, 4, 0x7f, 0xff, 0xff, 0xff, 1];
     let (_, err) = decode_request(&huge).unwrap_err();
-    assert_eq!(
-        err,
-        DecodeError::TooLong {
-            len: 0x7fff_ffff,
-            remaining: 1
-        }
-    );
+    assert_eq!(err, DecodeError::TooLong { len: 0x7fff_ffff, remaining: 1 });
 
     let negative = [0, 0, 0, 1, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xfe, 1];
-    assert_eq!(
-        decode_request(&negative).unwrap_err().1,
-        DecodeError::NegativeLength(-2)
-    );
+    assert_eq!(decode_request(&negative).unwrap_err().1, DecodeError::NegativeLength(-2));
 
     // SetWatches whose first vector claims 2^30 strings in 4 bytes.
     let mut many = vec![0, 0, 0, 1, 0, 0, 0, 101];
     many.extend([0; 8]);
     many.extend([0x40, 0, 0, 0, 0, 0, 0, 0]);
     let err = decode_request(&many).unwrap_err().1;
-    assert_eq!(
-        err,
-        DecodeError::TooLong {
-            len: 1 << 30,
-            remaining: 4
-        }
-    );
+    assert_eq!(err, DecodeError::TooLong { len: 1 << 30, remaining: 4 });
 }
 
 #[test]
 fn jute_invalid_utf8_is_an_error() {
     let frame = [0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 2, 0xc3, 0x28];
-    assert_eq!(
-        decode_request(&frame).unwrap_err().1,
-        DecodeError::InvalidUtf8
-    );
+    assert_eq!(decode_request(&frame).unwrap_err().1, DecodeError::InvalidUtf8);
 }
 
 #[test]
@@ -775,8 +475,8 @@ fn jute_reply_trailing_bytes_are_an_error() {
 }
 
 const OPCODES: [i32; 30] = [
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 100, 101, 102, 103, 104,
-    105, 106, 107, -11, 20,
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 100, 101, 102, 103, 104, 105, 106, 107, -11,
+    20,
 ];
 
 proptest! {

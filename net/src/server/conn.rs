@@ -21,7 +21,9 @@ use crate::jute::{self, ConnectRequest, ConnectResponse, ReplyHeader, Request, R
 use engine::command::{Command, CreateOp, DeleteOp, MultiOp, SetDataOp, ShardId};
 use engine::path::shard_of;
 use engine::request::{ReadOp, ReadResult, WriteResult};
-use engine::types::{keeper_state, AddWatchMode, ConnId, CreateMode, EventType, Id, SessionId, Stat, WatcherType, Zxid};
+use engine::types::{
+    keeper_state, AddWatchMode, ConnId, CreateMode, EventType, Id, SessionId, Stat, WatcherType, Zxid,
+};
 use engine::ZkError;
 use glommio::channels::local_channel::LocalSender;
 use std::cell::{Cell, RefCell};
@@ -49,9 +51,15 @@ enum Kind {
     /// setWatches, addWatch: done when every part is.
     Done,
     CloseSession,
-    Connect { session: SessionId, passwd: Vec<u8> },
+    Connect {
+        session: SessionId,
+        passwd: Vec<u8>,
+    },
     /// Answered without asking a shard.
-    Ready { err: i32, response: Response },
+    Ready {
+        err: i32,
+        response: Response,
+    },
 }
 
 struct Slot {
@@ -139,12 +147,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(
-        core: Rc<Core>,
-        peer: SocketAddr,
-        writer_wake: LocalSender<()>,
-        space_wake: LocalSender<()>,
-    ) -> Conn {
+    pub fn new(core: Rc<Core>, peer: SocketAddr, writer_wake: LocalSender<()>, space_wake: LocalSender<()>) -> Conn {
         let ip = Id::new("ip", &peer.ip().to_string());
         let shards = core.config.shards as usize;
         Conn {
@@ -190,7 +193,12 @@ impl Conn {
     /// Asks the writer to flush what is queued and close the socket.
     pub fn close(&self, reason: &'static str) {
         if self.closing.get().is_none() {
-            tracing::debug!(conn = self.id, session = format!("{:#x}", self.session.get()), reason, "closing connection");
+            tracing::debug!(
+                conn = self.id,
+                session = format!("{:#x}", self.session.get()),
+                reason,
+                "closing connection"
+            );
             self.closing.set(Some(reason));
         }
         let _ = self.writer_wake.try_send(());
@@ -252,10 +260,15 @@ impl Conn {
         }
     }
 
-    fn finish_connect(&self, session: SessionId, passwd: Vec<u8>, parts: &[Option<(Zxid, ReplyBody)>]) -> (Vec<u8>, bool) {
-        let granted = parts.iter().all(|part| {
-            matches!(part, Some((_, ReplyBody::Write(Ok(_)))) | Some((_, ReplyBody::Session(Some(_)))))
-        });
+    fn finish_connect(
+        &self,
+        session: SessionId,
+        passwd: Vec<u8>,
+        parts: &[Option<(Zxid, ReplyBody)>],
+    ) -> (Vec<u8>, bool) {
+        let granted = parts
+            .iter()
+            .all(|part| matches!(part, Some((_, ReplyBody::Write(Ok(_)))) | Some((_, ReplyBody::Session(Some(_))))));
         let stored_timeout = parts.iter().find_map(|part| match part {
             Some((_, ReplyBody::Session(Some(timeout)))) => Some(*timeout),
             _ => None,
@@ -263,7 +276,13 @@ impl Conn {
         let mut frame = Vec::new();
         if !granted {
             // ZooKeeper's answer to an expired or unknown session: timeout 0, then close.
-            let refused = ConnectResponse { protocol_version: 0, timeout_ms: 0, session_id: 0, passwd: vec![0; 16], read_only: false };
+            let refused = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: 0,
+                session_id: 0,
+                passwd: vec![0; 16],
+                read_only: false,
+            };
             jute::encode_connect_response(&mut frame, &refused);
             tracing::info!(session = format!("{session:#x}"), "refused session: expired or wrong password");
             self.handshake.set(Handshake::Refused);
@@ -276,7 +295,8 @@ impl Conn {
             self.core.send(0, Msg::SessionAttached { session, timeout_ms, conn: self.id, create: false });
         }
         let timeout_ms = self.timeout_ms.get();
-        let response = ConnectResponse { protocol_version: 0, timeout_ms, session_id: session, passwd, read_only: false };
+        let response =
+            ConnectResponse { protocol_version: 0, timeout_ms, session_id: session, passwd, read_only: false };
         jute::encode_connect_response(&mut frame, &response);
         (frame, false)
     }
@@ -348,7 +368,11 @@ impl Conn {
                 self.submit(xid, Kind::Ephemerals, ops);
             }
             Request::Sync { path } => {
-                let ops = if path == "/" { self.all_shards(|_| ShardOp::Sync) } else { vec![(shard_of(&path, self.shard_count()), ShardOp::Sync)] };
+                let ops = if path == "/" {
+                    self.all_shards(|_| ShardOp::Sync)
+                } else {
+                    vec![(shard_of(&path, self.shard_count()), ShardOp::Sync)]
+                };
                 self.submit(xid, Kind::Sync(path), ops);
             }
             Request::Multi(ops) => self.multi(xid, ops),
@@ -401,7 +425,9 @@ impl Conn {
                 self.submit(xid, Kind::CloseSession, ops);
             }
             Request::Reconfig { .. } => self.ready(xid, ZkError::ReconfigDisabled.code(), Response::Empty),
-            Request::Check { .. } | Request::Sasl { .. } => self.ready(xid, ZkError::Unimplemented.code(), Response::Empty),
+            Request::Check { .. } | Request::Sasl { .. } => {
+                self.ready(xid, ZkError::Unimplemented.code(), Response::Empty)
+            }
         }
     }
 
@@ -411,7 +437,15 @@ impl Conn {
         self.auth.borrow().as_ref().clone()
     }
 
-    fn create_op(&self, opcode: i32, path: String, data: Vec<u8>, acl: Vec<engine::types::Acl>, flags: i32, ttl_ms: i64) -> Result<CreateOp, ZkError> {
+    fn create_op(
+        &self,
+        opcode: i32,
+        path: String,
+        data: Vec<u8>,
+        acl: Vec<engine::types::Acl>,
+        flags: i32,
+        ttl_ms: i64,
+    ) -> Result<CreateOp, ZkError> {
         let mode = CreateMode::from_flags(flags).ok_or(ZkError::BadArguments)?;
         let ttl_ok = match opcode {
             jute::opcode::CREATE_TTL => mode.is_ttl(),
@@ -452,7 +486,8 @@ impl Conn {
             self.submit(xid, Kind::Op(opcode), vec![(shard, ShardOp::Read(op))]);
             return;
         }
-        let child_watch = matches!(op, ReadOp::GetChildren { watch: true, .. } | ReadOp::GetChildren2 { watch: true, .. });
+        let child_watch =
+            matches!(op, ReadOp::GetChildren { watch: true, .. } | ReadOp::GetChildren2 { watch: true, .. });
         // Data/exists watches of "/" are registered in shard 0 only: its data changes in every
         // shard at once, so one registration gives one event.
         let ops = self.all_shards(|shard| {
@@ -551,7 +586,8 @@ impl Conn {
             _ => {
                 // As ZooKeeper: AUTH_FAILED, then the connection is closed.
                 tracing::info!(conn = self.id, scheme, "authentication failed");
-                let mut slot = Slot::new(xid, Kind::Ready { err: ZkError::AuthFailed.code(), response: Response::Empty }, 0);
+                let mut slot =
+                    Slot::new(xid, Kind::Ready { err: ZkError::AuthFailed.code(), response: Response::Empty }, 0);
                 slot.close_after = true;
                 self.push_slot(slot);
                 self.pump();
@@ -574,7 +610,9 @@ impl Conn {
                         Err(e) => return self.ready(xid, e.code(), Response::Empty),
                     }
                 }
-                Request::Delete { path, version } => (jute::opcode::DELETE, MultiOp::Delete(DeleteOp { path, version, auth: Vec::new() })),
+                Request::Delete { path, version } => {
+                    (jute::opcode::DELETE, MultiOp::Delete(DeleteOp { path, version, auth: Vec::new() }))
+                }
                 Request::SetData { path, data, version } => {
                     (jute::opcode::SET_DATA, MultiOp::SetData(SetDataOp { path, data, version, auth: Vec::new() }))
                 }
@@ -590,7 +628,10 @@ impl Conn {
             multi_ops.push(multi_op);
         }
         if shards.iter().any(|s| *s != shards[0]) || multi_ops.iter().any(|op| multi_op_path(op) == "/") {
-            tracing::info!(conn = self.id, "multi refused: its ops span shards (keep a transaction under one top-level node)");
+            tracing::info!(
+                conn = self.id,
+                "multi refused: its ops span shards (keep a transaction under one top-level node)"
+            );
             return self.ready(xid, ZkError::BadArguments.code(), Response::Empty);
         }
         let command = Command::Multi { ops: multi_ops, session: self.session.get(), auth: self.auth_vec() };
@@ -715,7 +756,8 @@ impl Conn {
                 tracing::error!(conn = self.id, seq = reply.seq, "reply for a slot already sent; dropped");
                 return;
             };
-            let Some(part) = slots.get_mut(index as usize).and_then(|slot| slot.parts.get_mut(reply.part as usize)) else {
+            let Some(part) = slots.get_mut(index as usize).and_then(|slot| slot.parts.get_mut(reply.part as usize))
+            else {
                 tracing::error!(conn = self.id, seq = reply.seq, part = reply.part, "reply for no slot; dropped");
                 return;
             };
@@ -821,7 +863,13 @@ impl Conn {
         if e.path == "/" && !self.accept_root_event(e.shard, e.event) {
             return;
         }
-        jute::encode_notification(&mut self.out.borrow_mut(), e.zxid, e.event as i32, keeper_state::SYNC_CONNECTED, &e.path);
+        jute::encode_notification(
+            &mut self.out.borrow_mut(),
+            e.zxid,
+            e.event as i32,
+            keeper_state::SYNC_CONNECTED,
+            &e.path,
+        );
     }
 
     fn accept_root_event(&self, shard: ShardId, event: EventType) -> bool {
@@ -928,9 +976,9 @@ fn merge(kind: Kind, parts: Parts) -> Result<Response, ZkError> {
             WriteResult::Multi(results) => Ok(Response::Multi(opcodes.into_iter().zip(results).collect())),
             _ => Err(ZkError::SystemError),
         },
-        Kind::MultiRead => Ok(Response::MultiRead(
-            bodies.into_iter().map(|b| read_result(b).map_err(|e| e.code())).collect(),
-        )),
+        Kind::MultiRead => {
+            Ok(Response::MultiRead(bodies.into_iter().map(|b| read_result(b).map_err(|e| e.code())).collect()))
+        }
         Kind::Ephemerals => {
             let mut all = Vec::new();
             for body in bodies {
@@ -970,7 +1018,9 @@ fn read_response(opcode: i32, result: ReadResult) -> Response {
         ReadResult::Acl { acl, stat } => Response::Acl { acl, stat },
         ReadResult::Number(n) => Response::Number(n),
         ReadResult::Paths(paths) => Response::Ephemerals(paths),
-        ReadResult::Multi(results) => Response::MultiRead(results.into_iter().map(|r| r.map_err(|e| e.code())).collect()),
+        ReadResult::Multi(results) => {
+            Response::MultiRead(results.into_iter().map(|r| r.map_err(|e| e.code())).collect())
+        }
         ReadResult::Done => {
             let _ = opcode;
             Response::Empty
@@ -1021,7 +1071,10 @@ fn merge_root(opcode: i32, bodies: Vec<ReplyBody>) -> Result<Response, ZkError> 
 
 fn result_stat(result: &ReadResult) -> Option<Stat> {
     match result {
-        ReadResult::Stat(s) | ReadResult::Data { stat: s, .. } | ReadResult::Acl { stat: s, .. } | ReadResult::Children2 { stat: s, .. } => Some(*s),
+        ReadResult::Stat(s)
+        | ReadResult::Data { stat: s, .. }
+        | ReadResult::Acl { stat: s, .. }
+        | ReadResult::Children2 { stat: s, .. } => Some(*s),
         _ => None,
     }
 }

@@ -205,7 +205,9 @@ impl Core {
             Msg::Touch { sessions } => {
                 self.with_tracker(|t| t.touch(&sessions, Instant::now()));
             }
-            Msg::SessionAttached { session, timeout_ms, conn, create } => self.attach_session(session, timeout_ms, conn, create),
+            Msg::SessionAttached { session, timeout_ms, conn, create } => {
+                self.attach_session(session, timeout_ms, conn, create)
+            }
             Msg::SessionClosed { session } => {
                 self.with_tracker(|t| t.remove(session));
             }
@@ -256,7 +258,12 @@ impl Core {
                     // The session core tracks its own shards' sessions before serving anything.
                     self.with_tracker(|t| t.create(session, info.timeout_ms, INTERNAL_CONN, Instant::now()));
                 } else {
-                    let msg = Msg::SessionAttached { session, timeout_ms: info.timeout_ms, conn: INTERNAL_CONN, create: true };
+                    let msg = Msg::SessionAttached {
+                        session,
+                        timeout_ms: info.timeout_ms,
+                        conn: INTERNAL_CONN,
+                        create: true,
+                    };
                     self.send(0, msg);
                 }
             }
@@ -333,7 +340,8 @@ impl Core {
         if request.conn == INTERNAL_CONN {
             return;
         }
-        let reply = Reply { conn: request.conn, seq: request.seq, part: request.part, shard: request.shard, zxid, body };
+        let reply =
+            Reply { conn: request.conn, seq: request.seq, part: request.part, shard: request.shard, zxid, body };
         self.send(core_of_conn(request.conn), Msg::Reply(reply));
     }
 
@@ -389,7 +397,8 @@ impl Core {
                 .into_iter()
                 .map(|w| {
                     let slot = shards.get_mut(&w.request.shard).expect("write routed to its shard's core");
-                    let entry = LogEntry { shard: w.request.shard, zxid: slot.next_zxid(), time_ms, command: w.command };
+                    let entry =
+                        LogEntry { shard: w.request.shard, zxid: slot.next_zxid(), time_ms, command: w.command };
                     (w.request, entry)
                 })
                 .collect()

@@ -225,8 +225,10 @@ fn bind_shared_listener(addr: &str) -> std::io::Result<TcpListener> {
 /// Opens this core's WAL and replays it into the shards this core owns.
 async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashMap<ShardId, ShardSlot>)> {
     let started = Instant::now();
-    let wal_config = WalConfig { dir: config.data_dir.join("wal"), core: core_id, segment_bytes: config.wal_segment_bytes };
-    let (wal, recovered) = Wal::open(wal_config).await.map_err(|e| anyhow!("cannot open the WAL of core {core_id}: {e}"))?;
+    let wal_config =
+        WalConfig { dir: config.data_dir.join("wal"), core: core_id, segment_bytes: config.wal_segment_bytes };
+    let (wal, recovered) =
+        Wal::open(wal_config).await.map_err(|e| anyhow!("cannot open the WAL of core {core_id}: {e}"))?;
     let mut shards: AHashMap<ShardId, Shard> = (0..config.shards)
         .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
         .map(|s| (s, Shard::new(s, config.shards)))

@@ -26,21 +26,47 @@ pub enum Msg {
     /// Shard core → connection core: one part of the answer to request `seq`.
     Reply(Reply),
     /// Shard core → connection core: a watch fired.
-    Notify { conn: ConnId, shard: ShardId, event: EventType, path: String, zxid: Zxid },
+    Notify {
+        conn: ConnId,
+        shard: ShardId,
+        event: EventType,
+        path: String,
+        zxid: Zxid,
+    },
     /// Connection core → every core: the connection is gone, forget its watches.
-    DropConn { conn: ConnId },
+    DropConn {
+        conn: ConnId,
+    },
     /// Any core → session core: these sessions showed signs of life.
-    Touch { sessions: Vec<SessionId> },
+    Touch {
+        sessions: Vec<SessionId>,
+    },
     /// Connection core → session core: a session is attached to a connection; `create` for a
     /// new session, else a reconnect (refused if the session expired meanwhile).
-    SessionAttached { session: SessionId, timeout_ms: i32, conn: ConnId, create: bool },
+    SessionAttached {
+        session: SessionId,
+        timeout_ms: i32,
+        conn: ConnId,
+        create: bool,
+    },
     /// Connection core → session core: a session was closed by its client.
-    SessionClosed { session: SessionId },
+    SessionClosed {
+        session: SessionId,
+    },
     /// Session core → connection core: close this connection (session expired or moved).
-    CloseConn { conn: ConnId, reason: &'static str },
+    CloseConn {
+        conn: ConnId,
+        reason: &'static str,
+    },
     /// Any core → every core: report your counters to `reply_core` under `token`.
-    StatsQuery { reply_core: usize, token: u64 },
-    StatsReply { token: u64, stats: Box<CoreStats> },
+    StatsQuery {
+        reply_core: usize,
+        token: u64,
+    },
+    StatsReply {
+        token: u64,
+        stats: Box<CoreStats>,
+    },
 }
 
 pub struct ShardRequest {
@@ -60,7 +86,9 @@ pub enum ShardOp {
     /// Answered once every earlier write of the session in this shard has applied.
     Sync,
     /// Is this session open here with this password? Answers its timeout.
-    CheckSession { passwd: Vec<u8> },
+    CheckSession {
+        passwd: Vec<u8>,
+    },
 }
 
 pub struct Reply {

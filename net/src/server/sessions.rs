@@ -69,10 +69,7 @@ impl SessionTracker {
     pub fn expire(&mut self, now: Instant) -> Vec<(SessionId, Option<ConnId>)> {
         let expired: Vec<SessionId> =
             self.sessions.iter().filter(|(_, t)| t.deadline <= now).map(|(id, _)| *id).collect();
-        expired
-            .into_iter()
-            .map(|id| (id, self.sessions.remove(&id).and_then(|t| t.owner)))
-            .collect()
+        expired.into_iter().map(|id| (id, self.sessions.remove(&id).and_then(|t| t.owner))).collect()
     }
 }
 

@@ -94,10 +94,7 @@ impl BatchHeader {
     /// Decodes and checks a header (magic, crc); chain and lsn checks are `decode_batch`'s.
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         if bytes.len() < BATCH_HEADER_BYTES {
-            return Err(BatchError::Truncated {
-                needed: BATCH_HEADER_BYTES,
-                available: bytes.len(),
-            });
+            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: bytes.len() });
         }
         let bytes = &bytes[..BATCH_HEADER_BYTES];
         if bytes.iter().all(|&b| b == 0) {
@@ -160,17 +157,11 @@ pub fn encode_record(body: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
 pub fn decode_batch(bytes: &[u8], last_lsn: u64, min_lsn: u64) -> Result<DecodedBatch, BatchError> {
     let header = BatchHeader::decode(bytes)?;
     if header.prev_lsn != last_lsn {
-        return Err(BatchError::ChainBroken {
-            prev_lsn: header.prev_lsn,
-            expected: last_lsn,
-        });
+        return Err(BatchError::ChainBroken { prev_lsn: header.prev_lsn, expected: last_lsn });
     }
     let min_first = min_lsn.max(last_lsn + 1);
     if header.first_lsn < min_first {
-        return Err(BatchError::LsnNotIncreasing {
-            first_lsn: header.first_lsn,
-            min_lsn: min_first,
-        });
+        return Err(BatchError::LsnNotIncreasing { first_lsn: header.first_lsn, min_lsn: min_first });
     }
     let count = u64::from(header.record_count);
     if count == 0 || header.first_lsn.checked_add(count).is_none() {
@@ -180,10 +171,7 @@ pub fn decode_batch(bytes: &[u8], last_lsn: u64, min_lsn: u64) -> Result<Decoded
         return Err(BatchError::BadCount);
     }
     if bytes.len() < header.used_bytes() {
-        return Err(BatchError::Truncated {
-            needed: header.used_bytes(),
-            available: bytes.len(),
-        });
+        return Err(BatchError::Truncated { needed: header.used_bytes(), available: bytes.len() });
     }
     let body = &bytes[BATCH_HEADER_BYTES..header.used_bytes()];
     let records = decode_records(body, &header)?;
@@ -215,10 +203,7 @@ fn decode_records(body: &[u8], header: &BatchHeader) -> Result<Vec<Range<usize>>
         offset += size;
     }
     if offset != body.len() {
-        return Err(BatchError::BodySizeMismatch {
-            declared: header.body_bytes,
-            used: offset,
-        });
+        return Err(BatchError::BodySizeMismatch { declared: header.body_bytes, used: offset });
     }
     Ok(records)
 }
@@ -241,12 +226,8 @@ mod tests {
         for (i, p) in payloads.iter().enumerate() {
             encode_record(&mut body, first_lsn + i as u64, p);
         }
-        let header = BatchHeader {
-            prev_lsn,
-            first_lsn,
-            record_count: payloads.len() as u32,
-            body_bytes: body.len() as u32,
-        };
+        let header =
+            BatchHeader { prev_lsn, first_lsn, record_count: payloads.len() as u32, body_bytes: body.len() as u32 };
         let mut out = header.encode().to_vec();
         out.extend_from_slice(&body);
         out.resize(header.disk_bytes() as usize, 0);
@@ -254,11 +235,7 @@ mod tests {
     }
 
     fn payloads_of(bytes: &[u8], batch: &DecodedBatch) -> Vec<Vec<u8>> {
-        batch
-            .records
-            .iter()
-            .map(|r| bytes[r.clone()].to_vec())
-            .collect()
+        batch.records.iter().map(|r| bytes[r.clone()].to_vec()).collect()
     }
 
     #[test]
@@ -273,32 +250,20 @@ mod tests {
 
     #[test]
     fn zero_header_is_empty_not_damage() {
-        assert_eq!(
-            decode_batch(&[0u8; 4096], 0, 1).unwrap_err(),
-            BatchError::Empty
-        );
+        assert_eq!(decode_batch(&[0u8; 4096], 0, 1).unwrap_err(), BatchError::Empty);
     }
 
     #[test]
     fn chain_and_lsn_rules_reject_stale_batches() {
         let bytes = encode_batch(10, 11, &[vec![1, 2, 3]]);
         // A stale batch from before: its predecessor is not our last lsn.
-        assert!(matches!(
-            decode_batch(&bytes, 20, 1),
-            Err(BatchError::ChainBroken { .. })
-        ));
+        assert!(matches!(decode_batch(&bytes, 20, 1), Err(BatchError::ChainBroken { .. })));
         // A batch whose first lsn does not exceed the previous one.
         let bytes = encode_batch(20, 20, &[vec![1]]);
-        assert!(matches!(
-            decode_batch(&bytes, 20, 1),
-            Err(BatchError::LsnNotIncreasing { .. })
-        ));
+        assert!(matches!(decode_batch(&bytes, 20, 1), Err(BatchError::LsnNotIncreasing { .. })));
         // Below the segment's first lsn.
         let bytes = encode_batch(0, 3, &[vec![1]]);
-        assert!(matches!(
-            decode_batch(&bytes, 0, 5),
-            Err(BatchError::LsnNotIncreasing { .. })
-        ));
+        assert!(matches!(decode_batch(&bytes, 0, 5), Err(BatchError::LsnNotIncreasing { .. })));
     }
 
     #[test]
@@ -309,10 +274,7 @@ mod tests {
         encode_record(&mut other, 7, &[2; 10]);
         let at = BATCH_HEADER_BYTES + record_bytes(10);
         bytes[at..at + other.len()].copy_from_slice(&other);
-        assert!(matches!(
-            decode_batch(&bytes, 0, 1),
-            Err(BatchError::BadRecordLsn { index: 1, lsn: 7 })
-        ));
+        assert!(matches!(decode_batch(&bytes, 0, 1), Err(BatchError::BadRecordLsn { index: 1, lsn: 7 })));
     }
 
     proptest! {

@@ -113,11 +113,7 @@ pub struct WalConfig {
 
 impl WalConfig {
     pub fn new(dir: impl Into<PathBuf>, core: usize) -> WalConfig {
-        WalConfig {
-            dir: dir.into(),
-            core,
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-        }
+        WalConfig { dir: dir.into(), core, segment_bytes: DEFAULT_SEGMENT_BYTES }
     }
 }
 
@@ -154,10 +150,7 @@ pub enum WalError {
         source: std::io::Error,
     },
     #[error("wal: record of {payload_bytes} bytes exceeds the limit of {max_bytes}")]
-    RecordTooLarge {
-        payload_bytes: usize,
-        max_bytes: usize,
-    },
+    RecordTooLarge { payload_bytes: usize, max_bytes: usize },
     #[error("wal: pending batch would exceed {max_bytes} bytes; flush first")]
     BatchFull { max_bytes: usize },
     #[error("wal: invalid config: {0}")]
@@ -174,11 +167,7 @@ impl WalError {
     }
 
     fn io(op: &'static str, path: &Path, source: std::io::Error) -> WalError {
-        WalError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        WalError::Io { op, path: path.to_path_buf(), source }
     }
 
     /// Maps a glommio error, keeping the underlying OS error so callers can tell ENOSPC apart.

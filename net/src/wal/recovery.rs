@@ -8,8 +8,7 @@ use glommio::io::{Directory, DmaFile};
 
 use super::format::{decode_batch, BatchError, BatchHeader, BATCH_HEADER_BYTES, BLOCK_BYTES};
 use super::segment::{
-    create_segment, list_segments, open_segment, prime_dma_probe, segment_name, SegmentInfo,
-    SegmentReader,
+    create_segment, list_segments, open_segment, prime_dma_probe, segment_name, SegmentInfo, SegmentReader,
 };
 use super::{Damage, Recovered, WalConfig, WalError};
 
@@ -39,21 +38,14 @@ enum SegmentEnd {
     /// The data ends at this (block aligned) offset and nothing non-zero follows.
     Clean(u64),
     /// The batch at `offset` is invalid; non-zero bytes reach up to `damage_end`.
-    Damaged {
-        offset: u64,
-        damage_end: u64,
-        reason: String,
-    },
+    Damaged { offset: u64, damage_end: u64, reason: String },
 }
 
 pub async fn recover(config: &WalConfig) -> Result<RecoveredLog, WalError> {
     // Startup only: a blocking mkdir -p is fine here.
-    std::fs::create_dir_all(&config.dir)
-        .map_err(|e| WalError::io("create wal dir", &config.dir, e))?;
+    std::fs::create_dir_all(&config.dir).map_err(|e| WalError::io("create wal dir", &config.dir, e))?;
     prime_dma_probe(&config.dir, config.core).await?;
-    let dir = Directory::open(&config.dir)
-        .await
-        .map_err(|e| WalError::glommio("open wal dir", &config.dir, e))?;
+    let dir = Directory::open(&config.dir).await.map_err(|e| WalError::glommio("open wal dir", &config.dir, e))?;
     let segments = list_segments(&config.dir, config.core)?;
     let mut recovered = Recovered::default();
     let mut last_lsn = 0u64;
@@ -65,35 +57,17 @@ pub async fn recover(config: &WalConfig) -> Result<RecoveredLog, WalError> {
         let file = open_segment(&segment.path).await?;
         let file_bytes = file_size(&file, &segment.path).await?;
         let mut reader = SegmentReader::new(&file, &segment.path, file_bytes);
-        let end = scan_segment(
-            &mut reader,
-            segment.first_lsn,
-            &mut last_lsn,
-            &mut recovered,
-        );
+        let end = scan_segment(&mut reader, segment.first_lsn, &mut last_lsn, &mut recovered);
         let end = end.await?;
         let capacity = active_capacity(file_bytes, config.segment_bytes);
-        let active_segment = ActiveSegment {
-            file,
-            path: segment.path.clone(),
-            first_lsn: segment.first_lsn,
-            capacity,
-        };
+        let active_segment = ActiveSegment { file, path: segment.path.clone(), first_lsn: segment.first_lsn, capacity };
         match end {
             SegmentEnd::Clean(pos) => active = Some((active_segment, pos)),
-            SegmentEnd::Damaged {
-                offset,
-                damage_end,
-                reason,
-            } => {
+            SegmentEnd::Damaged { offset, damage_end, reason } => {
                 tracing::warn!(segment = %segment.path.display(), offset, %reason,
                     "wal: invalid batch; truncating the log here");
                 recovered.truncated_bytes += damage_end - offset;
-                recovered.damage = Some(Damage {
-                    segment: segment.path.clone(),
-                    offset,
-                    reason,
-                });
+                recovered.damage = Some(Damage { segment: segment.path.clone(), offset, reason });
                 zero_tail(&active_segment, offset).await?;
                 recovered.truncated_bytes += remove_segments(&segments[index + 1..]).await?;
                 sync_dir(&dir, &config.dir).await?;
@@ -108,13 +82,7 @@ pub async fn recover(config: &WalConfig) -> Result<RecoveredLog, WalError> {
     };
     assert_eq!(write_pos % BLOCK_BYTES, 0, "batches start block aligned");
     assert!(write_pos <= active.capacity);
-    Ok(RecoveredLog {
-        dir,
-        active,
-        write_pos,
-        last_lsn,
-        recovered,
-    })
+    Ok(RecoveredLog { dir, active, write_pos, last_lsn, recovered })
 }
 
 /// Reads the batches of one segment, appending valid records to `recovered`.
@@ -146,9 +114,7 @@ async fn scan_segment(
         for range in &batch.records {
             recovered.records.push(bytes[range.clone()].to_vec());
         }
-        recovered
-            .lsns
-            .extend(batch.header.first_lsn..=batch.header.last_lsn());
+        recovered.lsns.extend(batch.header.first_lsn..=batch.header.last_lsn());
         *last_lsn = batch.header.last_lsn();
         pos += batch.header.disk_bytes();
     }
@@ -167,38 +133,22 @@ async fn end_of_data(reader: &mut SegmentReader<'_>, pos: u64) -> Result<Segment
     })
 }
 
-async fn damaged(
-    reader: &mut SegmentReader<'_>,
-    pos: u64,
-    err: BatchError,
-) -> Result<SegmentEnd, WalError> {
+async fn damaged(reader: &mut SegmentReader<'_>, pos: u64, err: BatchError) -> Result<SegmentEnd, WalError> {
     let damage_end = reader.nonzero_end(pos).await?.unwrap_or(pos);
-    Ok(SegmentEnd::Damaged {
-        offset: pos,
-        damage_end,
-        reason: format!("{err:?}"),
-    })
+    Ok(SegmentEnd::Damaged { offset: pos, damage_end, reason: format!("{err:?}") })
 }
 
 /// Removes the stale bytes after the end of the log durably: truncating then preallocating
 /// again makes the range read as zeros, so they can never reappear as a continuation.
 async fn zero_tail(segment: &ActiveSegment, offset: u64) -> Result<(), WalError> {
     let path = &segment.path;
-    segment
-        .file
-        .truncate(offset)
-        .await
-        .map_err(|e| WalError::glommio("truncate damaged segment", path, e))?;
+    segment.file.truncate(offset).await.map_err(|e| WalError::glommio("truncate damaged segment", path, e))?;
     segment
         .file
         .pre_allocate(segment.capacity, false)
         .await
         .map_err(|e| WalError::glommio("preallocate segment", path, e))?;
-    segment
-        .file
-        .fdatasync()
-        .await
-        .map_err(|e| WalError::glommio("sync truncated segment", path, e))
+    segment.file.fdatasync().await.map_err(|e| WalError::glommio("sync truncated segment", path, e))
 }
 
 /// Deletes segments after the damage (their batches cannot chain to the truncated log);
@@ -212,9 +162,7 @@ async fn remove_segments(segments: &[SegmentInfo]) -> Result<u64, WalError> {
         dropped += reader.nonzero_end(0).await?.unwrap_or(0);
         close_quietly(file).await;
         tracing::warn!(segment = %segment.path.display(), "wal: deleting segment after damage");
-        glommio::io::remove(&segment.path)
-            .await
-            .map_err(|e| WalError::glommio("remove segment", &segment.path, e))?;
+        glommio::io::remove(&segment.path).await.map_err(|e| WalError::glommio("remove segment", &segment.path, e))?;
     }
     Ok(dropped)
 }
@@ -228,11 +176,7 @@ async fn prepare_active(segment: ActiveSegment) -> Result<ActiveSegment, WalErro
             .pre_allocate(segment.capacity, false)
             .await
             .map_err(|e| WalError::glommio("preallocate segment", &segment.path, e))?;
-        segment
-            .file
-            .fdatasync()
-            .await
-            .map_err(|e| WalError::glommio("sync segment", &segment.path, e))?;
+        segment.file.fdatasync().await.map_err(|e| WalError::glommio("sync segment", &segment.path, e))?;
     }
     Ok(segment)
 }
@@ -241,12 +185,7 @@ async fn first_segment(dir: &Directory, config: &WalConfig) -> Result<ActiveSegm
     let first_lsn = 1;
     let path = config.dir.join(segment_name(config.core, first_lsn));
     let file = create_segment(dir, &path, config.segment_bytes).await?;
-    Ok(ActiveSegment {
-        file,
-        path,
-        first_lsn,
-        capacity: config.segment_bytes,
-    })
+    Ok(ActiveSegment { file, path, first_lsn, capacity: config.segment_bytes })
 }
 
 /// A segment keeps its size if it was grown for a big batch; one cut short (or created with a
@@ -256,15 +195,11 @@ fn active_capacity(file_bytes: u64, segment_bytes: u64) -> u64 {
 }
 
 async fn file_size(file: &DmaFile, path: &Path) -> Result<u64, WalError> {
-    file.file_size()
-        .await
-        .map_err(|e| WalError::glommio("stat segment", path, e))
+    file.file_size().await.map_err(|e| WalError::glommio("stat segment", path, e))
 }
 
 async fn sync_dir(dir: &Directory, path: &Path) -> Result<(), WalError> {
-    dir.sync()
-        .await
-        .map_err(|e| WalError::glommio("sync wal dir", path, e))
+    dir.sync().await.map_err(|e| WalError::glommio("sync wal dir", path, e))
 }
 
 /// Closes a file only read from (or already synced): a close error loses nothing.

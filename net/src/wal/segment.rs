@@ -42,10 +42,7 @@ pub fn list_segments(dir: &Path, core: usize) -> Result<Vec<SegmentInfo>, WalErr
         let entry = entry.map_err(|e| WalError::io("list dir", dir, e))?;
         let name = entry.file_name();
         if let Some(first_lsn) = name.to_str().and_then(|n| parse_segment_name(n, core)) {
-            segments.push(SegmentInfo {
-                path: entry.path(),
-                first_lsn,
-            });
+            segments.push(SegmentInfo { path: entry.path(), first_lsn });
         }
     }
     segments.sort_by_key(|s| s.first_lsn);
@@ -68,9 +65,7 @@ pub async fn prime_dma_probe(dir: &Path, core: usize) -> Result<(), WalError> {
         file.sync_all()
     });
     written.map_err(|e| WalError::io("write dma probe", &path, e))?;
-    let file = DmaFile::open(&path)
-        .await
-        .map_err(|e| WalError::glommio("open dma probe", &path, e))?;
+    let file = DmaFile::open(&path).await.map_err(|e| WalError::glommio("open dma probe", &path, e))?;
     let _ = file.close().await;
     std::fs::remove_file(&path).map_err(|e| WalError::io("remove dma probe", &path, e))
 }
@@ -87,11 +82,7 @@ pub async fn open_segment(path: &Path) -> Result<DmaFile, WalError> {
 /// Creates a new segment preallocated to `capacity` bytes (so appends do not allocate blocks
 /// and read back as zeros until written), and makes the file and its directory entry durable
 /// before any record is written into it.
-pub async fn create_segment(
-    dir: &glommio::io::Directory,
-    path: &Path,
-    capacity: u64,
-) -> Result<DmaFile, WalError> {
+pub async fn create_segment(dir: &glommio::io::Directory, path: &Path, capacity: u64) -> Result<DmaFile, WalError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -100,15 +91,9 @@ pub async fn create_segment(
         .await
         .map_err(|e| WalError::glommio("create segment", path, e))?;
     let prepared = async {
-        file.pre_allocate(capacity, false)
-            .await
-            .map_err(|e| WalError::glommio("preallocate segment", path, e))?;
-        file.fdatasync()
-            .await
-            .map_err(|e| WalError::glommio("sync new segment", path, e))?;
-        dir.sync()
-            .await
-            .map_err(|e| WalError::glommio("sync wal dir", path, e))
+        file.pre_allocate(capacity, false).await.map_err(|e| WalError::glommio("preallocate segment", path, e))?;
+        file.fdatasync().await.map_err(|e| WalError::glommio("sync new segment", path, e))?;
+        dir.sync().await.map_err(|e| WalError::glommio("sync wal dir", path, e))
     }
     .await;
     if let Err(err) = prepared {
@@ -132,13 +117,7 @@ pub struct SegmentReader<'a> {
 
 impl<'a> SegmentReader<'a> {
     pub fn new(file: &'a DmaFile, path: &'a Path, file_bytes: u64) -> Self {
-        SegmentReader {
-            file,
-            path,
-            file_bytes,
-            window_start: 0,
-            window: Vec::new(),
-        }
+        SegmentReader { file, path, file_bytes, window_start: 0, window: Vec::new() }
     }
 
     pub fn file_bytes(&self) -> u64 {
@@ -155,8 +134,7 @@ impl<'a> SegmentReader<'a> {
             // About to read more: drop what lies before pos first, so the window stays about
             // one batch + one chunk (only here, not per call, to keep the memmove rare).
             let keep_from = pos - pos % BLOCK_BYTES;
-            self.window
-                .drain(..(keep_from - self.window_start) as usize);
+            self.window.drain(..(keep_from - self.window_start) as usize);
             self.window_start = keep_from;
         }
         while self.window_end() < want_end {
@@ -211,9 +189,6 @@ mod tests {
         assert_eq!(parse_segment_name(&name, 3), Some(42));
         assert_eq!(parse_segment_name(&name, 4), None);
         assert_eq!(parse_segment_name("wal-003-42.log", 3), None);
-        assert_eq!(
-            parse_segment_name("wal-003-00000000000000000042.log.tmp", 3),
-            None
-        );
+        assert_eq!(parse_segment_name("wal-003-00000000000000000042.log.tmp", 3), None);
     }
 }

@@ -15,26 +15,16 @@ use super::{Recovered, Wal, WalConfig, WalError};
 const SMALL_SEGMENT: u64 = 64 << 10;
 
 fn run<T>(future: impl Future<Output = T>) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(1 << 20)
-        .make()
-        .expect("glommio executor")
-        .run(future)
+    LocalExecutorBuilder::new(Placement::Unbound).io_memory(1 << 20).make().expect("glommio executor").run(future)
 }
 
 fn config(dir: &Path, segment_bytes: u64) -> WalConfig {
-    WalConfig {
-        dir: dir.to_path_buf(),
-        core: 0,
-        segment_bytes,
-    }
+    WalConfig { dir: dir.to_path_buf(), core: 0, segment_bytes }
 }
 
 /// A recognisable, mostly non-zero payload.
 fn payload(seed: usize, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((seed * 131 + i * 7) % 251) as u8 + 1)
-        .collect()
+    (0..len).map(|i| ((seed * 131 + i * 7) % 251) as u8 + 1).collect()
 }
 
 /// Disk bytes of a batch holding payloads of these lengths.
@@ -61,10 +51,7 @@ async fn append_flush(wal: &mut Wal, records: &[Vec<u8>]) -> u64 {
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     files
 }
@@ -77,11 +64,7 @@ fn write_bytes_at(path: &Path, offset: u64, bytes: &[u8]) {
 
 fn flip_byte(path: &Path, offset: u64) {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, offset).unwrap();
     byte[0] ^= 0x5a;
@@ -128,10 +111,7 @@ fn append_flush_reopen_returns_records_in_order() {
 
         let recovered = reopen(&cfg).await;
         assert_eq!(recovered.records, expected);
-        assert_eq!(
-            recovered.lsns,
-            (1..=expected.len() as u64).collect::<Vec<_>>()
-        );
+        assert_eq!(recovered.lsns, (1..=expected.len() as u64).collect::<Vec<_>>());
         assert_eq!(recovered.truncated_bytes, 0);
         assert!(recovered.damage.is_none());
 
@@ -151,10 +131,7 @@ fn append_flush_reopen_returns_records_in_order() {
 }
 
 /// Writes `batches`, returns (records before the last batch, last batch, its segment, offset).
-async fn write_batches(
-    cfg: &WalConfig,
-    batches: &[Vec<usize>],
-) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, PathBuf, u64) {
+async fn write_batches(cfg: &WalConfig, batches: &[Vec<usize>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, PathBuf, u64) {
     let (mut wal, _) = open(cfg).await;
     let mut acked = Vec::new();
     let mut last = Vec::new();
@@ -174,10 +151,7 @@ async fn write_batches(
 async fn append_after_damage_and_reopen(cfg: &WalConfig, mut expected: Vec<Vec<u8>>) {
     let (mut wal, recovered) = open(cfg).await;
     assert_eq!(recovered.records, expected);
-    assert_eq!(
-        recovered.truncated_bytes, 0,
-        "the first reopen cleaned the tail"
-    );
+    assert_eq!(recovered.truncated_bytes, 0, "the first reopen cleaned the tail");
     let batch = vec![payload(77, 10), payload(78, 6000)];
     append_flush(&mut wal, &batch).await;
     wal.close().await.unwrap();
@@ -199,11 +173,7 @@ fn flipped_byte_in_last_batch_drops_that_batch() {
         flip_byte(&path, start + record_2 as u64 + 1000);
         let recovered = reopen(&cfg).await;
         assert_eq!(recovered.records, acked);
-        assert!(
-            recovered.truncated_bytes > 9000,
-            "{}",
-            recovered.truncated_bytes
-        );
+        assert!(recovered.truncated_bytes > 9000, "{}", recovered.truncated_bytes);
         let damage = recovered.damage.expect("damage reported");
         assert_eq!((damage.segment, damage.offset), (path, start));
         append_after_damage_and_reopen(&cfg, acked).await;
@@ -284,25 +254,16 @@ fn failed_flush_then_shorter_batch(zero_fill: bool) {
         let (_, failed_at) = wal.position();
 
         wal.faults.fail_next_flush_after_bytes = Some(u64::MAX);
-        let failed_lsns: Vec<u64> = (0..10)
-            .map(|i| wal.append(&payload(10 + i, 1000)))
-            .collect();
+        let failed_lsns: Vec<u64> = (0..10).map(|i| wal.append(&payload(10 + i, 1000))).collect();
         let err = wal.flush().await.expect_err("injected failure");
         assert_eq!(err.raw_os_error(), Some(libc::EIO));
         assert_eq!(wal.pending_records(), 0, "a failed batch is dropped");
         assert_eq!(wal.durable_lsn(), 2);
-        assert_eq!(
-            wal.position().1,
-            failed_at,
-            "the next flush writes at the same offset"
-        );
+        assert_eq!(wal.position().1, failed_at, "the next flush writes at the same offset");
 
         let shorter = vec![payload(99, 50)];
         let lsn = append_flush(&mut wal, &shorter).await;
-        assert!(
-            lsn > *failed_lsns.last().unwrap(),
-            "failed lsns are never reused"
-        );
+        assert!(lsn > *failed_lsns.last().unwrap(), "failed lsns are never reused");
         wal.close().await.unwrap();
 
         let recovered = reopen(&cfg).await;
@@ -313,10 +274,7 @@ fn failed_flush_then_shorter_batch(zero_fill: bool) {
         if zero_fill {
             assert_eq!(recovered.truncated_bytes, 0, "stale extent was zeroed");
         } else {
-            assert!(
-                recovered.truncated_bytes > 0,
-                "stale extent detected as damage"
-            );
+            assert!(recovered.truncated_bytes > 0, "stale extent detected as damage");
         }
         append_after_damage_and_reopen(&cfg, expected).await;
     });
@@ -347,12 +305,7 @@ fn handcrafted_stale_batch_is_not_continuation() {
         for (prev_lsn, first_lsn) in [(4, 2), (3, 9)] {
             let mut body = Vec::new();
             encode_record(&mut body, first_lsn, b"stale");
-            let header = BatchHeader {
-                prev_lsn,
-                first_lsn,
-                record_count: 1,
-                body_bytes: body.len() as u32,
-            };
+            let header = BatchHeader { prev_lsn, first_lsn, record_count: 1, body_bytes: body.len() as u32 };
             let mut bytes = header.encode().to_vec();
             bytes.extend(body);
             write_bytes_at(&path, end, &bytes);
@@ -372,9 +325,8 @@ fn segments_rotate_and_recover_across_segments() {
         let (mut wal, _) = open(&cfg).await;
         let mut expected = Vec::new();
         for i in 0..40usize {
-            let batch: Vec<Vec<u8>> = (0..1 + i % 4)
-                .map(|j| payload(i * 10 + j, (i * 997 + j * 3001) % 20_000))
-                .collect();
+            let batch: Vec<Vec<u8>> =
+                (0..1 + i % 4).map(|j| payload(i * 10 + j, (i * 997 + j * 3001) % 20_000)).collect();
             append_flush(&mut wal, &batch).await;
             expected.extend(batch);
         }
@@ -383,10 +335,7 @@ fn segments_rotate_and_recover_across_segments() {
         append_flush(&mut wal, &big).await;
         expected.extend(big);
         let max = wal.max_payload_bytes();
-        assert!(matches!(
-            wal.try_append(&vec![1; max + 1]),
-            Err(WalError::RecordTooLarge { .. })
-        ));
+        assert!(matches!(wal.try_append(&vec![1; max + 1]), Err(WalError::RecordTooLarge { .. })));
         append_flush(&mut wal, &[payload(5, max)]).await;
         expected.push(payload(5, max));
         wal.close().await.unwrap();
@@ -489,10 +438,7 @@ fn kernel_write_error_fails_flush_and_wal_stays_usable() {
 }
 
 fn set_fsize_limit(bytes: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain syscalls on a valid, owned struct.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit), 0);
@@ -575,13 +521,7 @@ async fn crash_case(
     let mut expected = again.records;
     expected.push(extra);
     let after_append_ok = again.truncated_bytes == 0 && reopen(&cfg).await.records == expected;
-    CrashOutcome {
-        acked,
-        last,
-        recovered,
-        must_drop_last,
-        after_append_ok,
-    }
+    CrashOutcome { acked, last, recovered, must_drop_last, after_append_ok }
 }
 
 proptest! {
@@ -620,8 +560,7 @@ fn percentile(sorted_us: &[f64], p: f64) -> f64 {
 #[test]
 #[ignore]
 fn bench_flush_latency_and_batch_throughput() {
-    let dir =
-        tempfile::tempdir_in(std::env::var("WAL_BENCH_DIR").unwrap_or("/work".into())).unwrap();
+    let dir = tempfile::tempdir_in(std::env::var("WAL_BENCH_DIR").unwrap_or("/work".into())).unwrap();
     let cfg = config(dir.path(), super::DEFAULT_SEGMENT_BYTES);
     run(async {
         let (mut wal, _) = open(&cfg).await;

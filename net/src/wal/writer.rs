@@ -3,9 +3,7 @@
 
 use glommio::io::{Directory, DmaBuffer};
 
-use super::format::{
-    decode_batch, encode_record, record_bytes, BatchHeader, BATCH_HEADER_BYTES, BLOCK_BYTES,
-};
+use super::format::{decode_batch, encode_record, record_bytes, BatchHeader, BATCH_HEADER_BYTES, BLOCK_BYTES};
 use super::recovery::{close_quietly, recover, ActiveSegment};
 use super::segment::{create_segment, segment_name};
 use super::{Recovered, WalConfig, WalError};
@@ -76,23 +74,17 @@ impl Wal {
     /// Panics if the payload exceeds `max_payload_bytes()` or the batch `MAX_BATCH_BYTES`;
     /// the caller MUST bound request sizes (or use `try_append`).
     pub fn append(&mut self, payload: &[u8]) -> u64 {
-        self.try_append(payload)
-            .unwrap_or_else(|err| panic!("{err}"))
+        self.try_append(payload).unwrap_or_else(|err| panic!("{err}"))
     }
 
     /// `append` that refuses oversized records and batches instead of panicking.
     pub fn try_append(&mut self, payload: &[u8]) -> Result<u64, WalError> {
         let max_bytes = self.max_payload_bytes();
         if payload.len() > max_bytes {
-            return Err(WalError::RecordTooLarge {
-                payload_bytes: payload.len(),
-                max_bytes,
-            });
+            return Err(WalError::RecordTooLarge { payload_bytes: payload.len(), max_bytes });
         }
         if self.pending.len() + record_bytes(payload.len()) > MAX_BATCH_BYTES {
-            return Err(WalError::BatchFull {
-                max_bytes: MAX_BATCH_BYTES,
-            });
+            return Err(WalError::BatchFull { max_bytes: MAX_BATCH_BYTES });
         }
         let lsn = self.next_lsn;
         assert!(lsn > self.durable_lsn, "lsns strictly increase");
@@ -153,19 +145,12 @@ impl Wal {
             body_bytes: u32::try_from(body.len()).expect("batch bounded by MAX_BATCH_BYTES"),
         };
         self.pending_count = 0;
-        assert_eq!(
-            header.last_lsn() + 1,
-            self.next_lsn,
-            "pending lsns are consecutive"
-        );
+        assert_eq!(header.last_lsn() + 1, self.next_lsn, "pending lsns are consecutive");
         let result = self.write_batch(&header, &body).await;
         self.pending = body;
         self.pending.clear();
         result?;
-        assert!(
-            header.last_lsn() > self.durable_lsn,
-            "durable lsn increases"
-        );
+        assert!(header.last_lsn() > self.durable_lsn, "durable lsn increases");
         self.durable_lsn = header.last_lsn();
         Ok(self.durable_lsn)
     }
@@ -199,11 +184,7 @@ impl Wal {
                 std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
             ));
         }
-        self.active
-            .file
-            .fdatasync()
-            .await
-            .map_err(|e| WalError::glommio("fdatasync", &self.active.path, e))?;
+        self.active.file.fdatasync().await.map_err(|e| WalError::glommio("fdatasync", &self.active.path, e))?;
         self.write_pos += batch_bytes;
         // The write covered the whole dirty extent with the batch and zeros.
         self.dirty_until = self.write_pos;
@@ -216,11 +197,7 @@ impl Wal {
         let batch_bytes = header.disk_bytes();
         let stale_bytes = self.dirty_until.saturating_sub(self.write_pos);
         #[cfg(test)]
-        let stale_bytes = if self.faults.no_zero_fill {
-            0
-        } else {
-            stale_bytes
-        };
+        let stale_bytes = if self.faults.no_zero_fill { 0 } else { stale_bytes };
         let len = batch_bytes.max(stale_bytes);
         assert_eq!(len % BLOCK_BYTES, 0, "O_DIRECT writes whole blocks");
         let mut buffer = self.active.file.alloc_dma_buffer(len as usize);
@@ -241,20 +218,9 @@ impl Wal {
     async fn rotate(&mut self, first_lsn: u64, batch_bytes: u64) -> Result<(), WalError> {
         self.seal_active().await?;
         let capacity = self.config.segment_bytes.max(batch_bytes);
-        let path = self
-            .config
-            .dir
-            .join(segment_name(self.config.core, first_lsn));
+        let path = self.config.dir.join(segment_name(self.config.core, first_lsn));
         let file = create_segment(&self.dir, &path, capacity).await?;
-        let sealed = std::mem::replace(
-            &mut self.active,
-            ActiveSegment {
-                file,
-                path,
-                first_lsn,
-                capacity,
-            },
-        );
+        let sealed = std::mem::replace(&mut self.active, ActiveSegment { file, path, first_lsn, capacity });
         self.write_pos = 0;
         self.dirty_until = 0;
         close_quietly(sealed.file).await;
@@ -280,11 +246,7 @@ impl Wal {
             .truncate(self.write_pos)
             .await
             .map_err(|e| WalError::glommio("truncate sealed segment", path, e))?;
-        self.active
-            .file
-            .fdatasync()
-            .await
-            .map_err(|e| WalError::glommio("sync sealed segment", path, e))?;
+        self.active.file.fdatasync().await.map_err(|e| WalError::glommio("sync sealed segment", path, e))?;
         self.active.capacity = self.write_pos;
         self.dirty_until = self.write_pos;
         Ok(())
@@ -292,15 +254,8 @@ impl Wal {
 
     /// Closes the active segment and the directory. Dropping a `Wal` also releases them.
     pub async fn close(self) -> Result<(), WalError> {
-        self.active
-            .file
-            .close()
-            .await
-            .map_err(|e| WalError::glommio("close segment", &self.active.path, e))?;
-        self.dir
-            .close()
-            .await
-            .map_err(|e| WalError::glommio("close wal dir", &self.config.dir, e))
+        self.active.file.close().await.map_err(|e| WalError::glommio("close segment", &self.active.path, e))?;
+        self.dir.close().await.map_err(|e| WalError::glommio("close wal dir", &self.config.dir, e))
     }
 
     /// The active segment and the offset where the next batch goes.
@@ -331,20 +286,13 @@ impl Wal {
                 .await
                 .map_err(|e| WalError::glommio("write batch", &self.active.path, e))?;
         }
-        Err(WalError::io(
-            "fdatasync",
-            &self.active.path,
-            std::io::Error::from_raw_os_error(libc::EIO),
-        ))
+        Err(WalError::io("fdatasync", &self.active.path, std::io::Error::from_raw_os_error(libc::EIO)))
     }
 }
 
 fn validate(config: &WalConfig) -> Result<(), WalError> {
     let bytes = config.segment_bytes;
-    if !bytes.is_multiple_of(BLOCK_BYTES)
-        || bytes < MIN_SEGMENT_BYTES
-        || bytes > MAX_BATCH_BYTES as u64
-    {
+    if !bytes.is_multiple_of(BLOCK_BYTES) || bytes < MIN_SEGMENT_BYTES || bytes > MAX_BATCH_BYTES as u64 {
         return Err(WalError::Config(format!(
             "segment_bytes {bytes} must be a multiple of {BLOCK_BYTES} in {MIN_SEGMENT_BYTES}..={MAX_BATCH_BYTES}"
         )));
