@@ -137,12 +137,17 @@ async fn pipelined_requests_behind_a_refused_connect_do_not_act_as_the_victim() 
             }
             // Everything in one write: the requests are on the wire before the connect is answered.
             sock.write_all(&bytes).unwrap();
-            let resp = read_frame(&mut sock).unwrap_or_else(|e| panic!("{what}: no ConnectResponse to a bad password: {e}"));
+            let resp =
+                read_frame(&mut sock).unwrap_or_else(|e| panic!("{what}: no ConnectResponse to a bad password: {e}"));
             let mut rd = JuteReader::new(&resp);
             let _proto = rd.i32();
             let timeout = rd.i32();
             let session = rd.i64();
-            assert_eq!((timeout, session), (0, 0), "{what}: a wrong password must be refused with timeout 0 / session 0");
+            assert_eq!(
+                (timeout, session),
+                (0, 0),
+                "{what}: a wrong password must be refused with timeout 0 / session 0"
+            );
             assert_eof_without_frames(&mut sock, what);
         }
     })
@@ -153,7 +158,8 @@ async fn pipelined_requests_behind_a_refused_connect_do_not_act_as_the_victim() 
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The victim still works and still owns its ephemeral.
-    let (data, stat) = bounded(10, "victim get_data", victim.get_data(&eph)).await.expect("victim's ephemeral must survive");
+    let (data, stat) =
+        bounded(10, "victim get_data", victim.get_data(&eph)).await.expect("victim's ephemeral must survive");
     assert_eq!(data, b"mine");
     assert_eq!(stat.ephemeral_owner, sid, "ephemeral still owned by the victim");
     let after = format!("/{}", unique("victim-after"));
@@ -260,7 +266,8 @@ fn sequential_create_under_root_is_readable_listable_and_deletable() {
         let r = raw.create(base, data, 2); // PERSISTENT_SEQUENTIAL
         assert_eq!(r.err, 0, "create({base:?}, PERSISTENT_SEQUENTIAL)");
         let path = JuteReader::new(&r.body).string();
-        let suffix = path.strip_prefix(base).unwrap_or_else(|| panic!("returned path {path:?} does not start with {base:?}"));
+        let suffix =
+            path.strip_prefix(base).unwrap_or_else(|| panic!("returned path {path:?} does not start with {base:?}"));
         assert!(suffix.len() == 10 && suffix.bytes().all(|c| c.is_ascii_digit()), "sequence suffix of {path:?}");
         assert!(!made.iter().any(|(p, _)| p == &path), "sequential create returned {path:?} twice");
         made.push((path, data));
@@ -341,7 +348,10 @@ fn failed_add_auth_answers_authfailed_and_closes() {
     raw.send(7, op::EXISTS, &Jute::new().str(&p).bool(false));
     let r = raw.read_reply().expect("a reply to the failed addAuth");
     assert_eq!((r.xid, r.err), (-4, AUTH_FAILED), "first reply is AUTHFAILED on xid -4");
-    assert!(closed_within(&mut raw.stream, Duration::from_secs(5)), "connection must close after AUTHFAILED (pipelined)");
+    assert!(
+        closed_within(&mut raw.stream, Duration::from_secs(5)),
+        "connection must close after AUTHFAILED (pipelined)"
+    );
 
     // The server lives on.
     let mut ok = RawSession::connect(s.addr(), 10000);
@@ -471,7 +481,11 @@ fn watch_event_never_precedes_its_registering_reply() {
                 }
                 Frame::Reply(r) => panic!("iteration {it}: unexpected reply {r:?}"),
                 Frame::Event(ev) => {
-                    assert_eq!((ev.event_type, ev.path.as_str()), (EVENT_NODE_DATA_CHANGED, w.as_str()), "iteration {it}");
+                    assert_eq!(
+                        (ev.event_type, ev.path.as_str()),
+                        (EVENT_NODE_DATA_CHANGED, w.as_str()),
+                        "iteration {it}"
+                    );
                     assert!(
                         get_reply_at.is_some(),
                         "iteration {it}: NodeDataChanged({w}) arrived before the getData reply that registered the \
