@@ -60,7 +60,8 @@ fn uncreatable_data_dir_is_a_clear_error() {
     let file = scratch.path().join("a-file");
     std::fs::write(&file, b"not a directory").expect("write");
     let port = free_port().to_string();
-    let (code, stderr) = refused(&["--port", &port, "--data-dir", &dir_arg(&file.join("data"))], Duration::from_secs(10));
+    let (code, stderr) =
+        refused(&["--port", &port, "--data-dir", &dir_arg(&file.join("data"))], Duration::from_secs(10));
     assert_ne!(code, 0);
     assert!(stderr.contains("cannot create data dir"), "stderr: {stderr}");
 }
@@ -96,13 +97,15 @@ fn data_dir_in_use_or_made_with_other_shards_is_refused() {
     let mut running = WarrenProcess::start_with_data_dir(WarrenOpts::default().cores(1).shards(4), data.path());
     let dir = dir_arg(data.path());
     let port = free_port().to_string();
-    let (code, stderr) = refused(&["--port", &port, "--data-dir", &dir, "--cores", "1", "--shards", "4"], Duration::from_secs(10));
+    let (code, stderr) =
+        refused(&["--port", &port, "--data-dir", &dir, "--cores", "1", "--shards", "4"], Duration::from_secs(10));
     assert_ne!(code, 0);
     assert!(stderr.contains("in use by another warren process"), "stderr: {stderr}");
 
     running.kill9();
     let port = free_port().to_string();
-    let (code, stderr) = refused(&["--port", &port, "--data-dir", &dir, "--cores", "1", "--shards", "5"], Duration::from_secs(10));
+    let (code, stderr) =
+        refused(&["--port", &port, "--data-dir", &dir, "--cores", "1", "--shards", "5"], Duration::from_secs(10));
     assert_ne!(code, 0);
     assert!(stderr.contains("different settings") && stderr.contains("shards = 4"), "stderr: {stderr}");
 }

@@ -91,7 +91,11 @@ async fn durability_round(cores: u32) {
     for (path, data) in &acked.created {
         match c.get_data(path).await {
             Ok((got, _)) if &got == data => {}
-            Ok((got, _)) => lost.push(format!("{path}: data {:?}, acknowledged {:?}", String::from_utf8_lossy(&got), String::from_utf8_lossy(data))),
+            Ok((got, _)) => lost.push(format!(
+                "{path}: data {:?}, acknowledged {:?}",
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(data)
+            )),
             Err(e) => lost.push(format!("{path}: {e}")),
         }
     }
@@ -116,7 +120,10 @@ async fn durability_round(cores: u32) {
         lost.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
     );
     // The sequence numbers continue after recovery: no reuse of an acknowledged name.
-    let (_, seq) = c.create(&format!("{root}/t0-"), b"after", &CreateMode::PersistentSequential.with_acls(Acls::anyone_all())).await.unwrap();
+    let (_, seq) = c
+        .create(&format!("{root}/t0-"), b"after", &CreateMode::PersistentSequential.with_acls(Acls::anyone_all()))
+        .await
+        .unwrap();
     let after = format!("{root}/t0-{seq}");
     assert!(!acked.created.iter().any(|(p, _)| p == &after), "sequence {after} reused after recovery");
     eprintln!(

@@ -325,7 +325,12 @@ impl WarrenProcess {
             self.kill9();
         }
         let freed = wait_until(Duration::from_secs(5), || std::net::TcpListener::bind(self.addr).is_ok());
-        assert!(freed, "port {} still busy 5 s after the old server died:\n{}", self.addr, sockets_on_port(self.addr.port()));
+        assert!(
+            freed,
+            "port {} still busy 5 s after the old server died:\n{}",
+            self.addr,
+            sockets_on_port(self.addr.port())
+        );
         self.spawn_and_wait();
     }
 
@@ -366,10 +371,13 @@ impl WarrenProcess {
     }
 
     pub async fn client_with(&self, connector: zk::Connector) -> zk::Client {
-        let c = tokio::time::timeout(Duration::from_secs(20), connector.with_fail_eagerly().connect(&self.connect_string()))
-            .await
-            .unwrap_or_else(|_| panic!("connect to {} timed out\n{}", self.addr, self.stderr_tail()))
-            .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", self.addr, self.stderr_tail()));
+        let c = tokio::time::timeout(
+            Duration::from_secs(20),
+            connector.with_fail_eagerly().connect(&self.connect_string()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("connect to {} timed out\n{}", self.addr, self.stderr_tail()))
+        .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", self.addr, self.stderr_tail()));
         c
     }
 }
@@ -396,7 +404,11 @@ fn sockets_on_port(port: u16) -> String {
         .args(["-tanpo"])
         .output()
         .map(|o| {
-            String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains(&format!(":{port} "))).collect::<Vec<_>>().join("\n")
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains(&format!(":{port} ")))
+                .collect::<Vec<_>>()
+                .join("\n")
         })
         .unwrap_or_else(|e| format!("(ss: {e})"))
 }

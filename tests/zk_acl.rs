@@ -111,7 +111,11 @@ async fn auth_scheme_means_the_creators_identities() {
     let p = format!("{root}/bobs");
     bob.create(&p, b"b", &CreateMode::Persistent.with_acls(Acls::creator_all())).await.unwrap();
     let (acls, _) = bob.get_acl(&p).await.unwrap();
-    assert_eq!(acls, vec![acl(Permission::ALL, "digest", &digest_id("bob", "builder"))], "auth ACL expands to the creator's digest");
+    assert_eq!(
+        acls,
+        vec![acl(Permission::ALL, "digest", &digest_id("bob", "builder"))],
+        "auth ACL expands to the creator's digest"
+    );
     assert_eq!(bob.get_data(&p).await.unwrap().0, b"b");
     let anon = s.client().await;
     assert_eq!(anon.get_data(&p).await.unwrap_err(), Error::NoAuth);
@@ -122,12 +126,16 @@ async fn invalid_acls_are_refused() {
     let (_s, c, root) = setup("aclinvalid").await;
     let bad_scheme = [acl(Permission::ALL, "nosuchscheme", "x")];
     assert_eq!(
-        c.create(&format!("{root}/a"), b"", &CreateMode::Persistent.with_acls(Acls::new(&bad_scheme))).await.unwrap_err(),
+        c.create(&format!("{root}/a"), b"", &CreateMode::Persistent.with_acls(Acls::new(&bad_scheme)))
+            .await
+            .unwrap_err(),
         Error::InvalidAcl
     );
     let bad_digest = [acl(Permission::ALL, "digest", "no-colon-here")];
     assert_eq!(
-        c.create(&format!("{root}/b"), b"", &CreateMode::Persistent.with_acls(Acls::new(&bad_digest))).await.unwrap_err(),
+        c.create(&format!("{root}/b"), b"", &CreateMode::Persistent.with_acls(Acls::new(&bad_digest)))
+            .await
+            .unwrap_err(),
         Error::InvalidAcl
     );
     let bad_ip = [acl(Permission::ALL, "ip", "not.an.ip")];

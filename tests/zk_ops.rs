@@ -199,8 +199,10 @@ async fn concurrent_sequential_creates_are_unique_and_ordered() {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             for _ in 0..20 {
-                let (_, seq) =
-                    c.create(&format!("{root}/q-"), format!("{t}").as_bytes(), &mode(CreateMode::PersistentSequential)).await.unwrap();
+                let (_, seq) = c
+                    .create(&format!("{root}/q-"), format!("{t}").as_bytes(), &mode(CreateMode::PersistentSequential))
+                    .await
+                    .unwrap();
                 got.push(seq.into_i64());
             }
             got
@@ -253,7 +255,9 @@ async fn error_codes_from_well_formed_requests() {
     );
     // InvalidACL: creator-only ACL with no authenticated identity.
     assert_eq!(
-        c.create(&format!("{root}/creator"), b"", &CreateMode::Persistent.with_acls(Acls::creator_all())).await.unwrap_err(),
+        c.create(&format!("{root}/creator"), b"", &CreateMode::Persistent.with_acls(Acls::creator_all()))
+            .await
+            .unwrap_err(),
         Error::InvalidAcl
     );
 }
@@ -399,10 +403,22 @@ async fn multi_read_mixes_results_and_errors() {
     r.add_get_children(&root).unwrap();
     let res = bounded(10, "multiRead", r.commit()).await.unwrap();
     assert_eq!(res.len(), 4);
-    assert!(matches!(&res[0], MultiReadResult::Data { data, stat } if data == b"AA" && stat.num_children == 1), "{:?}", res[0]);
-    assert!(matches!(&res[1], MultiReadResult::Children { children } if children == &vec!["k".to_string()]), "{:?}", res[1]);
+    assert!(
+        matches!(&res[0], MultiReadResult::Data { data, stat } if data == b"AA" && stat.num_children == 1),
+        "{:?}",
+        res[0]
+    );
+    assert!(
+        matches!(&res[1], MultiReadResult::Children { children } if children == &vec!["k".to_string()]),
+        "{:?}",
+        res[1]
+    );
     assert!(matches!(&res[2], MultiReadResult::Error { err: Error::NoNode }), "{:?}", res[2]);
-    assert!(matches!(&res[3], MultiReadResult::Children { children } if children == &vec!["a".to_string()]), "{:?}", res[3]);
+    assert!(
+        matches!(&res[3], MultiReadResult::Children { children } if children == &vec!["a".to_string()]),
+        "{:?}",
+        res[3]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,7 +485,11 @@ async fn graceful_stop_and_restart_keeps_data() {
         }
         c.set_data(&root, b"r2", None).await.unwrap();
     }
-    assert!(s.terminate(Duration::from_secs(15)), "SIGTERM must stop warren within 15 s (exit 0 or by SIGTERM)\n{}", s.stderr_tail());
+    assert!(
+        s.terminate(Duration::from_secs(15)),
+        "SIGTERM must stop warren within 15 s (exit 0 or by SIGTERM)\n{}",
+        s.stderr_tail()
+    );
     s.restart();
     let c = s.client().await;
     let (data, st) = c.get_data(&root).await.unwrap();

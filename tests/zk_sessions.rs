@@ -54,7 +54,9 @@ async fn ephemerals_vanish_when_the_session_closes() {
         .unwrap();
     assert_eq!(observer.list_children(&root).await.unwrap().len(), 6);
     drop(owner); // zookeeper-client closes the session when the last handle drops
-    let ok = wait_until_async(Duration::from_secs(10), || async { observer.list_children(&root).await.unwrap().is_empty() }).await;
+    let ok =
+        wait_until_async(Duration::from_secs(10), || async { observer.list_children(&root).await.unwrap().is_empty() })
+            .await;
     assert!(ok, "ephemerals still present 10 s after closeSession: {:?}", observer.list_children(&root).await.unwrap());
 }
 
@@ -80,9 +82,17 @@ async fn silent_session_expires_and_its_ephemerals_vanish() {
     assert_eq!(st.ephemeral_owner, raw.session_id);
     let silent_since = Instant::now();
     // The raw session now sends nothing: no pings. It must expire within a few time-outs.
-    assert!(gone_within(&observer, &eph, Duration::from_secs(15)).await, "ephemeral of a silent 1 s session still there after 15 s");
-    assert!(silent_since.elapsed() >= Duration::from_millis(900), "expired before its time-out: {:?}", silent_since.elapsed());
-    let closed = tokio::task::spawn_blocking(move || closed_within(&mut raw.stream, Duration::from_secs(10))).await.unwrap();
+    assert!(
+        gone_within(&observer, &eph, Duration::from_secs(15)).await,
+        "ephemeral of a silent 1 s session still there after 15 s"
+    );
+    assert!(
+        silent_since.elapsed() >= Duration::from_millis(900),
+        "expired before its time-out: {:?}",
+        silent_since.elapsed()
+    );
+    let closed =
+        tokio::task::spawn_blocking(move || closed_within(&mut raw.stream, Duration::from_secs(10))).await.unwrap();
     assert!(closed, "server must close the connection of an expired session");
 }
 
@@ -133,7 +143,10 @@ async fn client_cut_off_past_its_timeout_sees_expired() {
     c.create(&eph, b"", &ephemeral()).await.unwrap();
 
     proxy.cut();
-    assert!(gone_within(&observer, &eph, Duration::from_secs(20)).await, "session cut off for > timeout did not expire");
+    assert!(
+        gone_within(&observer, &eph, Duration::from_secs(20)).await,
+        "session cut off for > timeout did not expire"
+    );
     proxy.heal();
     let expired = bounded(30, "client reaches Expired", async {
         loop {

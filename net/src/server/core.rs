@@ -237,10 +237,10 @@ impl Core {
             return;
         }
         match self.with_tracker(|t| t.reattach(session, conn, now)) {
-            Some(Ok(Some(previous))) if previous != conn => {
+            Some(Some(Some(previous))) if previous != conn => {
                 self.send(core_of_conn(previous), Msg::CloseConn { conn: previous, reason: "session moved" });
             }
-            Some(Err(())) => {
+            Some(None) => {
                 // It expired between the password check and now: the client must learn it.
                 self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session expired" });
             }

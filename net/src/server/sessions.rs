@@ -40,13 +40,13 @@ impl SessionTracker {
         self.sessions.insert(session, Tracked { timeout, deadline: now + timeout, owner });
     }
 
-    /// Re-attaches a tracked session to a new connection. Err if the session is no longer
-    /// tracked (it expired or was closed): the caller must not let the client use it.
-    /// Ok(previous connection) otherwise.
-    pub fn reattach(&mut self, session: SessionId, conn: ConnId, now: Instant) -> Result<Option<ConnId>, ()> {
-        let tracked = self.sessions.get_mut(&session).ok_or(())?;
+    /// Re-attaches a tracked session to a new connection and returns the connection it had.
+    /// None if the session is no longer tracked (it expired or was closed): the caller must
+    /// not let the client use it.
+    pub fn reattach(&mut self, session: SessionId, conn: ConnId, now: Instant) -> Option<Option<ConnId>> {
+        let tracked = self.sessions.get_mut(&session)?;
         tracked.deadline = now + tracked.timeout;
-        Ok(std::mem::replace(&mut tracked.owner, Some(conn)))
+        Some(tracked.owner.replace(conn))
     }
 
     pub fn contains(&self, session: SessionId) -> bool {
@@ -88,10 +88,10 @@ mod tests {
         tracker.touch(&[1], start + Duration::from_millis(900));
         assert!(tracker.expire(start + Duration::from_millis(1500)).is_empty());
         assert_eq!(tracker.expire(start + Duration::from_millis(1900)), vec![(1, Some(7))]);
-        assert_eq!(tracker.reattach(2, 9, start), Ok(Some(8)), "reattach reports the old connection");
-        assert_eq!(tracker.reattach(1, 9, start), Err(()), "an expired session cannot come back");
+        assert_eq!(tracker.reattach(2, 9, start), Some(Some(8)), "reattach reports the old connection");
+        assert_eq!(tracker.reattach(1, 9, start), None, "an expired session cannot come back");
         tracker.create(2, 5000, INTERNAL_CONN, start);
-        assert_eq!(tracker.reattach(2, 10, start), Ok(Some(9)), "log recovery does not replace a live owner");
+        assert_eq!(tracker.reattach(2, 10, start), Some(Some(9)), "log recovery does not replace a live owner");
         assert_eq!(tracker.len(), 1);
     }
 }
