@@ -666,6 +666,28 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+/// One frame from a session: a reply or a notification (xid -1).
+#[derive(Debug)]
+pub enum Frame {
+    Reply(Reply),
+    Event(RawEvent),
+}
+
+/// Splits a frame (without its length prefix) into its header and body.
+pub fn decode_frame(f: &[u8]) -> Frame {
+    let mut r = JuteReader::new(f);
+    let xid = r.i32();
+    let zxid = r.i64();
+    let err = r.i32();
+    if xid == -1 {
+        let event_type = r.i32();
+        let state = r.i32();
+        let path = r.string();
+        return Frame::Event(RawEvent { event_type, state, path });
+    }
+    Frame::Reply(Reply { xid, zxid, err, body: r.buf.to_vec() })
+}
+
 /// A watch notification (xid -1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent {
@@ -757,19 +779,10 @@ impl RawSession {
     /// Reads frames until a reply (xid != -1) arrives; notifications are stored in `events`.
     pub fn read_reply(&mut self) -> std::io::Result<Reply> {
         loop {
-            let f = read_frame(&mut self.stream)?;
-            let mut r = JuteReader::new(&f);
-            let xid = r.i32();
-            let zxid = r.i64();
-            let err = r.i32();
-            if xid == -1 {
-                let event_type = r.i32();
-                let state = r.i32();
-                let path = r.string();
-                self.events.push(RawEvent { event_type, state, path });
-                continue;
+            match decode_frame(&read_frame(&mut self.stream)?) {
+                Frame::Event(event) => self.events.push(event),
+                Frame::Reply(reply) => return Ok(reply),
             }
-            return Ok(Reply { xid, zxid, err, body: r.buf.to_vec() });
         }
     }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use warren_tests::zk::{self, Acls, CreateMode};
 use warren_tests::{
-    bounded, closed_within, err, op, raw_socket, read_frame, unique, Jute, JuteReader, RawEvent, RawSession, Reply,
-    WarrenOpts, WarrenProcess,
+    bounded, closed_within, decode_frame, err, op, raw_socket, read_frame, unique, Frame, Jute, JuteReader, RawEvent,
+    RawSession, Reply, WarrenOpts, WarrenProcess,
 };
 
 const SHARDS: u16 = 8;
@@ -43,26 +43,8 @@ fn top_level_where(prefix: &str, pred: impl Fn(u16) -> bool) -> String {
     panic!("no top-level name for {prefix} in a wanted shard");
 }
 
-/// One frame from a session: a reply or a notification.
-#[derive(Debug)]
-enum Frame {
-    Reply(Reply),
-    Event(RawEvent),
-}
-
 fn next_frame(s: &mut TcpStream) -> std::io::Result<Frame> {
-    let f = read_frame(s)?;
-    let mut r = JuteReader::new(&f);
-    let xid = r.i32();
-    let zxid = r.i64();
-    let err = r.i32();
-    if xid == -1 {
-        let event_type = r.i32();
-        let state = r.i32();
-        let path = r.string();
-        return Ok(Frame::Event(RawEvent { event_type, state, path }));
-    }
-    Ok(Frame::Reply(Reply { xid, zxid, err, body: r.buf.to_vec() }))
+    Ok(decode_frame(&read_frame(s)?))
 }
 
 fn request(xid: i32, opcode: i32, body: &Jute) -> Vec<u8> {
