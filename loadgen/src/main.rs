@@ -1,8 +1,254 @@
-//! `loadgen`: the load generator. Until the loadgen issue lands it only says so.
+//! `loadgen`: measures throughput and latency of any ZooKeeper-protocol server (Warren or
+//! Apache ZooKeeper). Closed loop: --clients sessions, each with --pipeline requests
+//! outstanding, until exactly --ops operations are done. Prints a percentile table per op type
+//! and writes results/<version>/<run-id>.json.
+
+mod local;
+mod parse;
+mod report;
+mod run;
+mod session;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use crate::local::LocalWarren;
+use crate::parse::{parse_count, parse_mix, parse_servers, Mix};
+use crate::report::{Settings, Summary};
+use crate::session::{four_letter, resolve, Session};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {
-    eprintln!("loadgen: not yet implemented; for now run `warren start` and use zkCli.sh or kazoo (see README)");
-    std::process::exit(2);
+/// Set by SIGINT/SIGTERM: workers stop issuing, drain what is outstanding, and the run reports.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Largest pipeline depth: bounds the bytes in flight per session (and so the socket buffers a
+/// stalled server could fill).
+const PIPELINE_MAX: usize = 1024;
+/// Largest --value-size: ZooKeeper's default jute.maxbuffer is 1 MiB for a whole request.
+const VALUE_BYTES_MAX: usize = 1 << 20;
+
+const EXAMPLES: &str = "\
+Examples:
+  loadgen --ops 1M --mix 90r10w
+      start a local warren (single node until replication exists), run 1,000,000 ops,
+      90% getData / 10% setData, print the table, write results/<version>/<run-id>.json
+  loadgen --ops 500k --mix 100w --clients 32 --pipeline 16
+  loadgen --ops 200k --mix 80r10w5c5d --servers 127.0.0.1:2181,127.0.0.1:2182
+      against running servers (Warren or Apache ZooKeeper); sessions round-robin over them
+
+Numbers: 2000, 500k, 1M, 2.5M, 1_000_000 (k = 10^3, M = 10^6, G = 10^9).
+Mix: <percent><op>... summing to 100; ops: r = getData, w = setData (of preloaded keys),
+  c = create of a new znode, d = delete of the oldest znode this session created
+  (NONODE, counted as an error, when it has none). E.g. 90r10w, 100r, 50r50w, 80r10w5c5d.
+Keys are /loadgen/k0000000.. picked uniformly at random from --seed; latencies are
+measured per reply (errors included) in microseconds. Ctrl-C stops the run and still reports.";
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Load generator for ZooKeeper-protocol servers (Warren, Apache ZooKeeper)", after_help = EXAMPLES)]
+struct Cli {
+    /// Total operations to run (e.g. 1M, 500k, 2000)
+    #[arg(long, value_parser = parse_count, default_value = "100k")]
+    ops: u64,
+    /// Operation mix, e.g. 90r10w, 100r, 80r10w5c5d
+    #[arg(long, value_parser = parse_mix, default_value = "90r10w")]
+    mix: Mix,
+    /// Servers host:port,... to measure; without it loadgen starts a local warren
+    #[arg(long, value_parser = parse_server_list)]
+    servers: Option<ServerList>,
+    /// Sessions, spread round-robin over the servers
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    clients: u64,
+    /// Outstanding requests per session (closed loop)
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=PIPELINE_MAX as u64))]
+    pipeline: u64,
+    /// Keys in the keyspace (/loadgen/k0000000..)
+    #[arg(long, value_parser = parse_count, default_value = "10000")]
+    keys: u64,
+    /// Bytes of data per preloaded key, setData and create
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Seed for key and op choice [default: from the clock; recorded in the JSON]
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Skip creating the keys first (they must exist, or reads and writes fail with NONODE)
+    #[arg(long)]
+    no_preload: bool,
+    /// Where results/<version>/<run-id>.json go
+    #[arg(long, default_value = "results")]
+    results_dir: PathBuf,
+    /// Executors of the local warren (only without --servers)
+    #[arg(long, default_value_t = 1)]
+    server_cores: usize,
+}
+
+/// `--servers` as one value (clap would read a bare Vec as a repeatable flag).
+#[derive(Debug, Clone)]
+struct ServerList(Vec<String>);
+
+fn parse_server_list(s: &str) -> Result<ServerList, String> {
+    parse_servers(s).map(ServerList)
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if STOP.swap(true, Ordering::SeqCst) {
+        // Second Ctrl-C: leave now. The local warren dies with us (PR_SET_PDEATHSIG).
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+}
+
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run_cli(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(cli: &Cli) -> Result<()> {
+    if cli.value_size > VALUE_BYTES_MAX {
+        bail!("--value-size {} exceeds {VALUE_BYTES_MAX} bytes", cli.value_size);
+    }
+    if cli.keys == 0 && (cli.mix.percent[0] > 0 || cli.mix.percent[1] > 0) {
+        bail!("--keys 0 leaves nothing for r/w ops to read or write");
+    }
+    install_signal_handlers();
+    // Kept alive until main returns: dropping it stops warren and removes its data.
+    let mut local = None;
+    let servers = match &cli.servers {
+        Some(s) => s.0.clone(),
+        None => {
+            eprintln!("loadgen: starting a local warren: single node (replication not built yet)");
+            let w = LocalWarren::start(cli.server_cores, &stopped)?;
+            let addr = w.addr.to_string();
+            local = Some(w);
+            vec![addr]
+        }
+    };
+    let result = run(cli, &servers, local.is_some());
+    drop(local);
+    result
+}
+
+fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
+    let addrs = servers.iter().map(|s| resolve(s)).collect::<Result<Vec<_>>>()?;
+    let target_version = server_version(addrs[0]);
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let run_id = report::run_id(started.as_secs());
+    let seed = cli.seed.unwrap_or(started.as_nanos() as u64);
+    let settings = Settings {
+        ops: cli.ops,
+        mix: cli.mix.to_string(),
+        servers: servers.to_vec(),
+        local_cluster: local,
+        clients: cli.clients as usize,
+        pipeline: cli.pipeline as usize,
+        keys: cli.keys,
+        value_size: cli.value_size,
+        seed,
+        preload: !cli.no_preload,
+    };
+    eprintln!(
+        "loadgen: target {} ({target_version}); {} ops, mix {}, {} clients x pipeline {}, {} keys of {} B, seed {seed}",
+        servers.join(","),
+        cli.ops,
+        cli.mix,
+        settings.clients,
+        settings.pipeline,
+        cli.keys,
+        cli.value_size
+    );
+    let mut sessions = Vec::with_capacity(settings.clients);
+    for i in 0..settings.clients {
+        let addr = addrs[i % addrs.len()];
+        sessions.push(Session::connect(addr)?);
+    }
+    if !cli.no_preload {
+        eprintln!("loadgen: preloading {} keys", cli.keys);
+        let n = sessions.len().min(cli.keys.max(1) as usize);
+        run::preload(&mut sessions[..n], cli.keys, &vec![b'x'; cli.value_size], settings.pipeline, &STOP)?;
+    }
+    run::verify(&mut sessions[0], !cli.no_preload && cli.keys > 0).context("server check before timing")?;
+    let plan = run::Plan {
+        ops: cli.ops,
+        mix: cli.mix,
+        keys: cli.keys,
+        pipeline: settings.pipeline,
+        value: vec![b'v'; cli.value_size],
+        seed,
+        run_id: &run_id,
+        claimed: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        stop: &STOP,
+    };
+    eprintln!("loadgen: running");
+    let (stats, elapsed) = run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
+    for s in sessions {
+        // Best effort: the measurement is done; a failed close only delays the server's cleanup.
+        if let Err(e) = s.close() {
+            eprintln!("loadgen: warning: {e:#}");
+        }
+    }
+    let interrupted = stats.total_count() < cli.ops;
+    if interrupted {
+        eprintln!("loadgen: interrupted after {} of {} ops", stats.total_count(), cli.ops);
+    }
+    print!("{}", report::table(&stats, elapsed));
+    println!(
+        "overall: {} ops in {:.3} s = {:.0} ops/s",
+        stats.total_count(),
+        elapsed.as_secs_f64(),
+        stats.total_count() as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    let summary = Summary {
+        run_id: &run_id,
+        settings: &settings,
+        target_version: &target_version,
+        target_nodes: addrs.len(),
+        stats: &stats,
+        elapsed,
+        interrupted,
+    };
+    let path = report::write_json(&cli.results_dir, &run_id, &report::summary_json(&summary))?;
+    println!("results: {}", path.display());
+    if interrupted {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// The "Zookeeper version:" line of `srvr`, or why it is unknown (Apache ZooKeeper only answers
+/// whitelisted four-letter words).
+fn server_version(addr: std::net::SocketAddr) -> String {
+    match four_letter(addr, "srvr", Duration::from_secs(2)) {
+        Ok(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("Zookeeper version:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "unknown (no version in srvr)".to_string()),
+        Err(e) => format!("unknown (srvr: {e})"),
+    }
 }

@@ -1,0 +1,204 @@
+//! What a run leaves behind: the percentile table on stdout and the JSON summary in
+//! results/<version>/<run-id>.json.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use engine::ZkError;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::parse::OpKind;
+use crate::run::{OpStats, Stats};
+
+/// The percentiles reported, as (label, quantile).
+pub const PERCENTILES: [(&str, f64); 5] =
+    [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999)];
+
+/// Everything that shapes a run, recorded in the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub ops: u64,
+    pub mix: String,
+    pub servers: Vec<String>,
+    /// True when loadgen started the target itself (a local single warren node).
+    pub local_cluster: bool,
+    pub clients: usize,
+    pub pipeline: usize,
+    pub keys: u64,
+    pub value_size: usize,
+    pub seed: u64,
+    pub preload: bool,
+}
+
+/// "NONODE(-101)"-style name of a ZooKeeper error code.
+pub fn error_name(code: i32) -> String {
+    match ZkError::from_code(code) {
+        Some(e) => format!("{}({code})", format!("{e:?}").to_ascii_uppercase()),
+        None => format!("UNKNOWN({code})"),
+    }
+}
+
+fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// The table printed at the end of a run: one row per op kind that ran, then the total.
+pub fn table(stats: &Stats, elapsed: Duration) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{:<8} {:>10} {:>8} {:>11}", "op", "count", "errors", "ops/s");
+    for (label, _) in PERCENTILES {
+        let _ = write!(out, " {:>10}", format!("{label}(µs)"));
+    }
+    let _ = writeln!(out, " {:>10}", "max(µs)");
+    for kind in OpKind::ALL {
+        let o = &stats.ops[kind.index()];
+        if o.count > 0 {
+            row(&mut out, kind.name(), o, elapsed);
+        }
+    }
+    let mut all = Stats::new().ops.into_iter().next().expect("four op kinds");
+    merge_all(&mut all, stats);
+    row(&mut out, "total", &all, elapsed);
+    for kind in OpKind::ALL {
+        for (&code, &n) in &stats.ops[kind.index()].errors {
+            let _ = writeln!(out, "  {} errors: {} x {n}", kind.name(), error_name(code));
+        }
+    }
+    out
+}
+
+fn merge_all(into: &mut OpStats, stats: &Stats) {
+    for o in &stats.ops {
+        into.hist.add(&o.hist).expect("histograms share bounds");
+        into.count += o.count;
+        for (&code, &n) in &o.errors {
+            *into.errors.entry(code).or_default() += n;
+        }
+    }
+}
+
+fn row(out: &mut String, name: &str, o: &OpStats, elapsed: Duration) {
+    let _ = write!(out, "{name:<8} {:>10} {:>8} {:>11.0}", o.count, o.error_count(), per_sec(o.count, elapsed));
+    for (_, q) in PERCENTILES {
+        let _ = write!(out, " {:>10}", o.hist.value_at_quantile(q));
+    }
+    let _ = writeln!(out, " {:>10}", o.hist.max());
+}
+
+fn op_json(o: &OpStats, elapsed: Duration) -> Value {
+    let mut v = json!({
+        "count": o.count,
+        "errors": o.error_count(),
+        "errors_by_code": o.errors.iter().map(|(&c, &n)| (error_name(c), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "throughput_ops_s": per_sec(o.count, elapsed),
+        "mean_us": if o.count > 0 { o.hist.mean() } else { 0.0 },
+        "max_us": o.hist.max(),
+    });
+    for (label, q) in PERCENTILES {
+        v[format!("{}_us", label.replace('.', "_"))] = json!(o.hist.value_at_quantile(q));
+    }
+    v
+}
+
+pub struct Summary<'a> {
+    pub run_id: &'a str,
+    pub settings: &'a Settings,
+    pub target_version: &'a str,
+    pub target_nodes: usize,
+    pub stats: &'a Stats,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+}
+
+pub fn summary_json(s: &Summary<'_>) -> Value {
+    let mut ops = serde_json::Map::new();
+    for kind in OpKind::ALL {
+        let o = &s.stats.ops[kind.index()];
+        if o.count > 0 {
+            ops.insert(kind.name().to_string(), op_json(o, s.elapsed));
+        }
+    }
+    let mut all = Stats::new().ops.into_iter().next().expect("four op kinds");
+    merge_all(&mut all, s.stats);
+    json!({
+        "loadgen_version": env!("CARGO_PKG_VERSION"),
+        "run_id": s.run_id,
+        "settings": s.settings,
+        "target": { "version": s.target_version, "nodes": s.target_nodes },
+        "machine": {
+            "os": std::env::consts::OS,
+            "arch": std::env::consts::ARCH,
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        },
+        "elapsed_s": s.elapsed.as_secs_f64(),
+        "interrupted": s.interrupted,
+        "total": op_json(&all, s.elapsed),
+        "ops": ops,
+    })
+}
+
+/// Writes `<dir>/<version>/<run-id>.json` (a numeric suffix if that name is taken) and
+/// returns its path.
+pub fn write_json(dir: &Path, run_id: &str, v: &Value) -> Result<PathBuf> {
+    let dir = dir.join(env!("CARGO_PKG_VERSION"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = serde_json::to_string_pretty(v)? + "\n";
+    for n in 0..100 {
+        let name = if n == 0 { format!("{run_id}.json") } else { format!("{run_id}-{n}.json") };
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                std::io::Write::write_all(&mut f, text.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+    }
+    anyhow::bail!("100 results named {run_id}*.json already exist in {}", dir.display())
+}
+
+/// A run id from a Unix time: `20261126T103512Z` (UTC, sorts by time).
+pub fn run_id(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids() {
+        assert_eq!(run_id(0), "19700101T000000Z");
+        assert_eq!(run_id(951_782_400), "20000229T000000Z");
+        assert_eq!(run_id(1_795_689_312), "20261126T103512Z");
+    }
+
+    #[test]
+    fn error_names() {
+        assert_eq!(error_name(-101), "NONODE(-101)");
+        assert_eq!(error_name(-110), "NODEEXISTS(-110)");
+        assert_eq!(error_name(-999), "UNKNOWN(-999)");
+    }
+}

@@ -1,0 +1,360 @@
+//! The measured work: preloading the keyspace and the closed loop. Each worker thread owns one
+//! session and keeps `pipeline` requests outstanding until the shared op budget is spent, so
+//! exactly `ops` operations are issued in total (fewer only if the run is interrupted).
+//! Latencies go into one HdrHistogram per op kind per worker, merged at the end.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use engine::types::Acl;
+use hdrhistogram::Histogram;
+use net::jute::{opcode, Request};
+
+use crate::parse::{Mix, OpKind};
+use crate::session::{Completion, Session};
+
+/// Parent of every znode loadgen creates.
+pub const ROOT: &str = "/loadgen";
+/// ZooKeeper's NODEEXISTS: expected when preloading over an earlier run's keys.
+const NODE_EXISTS: i32 = -110;
+/// Highest latency the histograms track (µs); larger values are clamped and still counted.
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+
+pub fn key_path(k: u64) -> String {
+    format!("{ROOT}/k{k:07}")
+}
+
+/// What every worker needs, shared read-only (plus the two atomics).
+pub struct Plan<'a> {
+    pub ops: u64,
+    pub mix: Mix,
+    pub keys: u64,
+    pub pipeline: usize,
+    pub value: Vec<u8>,
+    pub seed: u64,
+    pub run_id: &'a str,
+    /// Ops claimed so far; a worker issues an op only if it claims one below `ops`.
+    pub claimed: AtomicU64,
+    /// Replies received so far (for the progress line).
+    pub completed: AtomicU64,
+    pub stop: &'a AtomicBool,
+}
+
+impl Plan<'_> {
+    fn claim(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) || self.claimed.load(Ordering::Relaxed) >= self.ops {
+            return false;
+        }
+        self.claimed.fetch_add(1, Ordering::Relaxed) < self.ops
+    }
+}
+
+/// Latency and outcome of one op kind.
+pub struct OpStats {
+    pub hist: Histogram<u64>,
+    /// Replies received, errors included.
+    pub count: u64,
+    /// Error replies by ZooKeeper error code.
+    pub errors: BTreeMap<i32, u64>,
+}
+
+impl OpStats {
+    fn new() -> OpStats {
+        let hist = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static histogram bounds are valid");
+        OpStats { hist, count: 0, errors: BTreeMap::new() }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn record(&mut self, c: &Completion, now: Instant) {
+        let us = u64::try_from(now.duration_since(c.sent).as_micros()).unwrap_or(u64::MAX);
+        self.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+        self.count += 1;
+        if c.err != 0 {
+            *self.errors.entry(c.err).or_default() += 1;
+        }
+    }
+
+    fn merge(&mut self, other: &OpStats) {
+        self.hist.add(&other.hist).expect("histograms share bounds");
+        self.count += other.count;
+        for (&code, &n) in &other.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+    }
+}
+
+/// Stats of every op kind, indexed by OpKind::index.
+pub struct Stats {
+    pub ops: [OpStats; 4],
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats { ops: std::array::from_fn(|_| OpStats::new()) }
+    }
+
+    pub fn merge(&mut self, other: &Stats) {
+        for (a, b) in self.ops.iter_mut().zip(&other.ops) {
+            a.merge(b);
+        }
+    }
+
+    pub fn total_count(&self) -> u64 {
+        self.ops.iter().map(|o| o.count).sum()
+    }
+}
+
+/// splitmix64: tiny, seedable, good enough to pick keys and ops.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..n (Lemire's multiply-shift; the bias is below 2^-32 for any n we use).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// Runs `next` through `s` keeping up to `depth` requests outstanding, handing every reply to
+/// `done`, until `next` has nothing more and every reply is in.
+fn drive(
+    s: &mut Session,
+    depth: usize,
+    mut next: impl FnMut() -> Option<(Request, u8)>,
+    mut done: impl FnMut(Completion) -> Result<()>,
+) -> Result<()> {
+    let mut exhausted = false;
+    loop {
+        while !exhausted && s.outstanding() < depth {
+            match next() {
+                Some((req, tag)) => s.queue(&req, tag),
+                None => exhausted = true,
+            }
+        }
+        s.flush()?;
+        if s.outstanding() == 0 {
+            return Ok(());
+        }
+        done(s.recv()?)?;
+    }
+}
+
+fn create_request(path: String, data: Vec<u8>) -> Request {
+    Request::Create { opcode: opcode::CREATE, path, data, acl: Acl::open_unsafe(), flags: 0, ttl_ms: 0 }
+}
+
+/// Creates ROOT and keys 0..keys (each `value` bytes), spread over the sessions, one thread
+/// each. Keys left by an earlier run (NODEEXISTS) are kept as they are.
+pub fn preload(sessions: &mut [Session], keys: u64, value: &[u8], depth: usize, stop: &AtomicBool) -> Result<()> {
+    let first = sessions.first_mut().context("no sessions")?;
+    drive(first, 1, once(create_request(ROOT.to_string(), Vec::new())), |c| expect_ok(c, "create /loadgen"))?;
+    let n = sessions.len() as u64;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = sessions
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| {
+                scope.spawn(move || {
+                    let mut k = i as u64;
+                    let next = || {
+                        if k >= keys || stop.load(Ordering::Relaxed) {
+                            return None;
+                        }
+                        let req = create_request(key_path(k), value.to_vec());
+                        k += n;
+                        Some((req, 0))
+                    };
+                    drive(s, depth, next, |c| expect_ok(c, "preload create"))
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().expect("preload thread panicked"))
+    })?;
+    if stop.load(Ordering::Relaxed) {
+        bail!("interrupted during preload");
+    }
+    Ok(())
+}
+
+fn once(req: Request) -> impl FnMut() -> Option<(Request, u8)> {
+    let mut req = Some(req);
+    move || req.take().map(|r| (r, 0))
+}
+
+fn expect_ok(c: Completion, what: &str) -> Result<()> {
+    match c.err {
+        0 | NODE_EXISTS => Ok(()),
+        e => bail!("{what} failed with ZooKeeper error {}", crate::report::error_name(e)),
+    }
+}
+
+/// Checks the server serves reads before timing starts: getData of key 0 after a preload,
+/// else exists("/").
+pub fn verify(s: &mut Session, preloaded: bool) -> Result<()> {
+    let (req, what) = if preloaded {
+        (Request::GetData { path: key_path(0), watch: false }, format!("getData {}", key_path(0)))
+    } else {
+        (Request::Exists { path: "/".into(), watch: false }, "exists /".to_string())
+    };
+    let addr = s.addr();
+    drive(s, 1, once(req), |c| match c.err {
+        0 => Ok(()),
+        e => bail!("{addr} did not answer {what}: error {}", crate::report::error_name(e)),
+    })
+}
+
+/// One worker's closed loop over its session; returns its stats.
+fn worker(id: usize, s: &mut Session, plan: &Plan<'_>) -> Result<Stats> {
+    let mut rng = Rng::new(plan.seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut stats = Stats::new();
+    // Znodes this session created with `c`, oldest first: what `d` deletes. The session's
+    // FIFO order guarantees a create is applied before a delete queued after it.
+    let mut created: VecDeque<String> = VecDeque::new();
+    let mut create_seq = 0u64;
+    let mut unreported = 0u64;
+    let next = || {
+        if !plan.claim() {
+            return None;
+        }
+        let kind = plan.mix.pick(rng.below(100) as u32);
+        let req = match kind {
+            OpKind::Read => Request::GetData { path: key_path(rng.below(plan.keys.max(1))), watch: false },
+            OpKind::Write => {
+                Request::SetData { path: key_path(rng.below(plan.keys.max(1))), data: plan.value.clone(), version: -1 }
+            }
+            OpKind::Create => {
+                let path = format!("{ROOT}/c-{}-{id}-{create_seq}", plan.run_id);
+                create_seq += 1;
+                created.push_back(path.clone());
+                create_request(path, plan.value.clone())
+            }
+            OpKind::Delete => {
+                // Nothing of ours to delete yet: a path never created, answered NONODE.
+                let path = created.pop_front().unwrap_or_else(|| format!("{ROOT}/c-{}-{id}-none", plan.run_id));
+                Request::Delete { path, version: -1 }
+            }
+        };
+        Some((req, kind.index() as u8))
+    };
+    let done = |c: Completion| {
+        stats.ops[usize::from(c.tag)].record(&c, Instant::now());
+        unreported += 1;
+        if unreported == 64 {
+            plan.completed.fetch_add(unreported, Ordering::Relaxed);
+            unreported = 0;
+        }
+        Ok(())
+    };
+    drive(s, plan.pipeline, next, done)?;
+    plan.completed.fetch_add(unreported, Ordering::Relaxed);
+    Ok(stats)
+}
+
+/// Runs the closed loop on every session (one thread each) and returns the merged stats and
+/// the wall time of the measured phase. A worker that fails stops the others.
+pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<(Stats, Duration)> {
+    let start = Instant::now();
+    let results: Vec<Result<Stats>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sessions
+            .iter_mut()
+            .enumerate()
+            .map(|(id, s)| {
+                scope.spawn(move || {
+                    let r = worker(id, s, plan).with_context(|| format!("session {id} to {}", s.addr()));
+                    if r.is_err() {
+                        plan.stop.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        report_progress(&handles, plan, start, progress);
+        handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
+    });
+    let elapsed = start.elapsed();
+    let mut total = Stats::new();
+    for r in results {
+        total.merge(&r?);
+    }
+    Ok((total, elapsed))
+}
+
+/// While workers run: a one-line progress report on stderr every second, if asked for.
+fn report_progress<T>(handles: &[std::thread::ScopedJoinHandle<'_, T>], plan: &Plan<'_>, start: Instant, on: bool) {
+    let mut last = (start, 0u64);
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(100));
+        if !on || last.0.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        let now = Instant::now();
+        let done = plan.completed.load(Ordering::Relaxed);
+        let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+        eprint!("\r  {done}/{} ops  {rate:>10.0} ops/s  {:>5.1}s ", plan.ops, start.elapsed().as_secs_f64());
+        last = (now, done);
+    }
+    if on && start.elapsed() >= Duration::from_secs(1) {
+        eprintln!();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_deterministic_and_in_range() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..1000 {
+            let x = a.below(10);
+            assert_eq!(x, b.below(10));
+            assert!(x < 10);
+        }
+        let mut c = Rng::new(1);
+        let mut seen = [0u32; 4];
+        for _ in 0..4000 {
+            seen[c.below(4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn stats_merge_adds_counts_errors_and_histograms() {
+        let mut a = Stats::new();
+        let mut b = Stats::new();
+        let t0 = Instant::now();
+        let c = |err| Completion { tag: 0, sent: t0, err };
+        a.ops[0].record(&c(0), t0 + Duration::from_micros(100));
+        b.ops[0].record(&c(-101), t0 + Duration::from_micros(300));
+        b.ops[1].record(&c(0), t0 + Duration::from_micros(50));
+        a.merge(&b);
+        assert_eq!(a.ops[0].count, 2);
+        assert_eq!(a.ops[0].errors.get(&-101), Some(&1));
+        assert_eq!(a.ops[0].hist.len(), 2);
+        assert!(a.ops[0].hist.max() >= 299);
+        assert_eq!(a.ops[1].count, 1);
+        assert_eq!(a.total_count(), 3);
+    }
+
+    #[test]
+    fn key_paths_sort_with_their_numbers() {
+        assert_eq!(key_path(0), "/loadgen/k0000000");
+        assert_eq!(key_path(9_999_999), "/loadgen/k9999999");
+    }
+}

@@ -1,0 +1,259 @@
+//! The real loadgen binary against a real warren: a small run leaves the table on stdout and a
+//! parseable JSON with the right op counts; an unreachable server fails fast with a clear
+//! message. Throughput and latency numbers are never asserted.
+//!
+//! The warren binary is $WARREN_BIN, else <workspace>/target/release/warren (the suite runs
+//! after `cargo build --release --workspace --bins`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+fn warren_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WARREN_BIN") {
+        return PathBuf::from(p);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("loadgen sits in the workspace");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+    let p = target.join("release").join("warren");
+    assert!(
+        p.is_file(),
+        "no warren at {}: run `cargo build --release --workspace --bins` or set WARREN_BIN",
+        p.display()
+    );
+    p
+}
+
+/// A warren started by the test, killed on drop.
+struct Warren {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Warren {
+    fn start() -> Warren {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(warren_bin())
+            .args(["start", "--port", &port.to_string(), "--cores", "1", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn warren");
+        let mut w = Warren { child, addr: ([127, 0, 0, 1], port).into(), _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(w.child.try_wait().unwrap().is_none(), "warren exited during start-up");
+            if ruok(w.addr) {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "warren not ready within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Warren {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ruok(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut out = String::new();
+    s.write_all(b"ruok").is_ok() && s.read_to_string(&mut out).is_ok() && out.trim() == "imok"
+}
+
+/// Runs loadgen with `args`, killing it if it takes longer than `limit`.
+fn loadgen(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(LOADGEN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "loadgen {args:?} did not finish within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The single JSON file under `<dir>/<version>/`.
+fn only_result(dir: &Path) -> serde_json::Value {
+    let version_dir = dir.join(env!("CARGO_PKG_VERSION"));
+    let files: Vec<_> = std::fs::read_dir(&version_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", version_dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].extension().and_then(|e| e.to_str()), Some("json"));
+    serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).expect("result is JSON")
+}
+
+fn check_run(out: &Output, results: &Path, ops: u64, kinds: &[&str]) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    assert!(stdout.contains("p99.99(µs)"), "no table header:\n{stdout}");
+    for kind in kinds {
+        assert!(stdout.lines().any(|l| l.starts_with(kind)), "no {kind} row:\n{stdout}");
+    }
+    assert!(stdout.lines().any(|l| l.starts_with("total")), "no total row:\n{stdout}");
+    let v = only_result(results);
+    assert_eq!(v["settings"]["ops"], ops);
+    assert_eq!(v["total"]["count"], ops);
+    assert_eq!(v["interrupted"], false);
+    let per_kind: u64 = v["ops"].as_object().unwrap().values().map(|o| o["count"].as_u64().unwrap()).sum();
+    assert_eq!(per_kind, ops);
+    for kind in kinds {
+        assert!(v["ops"][kind]["count"].as_u64().unwrap() > 0, "{kind} never ran: {v}");
+        assert!(v["ops"][kind]["p99_us"].as_u64().is_some());
+    }
+    v
+}
+
+#[test]
+fn run_against_a_started_warren() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let args = [
+        "--ops",
+        "2000",
+        "--mix",
+        "90r10w",
+        "--servers",
+        &servers,
+        "--clients",
+        "4",
+        "--keys",
+        "500",
+        "--seed",
+        "7",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    let out = loadgen(&args, Duration::from_secs(120));
+    let v = check_run(&out, results.path(), 2000, &["getData", "setData"]);
+    assert_eq!(v["settings"]["mix"], "90r10w");
+    assert_eq!(v["settings"]["seed"], 7);
+    assert_eq!(v["settings"]["local_cluster"], false);
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+    assert!(v["target"]["version"].as_str().unwrap().contains("warren"), "{v}");
+}
+
+#[test]
+fn extended_mix_counts_every_kind() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let args = [
+        "--ops",
+        "2k",
+        "--mix",
+        "40r20w20c20d",
+        "--servers",
+        &servers,
+        "--clients",
+        "2",
+        "--keys",
+        "100",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    let out = loadgen(&args, Duration::from_secs(120));
+    let v = check_run(&out, results.path(), 2000, &["getData", "setData", "create", "delete"]);
+    // Creates are session-unique and never fail; deletes without a prior create of the same
+    // session fail with NONODE, and every failure is accounted to a code.
+    assert_eq!(v["ops"]["create"]["errors"], 0, "{v}");
+    let delete = &v["ops"]["delete"];
+    let by_code: u64 = delete["errors_by_code"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(by_code, delete["errors"].as_u64().unwrap());
+}
+
+#[test]
+fn without_servers_it_starts_and_stops_its_own_warren() {
+    let results = tempfile::tempdir().unwrap();
+    let warren = warren_bin();
+    let mut child = Command::new(LOADGEN)
+        .args(["--ops", "2000", "--keys", "200", "--clients", "2", "--results-dir"])
+        .arg(results.path())
+        .env("WARREN_BIN", &warren)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "loadgen did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("single node (replication not built yet)"), "{stderr}");
+    let v = check_run(&out, results.path(), 2000, &["getData", "setData"]);
+    assert_eq!(v["settings"]["local_cluster"], true);
+    // The local warren is gone: its port no longer answers.
+    let addr: SocketAddr = v["settings"]["servers"][0].as_str().unwrap().parse().unwrap();
+    assert!(!ruok(addr), "the local warren on {addr} is still running");
+}
+
+#[test]
+fn unreachable_server_fails_fast_with_a_clear_message() {
+    let results = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = loadgen(
+        &["--ops", "2000", "--servers", "127.0.0.1:1", "--results-dir", results.path().to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "loadgen succeeded against 127.0.0.1:1");
+    assert!(stderr.contains("cannot connect to 127.0.0.1:1"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(!results.path().join(env!("CARGO_PKG_VERSION")).exists(), "a failed run wrote results");
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    for (args, why) in [
+        (&["--ops", "1x"][..], "unknown suffix"),
+        (&["--mix", "90r"][..], "sum to 90"),
+        (&["--servers", "localhost"][..], "has no port"),
+        (&["--pipeline", "0"][..], "--pipeline"),
+    ] {
+        let out = loadgen(args, Duration::from_secs(10));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_shows_examples() {
+    let out = loadgen(&["--help"], Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("loadgen --ops 1M --mix 90r10w"), "{stdout}");
+    assert!(stdout.contains("80r10w5c5d"), "{stdout}");
+}
