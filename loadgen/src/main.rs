@@ -119,7 +119,16 @@ fn stopped() -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run_cli(&cli) {
+    let result = run_cli(&cli);
+    if stopped() {
+        // Interrupted: whatever was measured has been reported; 130 is the shell's code for
+        // SIGINT.
+        if let Err(e) = result {
+            eprintln!("loadgen: interrupted: {e:#}");
+        }
+        return ExitCode::from(130);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen: error: {e:#}");
@@ -234,8 +243,8 @@ fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
     };
     let path = report::write_json(&cli.results_dir, &run_id, &report::summary_json(&summary))?;
     println!("results: {}", path.display());
-    if interrupted {
-        bail!("interrupted");
+    if interrupted && !stopped() {
+        bail!("only {} of {} ops completed", stats.total_count(), cli.ops);
     }
     Ok(())
 }

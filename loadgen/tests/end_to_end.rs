@@ -257,3 +257,60 @@ fn help_shows_examples() {
     assert!(stdout.contains("loadgen --ops 1M --mix 90r10w"), "{stdout}");
     assert!(stdout.contains("80r10w5c5d"), "{stdout}");
 }
+
+#[test]
+fn ctrl_c_stops_the_run_reports_and_cleans_up() {
+    use std::io::BufRead;
+    let results = tempfile::tempdir().unwrap();
+    // Far more ops than can finish before the interrupt; the run is bounded by it anyway.
+    let mut child = Command::new(LOADGEN)
+        .args(["--ops", "100M", "--keys", "200", "--clients", "2", "--results-dir"])
+        .arg(results.path())
+        .env("WARREN_BIN", warren_bin())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains("loadgen: running") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let running = rx.recv_timeout(Duration::from_secs(60));
+    if running.is_err() {
+        let _ = child.kill();
+    }
+    assert!(running.is_ok(), "loadgen never started running");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on the pid of our own unreaped child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("loadgen did not stop within 30 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = reader.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "stderr:\n{stderr}");
+    assert!(stderr.contains("interrupted after"), "{stderr}");
+    assert!(stdout.lines().any(|l| l.starts_with("total")), "no table after Ctrl-C:\n{stdout}");
+    let v = only_result(results.path());
+    assert_eq!(v["interrupted"], true);
+    assert!(v["total"]["count"].as_u64().unwrap() < 100_000_000);
+    let addr: SocketAddr = v["settings"]["servers"][0].as_str().unwrap().parse().unwrap();
+    assert!(!ruok(addr), "the local warren on {addr} survived Ctrl-C");
+}
