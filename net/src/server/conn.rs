@@ -32,6 +32,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// Bytes of replies and events queued for a client before it is cut off as not reading.
+const OUTPUT_BYTES_MAX: usize = 64 << 20;
+
 /// How a slot's parts become one reply.
 enum Kind {
     /// A request answered by one shard; the opcode says how to encode it.
@@ -791,6 +794,7 @@ impl Conn {
             self.base_seq.set(self.base_seq.get() + 1);
             let frame = self.finish(&mut slot);
             self.out.borrow_mut().extend_from_slice(&frame);
+            self.check_output_bound();
             self.sent.set(self.sent.get() + 1);
             if slot.arms_root_child_watch {
                 self.root_child_watch_armed.set(true);
@@ -860,7 +864,7 @@ impl Conn {
     }
 
     fn emit_event(&self, e: PendingEvent) {
-        if e.path == "/" && !self.accept_root_event(e.shard, e.event) {
+        if self.closing.get().is_some() || (e.path == "/" && !self.accept_root_event(e.shard, e.event)) {
             return;
         }
         jute::encode_notification(
@@ -870,6 +874,17 @@ impl Conn {
             keeper_state::SYNC_CONNECTED,
             &e.path,
         );
+        self.check_output_bound();
+    }
+
+    /// Replies are bounded by the outstanding-request limit, but watch events are not: a
+    /// client that does not read while events pile up is cut off instead of growing memory.
+    fn check_output_bound(&self) {
+        let queued = self.out.borrow().len();
+        if queued > OUTPUT_BYTES_MAX && self.closing.get().is_none() {
+            tracing::warn!(conn = self.id, queued, "client does not read its replies and events; closing");
+            self.close("output buffer over its limit");
+        }
     }
 
     fn accept_root_event(&self, shard: ShardId, event: EventType) -> bool {
