@@ -241,7 +241,7 @@ fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
         elapsed,
         interrupted,
     };
-    let path = report::write_json(&cli.results_dir, &run_id, &report::summary_json(&summary))?;
+    let path = report::write_results(&cli.results_dir, &run_id, report::summary_json(&summary), &stats)?;
     println!("results: {}", path.display());
     if interrupted && !stopped() {
         bail!("only {} of {} ops completed", stats.total_count(), cli.ops);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use engine::ZkError;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -140,26 +141,71 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
     })
 }
 
-/// Writes `<dir>/<version>/<run-id>.json` (a numeric suffix if that name is taken) and
-/// returns its path.
-pub fn write_json(dir: &Path, run_id: &str, v: &Value) -> Result<PathBuf> {
+/// Writes `<dir>/<version>/<stem>.json` and one `<stem>.<op>.hgrm` per op kind that ran (plus
+/// `<stem>.total.hgrm`), where `<stem>` is the run id, with a numeric suffix if that name is
+/// taken. The JSON lists the hgrm files. Returns the JSON's path.
+pub fn write_results(dir: &Path, run_id: &str, mut summary: Value, stats: &Stats) -> Result<PathBuf> {
     let dir = dir.join(env!("CARGO_PKG_VERSION"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let text = serde_json::to_string_pretty(v)? + "\n";
+    let (stem, mut json_file) = reserve(&dir, run_id)?;
+    let mut hgrm = serde_json::Map::new();
+    let mut all = Stats::new().ops.into_iter().next().expect("four op kinds");
+    merge_all(&mut all, stats);
+    let ran = OpKind::ALL.into_iter().map(|k| (k.name(), &stats.ops[k.index()])).filter(|(_, o)| o.count > 0);
+    for (name, o) in ran.chain(std::iter::once(("total", &all))) {
+        let file = format!("{stem}.{name}.hgrm");
+        let path = dir.join(&file);
+        std::fs::write(&path, percentile_distribution(&o.hist))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        hgrm.insert(name.to_string(), json!(file));
+    }
+    summary["hgrm"] = Value::Object(hgrm);
+    let text = serde_json::to_string_pretty(&summary)? + "\n";
+    let json_path = dir.join(format!("{stem}.json"));
+    std::io::Write::write_all(&mut json_file, text.as_bytes())
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    Ok(json_path)
+}
+
+/// Creates `<dir>/<run_id>[-n].json` empty (create_new, so two runs never share a name) and
+/// returns the stem and the open file.
+fn reserve(dir: &Path, run_id: &str) -> Result<(String, std::fs::File)> {
     for n in 0..100 {
-        let name = if n == 0 { format!("{run_id}.json") } else { format!("{run_id}-{n}.json") };
-        let path = dir.join(name);
+        let stem = if n == 0 { run_id.to_string() } else { format!("{run_id}-{n}") };
+        let path = dir.join(format!("{stem}.json"));
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => {
-                std::io::Write::write_all(&mut f, text.as_bytes())
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                return Ok(path);
-            }
+            Ok(f) => return Ok((stem, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
         }
     }
     anyhow::bail!("100 results named {run_id}*.json already exist in {}", dir.display())
+}
+
+/// HdrHistogram's percentile distribution text (Java's outputPercentileDistribution with 5
+/// ticks per half distance and values scaled to milliseconds, as wrk2 prints it), which the
+/// HdrHistogram plotter reads. The histogram holds microseconds.
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    const US_PER_MS: f64 = 1000.0;
+    let mut out = format!("{:>12} {:>14} {:>10} {:>14}\n\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let value = v.value_iterated_to() as f64 / US_PER_MS;
+        let q = v.quantile_iterated_to();
+        if q < 1.0 {
+            let _ = writeln!(out, "{value:>12.3} {q:>2.12} {total:>10} {:>14.2}", 1.0 / (1.0 - q));
+        } else {
+            let _ = writeln!(out, "{value:>12.3} {q:>2.12} {total:>10}");
+        }
+    }
+    let (mean, stdev) = if h.is_empty() { (0.0, 0.0) } else { (h.mean() / US_PER_MS, h.stdev() / US_PER_MS) };
+    let _ = writeln!(out, "#[Mean    = {mean:>12.3}, StdDeviation   = {stdev:>12.3}]");
+    let _ = writeln!(out, "#[Max     = {:>12.3}, Total count    = {:>12}]", h.max() as f64 / US_PER_MS, h.len());
+    // Sub-buckets cover 2 * 10^sigfig values at unit resolution, rounded up to a power of two.
+    let sub_buckets = (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two();
+    let _ = writeln!(out, "#[Buckets = {:>12}, SubBuckets     = {sub_buckets:>12}]", h.buckets());
+    out
 }
 
 /// A run id from a Unix time: `20261126T103512Z` (UTC, sorts by time).
@@ -193,6 +239,29 @@ mod tests {
         assert_eq!(run_id(0), "19700101T000000Z");
         assert_eq!(run_id(951_782_400), "20000229T000000Z");
         assert_eq!(run_id(1_795_689_312), "20261126T103512Z");
+    }
+
+    #[test]
+    fn percentile_distribution_has_the_hgrm_shape() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for us in 1..=1000 {
+            h.record(us).unwrap();
+        }
+        let text = percentile_distribution(&h);
+        let mut lines = text.lines();
+        assert!(lines.next().unwrap().trim_start().starts_with("Value"));
+        assert_eq!(lines.next(), Some(""));
+        let rows: Vec<Vec<&str>> =
+            text.lines().skip(2).take_while(|l| !l.starts_with('#')).map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows.first().unwrap()[0], "0.001");
+        let last = rows.last().unwrap();
+        assert_eq!(last[1], "1.000000000000");
+        assert_eq!(last[2], "1000");
+        assert!(text.contains("Total count    =         1000]"), "{text}");
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
+        // Cumulative counts never decrease.
+        let counts: Vec<u64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]

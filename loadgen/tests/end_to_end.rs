@@ -98,16 +98,29 @@ fn loadgen(args: &[&str], limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// The single JSON file under `<dir>/<version>/`.
+/// The single JSON result under `<dir>/<version>/`, after checking that the .hgrm files it
+/// lists are there and end with a HdrHistogram footer.
 fn only_result(dir: &Path) -> serde_json::Value {
     let version_dir = dir.join(env!("CARGO_PKG_VERSION"));
     let files: Vec<_> = std::fs::read_dir(&version_dir)
         .unwrap_or_else(|e| panic!("{}: {e}", version_dir.display()))
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_eq!(files[0].extension().and_then(|e| e.to_str()), Some("json"));
-    serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).expect("result is JSON")
+    let json: Vec<_> = files.iter().filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json")).collect();
+    assert_eq!(json.len(), 1, "{files:?}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json[0]).unwrap()).expect("JSON");
+    let hgrm = v["hgrm"].as_object().expect("hgrm list");
+    assert!(hgrm.contains_key("total"), "{v}");
+    for op in v["ops"].as_object().unwrap().keys() {
+        assert!(hgrm.contains_key(op), "no hgrm for {op}: {v}");
+    }
+    assert_eq!(files.len(), 1 + hgrm.len(), "{files:?}");
+    for file in hgrm.values() {
+        let text = std::fs::read_to_string(version_dir.join(file.as_str().unwrap())).unwrap();
+        assert!(text.trim_start().starts_with("Value"), "{file}:\n{text}");
+        assert!(text.contains("#[Buckets ="), "{file}:\n{text}");
+    }
+    v
 }
 
 fn check_run(out: &Output, results: &Path, ops: u64, kinds: &[&str]) -> serde_json::Value {
