@@ -214,7 +214,9 @@ fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
         stop: &STOP,
     };
     eprintln!("loadgen: running");
+    let cpu_before = own_cpu();
     let (stats, elapsed) = run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
+    let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
     for s in sessions {
         // Best effort: the measurement is done; a failed close only delays the server's cleanup.
         if let Err(e) = s.close() {
@@ -232,6 +234,11 @@ fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
         elapsed.as_secs_f64(),
         stats.total_count() as f64 / elapsed.as_secs_f64().max(1e-9)
     );
+    println!(
+        "loadgen CPU: {:.3} s (user+sys) = {:.0} ops per loadgen CPU-second",
+        loadgen_cpu.as_secs_f64(),
+        stats.total_count() as f64 / loadgen_cpu.as_secs_f64().max(1e-9)
+    );
     let summary = Summary {
         run_id: &run_id,
         settings: &settings,
@@ -240,6 +247,7 @@ fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
         stats: &stats,
         elapsed,
         interrupted,
+        loadgen_cpu,
     };
     let path = report::write_results(&cli.results_dir, &run_id, report::summary_json(&summary), &stats)?;
     println!("results: {}", path.display());
@@ -247,6 +255,18 @@ fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
         bail!("only {} of {} ops completed", stats.total_count(), cli.ops);
     }
     Ok(())
+}
+
+/// CPU time (user + system) this process has used so far; the local warren is a child and not
+/// included.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// The "Zookeeper version:" line of `srvr`, or why it is unknown (Apache ZooKeeper only answers

@@ -112,6 +112,8 @@ pub struct Summary<'a> {
     pub stats: &'a Stats,
     pub elapsed: Duration,
     pub interrupted: bool,
+    /// CPU time loadgen itself used during the measured phase.
+    pub loadgen_cpu: Duration,
 }
 
 pub fn summary_json(s: &Summary<'_>) -> Value {
@@ -136,6 +138,8 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
         },
         "elapsed_s": s.elapsed.as_secs_f64(),
         "interrupted": s.interrupted,
+        "loadgen_cpu_s": s.loadgen_cpu.as_secs_f64(),
+        "loadgen_ops_per_cpu_s": s.stats.total_count() as f64 / s.loadgen_cpu.as_secs_f64().max(1e-9),
         "total": op_json(&all, s.elapsed),
         "ops": ops,
     })
