@@ -3,6 +3,7 @@
 //! outstanding, until exactly --ops operations are done. Prints a percentile table per op type
 //! and writes results/<version>/<run-id>.json.
 
+mod compare;
 mod local;
 mod parse;
 mod report;
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::local::LocalWarren;
 use crate::parse::{parse_count, parse_mix, parse_servers, Mix};
@@ -43,6 +44,8 @@ Examples:
   loadgen --ops 500k --mix 100w --clients 32 --pipeline 16
   loadgen --ops 200k --mix 80r10w5c5d --servers 127.0.0.1:2181,127.0.0.1:2182
       against running servers (Warren or Apache ZooKeeper); sessions round-robin over them
+  loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10
+      side by side with the change of every percentile and throughput (a folder = its newest run)
 
 Numbers: 2000, 500k, 1M, 2.5M, 1_000_000 (k = 10^3, M = 10^6, G = 10^9).
 Mix: <percent><op>... summing to 100; ops: r = getData, w = setData (of preloaded keys),
@@ -52,8 +55,38 @@ Keys are /loadgen/k0000000.. picked uniformly at random from --seed; latencies a
 measured per reply (errors included) in microseconds. Ctrl-C stops the run and still reports.";
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Load generator for ZooKeeper-protocol servers (Warren, Apache ZooKeeper)", after_help = EXAMPLES)]
+#[command(
+    version,
+    about = "Load generator for ZooKeeper-protocol servers (Warren, Apache ZooKeeper)",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Put result JSONs (or release folders: their newest run) side by side, with each value's
+    /// change relative to the first
+    Compare {
+        /// Result .json files or folders like results/0.1.0; the first is the baseline
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Flag changes worse than this many percent
+        #[arg(long, default_value_t = 5.0)]
+        threshold: f64,
+        /// Exit non-zero if any change is worse than this many percent (for CI)
+        #[arg(long, value_name = "PCT")]
+        fail_on_regression: Option<f64>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
     /// Total operations to run (e.g. 1M, 500k, 2000)
     #[arg(long, value_parser = parse_count, default_value = "100k")]
     ops: u64,
@@ -119,7 +152,16 @@ fn stopped() -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = run_cli(&cli);
+    if let Some(Sub::Compare { runs, threshold, fail_on_regression }) = &cli.command {
+        return match run_compare(runs, *threshold, *fail_on_regression) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("loadgen: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let result = run_cli(&cli.run);
     if stopped() {
         // Interrupted: whatever was measured has been reported; 130 is the shell's code for
         // SIGINT.
@@ -137,7 +179,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_cli(cli: &Cli) -> Result<()> {
+fn run_cli(cli: &RunArgs) -> Result<()> {
     if cli.value_size > VALUE_BYTES_MAX {
         bail!("--value-size {} exceeds {VALUE_BYTES_MAX} bytes", cli.value_size);
     }
@@ -162,7 +204,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
     result
 }
 
-fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
+fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     let addrs = servers.iter().map(|s| resolve(s)).collect::<Result<Vec<_>>>()?;
     let target_version = server_version(addrs[0]);
     let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -255,6 +297,21 @@ fn run(cli: &Cli, servers: &[String], local: bool) -> Result<()> {
         bail!("only {} of {} ops completed", stats.total_count(), cli.ops);
     }
     Ok(())
+}
+
+/// `loadgen compare`: prints the table; exit 1 on a regression past --fail-on-regression.
+fn run_compare(paths: &[PathBuf], threshold: f64, fail_on_regression: Option<f64>) -> Result<ExitCode> {
+    let runs = paths.iter().map(|p| compare::load(p)).collect::<Result<Vec<_>>>()?;
+    let (table, regressions) = compare::compare(&runs, fail_on_regression.unwrap_or(threshold));
+    print!("{table}");
+    if regressions.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\nregressions:");
+    for r in &regressions {
+        println!("  {r}");
+    }
+    Ok(if fail_on_regression.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// CPU time (user + system) this process has used so far; the local warren is a child and not

@@ -327,3 +327,49 @@ fn ctrl_c_stops_the_run_reports_and_cleans_up() {
     let addr: SocketAddr = v["settings"]["servers"][0].as_str().unwrap().parse().unwrap();
     assert!(!ruok(addr), "the local warren on {addr} survived Ctrl-C");
 }
+
+#[test]
+fn compare_two_runs() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let dir = results.path().to_str().unwrap();
+    let args = ["--ops", "1000", "--servers", &servers, "--clients", "2", "--keys", "100", "--results-dir", dir];
+    let out = loadgen(&args, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = std::fs::read_dir(results.path().join(env!("CARGO_PKG_VERSION")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+        .unwrap();
+    // B = A with half the throughput everywhere: a regression whatever the machine did.
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&a).unwrap()).unwrap();
+    let halve = |o: &mut serde_json::Value| {
+        let t = o["throughput_ops_s"].as_f64().unwrap();
+        o["throughput_ops_s"] = serde_json::json!(t / 2.0);
+    };
+    halve(&mut v["total"]);
+    halve(&mut v["ops"]["getData"]);
+    let b = results.path().join("b.json");
+    std::fs::write(&b, serde_json::to_string(&v).unwrap()).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    let same = loadgen(&["compare", a, a, "--fail-on-regression", "0"], Duration::from_secs(10));
+    let table = String::from_utf8_lossy(&same.stdout);
+    assert!(same.status.success(), "{table}");
+    assert!(table.contains("getData") && table.contains("total") && table.contains("+0.0%"), "{table}");
+
+    let worse = loadgen(&["compare", a, b, "--fail-on-regression", "10"], Duration::from_secs(10));
+    let table = String::from_utf8_lossy(&worse.stdout);
+    assert_eq!(worse.status.code(), Some(1), "{table}");
+    assert!(table.contains("-50.0% !"), "{table}");
+    assert!(table.contains("regressions:"), "{table}");
+
+    // Without --fail-on-regression the same comparison only reports.
+    let report = loadgen(&["compare", a, b], Duration::from_secs(10));
+    assert!(report.status.success());
+
+    let bad = loadgen(&["compare", a, "/nonexistent/x.json"], Duration::from_secs(10));
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read /nonexistent/x.json"));
+}
