@@ -151,7 +151,12 @@ fn drive(
         if s.outstanding() == 0 {
             return Ok(());
         }
+        // Take every reply already read before refilling: one write per batch of replies
+        // rather than per reply.
         done(s.recv()?)?;
+        while s.outstanding() > 0 && s.reply_buffered() {
+            done(s.recv()?)?;
+        }
     }
 }
 

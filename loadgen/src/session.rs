@@ -145,6 +145,15 @@ impl Session {
         }
     }
 
+    /// Whether a whole reply frame is already buffered, so `recv` will not block or read.
+    pub fn reply_buffered(&self) -> bool {
+        let buf = self.reader.buffer();
+        match frame_len(buf) {
+            Some(len) => usize::try_from(len).is_ok_and(|len| buf.len() >= 4 + len),
+            None => false,
+        }
+    }
+
     /// Sends closeSession and waits for its answer, so the server drops the session now rather
     /// than at its timeout. Outstanding requests are drained first.
     pub fn close(mut self) -> Result<()> {
