@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::local::LocalWarren;
-use crate::parse::{parse_count, parse_mix, parse_servers, Mix};
+use crate::parse::{parse_count, parse_duration, parse_mix, parse_servers, Mix};
 use crate::report::{Settings, Summary};
 use crate::session::{four_letter, resolve, Session};
 
@@ -42,6 +42,7 @@ Examples:
       start a local warren (single node until replication exists), run 1,000,000 ops,
       90% getData / 10% setData, print the table, write results/<version>/<run-id>.json
   loadgen --ops 500k --mix 100w --clients 32 --pipeline 16
+  loadgen --duration 30s --warmup 20k --mix 50r50w --seed 42
   loadgen --ops 200k --mix 80r10w5c5d --servers 127.0.0.1:2181,127.0.0.1:2182
       against running servers (Warren or Apache ZooKeeper); sessions round-robin over them
   loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10
@@ -87,9 +88,15 @@ enum Sub {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Total operations to run (e.g. 1M, 500k, 2000)
-    #[arg(long, value_parser = parse_count, default_value = "100k")]
-    ops: u64,
+    /// Total operations to run (e.g. 1M, 500k, 2000) [default: 100k, or unbounded with --duration]
+    #[arg(long, value_parser = parse_count)]
+    ops: Option<u64>,
+    /// Run for this long instead (e.g. 30s, 2m); with --ops too, whichever comes first
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Operations to run first, unmeasured, with the same settings (e.g. 10k)
+    #[arg(long, value_parser = parse_count, default_value = "0")]
+    warmup: u64,
     /// Operation mix, e.g. 90r10w, 100r, 80r10w5c5d
     #[arg(long, value_parser = parse_mix, default_value = "90r10w")]
     mix: Mix,
@@ -204,14 +211,19 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
     result
 }
 
+/// Default --ops when neither --ops nor --duration is given.
+const OPS_DEFAULT: u64 = 100_000;
+
 fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     let addrs = servers.iter().map(|s| resolve(s)).collect::<Result<Vec<_>>>()?;
     let target_version = server_version(addrs[0]);
     let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let run_id = report::run_id(started.as_secs());
-    let seed = cli.seed.unwrap_or(started.as_nanos() as u64);
+    let ops = cli.ops.unwrap_or(if cli.duration.is_some() { u64::MAX } else { OPS_DEFAULT });
     let settings = Settings {
-        ops: cli.ops,
+        ops: (ops != u64::MAX).then_some(ops),
+        duration_s: cli.duration.map(|d| d.as_secs_f64()),
+        warmup_ops: cli.warmup,
         mix: cli.mix.to_string(),
         servers: servers.to_vec(),
         local_cluster: local,
@@ -219,23 +231,23 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         pipeline: cli.pipeline as usize,
         keys: cli.keys,
         value_size: cli.value_size,
-        seed,
+        seed: cli.seed.unwrap_or(started.as_nanos() as u64),
         preload: !cli.no_preload,
     };
     eprintln!(
-        "loadgen: target {} ({target_version}); {} ops, mix {}, {} clients x pipeline {}, {} keys of {} B, seed {seed}",
+        "loadgen: target {} ({target_version}); {}, mix {}, {} clients x pipeline {}, {} keys of {} B, seed {}",
         servers.join(","),
-        cli.ops,
+        budget(&settings),
         cli.mix,
         settings.clients,
         settings.pipeline,
         cli.keys,
-        cli.value_size
+        cli.value_size,
+        settings.seed
     );
     let mut sessions = Vec::with_capacity(settings.clients);
     for i in 0..settings.clients {
-        let addr = addrs[i % addrs.len()];
-        sessions.push(Session::connect(addr)?);
+        sessions.push(Session::connect(addrs[i % addrs.len()])?);
     }
     if !cli.no_preload {
         eprintln!("loadgen: preloading {} keys", cli.keys);
@@ -243,19 +255,14 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         run::preload(&mut sessions[..n], cli.keys, &vec![b'x'; cli.value_size], settings.pipeline, &STOP)?;
     }
     run::verify(&mut sessions[0], !cli.no_preload && cli.keys > 0).context("server check before timing")?;
-    let plan = run::Plan {
-        ops: cli.ops,
-        mix: cli.mix,
-        keys: cli.keys,
-        pipeline: settings.pipeline,
-        value: vec![b'v'; cli.value_size],
-        seed,
-        run_id: &run_id,
-        claimed: AtomicU64::new(0),
-        completed: AtomicU64::new(0),
-        stop: &STOP,
-    };
+    if cli.warmup > 0 {
+        eprintln!("loadgen: warming up with {} ops", cli.warmup);
+        let warmup_id = format!("{run_id}-warmup");
+        let plan = plan(&settings, cli.mix, cli.warmup, None, &warmup_id);
+        run::closed_loop(&mut sessions, &plan, false).context("warmup")?;
+    }
     eprintln!("loadgen: running");
+    let plan = plan(&settings, cli.mix, ops, cli.duration, &run_id);
     let cpu_before = own_cpu();
     let (stats, elapsed) = run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
     let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
@@ -265,22 +272,11 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
             eprintln!("loadgen: warning: {e:#}");
         }
     }
-    let interrupted = stats.total_count() < cli.ops;
+    let interrupted = stopped();
     if interrupted {
-        eprintln!("loadgen: interrupted after {} of {} ops", stats.total_count(), cli.ops);
+        eprintln!("loadgen: interrupted after {} ops", stats.total_count());
     }
-    print!("{}", report::table(&stats, elapsed));
-    println!(
-        "overall: {} ops in {:.3} s = {:.0} ops/s",
-        stats.total_count(),
-        elapsed.as_secs_f64(),
-        stats.total_count() as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
-    println!(
-        "loadgen CPU: {:.3} s (user+sys) = {:.0} ops per loadgen CPU-second",
-        loadgen_cpu.as_secs_f64(),
-        stats.total_count() as f64 / loadgen_cpu.as_secs_f64().max(1e-9)
-    );
+    print_summary(&stats, elapsed, loadgen_cpu);
     let summary = Summary {
         run_id: &run_id,
         settings: &settings,
@@ -293,10 +289,47 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     };
     let path = report::write_results(&cli.results_dir, &run_id, report::summary_json(&summary), &stats)?;
     println!("results: {}", path.display());
-    if interrupted && !stopped() {
-        bail!("only {} of {} ops completed", stats.total_count(), cli.ops);
-    }
     Ok(())
+}
+
+fn budget(s: &Settings) -> String {
+    match (s.ops, s.duration_s) {
+        (Some(ops), None) => format!("{ops} ops"),
+        (None, Some(d)) => format!("{d} s"),
+        (Some(ops), Some(d)) => format!("{ops} ops or {d} s"),
+        (None, None) => unreachable!("ops defaults without --duration"),
+    }
+}
+
+fn plan<'a>(s: &Settings, mix: Mix, ops: u64, duration: Option<Duration>, run_id: &'a str) -> run::Plan<'a> {
+    run::Plan {
+        ops,
+        duration,
+        mix,
+        keys: s.keys,
+        pipeline: s.pipeline,
+        value: vec![b'v'; s.value_size],
+        seed: s.seed,
+        run_id,
+        claimed: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        stop: &STOP,
+    }
+}
+
+fn print_summary(stats: &run::Stats, elapsed: Duration, loadgen_cpu: Duration) {
+    print!("{}", report::table(stats, elapsed));
+    println!(
+        "overall: {} ops in {:.3} s = {:.0} ops/s",
+        stats.total_count(),
+        elapsed.as_secs_f64(),
+        stats.total_count() as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "loadgen CPU: {:.3} s (user+sys) = {:.0} ops per loadgen CPU-second",
+        loadgen_cpu.as_secs_f64(),
+        stats.total_count() as f64 / loadgen_cpu.as_secs_f64().max(1e-9)
+    );
 }
 
 /// `loadgen compare`: prints the table; exit 1 on a regression past --fail-on-regression.

@@ -2,6 +2,7 @@
 //! (`90r10w`, `80r10w5c5d`) and server lists. No IO here, so every rule is unit tested.
 
 use std::fmt;
+use std::time::Duration;
 
 /// An operation loadgen issues. The letter is the one used in a mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -158,6 +159,26 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
     Ok(value)
 }
 
+/// Parses a duration: a whole number with unit ms, s, m or h (`500ms`, `30s`, `2m`); a bare
+/// number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (examples: 30s, 2m, 500ms)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: a duration must be positive"));
+    }
+    Ok(d)
+}
+
 /// Parses `host:port,host:port`; each entry must have a port. Names are resolved later.
 pub fn parse_servers(s: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -251,6 +272,18 @@ mod tests {
         assert_eq!(counts, [80, 10, 5, 5]);
         assert_eq!(mix.pick(0), OpKind::Read);
         assert_eq!(mix.pick(99), OpKind::Delete);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "s", "0s", "1.5s", "10x", "-1s", "5 s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

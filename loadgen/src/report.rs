@@ -21,7 +21,11 @@ pub const PERCENTILES: [(&str, f64); 5] =
 /// Everything that shapes a run, recorded in the JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
-    pub ops: u64,
+    /// None: bounded by `duration_s` only.
+    pub ops: Option<u64>,
+    pub duration_s: Option<f64>,
+    /// Unmeasured ops run before timing started.
+    pub warmup_ops: u64,
     pub mix: String,
     pub servers: Vec<String>,
     /// True when loadgen started the target itself (a local single warren node).

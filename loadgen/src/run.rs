@@ -35,6 +35,8 @@ pub struct Plan<'a> {
     pub value: Vec<u8>,
     pub seed: u64,
     pub run_id: &'a str,
+    /// Stop issuing after this long, if set (`--duration`); `ops` still bounds the run.
+    pub duration: Option<Duration>,
     /// Ops claimed so far; a worker issues an op only if it claims one below `ops`.
     pub claimed: AtomicU64,
     /// Replies received so far (for the progress line).
@@ -43,8 +45,11 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    fn claim(&self) -> bool {
+    fn claim(&self, deadline: Option<Instant>) -> bool {
         if self.stop.load(Ordering::Relaxed) || self.claimed.load(Ordering::Relaxed) >= self.ops {
+            return false;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
         self.claimed.fetch_add(1, Ordering::Relaxed) < self.ops
@@ -225,7 +230,7 @@ pub fn verify(s: &mut Session, preloaded: bool) -> Result<()> {
 }
 
 /// One worker's closed loop over its session; returns its stats.
-fn worker(id: usize, s: &mut Session, plan: &Plan<'_>) -> Result<Stats> {
+fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, deadline: Option<Instant>) -> Result<Stats> {
     let mut rng = Rng::new(plan.seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut stats = Stats::new();
     // Znodes this session created with `c`, oldest first: what `d` deletes. The session's
@@ -234,7 +239,7 @@ fn worker(id: usize, s: &mut Session, plan: &Plan<'_>) -> Result<Stats> {
     let mut create_seq = 0u64;
     let mut unreported = 0u64;
     let next = || {
-        if !plan.claim() {
+        if !plan.claim(deadline) {
             return None;
         }
         let kind = plan.mix.pick(rng.below(100) as u32);
@@ -275,13 +280,14 @@ fn worker(id: usize, s: &mut Session, plan: &Plan<'_>) -> Result<Stats> {
 /// the wall time of the measured phase. A worker that fails stops the others.
 pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<(Stats, Duration)> {
     let start = Instant::now();
+    let deadline = plan.duration.map(|d| start + d);
     let results: Vec<Result<Stats>> = std::thread::scope(|scope| {
         let handles: Vec<_> = sessions
             .iter_mut()
             .enumerate()
             .map(|(id, s)| {
                 scope.spawn(move || {
-                    let r = worker(id, s, plan).with_context(|| format!("session {id} to {}", s.addr()));
+                    let r = worker(id, s, plan, deadline).with_context(|| format!("session {id} to {}", s.addr()));
                     if r.is_err() {
                         plan.stop.store(true, Ordering::Relaxed);
                     }
@@ -311,7 +317,8 @@ fn report_progress<T>(handles: &[std::thread::ScopedJoinHandle<'_, T>], plan: &P
         let now = Instant::now();
         let done = plan.completed.load(Ordering::Relaxed);
         let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
-        eprint!("\r  {done}/{} ops  {rate:>10.0} ops/s  {:>5.1}s ", plan.ops, start.elapsed().as_secs_f64());
+        let of = if plan.ops == u64::MAX { String::new() } else { format!("/{}", plan.ops) };
+        eprint!("\r  {done}{of} ops  {rate:>10.0} ops/s  {:>5.1}s ", start.elapsed().as_secs_f64());
         last = (now, done);
     }
     if on && start.elapsed() >= Duration::from_secs(1) {

@@ -373,3 +373,38 @@ fn compare_two_runs() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read /nonexistent/x.json"));
 }
+
+#[test]
+fn duration_and_warmup() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let dir = results.path().to_str().unwrap();
+    let args = [
+        "--duration",
+        "1s",
+        "--warmup",
+        "500",
+        "--mix",
+        "40r20w20c20d",
+        "--servers",
+        &servers,
+        "--clients",
+        "2",
+        "--keys",
+        "100",
+        "--results-dir",
+        dir,
+    ];
+    let start = Instant::now();
+    let out = loadgen(&args, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    let v = only_result(results.path());
+    assert_eq!(v["settings"]["ops"], serde_json::Value::Null);
+    assert_eq!(v["settings"]["duration_s"], 1.0);
+    assert_eq!(v["settings"]["warmup_ops"], 500);
+    assert!(v["total"]["count"].as_u64().unwrap() > 0);
+    // The warmup's creates use their own names, so the measured creates never collide.
+    assert_eq!(v["ops"]["create"]["errors"], 0, "{v}");
+}
