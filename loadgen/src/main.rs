@@ -4,6 +4,7 @@
 //! and writes results/<version>/<run-id>.json.
 
 mod compare;
+mod keys;
 mod local;
 mod parse;
 mod report;
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::keys::{Distribution, KeyChooser};
 use crate::local::LocalWarren;
 use crate::parse::{parse_count, parse_duration, parse_mix, parse_servers, Mix};
 use crate::report::{Settings, Summary};
@@ -112,6 +114,12 @@ struct RunArgs {
     /// Keys in the keyspace (/loadgen/k0000000..)
     #[arg(long, value_parser = parse_count, default_value = "10000")]
     keys: u64,
+    /// How r/w ops pick keys: uniform, or zipf (key 0 hottest)
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    key_distribution: Distribution,
+    /// Exponent s of --key-distribution zipf (weight of rank k is 1/(k+1)^s)
+    #[arg(long, default_value_t = 0.99)]
+    zipf_exponent: f64,
     /// Bytes of data per preloaded key, setData and create
     #[arg(long, default_value_t = 100)]
     value_size: usize,
@@ -224,12 +232,14 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         ops: (ops != u64::MAX).then_some(ops),
         duration_s: cli.duration.map(|d| d.as_secs_f64()),
         warmup_ops: cli.warmup,
-        mix: cli.mix.to_string(),
+        mix: cli.mix,
         servers: servers.to_vec(),
         local_cluster: local,
         clients: cli.clients as usize,
         pipeline: cli.pipeline as usize,
         keys: cli.keys,
+        key_distribution: cli.key_distribution,
+        zipf_exponent: (cli.key_distribution == Distribution::Zipf).then_some(cli.zipf_exponent),
         value_size: cli.value_size,
         seed: cli.seed.unwrap_or(started.as_nanos() as u64),
         preload: !cli.no_preload,
@@ -255,14 +265,15 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         run::preload(&mut sessions[..n], cli.keys, &vec![b'x'; cli.value_size], settings.pipeline, &STOP)?;
     }
     run::verify(&mut sessions[0], !cli.no_preload && cli.keys > 0).context("server check before timing")?;
+    let chooser = KeyChooser::new(cli.key_distribution, cli.keys.max(1), cli.zipf_exponent);
     if cli.warmup > 0 {
         eprintln!("loadgen: warming up with {} ops", cli.warmup);
         let warmup_id = format!("{run_id}-warmup");
-        let plan = plan(&settings, cli.mix, cli.warmup, None, &warmup_id);
+        let plan = plan(&settings, &chooser, cli.warmup, None, &warmup_id);
         run::closed_loop(&mut sessions, &plan, false).context("warmup")?;
     }
     eprintln!("loadgen: running");
-    let plan = plan(&settings, cli.mix, ops, cli.duration, &run_id);
+    let plan = plan(&settings, &chooser, ops, cli.duration, &run_id);
     let cpu_before = own_cpu();
     let (stats, elapsed) = run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
     let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
@@ -301,12 +312,18 @@ fn budget(s: &Settings) -> String {
     }
 }
 
-fn plan<'a>(s: &Settings, mix: Mix, ops: u64, duration: Option<Duration>, run_id: &'a str) -> run::Plan<'a> {
+fn plan<'a>(
+    s: &Settings,
+    keys: &'a KeyChooser,
+    ops: u64,
+    duration: Option<Duration>,
+    run_id: &'a str,
+) -> run::Plan<'a> {
     run::Plan {
         ops,
         duration,
-        mix,
-        keys: s.keys,
+        mix: s.mix,
+        keys,
         pipeline: s.pipeline,
         value: vec![b'v'; s.value_size],
         seed: s.seed,

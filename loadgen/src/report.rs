@@ -11,7 +11,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::parse::OpKind;
+use crate::keys::Distribution;
+use crate::parse::{Mix, OpKind};
 use crate::run::{OpStats, Stats};
 
 /// The percentiles reported, as (label, quantile).
@@ -26,16 +27,23 @@ pub struct Settings {
     pub duration_s: Option<f64>,
     /// Unmeasured ops run before timing started.
     pub warmup_ops: u64,
-    pub mix: String,
+    #[serde(serialize_with = "display")]
+    pub mix: Mix,
     pub servers: Vec<String>,
     /// True when loadgen started the target itself (a local single warren node).
     pub local_cluster: bool,
     pub clients: usize,
     pub pipeline: usize,
     pub keys: u64,
+    pub key_distribution: Distribution,
+    pub zipf_exponent: Option<f64>,
     pub value_size: usize,
     pub seed: u64,
     pub preload: bool,
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// "NONODE(-101)"-style name of a ZooKeeper error code.

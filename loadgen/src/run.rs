@@ -12,6 +12,7 @@ use engine::types::Acl;
 use hdrhistogram::Histogram;
 use net::jute::{opcode, Request};
 
+use crate::keys::KeyChooser;
 use crate::parse::{Mix, OpKind};
 use crate::session::{Completion, Session};
 
@@ -30,7 +31,7 @@ pub fn key_path(k: u64) -> String {
 pub struct Plan<'a> {
     pub ops: u64,
     pub mix: Mix,
-    pub keys: u64,
+    pub keys: &'a KeyChooser,
     pub pipeline: usize,
     pub value: Vec<u8>,
     pub seed: u64,
@@ -244,9 +245,9 @@ fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, deadline: Option<Instant>
         }
         let kind = plan.mix.pick(rng.below(100) as u32);
         let req = match kind {
-            OpKind::Read => Request::GetData { path: key_path(rng.below(plan.keys.max(1))), watch: false },
+            OpKind::Read => Request::GetData { path: key_path(plan.keys.pick(&mut rng)), watch: false },
             OpKind::Write => {
-                Request::SetData { path: key_path(rng.below(plan.keys.max(1))), data: plan.value.clone(), version: -1 }
+                Request::SetData { path: key_path(plan.keys.pick(&mut rng)), data: plan.value.clone(), version: -1 }
             }
             OpKind::Create => {
                 let path = format!("{ROOT}/c-{}-{id}-{create_seq}", plan.run_id);
