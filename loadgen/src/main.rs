@@ -45,6 +45,8 @@ Examples:
       90% getData / 10% setData, print the table, write results/<version>/<run-id>.json
   loadgen --ops 500k --mix 100w --clients 32 --pipeline 16
   loadgen --duration 30s --warmup 20k --mix 50r50w --seed 42
+  loadgen --rate 20k --duration 60s --pipeline 64 --key-distribution zipf
+      open loop at 20,000 ops/s; latency counts from each op's intended send time
   loadgen --ops 200k --mix 80r10w5c5d --servers 127.0.0.1:2181,127.0.0.1:2182
       against running servers (Warren or Apache ZooKeeper); sessions round-robin over them
   loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10
@@ -96,6 +98,10 @@ struct RunArgs {
     /// Run for this long instead (e.g. 30s, 2m); with --ops too, whichever comes first
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Open loop: offer this many ops/s in total (e.g. 20k), latency measured from each op's
+    /// intended send time (no coordinated omission); without it, closed loop
+    #[arg(long, value_parser = parse_count)]
+    rate: Option<u64>,
     /// Operations to run first, unmeasured, with the same settings (e.g. 10k)
     #[arg(long, value_parser = parse_count, default_value = "0")]
     warmup: u64,
@@ -195,6 +201,9 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(cli: &RunArgs) -> Result<()> {
+    if cli.rate == Some(0) {
+        bail!("--rate must be positive");
+    }
     if cli.value_size > VALUE_BYTES_MAX {
         bail!("--value-size {} exceeds {VALUE_BYTES_MAX} bytes", cli.value_size);
     }
@@ -232,6 +241,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         ops: (ops != u64::MAX).then_some(ops),
         duration_s: cli.duration.map(|d| d.as_secs_f64()),
         warmup_ops: cli.warmup,
+        rate: cli.rate,
         mix: cli.mix,
         servers: servers.to_vec(),
         local_cluster: local,
@@ -323,6 +333,7 @@ fn plan<'a>(
         ops,
         duration,
         mix: s.mix,
+        session_rate: s.rate.map(|r| r as f64 / s.clients as f64),
         keys,
         pipeline: s.pipeline,
         value: vec![b'v'; s.value_size],

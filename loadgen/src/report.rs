@@ -27,6 +27,8 @@ pub struct Settings {
     pub duration_s: Option<f64>,
     /// Unmeasured ops run before timing started.
     pub warmup_ops: u64,
+    /// Open loop target in ops/s; None = closed loop.
+    pub rate: Option<u64>,
     #[serde(serialize_with = "display")]
     pub mix: Mix,
     pub servers: Vec<String>,

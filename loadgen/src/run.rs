@@ -36,6 +36,8 @@ pub struct Plan<'a> {
     pub value: Vec<u8>,
     pub seed: u64,
     pub run_id: &'a str,
+    /// Open loop at this many ops/s per session (`--rate` / clients); None = closed loop.
+    pub session_rate: Option<f64>,
     /// Stop issuing after this long, if set (`--duration`); `ops` still bounds the run.
     pub duration: Option<Duration>,
     /// Ops claimed so far; a worker issues an op only if it claims one below `ops`.
@@ -230,51 +232,137 @@ pub fn verify(s: &mut Session, preloaded: bool) -> Result<()> {
     })
 }
 
-/// One worker's closed loop over its session; returns its stats.
-fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, deadline: Option<Instant>) -> Result<Stats> {
-    let mut rng = Rng::new(plan.seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
-    let mut stats = Stats::new();
-    // Znodes this session created with `c`, oldest first: what `d` deletes. The session's
-    // FIFO order guarantees a create is applied before a delete queued after it.
-    let mut created: VecDeque<String> = VecDeque::new();
-    let mut create_seq = 0u64;
-    let mut unreported = 0u64;
-    let next = || {
-        if !plan.claim(deadline) {
-            return None;
-        }
-        let kind = plan.mix.pick(rng.below(100) as u32);
+/// One session's stream of ops: the op kind from the mix, the key from the chooser, and the
+/// znodes its creates made (what its deletes remove).
+struct OpGen<'p, 'a> {
+    id: usize,
+    plan: &'p Plan<'a>,
+    rng: Rng,
+    /// Znodes this session created with `c`, oldest first: what `d` deletes. The session's
+    /// FIFO order guarantees a create is applied before a delete queued after it.
+    created: VecDeque<String>,
+    create_seq: u64,
+}
+
+impl<'p, 'a> OpGen<'p, 'a> {
+    fn new(id: usize, plan: &'p Plan<'a>) -> Self {
+        let rng = Rng::new(plan.seed ^ (id as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+        OpGen { id, plan, rng, created: VecDeque::new(), create_seq: 0 }
+    }
+
+    fn next(&mut self) -> (Request, u8) {
+        let (plan, id) = (self.plan, self.id);
+        let kind = plan.mix.pick(self.rng.below(100) as u32);
         let req = match kind {
-            OpKind::Read => Request::GetData { path: key_path(plan.keys.pick(&mut rng)), watch: false },
+            OpKind::Read => Request::GetData { path: key_path(plan.keys.pick(&mut self.rng)), watch: false },
             OpKind::Write => {
-                Request::SetData { path: key_path(plan.keys.pick(&mut rng)), data: plan.value.clone(), version: -1 }
+                let path = key_path(plan.keys.pick(&mut self.rng));
+                Request::SetData { path, data: plan.value.clone(), version: -1 }
             }
             OpKind::Create => {
-                let path = format!("{ROOT}/c-{}-{id}-{create_seq}", plan.run_id);
-                create_seq += 1;
-                created.push_back(path.clone());
+                let path = format!("{ROOT}/c-{}-{id}-{}", plan.run_id, self.create_seq);
+                self.create_seq += 1;
+                self.created.push_back(path.clone());
                 create_request(path, plan.value.clone())
             }
             OpKind::Delete => {
                 // Nothing of ours to delete yet: a path never created, answered NONODE.
-                let path = created.pop_front().unwrap_or_else(|| format!("{ROOT}/c-{}-{id}-none", plan.run_id));
+                let path = self.created.pop_front().unwrap_or_else(|| format!("{ROOT}/c-{}-{id}-none", plan.run_id));
                 Request::Delete { path, version: -1 }
             }
         };
-        Some((req, kind.index() as u8))
-    };
-    let done = |c: Completion| {
-        stats.ops[usize::from(c.tag)].record(&c, Instant::now());
-        unreported += 1;
-        if unreported == 64 {
-            plan.completed.fetch_add(unreported, Ordering::Relaxed);
-            unreported = 0;
+        (req, kind.index() as u8)
+    }
+}
+
+/// Records completions and reports them to the progress counter in batches.
+struct Recorder<'p> {
+    stats: Stats,
+    unreported: u64,
+    completed: &'p AtomicU64,
+}
+
+impl Recorder<'_> {
+    fn record(&mut self, c: &Completion) {
+        self.stats.ops[usize::from(c.tag)].record(c, Instant::now());
+        self.unreported += 1;
+        if self.unreported == 64 {
+            self.completed.fetch_add(self.unreported, Ordering::Relaxed);
+            self.unreported = 0;
         }
-        Ok(())
-    };
-    drive(s, plan.pipeline, next, done)?;
-    plan.completed.fetch_add(unreported, Ordering::Relaxed);
-    Ok(stats)
+    }
+
+    fn finish(self) -> Stats {
+        self.completed.fetch_add(self.unreported, Ordering::Relaxed);
+        self.stats
+    }
+}
+
+/// One worker over its session: closed loop, or open loop when the plan has a rate.
+fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, start: Instant, deadline: Option<Instant>) -> Result<Stats> {
+    let mut ops = OpGen::new(id, plan);
+    let mut rec = Recorder { stats: Stats::new(), unreported: 0, completed: &plan.completed };
+    match plan.session_rate {
+        None => {
+            let next = || plan.claim(deadline).then(|| ops.next());
+            drive(s, plan.pipeline, next, |c| {
+                rec.record(&c);
+                Ok(())
+            })?;
+        }
+        Some(rate) => open_loop(s, plan, rate, start, deadline, &mut ops, &mut rec)?,
+    }
+    Ok(rec.finish())
+}
+
+/// Open loop at `rate` ops/s for this session: op n is due at start + n/rate and its latency
+/// is measured from then, not from when it could be sent, so a stalled server shows up in the
+/// percentiles instead of silently lowering the offered load (coordinated omission, as wrk2
+/// corrects it). At most `pipeline` requests are outstanding; due ops wait for a slot.
+fn open_loop(
+    s: &mut Session,
+    plan: &Plan<'_>,
+    rate: f64,
+    start: Instant,
+    deadline: Option<Instant>,
+    ops: &mut OpGen<'_, '_>,
+    rec: &mut Recorder<'_>,
+) -> Result<()> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut due = start;
+    let mut exhausted = false;
+    loop {
+        let now = Instant::now();
+        while !exhausted && due <= now && s.outstanding() < plan.pipeline {
+            if plan.claim(deadline) {
+                let (req, tag) = ops.next();
+                s.queue_at(&req, tag, due);
+                due += interval;
+            } else {
+                exhausted = true;
+            }
+        }
+        s.flush()?;
+        if exhausted && s.outstanding() == 0 {
+            return Ok(());
+        }
+        // Wait for a reply, or until the next op is due if it could be sent then.
+        let wait = if exhausted || s.outstanding() >= plan.pipeline {
+            None
+        } else {
+            Some(due.saturating_duration_since(Instant::now()))
+        };
+        if s.outstanding() == 0 {
+            std::thread::sleep(wait.unwrap_or_default());
+            continue;
+        }
+        if s.reply_buffered() || s.wait_readable(wait)? {
+            rec.record(&s.recv()?);
+            while s.outstanding() > 0 && s.reply_buffered() {
+                rec.record(&s.recv()?);
+            }
+        }
+    }
 }
 
 /// Runs the closed loop on every session (one thread each) and returns the merged stats and
@@ -288,7 +376,8 @@ pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) ->
             .enumerate()
             .map(|(id, s)| {
                 scope.spawn(move || {
-                    let r = worker(id, s, plan, deadline).with_context(|| format!("session {id} to {}", s.addr()));
+                    let r =
+                        worker(id, s, plan, start, deadline).with_context(|| format!("session {id} to {}", s.addr()));
                     if r.is_err() {
                         plan.stop.store(true, Ordering::Relaxed);
                     }

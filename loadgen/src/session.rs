@@ -102,12 +102,17 @@ impl Session {
     /// Appends a request to the write buffer; `tag` comes back in its Completion. Latency is
     /// measured from here, so call `flush` right after queueing a batch.
     pub fn queue(&mut self, req: &Request, tag: u8) {
+        self.queue_at(req, tag, Instant::now());
+    }
+
+    /// As `queue`, with latency measured from `sent` (an open loop's intended send time).
+    pub fn queue_at(&mut self, req: &Request, tag: u8, sent: Instant) {
         let xid = self.next_xid;
         // Positive xids only: negative ones are reserved (notifications, pings, auth).
         self.next_xid = if xid == i32::MAX { 1 } else { xid + 1 };
         let opcode = req.opcode();
         encode_request(&mut self.out, &RequestHeader { xid, opcode }, req);
-        self.pending.push_back(Pending { xid, opcode, tag, sent: Instant::now() });
+        self.pending.push_back(Pending { xid, opcode, tag, sent });
     }
 
     pub fn flush(&mut self) -> Result<()> {
@@ -152,6 +157,29 @@ impl Session {
             Some(len) => usize::try_from(len).is_ok_and(|len| buf.len() >= 4 + len),
             None => false,
         }
+    }
+
+    /// Waits until the socket is readable or `timeout` passes (None = IO_TIMEOUT); returns
+    /// whether it is readable. Check `reply_buffered` first: buffered bytes are not on the socket.
+    pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        let t = timeout.unwrap_or(IO_TIMEOUT);
+        // ppoll, not poll: open-loop intervals are often below poll's 1 ms resolution.
+        let ts = libc::timespec { tv_sec: t.as_secs() as libc::time_t, tv_nsec: t.subsec_nanos() as libc::c_long };
+        let mut fd = libc::pollfd { fd: self.writer.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for a socket we own and a timespec, both live for the call.
+        let n = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e).with_context(|| format!("{}: poll failed", self.addr));
+        }
+        if n == 0 && timeout.is_none() {
+            bail!("{}: no reply within {IO_TIMEOUT:?}", self.addr);
+        }
+        Ok(n > 0)
     }
 
     /// Sends closeSession and waits for its answer, so the server drops the session now rather

@@ -408,3 +408,30 @@ fn duration_and_warmup() {
     // The warmup's creates use their own names, so the measured creates never collide.
     assert_eq!(v["ops"]["create"]["errors"], 0, "{v}");
 }
+
+#[test]
+fn open_loop_paces_to_the_rate() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let dir = results.path().to_str().unwrap();
+    let args = [
+        "--rate",
+        "2k",
+        "--ops",
+        "1000",
+        "--servers",
+        &servers,
+        "--clients",
+        "2",
+        "--keys",
+        "100",
+        "--results-dir",
+        dir,
+    ];
+    let out = loadgen(&args, Duration::from_secs(60));
+    let v = check_run(&out, results.path(), 1000, &["getData"]);
+    assert_eq!(v["settings"]["rate"], 2000);
+    // Each session's last op is due 499 intervals of 1 ms after the start: pacing, not speed.
+    assert!(v["elapsed_s"].as_f64().unwrap() >= 0.45, "{v}");
+}
