@@ -31,6 +31,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Set by SIGINT/SIGTERM: workers stop issuing, drain what is outstanding, and the run reports.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGINT/SIGTERM only (STOP is also set by a failing worker to stop the others).
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
 /// Largest pipeline depth: bounds the bytes in flight per session (and so the socket buffers a
 /// stalled server could fill).
@@ -152,7 +154,8 @@ fn parse_server_list(s: &str) -> Result<ServerList, String> {
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
-    if STOP.swap(true, Ordering::SeqCst) {
+    STOP.store(true, Ordering::SeqCst);
+    if SIGNALLED.swap(true, Ordering::SeqCst) {
         // Second Ctrl-C: leave now. The local warren dies with us (PR_SET_PDEATHSIG).
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(130) };
@@ -167,8 +170,9 @@ fn install_signal_handlers() {
     }
 }
 
+/// Whether the user interrupted the run (Ctrl-C or SIGTERM).
 fn stopped() -> bool {
-    STOP.load(Ordering::Relaxed)
+    SIGNALLED.load(Ordering::Relaxed)
 }
 
 fn main() -> ExitCode {

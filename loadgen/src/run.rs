@@ -376,8 +376,7 @@ pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) ->
             .enumerate()
             .map(|(id, s)| {
                 scope.spawn(move || {
-                    let r =
-                        worker(id, s, plan, start, deadline).with_context(|| format!("session {id} to {}", s.addr()));
+                    let r = worker(id, s, plan, start, deadline).with_context(|| format!("session {id}"));
                     if r.is_err() {
                         plan.stop.store(true, Ordering::Relaxed);
                     }

@@ -200,15 +200,20 @@ impl Session {
 
     /// Reads one length-prefixed frame into `self.frame` (without the prefix).
     fn read_frame(&mut self) -> Result<()> {
+        let eof = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => anyhow!("the server closed the connection"),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => anyhow!("no data within {IO_TIMEOUT:?}"),
+            _ => anyhow::Error::new(e),
+        };
         let mut prefix = [0u8; 4];
-        self.reader.read_exact(&mut prefix)?;
+        self.reader.read_exact(&mut prefix).map_err(eof)?;
         let len = i32::from_be_bytes(prefix);
         let len = usize::try_from(len).map_err(|_| anyhow!("negative frame length {len}"))?;
         if len > FRAME_BYTES_MAX {
             bail!("frame of {len} bytes exceeds {FRAME_BYTES_MAX}");
         }
         self.frame.resize(len, 0);
-        self.reader.read_exact(&mut self.frame)?;
+        self.reader.read_exact(&mut self.frame).map_err(eof)?;
         Ok(())
     }
 }

@@ -271,14 +271,11 @@ fn help_shows_examples() {
     assert!(stdout.contains("80r10w5c5d"), "{stdout}");
 }
 
-#[test]
-fn ctrl_c_stops_the_run_reports_and_cleans_up() {
+/// Spawns loadgen and returns once it says "running", with a thread collecting its stderr.
+fn spawn_until_running(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
     use std::io::BufRead;
-    let results = tempfile::tempdir().unwrap();
-    // Far more ops than can finish before the interrupt; the run is bounded by it anyway.
     let mut child = Command::new(LOADGEN)
-        .args(["--ops", "100M", "--keys", "200", "--clients", "2", "--results-dir"])
-        .arg(results.path())
+        .args(args)
         .env("WARREN_BIN", warren_bin())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -299,24 +296,38 @@ fn ctrl_c_stops_the_run_reports_and_cleans_up() {
         }
         all
     });
-    let running = rx.recv_timeout(Duration::from_secs(60));
-    if running.is_err() {
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
         let _ = child.kill();
+        panic!("loadgen never started running; stderr:\n{}", reader.join().unwrap());
     }
-    assert!(running.is_ok(), "loadgen never started running");
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) on the pid of our own unreaped child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    (child, reader)
+}
+
+/// Waits (bounded) for loadgen to exit; returns its output and its whole stderr.
+fn wait_bounded(mut child: Child, reader: std::thread::JoinHandle<String>, limit: Duration) -> (Output, String) {
+    let deadline = Instant::now() + limit;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("loadgen did not stop within 30 s of SIGINT");
+            panic!("loadgen did not exit within {limit:?}; stderr:\n{}", reader.join().unwrap());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    let stderr = reader.join().unwrap();
+    (out, reader.join().unwrap())
+}
+
+#[test]
+fn ctrl_c_stops_the_run_reports_and_cleans_up() {
+    let results = tempfile::tempdir().unwrap();
+    let dir = results.path().to_str().unwrap();
+    // Far more ops than can finish before the interrupt; the run is bounded by it anyway.
+    let (child, reader) =
+        spawn_until_running(&["--ops", "100M", "--keys", "200", "--clients", "2", "--results-dir", dir]);
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on the pid of our own unreaped child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let (out, stderr) = wait_bounded(child, reader, Duration::from_secs(30));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "stderr:\n{stderr}");
     assert!(stderr.contains("interrupted after"), "{stderr}");
@@ -326,6 +337,23 @@ fn ctrl_c_stops_the_run_reports_and_cleans_up() {
     assert!(v["total"]["count"].as_u64().unwrap() < 100_000_000);
     let addr: SocketAddr = v["settings"]["servers"][0].as_str().unwrap().parse().unwrap();
     assert!(!ruok(addr), "the local warren on {addr} survived Ctrl-C");
+}
+
+#[test]
+fn server_dying_mid_run_fails_the_run_clearly() {
+    let mut w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let dir = results.path().to_str().unwrap();
+    let (child, reader) =
+        spawn_until_running(&["--ops", "100M", "--servers", &servers, "--keys", "100", "--results-dir", dir]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = w.child.kill();
+    let _ = w.child.wait();
+    let (out, stderr) = wait_bounded(child, reader, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(stderr.contains("loadgen: error:") && stderr.contains(&servers), "{stderr}");
+    assert!(!stderr.contains("interrupted"), "a dead server is an error, not an interrupt:\n{stderr}");
 }
 
 #[test]
