@@ -7,6 +7,7 @@ mod compare;
 mod keys;
 mod local;
 mod parse;
+mod plot;
 mod report;
 mod run;
 mod session;
@@ -51,7 +52,7 @@ Examples:
       open loop at 20,000 ops/s; latency counts from each op's intended send time
   loadgen --ops 200k --mix 80r10w5c5d --servers 127.0.0.1:2181,127.0.0.1:2182
       against running servers (Warren or Apache ZooKeeper); sessions round-robin over them
-  loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10
+  loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10 --plot cmp.html
       side by side with the change of every percentile and throughput (a folder = its newest run)
 
 Numbers: 2000, 500k, 1M, 2.5M, 1_000_000 (k = 10^3, M = 10^6, G = 10^9).
@@ -89,6 +90,9 @@ enum Sub {
         /// Exit non-zero if any change is worse than this many percent (for CI)
         #[arg(long, value_name = "PCT")]
         fail_on_regression: Option<f64>,
+        /// Also draw the runs' latency-by-percentile curves into this .html or .svg file
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
     },
 }
 
@@ -177,8 +181,8 @@ fn stopped() -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Sub::Compare { runs, threshold, fail_on_regression }) = &cli.command {
-        return match run_compare(runs, *threshold, *fail_on_regression) {
+    if let Some(Sub::Compare { runs, threshold, fail_on_regression, plot }) = &cli.command {
+        return match run_compare(runs, *threshold, *fail_on_regression, plot.as_deref()) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("loadgen: error: {e:#}");
@@ -365,8 +369,17 @@ fn print_summary(stats: &run::Stats, elapsed: Duration, loadgen_cpu: Duration) {
 }
 
 /// `loadgen compare`: prints the table; exit 1 on a regression past --fail-on-regression.
-fn run_compare(paths: &[PathBuf], threshold: f64, fail_on_regression: Option<f64>) -> Result<ExitCode> {
+fn run_compare(
+    paths: &[PathBuf],
+    threshold: f64,
+    fail_on_regression: Option<f64>,
+    plot: Option<&std::path::Path>,
+) -> Result<ExitCode> {
     let runs = paths.iter().map(|p| compare::load(p)).collect::<Result<Vec<_>>>()?;
+    if let Some(path) = plot {
+        plot::write(path, &runs)?;
+        eprintln!("loadgen: plot written to {}", path.display());
+    }
     let (table, regressions) = compare::compare(&runs, fail_on_regression.unwrap_or(threshold));
     print!("{table}");
     if regressions.is_empty() {

@@ -397,6 +397,12 @@ fn compare_two_runs() {
     let report = loadgen(&["compare", a, b], Duration::from_secs(10));
     assert!(report.status.success());
 
+    let html = results.path().join("cmp.html");
+    let plotted = loadgen(&["compare", a, b, "--plot", html.to_str().unwrap()], Duration::from_secs(10));
+    assert!(plotted.status.success(), "{}", String::from_utf8_lossy(&plotted.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.matches("<polyline").count() == 2, "{page}");
+
     let bad = loadgen(&["compare", a, "/nonexistent/x.json"], Duration::from_secs(10));
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read /nonexistent/x.json"));
