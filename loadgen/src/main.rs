@@ -209,6 +209,9 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(cli: &RunArgs) -> Result<()> {
+    if cli.ops == Some(0) {
+        bail!("--ops must be positive");
+    }
     if cli.rate == Some(0) {
         bail!("--rate must be positive");
     }

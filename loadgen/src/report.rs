@@ -149,6 +149,8 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
             "os": std::env::consts::OS,
             "arch": std::env::consts::ARCH,
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "cpu_model": cpu_model(),
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).ok(),
         },
         "elapsed_s": s.elapsed.as_secs_f64(),
         "interrupted": s.interrupted,
@@ -157,6 +159,13 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
         "total": op_json(&all, s.elapsed),
         "ops": ops,
     })
+}
+
+/// The first "model name" of /proc/cpuinfo (Linux), if any.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
 }
 
 /// Writes `<dir>/<version>/<stem>.json` and one `<stem>.<op>.hgrm` per op kind that ran (plus
