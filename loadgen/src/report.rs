@@ -74,7 +74,7 @@ pub fn table(stats: &Stats, elapsed: Duration) -> String {
             row(&mut out, kind.name(), o, elapsed);
         }
     }
-    let mut all = Stats::new().ops.into_iter().next().expect("four op kinds");
+    let mut all = OpStats::new();
     merge_all(&mut all, stats);
     row(&mut out, "total", &all, elapsed);
     for kind in OpKind::ALL {
@@ -138,7 +138,7 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
             ops.insert(kind.name().to_string(), op_json(o, s.elapsed));
         }
     }
-    let mut all = Stats::new().ops.into_iter().next().expect("four op kinds");
+    let mut all = OpStats::new();
     merge_all(&mut all, s.stats);
     json!({
         "loadgen_version": env!("CARGO_PKG_VERSION"),
@@ -176,7 +176,7 @@ pub fn write_results(dir: &Path, run_id: &str, mut summary: Value, stats: &Stats
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (stem, mut json_file) = reserve(&dir, run_id)?;
     let mut hgrm = serde_json::Map::new();
-    let mut all = Stats::new().ops.into_iter().next().expect("four op kinds");
+    let mut all = OpStats::new();
     merge_all(&mut all, stats);
     let ran = OpKind::ALL.into_iter().map(|k| (k.name(), &stats.ops[k.index()])).filter(|(_, o)| o.count > 0);
     for (name, o) in ran.chain(std::iter::once(("total", &all))) {

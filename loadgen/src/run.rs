@@ -69,7 +69,7 @@ pub struct OpStats {
 }
 
 impl OpStats {
-    fn new() -> OpStats {
+    pub fn new() -> OpStats {
         let hist = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static histogram bounds are valid");
         OpStats { hist, count: 0, errors: BTreeMap::new() }
     }
