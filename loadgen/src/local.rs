@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::session::four_letter;
+use crate::session::{four_letter, Session};
 
 /// Bound on the wait for `ruok` → `imok`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,7 +83,9 @@ impl LocalWarren {
                 bail!("warren exited during start-up with {status}\n--- warren.log ---\n{}", self.log_tail());
             }
             if let Ok(answer) = four_letter(self.addr, "ruok", Duration::from_millis(500)) {
-                if answer.trim() == "imok" {
+                // Also require a session: Apache ZooKeeper (as WARREN_BIN=tests/zk_as_warren.sh)
+                // answers imok a moment before it serves sessions.
+                if answer.trim() == "imok" && Session::connect(self.addr).and_then(Session::close).is_ok() {
                     return Ok(());
                 }
             }
