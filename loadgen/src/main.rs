@@ -227,7 +227,10 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
     let servers = match &cli.servers {
         Some(s) => s.0.clone(),
         None => {
-            eprintln!("loadgen: starting a local warren: single node (replication not built yet)");
+            eprintln!(
+                "loadgen: starting a local warren ({}): single node (replication not built yet)",
+                local::warren_bin()?.display()
+            );
             let w = LocalWarren::start(cli.server_cores, &stopped)?;
             let addr = w.addr.to_string();
             local = Some(w);
