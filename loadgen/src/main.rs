@@ -223,7 +223,7 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
     }
     install_signal_handlers();
     // Kept alive until main returns: dropping it stops warren and removes its data.
-    let mut local = None;
+    let mut local_server = None;
     let servers = match &cli.servers {
         Some(s) => s.0.clone(),
         None => {
@@ -233,12 +233,12 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
             );
             let w = LocalWarren::start(cli.server_cores, &stopped)?;
             let addr = w.addr.to_string();
-            local = Some(w);
+            local_server = Some(w);
             vec![addr]
         }
     };
-    let result = run(cli, &servers, local.is_some());
-    drop(local);
+    let result = run(cli, &servers, local_server.is_some());
+    drop(local_server);
     result
 }
 
@@ -279,16 +279,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         cli.value_size,
         settings.seed
     );
-    let mut sessions = Vec::with_capacity(settings.clients);
-    for i in 0..settings.clients {
-        sessions.push(Session::connect(addrs[i % addrs.len()])?);
-    }
-    if !cli.no_preload {
-        eprintln!("loadgen: preloading {} keys", cli.keys);
-        let n = sessions.len().min(cli.keys.max(1) as usize);
-        run::preload(&mut sessions[..n], cli.keys, &vec![b'x'; cli.value_size], settings.pipeline, &STOP)?;
-    }
-    run::verify(&mut sessions[0], !cli.no_preload && cli.keys > 0).context("server check before timing")?;
+    let mut sessions = prepare(&addrs, &settings)?;
     let chooser = KeyChooser::new(cli.key_distribution, cli.keys.max(1), cli.zipf_exponent);
     if cli.warmup > 0 {
         eprintln!("loadgen: warming up with {} ops", cli.warmup);
@@ -325,6 +316,23 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     let path = report::write_results(&cli.results_dir, &run_id, report::summary_json(&summary), &stats)?;
     println!("results: {}", path.display());
     Ok(())
+}
+
+/// Opens the sessions round-robin over `addrs`, preloads the keys unless told not to, and checks
+/// the server answers a read, all before timing starts.
+fn prepare(addrs: &[std::net::SocketAddr], settings: &Settings) -> Result<Vec<Session>> {
+    let mut sessions = Vec::with_capacity(settings.clients);
+    for i in 0..settings.clients {
+        sessions.push(Session::connect(addrs[i % addrs.len()])?);
+    }
+    if settings.preload {
+        eprintln!("loadgen: preloading {} keys", settings.keys);
+        let n = sessions.len().min(settings.keys.max(1) as usize);
+        let value = vec![b'x'; settings.value_size];
+        run::preload(&mut sessions[..n], settings.keys, &value, settings.pipeline, &STOP)?;
+    }
+    run::verify(&mut sessions[0], settings.preload && settings.keys > 0).context("server check before timing")?;
+    Ok(sessions)
 }
 
 fn budget(s: &Settings) -> String {
