@@ -23,7 +23,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::keys::{Distribution, KeyChooser};
 use crate::local::LocalWarren;
-use crate::parse::{parse_count, parse_duration, parse_mix, parse_servers, Mix};
+use crate::parse::{parse_count, parse_duration, parse_mix, parse_servers, Mix, OpKind};
 use crate::report::{Settings, Summary};
 use crate::session::{four_letter, resolve, Session};
 
@@ -52,13 +52,18 @@ Examples:
       open loop at 20,000 ops/s; latency counts from each op's intended send time
   loadgen --ops 200k --mix 80r10w5c5d --servers 127.0.0.1:2181,127.0.0.1:2182
       against running servers (Warren or Apache ZooKeeper); sessions round-robin over them
+  loadgen --ops 100k --mix 80r10w10x --keys 1000
+      10% of ops are getData with watch=true; setData fires the watches, notifications counted
   loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10 --plot cmp.html
       side by side with the change of every percentile and throughput (a folder = its newest run)
 
 Numbers: 2000, 500k, 1M, 2.5M, 1_000_000 (k = 10^3, M = 10^6, G = 10^9).
 Mix: <percent><op>... summing to 100; ops: r = getData, w = setData (of preloaded keys),
   c = create of a new znode, d = delete of the oldest znode this session created
-  (NONODE, counted as an error, when it has none). E.g. 90r10w, 100r, 50r50w, 80r10w5c5d.
+  (NONODE, counted as an error, when it has none), x = getData with watch=true of a
+  preloaded key (row getWatch; the data watch fires on a later setData of that key and its
+  notification is counted in the \"watch notifications received\" line, watch_notifications in
+  the JSON). E.g. 90r10w, 100r, 50r50w, 80r10w5c5d, 80r10w10x.
 Keys are /loadgen/k0000000.. picked uniformly at random from --seed; latencies are
 measured per reply (errors included) in microseconds. Ctrl-C stops the run and still reports.";
 
@@ -111,7 +116,8 @@ struct RunArgs {
     /// Operations to run first, unmeasured, with the same settings (e.g. 10k)
     #[arg(long, value_parser = parse_count, default_value = "0")]
     warmup: u64,
-    /// Operation mix, e.g. 90r10w, 100r, 80r10w5c5d
+    /// Operation mix, e.g. 90r10w, 100r, 80r10w5c5d, 80r10w10x (r getData, w setData,
+    /// c create, d delete, x getData with a watch)
     #[arg(long, value_parser = parse_mix, default_value = "90r10w")]
     mix: Mix,
     /// Servers host:port,... to measure; without it loadgen starts a local warren
@@ -218,8 +224,9 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
     if cli.value_size > VALUE_BYTES_MAX {
         bail!("--value-size {} exceeds {VALUE_BYTES_MAX} bytes", cli.value_size);
     }
-    if cli.keys == 0 && (cli.mix.percent[0] > 0 || cli.mix.percent[1] > 0) {
-        bail!("--keys 0 leaves nothing for r/w ops to read or write");
+    let keyed = [OpKind::Read, OpKind::Write, OpKind::Watch];
+    if cli.keys == 0 && keyed.iter().any(|k| cli.mix.percent[k.index()] > 0) {
+        bail!("--keys 0 leaves nothing for r/w/x ops to read, write or watch");
     }
     install_signal_handlers();
     // Kept alive until main returns: dropping it stops warren and removes its data.
@@ -302,7 +309,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     if interrupted {
         eprintln!("loadgen: interrupted after {} ops", stats.total_count());
     }
-    print_summary(&stats, elapsed, loadgen_cpu);
+    print_summary(&stats, elapsed, loadgen_cpu, cli.mix.percent[OpKind::Watch.index()] > 0);
     let summary = Summary {
         run_id: &run_id,
         settings: &settings,
@@ -367,8 +374,11 @@ fn plan<'a>(
     }
 }
 
-fn print_summary(stats: &run::Stats, elapsed: Duration, loadgen_cpu: Duration) {
+fn print_summary(stats: &run::Stats, elapsed: Duration, loadgen_cpu: Duration, watches: bool) {
     print!("{}", report::table(stats, elapsed));
+    if watches || stats.notifications > 0 {
+        println!("watch notifications received: {}", stats.notifications);
+    }
     println!(
         "overall: {} ops in {:.3} s = {:.0} ops/s",
         stats.total_count(),

@@ -15,10 +15,16 @@ pub enum OpKind {
     Create,
     /// `d`: delete of the oldest znode this session created with `c`.
     Delete,
+    /// `x`: getData with watch=true of a preloaded key. The server sets a data watch; the
+    /// notification a later setData fires is consumed and counted.
+    Watch,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 4] = [OpKind::Read, OpKind::Write, OpKind::Create, OpKind::Delete];
+    /// Every kind, in the order of `Mix::percent`, the table and the JSON.
+    pub const ALL: [OpKind; 5] = [OpKind::Read, OpKind::Write, OpKind::Create, OpKind::Delete, OpKind::Watch];
+    /// How many kinds there are.
+    pub const COUNT: usize = OpKind::ALL.len();
 
     pub fn letter(self) -> char {
         match self {
@@ -26,6 +32,7 @@ impl OpKind {
             OpKind::Write => 'w',
             OpKind::Create => 'c',
             OpKind::Delete => 'd',
+            OpKind::Watch => 'x',
         }
     }
 
@@ -36,6 +43,7 @@ impl OpKind {
             OpKind::Write => "setData",
             OpKind::Create => "create",
             OpKind::Delete => "delete",
+            OpKind::Watch => "getWatch",
         }
     }
 
@@ -51,7 +59,7 @@ impl OpKind {
 /// Percentages per op kind, summing to exactly 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mix {
-    pub percent: [u32; 4],
+    pub percent: [u32; OpKind::COUNT],
 }
 
 impl Mix {
@@ -81,23 +89,24 @@ impl fmt::Display for Mix {
     }
 }
 
-/// Parses a mix: one or more `<percent><letter>` terms, letters r, w, c, d, each at most
-/// once, percentages summing to 100. Examples: `90r10w`, `100r`, `80r10w5c5d`.
+/// Parses a mix: one or more `<percent><letter>` terms, letters r, w, c, d, x, each at most
+/// once, percentages summing to 100. Examples: `90r10w`, `100r`, `80r10w5c5d`, `80r10w10x`.
 pub fn parse_mix(s: &str) -> Result<Mix, String> {
     let s = s.trim().to_ascii_lowercase();
     if s.is_empty() {
         return Err("empty mix; expected e.g. 90r10w".into());
     }
-    let mut percent = [0u32; 4];
-    let mut seen = [false; 4];
+    let mut percent = [0u32; OpKind::COUNT];
+    let mut seen = [false; OpKind::COUNT];
     let mut digits = String::new();
     for c in s.chars() {
         if c.is_ascii_digit() {
             digits.push(c);
             continue;
         }
-        let kind = OpKind::from_letter(c)
-            .ok_or_else(|| format!("mix {s:?}: unknown op '{c}' (r=getData, w=setData, c=create, d=delete)"))?;
+        let kind = OpKind::from_letter(c).ok_or_else(|| {
+            format!("mix {s:?}: unknown op '{c}' (r=getData, w=setData, c=create, d=delete, x=getData with watch)")
+        })?;
         if digits.is_empty() {
             return Err(format!("mix {s:?}: '{c}' needs a percentage before it, e.g. 10{c}"));
         }
@@ -228,13 +237,17 @@ mod tests {
 
     #[test]
     fn mixes() {
-        assert_eq!(parse_mix("90r10w"), Ok(Mix { percent: [90, 10, 0, 0] }));
-        assert_eq!(parse_mix("100r"), Ok(Mix { percent: [100, 0, 0, 0] }));
-        assert_eq!(parse_mix("100w"), Ok(Mix { percent: [0, 100, 0, 0] }));
-        assert_eq!(parse_mix("50r50w"), Ok(Mix { percent: [50, 50, 0, 0] }));
-        assert_eq!(parse_mix("80r10w5c5d"), Ok(Mix { percent: [80, 10, 5, 5] }));
-        assert_eq!(parse_mix("10W90R"), Ok(Mix { percent: [90, 10, 0, 0] }));
-        assert_eq!(parse_mix("0r100w"), Ok(Mix { percent: [0, 100, 0, 0] }));
+        assert_eq!(parse_mix("90r10w"), Ok(Mix { percent: [90, 10, 0, 0, 0] }));
+        assert_eq!(parse_mix("100r"), Ok(Mix { percent: [100, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("100w"), Ok(Mix { percent: [0, 100, 0, 0, 0] }));
+        assert_eq!(parse_mix("50r50w"), Ok(Mix { percent: [50, 50, 0, 0, 0] }));
+        assert_eq!(parse_mix("80r10w5c5d"), Ok(Mix { percent: [80, 10, 5, 5, 0] }));
+        assert_eq!(parse_mix("10W90R"), Ok(Mix { percent: [90, 10, 0, 0, 0] }));
+        assert_eq!(parse_mix("0r100w"), Ok(Mix { percent: [0, 100, 0, 0, 0] }));
+        assert_eq!(parse_mix("80r10w10x"), Ok(Mix { percent: [80, 10, 0, 0, 10] }));
+        assert_eq!(parse_mix("50x50w"), Ok(Mix { percent: [0, 50, 0, 0, 50] }));
+        assert_eq!(parse_mix("100X"), Ok(Mix { percent: [0, 0, 0, 0, 100] }));
+        assert_eq!(parse_mix("60r10w10c10d10x"), Ok(Mix { percent: [60, 10, 10, 10, 10] }));
     }
 
     #[test]
@@ -243,7 +256,10 @@ mod tests {
             ("", "empty"),
             ("90r", "sum to 90"),
             ("90r20w", "sum to 110"),
-            ("90x10w", "unknown op 'x'"),
+            ("90q10w", "unknown op 'q'"),
+            ("50x25w25x", "twice"),
+            ("x100", "needs a percentage"),
+            ("90r5x", "sum to 95"),
             ("r100", "needs a percentage"),
             ("50r50", "no op letter"),
             ("50r25w25r", "twice"),
@@ -257,21 +273,27 @@ mod tests {
 
     #[test]
     fn mix_display_round_trips() {
-        for s in ["90r10w", "100r", "80r10w5c5d", "50w50d"] {
+        for s in ["90r10w", "100r", "80r10w5c5d", "50w50d", "80r10w10x", "100x"] {
             assert_eq!(parse_mix(s).unwrap().to_string(), s);
         }
+        // Display lists kinds in ALL order, x last.
+        assert_eq!(parse_mix("50x50w").unwrap().to_string(), "50w50x");
     }
 
     #[test]
     fn pick_covers_ranges() {
         let mix = parse_mix("80r10w5c5d").unwrap();
-        let mut counts = [0; 4];
+        let mut counts = [0; OpKind::COUNT];
         for roll in 0..100 {
             counts[mix.pick(roll).index()] += 1;
         }
-        assert_eq!(counts, [80, 10, 5, 5]);
+        assert_eq!(counts, [80, 10, 5, 5, 0]);
         assert_eq!(mix.pick(0), OpKind::Read);
         assert_eq!(mix.pick(99), OpKind::Delete);
+        let mix = parse_mix("50x50w").unwrap();
+        assert_eq!(mix.pick(49), OpKind::Write);
+        assert_eq!(mix.pick(50), OpKind::Watch);
+        assert_eq!(mix.pick(99), OpKind::Watch);
     }
 
     #[test]

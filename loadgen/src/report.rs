@@ -156,6 +156,7 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
         "interrupted": s.interrupted,
         "loadgen_cpu_s": s.loadgen_cpu.as_secs_f64(),
         "loadgen_ops_per_cpu_s": s.stats.total_count() as f64 / s.loadgen_cpu.as_secs_f64().max(1e-9),
+        "watch_notifications": s.stats.notifications,
         "total": op_json(&all, s.elapsed),
         "ops": ops,
     })

@@ -98,18 +98,22 @@ impl OpStats {
 
 /// Stats of every op kind, indexed by OpKind::index.
 pub struct Stats {
-    pub ops: [OpStats; 4],
+    pub ops: [OpStats; OpKind::COUNT],
+    /// Watch notifications the sessions received during the phase (set by `x` ops, fired by
+    /// setData).
+    pub notifications: u64,
 }
 
 impl Stats {
     pub fn new() -> Stats {
-        Stats { ops: std::array::from_fn(|_| OpStats::new()) }
+        Stats { ops: std::array::from_fn(|_| OpStats::new()), notifications: 0 }
     }
 
     pub fn merge(&mut self, other: &Stats) {
         for (a, b) in self.ops.iter_mut().zip(&other.ops) {
             a.merge(b);
         }
+        self.notifications += other.notifications;
     }
 
     pub fn total_count(&self) -> u64 {
@@ -255,6 +259,7 @@ impl<'p, 'a> OpGen<'p, 'a> {
         let kind = plan.mix.pick(self.rng.below(100) as u32);
         let req = match kind {
             OpKind::Read => Request::GetData { path: key_path(plan.keys.pick(&mut self.rng)), watch: false },
+            OpKind::Watch => Request::GetData { path: key_path(plan.keys.pick(&mut self.rng)), watch: true },
             OpKind::Write => {
                 let path = key_path(plan.keys.pick(&mut self.rng));
                 Request::SetData { path, data: plan.value.clone(), version: -1 }
@@ -302,6 +307,7 @@ impl Recorder<'_> {
 fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, start: Instant, deadline: Option<Instant>) -> Result<Stats> {
     let mut ops = OpGen::new(id, plan);
     let mut rec = Recorder { stats: Stats::new(), unreported: 0, completed: &plan.completed };
+    let notifications_before = s.notifications;
     match plan.session_rate {
         None => {
             let next = || plan.claim(deadline).then(|| ops.next());
@@ -312,7 +318,9 @@ fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, start: Instant, deadline:
         }
         Some(rate) => open_loop(s, plan, rate, start, deadline, &mut ops, &mut rec)?,
     }
-    Ok(rec.finish())
+    let mut stats = rec.finish();
+    stats.notifications = s.notifications - notifications_before;
+    Ok(stats)
 }
 
 /// Open loop at `rate` ops/s for this session: op n is due at start + n/rate and its latency
@@ -444,7 +452,10 @@ mod tests {
         a.ops[0].record(&c(0), t0 + Duration::from_micros(100));
         b.ops[0].record(&c(-101), t0 + Duration::from_micros(300));
         b.ops[1].record(&c(0), t0 + Duration::from_micros(50));
+        a.notifications = 2;
+        b.notifications = 3;
         a.merge(&b);
+        assert_eq!(a.notifications, 5);
         assert_eq!(a.ops[0].count, 2);
         assert_eq!(a.ops[0].errors.get(&-101), Some(&1));
         assert_eq!(a.ops[0].hist.len(), 2);

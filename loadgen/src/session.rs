@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use net::jute::{
-    decode_connect_response, decode_reply, encode_connect_request, encode_request, frame_len, xid, ConnectRequest,
-    Request, RequestHeader,
+    decode_connect_response, decode_notification, decode_reply, encode_connect_request, encode_request, frame_len, xid,
+    ConnectRequest, Request, RequestHeader,
 };
 
 /// Session timeout asked for; loadgen keeps every session busy, so it never needs pings.
@@ -49,6 +49,8 @@ pub struct Session {
     pending: VecDeque<Pending>,
     next_xid: i32,
     pub session_id: i64,
+    /// Watch notifications (xid -1) read so far, consumed by `recv` while it waits for replies.
+    pub notifications: u64,
 }
 
 /// Resolves `host:port` to its first address.
@@ -78,6 +80,7 @@ impl Session {
             pending: VecDeque::new(),
             next_xid: 1,
             session_id: 0,
+            notifications: 0,
         };
         let req = ConnectRequest { timeout_ms: SESSION_TIMEOUT_MS, passwd: vec![0; 16], ..Default::default() };
         encode_connect_request(&mut s.out, &req);
@@ -123,8 +126,9 @@ impl Session {
         Ok(())
     }
 
-    /// Reads the reply to the oldest outstanding request. Watch notifications are skipped
-    /// (loadgen sets no watches, but a server may still send some).
+    /// Reads the reply to the oldest outstanding request. Watch notifications that arrive
+    /// before it (the `x` op sets data watches; a later setData fires them) are decoded,
+    /// counted in `notifications` and skipped; pings are skipped.
     pub fn recv(&mut self) -> Result<Completion> {
         let front = self.pending.front().ok_or_else(|| anyhow!("recv with no outstanding request"))?;
         let (want_xid, op) = (front.xid, front.opcode);
@@ -132,7 +136,13 @@ impl Session {
             self.read_frame().with_context(|| format!("{}: connection lost waiting for a reply", self.addr))?;
             // The frame starts with ReplyHeader.xid (frame_len reads any big-endian i32 prefix).
             let xid = frame_len(&self.frame).unwrap_or(0);
-            if xid == xid::NOTIFICATION || xid == xid::PING {
+            if xid == xid::NOTIFICATION {
+                decode_notification(&self.frame)
+                    .with_context(|| format!("{}: cannot decode a watch notification", self.addr))?;
+                self.notifications += 1;
+                continue;
+            }
+            if xid == xid::PING {
                 continue;
             }
             // Decoded in full (and strictly) to check the server's answer, then dropped.
