@@ -205,6 +205,39 @@ fn extended_mix_counts_every_kind() {
 }
 
 #[test]
+fn watch_mix_counts_notifications() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let args = [
+        "--ops",
+        "2000",
+        "--mix",
+        "50x50w",
+        "--servers",
+        &servers,
+        "--clients",
+        "4",
+        "--keys",
+        "20",
+        "--seed",
+        "3",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    let out = loadgen(&args, Duration::from_secs(120));
+    let v = check_run(&out, results.path(), 2000, &["getWatch", "setData"]);
+    assert_eq!(v["settings"]["mix"], "50w50x");
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+    // ~1000 setData over 20 keys that 4 sessions keep watching: some watches must fire, and
+    // their notifications are counted rather than breaking the reply order.
+    let notified = v["watch_notifications"].as_u64().expect("watch_notifications in the JSON");
+    assert!(notified > 0, "no notification delivered: {v}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("watch notifications received: {notified}")), "{stdout}");
+}
+
+#[test]
 fn without_servers_it_starts_and_stops_its_own_warren() {
     let results = tempfile::tempdir().unwrap();
     let warren = warren_bin();
@@ -269,6 +302,7 @@ fn help_shows_examples() {
     assert!(out.status.success());
     assert!(stdout.contains("loadgen --ops 1M --mix 90r10w"), "{stdout}");
     assert!(stdout.contains("80r10w5c5d"), "{stdout}");
+    assert!(stdout.contains("x = getData with watch=true"), "{stdout}");
 }
 
 /// Spawns loadgen and returns once it says "running", with a thread collecting its stderr.
