@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use engine::types::Acl;
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use net::jute::{opcode, Request};
 
 use crate::keys::KeyChooser;
@@ -403,24 +404,67 @@ pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) ->
     Ok((total, elapsed))
 }
 
-/// While workers run: a one-line progress report on stderr every second, if asked for.
+/// While workers run: a live indicatif progress bar on stderr, if asked for (stderr is a
+/// terminal). It shows ops completed of --ops (or time elapsed of --duration when the run is
+/// bounded by time only) and the throughput over roughly the last second. Without it, nothing
+/// is drawn, so logs and tests stay clean.
 fn report_progress<T>(handles: &[std::thread::ScopedJoinHandle<'_, T>], plan: &Plan<'_>, start: Instant, on: bool) {
-    let mut last = (start, 0u64);
+    const TICK: Duration = Duration::from_millis(100);
+    const WINDOW: Duration = Duration::from_secs(1);
+    let bar = on.then(|| progress_bar(plan));
+    // (time, completed) samples covering the last WINDOW, oldest first.
+    let mut samples: VecDeque<(Instant, u64)> = VecDeque::from([(start, 0)]);
     while !handles.iter().all(|h| h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(100));
-        if !on || last.0.elapsed() < Duration::from_secs(1) {
-            continue;
-        }
+        std::thread::sleep(TICK);
+        let Some(bar) = &bar else { continue };
         let now = Instant::now();
         let done = plan.completed.load(Ordering::Relaxed);
-        let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
-        let of = if plan.ops == u64::MAX { String::new() } else { format!("/{}", plan.ops) };
-        eprint!("\r  {done}{of} ops  {rate:>10.0} ops/s  {:>5.1}s ", start.elapsed().as_secs_f64());
-        last = (now, done);
+        samples.push_back((now, done));
+        while samples.len() > 2 && now.duration_since(samples[1].0) >= WINDOW {
+            samples.pop_front();
+        }
+        let (t0, d0) = samples[0];
+        let rate = (done - d0) as f64 / now.duration_since(t0).as_secs_f64().max(1e-3);
+        let elapsed = now.duration_since(start);
+        match (plan.ops, plan.duration) {
+            (u64::MAX, Some(d)) => {
+                bar.set_position(elapsed.min(d).as_millis() as u64);
+                bar.set_message(format!("{done} ops  {rate:.0} ops/s"));
+            }
+            _ => {
+                bar.set_position(done);
+                bar.set_message(format!("{rate:.0} ops/s"));
+            }
+        }
     }
-    if on && start.elapsed() >= Duration::from_secs(1) {
+    if let Some(bar) = bar {
+        if plan.ops != u64::MAX {
+            bar.set_position(plan.completed.load(Ordering::Relaxed));
+        }
+        // Interrupted (or a worker failed): the bar stays where the run stopped.
+        if plan.stop.load(Ordering::Relaxed) {
+            bar.abandon();
+        } else {
+            bar.finish();
+        }
+        // indicatif leaves the cursor on the bar's line; what follows starts on the next one.
         eprintln!();
     }
+}
+
+/// The bar for `plan`: ops of --ops, or milliseconds of --duration when ops are unbounded.
+fn progress_bar(plan: &Plan<'_>) -> ProgressBar {
+    let (len, template) = match (plan.ops, plan.duration) {
+        (u64::MAX, Some(d)) => {
+            (d.as_millis() as u64, "  [{elapsed_precise}] {wide_bar} {percent:>3}% of {duration_s}  {msg}")
+        }
+        (ops, _) => (ops, "  [{elapsed_precise}] {wide_bar} {pos}/{len} ops  {msg}"),
+    };
+    let template =
+        template.replace("{duration_s}", &format!("{:.1}s", plan.duration.unwrap_or_default().as_secs_f64()));
+    let style =
+        ProgressStyle::with_template(&template).expect("static progress template is valid").progress_chars("=> ");
+    ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(10)).with_style(style)
 }
 
 #[cfg(test)]
