@@ -65,7 +65,9 @@ Mix: <percent><op>... summing to 100; ops: r = getData, w = setData (of preloade
   notification is counted in the \"watch notifications received\" line, watch_notifications in
   the JSON). E.g. 90r10w, 100r, 50r50w, 80r10w5c5d, 80r10w10x.
 Keys are /loadgen/k0000000.. picked uniformly at random from --seed; latencies are
-measured per reply (errors included) in microseconds. Ctrl-C stops the run and still reports.";
+measured per reply (errors included) in microseconds. On a terminal a live progress bar
+(ops or time done, ops/s over the last second) is drawn to stderr; piped, nothing is.
+Ctrl-C stops the run and still reports.";
 
 #[derive(Debug, Parser)]
 #[command(
