@@ -410,21 +410,14 @@ pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) ->
 /// is drawn, so logs and tests stay clean.
 fn report_progress<T>(handles: &[std::thread::ScopedJoinHandle<'_, T>], plan: &Plan<'_>, start: Instant, on: bool) {
     const TICK: Duration = Duration::from_millis(100);
-    const WINDOW: Duration = Duration::from_secs(1);
     let bar = on.then(|| progress_bar(plan));
-    // (time, completed) samples covering the last WINDOW, oldest first.
-    let mut samples: VecDeque<(Instant, u64)> = VecDeque::from([(start, 0)]);
+    let mut recent = RecentRate::new(start, Duration::from_secs(1));
     while !handles.iter().all(|h| h.is_finished()) {
         std::thread::sleep(TICK);
         let Some(bar) = &bar else { continue };
         let now = Instant::now();
         let done = plan.completed.load(Ordering::Relaxed);
-        samples.push_back((now, done));
-        while samples.len() > 2 && now.duration_since(samples[1].0) >= WINDOW {
-            samples.pop_front();
-        }
-        let (t0, d0) = samples[0];
-        let rate = (done - d0) as f64 / now.duration_since(t0).as_secs_f64().max(1e-3);
+        let rate = recent.sample(now, done);
         let elapsed = now.duration_since(start);
         match (plan.ops, plan.duration) {
             (u64::MAX, Some(d)) => {
@@ -449,6 +442,31 @@ fn report_progress<T>(handles: &[std::thread::ScopedJoinHandle<'_, T>], plan: &P
         }
         // indicatif leaves the cursor on the bar's line; what follows starts on the next one.
         eprintln!();
+    }
+}
+
+/// Throughput over a sliding window: ops/s between the oldest sample still at least `window`
+/// old (or the first one) and the newest.
+struct RecentRate {
+    window: Duration,
+    /// (time, ops completed) samples, oldest first.
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RecentRate {
+    fn new(start: Instant, window: Duration) -> RecentRate {
+        RecentRate { window, samples: VecDeque::from([(start, 0)]) }
+    }
+
+    /// Adds a sample and returns the ops/s over about the last `window`.
+    fn sample(&mut self, now: Instant, done: u64) -> f64 {
+        self.samples.push_back((now, done));
+        // Drop the oldest while the next one still spans the whole window.
+        while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= self.window {
+            self.samples.pop_front();
+        }
+        let (t0, d0) = self.samples[0];
+        done.saturating_sub(d0) as f64 / now.duration_since(t0).as_secs_f64().max(1e-3)
     }
 }
 
@@ -506,6 +524,26 @@ mod tests {
         assert!(a.ops[0].hist.max() >= 299);
         assert_eq!(a.ops[1].count, 1);
         assert_eq!(a.total_count(), 3);
+    }
+
+    #[test]
+    fn recent_rate_follows_the_last_second() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut r = RecentRate::new(t0, Duration::from_secs(1));
+        // 1000 ops/s for 2 s...
+        for i in 1..=20 {
+            let rate = r.sample(at(i * 100), i * 100);
+            assert!((rate - 1000.0).abs() < 1e-6, "{i}: {rate}");
+        }
+        // ...then 10,000 ops/s: after a second the old rate has left the window.
+        let mut rate = 0.0;
+        for i in 1..=10 {
+            rate = r.sample(at(2000 + i * 100), 2000 + i * 1000);
+        }
+        assert!((rate - 10_000.0).abs() < 1e-6, "{rate}");
+        // Never older than the window plus one tick.
+        assert!(r.samples.len() <= 12, "{}", r.samples.len());
     }
 
     #[test]
