@@ -43,7 +43,7 @@ pub struct Plan<'a> {
     pub duration: Option<Duration>,
     /// Ops claimed so far; a worker issues an op only if it claims one below `ops`.
     pub claimed: AtomicU64,
-    /// Replies received so far (for the progress line).
+    /// Replies received so far (for the progress bar).
     pub completed: AtomicU64,
     pub stop: &'a AtomicBool,
 }
