@@ -98,8 +98,9 @@ fn loadgen(args: &[&str], limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// The single JSON result under `<dir>/<version>/`, after checking that the .hgrm files it
-/// lists are there and end with a HdrHistogram footer.
+/// The single JSON result under `<dir>/<version>/`, after checking that the histogram log
+/// holds a tagged histogram per op and the percentile .hgrm files it lists are there and end
+/// with a HdrHistogram footer.
 fn only_result(dir: &Path) -> serde_json::Value {
     let version_dir = dir.join(env!("CARGO_PKG_VERSION"));
     let files: Vec<_> = std::fs::read_dir(&version_dir)
@@ -114,7 +115,12 @@ fn only_result(dir: &Path) -> serde_json::Value {
     for op in v["ops"].as_object().unwrap().keys() {
         assert!(hgrm.contains_key(op), "no hgrm for {op}: {v}");
     }
-    assert_eq!(files.len(), 1 + hgrm.len(), "{files:?}");
+    let log = v["histogram_log"].as_str().expect("histogram_log named in the JSON");
+    let log_text = std::fs::read_to_string(version_dir.join(log)).expect("histogram log written");
+    for op in hgrm.keys() {
+        assert!(log_text.contains(&format!("Tag={op},")), "no {op} histogram in {log}:\n{log_text}");
+    }
+    assert_eq!(files.len(), 2 + hgrm.len(), "{files:?}");
     for file in hgrm.values() {
         let text = std::fs::read_to_string(version_dir.join(file.as_str().unwrap())).unwrap();
         assert!(text.trim_start().starts_with("Value"), "{file}:\n{text}");
