@@ -29,8 +29,10 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Messages a core-to-core channel holds before its sender waits.
-const CORE_CHANNEL_CAPACITY: usize = 4096;
+/// Batches a core-to-core channel holds before its sender waits.
+const CORE_CHANNEL_CAPACITY: usize = 1024;
+/// Most messages in one core-to-core batch.
+const CORE_BATCH_MAX: usize = 4096;
 /// Locked memory per executor for io_uring buffers: small, so that several nodes fit under
 /// the default RLIMIT_MEMLOCK of 8 MiB.
 const IO_MEMORY_BYTES: usize = 1 << 20;
@@ -139,9 +141,10 @@ type Matrix<T> = Vec<Vec<Option<T>>>;
 
 /// One bounded SPSC channel per ordered pair of cores: senders[i][j] sends i → j and
 /// receivers[j][i] receives it.
-fn channel_matrix(cores: usize) -> (Matrix<SharedSender<Msg>>, Matrix<SharedReceiver<Msg>>) {
-    let mut senders: Matrix<SharedSender<Msg>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
-    let mut receivers: Matrix<SharedReceiver<Msg>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+fn channel_matrix(cores: usize) -> (Matrix<SharedSender<Vec<Msg>>>, Matrix<SharedReceiver<Vec<Msg>>>) {
+    let mut senders: Matrix<SharedSender<Vec<Msg>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+    let mut receivers: Matrix<SharedReceiver<Vec<Msg>>> =
+        (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
     for from in 0..cores {
         for to in 0..cores {
             if from != to {
@@ -157,8 +160,8 @@ fn channel_matrix(cores: usize) -> (Matrix<SharedSender<Msg>>, Matrix<SharedRece
 async fn run_core(
     core_id: usize,
     config: Config,
-    outgoing: Vec<Option<SharedSender<Msg>>>,
-    incoming: Vec<Option<SharedReceiver<Msg>>>,
+    outgoing: Vec<Option<SharedSender<Vec<Msg>>>>,
+    incoming: Vec<Option<SharedReceiver<Vec<Msg>>>>,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> anyhow::Result<()> {
     let config = Rc::new(config);
@@ -250,11 +253,26 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashM
     Ok((wal, shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect()))
 }
 
+/// The messages for one peer that gathered during this loop turn: waking a core on another
+/// thread costs a membarrier and an eventfd write, so it is paid once per batch, not per message.
+async fn next_batch(outbox: &LocalReceiver<Msg>) -> Option<Vec<Msg>> {
+    let first = outbox.recv().await?;
+    futures_lite::future::yield_now().await;
+    let mut batch = vec![first];
+    while batch.len() < CORE_BATCH_MAX {
+        match futures_lite::future::poll_once(outbox.recv()).await {
+            Some(Some(msg)) => batch.push(msg),
+            _ => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Connects this core's channels to every other core and starts its routing tasks.
 fn connect_mesh(
     core: &Rc<Core>,
-    outgoing: Vec<Option<SharedSender<Msg>>>,
-    incoming: Vec<Option<SharedReceiver<Msg>>>,
+    outgoing: Vec<Option<SharedSender<Vec<Msg>>>>,
+    incoming: Vec<Option<SharedReceiver<Vec<Msg>>>>,
     outbox_receivers: Vec<LocalReceiver<Msg>>,
 ) {
     for ((peer, sender), outbox) in outgoing.into_iter().enumerate().zip(outbox_receivers) {
@@ -268,8 +286,8 @@ fn connect_mesh(
                 // so that no core waits on a peer that is itself waiting.
                 glommio::spawn_local(async move {
                     let connected = sender.connect().await;
-                    while let Some(msg) = outbox.recv().await {
-                        if connected.send(msg).await.is_err() {
+                    while let Some(batch) = next_batch(&outbox).await {
+                        if connected.send(batch).await.is_err() {
                             break;
                         }
                     }
@@ -282,8 +300,10 @@ fn connect_mesh(
         let core = core.clone();
         glommio::spawn_local(async move {
             let connected = receiver.connect().await;
-            while let Some(msg) = connected.recv().await {
-                core.handle(msg);
+            while let Some(batch) = connected.recv().await {
+                for msg in batch {
+                    core.handle(msg);
+                }
             }
         })
         .detach();
