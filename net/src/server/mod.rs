@@ -138,13 +138,14 @@ fn check_port_free(config: &Config) -> anyhow::Result<()> {
 }
 
 type Matrix<T> = Vec<Vec<Option<T>>>;
+type Senders = Matrix<SharedSender<Vec<Msg>>>;
+type Receivers = Matrix<SharedReceiver<Vec<Msg>>>;
 
 /// One bounded SPSC channel per ordered pair of cores: senders[i][j] sends i → j and
 /// receivers[j][i] receives it.
-fn channel_matrix(cores: usize) -> (Matrix<SharedSender<Vec<Msg>>>, Matrix<SharedReceiver<Vec<Msg>>>) {
-    let mut senders: Matrix<SharedSender<Vec<Msg>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
-    let mut receivers: Matrix<SharedReceiver<Vec<Msg>>> =
-        (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+fn channel_matrix(cores: usize) -> (Senders, Receivers) {
+    let mut senders: Senders = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+    let mut receivers: Receivers = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
     for from in 0..cores {
         for to in 0..cores {
             if from != to {
