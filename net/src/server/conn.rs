@@ -371,11 +371,7 @@ impl Conn {
                 self.submit(xid, Kind::Ephemerals, ops);
             }
             Request::Sync { path } => {
-                let ops = if path == "/" {
-                    self.all_shards(|_| ShardOp::Sync)
-                } else {
-                    vec![(shard_of(&path, self.shard_count()), ShardOp::Sync)]
-                };
+                let ops = self.owners_of(&path, |_| ShardOp::Sync);
                 self.submit(xid, Kind::Sync(path), ops);
             }
             Request::Multi(ops) => self.multi(xid, ops),
@@ -516,12 +512,18 @@ impl Conn {
     }
 
     fn watch_op(&self, xid: i32, path: &str, kind: Kind, make: impl Fn(String) -> ReadOp) {
-        let ops = if path == "/" {
-            self.all_shards(|_| ShardOp::Read(make(path.to_string())))
-        } else {
-            vec![(shard_of(path, self.shard_count()), ShardOp::Read(make(path.to_string())))]
-        };
+        let ops = self.owners_of(path, |_| ShardOp::Read(make(path.to_string())));
         self.submit(xid, kind, ops);
+    }
+
+    /// One op for the shard that owns `path`, or one per shard for "/" (spread over all).
+    fn owners_of(&self, path: &str, make: impl Fn(ShardId) -> ShardOp) -> Vec<(ShardId, ShardOp)> {
+        if path == "/" {
+            self.all_shards(make)
+        } else {
+            let shard = shard_of(path, self.shard_count());
+            vec![(shard, make(shard))]
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
