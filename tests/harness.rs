@@ -564,6 +564,10 @@ impl Jute {
     pub fn str(self, s: &str) -> Self {
         self.buf(s.as_bytes())
     }
+    /// A null buffer (length -1), as the Java client writes `null` data.
+    pub fn null_buf(self) -> Self {
+        self.i32(-1)
+    }
     /// ACL vector of (perms, scheme, id).
     pub fn acls(mut self, acls: &[(i32, &str, &str)]) -> Self {
         self = self.i32(acls.len() as i32);

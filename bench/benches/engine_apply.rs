@@ -27,7 +27,7 @@ fn preloaded_shard() -> (Shard, i64) {
 fn create(path: String) -> Command {
     Command::Create(CreateOp {
         path,
-        data: vec![7; VALUE_BYTES],
+        data: Some(vec![7; VALUE_BYTES]),
         acl: Acl::open_unsafe(),
         mode: CreateMode::Persistent,
         ttl_ms: 0,
@@ -80,7 +80,7 @@ fn bench_set_data(c: &mut Criterion) {
             || {
                 let path = format!("/bench/n{}", zxid as usize % PRELOADED_NODES);
                 let command =
-                    Command::SetData(SetDataOp { path, data: vec![9; VALUE_BYTES], version: -1, auth: vec![] });
+                    Command::SetData(SetDataOp { path, data: Some(vec![9; VALUE_BYTES]), version: -1, auth: vec![] });
                 let entry = LogEntry { shard: 0, zxid, time_ms: zxid, command };
                 zxid += 1;
                 entry

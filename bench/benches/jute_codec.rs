@@ -18,8 +18,11 @@ fn request_body(req: &Request) -> Vec<u8> {
 
 fn bench_decode(c: &mut Criterion) {
     let get = request_body(&Request::GetData { path: "/app/config/node-0000000042".into(), watch: true });
-    let set =
-        request_body(&Request::SetData { path: "/app/config/node-0000000042".into(), data: vec![7; 100], version: -1 });
+    let set = request_body(&Request::SetData {
+        path: "/app/config/node-0000000042".into(),
+        data: Some(vec![7; 100]),
+        version: -1,
+    });
     let mut group = c.benchmark_group("jute_decode");
     group.throughput(Throughput::Elements(1));
     group.bench_function("get_data_request", |b| b.iter(|| jute::decode_request(black_box(&get))));
@@ -29,7 +32,7 @@ fn bench_decode(c: &mut Criterion) {
 
 fn bench_encode(c: &mut Criterion) {
     let stat = Stat { czxid: 0x1_0000_0001, mzxid: 0x1_0000_0042, data_length: 100, ..Stat::default() };
-    let reply = Response::Data { data: vec![7; 100], stat };
+    let reply = Response::Data { data: Some(vec![7; 100]), stat };
     let header = ReplyHeader { xid: 42, zxid: 0x1_0000_0042, err: 0 };
     let mut out = Vec::with_capacity(4096);
     let mut group = c.benchmark_group("jute_encode");

@@ -60,7 +60,8 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
 pub struct CreateOp {
     pub path: String,
-    pub data: Vec<u8>,
+    /// None = ZooKeeper's null data (jute length -1), kept apart from empty data.
+    pub data: Option<Vec<u8>>,
     pub acl: Vec<Acl>,
     pub mode: CreateMode,
     /// TTL in milliseconds for TTL modes, else 0.
@@ -79,7 +80,7 @@ pub struct DeleteOp {
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
 pub struct SetDataOp {
     pub path: String,
-    pub data: Vec<u8>,
+    pub data: Option<Vec<u8>>,
     pub version: i32,
     pub auth: Vec<Id>,
 }

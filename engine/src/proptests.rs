@@ -19,19 +19,20 @@ fn version_strategy() -> impl Strategy<Value = i32> {
     prop::sample::select(vec![-1, 0, 1])
 }
 
-fn data_strategy() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(any::<u8>(), 0..4)
+/// Null data included: it must survive apply and replay apart from empty data.
+fn data_strategy() -> impl Strategy<Value = Option<Vec<u8>>> {
+    prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 0..4))
 }
 
-fn create(path: String, data: Vec<u8>, mode: CreateMode, ttl_ms: i64, session: i64) -> CreateOp {
+fn create(path: String, data: Option<Vec<u8>>, mode: CreateMode, ttl_ms: i64, session: i64) -> CreateOp {
     CreateOp { path, data, acl: Acl::open_unsafe(), mode, ttl_ms, session, auth: vec![] }
 }
 
 #[derive(Debug, Clone)]
 enum ModelOp {
-    Create(String, Vec<u8>),
+    Create(String, Option<Vec<u8>>),
     Delete(String, i32),
-    SetData(String, Vec<u8>, i32),
+    SetData(String, Option<Vec<u8>>, i32),
     Check(String, i32),
 }
 
@@ -58,7 +59,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 }
 
 /// path -> (data, version)
-type Model = BTreeMap<String, (Vec<u8>, i32)>;
+type Model = BTreeMap<String, (Option<Vec<u8>>, i32)>;
 
 fn parent_exists(model: &Model, path: &str) -> bool {
     let parent = crate::path::parent(path);

@@ -264,10 +264,10 @@ mod tests {
         assert_eq!(h.shard.stats().watch_count, 0);
         let (result, _) = h.read_as(2, std::slice::from_ref(&bob), ReadOp::GetData { path: "/s".into(), watch: true });
         let Ok(ReadResult::Data { data, stat }) = result else { panic!("{result:?}") };
-        assert_eq!((data.as_slice(), stat.data_length), (&b"secret"[..], 6));
+        assert_eq!((data.as_deref(), stat.data_length), (Some(&b"secret"[..]), 6));
         let set = Command::SetData(crate::command::SetDataOp {
             path: "/s".into(),
-            data: vec![],
+            data: Some(vec![]),
             version: -1,
             auth: vec![bob],
         });
@@ -349,7 +349,7 @@ mod tests {
         ];
         let (result, _) = h.read(1, ReadOp::MultiRead(ops));
         let Ok(ReadResult::Multi(results)) = result else { panic!() };
-        assert!(matches!(&results[0], Ok(ReadResult::Data { data, .. }) if data == b"1"));
+        assert!(matches!(&results[0], Ok(ReadResult::Data { data, .. }) if data.as_deref() == Some(&b"1"[..])));
         assert_eq!(results[1], Err(ZkError::NoNode));
         assert_eq!(results[2], Ok(ReadResult::Children(vec![])));
         assert_eq!(results[3], Err(ZkError::BadArguments));

@@ -73,7 +73,8 @@ pub enum ReadOp {
 pub enum ReadResult {
     Stat(Stat),
     Data {
-        data: Vec<u8>,
+        /// None = null data, as the client stored it.
+        data: Option<Vec<u8>>,
         stat: Stat,
     },
     Children(Vec<String>),

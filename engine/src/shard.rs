@@ -160,7 +160,7 @@ impl Shard {
 /// them: zero stats, open ACL, except config which is read-only (ZOOKEEPER-2014) and carries
 /// aversion -1 because ZooKeeper sets its ACL with version -1.
 fn add_system_nodes(tree: &mut Tree) {
-    let open = |acl: Vec<Acl>| Node::new(Vec::new(), acl, NodeKind::Persistent, NodeMeta::default());
+    let open = |acl: Vec<Acl>| Node::new(Some(Vec::new()), acl, NodeKind::Persistent, NodeMeta::default());
     tree.link("/zookeeper".to_string(), open(Acl::open_unsafe()));
     tree.link("/zookeeper/quota".to_string(), open(Acl::open_unsafe()));
     let mut config = open(vec![Acl { perms: perms::READ, id: Id::world_anyone() }]);

@@ -44,7 +44,7 @@ impl Harness {
     }
 
     pub fn set_data(&mut self, path: &str, data: &[u8], version: i32) -> Applied {
-        self.apply(Command::SetData(SetDataOp { path: path.into(), data: data.to_vec(), version, auth: vec![] }))
+        self.apply(Command::SetData(SetDataOp { path: path.into(), data: Some(data.to_vec()), version, auth: vec![] }))
     }
 
     pub fn open_session(&mut self, session: SessionId) {
@@ -87,7 +87,7 @@ impl Harness {
 pub fn create_op(path: &str, data: &[u8], mode: CreateMode) -> CreateOp {
     CreateOp {
         path: path.into(),
-        data: data.to_vec(),
+        data: Some(data.to_vec()),
         acl: Acl::open_unsafe(),
         mode,
         ttl_ms: 0,
@@ -109,7 +109,7 @@ pub fn m_delete(path: &str, version: i32) -> MultiOp {
 }
 
 pub fn m_set(path: &str, data: &[u8], version: i32) -> MultiOp {
-    MultiOp::SetData(SetDataOp { path: path.into(), data: data.to_vec(), version, auth: vec![] })
+    MultiOp::SetData(SetDataOp { path: path.into(), data: Some(data.to_vec()), version, auth: vec![] })
 }
 
 pub fn created_path(result: &Result<WriteResult, ZkError>) -> String {

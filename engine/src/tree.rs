@@ -83,7 +83,8 @@ impl NodeMeta {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    pub data: Vec<u8>,
+    /// None = null data: a client that stored null reads null back (ZooKeeper's DataNode).
+    pub data: Option<Vec<u8>>,
     pub acl: Vec<Acl>,
     pub kind: NodeKind,
     pub meta: NodeMeta,
@@ -92,8 +93,13 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(data: Vec<u8>, acl: Vec<Acl>, kind: NodeKind, meta: NodeMeta) -> Node {
+    pub fn new(data: Option<Vec<u8>>, acl: Vec<Acl>, kind: NodeKind, meta: NodeMeta) -> Node {
         Node { data, acl, kind, meta, children: BTreeSet::new() }
+    }
+
+    /// Bytes of data; null counts as 0 (ZooKeeper's copyStat).
+    pub fn data_len(&self) -> usize {
+        self.data.as_ref().map_or(0, Vec::len)
     }
 
     /// The Stat clients see, as ZooKeeper's DataNode.copyStat builds it: cversion counts
@@ -109,7 +115,7 @@ impl Node {
             cversion: self.meta.child_creates.wrapping_mul(2).wrapping_sub(num_children),
             aversion: self.meta.aversion,
             ephemeral_owner: self.kind.client_ephemeral_owner(),
-            data_length: self.data.len() as i32,
+            data_length: self.data_len() as i32,
             num_children,
             pzxid: self.meta.pzxid,
         }
@@ -145,7 +151,7 @@ impl Default for Tree {
 impl Tree {
     /// A tree holding only "/", open to everyone, all stat fields zero.
     pub fn new() -> Tree {
-        let root = Node::new(Vec::new(), Acl::open_unsafe(), NodeKind::Persistent, NodeMeta::default());
+        let root = Node::new(Some(Vec::new()), Acl::open_unsafe(), NodeKind::Persistent, NodeMeta::default());
         let mut tree = Tree { nodes: AHashMap::new(), reapable: BTreeSet::new(), approximate_bytes: 0 };
         tree.approximate_bytes = node_bytes("/", &root);
         tree.nodes.insert("/".to_string(), root);
@@ -187,11 +193,11 @@ impl Tree {
     }
 
     /// Replaces the data of a node, returning the old data.
-    pub(crate) fn replace_data(&mut self, path: &str, data: Vec<u8>) -> Vec<u8> {
+    pub(crate) fn replace_data(&mut self, path: &str, data: Option<Vec<u8>>) -> Option<Vec<u8>> {
         let node = self.node_mut(path);
         let old = std::mem::replace(&mut node.data, data);
-        let new_len = node.data.len() as u64;
-        self.approximate_bytes = self.approximate_bytes - old.len() as u64 + new_len;
+        let new_len = node.data_len() as u64;
+        self.approximate_bytes = self.approximate_bytes - old.as_ref().map_or(0, Vec::len) as u64 + new_len;
         old
     }
 
@@ -275,7 +281,7 @@ impl Tree {
 }
 
 fn node_bytes(path: &str, node: &Node) -> u64 {
-    (path.len() + node.data.len()) as u64
+    (path.len() + node.data_len()) as u64
 }
 
 /// FNV-1a 64: a hasher whose output does not depend on the process (unlike ahash/SipHash
@@ -311,7 +317,7 @@ mod tests {
     use super::*;
 
     fn leaf(kind: NodeKind) -> Node {
-        Node::new(b"x".to_vec(), Acl::open_unsafe(), kind, NodeMeta::created(1, 10))
+        Node::new(Some(b"x".to_vec()), Acl::open_unsafe(), kind, NodeMeta::created(1, 10))
     }
 
     #[test]
@@ -353,7 +359,7 @@ mod tests {
         b.link("/y".into(), leaf(NodeKind::Persistent));
         b.link("/x".into(), leaf(NodeKind::Persistent));
         assert_eq!(a.digest(), b.digest());
-        b.replace_data("/x", b"changed".to_vec());
+        b.replace_data("/x", Some(b"changed".to_vec()));
         assert_ne!(a.digest(), b.digest());
     }
 

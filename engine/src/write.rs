@@ -25,7 +25,7 @@ pub(crate) enum Change {
 enum Undo {
     Created { path: String, parent_meta: NodeMeta },
     Deleted { path: String, node: Node, parent_meta: NodeMeta },
-    DataSet { path: String, data: Vec<u8>, meta: NodeMeta },
+    DataSet { path: String, data: Option<Vec<u8>>, meta: NodeMeta },
 }
 
 /// Paths ZooKeeper refuses to delete (DataTree.isSpecialPath).
@@ -61,7 +61,9 @@ impl<'a> Txn<'a> {
                 self.create(op, op.session, &op.auth).map(|(path, stat)| WriteResult::Created { path, stat })
             }
             Command::Delete(op) => self.delete(&op.path, op.version, &op.auth).map(|()| WriteResult::Deleted),
-            Command::SetData(op) => self.set_data(&op.path, &op.data, op.version, &op.auth).map(WriteResult::Stat),
+            Command::SetData(op) => {
+                self.set_data(&op.path, op.data.as_deref(), op.version, &op.auth).map(WriteResult::Stat)
+            }
             Command::SetAcl { path, acl, version, auth } => {
                 self.set_acl(path, acl, *version, auth).map(WriteResult::Stat)
             }
@@ -165,14 +167,14 @@ impl<'a> Txn<'a> {
         self.emptied.push(parent_path.to_string());
     }
 
-    fn set_data(&mut self, path: &str, data: &[u8], version: i32, auth: &[Id]) -> Result<Stat, ZkError> {
+    fn set_data(&mut self, path: &str, data: Option<&[u8]>, version: i32, auth: &[Id]) -> Result<Stat, ZkError> {
         path::validate(path, false)?;
         let node = self.tree.get(path).ok_or(ZkError::NoNode)?;
         // ZooKeeper checks WRITE before the version.
         acl::check(&node.acl, perms::WRITE, auth)?;
         check_version(node.meta.version, version)?;
         let old_meta = node.meta;
-        let old_data = self.tree.replace_data(path, data.to_vec());
+        let old_data = self.tree.replace_data(path, data.map(<[u8]>::to_vec));
         let meta = self.tree.meta_mut(path);
         meta.version = old_meta.version.wrapping_add(1);
         meta.mzxid = self.zxid;
@@ -226,7 +228,9 @@ impl<'a> Txn<'a> {
                 self.create(create, session, auth).map(|(path, stat)| MultiResult::Create { path, stat })
             }
             MultiOp::Delete(delete) => self.delete(&delete.path, delete.version, auth).map(|()| MultiResult::Delete),
-            MultiOp::SetData(set) => self.set_data(&set.path, &set.data, set.version, auth).map(MultiResult::SetData),
+            MultiOp::SetData(set) => {
+                self.set_data(&set.path, set.data.as_deref(), set.version, auth).map(MultiResult::SetData)
+            }
             MultiOp::Check { path, version } => self.check(path, *version, auth).map(|()| MultiResult::Check),
         }
     }
@@ -510,7 +514,7 @@ mod tests {
         assert_eq!((stat.version, stat.mzxid, stat.mtime, stat.data_length, stat.czxid), (1, zxid, time_ms, 3, 2));
         let Ok(WriteResult::Stat(stat)) = h.set_data("/a", b"", -1).result else { panic!() };
         assert_eq!(stat.version, 2);
-        assert_eq!(h.shard.node("/a").unwrap().data, b"");
+        assert_eq!(h.shard.node("/a").unwrap().data.as_deref(), Some(&b""[..]));
     }
 
     #[test]
@@ -522,7 +526,7 @@ mod tests {
         h.apply(Command::Create(op)).result.unwrap();
         assert_eq!(err(h.set_data("/locked", b"x", 99).result), ZkError::NoAuth);
         assert_eq!(err(h.create("/locked/child", b"")), ZkError::NoAuth);
-        let set = SetDataOp { path: "/locked".into(), data: b"x".to_vec(), version: 99, auth: vec![bob.clone()] };
+        let set = SetDataOp { path: "/locked".into(), data: Some(b"x".to_vec()), version: 99, auth: vec![bob.clone()] };
         assert_eq!(err(h.apply(Command::SetData(set)).result), ZkError::BadVersion);
         let mut child = create_op("/locked/child", b"", CreateMode::Persistent);
         child.auth = vec![bob.clone()];

@@ -174,7 +174,7 @@ fn drive(
 }
 
 fn create_request(path: String, data: Vec<u8>) -> Request {
-    Request::Create { opcode: opcode::CREATE, path, data, acl: Acl::open_unsafe(), flags: 0, ttl_ms: 0 }
+    Request::Create { opcode: opcode::CREATE, path, data: Some(data), acl: Acl::open_unsafe(), flags: 0, ttl_ms: 0 }
 }
 
 /// Creates ROOT and keys 0..keys (each `value` bytes), spread over the sessions, one thread
@@ -263,7 +263,7 @@ impl<'p, 'a> OpGen<'p, 'a> {
             OpKind::Watch => Request::GetData { path: key_path(plan.keys.pick(&mut self.rng)), watch: true },
             OpKind::Write => {
                 let path = key_path(plan.keys.pick(&mut self.rng));
-                Request::SetData { path, data: plan.value.clone(), version: -1 }
+                Request::SetData { path, data: Some(plan.value.clone()), version: -1 }
             }
             OpKind::Create => {
                 let path = format!("{ROOT}/c-{}-{id}-{}", plan.run_id, self.create_seq);

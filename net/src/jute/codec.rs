@@ -109,11 +109,18 @@ impl<'a> JuteReader<'a> {
         Ok(Some(len))
     }
 
-    /// A `buffer`; null decodes as empty (ZooKeeper clients treat both alike).
+    /// A `buffer` where null carries no meaning of its own (passwords, auth, SASL tokens):
+    /// null decodes as empty.
     pub fn read_buffer(&mut self) -> Result<Vec<u8>, DecodeError> {
+        Ok(self.read_buffer_opt()?.unwrap_or_default())
+    }
+
+    /// A `buffer` that may be null (length -1): znode data, which ZooKeeper keeps null apart
+    /// from empty.
+    pub fn read_buffer_opt(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
         match self.read_len(1)? {
-            None => Ok(Vec::new()),
-            Some(n) => Ok(self.take(n)?.to_vec()),
+            None => Ok(None),
+            Some(n) => Ok(Some(self.take(n)?.to_vec())),
         }
     }
 
@@ -194,6 +201,14 @@ impl<'a> JuteWriter<'a> {
     pub fn write_buffer(&mut self, v: &[u8]) {
         self.write_i32(len_i32(v.len()));
         self.out.extend_from_slice(v);
+    }
+
+    /// A `buffer` that may be null: `None` is written as length -1.
+    pub fn write_buffer_opt(&mut self, v: Option<&[u8]>) {
+        match v {
+            Some(v) => self.write_buffer(v),
+            None => self.write_i32(-1),
+        }
     }
 
     pub fn write_ustring(&mut self, v: &str) {

@@ -16,7 +16,8 @@ pub enum Request {
     Create {
         opcode: i32,
         path: String,
-        data: Vec<u8>,
+        /// None = null data (jute length -1), kept apart from empty.
+        data: Option<Vec<u8>>,
         acl: Vec<Acl>,
         flags: i32,
         ttl_ms: i64,
@@ -35,7 +36,7 @@ pub enum Request {
     },
     SetData {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         version: i32,
     },
     GetAcl {
@@ -217,7 +218,7 @@ fn read_session_body(r: &mut JuteReader<'_>, op: i32) -> Result<Request, DecodeE
 /// CreateRequest, or CreateTTLRequest (the same fields plus a trailing ttl) for CREATE_TTL.
 fn read_create(r: &mut JuteReader<'_>, op: i32) -> Result<Request, DecodeError> {
     let path = r.read_ustring()?;
-    let data = r.read_buffer()?;
+    let data = r.read_buffer_opt()?;
     let acl = read_acls(r)?;
     let flags = r.read_i32()?;
     let ttl_ms = if op == opcode::CREATE_TTL { r.read_i64()? } else { 0 };
@@ -225,7 +226,7 @@ fn read_create(r: &mut JuteReader<'_>, op: i32) -> Result<Request, DecodeError> 
 }
 
 fn read_set_data(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
-    Ok(Request::SetData { path: r.read_ustring()?, data: r.read_buffer()?, version: r.read_i32()? })
+    Ok(Request::SetData { path: r.read_ustring()?, data: r.read_buffer_opt()?, version: r.read_i32()? })
 }
 
 fn read_set_acl(r: &mut JuteReader<'_>) -> Result<Request, DecodeError> {
@@ -295,7 +296,9 @@ fn read_multi(r: &mut JuteReader<'_>, multi: i32) -> Result<Vec<Request>, Decode
 fn write_body(w: &mut JuteWriter<'_>, req: &Request) {
     use Request::*;
     match req {
-        Create { opcode, path, data, acl, flags, ttl_ms } => write_create(w, *opcode, path, data, acl, *flags, *ttl_ms),
+        Create { opcode, path, data, acl, flags, ttl_ms } => {
+            write_create(w, *opcode, path, data.as_deref(), acl, *flags, *ttl_ms)
+        }
         Delete { path, version } | Check { path, version } => write_path_int(w, path, *version),
         CheckWatches { path, watcher_type } | RemoveWatches { path, watcher_type } => {
             write_path_int(w, path, *watcher_type)
@@ -310,7 +313,7 @@ fn write_body(w: &mut JuteWriter<'_>, req: &Request) {
         }
         SetData { path, data, version } => {
             w.write_ustring(path);
-            w.write_buffer(data);
+            w.write_buffer_opt(data.as_deref());
             w.write_i32(*version);
         }
         GetAcl { path } | Sync { path } | GetAllChildrenNumber { path } => w.write_ustring(path),
@@ -354,9 +357,17 @@ fn write_path_int(w: &mut JuteWriter<'_>, path: &str, v: i32) {
     w.write_i32(v);
 }
 
-fn write_create(w: &mut JuteWriter<'_>, op: i32, path: &str, data: &[u8], acl: &[Acl], flags: i32, ttl_ms: i64) {
+fn write_create(
+    w: &mut JuteWriter<'_>,
+    op: i32,
+    path: &str,
+    data: Option<&[u8]>,
+    acl: &[Acl],
+    flags: i32,
+    ttl_ms: i64,
+) {
     w.write_ustring(path);
-    w.write_buffer(data);
+    w.write_buffer_opt(data);
     write_acls(w, acl);
     w.write_i32(flags);
     if op == opcode::CREATE_TTL {

@@ -30,7 +30,8 @@ pub enum Response {
     Stat(Stat),
     /// getData, and reconfig (which answers with the new config as GetDataResponse).
     Data {
-        data: Vec<u8>,
+        /// None = null data (jute length -1).
+        data: Option<Vec<u8>>,
         stat: Stat,
     },
     Acl {
@@ -117,7 +118,7 @@ fn read_response(r: &mut JuteReader<'_>, op: i32) -> Result<Response, DecodeErro
             Ok(Response::Create2 { path: r.read_ustring()?, stat: read_stat(r)? })
         }
         EXISTS | SET_DATA | SET_ACL => Ok(Response::Stat(read_stat(r)?)),
-        GET_DATA | RECONFIG => Ok(Response::Data { data: r.read_buffer()?, stat: read_stat(r)? }),
+        GET_DATA | RECONFIG => Ok(Response::Data { data: r.read_buffer_opt()?, stat: read_stat(r)? }),
         GET_ACL => Ok(Response::Acl { acl: read_acls(r)?, stat: read_stat(r)? }),
         GET_CHILDREN => Ok(Response::Children(r.read_string_vec()?)),
         GET_CHILDREN2 => Ok(Response::Children2 { children: r.read_string_vec()?, stat: read_stat(r)? }),
@@ -146,7 +147,7 @@ fn write_response(w: &mut JuteWriter<'_>, body: &Response) {
             write_stat(w, stat);
         }
         Response::Stat(stat) => write_stat(w, stat),
-        Response::Data { data, stat } => write_data(w, data, stat),
+        Response::Data { data, stat } => write_data(w, data.as_deref(), stat),
         Response::Acl { acl, stat } => {
             write_acls(w, acl);
             write_stat(w, stat);
@@ -168,8 +169,8 @@ fn write_response(w: &mut JuteWriter<'_>, body: &Response) {
 }
 
 /// GetDataResponse{data, stat}.
-fn write_data(w: &mut JuteWriter<'_>, data: &[u8], stat: &Stat) {
-    w.write_buffer(data);
+fn write_data(w: &mut JuteWriter<'_>, data: Option<&[u8]>, stat: &Stat) {
+    w.write_buffer_opt(data);
     write_stat(w, stat);
 }
 
@@ -218,7 +219,7 @@ fn write_multi_read_results(w: &mut JuteWriter<'_>, results: &[Result<ReadResult
         match result {
             Ok(ReadResult::Data { data, stat }) => {
                 result_header(opcode::GET_DATA).write(w);
-                write_data(w, data, stat);
+                write_data(w, data.as_deref(), stat);
             }
             Ok(ReadResult::Children(children) | ReadResult::Children2 { children, .. }) => {
                 result_header(opcode::GET_CHILDREN).write(w);
@@ -263,7 +264,7 @@ fn read_multi_read_results(r: &mut JuteReader<'_>) -> Result<Vec<Result<ReadResu
             return Ok(results);
         }
         let result = match h.op {
-            opcode::GET_DATA => Ok(ReadResult::Data { data: r.read_buffer()?, stat: read_stat(r)? }),
+            opcode::GET_DATA => Ok(ReadResult::Data { data: r.read_buffer_opt()?, stat: read_stat(r)? }),
             opcode::GET_CHILDREN => Ok(ReadResult::Children(r.read_string_vec()?)),
             opcode::ERROR => Err(r.read_i32()?),
             other => return Err(DecodeError::InvalidMultiResult(other)),

@@ -42,7 +42,7 @@ fn create(op: i32, ttl_ms: i64) -> Request {
     Request::Create {
         opcode: op,
         path: "/app/lock-".into(),
-        data: b"payload".to_vec(),
+        data: Some(b"payload".to_vec()),
         acl: acls(),
         flags: if ttl_ms > 0 { 5 } else { 3 },
         ttl_ms,
@@ -56,7 +56,9 @@ fn write_ops() -> Vec<Request> {
         create(opcode::CREATE_CONTAINER, 0),
         create(opcode::CREATE_TTL, 60_000),
         Request::Delete { path: "/a".into(), version: -1 },
-        Request::SetData { path: "/b".into(), data: vec![0, 1, 2], version: 7 },
+        Request::SetData { path: "/b".into(), data: Some(vec![0, 1, 2]), version: 7 },
+        Request::SetData { path: "/b".into(), data: None, version: 8 },
+        Request::SetData { path: "/b".into(), data: Some(vec![]), version: 9 },
         Request::Check { path: "/c".into(), version: 2 },
     ]
 }
@@ -152,9 +154,10 @@ fn all_replies() -> Vec<(i32, Response)> {
         (EXISTS, Response::Stat(stat(4))),
         (SET_DATA, Response::Stat(stat(5))),
         (SET_ACL, Response::Stat(stat(6))),
-        (GET_DATA, Response::Data { data: b"hello".to_vec(), stat: stat(7) }),
-        (GET_DATA, Response::Data { data: vec![], stat: stat(8) }),
-        (RECONFIG, Response::Data { data: b"server.1=h1".to_vec(), stat: stat(9) }),
+        (GET_DATA, Response::Data { data: Some(b"hello".to_vec()), stat: stat(7) }),
+        (GET_DATA, Response::Data { data: Some(vec![]), stat: stat(8) }),
+        (GET_DATA, Response::Data { data: None, stat: stat(8) }),
+        (RECONFIG, Response::Data { data: Some(b"server.1=h1".to_vec()), stat: stat(9) }),
         (GET_ACL, Response::Acl { acl: acls(), stat: stat(10) }),
         (GET_CHILDREN, Response::Children(strings(&["a", "b", "zz"]))),
         (GET_CHILDREN2, Response::Children2 { children: strings(&["x"]), stat: stat(11) }),
@@ -186,7 +189,7 @@ fn jute_every_reply_round_trips() {
 
 #[test]
 fn jute_error_reply_has_no_body() {
-    let frame = encode_rep(3, -101, &Response::Data { data: b"ignored".to_vec(), stat: stat(1) });
+    let frame = encode_rep(3, -101, &Response::Data { data: Some(b"ignored".to_vec()), stat: stat(1) });
     assert_eq!(frame.len(), 4 + 16, "length prefix and ReplyHeader only");
     let (header, rep) = decode_reply(body(&frame), opcode::GET_DATA).unwrap();
     assert_eq!(header.err, -101);
@@ -253,7 +256,7 @@ fn jute_multi_read_round_trips_with_errors() {
     let results = vec![
         Ok(ReadResult::Children(strings(&["a", "b"]))),
         Err(-101),
-        Ok(ReadResult::Data { data: b"v".to_vec(), stat: stat(3) }),
+        Ok(ReadResult::Data { data: Some(b"v".to_vec()), stat: stat(3) }),
     ];
     let frame = encode_rep(2, 0, &Response::MultiRead(results.clone()));
     let (_, rep) = decode_reply(body(&frame), opcode::MULTI_READ).unwrap();
@@ -326,7 +329,7 @@ fn jute_get_data_reply_golden() {
     };
     let mut out = Vec::new();
     let header = ReplyHeader { xid: 7, zxid: 0x11, err: 0 };
-    encode_reply(&mut out, &header, &Response::Data { data: b"hi".to_vec(), stat: s });
+    encode_reply(&mut out, &header, &Response::Data { data: Some(b"hi".to_vec()), stat: s });
     #[rustfmt::skip]
     let expected: Vec<u8> = [
         &[0, 0, 0, 0x5a][..],                                  // 90 = 16 + 6 + 68
@@ -440,7 +443,7 @@ fn jute_null_strings_and_buffers_decode_as_empty() {
     // SetDataRequest{path null, data null, version 0}
     let frame = [0, 0, 0, 1, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
     let (_, req) = decode_request(&frame).unwrap();
-    assert_eq!(req, Request::SetData { path: String::new(), data: vec![], version: 0 });
+    assert_eq!(req, Request::SetData { path: String::new(), data: Some(vec![]), version: 0 });
 }
 
 #[test]
@@ -517,7 +520,7 @@ proptest! {
     #[test]
     fn jute_arbitrary_create_and_set_watches_round_trip(
         path in ".{0,40}",
-        data in proptest::collection::vec(any::<u8>(), 0..64),
+        data in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
         scheme in "[a-z]{0,8}",
         perms in any::<i32>(),
         flags in any::<i32>(),

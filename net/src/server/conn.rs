@@ -440,7 +440,7 @@ impl Conn {
         &self,
         opcode: i32,
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         acl: Vec<engine::types::Acl>,
         flags: i32,
         ttl_ms: i64,

@@ -570,8 +570,8 @@ fn command_bytes(command: &Command) -> usize {
     const OVERHEAD: usize = 256;
     OVERHEAD
         + match command {
-            Command::Create(op) => op.data.len() + op.path.len(),
-            Command::SetData(op) => op.data.len() + op.path.len(),
+            Command::Create(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
+            Command::SetData(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
             Command::Multi { ops, .. } => ops.len() * OVERHEAD + ops.iter().map(multi_op_bytes).sum::<usize>(),
             _ => 0,
         }
@@ -580,8 +580,8 @@ fn command_bytes(command: &Command) -> usize {
 fn multi_op_bytes(op: &engine::command::MultiOp) -> usize {
     use engine::command::MultiOp;
     match op {
-        MultiOp::Create(c) => c.data.len() + c.path.len(),
-        MultiOp::SetData(s) => s.data.len() + s.path.len(),
+        MultiOp::Create(c) => c.data.as_ref().map_or(0, Vec::len) + c.path.len(),
+        MultiOp::SetData(s) => s.data.as_ref().map_or(0, Vec::len) + s.path.len(),
         MultiOp::Delete(d) => d.path.len(),
         MultiOp::Check { path, .. } => path.len(),
     }
