@@ -439,11 +439,11 @@ fn jute_frame_len_needs_four_bytes() {
 }
 
 #[test]
-fn jute_null_strings_and_buffers_decode_as_empty() {
+fn jute_null_path_decodes_as_empty_and_null_data_stays_null() {
     // SetDataRequest{path null, data null, version 0}
     let frame = [0, 0, 0, 1, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
     let (_, req) = decode_request(&frame).unwrap();
-    assert_eq!(req, Request::SetData { path: String::new(), data: Some(vec![]), version: 0 });
+    assert_eq!(req, Request::SetData { path: String::new(), data: None, version: 0 });
 }
 
 #[test]
