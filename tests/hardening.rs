@@ -4,8 +4,10 @@
 //! writes of `/`, and honest `mntr` figures. Checked against Apache ZooKeeper 3.8 with
 //! `WARREN_BIN=tests/zk_as_warren.sh` where the behaviour is ZooKeeper's.
 
+use std::time::Duration;
+
 use warren_tests::{
-    multi_end, op, parse_multi_reply, unique, Jute, JuteReader, RawSession, Reply, WarrenOpts, WarrenProcess,
+    closed_within, err, multi_end, op, parse_multi_reply, unique, Jute, JuteReader, RawSession, Reply, WarrenOpts, WarrenProcess,
 };
 
 /// (data, dataLength) of a getData reply.
@@ -77,4 +79,32 @@ fn null_data_set_in_a_multi() {
     let reply = raw.call(op::MULTI, multi_end(multi));
     assert_eq!(parse_multi_reply(&reply.body), vec![(op::SET_DATA, 0)]);
     assert_eq!(data_of(&raw.get_data(&root, false)), (None, 0));
+}
+
+/// A request over max-request-bytes (ZooKeeper's jute.maxbuffer) closes the connection as on
+/// ZooKeeper (kazoo's own tests expect ConnectionLoss) and is counted in mntr; nothing of it
+/// is applied and the server serves on.
+#[test]
+fn oversized_request_closes_the_connection_and_is_counted() {
+    let s = WarrenProcess::start(WarrenOpts::default().max_request_bytes(4096));
+    let mut raw = RawSession::connect(s.addr(), 10000);
+    let root = format!("/{}", unique("big"));
+    assert_eq!(raw.create(&root, b"", 0).err, 0);
+    let fits = vec![1u8; 3000];
+    assert_eq!(raw.create(&format!("{root}/fits"), &fits, 0).err, 0, "a request under the limit is served");
+    let xid = raw.next_xid();
+    let body = Jute::new().str(&format!("{root}/n")).buf(&vec![7u8; 8192]).open_acl().i32(0);
+    raw.send(xid, op::CREATE, &body);
+    assert!(
+        closed_within(&mut raw.stream, Duration::from_secs(10)),
+        "an over-limit request must close the connection without a reply"
+    );
+    let mut other = RawSession::connect(s.addr(), 10000);
+    assert_eq!(other.call(op::EXISTS, Jute::new().str(&format!("{root}/n")).bool(false)).err, err::NO_NODE);
+    assert_eq!(other.call(op::EXISTS, Jute::new().str(&format!("{root}/fits")).bool(false)).err, 0);
+    if !s.is_external() && !warren_tests::warren_bin().ends_with("zk_as_warren.sh") {
+        let mntr = s.four_letter("mntr");
+        let line = mntr.lines().find(|l| l.starts_with("zk_large_requests_rejected\t"));
+        assert_eq!(line, Some("zk_large_requests_rejected\t1"), "mntr:\n{mntr}");
+    }
 }

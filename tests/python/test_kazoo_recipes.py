@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from kazoo.exceptions import (BadVersionError, LockTimeout, NodeExistsError, NoNodeError, NotEmptyError,
+from kazoo.exceptions import (BadVersionError, ConnectionLoss, LockTimeout, NodeExistsError, NoNodeError, NotEmptyError,
                               RolledBackError)
 from kazoo.protocol.states import EventType
 
@@ -484,3 +484,27 @@ def test_four_letter_words_via_kazoo(zk):
     assert "Mode" in zk.command(b"srvr")
     version = zk.server_version()
     assert len(version) >= 2 and all(isinstance(v, int) for v in version), version
+
+
+def test_null_data_is_kept_apart_from_empty(zk, root):
+    # ZooKeeper stores null (jute length -1) and empty data differently; kazoo reads None back.
+    zk.create(f"{root}/null", None)
+    zk.create(f"{root}/empty", b"")
+    assert zk.get(f"{root}/null")[0] is None
+    assert zk.get(f"{root}/empty")[0] == b""
+    zk.set(f"{root}/empty", None)
+    assert zk.get(f"{root}/empty")[0] is None
+    data, stat = zk.get(f"{root}/null")
+    assert stat.data_length == 0
+
+
+def test_request_over_max_size_loses_the_connection(make_client, root):
+    # As on ZooKeeper (jute.maxbuffer, 1 MiB by default): the server closes the connection, the
+    # client sees ConnectionLoss, reconnects, and nothing of the request was applied.
+    zk = make_client()
+    with pytest.raises(ConnectionLoss):
+        zk.create(f"{root}/too-big", b"x" * (1024 * 1024 + 1))
+    assert wait_for(lambda: zk.connected)
+    assert zk.exists(f"{root}/too-big") is None
+    zk.create(f"{root}/fits", b"x" * (512 * 1024))
+    assert len(zk.get(f"{root}/fits")[0]) == 512 * 1024

@@ -328,11 +328,19 @@ impl Conn {
         }
     }
 
-    /// A frame larger than max-request-bytes: answered with BADARGUMENTS, never read whole.
-    pub fn on_oversized(&self, xid: i32, len: usize) {
-        tracing::warn!(conn = self.id, len, max = self.core.config.max_request_bytes, "request too large");
-        self.received.set(self.received.get() + 1);
-        self.ready(xid, ZkError::BadArguments.code(), Response::Empty);
+    /// A frame larger than max-request-bytes: counted and logged; the caller closes the
+    /// connection without reading the frame.
+    pub fn on_oversized(&self, len: usize) {
+        let max = self.core.config.max_request_bytes;
+        tracing::warn!(
+            conn = self.id,
+            session = format!("{:#x}", self.session.get()),
+            len,
+            max,
+            "request larger than max-request-bytes; closing the connection"
+        );
+        let rejected = &self.core.large_requests_rejected;
+        rejected.set(rejected.get() + 1);
     }
 
     fn dispatch(&self, xid: i32, opcode: i32, request: Request) {

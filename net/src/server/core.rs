@@ -92,6 +92,9 @@ pub struct Core {
     wal_flush_micros_total: Cell<u64>,
     wal_flush_micros_max: Cell<u64>,
     pub requests_total: Cell<u64>,
+    /// Frames over max-request-bytes (their connections were closed): mntr's
+    /// zk_large_requests_rejected.
+    pub large_requests_rejected: Cell<u64>,
 }
 
 /// Microseconds since the Unix epoch.
@@ -132,6 +135,7 @@ impl Core {
             wal_flush_micros_total: Cell::new(0),
             wal_flush_micros_max: Cell::new(0),
             requests_total: Cell::new(0),
+            large_requests_rejected: Cell::new(0),
             config,
         }
     }
@@ -544,6 +548,7 @@ impl Core {
             wal_flush_micros_total: self.wal_flush_micros_total.get(),
             wal_flush_micros_max: self.wal_flush_micros_max.get(),
             requests_total: self.requests_total.get(),
+            large_requests_rejected: self.large_requests_rejected.get(),
             live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),
             ..CoreStats::default()
         };

@@ -54,6 +54,7 @@ struct Totals {
     flushes: u64,
     flush_micros: u64,
     flush_micros_max: u64,
+    large_requests_rejected: u64,
 }
 
 fn totals(stats: &[Box<CoreStats>]) -> Totals {
@@ -72,6 +73,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         flushes: 0,
         flush_micros: 0,
         flush_micros_max: 0,
+        large_requests_rejected: 0,
     };
     for core in stats {
         t.connections += core.connections.len();
@@ -82,6 +84,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.flushes += core.wal_flushes;
         t.flush_micros += core.wal_flush_micros_total;
         t.flush_micros_max = t.flush_micros_max.max(core.wal_flush_micros_max);
+        t.large_requests_rejected += core.large_requests_rejected;
         for (_, shard, zxid) in &core.shards {
             t.zxid = t.zxid.max(*zxid);
             // Every shard has its own local "/"; the root is counted once, below.
@@ -161,6 +164,7 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("zk_approximate_data_size", t.data_bytes.to_string()),
         ("zk_open_file_descriptor_count", fds.to_string()),
         ("zk_global_sessions", t.sessions.to_string()),
+        ("zk_large_requests_rejected", t.large_requests_rejected.to_string()),
         ("warren_cores", core.cores().to_string()),
         ("warren_shards", core.config.shards.to_string()),
         ("warren_wal_fsyncs", t.flushes.to_string()),

@@ -36,8 +36,6 @@ const CORE_BATCH_MAX: usize = 4096;
 /// Locked memory per executor for io_uring buffers: small, so that several nodes fit under
 /// the default RLIMIT_MEMLOCK of 8 MiB.
 const IO_MEMORY_BYTES: usize = 1 << 20;
-/// Frames this much larger than max-request-bytes are not skipped but close the connection.
-const OVERSIZED_SKIP_FACTOR: usize = 16;
 /// How long a busy client port is retried at start-up.
 const PORT_BUSY_RETRY: Duration = Duration::from_secs(5);
 
@@ -323,6 +321,9 @@ async fn serve_connection(core: Rc<Core>, mut stream: TcpStream) -> std::io::Res
     let len = i32::from_be_bytes(first);
     if len <= 0 || len as usize > core.config.max_request_bytes {
         tracing::warn!(%peer, len, "bad connect request length; closing");
+        if len > 0 {
+            core.large_requests_rejected.set(core.large_requests_rejected.get() + 1);
+        }
         return Ok(());
     }
     let mut frame = vec![0u8; len as usize];
@@ -388,16 +389,10 @@ async fn read_loop(
         }
         let len = len as usize;
         if len > max_request_bytes {
-            if len > max_request_bytes * OVERSIZED_SKIP_FACTOR || len < 8 {
-                tracing::warn!(conn = conn.id, len, "frame far over max-request-bytes; closing");
-                return Ok(());
-            }
-            let mut header = [0u8; 8];
-            reader.read_exact(&mut header).await?;
-            skip(reader, len - 8).await?;
-            let xid = i32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
-            conn.on_oversized(xid, len);
-            continue;
+            // As ZooKeeper (jute.maxbuffer): the connection is closed before the frame is
+            // read, so the client sees ConnectionLoss; nothing of the frame is buffered.
+            conn.on_oversized(len);
+            return Ok(());
         }
         frame.resize(len, 0);
         reader.read_exact(&mut frame).await?;
@@ -407,16 +402,6 @@ async fn read_loop(
 
 fn conn_config(conn: &Rc<Conn>) -> Rc<Config> {
     conn.core_config()
-}
-
-async fn skip(reader: &mut (impl futures_lite::AsyncRead + Unpin), mut remaining: usize) -> std::io::Result<()> {
-    let mut scratch = vec![0u8; 64 * 1024];
-    while remaining > 0 {
-        let n = remaining.min(scratch.len());
-        reader.read_exact(&mut scratch[..n]).await?;
-        remaining -= n;
-    }
-    Ok(())
 }
 
 async fn write_loop(

@@ -121,6 +121,7 @@ pub struct CoreStats {
     pub wal_flush_micros_total: u64,
     pub wal_flush_micros_max: u64,
     pub requests_total: u64,
+    pub large_requests_rejected: u64,
     pub outstanding_requests: u64,
     pub live_sessions: u64,
 }
