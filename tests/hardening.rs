@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use warren_tests::{
-    closed_within, err, multi_end, op, parse_multi_reply, unique, Jute, JuteReader, RawSession, Reply, WarrenOpts, WarrenProcess,
+    closed_within, err, multi_end, op, parse_multi_reply, unique, Jute, JuteReader, RawSession, Reply, WarrenOpts,
+    WarrenProcess,
 };
 
 /// (data, dataLength) of a getData reply.
@@ -107,4 +108,102 @@ fn oversized_request_closes_the_connection_and_is_counted() {
         let line = mntr.lines().find(|l| l.starts_with("zk_large_requests_rejected\t"));
         assert_eq!(line, Some("zk_large_requests_rejected\t1"), "mntr:\n{mntr}");
     }
+}
+
+/// Top-level names whose shards live on core 0 and on core 1 (shard s runs on core s mod 2).
+fn names_on_each_core(prefix: &str, shards: u16) -> (String, String) {
+    let mut on_core = [None, None];
+    for i in 0.. {
+        let name = format!("{prefix}-{i}");
+        let core = engine::path::shard_of(&format!("/{name}"), shards) as usize % 2;
+        on_core[core].get_or_insert(name);
+        if on_core.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let [a, b] = on_core;
+    (a.expect("a name on core 0"), b.expect("a name on core 1"))
+}
+
+/// Reads one frame: (xid, zxid) of a reply or of a notification (xid -1).
+fn read_header(stream: &mut std::net::TcpStream) -> (i32, i64) {
+    let frame = warren_tests::read_frame(stream).expect("a frame within the read time-out");
+    let mut r = JuteReader::new(&frame);
+    (r.i32(), r.i64())
+}
+
+/// One client's view of the zxid order: a watch event for zxid z must arrive before any reply
+/// carrying a zxid >= z, or a client that reconnects with setWatches(lastZxidSeen) would miss
+/// it for ever. ZooKeeper keeps this by one total order; Warren has one log per core, so a
+/// reply must not carry a zxid above an event still on its way from another core. (ZooKeeper
+/// 3.8 sends notifications with zxid -1, so against it there is nothing to compare: its single
+/// order keeps the rule by construction.)
+#[test]
+fn no_reply_zxid_overtakes_a_pending_watch_event_across_cores() {
+    const SHARDS: u16 = 8;
+    const ROUNDS: usize = 2000;
+    let s = WarrenProcess::start(WarrenOpts::default().cores(2).shards(SHARDS as u32));
+    let (on_core0, on_core1) = names_on_each_core(&unique("order"), SHARDS);
+    let mut setup = RawSession::connect(s.addr(), 10000);
+    for top in [&on_core0, &on_core1] {
+        assert_eq!(setup.create(&format!("/{top}"), b"", 0).err, 0);
+        assert_eq!(setup.create(&format!("/{top}/n"), b"", 0).err, 0);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writers on both cores keep the zxids of both logs moving.
+    let writers: Vec<_> = [on_core0.clone(), on_core1.clone()]
+        .into_iter()
+        .map(|top| {
+            let addr = s.addr();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut w = RawSession::connect(addr, 10000);
+                let path = format!("/{top}/n");
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                    assert_eq!(w.set_data(&path, b"x", -1).err, 0);
+                }
+            })
+        })
+        .collect();
+    // Watchers (several connections, so both cores own some): each round re-arms a data watch
+    // on one core's node and reads the other core's node, checking every frame's zxid.
+    let mut violations = Vec::new();
+    let mut events_seen = 0;
+    for watcher in 0..4 {
+        let (watched, read) = if watcher % 2 == 0 { (&on_core1, &on_core0) } else { (&on_core0, &on_core1) };
+        let mut raw = RawSession::connect(s.addr(), 10000);
+        let mut max_reply_zxid = 0i64;
+        for _ in 0..ROUNDS / 4 {
+            let batch = [(true, watched), (false, read), (false, read), (false, read)];
+            for (watch, top) in batch {
+                let xid = raw.next_xid();
+                raw.send(xid, op::GET_DATA, &Jute::new().str(&format!("/{top}/n")).bool(watch));
+            }
+            let mut replies = 0;
+            while replies < batch.len() {
+                let (xid, zxid) = read_header(&mut raw.stream);
+                if xid == -1 {
+                    events_seen += 1;
+                    if zxid != -1 && zxid <= max_reply_zxid {
+                        violations.push(format!("event zxid {zxid:#x} after a reply with zxid {max_reply_zxid:#x}"));
+                    }
+                } else {
+                    replies += 1;
+                    max_reply_zxid = max_reply_zxid.max(zxid);
+                }
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer thread");
+    }
+    assert!(events_seen > 0, "the watchers saw no event at all");
+    assert!(
+        violations.is_empty(),
+        "{} of {events_seen} events came too late: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
 }

@@ -147,6 +147,8 @@ pub struct Conn {
     held: RefCell<VecDeque<Held>>,
     write_parts_in_flight: Cell<usize>,
     write_target: Cell<Option<WriteTarget>>,
+    /// Events waiting in some slot's `events_after` (skips the scan for the zxid cap).
+    held_events: Cell<usize>,
 }
 
 impl Conn {
@@ -176,6 +178,7 @@ impl Conn {
             held: RefCell::new(VecDeque::new()),
             write_parts_in_flight: Cell::new(0),
             write_target: Cell::new(None),
+            held_events: Cell::new(0),
         }
     }
 
@@ -800,15 +803,17 @@ impl Conn {
                 break;
             }
             let mut slot = slots.pop_front().expect("front exists");
+            let held_floor = self.held_event_floor(&slot, &slots);
             drop(slots);
             self.base_seq.set(self.base_seq.get() + 1);
-            let frame = self.finish(&mut slot);
+            let frame = self.finish(&mut slot, held_floor);
             self.out.borrow_mut().extend_from_slice(&frame);
             self.check_output_bound();
             self.sent.set(self.sent.get() + 1);
             if slot.arms_root_child_watch {
                 self.root_child_watch_armed.set(true);
             }
+            self.held_events.set(self.held_events.get() - slot.events_after.len());
             for event in slot.events_after.drain(..) {
                 self.emit_event(event);
             }
@@ -823,11 +828,32 @@ impl Conn {
         }
     }
 
-    fn finish(&self, slot: &mut Slot) -> Vec<u8> {
+    /// The lowest zxid of the events that will leave after the reply of `slot` (held in it or
+    /// in a later slot), if any.
+    fn held_event_floor(&self, slot: &Slot, later: &VecDeque<Slot>) -> Option<Zxid> {
+        if self.held_events.get() == 0 {
+            return None;
+        }
+        std::iter::once(slot).chain(later.iter()).flat_map(|s| s.events_after.iter()).map(|e| e.zxid).min()
+    }
+
+    /// The zxid a reply carries: the node-wide watermark (every event at or below it is
+    /// already here), and below every event still held behind this reply, so a client's
+    /// lastZxidSeen never passes an event it has not received (setWatches after a reconnect
+    /// relies on it).
+    fn reply_zxid(&self, held_floor: Option<Zxid>) -> Zxid {
+        let watermark = self.core.watermark();
+        match held_floor {
+            Some(floor) => watermark.min(floor - 1),
+            None => watermark,
+        }
+    }
+
+    fn finish(&self, slot: &mut Slot, held_floor: Option<Zxid>) -> Vec<u8> {
         if let Some(frame) = slot.frame.take() {
             return frame;
         }
-        let zxid = slot.parts.iter().flatten().map(|(zxid, _)| *zxid).max().unwrap_or(0).max(self.last_zxid.get());
+        let zxid = self.reply_zxid(held_floor);
         self.last_zxid.set(zxid);
         let kind = std::mem::replace(&mut slot.kind, Kind::Done);
         let (err, response) = match kind {
@@ -866,6 +892,7 @@ impl Conn {
             let index = (seq - self.base_seq.get()) as usize;
             if let Some(slot) = self.slots.borrow_mut().get_mut(index) {
                 slot.events_after.push(event);
+                self.held_events.set(self.held_events.get() + 1);
                 return;
             }
         }

@@ -5,6 +5,7 @@
 use super::conn::Conn;
 use super::msg::*;
 use super::sessions::SessionTracker;
+use super::watermark::Watermark;
 use crate::config::Config;
 use crate::wal::Wal;
 use ahash::AHashMap;
@@ -31,8 +32,6 @@ pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
 /// A shard with the runtime bookkeeping that orders a session's reads after its writes.
 pub struct ShardSlot {
     pub shard: Shard,
-    /// Highest zxid handed out (assigned zxids may exceed last applied while a batch flushes).
-    zxid_assigned: Zxid,
     /// Per session: writes submitted to this shard and writes finished (applied or failed).
     writes_submitted: AHashMap<SessionId, u64>,
     writes_finished: AHashMap<SessionId, u64>,
@@ -42,10 +41,8 @@ pub struct ShardSlot {
 
 impl ShardSlot {
     pub fn new(shard: Shard) -> ShardSlot {
-        let zxid_assigned = shard.last_zxid();
         ShardSlot {
             shard,
-            zxid_assigned,
             writes_submitted: AHashMap::new(),
             writes_finished: AHashMap::new(),
             deferred: AHashMap::new(),
@@ -57,15 +54,6 @@ impl ShardSlot {
         let finished = self.writes_finished.get(&session).copied().unwrap_or(0);
         assert!(finished <= submitted, "session {session:#x}: more writes finished than submitted");
         submitted - finished
-    }
-
-    /// zxid for a new entry: above every earlier one of this shard and, when the clock allows,
-    /// the current time in microseconds, so zxids of different shards are ordered roughly as
-    /// real time (see docs/architecture.md, "zxid").
-    fn next_zxid(&mut self) -> Zxid {
-        let zxid = (self.zxid_assigned + 1).max(unix_micros());
-        self.zxid_assigned = zxid;
-        zxid
     }
 }
 
@@ -92,6 +80,13 @@ pub struct Core {
     wal_flush_micros_total: Cell<u64>,
     wal_flush_micros_max: Cell<u64>,
     pub requests_total: Cell<u64>,
+    /// Highest zxid handed out by this core (its log's zxids strictly increase; assigned zxids
+    /// run ahead of applied ones while a batch flushes).
+    zxid_assigned: Cell<Zxid>,
+    /// A batch has zxids assigned and is not applied yet: no promise beyond it.
+    batch_in_flight: Cell<bool>,
+    /// The node-wide zxid watermark that replies carry (see `watermark.rs`).
+    watermark: RefCell<Watermark>,
     /// Frames over max-request-bytes (their connections were closed): mntr's
     /// zk_large_requests_rejected.
     pub large_requests_rejected: Cell<u64>,
@@ -115,6 +110,7 @@ impl Core {
         write_signal: LocalSender<()>,
     ) -> Core {
         let sessions = (id == 0).then(|| RefCell::new(SessionTracker::new()));
+        let zxid_assigned = shards.values().map(|slot| slot.shard.last_zxid()).max().unwrap_or(0);
         // ZooKeeper's scheme: node id in the top byte, start time below it, so session ids of
         // different nodes and of different runs of one node do not collide; cores interleave.
         let base = ((unix_millis() << 24) as u64 >> 8) as i64 | ((config.node_id as i64) << 56);
@@ -135,6 +131,9 @@ impl Core {
             wal_flush_micros_total: Cell::new(0),
             wal_flush_micros_max: Cell::new(0),
             requests_total: Cell::new(0),
+            zxid_assigned: Cell::new(zxid_assigned),
+            batch_in_flight: Cell::new(false),
+            watermark: RefCell::new(Watermark::new(id, config.cores)),
             large_requests_rejected: Cell::new(0),
             config,
         }
@@ -175,6 +174,37 @@ impl Core {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         token
+    }
+
+    /// zxid for a new entry: above every earlier one of this core (so of each of its shards)
+    /// and, when the clock allows, the current time in microseconds, so zxids of different
+    /// cores are ordered roughly as real time (see docs/architecture.md, "zxid").
+    fn next_zxid(&self) -> Zxid {
+        let zxid = (self.zxid_assigned.get() + 1).max(unix_micros());
+        self.zxid_assigned.set(zxid);
+        zxid
+    }
+
+    /// The zxid replies leave with: the node-wide watermark.
+    pub fn watermark(&self) -> Zxid {
+        self.watermark.borrow().watermark()
+    }
+
+    /// With no batch in flight, everything this core assigned is applied and its notifications
+    /// are queued: it promises as much as it heard from any core (reserving those zxids) and
+    /// tells every core, itself included, behind those notifications.
+    pub fn announce_applied(&self) {
+        if self.batch_in_flight.get() {
+            return;
+        }
+        let through = self.zxid_assigned.get().max(self.watermark.borrow().highest_heard());
+        self.zxid_assigned.set(through);
+        let news = self.watermark.borrow_mut().promise(through);
+        if let Some(zxid) = news {
+            for core in 0..self.cores() {
+                self.send(core, Msg::Applied { core: self.id, zxid });
+            }
+        }
     }
 
     pub fn touch(&self, session: SessionId) {
@@ -219,6 +249,12 @@ impl Core {
                 let found = self.conns.borrow().get(&conn).cloned();
                 if let Some(found) = found {
                     found.close(reason);
+                }
+            }
+            Msg::Applied { core, zxid } => {
+                self.watermark.borrow_mut().on_applied(core, zxid);
+                if core != self.id {
+                    self.announce_applied();
                 }
             }
             Msg::StatsQuery { reply_core, token } => {
@@ -395,18 +431,14 @@ impl Core {
 
     async fn commit_batch(&self, wal: &mut Wal, batch: Vec<PendingWrite>) {
         let time_ms = unix_millis();
-        let entries: Vec<(ShardRequest, LogEntry)> = {
-            let mut shards = self.shards.borrow_mut();
-            batch
-                .into_iter()
-                .map(|w| {
-                    let slot = shards.get_mut(&w.request.shard).expect("write routed to its shard's core");
-                    let entry =
-                        LogEntry { shard: w.request.shard, zxid: slot.next_zxid(), time_ms, command: w.command };
-                    (w.request, entry)
-                })
-                .collect()
-        };
+        self.batch_in_flight.set(true);
+        let entries: Vec<(ShardRequest, LogEntry)> = batch
+            .into_iter()
+            .map(|w| {
+                let entry = LogEntry { shard: w.request.shard, zxid: self.next_zxid(), time_ms, command: w.command };
+                (w.request, entry)
+            })
+            .collect();
         for (_, entry) in &entries {
             // Config validation keeps a request below the WAL's record limit; a violation is a
             // bug, reported by the WAL's own check.
@@ -420,6 +452,8 @@ impl Core {
                 for (request, entry) in entries {
                     self.apply_and_reply(request, entry);
                 }
+                self.batch_in_flight.set(false);
+                self.announce_applied();
             }
             Err(error) => {
                 tracing::error!(%error, writes = entries.len(), "WAL flush failed; the writes are answered with SYSTEMERROR and not applied");

@@ -7,6 +7,7 @@ pub mod core;
 pub mod fourlw;
 pub mod msg;
 pub mod sessions;
+pub mod watermark;
 
 use self::conn::Conn;
 use self::core::{Core, ShardSlot};
@@ -176,6 +177,7 @@ async fn run_core(
     let core = Rc::new(Core::new(core_id, config.clone(), shards, outboxes, write_tx));
     connect_mesh(&core, outgoing, incoming, outbox_receivers);
     core.rearm_sessions();
+    core.announce_applied();
     glommio::spawn_local(core.clone().commit_loop(wal, write_rx)).detach();
     glommio::spawn_local(core.clone().reap_loop()).detach();
     glommio::spawn_local(core.clone().touch_loop()).detach();

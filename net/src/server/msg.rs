@@ -58,6 +58,12 @@ pub enum Msg {
         conn: ConnId,
         reason: &'static str,
     },
+    /// A core → every core (itself included), behind its notifications: all of its entries up
+    /// to `zxid` are applied and their watch events sent (see `watermark.rs`).
+    Applied {
+        core: usize,
+        zxid: Zxid,
+    },
     /// Any core → every core: report your counters to `reply_core` under `token`.
     StatsQuery {
         reply_core: usize,
