@@ -207,3 +207,102 @@ fn no_reply_zxid_overtakes_a_pending_watch_event_across_cores() {
         &violations[..violations.len().min(5)]
     );
 }
+
+const SET_ACL_WORLD_ALL: (i32, &str, &str) = (31, "world", "anyone");
+/// READ | ADMIN: no CREATE, so top-level creates are refused.
+const SET_ACL_WORLD_READ_ADMIN: (i32, &str, &str) = (1 | 16, "world", "anyone");
+
+fn set_root_acl(raw: &mut RawSession, acl: (i32, &str, &str), version: i32) -> Reply {
+    raw.call(op::SET_ACL, Jute::new().str("/").acls(&[acl]).i32(version))
+}
+
+/// (ACL entries as (perms, scheme, id), aversion) of "/".
+fn root_acl(raw: &mut RawSession) -> (Vec<(i32, String, String)>, i32) {
+    let reply = raw.call(op::GET_ACL, Jute::new().str("/"));
+    assert_eq!(reply.err, 0);
+    let mut r = JuteReader::new(&reply.body);
+    let n = r.i32();
+    let acl = (0..n).map(|_| (r.i32(), r.string(), r.string())).collect();
+    (acl, r.stat().aversion)
+}
+
+/// One top-level name per shard (so per core too).
+fn one_name_per_shard(prefix: &str, shards: u16) -> Vec<String> {
+    let mut names: Vec<Option<String>> = vec![None; shards as usize];
+    for i in 0.. {
+        let name = format!("/{prefix}-{i}");
+        names[engine::path::shard_of(&name, shards) as usize].get_or_insert(name);
+        if names.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    names.into_iter().flatten().collect()
+}
+
+/// The data and the ACL of "/" are one thing, not one per shard: setData("/") has one version;
+/// setACL("/") either changes what every shard enforces or (wrong version) nothing.
+#[test]
+fn root_data_and_acl_writes_are_atomic_across_shards() {
+    const SHARDS: u16 = 8;
+    let s = WarrenProcess::start(WarrenOpts::default().cores(2).shards(SHARDS as u32));
+    let mut raw = RawSession::connect(s.addr(), 10000);
+    assert_eq!(raw.set_data("/", b"one", -1).err, 0);
+    assert_eq!(raw.set_data("/", b"two", 0).err, err::BAD_VERSION, "the root's data version is 1 now");
+    assert_eq!(raw.set_data("/", b"two", 1).err, 0);
+    assert_eq!(data_of(&raw.get_data("/", false)), (Some(b"two".to_vec()), 3));
+
+    let names = one_name_per_shard(&unique("rootacl"), SHARDS);
+    let (_, aversion) = root_acl(&mut raw);
+    assert_eq!(set_root_acl(&mut raw, SET_ACL_WORLD_READ_ADMIN, aversion + 5).err, err::BAD_VERSION);
+    for name in &names {
+        assert_eq!(raw.create(name, b"", 0).err, 0, "a refused setACL(/) changed no shard: {name}");
+    }
+    assert_eq!(set_root_acl(&mut raw, SET_ACL_WORLD_READ_ADMIN, aversion).err, 0);
+    for name in &names {
+        assert_eq!(raw.create(&format!("{name}-after"), b"", 0).err, err::NO_AUTH, "every shard enforces it: {name}");
+    }
+    assert_eq!(set_root_acl(&mut raw, SET_ACL_WORLD_ALL, aversion + 1).err, 0);
+    for name in &names {
+        assert_eq!(raw.create(&format!("{name}-again"), b"", 0).err, 0, "and its undoing: {name}");
+    }
+}
+
+/// kill -9 in the middle of setACL("/") bursts: after the restart every shard enforces the ACL
+/// that getACL("/") shows, and a setACL with that aversion works (one root, never several).
+#[test]
+fn root_acl_stays_one_across_kill9() {
+    const SHARDS: u16 = 8;
+    if warren_tests::skip_if_external("root_acl_stays_one_across_kill9") {
+        return;
+    }
+    let mut s = WarrenProcess::start(WarrenOpts::default().cores(2).shards(SHARDS as u32));
+    let names = one_name_per_shard(&unique("kill"), SHARDS);
+    for round in 0..10 {
+        let addr = s.addr();
+        let burst = std::thread::spawn(move || {
+            let mut raw = RawSession::connect(addr, 10000);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                let xid = raw.next_xid();
+                raw.send(xid, op::SET_ACL, &Jute::new().str("/").acls(&[SET_ACL_WORLD_ALL]).i32(-1));
+                if raw.read_reply().is_err() {
+                    return;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200 + 37 * round));
+        s.kill9();
+        burst.join().expect("burst thread");
+        s.restart();
+        let mut raw = RawSession::connect(s.addr(), 10000);
+        let (acl, aversion) = root_acl(&mut raw);
+        assert_eq!(acl, vec![(31, "world".to_string(), "anyone".to_string())]);
+        let restrict = set_root_acl(&mut raw, SET_ACL_WORLD_READ_ADMIN, aversion);
+        assert_eq!(restrict.err, 0, "round {round}: setACL(/) with the aversion getACL shows");
+        for name in &names {
+            let created = raw.create(&format!("{name}-{round}"), b"", 0);
+            assert_eq!(created.err, err::NO_AUTH, "round {round}: every shard enforces the root ACL: {name}");
+        }
+        assert_eq!(set_root_acl(&mut raw, SET_ACL_WORLD_ALL, aversion + 1).err, 0);
+    }
+}

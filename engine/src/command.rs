@@ -33,6 +33,14 @@ pub enum Command {
         version: i32,
         auth: Vec<Id>,
     },
+    /// Gives this shard's local "/" the ACL that shard 0 holds for "/" (where setACL("/") is
+    /// checked and applied): creates and deletes of top-level nodes in this shard check it.
+    /// Unconditional: shard 0 already checked version and permission. `auth` expands the
+    /// `auth` scheme exactly as shard 0 did.
+    CopyRootAcl {
+        acl: Vec<Acl>,
+        auth: Vec<Id>,
+    },
     /// All-or-nothing transaction; every op lives in this shard.
     Multi {
         ops: Vec<MultiOp>,

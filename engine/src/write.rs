@@ -67,6 +67,7 @@ impl<'a> Txn<'a> {
             Command::SetAcl { path, acl, version, auth } => {
                 self.set_acl(path, acl, *version, auth).map(WriteResult::Stat)
             }
+            Command::CopyRootAcl { acl, auth } => self.copy_root_acl(acl, auth).map(WriteResult::Stat),
             Command::Multi { ops, session, auth } => Ok(WriteResult::Multi(self.multi(ops, *session, auth))),
             Command::CreateSession { session, timeout_ms, passwd } => {
                 self.sessions.open(*session, *timeout_ms, passwd);
@@ -195,6 +196,13 @@ impl<'a> Txn<'a> {
         node.acl = acl;
         node.meta.aversion = node.meta.aversion.wrapping_add(1);
         Ok(node.stat())
+    }
+
+    fn copy_root_acl(&mut self, acl: &[Acl], auth: &[Id]) -> Result<Stat, ZkError> {
+        let acl = acl::fixup(acl, auth)?;
+        let root = self.tree.node_mut("/");
+        root.acl = acl;
+        Ok(root.stat())
     }
 
     /// The check op of a multi: it needs READ on the node (PrepRequestProcessor).
@@ -579,6 +587,18 @@ mod tests {
         assert_eq!(err(h.apply(set("/a", Acl::open_unsafe(), -1)).result), ZkError::NoAuth);
         let bad_digest = vec![Acl { perms: perms::READ, id: Id::new("digest", "nohash") }];
         assert_eq!(err(h.apply(set("/a", bad_digest, -1)).result), ZkError::InvalidAcl);
+    }
+
+    #[test]
+    fn copy_root_acl_sets_the_acl_top_level_creates_check_without_checks_of_its_own() {
+        let mut h = Harness::new();
+        let read_only = vec![Acl { perms: perms::READ, id: Id::world_anyone() }];
+        // No ADMIN on "/" is needed and no version: shard 0 checked both.
+        let copy = Command::CopyRootAcl { acl: read_only.clone(), auth: vec![] };
+        let Ok(WriteResult::Stat(stat)) = h.apply(copy).result else { panic!() };
+        assert_eq!(stat.aversion, 0, "the aversion of / is shard 0's to count");
+        assert_eq!(h.shard.node("/").unwrap().acl, read_only);
+        assert_eq!(h.create("/top", b"").unwrap_err(), ZkError::NoAuth);
     }
 
     #[test]

@@ -41,7 +41,13 @@ enum Kind {
     Op(i32),
     /// A read of "/" gathered from every shard (part i = shard i) and merged.
     Root(i32),
-    /// A write of "/" applied in every shard; shard 0 answers.
+    /// setACL("/"): checked and applied by shard 0 (part 0) first; when it succeeds the other
+    /// shards copy the ACL (`CopyRootAcl`, parts 1..) before the reply leaves.
+    RootAcl {
+        opcode: i32,
+        acl: Vec<engine::types::Acl>,
+    },
+    /// setACL("/") once every shard has it; shard 0 answers.
     Broadcast(i32),
     Sync(String),
     /// multi: the opcode of each op (create vs create2 results differ).
@@ -364,12 +370,19 @@ impl Conn {
                 self.submit(xid, Kind::Op(opcode), vec![(shard, ShardOp::Write(Command::Delete(op)))]);
             }
             Request::SetData { path, data, version } => {
-                let command = Command::SetData(SetDataOp { path: path.clone(), data, version, auth: self.auth_vec() });
-                self.write_maybe_root(xid, opcode, &path, command);
+                // The data of "/" lives in shard 0 alone (shard_of("/") is 0): one write, atomic.
+                let shard = shard_of(&path, self.shard_count());
+                let command = Command::SetData(SetDataOp { path, data, version, auth: self.auth_vec() });
+                self.submit(xid, Kind::Op(opcode), vec![(shard, ShardOp::Write(command))]);
             }
             Request::SetAcl { path, acl, version } => {
-                let command = Command::SetAcl { path: path.clone(), acl, version, auth: self.auth_vec() };
-                self.write_maybe_root(xid, opcode, &path, command);
+                let shard = shard_of(&path, self.shard_count());
+                let kind = match path.as_str() {
+                    "/" if self.shard_count() > 1 => Kind::RootAcl { opcode, acl: acl.clone() },
+                    _ => Kind::Op(opcode),
+                };
+                let command = Command::SetAcl { path, acl, version, auth: self.auth_vec() };
+                self.submit(xid, kind, vec![(shard, ShardOp::Write(command))]);
             }
             Request::Exists { path, watch } => self.read(xid, opcode, ReadOp::Exists { path, watch }),
             Request::GetData { path, watch } => self.read(xid, opcode, ReadOp::GetData { path, watch }),
@@ -475,17 +488,6 @@ impl Conn {
             shard_of(&format!("{}{:010}", op.path, 0), self.shard_count())
         } else {
             shard_of(&op.path, self.shard_count())
-        }
-    }
-
-    fn write_maybe_root(&self, xid: i32, opcode: i32, path: &str, command: Command) {
-        if path == "/" {
-            // Data and ACL of "/" live in every shard (each checks CREATE on its own root).
-            let ops = self.all_shards(|_| ShardOp::Write(command.clone()));
-            self.submit(xid, Kind::Broadcast(opcode), ops);
-        } else {
-            let shard = shard_of(path, self.shard_count());
-            self.submit(xid, Kind::Op(opcode), vec![(shard, ShardOp::Write(command))]);
         }
     }
 
@@ -782,7 +784,13 @@ impl Conn {
                 return;
             }
             *part = Some((reply.zxid, reply.body));
-            slots[index as usize].missing -= 1;
+            let slot = &mut slots[index as usize];
+            slot.missing -= 1;
+            if let Kind::RootAcl { .. } = slot.kind {
+                // Sent before this write part counts as done, so no write held behind it slips
+                // in between the two stages.
+                self.copy_root_acl(reply.seq, slot);
+            }
             if let Some(last) = self.last_reply_seq.borrow_mut().get_mut(reply.shard as usize) {
                 *last = Some(reply.seq);
             }
@@ -791,6 +799,34 @@ impl Conn {
             self.write_part_done();
         }
         self.pump();
+    }
+
+    /// Second stage of setACL("/"): shard 0 answered; if it applied the ACL, every other shard
+    /// copies it before the reply leaves (each shard checks top-level creates against its own
+    /// "/"). A failure in shard 0 (version, permission) changes no shard.
+    fn copy_root_acl(&self, seq: u64, slot: &mut Slot) {
+        let Kind::RootAcl { opcode, acl } = std::mem::replace(&mut slot.kind, Kind::Done) else {
+            unreachable!("called for RootAcl slots")
+        };
+        slot.kind = Kind::Broadcast(opcode);
+        if !matches!(slot.parts[0], Some((_, ReplyBody::Write(Ok(_))))) {
+            return;
+        }
+        let auth = self.caller_auth();
+        let requests: Vec<ShardRequest> = (1..self.shard_count())
+            .map(|shard| ShardRequest {
+                shard,
+                conn: self.id,
+                seq,
+                part: shard as u32,
+                session: self.session.get(),
+                auth: auth.clone(),
+                op: ShardOp::Write(Command::CopyRootAcl { acl: acl.clone(), auth: auth.as_ref().clone() }),
+            })
+            .collect();
+        slot.parts.extend(requests.iter().map(|_| None));
+        slot.missing += requests.len();
+        self.send_now(Held { requests, write_target: Some(WriteTarget::Many) });
     }
 
     /// Encodes complete slots at the head of the queue into the output buffer.
@@ -1058,6 +1094,7 @@ fn merge(kind: Kind, parts: Parts) -> Result<Response, ZkError> {
             Ok(Response::Empty)
         }
         Kind::CloseSession | Kind::Connect { .. } | Kind::Ready { .. } => unreachable!("finished by Conn::finish"),
+        Kind::RootAcl { .. } => unreachable!("a RootAcl slot becomes Broadcast when shard 0 answers"),
     }
 }
 

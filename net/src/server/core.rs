@@ -257,6 +257,7 @@ impl Core {
                     self.announce_applied();
                 }
             }
+            Msg::RootAcl { acl } => self.copy_root_acl_where_it_differs(acl),
             Msg::StatsQuery { reply_core, token } => {
                 let stats = Box::new(self.stats());
                 self.send(reply_core, Msg::StatsReply { token, stats });
@@ -267,6 +268,33 @@ impl Core {
                     let _ = waiter.try_send(stats);
                 }
             }
+        }
+    }
+
+    /// Start-up, core 0: shard 0 holds the ACL of "/"; every other shard must hold a copy.
+    pub fn send_root_acl(&self) {
+        let acl = {
+            let shards = self.shards.borrow();
+            let shard0 = shards.get(&0).expect("shard 0 lives on core 0");
+            shard0.shard.node("/").expect("every shard has /").acl.clone()
+        };
+        for core in 0..self.cores() {
+            self.send(core, Msg::RootAcl { acl: acl.clone() });
+        }
+    }
+
+    fn copy_root_acl_where_it_differs(&self, acl: Vec<engine::types::Acl>) {
+        let differing: Vec<ShardId> = {
+            let shards = self.shards.borrow();
+            let differs = |slot: &ShardSlot| slot.shard.node("/").is_some_and(|root| root.acl != acl);
+            shards.iter().filter(|(id, slot)| **id != 0 && differs(slot)).map(|(id, _)| *id).collect()
+        };
+        for shard in differing {
+            tracing::warn!(
+                shard,
+                "the ACL of / differs from shard 0's (a setACL(\"/\") was cut by a crash); copying it"
+            );
+            self.propose_internal(shard, Command::CopyRootAcl { acl: acl.clone(), auth: Vec::new() });
         }
     }
 

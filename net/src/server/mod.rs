@@ -178,6 +178,9 @@ async fn run_core(
     connect_mesh(&core, outgoing, incoming, outbox_receivers);
     core.rearm_sessions();
     core.announce_applied();
+    if core_id == 0 {
+        core.send_root_acl();
+    }
     glommio::spawn_local(core.clone().commit_loop(wal, write_rx)).detach();
     glommio::spawn_local(core.clone().reap_loop()).detach();
     glommio::spawn_local(core.clone().touch_loop()).detach();

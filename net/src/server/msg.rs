@@ -64,6 +64,11 @@ pub enum Msg {
         core: usize,
         zxid: Zxid,
     },
+    /// Core 0 → every core at start-up: shard 0's ACL of "/". A shard whose local "/" differs
+    /// (a setACL("/") cut by a crash between its two stages) copies it.
+    RootAcl {
+        acl: Vec<engine::types::Acl>,
+    },
     /// Any core → every core: report your counters to `reply_core` under `token`.
     StatsQuery {
         reply_core: usize,
