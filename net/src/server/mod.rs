@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod core;
+pub mod data_dir;
 pub mod fourlw;
 pub mod msg;
 pub mod sessions;
@@ -15,7 +16,7 @@ use crate::config::Config;
 use crate::jute;
 use crate::wal::{Wal, WalConfig};
 use ahash::AHashMap;
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use engine::command::{LogEntry, ShardId};
 use engine::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -24,7 +25,6 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ const PORT_BUSY_RETRY: Duration = Duration::from_secs(5);
 /// Runs a node until the process is stopped (SIGTERM, SIGINT).
 pub fn run(config: Config) -> anyhow::Result<()> {
     let config = config.validate()?;
-    prepare_data_dir(&config)?;
+    data_dir::prepare(&config)?;
     check_port_free(&config)?;
     let cores = config.cores;
     let (mut senders, mut receivers) = channel_matrix(cores);
@@ -82,38 +82,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for handle in handles {
         handle.join().map_err(|e| anyhow!("an executor failed: {e}"))?;
     }
-    Ok(())
-}
-
-/// Creates the data dir, proves it writable, locks it, and checks that it was made with the
-/// same number of shards and cores (shard placement and the per-core WALs depend on both).
-fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
-    let dir = &config.data_dir;
-    std::fs::create_dir_all(dir.join("wal")).with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"ok").with_context(|| format!("data dir {} is not writable", dir.display()))?;
-    std::fs::remove_file(&probe).ok();
-    lock_data_dir(dir)?;
-    let meta_path = dir.join("warren.meta");
-    let meta = format!("format = 1\nshards = {}\ncores = {}\n", config.shards, config.cores);
-    match std::fs::read_to_string(&meta_path) {
-        Ok(existing) if existing != meta => bail!(
-            "data dir {} was created with different settings:\n{existing}but this run has:\n{meta}start with the same --shards and --cores",
-            dir.display()
-        ),
-        Ok(_) => Ok(()),
-        Err(_) => std::fs::write(&meta_path, meta).context("cannot write warren.meta"),
-    }
-}
-
-fn lock_data_dir(dir: &Path) -> anyhow::Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
-    // SAFETY: flock on a file descriptor we own; the file is leaked so the lock lives as long as the process.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        bail!("data dir {} is in use by another warren process", dir.display());
-    }
-    std::mem::forget(file);
     Ok(())
 }
 
