@@ -14,7 +14,7 @@ use self::core::{Core, ShardSlot};
 use self::msg::Msg;
 use crate::config::Config;
 use crate::jute;
-use crate::wal::{Wal, WalConfig};
+use crate::wal::{Wal, WalConfig, WalError};
 use ahash::AHashMap;
 use anyhow::{anyhow, bail};
 use engine::command::{LogEntry, ShardId};
@@ -197,10 +197,21 @@ fn bind_shared_listener(addr: &str) -> std::io::Result<TcpListener> {
 /// Opens this core's WAL and replays it into the shards this core owns.
 async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashMap<ShardId, ShardSlot>)> {
     let started = Instant::now();
-    let wal_config =
-        WalConfig { dir: config.data_dir.join("wal"), core: core_id, segment_bytes: config.wal_segment_bytes };
-    let (wal, recovered) =
-        Wal::open(wal_config).await.map_err(|e| anyhow!("cannot open the WAL of core {core_id}: {e}"))?;
+    let wal_config = WalConfig {
+        dir: data_dir::wal_dir(&config.data_dir),
+        core: core_id,
+        segment_bytes: config.wal_segment_bytes,
+        truncate_corrupt: false,
+    };
+    let (wal, recovered) = Wal::open(wal_config).await.map_err(|e| match e {
+        WalError::Corrupt(_) => anyhow!(
+            "cannot open the WAL of core {core_id}: {e}\nrefusing to start: acknowledged writes follow the damage. \
+             Restore the data dir from a copy, or discard the damaged batch and everything after it in this \
+             core's log with `warren wal-repair --data-dir {}` (see docs/operations.md, \"Damaged WAL\")",
+            config.data_dir.display()
+        ),
+        e => anyhow!("cannot open the WAL of core {core_id}: {e}"),
+    })?;
     let mut shards: AHashMap<ShardId, Shard> = (0..config.shards)
         .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
         .map(|s| (s, Shard::new(s, config.shards)))

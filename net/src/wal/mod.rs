@@ -92,6 +92,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 pub use segment::prime_dma_probe;
@@ -109,11 +110,15 @@ pub struct WalConfig {
     pub core: usize,
     /// Preallocated size of a new segment; a multiple of 4096, at least 64 KiB.
     pub segment_bytes: u64,
+    /// Cut the log at damage even when valid data follows it (corruption before the tail),
+    /// discarding acknowledged records. Only the explicit repair (`warren wal-repair`) sets
+    /// this; by default such damage makes `Wal::open` fail with `WalError::Corrupt`.
+    pub truncate_corrupt: bool,
 }
 
 impl WalConfig {
     pub fn new(dir: impl Into<PathBuf>, core: usize) -> WalConfig {
-        WalConfig { dir: dir.into(), core, segment_bytes: DEFAULT_SEGMENT_BYTES }
+        WalConfig { dir: dir.into(), core, segment_bytes: DEFAULT_SEGMENT_BYTES, truncate_corrupt: false }
     }
 }
 
@@ -131,12 +136,73 @@ pub struct Recovered {
     pub damage: Option<Damage>,
 }
 
-/// The first invalid batch recovery found; the log now ends there.
+/// The first invalid batch recovery found, and whether valid data follows it.
 #[derive(Debug, Clone)]
 pub struct Damage {
     pub segment: PathBuf,
     pub offset: u64,
+    /// What failed at `offset` (header CRC, record CRC, prev_lsn link, ...).
     pub reason: String,
+    /// Lsn of the last record of the valid log before the damage (0 if none).
+    pub last_valid_lsn: u64,
+    /// The lsns the damaged batch's header names, when the header itself checked.
+    pub batch_lsns: Option<RangeInclusive<u64>>,
+    /// Data after the damage: a valid batch later in the same segment, or a later non-empty
+    /// segment. Its presence means the damage is not a torn last write but corruption of
+    /// acknowledged data. None for a torn tail.
+    pub data_after: Option<DataAfter>,
+    /// Non-zero bytes from `offset` to the end of the log, over every segment: what cutting
+    /// the log here discards.
+    pub bytes_after: u64,
+}
+
+/// Where data was found after damage.
+#[derive(Debug, Clone)]
+pub struct DataAfter {
+    pub segment: PathBuf,
+    pub offset: u64,
+    /// `(prev_lsn, first_lsn)` of the batch found there, if one decodes (the first batch of a
+    /// later segment may be damaged itself).
+    pub batch: Option<(u64, u64)>,
+}
+
+impl Damage {
+    /// A torn last write (never acknowledged), as opposed to damage with data after it.
+    pub fn is_torn_tail(&self) -> bool {
+        self.data_after.is_none()
+    }
+
+    /// The lsns of the damaged batch, from its header or, if that is unreadable, from the
+    /// `prev_lsn` of the next valid batch in the same segment.
+    fn damaged_lsns(&self) -> Option<RangeInclusive<u64>> {
+        if let Some(lsns) = &self.batch_lsns {
+            return Some(lsns.clone());
+        }
+        let after = self.data_after.as_ref().filter(|a| a.segment == self.segment)?;
+        let (prev_lsn, _) = after.batch?;
+        (prev_lsn > self.last_valid_lsn).then(|| self.last_valid_lsn + 1..=prev_lsn)
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}: {}", self.segment.display(), self.offset, self.reason)?;
+        match self.damaged_lsns() {
+            Some(lsns) => write!(f, "; damaged batch: lsns {}..={}", lsns.start(), lsns.end())?,
+            None => write!(f, "; damaged batch: lsns unknown")?,
+        }
+        write!(f, "; the valid log before it ends at lsn {}", self.last_valid_lsn)?;
+        if let Some(after) = &self.data_after {
+            write!(f, "; data follows at byte {} of {}", after.offset, after.segment.display())?;
+            match after.batch {
+                Some((prev_lsn, first_lsn)) => {
+                    write!(f, " (a valid batch from lsn {first_lsn}, after lsn {prev_lsn})")?
+                }
+                None => write!(f, " (not a valid batch)")?,
+            }
+        }
+        write!(f, "; {} bytes from the damage to the end of the log", self.bytes_after)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +221,10 @@ pub enum WalError {
     BatchFull { max_bytes: usize },
     #[error("wal: invalid config: {0}")]
     Config(String),
+    /// Damage before the end of the log: valid data follows it, so it is not a torn last write
+    /// and cutting the log there would lose acknowledged records.
+    #[error("wal: corruption before the end of the log (not a torn last write): {0}")]
+    Corrupt(Box<Damage>),
 }
 
 impl WalError {
