@@ -50,9 +50,16 @@ async fn burst(c: zk::Client, root: String, task: usize, acked: Arc<Mutex<Acked>
     }
 }
 
-async fn durability_round(cores: u32) {
-    let mut s = WarrenProcess::start(WarrenOpts::default().cores(cores));
-    let root = format!("/{}", unique("durable"));
+/// Concurrent writers on several sessions, each recording what was acknowledged.
+struct Burst {
+    root: String,
+    acked: Arc<Mutex<Acked>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    clients: Vec<zk::Client>,
+}
+
+async fn start_burst(s: &WarrenProcess, name: &str) -> Burst {
+    let root = format!("/{}", unique(name));
     let acked = Arc::new(Mutex::new(Acked::default()));
     {
         let setup = s.client().await;
@@ -71,22 +78,35 @@ async fn durability_round(cores: u32) {
         let c = clients[t % clients.len()].clone();
         handles.push(tokio::spawn(burst(c, root.clone(), t, acked.clone())));
     }
-    // Let the burst run until a good number of writes are acknowledged, then kill -9.
-    let started = Instant::now();
-    while acked.lock().unwrap().created.len() < 1000 && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    s.kill9();
-    let killed_at = acked.lock().unwrap().created.len();
-    for h in handles {
-        bounded(60, "burst tasks stop after the kill", h).await.unwrap();
-    }
-    drop(clients);
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    assert!(killed_at >= 50, "burst too slow: only {killed_at} creates acknowledged in 20 s");
+    Burst { root, acked, handles, clients }
+}
 
-    s.restart();
-    let c = s.client().await;
+impl Burst {
+    fn creates_acked(&self) -> usize {
+        self.acked.lock().unwrap().created.len()
+    }
+
+    /// Waits (bounded: 20 s) until `count` creates are acknowledged.
+    async fn wait_for(&self, count: usize) {
+        let started = Instant::now();
+        while self.creates_acked() < count && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// After the server died: waits for the writers to stop and returns what they saw acknowledged.
+    async fn finish(self) -> (String, Acked) {
+        for h in self.handles {
+            bounded(60, "burst tasks stop after the server died", h).await.unwrap();
+        }
+        drop(self.clients);
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        (self.root, acked)
+    }
+}
+
+/// Every acknowledged write is served with the acknowledged data; sequence numbers continue.
+async fn assert_acked_present(c: &zk::Client, root: &str, acked: &Acked, what: &str) {
     let mut lost = Vec::new();
     for (path, data) in &acked.created {
         match c.get_data(path).await {
@@ -102,7 +122,7 @@ async fn durability_round(cores: u32) {
     for (path, version) in &acked.set {
         let task: usize = path.rsplit("counter").next().unwrap().parse().unwrap();
         match c.get_data(path).await {
-            // One more set may have been applied but not acknowledged before the kill.
+            // One more set may have been applied but not acknowledged before the server died.
             Ok((got, st)) if st.version >= *version && got == counter_data(task, st.version) => {}
             Ok((got, st)) => lost.push(format!(
                 "{path}: version {} data {:?}, acknowledged version {version}",
@@ -114,7 +134,7 @@ async fn durability_round(cores: u32) {
     }
     assert!(
         lost.is_empty(),
-        "{} of {} acknowledged writes lost after kill -9 (cores {cores}):\n{}",
+        "{} of {} acknowledged writes lost after {what}:\n{}",
         lost.len(),
         acked.created.len() + acked.set.len(),
         lost.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
@@ -125,12 +145,56 @@ async fn durability_round(cores: u32) {
         .await
         .unwrap();
     let after = format!("{root}/t0-{seq}");
-    assert!(!acked.created.iter().any(|(p, _)| p == &after), "sequence {after} reused after recovery");
+    assert!(!acked.created.iter().any(|(p, _)| p == &after), "sequence {after} reused after {what}");
+}
+
+async fn durability_round(cores: u32) {
+    let mut s = WarrenProcess::start(WarrenOpts::default().cores(cores));
+    let burst = start_burst(&s, "durable").await;
+    // Let the burst run until a good number of writes are acknowledged, then kill -9.
+    burst.wait_for(1000).await;
+    s.kill9();
+    let killed_at = burst.creates_acked();
+    let (root, acked) = burst.finish().await;
+    assert!(killed_at >= 50, "burst too slow: only {killed_at} creates acknowledged in 20 s");
+
+    s.restart();
+    let c = s.client().await;
+    assert_acked_present(&c, &root, &acked, &format!("kill -9 (cores {cores})")).await;
     eprintln!(
         "durability (cores {cores}): {} creates and {} counters acknowledged, all present after kill -9",
         acked.created.len(),
         acked.set.len()
     );
+}
+
+/// A disk that starts failing under load (RLIMIT_FSIZE: WAL writes fail with EFBIG): the
+/// node must stop at once with status 74 rather than answer or apply the failed batch, and a
+/// restart on a good disk must serve every write acknowledged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_disk_stops_the_node_and_restart_serves_every_acknowledged_write() {
+    if skip_if_external("failing_disk_stops_the_node_and_restart_serves_every_acknowledged_write") {
+        return;
+    }
+    let mut s = WarrenProcess::start(WarrenOpts::default().cores(2));
+    let burst = start_burst(&s, "faildisk").await;
+    burst.wait_for(300).await;
+    assert!(burst.creates_acked() >= 50, "burst too slow: {} creates in 20 s", burst.creates_acked());
+    // WAL segments are preallocated: only the write offset counts, so the burst's core fails
+    // its next flush once its log passes the limit. The room above the stderr log's size keeps
+    // the server's own log lines writable (the limit is per process, for every file).
+    s.limit_file_size(s.stderr_log_bytes() + (256 << 10));
+    let status = s.wait_exit(Duration::from_secs(20));
+    let log = s.stderr_tail();
+    let status = status.unwrap_or_else(|| panic!("warren still runs 20 s after its disk failed:\n{log}"));
+    assert_eq!(status.code(), Some(74), "exit status after a failed WAL write: {status}\n{log}");
+    assert!(log.contains("WAL write or fdatasync failed") && log.contains("File too large"), "{log}");
+    let (root, acked) = burst.finish().await;
+
+    s.restart();
+    let c = s.client().await;
+    assert_acked_present(&c, &root, &acked, "a failed WAL write").await;
+    eprintln!("failing disk: {} creates acknowledged before the node stopped, all present", acked.created.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,7 @@ pub mod core;
 pub mod data_dir;
 pub mod fourlw;
 pub mod msg;
+pub mod repair;
 pub mod sessions;
 
 use self::conn::Conn;
@@ -35,7 +36,7 @@ const CORE_CHANNEL_CAPACITY: usize = 1024;
 const CORE_BATCH_MAX: usize = 4096;
 /// Locked memory per executor for io_uring buffers: small, so that several nodes fit under
 /// the default RLIMIT_MEMLOCK of 8 MiB.
-const IO_MEMORY_BYTES: usize = 1 << 20;
+pub(crate) const IO_MEMORY_BYTES: usize = 1 << 20;
 /// Frames this much larger than max-request-bytes are not skipped but close the connection.
 const OVERSIZED_SKIP_FACTOR: usize = 16;
 /// How long a busy client port is retried at start-up.
@@ -83,6 +84,28 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         handle.join().map_err(|e| anyhow!("an executor failed: {e}"))?;
     }
     Ok(())
+}
+
+/// Exit status of a node stopped by a failed WAL write or fdatasync (sysexits' EX_IOERR).
+pub const EXIT_WAL_FAILED: i32 = 74;
+
+/// Stops the node after a WAL write or fdatasync failed. The outcome of that batch is
+/// unknown: the data may be on disk or not, and after a failed fdatasync the kernel may have
+/// dropped the dirty pages and report the next fdatasync clean (PostgreSQL's "fsyncgate"). So
+/// its writes are neither applied nor answered, and nothing later may be acknowledged on top
+/// of them; as ZooKeeper does, the node exits. Clients see the connection drop
+/// (ConnectionLoss: "maybe applied") and the restart decides from the disk (recovery keeps
+/// the batch if it is whole and valid, cuts it if torn). This also makes sure no write the
+/// server proposed itself (a session close on expiry) is silently lost: it is redone after
+/// the restart.
+pub fn stop_on_wal_failure(core: usize, error: &WalError, writes: usize) -> ! {
+    tracing::error!(core, %error, writes, exit_status = EXIT_WAL_FAILED,
+        "WAL write or fdatasync failed; stopping the node (the batch is neither applied nor answered; \
+         restart it once the disk is fixed, recovery decides from the disk)");
+    // _exit, not exit: the other cores' executors keep running until the process ends, and
+    // atexit handlers must not run under them; nothing is buffered (logs go to unbuffered stderr).
+    // SAFETY: _exit(2) ends the process at once; it touches no Rust state.
+    unsafe { libc::_exit(EXIT_WAL_FAILED) }
 }
 
 /// The executors bind with SO_REUSEPORT, which would silently share a port with another
