@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use warren_tests::zk::{self, Acls, CreateMode};
-use warren_tests::{bounded, skip_if_external, unique, WarrenOpts, WarrenProcess};
+use warren_tests::zk::{self, Acls, CreateMode, SessionState};
+use warren_tests::{bounded, skip_if_external, unique, RawSession, WarrenOpts, WarrenProcess};
 
 const TASKS: usize = 16;
 
@@ -298,4 +298,141 @@ async fn restart_right_after_kill9_gets_the_port() {
     }
     let c = s.client().await;
     assert_eq!(c.list_children(&root).await.unwrap().len(), 3);
+}
+
+/// One top-level node per shard (the default 8 shards, spread over every core), so a session's
+/// ephemerals below them live in every shard.
+fn one_node_per_shard(prefix: &str) -> Vec<String> {
+    const SHARDS: u16 = 8;
+    let mut nodes: Vec<Option<String>> = vec![None; SHARDS as usize];
+    for i in 0..100_000 {
+        let node = format!("/{prefix}-{i}");
+        let shard = engine::path::shard_of(&node, SHARDS) as usize;
+        nodes[shard].get_or_insert(node);
+        if nodes.iter().all(Option::is_some) {
+            return nodes.into_iter().flatten().collect();
+        }
+    }
+    panic!("no name for some shard among 100000");
+}
+
+/// A session that will die (raw, never pings, 2 s timeout) and one that will live (a real
+/// client that reconnects, 20 s timeout), each with an ephemeral in every shard.
+struct SessionsInEveryShard {
+    nodes: Vec<String>,
+    live: zk::Client,
+    live_session: i64,
+    /// Kept alive by pings until the test lets it die.
+    dead: RawSession,
+    /// Held open: closing it would be a write (CloseSession in every shard).
+    _setup: zk::Client,
+}
+
+async fn sessions_in_every_shard(s: &WarrenProcess) -> SessionsInEveryShard {
+    let nodes = one_node_per_shard(&unique("eph"));
+    let setup = s.client().await;
+    for node in &nodes {
+        setup.create(node, b"", &persistent()).await.unwrap();
+        // Some bulk in every core's WAL (see the failed-write variant's file size limit).
+        for i in 0..8 {
+            setup.create(&format!("{node}/p{i}"), b"", &persistent()).await.unwrap();
+        }
+    }
+    let mut dead = RawSession::connect(s.addr(), 2000);
+    for node in &nodes {
+        let reply = dead.create(&format!("{node}/dead"), b"", 1);
+        assert_eq!(reply.err, 0, "ephemeral of the dying session under {node}");
+    }
+    let live = s.client_with(zk::Client::connector().with_session_timeout(Duration::from_secs(20))).await;
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    for node in &nodes {
+        live.create(&format!("{node}/live"), b"", &ephemeral).await.unwrap();
+    }
+    let live_session = live.session_id().0;
+    dead.ping();
+    SessionsInEveryShard { nodes, live, live_session, dead, _setup: setup }
+}
+
+/// After a restart: the dead session's ephemerals vanish from every shard within its timeout
+/// (it is re-armed from the log), the live one reconnects and keeps all of its ephemerals.
+async fn assert_dead_gone_live_kept(s: &WarrenProcess, sessions: SessionsInEveryShard, dead_session: i64) {
+    let observer = s.client().await;
+    let dead_paths: Vec<String> = sessions.nodes.iter().map(|n| format!("{n}/dead")).collect();
+    let gone = warren_tests::wait_until_async(Duration::from_secs(30), || async {
+        for path in &dead_paths {
+            if observer.check_stat(path).await.unwrap().is_some() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let left: Vec<&String> = {
+        let mut left = Vec::new();
+        for path in &dead_paths {
+            if observer.check_stat(path).await.unwrap().is_some() {
+                left.push(path);
+            }
+        }
+        left
+    };
+    assert!(gone, "ephemerals of dead session {:#x} still present 30 s after restart: {left:?}", dead_session);
+    let live = &sessions.live;
+    let mut states = live.state_watcher();
+    bounded(20, "the live session reconnects", async {
+        while live.state() != SessionState::SyncConnected {
+            states.changed().await;
+        }
+    })
+    .await;
+    assert_eq!(live.session_id().0, sessions.live_session);
+    for node in &sessions.nodes {
+        let path = format!("{node}/live");
+        let stat = observer.check_stat(&path).await.unwrap();
+        assert_eq!(stat.map(|s| s.ephemeral_owner), Some(sessions.live_session), "{path} of the live session");
+    }
+}
+
+/// kill -9 with sessions open in every shard of two cores: after the restart a session whose
+/// client never comes back expires with its ephemerals in every shard; one whose client
+/// reconnects in time keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_every_shard_expire_after_restart_unless_they_reconnect() {
+    if skip_if_external("sessions_in_every_shard_expire_after_restart_unless_they_reconnect") {
+        return;
+    }
+    let mut s = WarrenProcess::start(WarrenOpts::default().cores(2));
+    let mut sessions = sessions_in_every_shard(&s).await;
+    // Alive right up to the kill: only the restart can expire it.
+    sessions.dead.ping();
+    s.kill9();
+    let dead_session = sessions.dead.session_id;
+    s.restart();
+    assert_dead_gone_live_kept(&s, sessions, dead_session).await;
+}
+
+/// The expiry of a session is a CloseSession write in every shard that the server proposes
+/// itself. When those writes fail (the disk fails just as the session expires), the node must
+/// stop rather than drop them (which would orphan the ephemerals), and after the restart the
+/// expiry is redone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_interrupted_by_a_failed_write_is_redone_after_restart() {
+    if skip_if_external("session_expiry_interrupted_by_a_failed_write_is_redone_after_restart") {
+        return;
+    }
+    let mut s = WarrenProcess::start(WarrenOpts::default().cores(2));
+    let mut sessions = sessions_in_every_shard(&s).await;
+    // Alive until now; from here on silent, it expires 2 s later, on the failing disk.
+    sessions.dead.ping();
+    let dead_session = sessions.dead.session_id;
+    // Every core's WAL is past 36 batches (>= 144 KiB): its next write fails. 16 KiB of room
+    // keeps the server's log lines writable.
+    s.limit_file_size(s.stderr_log_bytes() + (16 << 10));
+    let status = s.wait_exit(Duration::from_secs(20));
+    let log = s.stderr_tail();
+    let status = status.unwrap_or_else(|| panic!("warren still runs 20 s after the expiry's writes failed:\n{log}"));
+    assert_eq!(status.code(), Some(74), "exit status: {status}\n{log}");
+    assert!(log.contains("session expired") && log.contains("WAL write or fdatasync failed"), "{log}");
+    s.restart();
+    assert_dead_gone_live_kept(&s, sessions, dead_session).await;
 }
