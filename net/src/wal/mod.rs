@@ -1,13 +1,14 @@
 //! The write-ahead log: one log per core on glommio DMA files (O_DIRECT through io_uring),
 //! group commit (many `append`s, one `flush` = one aligned write + one `fdatasync`), and crash
-//! recovery that finds and removes a torn or corrupt tail.
+//! recovery that cuts a torn last write and refuses corruption before it.
 //!
 //! # On-disk format (version 1)
 //!
 //! **Segments.** Core `c`'s log is a sequence of files `wal-<c:03>-<first_lsn:020>.log` in the
 //! WAL directory, ordered by `first_lsn` (every record in a segment has an lsn >= the name's).
-//! A new segment is created with `fallocate` to `segment_bytes` (default 64 MiB), fdatasync'ed,
-//! and the directory fsync'ed, before anything is written to it. A flush that does not fit in
+//! A new segment is created under the name plus `.tmp`, `fallocate`d to `segment_bytes`
+//! (default 64 MiB), fdatasync'ed, renamed, and the directory fsync'ed, before anything is
+//! written to it; a `.tmp` left by a crash is removed at open. A flush that does not fit in
 //! the rest of the active segment rotates to a new segment first; a batch never spans segments.
 //! A batch bigger than `segment_bytes` gets a segment grown to fit it; only a single record that
 //! cannot fit an empty segment (`payload > segment_bytes - 48`) is refused (`RecordTooLarge`).
@@ -50,11 +51,24 @@
 //! - An all-zero header (or the end of the file) is the end of a segment's data. That is clean
 //!   if the rest of the segment is all zeros, and the reader continues with the next segment,
 //!   whose first batch must chain to the last lsn.
-//! - Anything else — an invalid batch, or non-zero bytes after a zero header — is damage. The
-//!   log ends at the start of that batch: the segment is truncated there and re-preallocated
-//!   (so the stale bytes are gone and read as zeros), every later segment is deleted, the
-//!   directory is fsync'ed, and appends continue at that offset. `truncated_bytes` counts the
-//!   bytes from each truncation point to the last non-zero byte dropped.
+//! - Anything else — an invalid batch, or non-zero bytes after a zero header — is damage, and
+//!   what follows it decides what kind:
+//!   - **Torn last write.** Nothing valid follows: no batch at a later block boundary of the
+//!     segment is valid in itself (header, every record's lsn and crc) with lsns above the
+//!     log's last one, and every later segment is all zeros. A torn write can only damage the
+//!     batch being written, the last one, which was never acknowledged. The log ends at the
+//!     start of that batch: the segment is truncated there and re-preallocated (so the stale
+//!     bytes are gone and read as zeros), every later segment is deleted, the directory is
+//!     fsync'ed, and appends continue at that offset. `truncated_bytes` counts the bytes from
+//!     each truncation point to the last non-zero byte dropped.
+//!   - **Corruption before the tail.** A valid batch follows in the segment, or a later
+//!     segment holds any non-zero byte: acknowledged records follow the damage, and cutting
+//!     the log would drop them. `Wal::open` fails with `WalError::Corrupt` (a `Damage` naming
+//!     the file, offset, lsns, failed check and the data after it) and changes nothing. Only
+//!     with `WalConfig::truncate_corrupt` (the explicit `warren wal-repair`) is the log cut
+//!     there as for a torn write. (A client payload that happens to contain a valid batch image
+//!     at a block boundary of a torn batch would make a torn write look like corruption: the
+//!     error is on the side of refusing.)
 //!
 //! Why the header and the chain: without a header, a torn multi-block write can lose a block in
 //! the middle of a batch while a later block of it survives, and a reader that skips zero
@@ -73,7 +87,10 @@
 //! log. Caveat: if the process crashes after a failed flush whose write fully landed and before
 //! any later flush succeeds, that batch is a complete valid batch at the tail and recovery
 //! returns it, so the server must report a failed flush's requests as indeterminate (like a
-//! lost connection), never as definitely not applied.
+//! lost connection), never as definitely not applied. The server goes further: after a failed
+//! flush it stops the node (`server::stop_on_wal_failure`): what the disk holds after a failed
+//! write or fdatasync is unknown (a later fdatasync may report success without the data:
+//! "fsyncgate"), so nothing more is acknowledged on top of it and recovery decides.
 //!
 //! # glommio's IOPOLL probe
 //!
