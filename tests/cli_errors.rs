@@ -109,3 +109,46 @@ fn data_dir_in_use_or_made_with_other_shards_is_refused() {
     assert_ne!(code, 0);
     assert!(stderr.contains("different settings") && stderr.contains("shards = 4"), "stderr: {stderr}");
 }
+
+/// Runs `warren wal-repair ARGS`; returns (exit code, stdout + stderr).
+fn repair(args: &[&str]) -> (i32, String) {
+    let out = Command::new(warren_bin()).arg("wal-repair").args(args).output().expect("warren runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn wal_repair_refuses_a_running_node_and_a_dir_that_is_no_data_dir() {
+    if skip_if_external("wal_repair_refuses_a_running_node_and_a_dir_that_is_no_data_dir") {
+        return;
+    }
+    let empty = tempfile::tempdir().expect("tempdir");
+    let (code, text) = repair(&["--data-dir", &dir_arg(empty.path())]);
+    assert_ne!(code, 0);
+    assert!(text.contains("not a warren data dir"), "{text}");
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut running = WarrenProcess::start_with_data_dir(WarrenOpts::default(), data.path());
+    let (code, text) = repair(&["--data-dir", &dir_arg(data.path())]);
+    assert_ne!(code, 0);
+    assert!(text.contains("in use by another warren process"), "{text}");
+    running.kill9();
+    let (code, text) = repair(&["--data-dir", &dir_arg(data.path())]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("core 0: log intact"), "{text}");
+}
+
+#[test]
+fn wal_without_warren_meta_is_refused() {
+    if skip_if_external("wal_without_warren_meta_is_refused") {
+        return;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut running = WarrenProcess::start_with_data_dir(WarrenOpts::default(), data.path());
+    running.kill9();
+    std::fs::remove_file(data.path().join("warren.meta")).expect("warren.meta was written");
+    let port = free_port().to_string();
+    let (code, stderr) = refused(&["--port", &port, "--data-dir", &dir_arg(data.path())], Duration::from_secs(10));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("has WAL segments") && stderr.contains("no warren.meta"), "stderr: {stderr}");
+}

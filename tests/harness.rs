@@ -351,10 +351,49 @@ impl WarrenProcess {
         }
     }
 
+    /// Waits (bounded) for the child to exit on its own and reaps it; None if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        assert!(!self.external, "wait_exit on an external server");
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.child.as_mut()?.try_wait().unwrap();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A failing disk for the running server: sets its RLIMIT_FSIZE (prlimit(2)), so every
+    /// write reaching offset `bytes` of a file fails with EFBIG (warren ignores SIGXFSZ). The
+    /// limit covers its stderr log file too: leave room above `stderr_log_bytes()`. A restart
+    /// runs without the limit.
+    pub fn limit_file_size(&self, bytes: u64) {
+        let pid = self.pid().expect("a running warren child") as libc::pid_t;
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: prlimit(2) on our own child's pid with valid, owned structs; the hard limit
+        // is kept, so no privilege is needed.
+        unsafe {
+            assert_eq!(libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut limit), 0);
+            limit.rlim_cur = bytes.min(limit.rlim_max);
+            let done = libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut());
+            assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
+        }
+    }
+
     /// Sends a four-letter word and reads the answer to EOF (bounded: 10 s).
     pub fn four_letter(&self, word: &str) -> String {
         four_letter_at(self.addr, word, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("4lw {word} on {}: {e}\n{}", self.addr, self.stderr_tail()))
+    }
+
+    /// Bytes the server wrote to stderr/stdout so far (its log file's size).
+    pub fn stderr_log_bytes(&self) -> u64 {
+        std::fs::metadata(&self.stderr_path).map_or(0, |m| m.len())
     }
 
     /// The last 200 lines the server wrote to stderr/stdout.

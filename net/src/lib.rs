@@ -3,6 +3,7 @@
 //! `warren` server.
 
 pub mod config;
+pub mod durable_file;
 pub mod jute;
 pub mod server;
 pub mod wal;

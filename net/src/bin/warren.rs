@@ -18,6 +18,37 @@ struct Cli {
 enum Commands {
     /// Starts a node. Flags override the config file; the config file overrides defaults.
     Start(StartArgs),
+    /// Repairs a WAL damaged before its end, which `start` refuses: cuts each damaged core's
+    /// log at its first bad batch, DISCARDING that batch and every later write of that core
+    /// (acknowledged ones included), and prints what it discarded. Run it only after reading
+    /// the refusal, on a stopped node; keep a copy of the data dir first.
+    WalRepair(RepairArgs),
+}
+
+#[derive(Parser)]
+struct RepairArgs {
+    /// TOML config file of the node (for data-dir and wal-segment-bytes).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [default: from --config, else warren-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl RepairArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        for line in net::server::repair::repair_wal(&config)? {
+            println!("{line}");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Parser)]
@@ -101,15 +132,27 @@ fn abort_on_panic() {
     }));
 }
 
+/// A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills the process without a
+/// word; ignored, the write fails with EFBIG and takes the logged failed-write path instead.
+fn ignore_sigxfsz() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // A log write that fails (stderr redirected to a file on a full or failing disk) must
+        // not panic and abort the node: the failed-WAL path still exits with its own status.
+        .log_internal_errors(false)
         .init();
     abort_on_panic();
+    ignore_sigxfsz();
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Start(args) => args.into_config().and_then(net::server::run),
+        Commands::WalRepair(args) => args.run(),
     };
     if let Err(error) = result {
         eprintln!("warren: {error:#}");

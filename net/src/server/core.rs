@@ -12,7 +12,7 @@ use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
 use engine::request::Caller;
 use engine::types::{ConnId, SessionId, Zxid};
-use engine::{Shard, ZkError};
+use engine::Shard;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -483,15 +483,8 @@ impl Core {
                 self.batch_in_flight.set(false);
                 self.announce_applied();
             }
-            Err(error) => {
-                tracing::error!(%error, writes = entries.len(), "WAL flush failed; the writes are answered with SYSTEMERROR and not applied");
-                for (request, _) in entries {
-                    let mut shards = self.shards.borrow_mut();
-                    let slot = shards.get_mut(&request.shard).expect("shard of a pending write");
-                    self.reply(&request, slot.shard.last_zxid(), ReplyBody::Write(Err(ZkError::SystemError)));
-                    self.finish_write(slot, request.session);
-                }
-            }
+            // The batch may or may not be on disk (fsyncgate): neither apply nor answer it.
+            Err(error) => super::stop_on_wal_failure(self.id, &error, entries.len()),
         }
     }
 

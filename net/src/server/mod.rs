@@ -4,8 +4,10 @@
 
 pub mod conn;
 pub mod core;
+pub mod data_dir;
 pub mod fourlw;
 pub mod msg;
+pub mod repair;
 pub mod sessions;
 pub mod watermark;
 
@@ -14,9 +16,9 @@ use self::core::{Core, ShardSlot};
 use self::msg::Msg;
 use crate::config::Config;
 use crate::jute;
-use crate::wal::{Wal, WalConfig};
+use crate::wal::{Wal, WalConfig, WalError};
 use ahash::AHashMap;
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use engine::command::{LogEntry, ShardId};
 use engine::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +27,6 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -36,14 +37,14 @@ const CORE_CHANNEL_CAPACITY: usize = 1024;
 const CORE_BATCH_MAX: usize = 4096;
 /// Locked memory per executor for io_uring buffers: small, so that several nodes fit under
 /// the default RLIMIT_MEMLOCK of 8 MiB.
-const IO_MEMORY_BYTES: usize = 1 << 20;
+pub(crate) const IO_MEMORY_BYTES: usize = 1 << 20;
 /// How long a busy client port is retried at start-up.
 const PORT_BUSY_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs a node until the process is stopped (SIGTERM, SIGINT).
 pub fn run(config: Config) -> anyhow::Result<()> {
     let config = config.validate()?;
-    prepare_data_dir(&config)?;
+    data_dir::prepare(&config)?;
     check_port_free(&config)?;
     let cores = config.cores;
     let (mut senders, mut receivers) = channel_matrix(cores);
@@ -84,36 +85,26 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the data dir, proves it writable, locks it, and checks that it was made with the
-/// same number of shards and cores (shard placement and the per-core WALs depend on both).
-fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
-    let dir = &config.data_dir;
-    std::fs::create_dir_all(dir.join("wal")).with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"ok").with_context(|| format!("data dir {} is not writable", dir.display()))?;
-    std::fs::remove_file(&probe).ok();
-    lock_data_dir(dir)?;
-    let meta_path = dir.join("warren.meta");
-    let meta = format!("format = 1\nshards = {}\ncores = {}\n", config.shards, config.cores);
-    match std::fs::read_to_string(&meta_path) {
-        Ok(existing) if existing != meta => bail!(
-            "data dir {} was created with different settings:\n{existing}but this run has:\n{meta}start with the same --shards and --cores",
-            dir.display()
-        ),
-        Ok(_) => Ok(()),
-        Err(_) => std::fs::write(&meta_path, meta).context("cannot write warren.meta"),
-    }
-}
+/// Exit status of a node stopped by a failed WAL write or fdatasync (sysexits' EX_IOERR).
+pub const EXIT_WAL_FAILED: i32 = 74;
 
-fn lock_data_dir(dir: &Path) -> anyhow::Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
-    // SAFETY: flock on a file descriptor we own; the file is leaked so the lock lives as long as the process.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        bail!("data dir {} is in use by another warren process", dir.display());
-    }
-    std::mem::forget(file);
-    Ok(())
+/// Stops the node after a WAL write or fdatasync failed. The outcome of that batch is
+/// unknown: the data may be on disk or not, and after a failed fdatasync the kernel may have
+/// dropped the dirty pages and report the next fdatasync clean (PostgreSQL's "fsyncgate"). So
+/// its writes are neither applied nor answered, and nothing later may be acknowledged on top
+/// of them; as ZooKeeper does, the node exits. Clients see the connection drop
+/// (ConnectionLoss: "maybe applied") and the restart decides from the disk (recovery keeps
+/// the batch if it is whole and valid, cuts it if torn). This also makes sure no write the
+/// server proposed itself (a session close on expiry) is silently lost: it is redone after
+/// the restart.
+pub fn stop_on_wal_failure(core: usize, error: &WalError, writes: usize) -> ! {
+    tracing::error!(core, %error, writes, exit_status = EXIT_WAL_FAILED,
+        "WAL write or fdatasync failed; stopping the node (the batch is neither applied nor answered; \
+         restart it once the disk is fixed, recovery decides from the disk)");
+    // _exit, not exit: the other cores' executors keep running until the process ends, and
+    // atexit handlers must not run under them; nothing is buffered (logs go to unbuffered stderr).
+    // SAFETY: _exit(2) ends the process at once; it touches no Rust state.
+    unsafe { libc::_exit(EXIT_WAL_FAILED) }
 }
 
 /// The executors bind with SO_REUSEPORT, which would silently share a port with another
@@ -232,10 +223,21 @@ fn bind_shared_listener(addr: &str) -> std::io::Result<TcpListener> {
 /// Opens this core's WAL and replays it into the shards this core owns.
 async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashMap<ShardId, ShardSlot>)> {
     let started = Instant::now();
-    let wal_config =
-        WalConfig { dir: config.data_dir.join("wal"), core: core_id, segment_bytes: config.wal_segment_bytes };
-    let (wal, recovered) =
-        Wal::open(wal_config).await.map_err(|e| anyhow!("cannot open the WAL of core {core_id}: {e}"))?;
+    let wal_config = WalConfig {
+        dir: data_dir::wal_dir(&config.data_dir),
+        core: core_id,
+        segment_bytes: config.wal_segment_bytes,
+        truncate_corrupt: false,
+    };
+    let (wal, recovered) = Wal::open(wal_config).await.map_err(|e| match e {
+        WalError::Corrupt(_) => anyhow!(
+            "cannot open the WAL of core {core_id}: {e}\nrefusing to start: acknowledged writes follow the damage. \
+             Restore the data dir from a copy, or discard the damaged batch and everything after it in this \
+             core's log with `warren wal-repair --data-dir {}` (see docs/operations.md, \"Damaged WAL\")",
+            config.data_dir.display()
+        ),
+        e => anyhow!("cannot open the WAL of core {core_id}: {e}"),
+    })?;
     let mut shards: AHashMap<ShardId, Shard> = (0..config.shards)
         .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
         .map(|s| (s, Shard::new(s, config.shards)))

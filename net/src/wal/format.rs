@@ -13,43 +13,36 @@ pub const RECORD_HEADER_BYTES: usize = 16;
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"WRN1");
 
 /// Why bytes at a batch position are not a valid batch. `Empty` is the normal end of a
-/// segment; everything else is damage (a torn or failed write, or corruption).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// segment; everything else is damage (a torn or failed write, or corruption). The messages
+/// are what an operator reads when recovery refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     /// The header is all zero bytes: nothing was ever written here.
+    #[error("no batch header (zero bytes)")]
     Empty,
     /// Fewer bytes are available than the header or the batch needs (file cut short).
-    Truncated {
-        needed: usize,
-        available: usize,
-    },
+    #[error("file cut short: the batch needs {needed} bytes, {available} are left")]
+    Truncated { needed: usize, available: usize },
+    #[error("bad magic {0:#010x} (not a batch header)")]
     BadMagic(u32),
+    #[error("batch header CRC mismatch")]
     BadHeaderCrc,
     /// The batch does not name the last valid lsn as its predecessor.
-    ChainBroken {
-        prev_lsn: u64,
-        expected: u64,
-    },
+    #[error("prev_lsn link broken: the batch follows lsn {prev_lsn}, the log so far ends at lsn {expected}")]
+    ChainBroken { prev_lsn: u64, expected: u64 },
     /// first_lsn does not exceed the previous lsn (stale bytes of an older batch).
-    LsnNotIncreasing {
-        first_lsn: u64,
-        min_lsn: u64,
-    },
+    #[error("first lsn {first_lsn} is below the lowest allowed lsn {min_lsn}")]
+    LsnNotIncreasing { first_lsn: u64, min_lsn: u64 },
+    #[error("bad record count in the batch header")]
     BadCount,
-    BadRecordLen {
-        index: u32,
-    },
-    BadRecordLsn {
-        index: u32,
-        lsn: u64,
-    },
-    BadRecordCrc {
-        index: u32,
-    },
-    BodySizeMismatch {
-        declared: u32,
-        used: usize,
-    },
+    #[error("record {index}: bad length")]
+    BadRecordLen { index: u32 },
+    #[error("record {index}: lsn {lsn} out of sequence")]
+    BadRecordLsn { index: u32, lsn: u64 },
+    #[error("record {index}: CRC mismatch")]
+    BadRecordCrc { index: u32 },
+    #[error("records fill {used} bytes, the header declares {declared}")]
+    BodySizeMismatch { declared: u32, used: usize },
 }
 
 /// The fixed header at the start of every batch.

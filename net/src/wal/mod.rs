@@ -1,13 +1,14 @@
 //! The write-ahead log: one log per core on glommio DMA files (O_DIRECT through io_uring),
 //! group commit (many `append`s, one `flush` = one aligned write + one `fdatasync`), and crash
-//! recovery that finds and removes a torn or corrupt tail.
+//! recovery that cuts a torn last write and refuses corruption before it.
 //!
 //! # On-disk format (version 1)
 //!
 //! **Segments.** Core `c`'s log is a sequence of files `wal-<c:03>-<first_lsn:020>.log` in the
 //! WAL directory, ordered by `first_lsn` (every record in a segment has an lsn >= the name's).
-//! A new segment is created with `fallocate` to `segment_bytes` (default 64 MiB), fdatasync'ed,
-//! and the directory fsync'ed, before anything is written to it. A flush that does not fit in
+//! A new segment is created under the name plus `.tmp`, `fallocate`d to `segment_bytes`
+//! (default 64 MiB), fdatasync'ed, renamed, and the directory fsync'ed, before anything is
+//! written to it; a `.tmp` left by a crash is removed at open. A flush that does not fit in
 //! the rest of the active segment rotates to a new segment first; a batch never spans segments.
 //! A batch bigger than `segment_bytes` gets a segment grown to fit it; only a single record that
 //! cannot fit an empty segment (`payload > segment_bytes - 48`) is refused (`RecordTooLarge`).
@@ -50,11 +51,24 @@
 //! - An all-zero header (or the end of the file) is the end of a segment's data. That is clean
 //!   if the rest of the segment is all zeros, and the reader continues with the next segment,
 //!   whose first batch must chain to the last lsn.
-//! - Anything else — an invalid batch, or non-zero bytes after a zero header — is damage. The
-//!   log ends at the start of that batch: the segment is truncated there and re-preallocated
-//!   (so the stale bytes are gone and read as zeros), every later segment is deleted, the
-//!   directory is fsync'ed, and appends continue at that offset. `truncated_bytes` counts the
-//!   bytes from each truncation point to the last non-zero byte dropped.
+//! - Anything else — an invalid batch, or non-zero bytes after a zero header — is damage, and
+//!   what follows it decides what kind:
+//!   - **Torn last write.** Nothing valid follows: no batch at a later block boundary of the
+//!     segment is valid in itself (header, every record's lsn and crc) with lsns above the
+//!     log's last one, and every later segment is all zeros. A torn write can only damage the
+//!     batch being written, the last one, which was never acknowledged. The log ends at the
+//!     start of that batch: the segment is truncated there and re-preallocated (so the stale
+//!     bytes are gone and read as zeros), every later segment is deleted, the directory is
+//!     fsync'ed, and appends continue at that offset. `truncated_bytes` counts the bytes from
+//!     each truncation point to the last non-zero byte dropped.
+//!   - **Corruption before the tail.** A valid batch follows in the segment, or a later
+//!     segment holds any non-zero byte: acknowledged records follow the damage, and cutting
+//!     the log would drop them. `Wal::open` fails with `WalError::Corrupt` (a `Damage` naming
+//!     the file, offset, lsns, failed check and the data after it) and changes nothing. Only
+//!     with `WalConfig::truncate_corrupt` (the explicit `warren wal-repair`) is the log cut
+//!     there as for a torn write. (A client payload that happens to contain a valid batch image
+//!     at a block boundary of a torn batch would make a torn write look like corruption: the
+//!     error is on the side of refusing.)
 //!
 //! Why the header and the chain: without a header, a torn multi-block write can lose a block in
 //! the middle of a batch while a later block of it survives, and a reader that skips zero
@@ -73,7 +87,10 @@
 //! log. Caveat: if the process crashes after a failed flush whose write fully landed and before
 //! any later flush succeeds, that batch is a complete valid batch at the tail and recovery
 //! returns it, so the server must report a failed flush's requests as indeterminate (like a
-//! lost connection), never as definitely not applied.
+//! lost connection), never as definitely not applied. The server goes further: after a failed
+//! flush it stops the node (`server::stop_on_wal_failure`): what the disk holds after a failed
+//! write or fdatasync is unknown (a later fdatasync may report success without the data:
+//! "fsyncgate"), so nothing more is acknowledged on top of it and recovery decides.
 //!
 //! # glommio's IOPOLL probe
 //!
@@ -92,6 +109,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 pub use segment::prime_dma_probe;
@@ -109,11 +127,15 @@ pub struct WalConfig {
     pub core: usize,
     /// Preallocated size of a new segment; a multiple of 4096, at least 64 KiB.
     pub segment_bytes: u64,
+    /// Cut the log at damage even when valid data follows it (corruption before the tail),
+    /// discarding acknowledged records. Only the explicit repair (`warren wal-repair`) sets
+    /// this; by default such damage makes `Wal::open` fail with `WalError::Corrupt`.
+    pub truncate_corrupt: bool,
 }
 
 impl WalConfig {
     pub fn new(dir: impl Into<PathBuf>, core: usize) -> WalConfig {
-        WalConfig { dir: dir.into(), core, segment_bytes: DEFAULT_SEGMENT_BYTES }
+        WalConfig { dir: dir.into(), core, segment_bytes: DEFAULT_SEGMENT_BYTES, truncate_corrupt: false }
     }
 }
 
@@ -131,12 +153,73 @@ pub struct Recovered {
     pub damage: Option<Damage>,
 }
 
-/// The first invalid batch recovery found; the log now ends there.
+/// The first invalid batch recovery found, and whether valid data follows it.
 #[derive(Debug, Clone)]
 pub struct Damage {
     pub segment: PathBuf,
     pub offset: u64,
+    /// What failed at `offset` (header CRC, record CRC, prev_lsn link, ...).
     pub reason: String,
+    /// Lsn of the last record of the valid log before the damage (0 if none).
+    pub last_valid_lsn: u64,
+    /// The lsns the damaged batch's header names, when the header itself checked.
+    pub batch_lsns: Option<RangeInclusive<u64>>,
+    /// Data after the damage: a valid batch later in the same segment, or a later non-empty
+    /// segment. Its presence means the damage is not a torn last write but corruption of
+    /// acknowledged data. None for a torn tail.
+    pub data_after: Option<DataAfter>,
+    /// Non-zero bytes from `offset` to the end of the log, over every segment: what cutting
+    /// the log here discards.
+    pub bytes_after: u64,
+}
+
+/// Where data was found after damage.
+#[derive(Debug, Clone)]
+pub struct DataAfter {
+    pub segment: PathBuf,
+    pub offset: u64,
+    /// `(prev_lsn, first_lsn)` of the batch found there, if one decodes (the first batch of a
+    /// later segment may be damaged itself).
+    pub batch: Option<(u64, u64)>,
+}
+
+impl Damage {
+    /// A torn last write (never acknowledged), as opposed to damage with data after it.
+    pub fn is_torn_tail(&self) -> bool {
+        self.data_after.is_none()
+    }
+
+    /// The lsns of the damaged batch, from its header or, if that is unreadable, from the
+    /// `prev_lsn` of the next valid batch in the same segment.
+    fn damaged_lsns(&self) -> Option<RangeInclusive<u64>> {
+        if let Some(lsns) = &self.batch_lsns {
+            return Some(lsns.clone());
+        }
+        let after = self.data_after.as_ref().filter(|a| a.segment == self.segment)?;
+        let (prev_lsn, _) = after.batch?;
+        (prev_lsn > self.last_valid_lsn).then(|| self.last_valid_lsn + 1..=prev_lsn)
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}: {}", self.segment.display(), self.offset, self.reason)?;
+        match self.damaged_lsns() {
+            Some(lsns) => write!(f, "; damaged batch: lsns {}..={}", lsns.start(), lsns.end())?,
+            None => write!(f, "; damaged batch: lsns unknown")?,
+        }
+        write!(f, "; the valid log before it ends at lsn {}", self.last_valid_lsn)?;
+        if let Some(after) = &self.data_after {
+            write!(f, "; data follows at byte {} of {}", after.offset, after.segment.display())?;
+            match after.batch {
+                Some((prev_lsn, first_lsn)) => {
+                    write!(f, " (a valid batch from lsn {first_lsn}, after lsn {prev_lsn})")?
+                }
+                None => write!(f, " (not a valid batch)")?,
+            }
+        }
+        write!(f, "; {} bytes from the damage to the end of the log", self.bytes_after)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +238,10 @@ pub enum WalError {
     BatchFull { max_bytes: usize },
     #[error("wal: invalid config: {0}")]
     Config(String),
+    /// Damage before the end of the log: valid data follows it, so it is not a torn last write
+    /// and cutting the log there would lose acknowledged records.
+    #[error("wal: corruption before the end of the log (not a torn last write): {0}")]
+    Corrupt(Box<Damage>),
 }
 
 impl WalError {

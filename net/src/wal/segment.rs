@@ -79,25 +79,52 @@ pub async fn open_segment(path: &Path) -> Result<DmaFile, WalError> {
         .map_err(|e| WalError::glommio("open segment", path, e))
 }
 
+/// The name a segment is prepared under before it is renamed to `path`.
+pub fn temp_segment_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().expect("segment path has a name").to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Temp files of `core`'s segments that a crash during `create_segment` left behind.
+pub fn list_temp_segments(dir: &Path, core: usize) -> Result<Vec<PathBuf>, WalError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| WalError::io("list dir", dir, e))?;
+    let mut temps = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| WalError::io("list dir", dir, e))?;
+        let name = entry.file_name();
+        let is_temp = name.to_str().and_then(|n| n.strip_suffix(".tmp")).and_then(|n| parse_segment_name(n, core));
+        if is_temp.is_some() {
+            temps.push(entry.path());
+        }
+    }
+    Ok(temps)
+}
+
 /// Creates a new segment preallocated to `capacity` bytes (so appends do not allocate blocks
-/// and read back as zeros until written), and makes the file and its directory entry durable
-/// before any record is written into it.
+/// and read back as zeros until written), durably and atomically: it is prepared under a temp
+/// name (preallocated, fdatasync'ed), renamed, and the directory fsync'ed before any record is
+/// written into it. A crash leaves either no segment or a complete empty one, never a short
+/// file under a segment's name (a stray temp file is removed at the next open).
 pub async fn create_segment(dir: &glommio::io::Directory, path: &Path, capacity: u64) -> Result<DmaFile, WalError> {
+    let temp = temp_segment_path(path);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
-        .dma_open(path)
+        .create(true)
+        .truncate(true)
+        .dma_open(&temp)
         .await
-        .map_err(|e| WalError::glommio("create segment", path, e))?;
+        .map_err(|e| WalError::glommio("create segment", &temp, e))?;
     let prepared = async {
-        file.pre_allocate(capacity, false).await.map_err(|e| WalError::glommio("preallocate segment", path, e))?;
-        file.fdatasync().await.map_err(|e| WalError::glommio("sync new segment", path, e))?;
+        file.pre_allocate(capacity, false).await.map_err(|e| WalError::glommio("preallocate segment", &temp, e))?;
+        file.fdatasync().await.map_err(|e| WalError::glommio("sync new segment", &temp, e))?;
+        file.rename(path).await.map_err(|e| WalError::glommio("rename new segment", path, e))?;
         dir.sync().await.map_err(|e| WalError::glommio("sync wal dir", path, e))
     }
     .await;
     if let Err(err) = prepared {
-        // Best effort: an empty leftover segment is harmless to recovery, but untidy.
+        // Best effort: an empty leftover segment (or temp file) is harmless to recovery.
         let _ = file.remove().await;
         let _ = file.close().await;
         return Err(err);

@@ -19,7 +19,7 @@ fn run<T>(future: impl Future<Output = T>) -> T {
 }
 
 fn config(dir: &Path, segment_bytes: u64) -> WalConfig {
-    WalConfig { dir: dir.to_path_buf(), core: 0, segment_bytes }
+    WalConfig { dir: dir.to_path_buf(), core: 0, segment_bytes, truncate_corrupt: false }
 }
 
 /// A recognisable, mostly non-zero payload.
@@ -357,35 +357,154 @@ fn segments_rotate_and_recover_across_segments() {
     });
 }
 
+/// The config of the explicit repair (`warren wal-repair`).
+fn repair_config(cfg: &WalConfig) -> WalConfig {
+    WalConfig { truncate_corrupt: true, ..cfg.clone() }
+}
+
+/// Opening must fail with `Corrupt` and leave every file exactly as it was.
+async fn open_refused(cfg: &WalConfig) -> super::Damage {
+    let before: Vec<(PathBuf, Vec<u8>)> =
+        segment_files(&cfg.dir).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect();
+    let damage = match Wal::open(cfg.clone()).await {
+        Err(WalError::Corrupt(damage)) => *damage,
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok((_, recovered)) => panic!("opened despite corruption; damage {:?}", recovered.damage),
+    };
+    let after: Vec<(PathBuf, Vec<u8>)> =
+        segment_files(&cfg.dir).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect();
+    assert!(before == after, "a refused open changed the log");
+    damage
+}
+
+/// Writes batches of `lens` each; returns every record and, per batch, (segment, offset,
+/// records before it).
+async fn write_located(cfg: &WalConfig, batches: usize, lens: &[usize]) -> (Vec<Vec<u8>>, Vec<(PathBuf, u64, usize)>) {
+    let (mut wal, _) = open(cfg).await;
+    let mut records = Vec::new();
+    let mut starts = Vec::new();
+    for i in 0..batches {
+        let batch: Vec<Vec<u8>> = lens.iter().map(|&l| payload(i, l)).collect();
+        append_flush(&mut wal, &batch).await;
+        let (path, end) = wal.position();
+        starts.push((path, end - batch_disk_bytes(lens), records.len()));
+        records.extend(batch);
+    }
+    wal.close().await.unwrap();
+    (records, starts)
+}
+
+/// A bad batch followed by valid ones is corruption of acknowledged data, whichever check
+/// fails: opening refuses and says where; the repair cuts the log there.
 #[test]
-fn damage_in_a_middle_segment_deletes_later_segments() {
+fn damage_before_valid_batches_is_refused_then_repaired() {
+    // (what to damage: offset in the batch, or None to zero its first block; expected reason)
+    let cases: [(Option<u64>, &str); 4] = [
+        (Some(10), "header CRC"),
+        (Some(BATCH_HEADER_BYTES as u64 + RECORD_HEADER_BYTES as u64 + 5), "record 0: CRC mismatch"),
+        (Some(BATCH_HEADER_BYTES as u64 + 8), "record 0: lsn"),
+        (None, "no batch header"),
+    ];
+    for (what, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), SMALL_SEGMENT);
+        run(async {
+            // Two records of 3000 bytes: each batch takes two blocks.
+            let (records, starts) = write_located(&cfg, 6, &[3000, 3000]).await;
+            let (path, offset, before) = starts[2].clone();
+            match what {
+                Some(at) => flip_byte(&path, offset + at),
+                None => write_bytes_at(&path, offset, &[0; BLOCK_BYTES as usize]),
+            }
+            let damage = open_refused(&cfg).await;
+            assert_eq!((&damage.segment, damage.offset), (&path, offset), "{reason}");
+            assert!(damage.reason.contains(reason), "{reason}: {}", damage.reason);
+            assert_eq!(damage.last_valid_lsn, 4);
+            let after = damage.data_after.clone().expect("the next batch is found");
+            assert_eq!((after.offset, after.batch), (starts[3].1, Some((6, 7))));
+            let text = damage.to_string();
+            for part in [path.display().to_string(), format!("at byte {offset}"), "lsns 5..=6".into()] {
+                assert!(text.contains(&part), "{reason}: {part:?} missing in: {text}");
+            }
+
+            let (wal, recovered) = Wal::open(repair_config(&cfg)).await.expect("the repair opens");
+            wal.close().await.unwrap();
+            assert_eq!(recovered.records, records[..before]);
+            assert_eq!(recovered.truncated_bytes, damage.bytes_after);
+            assert!(recovered.damage.is_some_and(|d| !d.is_torn_tail()));
+            append_after_damage_and_reopen(&cfg, records[..before].to_vec()).await;
+        });
+    }
+}
+
+/// Damage in the last batch of a segment followed by a non-empty segment: refused (the later
+/// segment holds acknowledged writes); the repair deletes the later segments.
+#[test]
+fn damage_in_a_middle_segment_is_refused_then_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), SMALL_SEGMENT);
     run(async {
-        let (mut wal, _) = open(&cfg).await;
-        let mut records = Vec::new();
-        // (segment, offset, records before the batch) of every batch.
-        let mut starts = Vec::new();
-        for i in 0..30usize {
-            let lens = [10_000, 7000];
-            let batch: Vec<Vec<u8>> = lens.iter().map(|&l| payload(i, l)).collect();
-            append_flush(&mut wal, &batch).await;
-            let (path, end) = wal.position();
-            starts.push((path, end - batch_disk_bytes(&lens), records.len()));
-            records.extend(batch);
-        }
-        wal.close().await.unwrap();
+        let (records, starts) = write_located(&cfg, 30, &[10_000, 7000]).await;
         let segments = segment_files(dir.path());
         assert!(segments.len() >= 5);
-        // Damage the first batch of the third segment.
-        let (path, offset, before) = starts.iter().find(|s| s.0 == segments[2]).unwrap().clone();
-        assert_eq!(offset, 0);
+        // Damage the last batch of the third segment.
+        let (path, offset, before) = starts.iter().rev().find(|s| s.0 == segments[2]).unwrap().clone();
         flip_byte(&path, offset + 40);
-        let recovered = reopen(&cfg).await;
+        let damage = open_refused(&cfg).await;
+        assert_eq!((&damage.segment, damage.offset), (&path, offset));
+        let after = damage.data_after.clone().expect("the next segment is data after the damage");
+        assert_eq!((&after.segment, after.offset), (&segments[3], 0));
+        assert!(after.batch.is_some());
+        assert!(damage.bytes_after > 17_000 * (segments.len() as u64 - 3));
+
+        let (wal, recovered) = Wal::open(repair_config(&cfg)).await.expect("the repair opens");
+        wal.close().await.unwrap();
         assert_eq!(recovered.records, records[..before]);
-        assert!(recovered.truncated_bytes > 20_000 * (segments.len() as u64 - 3));
         assert_eq!(segment_files(dir.path()), segments[..3]);
         append_after_damage_and_reopen(&cfg, records[..before].to_vec()).await;
+    });
+}
+
+/// Only data counts: damage in the last batch followed by an all-zero segment (created, then
+/// the crash) or zero blocks is a torn tail, cut without asking.
+#[test]
+fn damage_followed_only_by_zeros_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SMALL_SEGMENT);
+    run(async {
+        let (records, starts) = write_located(&cfg, 3, &[5000]).await;
+        let (path, offset, before) = starts[2].clone();
+        flip_byte(&path, offset + 100);
+        let empty_next = dir.path().join(super::segment::segment_name(0, 1000));
+        std::fs::File::create(&empty_next).unwrap().set_len(SMALL_SEGMENT).unwrap();
+        let (wal, recovered) = open(&cfg).await;
+        wal.close().await.unwrap();
+        assert_eq!(recovered.records, records[..before]);
+        let damage = recovered.damage.expect("the torn batch is reported");
+        assert!(damage.is_torn_tail(), "{damage}");
+        assert!(!empty_next.exists(), "segments after the cut are deleted");
+        append_after_damage_and_reopen(&cfg, records[..before].to_vec()).await;
+    });
+}
+
+/// A crash while creating a segment leaves a temp file, never a short segment; the next open
+/// removes it and the log is intact.
+#[test]
+fn a_half_created_segment_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), SMALL_SEGMENT);
+    run(async {
+        let (records, _) = write_located(&cfg, 2, &[100]).await;
+        let segments = segment_files(dir.path());
+        assert!(segments.iter().all(|p| !p.to_string_lossy().ends_with(".tmp")), "{segments:?}");
+        let temp = super::segment::temp_segment_path(&dir.path().join(super::segment::segment_name(0, 50)));
+        std::fs::write(&temp, b"half").unwrap();
+        let other_core = super::segment::temp_segment_path(&dir.path().join(super::segment::segment_name(1, 50)));
+        std::fs::write(&other_core, b"not ours").unwrap();
+        let recovered = reopen(&cfg).await;
+        assert_eq!(recovered.records, records);
+        assert!(!temp.exists(), "the temp segment is removed");
+        assert!(other_core.exists(), "another core's files are left alone");
     });
 }
 

@@ -48,7 +48,9 @@ pub(super) struct Faults {
 impl Wal {
     /// Opens (creating the directory and first segment if needed) core `config.core`'s log,
     /// reads every segment, validates every batch, and truncates the log at the first invalid
-    /// one (deleting later segments), so appends continue after the last valid batch. Never
+    /// one if it is a torn last write (nothing valid after it; later segments are deleted), so
+    /// appends continue after the last valid batch. Damage with valid data after it fails
+    /// with `WalError::Corrupt` and changes nothing, unless `config.truncate_corrupt`. Never
     /// returns an invalid record.
     pub async fn open(config: WalConfig) -> Result<(Wal, Recovered), WalError> {
         validate(&config)?;
