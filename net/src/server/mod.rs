@@ -5,7 +5,9 @@
 pub mod conn;
 pub mod core;
 pub mod fourlw;
+pub mod metrics;
 pub mod msg;
+pub mod role;
 pub mod sessions;
 
 use self::conn::Conn;
