@@ -140,9 +140,10 @@ fn micros(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A time distribution in ZooKeeper's units (whole milliseconds, mean with 4 decimals).
-/// The minimum is rounded down and the maximum and percentiles up, so that the figures stay
-/// true bounds and ordered (min ≤ avg ≤ max, pN ≤ max) when requests take under a millisecond.
+/// A time distribution in ZooKeeper's units: whole milliseconds, the mean with 4 decimals.
+/// Minimum and percentiles are rounded down, as ZooKeeper truncates each time to whole ms (a
+/// 40 µs p50 shows 0); the maximum is rounded up, so that min ≤ avg ≤ max still holds when
+/// everything takes under a millisecond (ZooKeeper's avg would be 0.0 there, Warren's is not).
 pub struct Millis<'a>(pub &'a Distribution);
 
 impl Millis<'_> {
@@ -163,7 +164,7 @@ impl Millis<'_> {
     }
 
     pub fn quantile(&self, quantile: f64) -> u64 {
-        self.0.quantile(quantile).div_ceil(1000)
+        self.0.quantile(quantile) / 1000
     }
 }
 
@@ -259,19 +260,20 @@ mod tests {
     }
 
     #[test]
-    fn millis_round_bounds_outward() {
+    fn millis_keep_min_avg_max_ordered_under_a_millisecond() {
         let mut m = CoreMetrics::default();
         for n in [1400, 1400, 1400] {
             m.record_request(RequestClass::Read, us(n));
         }
         let ms = Millis(&m.reads_us);
         assert_eq!((ms.min(), ms.avg(), ms.max()), (1, "1.4".to_string(), 2));
-        assert_eq!(ms.quantile(0.5), 2);
+        assert_eq!(ms.quantile(0.5), 1, "truncated as ZooKeeper's whole-ms times");
         assert_eq!(ms.sum(), 4);
         let mut fast = CoreMetrics::default();
         fast.record_request(RequestClass::Read, us(12));
         let ms = Millis(&fast.reads_us);
         assert_eq!((ms.min(), ms.avg(), ms.max()), (0, "0.012".to_string(), 1));
+        assert_eq!(ms.quantile(0.99), 0);
     }
 
     #[test]
