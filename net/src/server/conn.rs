@@ -16,6 +16,7 @@
 //!   the writes still in flight waits (with every request behind it) until those are answered.
 
 use super::core::Core;
+use super::metrics::RequestClass;
 use super::msg::*;
 use crate::jute::{self, ConnectRequest, ConnectResponse, ReplyHeader, Request, Response};
 use engine::command::{Command, CreateOp, DeleteOp, MultiOp, SetDataOp, ShardId};
@@ -31,6 +32,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Bytes of replies and events queued for a client before it is cut off as not reading.
 const OUTPUT_BYTES_MAX: usize = 64 << 20;
@@ -82,6 +84,8 @@ struct Slot {
     arms_root_child_watch: bool,
     /// Watch events that must leave right after this reply.
     events_after: Vec<PendingEvent>,
+    /// When the request's frame was read: its latency ends when the reply is encoded.
+    started: Instant,
 }
 
 impl Slot {
@@ -95,6 +99,19 @@ impl Slot {
             close_after: false,
             arms_root_child_watch: false,
             events_after: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// How the request counts in the latency figures (call before `finish` takes the parts):
+    /// an update if any part was a write, else a read; a connect handshake does not count.
+    fn latency_class(&self) -> Option<RequestClass> {
+        match self.kind {
+            Kind::Connect { .. } => None,
+            _ if self.parts.iter().flatten().any(|(_, body)| matches!(body, ReplyBody::Write(_))) => {
+                Some(RequestClass::Update)
+            }
+            _ => Some(RequestClass::Read),
         }
     }
 }
@@ -842,8 +859,12 @@ impl Conn {
             let held_floor = self.held_event_floor(&slot, &slots);
             drop(slots);
             self.base_seq.set(self.base_seq.get() + 1);
+            let class = slot.latency_class();
             let frame = self.finish(&mut slot, held_floor);
             self.out.borrow_mut().extend_from_slice(&frame);
+            if let Some(class) = class {
+                self.core.metrics.borrow_mut().record_request(class, slot.started.elapsed());
+            }
             self.check_output_bound();
             self.sent.set(self.sent.get() + 1);
             if slot.arms_root_child_watch {

@@ -3,7 +3,9 @@
 //! session tracker.
 
 use super::conn::Conn;
+use super::metrics::CoreMetrics;
 use super::msg::*;
+use super::role::Role;
 use super::sessions::SessionTracker;
 use super::watermark::Watermark;
 use crate::config::Config;
@@ -76,9 +78,8 @@ pub struct Core {
     next_session: Cell<i64>,
     next_token: Cell<u64>,
     pub stats_waiters: RefCell<AHashMap<u64, Rc<LocalSender<Box<CoreStats>>>>>,
-    wal_flushes: Cell<u64>,
-    wal_flush_micros_total: Cell<u64>,
-    wal_flush_micros_max: Cell<u64>,
+    /// Request latencies, WAL fsync times and batch sizes (for mntr/srvr).
+    pub metrics: RefCell<CoreMetrics>,
     pub requests_total: Cell<u64>,
     /// Highest zxid handed out by this core (its log's zxids strictly increase; assigned zxids
     /// run ahead of applied ones while a batch flushes).
@@ -127,9 +128,7 @@ impl Core {
             next_session: Cell::new(base + id as i64),
             next_token: Cell::new(1),
             stats_waiters: RefCell::new(AHashMap::new()),
-            wal_flushes: Cell::new(0),
-            wal_flush_micros_total: Cell::new(0),
-            wal_flush_micros_max: Cell::new(0),
+            metrics: RefCell::new(CoreMetrics::default()),
             requests_total: Cell::new(0),
             zxid_assigned: Cell::new(zxid_assigned),
             batch_in_flight: Cell::new(false),
@@ -141,6 +140,12 @@ impl Core {
 
     pub fn cores(&self) -> usize {
         self.config.cores
+    }
+
+    /// This node's role: the one source of `Mode:` and `zk_server_state`. Always standalone
+    /// until replication exists.
+    pub fn role(&self) -> Role {
+        Role::Standalone
     }
 
     pub fn send(&self, core: usize, msg: Msg) {
@@ -474,7 +479,7 @@ impl Core {
         }
         let started = Instant::now();
         let flushed = wal.flush().await;
-        self.record_flush(started.elapsed());
+        self.record_flush(started.elapsed(), entries.len());
         match flushed {
             Ok(_) => {
                 for (request, entry) in entries {
@@ -520,11 +525,8 @@ impl Core {
         }
     }
 
-    fn record_flush(&self, elapsed: Duration) {
-        let micros = elapsed.as_micros() as u64;
-        self.wal_flushes.set(self.wal_flushes.get() + 1);
-        self.wal_flush_micros_total.set(self.wal_flush_micros_total.get() + micros);
-        self.wal_flush_micros_max.set(self.wal_flush_micros_max.get().max(micros));
+    fn record_flush(&self, elapsed: Duration, entries: usize) {
+        self.metrics.borrow_mut().record_flush(elapsed, entries);
     }
 
     /// Every `interval`, proposes the removal of expired TTL nodes and empty containers.
@@ -599,9 +601,7 @@ impl Core {
         let shards = self.shards.borrow();
         let mut stats = CoreStats {
             core: self.id,
-            wal_flushes: self.wal_flushes.get(),
-            wal_flush_micros_total: self.wal_flush_micros_total.get(),
-            wal_flush_micros_max: self.wal_flush_micros_max.get(),
+            metrics: self.metrics.borrow().clone(),
             requests_total: self.requests_total.get(),
             large_requests_rejected: self.large_requests_rejected.get(),
             live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),

@@ -2,7 +2,9 @@
 //! connection whose first four bytes are one of them gets a text answer and is closed.
 
 use super::core::Core;
+use super::metrics::{java_double, CoreMetrics, Distribution, Millis};
 use super::msg::CoreStats;
+use super::role::Role;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use std::fmt::Write;
@@ -26,8 +28,8 @@ pub async fn answer(core: &Rc<Core>, word: &str, mut stream: TcpStream) -> std::
         _ => {
             let stats = core.gather_stats().await;
             match word {
-                "srvr" => srvr(&stats),
-                "stat" => stat(&stats),
+                "srvr" => srvr(core.role(), &stats),
+                "stat" => stat(core.role(), &stats),
                 "mntr" => mntr(core, &stats),
                 "cons" => cons(&stats),
                 "wchs" => wchs(&stats),
@@ -51,10 +53,8 @@ struct Totals {
     ephemerals: u64,
     data_bytes: u64,
     sessions: u64,
-    flushes: u64,
-    flush_micros: u64,
-    flush_micros_max: u64,
     large_requests_rejected: u64,
+    metrics: CoreMetrics,
 }
 
 fn totals(stats: &[Box<CoreStats>]) -> Totals {
@@ -70,10 +70,8 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         ephemerals: 0,
         data_bytes: 0,
         sessions: 0,
-        flushes: 0,
-        flush_micros: 0,
-        flush_micros_max: 0,
         large_requests_rejected: 0,
+        metrics: CoreMetrics::default(),
     };
     for core in stats {
         t.connections += core.connections.len();
@@ -81,9 +79,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.sent += core.connections.iter().map(|c| c.sent).sum::<u64>();
         t.outstanding += core.outstanding_requests;
         t.sessions += core.live_sessions;
-        t.flushes += core.wal_flushes;
-        t.flush_micros += core.wal_flush_micros_total;
-        t.flush_micros_max = t.flush_micros_max.max(core.wal_flush_micros_max);
+        t.metrics.merge(&core.metrics);
         t.large_requests_rejected += core.large_requests_rejected;
         for (_, shard, zxid) in &core.shards {
             t.zxid = t.zxid.max(*zxid);
@@ -99,34 +95,27 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
     t
 }
 
-fn srvr(stats: &[Box<CoreStats>]) -> String {
+fn srvr(role: Role, stats: &[Box<CoreStats>]) -> String {
     let t = totals(stats);
+    let latency = Millis(&t.metrics.requests_us);
     let mut s = String::new();
     let _ = writeln!(s, "Zookeeper version: {VERSION_LINE}, built on warren");
-    let _ = writeln!(s, "Latency min/avg/max: 0/{:.4}/{}", avg_ms(&t), t.flush_micros_max / 1000);
+    let _ = writeln!(s, "Latency min/avg/max: {}/{}/{}", latency.min(), latency.avg(), latency.max());
     let _ = writeln!(s, "Received: {}", t.received);
     let _ = writeln!(s, "Sent: {}", t.sent);
     let _ = writeln!(s, "Connections: {}", t.connections);
     let _ = writeln!(s, "Outstanding: {}", t.outstanding);
     let _ = writeln!(s, "Zxid: {:#x}", t.zxid);
-    let _ = writeln!(s, "Mode: standalone");
+    let _ = writeln!(s, "Mode: {}", role.as_str());
     let _ = writeln!(s, "Node count: {}", t.znodes);
     s
 }
 
-fn avg_ms(t: &Totals) -> f64 {
-    if t.flushes == 0 {
-        0.0
-    } else {
-        t.flush_micros as f64 / t.flushes as f64 / 1000.0
-    }
-}
-
-fn stat(stats: &[Box<CoreStats>]) -> String {
+fn stat(role: Role, stats: &[Box<CoreStats>]) -> String {
     let mut s = format!("Zookeeper version: {VERSION_LINE}, built on warren\nClients:\n");
     s.push_str(&cons(stats));
     s.push('\n');
-    let srvr = srvr(stats);
+    let srvr = srvr(role, stats);
     s.push_str(srvr.split_once('\n').map_or("", |(_, rest)| rest));
     s
 }
@@ -148,16 +137,17 @@ fn cons(stats: &[Box<CoreStats>]) -> String {
 fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
     let t = totals(stats);
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
-    let rows: Vec<(&str, String)> = vec![
+    let latency = Millis(&t.metrics.requests_us);
+    let mut rows: Vec<(String, String)> = vec![
         ("zk_version", format!("{VERSION_LINE}, built on warren")),
-        ("zk_avg_latency", format!("{:.4}", avg_ms(&t))),
-        ("zk_max_latency", (t.flush_micros_max / 1000).to_string()),
-        ("zk_min_latency", "0".to_string()),
+        ("zk_avg_latency", latency.avg()),
+        ("zk_max_latency", latency.max().to_string()),
+        ("zk_min_latency", latency.min().to_string()),
         ("zk_packets_received", t.received.to_string()),
         ("zk_packets_sent", t.sent.to_string()),
         ("zk_num_alive_connections", t.connections.to_string()),
         ("zk_outstanding_requests", t.outstanding.to_string()),
-        ("zk_server_state", "standalone".to_string()),
+        ("zk_server_state", core.role().as_str().to_string()),
         ("zk_znode_count", t.znodes.to_string()),
         ("zk_watch_count", t.watches.to_string()),
         ("zk_ephemerals_count", t.ephemerals.to_string()),
@@ -167,11 +157,65 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("zk_large_requests_rejected", t.large_requests_rejected.to_string()),
         ("warren_cores", core.cores().to_string()),
         ("warren_shards", core.config.shards.to_string()),
-        ("warren_wal_fsyncs", t.flushes.to_string()),
-        ("warren_wal_fsync_avg_us", t.flush_micros.checked_div(t.flushes).unwrap_or(0).to_string()),
-        ("warren_wal_fsync_max_us", t.flush_micros_max.to_string()),
-    ];
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let m = &t.metrics;
+    rows.extend(zk_millis_rows("readlatency", &m.reads_us, true));
+    rows.extend(zk_millis_rows("updatelatency", &m.updates_us, true));
+    rows.extend(zk_millis_rows("fsynctime", &m.fsync_us, false));
+    rows.extend(zk_count_rows("sync_processor_batch_size", &m.batch_entries));
+    rows.extend(micros_rows("warren_request_latency_us", &m.requests_us));
+    rows.extend(micros_rows("warren_read_latency_us", &m.reads_us));
+    rows.extend(micros_rows("warren_update_latency_us", &m.updates_us));
+    rows.extend(micros_rows("warren_wal_fsync_us", &m.fsync_us));
     rows.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect()
+}
+
+/// Percentiles reported, as ZooKeeper's AvgMinMaxPercentileCounter names them.
+const PERCENTILES: [(&str, f64); 4] = [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999)];
+
+/// ZooKeeper's `zk_{avg,min,max,cnt,sum}_<name>` (+ `zk_p50_<name>`... with percentiles) of a
+/// time distribution, in milliseconds.
+fn zk_millis_rows(name: &str, d: &Distribution, percentiles: bool) -> Vec<(String, String)> {
+    let ms = Millis(d);
+    let mut rows = vec![
+        (format!("zk_avg_{name}"), ms.avg()),
+        (format!("zk_min_{name}"), ms.min().to_string()),
+        (format!("zk_max_{name}"), ms.max().to_string()),
+        (format!("zk_cnt_{name}"), d.count().to_string()),
+        (format!("zk_sum_{name}"), ms.sum().to_string()),
+    ];
+    if percentiles {
+        rows.extend(PERCENTILES.iter().map(|(p, q)| (format!("zk_{p}_{name}"), ms.quantile(*q).to_string())));
+    }
+    rows
+}
+
+/// ZooKeeper's `zk_{avg,min,max,cnt,sum}_<name>` of a count distribution.
+fn zk_count_rows(name: &str, d: &Distribution) -> Vec<(String, String)> {
+    vec![
+        (format!("zk_avg_{name}"), java_double(d.mean())),
+        (format!("zk_min_{name}"), d.min().to_string()),
+        (format!("zk_max_{name}"), d.max().to_string()),
+        (format!("zk_cnt_{name}"), d.count().to_string()),
+        (format!("zk_sum_{name}"), d.sum().to_string()),
+    ]
+}
+
+/// Warren's own `<prefix>_{cnt,sum,min,avg,max,p50,p95,p99,p999}` in microseconds: most
+/// requests take well under ZooKeeper's unit of a millisecond.
+fn micros_rows(prefix: &str, d: &Distribution) -> Vec<(String, String)> {
+    let mut rows = vec![
+        (format!("{prefix}_cnt"), d.count().to_string()),
+        (format!("{prefix}_sum"), d.sum().to_string()),
+        (format!("{prefix}_min"), d.min().to_string()),
+        (format!("{prefix}_avg"), java_double(d.mean())),
+        (format!("{prefix}_max"), d.max().to_string()),
+    ];
+    rows.extend(PERCENTILES.iter().map(|(p, q)| (format!("{prefix}_{p}"), d.quantile(*q).to_string())));
+    rows
 }
 
 fn wchs(stats: &[Box<CoreStats>]) -> String {

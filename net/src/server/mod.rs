@@ -6,8 +6,10 @@ pub mod conn;
 pub mod core;
 pub mod data_dir;
 pub mod fourlw;
+pub mod metrics;
 pub mod msg;
 pub mod repair;
+pub mod role;
 pub mod sessions;
 pub mod watermark;
 

@@ -2,6 +2,7 @@
 //! these messages (one bounded SPSC channel per ordered pair of cores), so a shard's state is
 //! touched by its core alone.
 
+use super::metrics::CoreMetrics;
 use engine::command::{Command, ShardId};
 use engine::request::{ReadOp, ReadResult, WriteResult};
 use engine::shard::ShardStats;
@@ -128,9 +129,8 @@ pub struct CoreStats {
     pub ephemerals: Vec<(SessionId, Vec<String>)>,
     /// (connection, watched paths) for `wchs`/`dump`.
     pub watches: Vec<(ConnId, Vec<String>)>,
-    pub wal_flushes: u64,
-    pub wal_flush_micros_total: u64,
-    pub wal_flush_micros_max: u64,
+    /// A copy of the core's histograms; merged over the cores by the four-letter words.
+    pub metrics: CoreMetrics,
     pub requests_total: u64,
     pub large_requests_rejected: u64,
     pub outstanding_requests: u64,
