@@ -11,6 +11,7 @@ import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.LinkedBlockingQueue;
 import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
 import org.apache.curator.framework.recipes.cache.CuratorCache;
 import org.apache.curator.framework.recipes.cache.CuratorCacheListener;
 import org.apache.curator.framework.recipes.nodes.GroupMember;
@@ -24,6 +25,7 @@ final class WatchCases {
         cases.add(new CuratorSuite.Case("curator-cache-deep-subtree", WatchCases::curatorCache));
         cases.add(new CuratorSuite.Case("persistent-watcher-recursive", WatchCases::recursiveWatcher));
         cases.add(new CuratorSuite.Case("persistent-watcher-non-recursive", WatchCases::persistentWatcher));
+        cases.add(new CuratorSuite.Case("persistent-watcher-recursive-chroot", WatchCases::chrootRecursiveWatcher));
         cases.add(new CuratorSuite.Case("group-member-three-members", WatchCases::groupMember));
         cases.add(new CuratorSuite.Case("persistent-node-recreated", WatchCases::persistentNode));
     }
@@ -149,6 +151,28 @@ final class WatchCases {
         expectEvent(events, "NodeDeleted " + base);
         writer.create().forPath(base);
         expectEvent(events, "NodeCreated " + base);
+    }
+
+    /** Through a chrooted connect string, a recursive watch on the chroot's "/" sees its subtree. */
+    static void chrootRecursiveWatcher(Ctx ctx) throws Exception {
+        CuratorFramework writer = ctx.client();
+        writer.create().forPath(ctx.root);
+        CuratorFramework chrooted = ctx.clientTo(ctx.server + ctx.root, CuratorFrameworkFactory.builder());
+        BlockingQueue<String> events = new LinkedBlockingQueue<>();
+        PersistentWatcher watcher = ctx.closeLater(new PersistentWatcher(chrooted, "/", true));
+        watcher.getListenable().addListener(e -> record(events, e));
+        watcher.start();
+        Thread.sleep(200);
+
+        writer.create().creatingParentsIfNeeded().forPath(ctx.root + "/x/y");
+        expectEvent(events, "NodeCreated /x");
+        expectEvent(events, "NodeCreated /x/y");
+        chrooted.setData().forPath("/x/y", bytes("1"));
+        expectEvent(events, "NodeDataChanged /x/y");
+        Ctx.eq("1", str(writer.getData().forPath(ctx.root + "/x/y")), "data written through the chroot");
+        writer.create().forPath(ctx.root + "-outside");
+        expectQuiet(events, 300);
+        writer.delete().forPath(ctx.root + "-outside");
     }
 
     static void record(BlockingQueue<String> events, WatchedEvent e) {
