@@ -2,6 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine; safe to run again (each step
 # is skipped when already done):
 #   - Debian's `zookeeper` package, for zkCli.sh (tests/zkcli_smoke.sh) and comparison runs;
+#   - Apache Curator (libcurator-{client,framework,recipes}-java) and a JDK (javac), for the
+#     Curator recipe suite (tests/curator_suite.sh);
 #   - .venv with kazoo and pytest (tests/python);
 #   - reports whether cargo-nextest is there (scripts/test.sh falls back to `cargo test`).
 set -euo pipefail
@@ -32,6 +34,24 @@ if [[ -x "$ZKCLI" ]] && command -v java >/dev/null; then
 else
   echo "setup: installing zookeeper (zkCli.sh)"
   apt_install zookeeper
+fi
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+missing=()
+for package in libcurator-client-java libcurator-framework-java libcurator-recipes-java; do
+  installed "$package" || missing+=("$package")
+done
+if [[ ${#missing[@]} == 0 ]]; then
+  echo "setup: Apache Curator present"
+else
+  echo "setup: installing Apache Curator (${missing[*]})"
+  apt_install "${missing[@]}"
+fi
+if command -v javac >/dev/null; then
+  echo "setup: javac present"
+else
+  echo "setup: installing a JDK (javac, for tests/curator_suite.sh)"
+  apt_install default-jdk-headless
 fi
 
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -4,6 +4,7 @@
 #   1. cargo nextest run --workspace --release   (unit tests + tests/ integration suites)
 #   2. .venv/bin/pytest -q tests/python           (kazoo recipes)
 #   3. tests/zkcli_smoke.sh                      (Apache ZooKeeper's zkCli.sh)
+#   4. tests/curator_suite.sh                    (Apache Curator 5 recipes and the Java client)
 # All suites run even if one fails; a summary follows; the exit status is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -60,17 +61,27 @@ passed=$((passed + p)); failed=$((failed + f))
 if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
 record "python (pytest + kazoo)" "$rc"
 
+# A suite script that prints `ok   - ` / `FAIL - ` lines: args name, log name, time limit (s), command.
+script_suite() {
+  local name="$1" log="$logs/$2.log" limit="$3" rc p f
+  shift 3
+  set +e
+  timeout "$limit" "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  p="$(grep -c '^ok   - ' "$log" || true)"
+  f="$(grep -c '^FAIL - ' "$log" || true)"
+  p=${p:-0} f=${f:-0}
+  passed=$((passed + p)); failed=$((failed + f))
+  if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
+  record "$name" "$rc"
+}
+
 echo "== zkCli.sh smoke test"
-set +e
-timeout 300 tests/zkcli_smoke.sh 2>&1 | tee "$logs/zkcli.log"
-rc=${PIPESTATUS[0]}
-set -e
-p="$(grep -c '^ok   - ' "$logs/zkcli.log" || true)"
-f="$(grep -c '^FAIL - ' "$logs/zkcli.log" || true)"
-p=${p:-0} f=${f:-0}
-passed=$((passed + p)); failed=$((failed + f))
-if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
-record "zkCli.sh smoke" "$rc"
+script_suite "zkCli.sh smoke" zkcli 300 tests/zkcli_smoke.sh
+
+echo "== Curator recipe suite"
+script_suite "Curator recipes (Java)" curator 600 tests/curator_suite.sh
 
 echo
 echo "== summary (logs in $logs)"

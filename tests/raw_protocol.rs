@@ -431,3 +431,22 @@ fn reconfig_is_refused_clearly() {
     );
     assert_alive(&s);
 }
+
+/// addWatch is answered with ErrorResponse{err 0} after the header, like ZooKeeper's
+/// FinalRequestProcessor: the Java client reads that int, and an empty body made it drop the
+/// connection, so Curator's PersistentWatcher and CuratorCache never saw an event.
+#[test]
+fn add_watch_reply_carries_error_response_body() {
+    let s = WarrenProcess::start(WarrenOpts::default().cores(2));
+    let mut w = RawSession::connect(s.addr(), 10000);
+    let mut writer = RawSession::connect(s.addr(), 10000);
+    let root = mkroot(&mut writer, "addwatch");
+    for (path, mode) in [(root.as_str(), 1), (root.as_str(), 0), ("/", 1)] {
+        let r = w.call(op::ADD_WATCH, Jute::new().str(path).i32(mode));
+        assert_eq!(r.err, 0, "addWatch({path}, mode {mode})");
+        assert_eq!(r.body, vec![0, 0, 0, 0], "addWatch({path}, mode {mode}) body: ErrorResponse{{0}}");
+    }
+    assert_eq!(writer.create(&format!("{root}/a"), b"", 0).err, 0);
+    let ev = w.wait_event(Duration::from_secs(5)).expect("an event from the recursive watch");
+    assert_eq!((ev.event_type, ev.path.as_str()), (1, format!("{root}/a").as_str()), "NodeCreated {ev:?}");
+}

@@ -7,7 +7,7 @@
 set -euo pipefail
 [[ "${1:-}" == start ]] || { echo "usage: $0 start [options]" >&2; exit 2; }
 shift
-host=127.0.0.1 port=2181 data="" min=4000 max=40000 maxbuf=1048576 reap=1000
+host=127.0.0.1 port=2181 data="" min=4000 max=40000 maxbuf=1048576 reap=60000
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --host) host="$2"; shift 2 ;;

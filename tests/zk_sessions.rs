@@ -230,6 +230,29 @@ async fn container_is_removed_after_its_last_child() {
     assert!(c.check_stat(&root).await.unwrap().is_some(), "the persistent parent stays");
 }
 
+/// The container outlives its last child until the periodic sweep, as in ZooKeeper
+/// (ContainerManager): Curator's mutex releases its lock node and the next acquire creates one
+/// in the same container. It used to vanish in the apply of the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptied_container_stays_until_the_sweep() {
+    let s = WarrenProcess::start(WarrenOpts::default().cores(2).reap_interval_ms(2000));
+    let c = s.client().await;
+    let root = format!("/{}", unique("container-sweep"));
+    c.create(&root, b"", &CreateMode::Container.with_acls(Acls::anyone_all())).await.unwrap();
+    let cont = format!("{root}/lock");
+    c.create(&cont, b"", &CreateMode::Container.with_acls(Acls::anyone_all())).await.unwrap();
+    for round in 0..3 {
+        let node = format!("{cont}/lock-{round}");
+        c.create(&node, b"", &CreateMode::Ephemeral.with_acls(Acls::anyone_all())).await.unwrap();
+        c.delete(&node, None).await.unwrap();
+        let st = c.check_stat(&cont).await.unwrap();
+        assert!(st.is_some(), "round {round}: the container vanished with its last child");
+        assert_eq!(st.unwrap().num_children, 0);
+    }
+    assert!(gone_within(&c, &cont, Duration::from_secs(20)).await, "emptied container not swept within 20 s");
+    assert!(gone_within(&c, &root, Duration::from_secs(20)).await, "container emptied by the sweep not swept");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_node_expires_unless_it_has_children() {
     let s = WarrenProcess::start(WarrenOpts::default().reap_interval_ms(200));

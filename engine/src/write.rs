@@ -39,19 +39,16 @@ pub(crate) struct Txn<'a> {
     time_ms: i64,
     undo: Vec<Undo>,
     changes: Vec<Change>,
-    /// Parents of deleted nodes: containers among them may have to go too.
-    emptied: Vec<String>,
 }
 
 impl<'a> Txn<'a> {
     pub(crate) fn new(tree: &'a mut Tree, sessions: &'a mut SessionTable, zxid: Zxid, time_ms: i64) -> Txn<'a> {
-        Txn { tree, sessions, zxid, time_ms, undo: Vec::new(), changes: Vec::new(), emptied: Vec::new() }
+        Txn { tree, sessions, zxid, time_ms, undo: Vec::new(), changes: Vec::new() }
     }
 
     /// Applies the command; returns its result and the changes to fire watches for.
     pub(crate) fn run(mut self, command: &Command) -> (Result<WriteResult, ZkError>, Vec<Change>) {
         let result = self.dispatch(command);
-        self.reap_emptied_containers();
         (result, self.changes)
     }
 
@@ -165,7 +162,6 @@ impl<'a> Txn<'a> {
         }
         self.undo.push(Undo::Deleted { path: path.to_string(), node, parent_meta });
         self.changes.push(Change::Deleted(path.to_string()));
-        self.emptied.push(parent_path.to_string());
     }
 
     fn set_data(&mut self, path: &str, data: Option<&[u8]>, version: i32, auth: &[Id]) -> Result<Stat, ZkError> {
@@ -268,7 +264,6 @@ impl<'a> Txn<'a> {
             }
         }
         self.changes.clear();
-        self.emptied.clear();
     }
 
     /// Deletes the session's ephemerals (in path order, each like a delete) and forgets it.
@@ -286,30 +281,13 @@ impl<'a> Txn<'a> {
         }
         qualifies
     }
-
-    /// A container whose last child went is deleted in the same apply (ZooKeeper's
-    /// ContainerManager does it later; doing it here keeps apply deterministic). Cascades up.
-    fn reap_emptied_containers(&mut self) {
-        let mut next = 0;
-        while next < self.emptied.len() {
-            let path = self.emptied[next].clone();
-            next += 1;
-            let is_empty_container = self
-                .tree
-                .get(&path)
-                .is_some_and(|node| node.kind == NodeKind::Container && qualifies_for_reap(node, self.time_ms));
-            if is_empty_container {
-                self.remove_node(&path);
-            }
-        }
-        self.emptied.clear();
-        self.undo.clear();
-    }
 }
 
 /// Whether a reaper may delete the node at `now_ms`: a container that had children and has
 /// none left, or a childless TTL node not modified for more than its TTL (ContainerManager:
-/// `elapsed > ttl`).
+/// `elapsed > ttl`). Only the periodic sweep (`Command::Reap`) deletes them, never the apply
+/// that removed the last child: as in ZooKeeper, a lock recipe may create its next node in the
+/// emptied container (Curator's mutex release followed by an acquire) without racing its deletion.
 pub(crate) fn qualifies_for_reap(node: &Node, now_ms: i64) -> bool {
     if !node.children.is_empty() {
         return false;
@@ -679,8 +657,10 @@ mod tests {
         assert_eq!(h.apply(multi(vec![])).result, Ok(WriteResult::Multi(vec![])));
     }
 
+    /// An emptied container stays until a sweep (ContainerManager) reaps it: deleting it in the
+    /// apply that removed its last child made Curator's lock parent vanish on every release.
     #[test]
-    fn container_goes_with_its_last_child_and_cascades() {
+    fn emptied_container_stays_until_the_sweep_and_cascades_sweep_by_sweep() {
         let mut h = Harness::new();
         h.create_mode("/c", CreateMode::Container).result.unwrap();
         h.create_mode("/c/inner", CreateMode::Container).result.unwrap();
@@ -690,16 +670,36 @@ mod tests {
         h.watch_data(1, "/c/inner");
         h.watch_children(2, "/c");
         let applied = h.delete("/c/inner/leaf", -1);
-        assert!(h.shard.node("/c/inner").is_none(), "emptied container deleted at once");
-        assert!(h.shard.node("/c").is_some(), "still has /c/other");
+        assert!(applied.notifications.is_empty(), "{:?}", applied.notifications);
+        let inner = h.stat("/c/inner").expect("the emptied container stays until a sweep");
+        assert_eq!((inner.num_children, inner.cversion), (0, 2));
+        assert_eq!(h.shard.reap_candidates(h.time_ms), vec!["/c/inner".to_string()]);
+        let applied = h.apply(Command::Reap { path: "/c/inner".into() });
+        assert_eq!(applied.result, Ok(WriteResult::Reaped(true)));
         let events: Vec<_> = applied.notifications.iter().map(|n| (n.conn, n.event, n.path.as_str())).collect();
         assert_eq!(events, vec![(1, EventType::NodeDeleted, "/c/inner"), (2, EventType::NodeChildrenChanged, "/c")]);
+        assert!(h.shard.reap_candidates(i64::MAX).is_empty(), "/c still has /c/other");
         h.delete("/c/other", -1).result.unwrap();
-        assert!(h.shard.node("/c").is_none());
+        assert!(h.shard.node("/c").is_some());
+        assert_eq!(h.shard.reap_candidates(h.time_ms), vec!["/c".to_string()]);
+        assert_eq!(h.apply(Command::Reap { path: "/c".into() }).result, Ok(WriteResult::Reaped(true)));
         // A container that never had a child stays.
         h.create_mode("/fresh", CreateMode::Container).result.unwrap();
         assert!(h.shard.reap_candidates(i64::MAX).is_empty());
         h.shard.tree().assert_consistent();
+    }
+
+    /// A reap judged before a child came back is a no-op (the check is repeated at apply).
+    #[test]
+    fn reap_of_a_refilled_container_is_a_no_op() {
+        let mut h = Harness::new();
+        h.create_mode("/c", CreateMode::Container).result.unwrap();
+        h.create("/c/a", b"").unwrap();
+        h.delete("/c/a", -1).result.unwrap();
+        assert_eq!(h.shard.reap_candidates(h.time_ms), vec!["/c".to_string()]);
+        h.create("/c/b", b"").unwrap();
+        assert_eq!(h.apply(Command::Reap { path: "/c".into() }).result, Ok(WriteResult::Reaped(false)));
+        assert_eq!(h.children("/c"), vec!["b"]);
     }
 
     #[test]
@@ -746,18 +746,19 @@ mod tests {
     }
 
     #[test]
-    fn closing_a_session_empties_and_removes_its_container() {
+    fn closing_a_session_empties_its_container_for_the_sweep() {
         let mut h = Harness::new();
         h.open_session(2);
         h.create_mode("/lock", CreateMode::Container).result.unwrap();
         let mut op = create_op("/lock/n-", b"", CreateMode::EphemeralSequential);
         op.session = 2;
         assert_eq!(created_path(&h.apply(Command::Create(op.clone())).result), "/lock/n-0000000000");
-        h.watch_children(1, "/");
+        h.watch_children(1, "/lock");
         let applied = h.apply(Command::CloseSession { session: 2 });
-        assert!(h.shard.node("/lock").is_none());
+        assert!(h.children("/lock").is_empty());
         let events: Vec<_> = applied.notifications.iter().map(|n| (n.event, n.path.as_str())).collect();
-        assert_eq!(events, vec![(EventType::NodeChildrenChanged, "/")]);
+        assert_eq!(events, vec![(EventType::NodeChildrenChanged, "/lock")]);
+        assert_eq!(h.shard.reap_candidates(h.time_ms), vec!["/lock".to_string()]);
         // A multi of a closed session cannot create ephemerals either.
         let applied = h.apply(Command::Multi { ops: vec![MultiOp::Create(op)], session: 2, auth: vec![] });
         assert_eq!(applied.result, Ok(WriteResult::Multi(vec![MultiResult::Error(ZkError::SessionExpired.code())])));

@@ -22,7 +22,8 @@ pub struct Config {
     pub max_session_timeout_ms: i32,
     /// Largest request frame accepted; larger ones get an error reply.
     pub max_request_bytes: usize,
-    /// How often TTL nodes and empty containers are looked for.
+    /// How often expired TTL nodes and emptied containers are swept; ZooKeeper's
+    /// `znode.container.checkIntervalMs`, whose default (60 s) it keeps.
     pub reap_interval_ms: u64,
     /// Requests a connection may have outstanding before the server stops reading from it.
     pub max_outstanding_per_connection: usize,
@@ -43,7 +44,7 @@ impl Default for Config {
             min_session_timeout_ms: 4000,
             max_session_timeout_ms: 40000,
             max_request_bytes: 1 << 20,
-            reap_interval_ms: 1000,
+            reap_interval_ms: 60_000,
             max_outstanding_per_connection: 1000,
             wal_segment_bytes: 64 << 20,
             node_id: 1,
@@ -121,6 +122,7 @@ mod tests {
         assert!(config.cores >= 1);
         let too_big = Config { max_request_bytes: 2 << 20, wal_segment_bytes: 2 << 20, ..Config::default() };
         assert!(too_big.validate().is_err(), "a request must fit a WAL segment with room to spare");
+        assert_eq!(Config::default().reap_interval_ms, 60_000, "ZooKeeper's znode.container.checkIntervalMs");
         assert_eq!(config.negotiate_timeout_ms(1), 4000);
         assert_eq!(config.negotiate_timeout_ms(100_000), 40000);
     }

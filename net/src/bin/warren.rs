@@ -80,7 +80,7 @@ struct StartArgs {
     /// Largest request accepted, bytes [default: 1048576]
     #[arg(long)]
     max_request_bytes: Option<usize>,
-    /// How often TTL nodes and empty containers are reaped, ms [default: 1000]
+    /// How often expired TTL nodes and emptied containers are swept, ms [default: 60000]
     #[arg(long)]
     reap_interval_ms: Option<u64>,
 }

@@ -14,9 +14,13 @@ use super::xid;
 /// A reply body. Which arm answers which opcode is in `decode_reply`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Response {
-    /// delete, setWatches(2), auth, removeWatches, checkWatches, addWatch, closeSession, ping,
-    /// check — and every reply whose header carries an error.
+    /// delete, setWatches(2), auth, removeWatches, checkWatches, closeSession, ping, check — and
+    /// every reply whose header carries an error.
     Empty,
+    /// addWatch: ErrorResponse{err}, err always 0. ZooKeeper's FinalRequestProcessor answers
+    /// addWatch so, and the Java client reads that int: without it the reply fails to decode
+    /// and the client drops the connection before registering its watcher.
+    ErrorResponse(i32),
     /// CREATE: CreateResponse{path}.
     Create {
         path: String,
@@ -111,8 +115,10 @@ pub fn decode_reply(frame: &[u8], op: i32) -> Result<(ReplyHeader, Response), De
 fn read_response(r: &mut JuteReader<'_>, op: i32) -> Result<Response, DecodeError> {
     use opcode::*;
     match op {
-        DELETE | SET_WATCHES | SET_WATCHES2 | AUTH | REMOVE_WATCHES | CHECK_WATCHES | ADD_WATCH | CLOSE_SESSION
-        | PING | CHECK => Ok(Response::Empty),
+        DELETE | SET_WATCHES | SET_WATCHES2 | AUTH | REMOVE_WATCHES | CHECK_WATCHES | CLOSE_SESSION | PING | CHECK => {
+            Ok(Response::Empty)
+        }
+        ADD_WATCH => Ok(Response::ErrorResponse(r.read_i32()?)),
         CREATE => Ok(Response::Create { path: r.read_ustring()? }),
         CREATE2 | CREATE_CONTAINER | CREATE_TTL => {
             Ok(Response::Create2 { path: r.read_ustring()?, stat: read_stat(r)? })
@@ -159,7 +165,7 @@ fn write_response(w: &mut JuteWriter<'_>, body: &Response) {
         }
         Response::Multi(results) => write_multi_results(w, results),
         Response::MultiRead(results) => write_multi_read_results(w, results),
-        Response::Number(n) => w.write_i32(*n),
+        Response::Number(n) | Response::ErrorResponse(n) => w.write_i32(*n),
         Response::WhoAmI(infos) => w.write_vec(infos, |w, (scheme, user)| {
             w.write_ustring(scheme);
             w.write_ustring(user);

@@ -147,6 +147,7 @@ fn all_replies() -> Vec<(i32, Response)> {
         (DELETE, Response::Empty),
         (PING, Response::Empty),
         (SET_WATCHES2, Response::Empty),
+        (ADD_WATCH, Response::ErrorResponse(0)),
         (CREATE, Response::Create { path: "/app/lock-0000000001".into() }),
         (CREATE2, Response::Create2 { path: "/c".into(), stat: stat(1) }),
         (CREATE_CONTAINER, Response::Create2 { path: "/cc".into(), stat: stat(2) }),

@@ -59,8 +59,10 @@ enum Kind {
     Ephemerals,
     /// checkWatches/removeWatches of "/": fine if any shard had the watch.
     AnyWatch,
-    /// setWatches, addWatch: done when every part is.
+    /// setWatches: done when every part is.
     Done,
+    /// addWatch: as `Done`, answered with ErrorResponse{0}.
+    AddWatch,
     CloseSession,
     Connect {
         session: SessionId,
@@ -422,7 +424,7 @@ impl Conn {
                     if path == "/" {
                         self.root_persistent_watch.set(true);
                     }
-                    self.watch_op(xid, &path, Kind::Done, |path| ReadOp::AddWatch { path, mode });
+                    self.watch_op(xid, &path, Kind::AddWatch, |path| ReadOp::AddWatch { path, mode });
                 }
                 None => self.ready(xid, ZkError::BadArguments.code(), Response::Empty),
             },
@@ -1106,17 +1108,21 @@ fn merge(kind: Kind, parts: Parts) -> Result<Response, ZkError> {
                 Err(results.into_iter().find_map(|r| r.err()).unwrap_or(ZkError::NoWatcher))
             }
         }
-        Kind::Done => {
-            for body in bodies {
-                if let ReplyBody::Read(Err(e)) | ReplyBody::Write(Err(e)) = body {
-                    return Err(e);
-                }
-            }
-            Ok(Response::Empty)
-        }
+        Kind::Done => first_error(bodies).map(|()| Response::Empty),
+        Kind::AddWatch => first_error(bodies).map(|()| Response::ErrorResponse(0)),
         Kind::CloseSession | Kind::Connect { .. } | Kind::Ready { .. } => unreachable!("finished by Conn::finish"),
         Kind::RootAcl { .. } => unreachable!("a RootAcl slot becomes Broadcast when shard 0 answers"),
     }
+}
+
+/// The first error among the parts of a request that is done when every part is.
+fn first_error(bodies: Vec<ReplyBody>) -> Result<(), ZkError> {
+    for body in bodies {
+        if let ReplyBody::Read(Err(e)) | ReplyBody::Write(Err(e)) = body {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 fn read_response(opcode: i32, result: ReadResult) -> Response {

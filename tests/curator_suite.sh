@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Apache Curator 5 recipe suite (tests/java/*.java, Debian's libcurator-*-java): compiles it with
+# javac against /usr/share/java, starts a warren on a free loopback port and a temp data dir
+# (2 cores, so shards live on two executors), runs every case and stops only the server it started.
+# Prints `ok   - name` / `FAIL - name: reason` lines and a summary; exits non-zero on a failure.
+#   tests/curator_suite.sh [name-substring ...]          # only the cases whose name contains one
+#   WARREN_BIN=tests/zk_as_warren.sh tests/curator_suite.sh   # against Apache ZooKeeper 3.8
+# Env: WARREN_BIN (default target/release/warren), ZK_TEST_SERVER=host:port to test an already
+# running server instead (its sweep interval is then assumed to be REAP_INTERVAL_MS).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+warren="${WARREN_BIN:-$repo/target/release/warren}"
+# The sweep of containers and TTL nodes (ZooKeeper's znode.container.checkIntervalMs, 60 s by
+# default) runs every 2 s here so those cases finish quickly; long enough that "the container
+# is still there right after its last child went" cannot race a sweep in practice.
+REAP_INTERVAL_MS="${REAP_INTERVAL_MS:-2000}"
+jars=/usr/share/java
+classpath="$jars/curator-recipes.jar:$jars/curator-framework.jar:$jars/curator-client.jar:$jars/zookeeper.jar"
+classpath+=":$jars/zookeeper-jute.jar:$jars/guava.jar:$jars/slf4j-api.jar:$jars/slf4j-nop.jar"
+for jar in ${classpath//:/ }; do
+  [[ -f "$jar" ]] || { echo "curator_suite: $jar missing (run scripts/setup.sh)" >&2; exit 1; }
+done
+command -v javac >/dev/null || { echo "curator_suite: javac missing (run scripts/setup.sh)" >&2; exit 1; }
+
+tmp="$(mktemp -d -t warren-curator-XXXXXX)"
+pid=""
+cleanup() {
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "curator_suite: compiling tests/java"
+javac -nowarn --release 17 -cp "$classpath" -d "$tmp/classes" "$repo"/tests/java/*.java
+
+fourlw() { # host port word → answer (bounded)
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf %s "$3" >&3; cat <&3' _ "$1" "$2" "$3" 2>/dev/null || true
+}
+
+if [[ -n "${ZK_TEST_SERVER:-}" ]]; then
+  server="$ZK_TEST_SERVER"
+else
+  [[ -x "$warren" ]] || { echo "curator_suite: $warren missing (cargo build --release --bins)" >&2; exit 1; }
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  "$warren" start --host 127.0.0.1 --port "$port" --data-dir "$tmp/data" --cores 2 \
+    --min-session-timeout 1000 --max-session-timeout 40000 --reap-interval-ms "$REAP_INTERVAL_MS" \
+    >"$tmp/server.log" 2>&1 &
+  pid=$!
+  server="127.0.0.1:$port"
+  ready=""
+  for _ in $(seq 1 300); do # 30 s (ZooKeeper's JVM takes a few seconds)
+    if [[ "$(fourlw 127.0.0.1 "$port" ruok)" == imok* ]]; then ready=1; break; fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z "$ready" ]]; then
+    echo "curator_suite: server not ready on $server" >&2
+    tail -50 "$tmp/server.log" >&2 || true
+    exit 1
+  fi
+fi
+
+echo "curator_suite: running against $server ($warren)"
+set +e
+timeout 600 java -Xmx256m -cp "$tmp/classes:$classpath" CuratorSuite "$server" "$REAP_INTERVAL_MS" "$@"
+rc=$?
+set -e
+if [[ -n "$pid" ]]; then
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "ok   - server still running"
+  else
+    echo "FAIL - server died"
+    rc=1
+  fi
+  if [[ $rc != 0 ]]; then
+    echo "curator_suite: last lines of the server log:" >&2
+    tail -30 "$tmp/server.log" >&2 || true
+  fi
+fi
+exit $rc
