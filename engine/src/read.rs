@@ -315,6 +315,30 @@ mod tests {
     }
 
     #[test]
+    fn last_change_read_by_a_gathered_read() {
+        let mut h = Harness::new();
+        h.open_session(4); // zxid 1
+        let children = ReadOp::GetChildren { path: "/".into(), watch: false };
+        let ephemerals = ReadOp::GetEphemerals { prefix: "/".into() };
+        assert_eq!(h.shard.last_change_read_by(4, &children), 0);
+        h.create("/a", b"").unwrap(); // zxid 2: a child of "/"
+        h.create("/a/b", b"").unwrap(); // zxid 3: not what a read of "/" sees
+        assert_eq!(h.shard.last_change_read_by(4, &children), 2);
+        h.set_data("/", b"x", -1).result.unwrap(); // zxid 4: data of "/"
+        assert_eq!(h.shard.last_change_read_by(4, &children), 4);
+        assert_eq!(h.shard.last_change_read_by(4, &ephemerals), 0);
+        let mut op = create_op("/a/e", b"", CreateMode::Ephemeral);
+        op.session = 4;
+        h.apply(Command::Create(op)).result.unwrap(); // zxid 5
+        assert_eq!(h.shard.last_change_read_by(4, &ephemerals), 5);
+        assert_eq!(h.shard.last_change_read_by(9, &ephemerals), 0, "an unknown session has none");
+        h.apply(Command::Delete(crate::command::DeleteOp { path: "/a/e".into(), version: -1, auth: vec![] }))
+            .result
+            .unwrap();
+        assert_eq!(h.shard.last_change_read_by(4, &ephemerals), 6, "another session's delete counts too");
+    }
+
+    #[test]
     fn all_children_number_and_ephemerals() {
         let mut h = Harness::new();
         h.open_session(4);

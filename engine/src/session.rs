@@ -1,6 +1,6 @@
 //! The session table of a shard: open sessions and the ephemerals they own here.
 
-use crate::types::SessionId;
+use crate::types::{SessionId, Zxid};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,11 +9,14 @@ pub struct SessionInfo {
     pub passwd: Vec<u8>,
     /// Paths of this session's ephemeral nodes in this shard.
     pub ephemerals: BTreeSet<String>,
+    /// zxid of the last entry that added or removed one of them (0: none yet): how old a
+    /// getEphemerals answer of this shard is (see `Shard::last_change_read_by`).
+    pub ephemerals_changed_zxid: Zxid,
 }
 
 impl SessionInfo {
     pub fn new(timeout_ms: i32, passwd: Vec<u8>) -> SessionInfo {
-        SessionInfo { timeout_ms, passwd, ephemerals: BTreeSet::new() }
+        SessionInfo { timeout_ms, passwd, ephemerals: BTreeSet::new(), ephemerals_changed_zxid: 0 }
     }
 }
 
@@ -69,15 +72,17 @@ impl SessionTable {
         self.sessions.get(&id).map(|info| info.ephemerals.iter().cloned().collect()).unwrap_or_default()
     }
 
-    pub(crate) fn add_ephemeral(&mut self, id: SessionId, path: &str) {
+    pub(crate) fn add_ephemeral(&mut self, id: SessionId, path: &str, zxid: Zxid) {
         let info = self.sessions.get_mut(&id).unwrap_or_else(|| panic!("ephemeral {path} of closed session {id:#x}"));
+        info.ephemerals_changed_zxid = zxid;
         let inserted = info.ephemerals.insert(path.to_string());
         assert!(inserted, "ephemeral {path} registered twice");
         self.ephemeral_count += 1;
     }
 
-    pub(crate) fn remove_ephemeral(&mut self, id: SessionId, path: &str) {
+    pub(crate) fn remove_ephemeral(&mut self, id: SessionId, path: &str, zxid: Zxid) {
         let info = self.sessions.get_mut(&id).unwrap_or_else(|| panic!("ephemeral {path} of unknown session {id:#x}"));
+        info.ephemerals_changed_zxid = zxid;
         let removed = info.ephemerals.remove(path);
         assert!(removed, "ephemeral {path} not registered with its session");
         self.ephemeral_count -= 1;
@@ -92,14 +97,15 @@ mod tests {
     fn open_is_idempotent_and_keeps_ephemerals() {
         let mut table = SessionTable::default();
         table.open(7, 3000, b"pw");
-        table.add_ephemeral(7, "/e");
+        table.add_ephemeral(7, "/e", 5);
         table.open(7, 4000, b"pw2");
         let info = table.get(7).unwrap();
         assert_eq!(info.timeout_ms, 4000);
         assert_eq!(info.passwd, b"pw2");
         assert_eq!(table.ephemerals(7), vec!["/e".to_string()]);
         assert_eq!(table.ephemeral_count(), 1);
-        table.remove_ephemeral(7, "/e");
+        assert_eq!(table.get(7).unwrap().ephemerals_changed_zxid, 5);
+        table.remove_ephemeral(7, "/e", 6);
         assert!(table.close(7).is_some());
         assert!(table.close(7).is_none());
         assert_eq!(table.ephemerals(7), Vec::<String>::new());

@@ -130,6 +130,20 @@ impl Shard {
         self.watches.watched_paths()
     }
 
+    /// For a read gathered from every shard ("/" and getEphemerals): the zxid of the last entry
+    /// that changed what `op` reads in this shard. The answer of this shard equals its state at
+    /// any zxid from this one up to the zxid its core has applied everything through; the
+    /// server merges the parts only when one zxid lies in every part's range (a consistent cut).
+    pub fn last_change_read_by(&self, session: SessionId, op: &ReadOp) -> Zxid {
+        match op {
+            ReadOp::GetEphemerals { .. } => self.sessions.get(session).map_or(0, |s| s.ephemerals_changed_zxid),
+            _ => {
+                let root = self.tree.get("/").expect("every shard has /");
+                root.meta.pzxid.max(root.meta.mzxid)
+            }
+        }
+    }
+
     /// The node at `path` (read-only), e.g. for snapshots and `dump`.
     pub fn node(&self, path: &str) -> Option<&Node> {
         self.tree.get(path)

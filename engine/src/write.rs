@@ -105,7 +105,7 @@ impl<'a> Txn<'a> {
         meta.child_creates = meta.child_creates.wrapping_add(1);
         meta.pzxid = self.zxid;
         if let NodeKind::Ephemeral(owner) = kind {
-            self.sessions.add_ephemeral(owner, &path);
+            self.sessions.add_ephemeral(owner, &path, self.zxid);
         }
         let stat = self.tree.get(&path).expect("just linked").stat();
         self.undo.push(Undo::Created { path: path.clone(), parent_meta });
@@ -158,7 +158,7 @@ impl<'a> Txn<'a> {
         let node = self.tree.unlink(path);
         self.tree.meta_mut(parent_path).pzxid = self.zxid;
         if let NodeKind::Ephemeral(owner) = node.kind {
-            self.sessions.remove_ephemeral(owner, path);
+            self.sessions.remove_ephemeral(owner, path, self.zxid);
         }
         self.undo.push(Undo::Deleted { path: path.to_string(), node, parent_meta });
         self.changes.push(Change::Deleted(path.to_string()));
@@ -246,13 +246,13 @@ impl<'a> Txn<'a> {
                 Undo::Created { path, parent_meta } => {
                     let node = self.tree.unlink(&path);
                     if let NodeKind::Ephemeral(owner) = node.kind {
-                        self.sessions.remove_ephemeral(owner, &path);
+                        self.sessions.remove_ephemeral(owner, &path, self.zxid);
                     }
                     *self.tree.meta_mut(path::parent(&path)) = parent_meta;
                 }
                 Undo::Deleted { path, node, parent_meta } => {
                     if let NodeKind::Ephemeral(owner) = node.kind {
-                        self.sessions.add_ephemeral(owner, &path);
+                        self.sessions.add_ephemeral(owner, &path, self.zxid);
                     }
                     *self.tree.meta_mut(path::parent(&path)) = parent_meta;
                     self.tree.link(path, node);

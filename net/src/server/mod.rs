@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod core;
+pub mod cut;
 pub mod data_dir;
 pub mod fourlw;
 pub mod metrics;
