@@ -306,3 +306,160 @@ fn root_acl_stays_one_across_kill9() {
         assert_eq!(set_root_acl(&mut raw, SET_ACL_WORLD_ALL, aversion + 1).err, 0);
     }
 }
+
+/// Keeps the core of `path`'s shard busy with large writes until `stop`, so a write there
+/// waits for the batch before it (and others' writes join its batch).
+fn load(
+    addr: std::net::SocketAddr,
+    path: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut raw = RawSession::connect(addr, 10000);
+        assert_eq!(raw.create(&path, b"", 0).err, 0);
+        let value = vec![7u8; 900 << 10];
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            assert_eq!(raw.set_data(&path, &value, -1).err, 0);
+        }
+    })
+}
+
+/// A pause of 0 to 1.5 ms that varies with `round` (no phase lock between the test's threads
+/// and the loaded core's batches).
+fn pause(round: u64) {
+    std::thread::sleep(Duration::from_micros(round.wrapping_mul(2_654_435_761) % 1500));
+}
+
+/// Pipelines a write to `delay_path` (so the gathered read's part in that shard waits for it:
+/// a session's reads follow its writes) and then `read`; returns the read's reply. A varying
+/// pause first, so the write lands at every phase of the loaded core's batches (a write that
+/// arrives while a batch flushes waits, and others' writes join it).
+fn read_behind_own_write(raw: &mut RawSession, delay_path: &str, read: (i32, Jute), round: u64) -> Reply {
+    pause(round);
+    let write_xid = raw.next_xid();
+    raw.send(write_xid, op::SET_DATA, &Jute::new().str(delay_path).buf(b"x").i32(-1));
+    let read_xid = raw.next_xid();
+    raw.send(read_xid, read.0, &read.1);
+    let write = raw.read_reply().expect("setData reply");
+    assert_eq!((write.xid, write.err), (write_xid, 0));
+    let reply = raw.read_reply().expect("read reply");
+    assert_eq!((reply.xid, reply.err), (read_xid, 0));
+    reply
+}
+
+/// getChildren("/") is gathered from every shard; it must show a state the node had at one
+/// moment: one session creates /<a>-i (core 0) and then /<b>-i (core 1), so no reader may ever
+/// see /<b>-i without /<a>-i. The reader's part in core 1's shard is made late (it waits for
+/// the reader's own write there), which is when a merge of two moments would show it.
+#[test]
+fn children_of_root_are_one_moment_across_cores() {
+    const SHARDS: u16 = 8;
+    const N: usize = 200;
+    let s = WarrenProcess::start(WarrenOpts::default().cores(2).shards(SHARDS as u32));
+    let (first, second) = names_on_each_core(&unique("cut"), SHARDS);
+    // A trailing 10-digit suffix does not change the shard of a top-level name.
+    let name = |top: &str, i: usize| format!("/{top}{i:010}");
+    let mut reader = RawSession::connect(s.addr(), 10000);
+    let delay = format!("/{second}");
+    assert_eq!(reader.create(&delay, b"", 0).err, 0);
+    let addr = s.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..2).map(|i| load(addr, format!("/{second}/load{i}"), stop.clone())).collect();
+    let (a, b) = (first.clone(), second.clone());
+    let writer = std::thread::spawn(move || {
+        let mut w = RawSession::connect(addr, 10000);
+        for i in 0..N {
+            pause(i as u64 + 7);
+            assert_eq!(w.create(&name(&a, i), b"", 0).err, 0);
+            assert_eq!(w.create(&name(&b, i), b"", 0).err, 0);
+        }
+    });
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let read = (op::GET_CHILDREN, Jute::new().str("/").bool(false));
+        let reply = read_behind_own_write(&mut reader, &delay, read, reads as u64);
+        let mut r = JuteReader::new(&reply.body);
+        let children: std::collections::HashSet<String> = (0..r.i32()).map(|_| format!("/{}", r.string())).collect();
+        for i in 0..N {
+            if children.contains(&name(&second, i)) {
+                assert!(
+                    children.contains(&name(&first, i)),
+                    "read {reads}: {} without {}, created before it by the same session",
+                    name(&second, i),
+                    name(&first, i)
+                );
+            }
+        }
+        reads += 1;
+        if done {
+            break;
+        }
+    }
+    writer.join().expect("writer");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for loader in loaders {
+        loader.join().expect("loader");
+    }
+    assert!(reads > 10, "the reader raced the writer only {reads} times");
+}
+
+/// getEphemerals is gathered from every shard too: another session deletes the owner's
+/// ephemeral on core 1 and then the one on core 0, so the owner may never see the core 0 one
+/// gone while the core 1 one is still listed.
+#[test]
+fn ephemerals_listing_is_one_moment_across_cores() {
+    const SHARDS: u16 = 8;
+    const N: usize = 150;
+    let s = WarrenProcess::start(WarrenOpts::default().cores(2).shards(SHARDS as u32));
+    let (first, second) = names_on_each_core(&unique("eph"), SHARDS);
+    let mut owner = RawSession::connect(s.addr(), 10000);
+    for top in [&first, &second] {
+        assert_eq!(owner.create(&format!("/{top}"), b"", 0).err, 0);
+        for i in 0..N {
+            assert_eq!(owner.create(&format!("/{top}/e{i}"), b"", 1).err, 0, "ephemeral");
+        }
+    }
+    let addr = s.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..2).map(|i| load(addr, format!("/{first}/load{i}"), stop.clone())).collect();
+    let (a, b) = (first.clone(), second.clone());
+    let deleter = std::thread::spawn(move || {
+        let mut d = RawSession::connect(addr, 10000);
+        for i in 0..N {
+            pause(i as u64 + 7);
+            for top in [&b, &a] {
+                let reply = d.call(op::DELETE, Jute::new().str(&format!("/{top}/e{i}")).i32(-1));
+                assert_eq!(reply.err, 0);
+            }
+        }
+    });
+    let delay = format!("/{first}");
+    let mut reads = 0;
+    loop {
+        let done = deleter.is_finished();
+        let read = (op::GET_EPHEMERALS, Jute::new().str("/"));
+        let reply = read_behind_own_write(&mut owner, &delay, read, reads as u64);
+        let mut r = JuteReader::new(&reply.body);
+        let listed: std::collections::HashSet<String> = (0..r.i32()).map(|_| r.string()).collect();
+        for i in 0..N {
+            if !listed.contains(&format!("/{first}/e{i}")) {
+                assert!(
+                    !listed.contains(&format!("/{second}/e{i}")),
+                    "read {reads}: /{first}/e{i} gone but /{second}/e{i}, deleted before it, still listed"
+                );
+            }
+        }
+        reads += 1;
+        if done {
+            break;
+        }
+    }
+    deleter.join().expect("deleter");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for loader in loaders {
+        loader.join().expect("loader");
+    }
+    assert!(reads > 10, "the owner raced the deleter only {reads} times");
+}
