@@ -1,7 +1,9 @@
-//! One core's state and its tasks: the shards it owns (requests, group commit through the
-//! core's WAL, apply, replies), the routing of messages between cores, and — on core 0 — the
-//! session tracker.
+//! One core's state and its tasks: the shards it owns (requests, reads, applying committed
+//! writes, replies), the routing of messages between cores, and — on core 0 — the session
+//! tracker. When a write is committed is decided by `commit.rs` (the group commit through the
+//! core's WAL); this file applies what it commits.
 
+use super::commit::CommitQueue;
 use super::conn::Conn;
 use super::metrics::CoreMetrics;
 use super::msg::*;
@@ -9,7 +11,6 @@ use super::role::Role;
 use super::sessions::SessionTracker;
 use super::watermark::Watermark;
 use crate::config::Config;
-use crate::wal::Wal;
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
 use engine::request::Caller;
@@ -20,11 +21,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Most entries in one WAL batch (one write + one fdatasync).
-const BATCH_ENTRIES_MAX: usize = 4096;
-/// Most request bytes in one WAL batch; the rest waits for the next batch.
-const BATCH_BYTES_MAX: usize = 64 << 20;
 
 /// The core that runs shard `shard`.
 pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
@@ -59,19 +55,14 @@ impl ShardSlot {
     }
 }
 
-struct PendingWrite {
-    request: ShardRequest,
-    command: Command,
-}
-
 pub struct Core {
     pub id: usize,
     pub config: Rc<Config>,
     pub shards: RefCell<AHashMap<ShardId, ShardSlot>>,
     pub conns: RefCell<AHashMap<ConnId, Rc<Conn>>>,
     outboxes: Vec<LocalSender<Msg>>,
-    pending_writes: RefCell<Vec<PendingWrite>>,
-    write_signal: LocalSender<()>,
+    /// The writes waiting to be committed, and the zxids handed out (see `commit.rs`).
+    pub(super) commit: CommitQueue,
     touched: RefCell<Vec<SessionId>>,
     pub sessions: Option<RefCell<SessionTracker>>,
     next_conn: Cell<u64>,
@@ -81,11 +72,6 @@ pub struct Core {
     /// Request latencies, WAL fsync times and batch sizes (for mntr/srvr).
     pub metrics: RefCell<CoreMetrics>,
     pub requests_total: Cell<u64>,
-    /// Highest zxid handed out by this core (its log's zxids strictly increase; assigned zxids
-    /// run ahead of applied ones while a batch flushes).
-    zxid_assigned: Cell<Zxid>,
-    /// A batch has zxids assigned and is not applied yet: no promise beyond it.
-    batch_in_flight: Cell<bool>,
     /// The node-wide zxid watermark that replies carry (see `watermark.rs`).
     watermark: RefCell<Watermark>,
     /// Frames over max-request-bytes (their connections were closed): mntr's
@@ -120,8 +106,7 @@ impl Core {
             shards: RefCell::new(shards),
             conns: RefCell::new(AHashMap::new()),
             outboxes,
-            pending_writes: RefCell::new(Vec::new()),
-            write_signal,
+            commit: CommitQueue::new(write_signal, zxid_assigned),
             touched: RefCell::new(Vec::new()),
             sessions,
             next_conn: Cell::new(0),
@@ -130,8 +115,6 @@ impl Core {
             stats_waiters: RefCell::new(AHashMap::new()),
             metrics: RefCell::new(CoreMetrics::default()),
             requests_total: Cell::new(0),
-            zxid_assigned: Cell::new(zxid_assigned),
-            batch_in_flight: Cell::new(false),
             watermark: RefCell::new(Watermark::new(id, config.cores)),
             large_requests_rejected: Cell::new(0),
             config,
@@ -181,15 +164,6 @@ impl Core {
         token
     }
 
-    /// zxid for a new entry: above every earlier one of this core (so of each of its shards)
-    /// and, when the clock allows, the current time in microseconds, so zxids of different
-    /// cores are ordered roughly as real time (see docs/architecture.md, "zxid").
-    fn next_zxid(&self) -> Zxid {
-        let zxid = (self.zxid_assigned.get() + 1).max(unix_micros());
-        self.zxid_assigned.set(zxid);
-        zxid
-    }
-
     /// The zxid replies leave with: the node-wide watermark.
     pub fn watermark(&self) -> Zxid {
         self.watermark.borrow().watermark()
@@ -199,11 +173,8 @@ impl Core {
     /// are queued: it promises as much as it heard from any core (reserving those zxids) and
     /// tells every core, itself included, behind those notifications.
     pub fn announce_applied(&self) {
-        if self.batch_in_flight.get() {
-            return;
-        }
-        let through = self.zxid_assigned.get().max(self.watermark.borrow().highest_heard());
-        self.zxid_assigned.set(through);
+        let heard = self.watermark.borrow().highest_heard();
+        let Some(through) = self.commit.applied_through(heard) else { return };
         let news = self.watermark.borrow_mut().promise(through);
         if let Some(zxid) = news {
             for core in 0..self.cores() {
@@ -362,8 +333,7 @@ impl Core {
         match op {
             ShardOp::Write(command) => {
                 *slot.writes_submitted.entry(request.session).or_insert(0) += 1;
-                self.pending_writes.borrow_mut().push(PendingWrite { request, command });
-                let _ = self.write_signal.try_send(());
+                self.commit.propose(request, command);
             }
             other => {
                 request.op = other;
@@ -432,68 +402,10 @@ impl Core {
         self.send_to_shard(request);
     }
 
-    /// The group-commit loop of this core's WAL: every write that arrived during one loop
-    /// turn goes into one batch, written and fdatasync'd once; only then are the entries
-    /// applied and answered. While a batch is on its way to disk the next one gathers.
-    pub async fn commit_loop(self: Rc<Self>, mut wal: Wal, signal: LocalReceiver<()>) {
-        while signal.recv().await.is_some() {
-            futures_lite::future::yield_now().await;
-            loop {
-                let batch = self.take_batch();
-                if batch.is_empty() {
-                    break;
-                }
-                self.commit_batch(&mut wal, batch).await;
-            }
-        }
-    }
-
-    fn take_batch(&self) -> Vec<PendingWrite> {
-        let mut pending = self.pending_writes.borrow_mut();
-        let mut bytes = 0;
-        let mut count = 0;
-        for write in pending.iter().take(BATCH_ENTRIES_MAX) {
-            bytes += command_bytes(&write.command);
-            if count > 0 && bytes > BATCH_BYTES_MAX {
-                break;
-            }
-            count += 1;
-        }
-        pending.drain(..count).collect()
-    }
-
-    async fn commit_batch(&self, wal: &mut Wal, batch: Vec<PendingWrite>) {
-        let time_ms = unix_millis();
-        self.batch_in_flight.set(true);
-        let entries: Vec<(ShardRequest, LogEntry)> = batch
-            .into_iter()
-            .map(|w| {
-                let entry = LogEntry { shard: w.request.shard, zxid: self.next_zxid(), time_ms, command: w.command };
-                (w.request, entry)
-            })
-            .collect();
-        for (_, entry) in &entries {
-            // Config validation keeps a request below the WAL's record limit; a violation is a
-            // bug, reported by the WAL's own check.
-            wal.try_append(&entry.to_bytes()).unwrap_or_else(|e| panic!("WAL refused an entry: {e}"));
-        }
-        let started = Instant::now();
-        let flushed = wal.flush().await;
-        self.record_flush(started.elapsed(), entries.len());
-        match flushed {
-            Ok(_) => {
-                for (request, entry) in entries {
-                    self.apply_and_reply(request, entry);
-                }
-                self.batch_in_flight.set(false);
-                self.announce_applied();
-            }
-            // The batch may or may not be on disk (fsyncgate): neither apply nor answer it.
-            Err(error) => super::stop_on_wal_failure(self.id, &error, entries.len()),
-        }
-    }
-
-    fn apply_and_reply(&self, request: ShardRequest, entry: LogEntry) {
+    /// Applies a committed entry to its shard and answers it: its watch notifications are sent
+    /// before its reply (over the same FIFO channels, so a client sees the event before any
+    /// reply that could observe the change), then the reads that waited for it are served.
+    pub(super) fn apply_and_reply(&self, request: ShardRequest, entry: LogEntry) {
         let mut shards = self.shards.borrow_mut();
         let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
         let applied = slot.shard.apply(&entry);
@@ -523,10 +435,6 @@ impl Core {
             slot.writes_submitted.remove(&session);
             slot.writes_finished.remove(&session);
         }
-    }
-
-    fn record_flush(&self, elapsed: Duration, entries: usize) {
-        self.metrics.borrow_mut().record_flush(elapsed, entries);
     }
 
     /// Every `interval`, proposes the removal of expired TTL nodes and empty containers.
@@ -622,28 +530,6 @@ impl Core {
             stats.connections.push(c);
         }
         stats
-    }
-}
-
-/// Roughly the bytes a command adds to a batch (its data dominates).
-fn command_bytes(command: &Command) -> usize {
-    const OVERHEAD: usize = 256;
-    OVERHEAD
-        + match command {
-            Command::Create(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
-            Command::SetData(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
-            Command::Multi { ops, .. } => ops.len() * OVERHEAD + ops.iter().map(multi_op_bytes).sum::<usize>(),
-            _ => 0,
-        }
-}
-
-fn multi_op_bytes(op: &engine::command::MultiOp) -> usize {
-    use engine::command::MultiOp;
-    match op {
-        MultiOp::Create(c) => c.data.as_ref().map_or(0, Vec::len) + c.path.len(),
-        MultiOp::SetData(s) => s.data.as_ref().map_or(0, Vec::len) + s.path.len(),
-        MultiOp::Delete(d) => d.path.len(),
-        MultiOp::Check { path, .. } => path.len(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! `s mod cores == core`, its WAL and the connections the kernel hands it (SO_REUSEPORT).
 //! See docs/architecture.md for the threads and the path of a read and of a write.
 
+mod commit;
 pub mod conn;
 pub mod core;
 pub mod cut;
@@ -175,7 +176,7 @@ async fn run_core(
     if core_id == 0 {
         core.send_root_acl();
     }
-    glommio::spawn_local(core.clone().commit_loop(wal, write_rx)).detach();
+    glommio::spawn_local(commit::commit_loop(core.clone(), wal, write_rx)).detach();
     glommio::spawn_local(core.clone().reap_loop()).detach();
     glommio::spawn_local(core.clone().touch_loop()).detach();
     if core_id == 0 {

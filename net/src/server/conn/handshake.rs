@@ -1,0 +1,101 @@
+//! The session handshake of a connection: opening a new session in every shard or checking a
+//! reconnect's session and password, and the ConnectResponse (granted, or refused and closed).
+
+use super::slots::Kind;
+use super::Conn;
+use crate::jute::{self, ConnectRequest, ConnectResponse};
+use crate::server::msg::*;
+use engine::command::Command;
+use engine::types::{SessionId, Zxid};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handshake {
+    Pending,
+    Granted,
+    Refused,
+}
+
+impl Conn {
+    /// True until the session handshake is answered: like ZooKeeper, the server reads no
+    /// request of a connection whose session is not yet validated.
+    pub fn awaiting_handshake(&self) -> bool {
+        self.handshake.get() == Handshake::Pending
+    }
+
+    /// Starts the session handshake: a new session is opened in every shard; a reconnect is
+    /// checked against the session table.
+    pub fn start_handshake(&self, request: &ConnectRequest) {
+        let timeout_ms = self.core.config.negotiate_timeout_ms(request.timeout_ms);
+        if request.session_id == 0 {
+            let session = self.core.new_session_id();
+            let passwd = random_passwd();
+            self.session.set(session);
+            self.timeout_ms.set(timeout_ms);
+            // Tracked before it exists anywhere, so a session whose client vanishes before the
+            // handshake ends still expires (and its ephemerals with it).
+            self.core.send(0, Msg::SessionAttached { session, timeout_ms, conn: self.id, create: true });
+            let ops = (0..self.shard_count())
+                .map(|shard| {
+                    let command = Command::CreateSession { session, timeout_ms, passwd: passwd.clone() };
+                    (shard, ShardOp::Write(command))
+                })
+                .collect();
+            self.submit(0, Kind::Connect { session, passwd }, ops);
+        } else {
+            self.session.set(request.session_id);
+            let check = ShardOp::CheckSession { passwd: request.passwd.clone() };
+            let kind = Kind::Connect { session: request.session_id, passwd: request.passwd.clone() };
+            self.submit(0, kind, vec![(0, check)]);
+        }
+    }
+
+    pub(super) fn finish_connect(
+        &self,
+        session: SessionId,
+        passwd: Vec<u8>,
+        parts: &[Option<(Zxid, ReplyBody)>],
+    ) -> (Vec<u8>, bool) {
+        let granted = parts
+            .iter()
+            .all(|part| matches!(part, Some((_, ReplyBody::Write(Ok(_)))) | Some((_, ReplyBody::Session(Some(_))))));
+        let stored_timeout = parts.iter().find_map(|part| match part {
+            Some((_, ReplyBody::Session(Some(timeout)))) => Some(*timeout),
+            _ => None,
+        });
+        let mut frame = Vec::new();
+        if !granted {
+            // ZooKeeper's answer to an expired or unknown session: timeout 0, then close.
+            let refused = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: 0,
+                session_id: 0,
+                passwd: vec![0; 16],
+                read_only: false,
+            };
+            jute::encode_connect_response(&mut frame, &refused);
+            tracing::info!(session = format!("{session:#x}"), "refused session: expired or wrong password");
+            self.handshake.set(Handshake::Refused);
+            return (frame, true);
+        }
+        self.handshake.set(Handshake::Granted);
+        if let Some(timeout_ms) = stored_timeout {
+            // A reconnect: the session tracker re-checks that it did not expire meanwhile.
+            self.timeout_ms.set(timeout_ms);
+            self.core.send(0, Msg::SessionAttached { session, timeout_ms, conn: self.id, create: false });
+        }
+        let timeout_ms = self.timeout_ms.get();
+        let response =
+            ConnectResponse { protocol_version: 0, timeout_ms, session_id: session, passwd, read_only: false };
+        jute::encode_connect_response(&mut frame, &response);
+        (frame, false)
+    }
+}
+
+/// 16 random bytes from the kernel: the session password a reconnect must present.
+fn random_passwd() -> Vec<u8> {
+    let mut passwd = vec![0u8; 16];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(passwd.as_mut_ptr().cast(), passwd.len(), 0) };
+    assert_eq!(n, 16, "getrandom failed to produce a session password");
+    passwd
+}

@@ -1,0 +1,344 @@
+//! The reply queue of a connection: one slot per request in arrival order, filled by the
+//! shards' reply parts; complete slots at the head are encoded into the output, so replies
+//! leave in request order. Also the holding of requests behind writes in flight to another
+//! shard, and the zxid a reply carries.
+
+use super::events::PendingEvent;
+use super::merge::merge;
+use super::{Conn, Parts};
+use crate::jute::{self, ReplyHeader, Response};
+use crate::server::metrics::RequestClass;
+use crate::server::msg::*;
+use engine::command::ShardId;
+use engine::types::{SessionId, Zxid};
+use engine::ZkError;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// How a slot's parts become one reply.
+pub(super) enum Kind {
+    /// A request answered by one shard; the opcode says how to encode it.
+    Op(i32),
+    /// A read of "/" gathered from every shard (part i = shard i) and merged.
+    Root(i32),
+    /// setACL("/"): checked and applied by shard 0 (part 0) first; when it succeeds the other
+    /// shards copy the ACL (`CopyRootAcl`, parts 1..) before the reply leaves.
+    RootAcl {
+        opcode: i32,
+        acl: Vec<engine::types::Acl>,
+    },
+    /// setACL("/") once every shard has it; shard 0 answers.
+    Broadcast(i32),
+    Sync(String),
+    /// multi: the opcode of each op (create vs create2 results differ).
+    Multi(Vec<i32>),
+    /// multiRead: part i answers op i.
+    MultiRead,
+    Ephemerals,
+    /// checkWatches/removeWatches of "/": fine if any shard had the watch.
+    AnyWatch,
+    /// setWatches: done when every part is.
+    Done,
+    /// addWatch: as `Done`, answered with ErrorResponse{0}.
+    AddWatch,
+    CloseSession,
+    Connect {
+        session: SessionId,
+        passwd: Vec<u8>,
+    },
+    /// Answered without asking a shard.
+    Ready {
+        err: i32,
+        response: Response,
+    },
+}
+
+pub(super) struct Slot {
+    pub(super) xid: i32,
+    pub(super) kind: Kind,
+    pub(super) parts: Parts,
+    pub(super) missing: usize,
+    pub(super) frame: Option<Vec<u8>>,
+    pub(super) close_after: bool,
+    /// The reply registers a one-shot child watch on "/" (armed when the reply leaves).
+    pub(super) arms_root_child_watch: bool,
+    /// Watch events that must leave right after this reply.
+    pub(super) events_after: Vec<PendingEvent>,
+    /// When the request's frame was read: its latency ends when the reply is encoded.
+    pub(super) started: Instant,
+}
+
+impl Slot {
+    pub(super) fn new(xid: i32, kind: Kind, part_count: usize) -> Slot {
+        Slot {
+            xid,
+            kind,
+            parts: (0..part_count).map(|_| None).collect(),
+            missing: part_count,
+            frame: None,
+            close_after: false,
+            arms_root_child_watch: false,
+            events_after: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// How the request counts in the latency figures (call before `finish` takes the parts):
+    /// an update if any part was a write, else a read; a connect handshake does not count.
+    fn latency_class(&self) -> Option<RequestClass> {
+        match self.kind {
+            Kind::Connect { .. } => None,
+            _ if self.parts.iter().flatten().any(|(_, body)| matches!(body, ReplyBody::Write(_))) => {
+                Some(RequestClass::Update)
+            }
+            _ => Some(RequestClass::Read),
+        }
+    }
+}
+
+/// Which shards the writes in flight of this connection go to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum WriteTarget {
+    Shard(ShardId),
+    Many,
+}
+
+/// Requests of one slot not sent yet (they wait for writes to another shard).
+pub(super) struct Held {
+    pub(super) requests: Vec<ShardRequest>,
+    pub(super) write_target: Option<WriteTarget>,
+}
+
+impl Conn {
+    pub(super) fn arm_root_child_watch_at(&self, seq: u64) {
+        let index = (seq - self.base_seq.get()) as usize;
+        if let Some(slot) = self.slots.borrow_mut().get_mut(index) {
+            slot.arms_root_child_watch = true;
+        }
+    }
+
+    pub(super) fn push_slot(&self, slot: Slot) -> u64 {
+        let mut slots = self.slots.borrow_mut();
+        let seq = self.base_seq.get() + slots.len() as u64;
+        slots.push_back(slot);
+        seq
+    }
+
+    /// Queues a reply that needs no shard.
+    pub(super) fn ready(&self, xid: i32, err: i32, response: Response) {
+        self.push_slot(Slot::new(xid, Kind::Ready { err, response }, 0));
+        self.pump();
+    }
+
+    /// Queues the slot that gathers the answers of one part per (shard, op), and sends the
+    /// parts unless they must wait for writes in flight (see the module doc). Returns its seq.
+    pub(super) fn submit(&self, xid: i32, kind: Kind, ops: Vec<(ShardId, ShardOp)>) -> u64 {
+        assert!(!ops.is_empty(), "a submitted request goes to at least one shard");
+        let seq = self.push_slot(Slot::new(xid, kind, ops.len()));
+        let write_target = write_target_of(&ops);
+        let auth = self.caller_auth();
+        let requests = ops
+            .into_iter()
+            .enumerate()
+            .map(|(part, (shard, op))| ShardRequest {
+                shard,
+                conn: self.id,
+                seq,
+                part: part as u32,
+                session: self.session.get(),
+                auth: auth.clone(),
+                op,
+            })
+            .collect();
+        let held = Held { requests, write_target };
+        if self.held.borrow().is_empty() && self.may_send(write_target) {
+            self.send_now(held);
+        } else {
+            self.held.borrow_mut().push_back(held);
+        }
+        seq
+    }
+
+    fn may_send(&self, target: Option<WriteTarget>) -> bool {
+        match (target, self.write_target.get()) {
+            (None, _) | (Some(_), None) => true,
+            (Some(WriteTarget::Shard(new)), Some(WriteTarget::Shard(in_flight))) => new == in_flight,
+            _ => false,
+        }
+    }
+
+    pub(super) fn send_now(&self, held: Held) {
+        if let Some(target) = held.write_target {
+            self.write_target.set(Some(target));
+            self.write_parts_in_flight.set(self.write_parts_in_flight.get() + held.requests.len());
+        }
+        for request in held.requests {
+            self.core.send_to_shard(request);
+        }
+    }
+
+    /// A write part came back: once no write is in flight, held requests go out in order.
+    fn write_part_done(&self) {
+        let in_flight = self.write_parts_in_flight.get();
+        assert!(in_flight > 0, "a write reply without a write in flight");
+        self.write_parts_in_flight.set(in_flight - 1);
+        if in_flight > 1 {
+            return;
+        }
+        self.write_target.set(None);
+        loop {
+            let next = {
+                let mut held = self.held.borrow_mut();
+                match held.front() {
+                    Some(front) if self.may_send(front.write_target) => held.pop_front(),
+                    _ => None,
+                }
+            };
+            match next {
+                Some(held) => self.send_now(held),
+                None => break,
+            }
+        }
+    }
+
+    pub fn on_reply(&self, reply: Reply) {
+        let is_write = matches!(reply.body, ReplyBody::Write(_));
+        {
+            let mut slots = self.slots.borrow_mut();
+            let Some(index) = reply.seq.checked_sub(self.base_seq.get()) else {
+                tracing::error!(conn = self.id, seq = reply.seq, "reply for a slot already sent; dropped");
+                return;
+            };
+            let Some(part) = slots.get_mut(index as usize).and_then(|slot| slot.parts.get_mut(reply.part as usize))
+            else {
+                tracing::error!(conn = self.id, seq = reply.seq, part = reply.part, "reply for no slot; dropped");
+                return;
+            };
+            if part.is_some() {
+                tracing::error!(conn = self.id, seq = reply.seq, part = reply.part, "second reply for a part; dropped");
+                return;
+            }
+            *part = Some((reply.zxid, reply.body));
+            let slot = &mut slots[index as usize];
+            slot.missing -= 1;
+            if let Kind::RootAcl { .. } = slot.kind {
+                // Sent before this write part counts as done, so no write held behind it slips
+                // in between the two stages.
+                self.copy_root_acl(reply.seq, slot);
+            }
+            if let Some(last) = self.last_reply_seq.borrow_mut().get_mut(reply.shard as usize) {
+                *last = Some(reply.seq);
+            }
+        }
+        if is_write {
+            self.write_part_done();
+        }
+        self.pump();
+    }
+
+    /// Encodes complete slots at the head of the queue into the output buffer.
+    pub(super) fn pump(&self) {
+        let mut wrote = false;
+        loop {
+            let mut slots = self.slots.borrow_mut();
+            let Some(front) = slots.front_mut() else { break };
+            if front.missing > 0 {
+                break;
+            }
+            let mut slot = slots.pop_front().expect("front exists");
+            let held_floor = self.held_event_floor(&slot, &slots);
+            drop(slots);
+            self.base_seq.set(self.base_seq.get() + 1);
+            let class = slot.latency_class();
+            let frame = self.finish(&mut slot, held_floor);
+            self.out.borrow_mut().extend_from_slice(&frame);
+            if let Some(class) = class {
+                self.core.metrics.borrow_mut().record_request(class, slot.started.elapsed());
+            }
+            self.check_output_bound();
+            self.sent.set(self.sent.get() + 1);
+            if slot.arms_root_child_watch {
+                self.root_child_watch_armed.set(true);
+            }
+            self.held_events.set(self.held_events.get() - slot.events_after.len());
+            for event in slot.events_after.drain(..) {
+                self.emit_event(event);
+            }
+            wrote = true;
+            if slot.close_after {
+                self.close("closed after reply");
+            }
+        }
+        if wrote {
+            let _ = self.writer_wake.try_send(());
+            let _ = self.space_wake.try_send(());
+        }
+    }
+
+    /// The lowest zxid of the events that will leave after the reply of `slot` (held in it or
+    /// in a later slot), if any.
+    fn held_event_floor(&self, slot: &Slot, later: &VecDeque<Slot>) -> Option<Zxid> {
+        if self.held_events.get() == 0 {
+            return None;
+        }
+        std::iter::once(slot).chain(later.iter()).flat_map(|s| s.events_after.iter()).map(|e| e.zxid).min()
+    }
+
+    /// The zxid a reply carries: the node-wide watermark (every event at or below it is
+    /// already here), and below every event still held behind this reply, so a client's
+    /// lastZxidSeen never passes an event it has not received (setWatches after a reconnect
+    /// relies on it).
+    fn reply_zxid(&self, held_floor: Option<Zxid>) -> Zxid {
+        let watermark = self.core.watermark();
+        match held_floor {
+            Some(floor) => watermark.min(floor - 1),
+            None => watermark,
+        }
+    }
+
+    fn finish(&self, slot: &mut Slot, held_floor: Option<Zxid>) -> Vec<u8> {
+        if let Some(frame) = slot.frame.take() {
+            return frame;
+        }
+        let zxid = self.reply_zxid(held_floor);
+        self.last_zxid.set(zxid);
+        let kind = std::mem::replace(&mut slot.kind, Kind::Done);
+        let (err, response) = match kind {
+            Kind::Connect { session, passwd, .. } => {
+                let (frame, close) = self.finish_connect(session, passwd, &slot.parts);
+                slot.close_after = close;
+                return frame;
+            }
+            Kind::CloseSession => {
+                slot.close_after = true;
+                let closed_everywhere = slot.parts.iter().all(|p| matches!(p, Some((_, ReplyBody::Write(Ok(_))))));
+                if closed_everywhere {
+                    self.core.send(0, Msg::SessionClosed { session: self.session.get() });
+                    (0, Response::Empty)
+                } else {
+                    // The session stays tracked, so it expires and its close is proposed again.
+                    (ZkError::SystemError.code(), Response::Empty)
+                }
+            }
+            Kind::Ready { err, response } => (err, response),
+            kind => match merge(kind, std::mem::take(&mut slot.parts)) {
+                Ok(response) => (0, response),
+                Err(e) => (e.code(), Response::Empty),
+            },
+        };
+        let mut frame = Vec::new();
+        jute::encode_reply(&mut frame, &ReplyHeader { xid: slot.xid, zxid, err }, &response);
+        frame
+    }
+}
+
+/// Where the write parts of a request go, if it writes.
+fn write_target_of(ops: &[(ShardId, ShardOp)]) -> Option<WriteTarget> {
+    if !ops.iter().any(|(_, op)| matches!(op, ShardOp::Write(_))) {
+        return None;
+    }
+    match ops {
+        [(shard, _)] => Some(WriteTarget::Shard(*shard)),
+        _ => Some(WriteTarget::Many),
+    }
+}
