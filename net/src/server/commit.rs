@@ -12,6 +12,8 @@
 //!   watermark (`watermark.rs`) relies on this order: the notifications of a batch MUST be
 //!   sent before its `Applied` message, and nothing may be promised while a batch has zxids
 //!   assigned but is not applied (`CommitQueue::applied_through` answers None meanwhile);
+//! - out, per batch, after that: `Core::serve_cut_waiters` (parts of gathered reads waiting
+//!   for this core to apply through their cut, `cut.rs`); `last_applied` tells how far it is;
 //! - zxids: assigned here (`next_zxid`), above every zxid this core assigned or promised;
 //! - a failed flush: `server::stop_on_wal_failure` (the batch is neither applied nor answered).
 
@@ -45,6 +47,8 @@ pub(super) struct CommitQueue {
     zxid_assigned: Cell<Zxid>,
     /// A batch has zxids assigned and is not applied yet: no promise beyond it.
     batch_in_flight: Cell<bool>,
+    /// The zxid of the last entry applied (a batch in flight has only higher ones).
+    last_applied: Cell<Zxid>,
 }
 
 impl CommitQueue {
@@ -55,6 +59,7 @@ impl CommitQueue {
             signal,
             zxid_assigned: Cell::new(last_zxid),
             batch_in_flight: Cell::new(false),
+            last_applied: Cell::new(last_zxid),
         }
     }
 
@@ -74,6 +79,11 @@ impl CommitQueue {
         let through = self.zxid_assigned.get().max(heard);
         self.zxid_assigned.set(through);
         Some(through)
+    }
+
+    /// Everything up to here is applied (whether or not a batch is in flight).
+    pub(super) fn last_applied(&self) -> Zxid {
+        self.last_applied.get()
     }
 
     /// zxid for a new entry: above every earlier one of this core (so of each of its shards)
@@ -138,10 +148,13 @@ async fn commit_batch(core: &Core, wal: &mut Wal, batch: Vec<PendingWrite>) {
     match flushed {
         Ok(_) => {
             for (request, entry) in entries {
+                // Set first: reads served while this entry applies see it applied.
+                queue.last_applied.set(entry.zxid);
                 core.apply_and_reply(request, entry);
             }
             queue.batch_in_flight.set(false);
             core.announce_applied();
+            core.serve_cut_waiters();
         }
         // The batch may or may not be on disk (fsyncgate): neither apply nor answer it.
         Err(error) => super::stop_on_wal_failure(core.id, &error, entries.len()),

@@ -5,6 +5,7 @@
 
 use super::commit::CommitQueue;
 use super::conn::Conn;
+use super::cut::PartStamp;
 use super::metrics::CoreMetrics;
 use super::msg::*;
 use super::role::Role;
@@ -74,6 +75,8 @@ pub struct Core {
     pub requests_total: Cell<u64>,
     /// The node-wide zxid watermark that replies carry (see `watermark.rs`).
     watermark: RefCell<Watermark>,
+    /// Parts of gathered reads waiting for this core to apply through their cut (`cut.rs`).
+    cut_waiters: RefCell<Vec<ShardRequest>>,
     /// Frames over max-request-bytes (their connections were closed): mntr's
     /// zk_large_requests_rejected.
     pub large_requests_rejected: Cell<u64>,
@@ -116,6 +119,7 @@ impl Core {
             metrics: RefCell::new(CoreMetrics::default()),
             requests_total: Cell::new(0),
             watermark: RefCell::new(Watermark::new(id, config.cores)),
+            cut_waiters: RefCell::new(Vec::new()),
             large_requests_rejected: Cell::new(0),
             config,
         }
@@ -204,6 +208,7 @@ impl Core {
                 }
             }
             Msg::DropConn { conn } => {
+                self.cut_waiters.borrow_mut().retain(|request| request.conn != conn);
                 for slot in self.shards.borrow_mut().values_mut() {
                     // Deferred reads of the connection would register watches nobody hears.
                     for queue in slot.deferred.values_mut() {
@@ -349,6 +354,9 @@ impl Core {
     }
 
     fn serve_read(&self, slot: &mut ShardSlot, request: ShardRequest) {
+        if let ShardOp::GatheredRead { .. } = request.op {
+            return self.serve_gathered_read(slot, request);
+        }
         let (body, notifications) = match &request.op {
             ShardOp::Read(op) => {
                 let caller = Caller { session: request.session, conn: request.conn, auth: &request.auth };
@@ -365,6 +373,7 @@ impl Core {
                 (ReplyBody::Session(timeout), Vec::new())
             }
             ShardOp::Write(_) => unreachable!("writes go through the commit loop"),
+            ShardOp::GatheredRead { .. } => unreachable!("served by serve_gathered_read"),
         };
         self.send_notifications(request.shard, notifications);
         self.reply(&request, slot.shard.last_zxid(), body);
@@ -383,9 +392,52 @@ impl Core {
         if request.conn == INTERNAL_CONN {
             return;
         }
-        let reply =
-            Reply { conn: request.conn, seq: request.seq, part: request.part, shard: request.shard, zxid, body };
+        self.reply_stamped(request, zxid, body, None);
+    }
+
+    fn reply_stamped(&self, request: &ShardRequest, zxid: Zxid, body: ReplyBody, stamp: Option<PartStamp>) {
+        if request.conn == INTERNAL_CONN {
+            return;
+        }
+        let (conn, seq, part, shard) = (request.conn, request.seq, request.part, request.shard);
+        let reply = Reply { conn, seq, part, shard, zxid, body, stamp };
         self.send(core_of_conn(request.conn), Msg::Reply(reply));
+    }
+
+    /// The zxid this core has applied everything through, and will assign nothing at or below,
+    /// if it is at least `at_least`: when idle it reserves up to `at_least`; while a batch is in
+    /// flight it is the last applied zxid.
+    fn valid_through(&self, at_least: Zxid) -> Option<Zxid> {
+        let through = self.commit.applied_through(at_least).unwrap_or_else(|| self.commit.last_applied());
+        (through >= at_least).then_some(through)
+    }
+
+    /// A part of a gathered read: answered with its moment, or parked until this core has
+    /// applied everything through what the other parts need (`cut.rs`).
+    fn serve_gathered_read(&self, slot: &mut ShardSlot, request: ShardRequest) {
+        let ShardOp::GatheredRead { op, valid_through_at_least } = &request.op else {
+            unreachable!("called for gathered reads")
+        };
+        let Some(valid_through) = self.valid_through(*valid_through_at_least) else {
+            self.cut_waiters.borrow_mut().push(request);
+            return;
+        };
+        let caller = Caller { session: request.session, conn: request.conn, auth: &request.auth };
+        let (result, notifications) = slot.shard.read(caller, op);
+        let changed = slot.shard.last_change_read_by(request.session, op);
+        self.send_notifications(request.shard, notifications);
+        let stamp = PartStamp { changed, valid_through };
+        self.reply_stamped(&request, slot.shard.last_zxid(), ReplyBody::Read(result), Some(stamp));
+    }
+
+    /// After a batch: the parked parts of gathered reads whose moment has come.
+    pub(super) fn serve_cut_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.cut_waiters.borrow_mut());
+        let mut shards = self.shards.borrow_mut();
+        for request in waiters {
+            let slot = shards.get_mut(&request.shard).expect("a parked part's shard lives here");
+            self.serve_gathered_read(slot, request);
+        }
     }
 
     /// Proposes a write the server makes itself (expiry, reaping); nobody waits for the reply.

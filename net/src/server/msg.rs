@@ -94,6 +94,13 @@ pub struct ShardRequest {
 
 pub enum ShardOp {
     Read(ReadOp),
+    /// One shard's part of a read gathered from every shard ("/", getEphemerals): answered
+    /// with a `PartStamp` (see `cut.rs`), once this core has applied everything through
+    /// `valid_through_at_least`.
+    GatheredRead {
+        op: ReadOp,
+        valid_through_at_least: Zxid,
+    },
     Write(Command),
     /// Answered once every earlier write of the session in this shard has applied.
     Sync,
@@ -110,6 +117,8 @@ pub struct Reply {
     pub shard: ShardId,
     pub zxid: Zxid,
     pub body: ReplyBody,
+    /// For a `GatheredRead`: the moment of this part.
+    pub stamp: Option<super::cut::PartStamp>,
 }
 
 pub enum ReplyBody {

@@ -232,8 +232,10 @@ impl Conn {
             Request::GetAcl { path } => self.read(xid, opcode, ReadOp::GetAcl { path }),
             Request::GetAllChildrenNumber { path } => self.read(xid, opcode, ReadOp::GetAllChildrenNumber { path }),
             Request::GetEphemerals { prefix } => {
-                let ops = self.all_shards(|_| ShardOp::Read(ReadOp::GetEphemerals { prefix: prefix.clone() }));
-                self.submit(xid, Kind::Ephemerals, ops);
+                let ops = (0..self.shard_count())
+                    .map(|shard| (shard, ReadOp::GetEphemerals { prefix: prefix.clone() }))
+                    .collect();
+                self.submit_gathered(xid, Kind::Ephemerals, ops);
             }
             Request::Sync { path } => {
                 let ops = self.owners_of(&path, |_| ShardOp::Sync);

@@ -45,18 +45,26 @@ impl Conn {
         }
         let child_watch =
             matches!(op, ReadOp::GetChildren { watch: true, .. } | ReadOp::GetChildren2 { watch: true, .. });
-        // Data/exists watches of "/" are registered in shard 0 only: its data changes in every
-        // shard at once, so one registration gives one event.
-        let ops = self.all_shards(|shard| {
-            let mut op = op.clone();
-            if shard != 0 {
-                if let ReadOp::Exists { watch, .. } | ReadOp::GetData { watch, .. } = &mut op {
-                    *watch = false;
+        // Data/exists watches of "/" are registered in shard 0 only: its data lives there.
+        let ops: Vec<(ShardId, ReadOp)> = (0..self.shard_count())
+            .map(|shard| {
+                let mut op = op.clone();
+                if shard != 0 {
+                    if let ReadOp::Exists { watch, .. } | ReadOp::GetData { watch, .. } = &mut op {
+                        *watch = false;
+                    }
                 }
-            }
-            ShardOp::Read(op)
-        });
-        let seq = self.submit(xid, Kind::Root(opcode), ops);
+                (shard, op)
+            })
+            .collect();
+        let seq = if let ReadOp::GetAllChildrenNumber { .. } = op {
+            // A sum of per-shard counts of the whole subtree, each exact at its own moment: any
+            // write anywhere changes it, so it is not held to a cut (docs/architecture.md).
+            let ops = ops.into_iter().map(|(shard, op)| (shard, ShardOp::Read(op))).collect();
+            self.submit(xid, Kind::Root(opcode), ops)
+        } else {
+            self.submit_gathered(xid, Kind::Root(opcode), ops)
+        };
         if child_watch {
             self.arm_root_child_watch_at(seq);
         }

@@ -7,9 +7,11 @@ use super::events::PendingEvent;
 use super::merge::merge;
 use super::{Conn, Parts};
 use crate::jute::{self, ReplyHeader, Response};
+use crate::server::cut::{check_cut, PartStamp};
 use crate::server::metrics::RequestClass;
 use crate::server::msg::*;
 use engine::command::ShardId;
+use engine::request::ReadOp;
 use engine::types::{SessionId, Zxid};
 use engine::ZkError;
 use std::collections::VecDeque;
@@ -66,6 +68,20 @@ pub(super) struct Slot {
     pub(super) events_after: Vec<PendingEvent>,
     /// When the request's frame was read: its latency ends when the reply is encoded.
     pub(super) started: Instant,
+    /// A read gathered from every shard: merged only at a consistent cut (`cut.rs`).
+    pub(super) gathered: Option<Gathered>,
+}
+
+/// How many times the lagging parts of a gathered read are asked again before the read is
+/// answered OPERATIONTIMEOUT (only continuous changes in every round get there).
+const CUT_ROUNDS_MAX: u32 = 64;
+
+/// The parts of a gathered read and their moments.
+pub(super) struct Gathered {
+    /// Per part: its shard and op, to ask again.
+    ops: Vec<(ShardId, ReadOp)>,
+    stamps: Vec<Option<PartStamp>>,
+    rounds: u32,
 }
 
 impl Slot {
@@ -80,6 +96,7 @@ impl Slot {
             arms_root_child_watch: false,
             events_after: Vec::new(),
             started: Instant::now(),
+            gathered: None,
         }
     }
 
@@ -221,6 +238,10 @@ impl Conn {
             *part = Some((reply.zxid, reply.body));
             let slot = &mut slots[index as usize];
             slot.missing -= 1;
+            if let Some(gathered) = slot.gathered.as_mut() {
+                gathered.stamps[reply.part as usize] = reply.stamp;
+                self.check_cut(reply.seq, slot);
+            }
             if let Kind::RootAcl { .. } = slot.kind {
                 // Sent before this write part counts as done, so no write held behind it slips
                 // in between the two stages.
@@ -234,6 +255,46 @@ impl Conn {
             self.write_part_done();
         }
         self.pump();
+    }
+
+    /// Sends the parts of a read gathered from every shard; returns the slot's seq.
+    pub(super) fn submit_gathered(&self, xid: i32, kind: Kind, ops: Vec<(ShardId, ReadOp)>) -> u64 {
+        let shard_ops = ops
+            .iter()
+            .map(|(shard, op)| (*shard, ShardOp::GatheredRead { op: op.clone(), valid_through_at_least: 0 }))
+            .collect();
+        let stamps = vec![None; ops.len()];
+        let seq = self.submit(xid, kind, shard_ops);
+        let index = (seq - self.base_seq.get()) as usize;
+        if let Some(slot) = self.slots.borrow_mut().get_mut(index) {
+            slot.gathered = Some(Gathered { ops, stamps, rounds: 0 });
+        }
+        seq
+    }
+
+    /// Once every part of a gathered read is in: if they do not share a moment, the lagging
+    /// parts are asked again for a moment at least as late as the others' (`cut::check_cut`).
+    fn check_cut(&self, seq: u64, slot: &mut Slot) {
+        let Some(gathered) = slot.gathered.as_mut().filter(|_| slot.missing == 0) else { return };
+        let stamps: Vec<PartStamp> =
+            gathered.stamps.iter().map(|s| s.expect("every part of a gathered read is stamped")).collect();
+        let Err(retry) = check_cut(&stamps) else { return };
+        gathered.rounds += 1;
+        if gathered.rounds > CUT_ROUNDS_MAX {
+            tracing::warn!(conn = self.id, rounds = gathered.rounds, "no consistent cut for a read of every shard");
+            slot.kind = Kind::Ready { err: ZkError::OperationTimeout.code(), response: Response::Empty };
+            return;
+        }
+        let auth = self.caller_auth();
+        for part in retry.parts {
+            slot.parts[part] = None;
+            gathered.stamps[part] = None;
+            slot.missing += 1;
+            let (shard, op) = gathered.ops[part].clone();
+            let op = ShardOp::GatheredRead { op, valid_through_at_least: retry.valid_through_at_least };
+            let (conn, session, auth) = (self.id, self.session.get(), auth.clone());
+            self.core.send_to_shard(ShardRequest { shard, conn, seq, part: part as u32, session, auth, op });
+        }
     }
 
     /// Encodes complete slots at the head of the queue into the output buffer.
