@@ -376,7 +376,7 @@ impl Core {
             ShardOp::GatheredRead { .. } => unreachable!("served by serve_gathered_read"),
         };
         self.send_notifications(request.shard, notifications);
-        self.reply(&request, slot.shard.last_zxid(), body);
+        self.reply(&request, body);
     }
 
     fn send_notifications(&self, shard: ShardId, notifications: Vec<engine::types::Notification>) {
@@ -388,19 +388,19 @@ impl Core {
         }
     }
 
-    fn reply(&self, request: &ShardRequest, zxid: Zxid, body: ReplyBody) {
+    fn reply(&self, request: &ShardRequest, body: ReplyBody) {
         if request.conn == INTERNAL_CONN {
             return;
         }
-        self.reply_stamped(request, zxid, body, None);
+        self.reply_stamped(request, body, None);
     }
 
-    fn reply_stamped(&self, request: &ShardRequest, zxid: Zxid, body: ReplyBody, stamp: Option<PartStamp>) {
+    fn reply_stamped(&self, request: &ShardRequest, body: ReplyBody, stamp: Option<PartStamp>) {
         if request.conn == INTERNAL_CONN {
             return;
         }
         let (conn, seq, part, shard) = (request.conn, request.seq, request.part, request.shard);
-        let reply = Reply { conn, seq, part, shard, zxid, body, stamp };
+        let reply = Reply { conn, seq, part, shard, body, stamp };
         self.send(core_of_conn(request.conn), Msg::Reply(reply));
     }
 
@@ -427,7 +427,7 @@ impl Core {
         let changed = slot.shard.last_change_read_by(request.session, op);
         self.send_notifications(request.shard, notifications);
         let stamp = PartStamp { changed, valid_through };
-        self.reply_stamped(&request, slot.shard.last_zxid(), ReplyBody::Read(result), Some(stamp));
+        self.reply_stamped(&request, ReplyBody::Read(result), Some(stamp));
     }
 
     /// After a batch: the parked parts of gathered reads whose moment has come.
@@ -462,7 +462,7 @@ impl Core {
         let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
         let applied = slot.shard.apply(&entry);
         self.send_notifications(entry.shard, applied.notifications);
-        self.reply(&request, entry.zxid, ReplyBody::Write(applied.result));
+        self.reply(&request, ReplyBody::Write(applied.result));
         self.finish_write(slot, request.session);
     }
 

@@ -115,7 +115,6 @@ pub struct Reply {
     pub seq: u64,
     pub part: u32,
     pub shard: ShardId,
-    pub zxid: Zxid,
     pub body: ReplyBody,
     /// For a `GatheredRead`: the moment of this part.
     pub stamp: Option<super::cut::PartStamp>,

@@ -6,7 +6,7 @@ use super::Conn;
 use crate::jute::{self, ConnectRequest, ConnectResponse};
 use crate::server::msg::*;
 use engine::command::Command;
-use engine::types::{SessionId, Zxid};
+use engine::types::SessionId;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Handshake {
@@ -53,13 +53,12 @@ impl Conn {
         &self,
         session: SessionId,
         passwd: Vec<u8>,
-        parts: &[Option<(Zxid, ReplyBody)>],
+        parts: &[Option<ReplyBody>],
     ) -> (Vec<u8>, bool) {
-        let granted = parts
-            .iter()
-            .all(|part| matches!(part, Some((_, ReplyBody::Write(Ok(_)))) | Some((_, ReplyBody::Session(Some(_))))));
+        let granted =
+            parts.iter().all(|part| matches!(part, Some(ReplyBody::Write(Ok(_))) | Some(ReplyBody::Session(Some(_)))));
         let stored_timeout = parts.iter().find_map(|part| match part {
-            Some((_, ReplyBody::Session(Some(timeout)))) => Some(*timeout),
+            Some(ReplyBody::Session(Some(timeout))) => Some(*timeout),
             _ => None,
         });
         let mut frame = Vec::new();

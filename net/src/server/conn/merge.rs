@@ -11,7 +11,7 @@ use engine::types::Stat;
 use engine::ZkError;
 
 fn take_bodies(parts: Parts) -> Vec<ReplyBody> {
-    parts.into_iter().map(|p| p.expect("every part answered").1).collect()
+    parts.into_iter().map(|p| p.expect("every part answered")).collect()
 }
 
 fn read_result(body: ReplyBody) -> Result<ReadResult, ZkError> {
@@ -177,7 +177,7 @@ mod tests {
     use engine::types::{Acl, Id};
 
     fn parts(bodies: Vec<ReplyBody>) -> Parts {
-        bodies.into_iter().enumerate().map(|(i, body)| Some((i as i64, body))).collect()
+        bodies.into_iter().map(Some).collect()
     }
 
     fn read(result: ReadResult) -> ReplyBody {

@@ -51,7 +51,8 @@ const OUTPUT_BYTES_MAX: usize = 64 << 20;
 
 /// The answers of a slot's parts (part i from the i-th shard it was sent to), with the zxid
 /// each came with.
-type Parts = Vec<Option<(Zxid, ReplyBody)>>;
+/// The answer of each part of a request, None until it arrives.
+type Parts = Vec<Option<ReplyBody>>;
 
 pub struct Conn {
     pub id: ConnId,

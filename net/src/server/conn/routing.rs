@@ -246,7 +246,7 @@ impl Conn {
             unreachable!("called for RootAcl slots")
         };
         slot.kind = Kind::Broadcast(opcode);
-        if !matches!(slot.parts[0], Some((_, ReplyBody::Write(Ok(_))))) {
+        if !matches!(slot.parts[0], Some(ReplyBody::Write(Ok(_)))) {
             return;
         }
         let auth = self.caller_auth();

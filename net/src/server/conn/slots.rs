@@ -105,7 +105,7 @@ impl Slot {
     fn latency_class(&self) -> Option<RequestClass> {
         match self.kind {
             Kind::Connect { .. } => None,
-            _ if self.parts.iter().flatten().any(|(_, body)| matches!(body, ReplyBody::Write(_))) => {
+            _ if self.parts.iter().flatten().any(|body| matches!(body, ReplyBody::Write(_))) => {
                 Some(RequestClass::Update)
             }
             _ => Some(RequestClass::Read),
@@ -235,7 +235,7 @@ impl Conn {
                 tracing::error!(conn = self.id, seq = reply.seq, part = reply.part, "second reply for a part; dropped");
                 return;
             }
-            *part = Some((reply.zxid, reply.body));
+            *part = Some(reply.body);
             let slot = &mut slots[index as usize];
             slot.missing -= 1;
             if let Some(gathered) = slot.gathered.as_mut() {
@@ -372,7 +372,7 @@ impl Conn {
             }
             Kind::CloseSession => {
                 slot.close_after = true;
-                let closed_everywhere = slot.parts.iter().all(|p| matches!(p, Some((_, ReplyBody::Write(Ok(_))))));
+                let closed_everywhere = slot.parts.iter().all(|p| matches!(p, Some(ReplyBody::Write(Ok(_)))));
                 if closed_everywhere {
                     self.core.send(0, Msg::SessionClosed { session: self.session.get() });
                     (0, Response::Empty)
