@@ -317,7 +317,7 @@ fn load(
     std::thread::spawn(move || {
         let mut raw = RawSession::connect(addr, 10000);
         assert_eq!(raw.create(&path, b"", 0).err, 0);
-        let value = vec![7u8; 900 << 10];
+        let value = vec![7u8; 256 << 10];
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
             assert_eq!(raw.set_data(&path, &value, -1).err, 0);

@@ -33,6 +33,6 @@ maxSessionTimeout=$max
 admin.enableServer=false
 extendedTypesEnabled=true
 CFG
-exec java -Xmx256m -Dzookeeper.root.logger=WARN,CONSOLE -Djute.maxbuffer="$maxbuf" \
+exec java -Xmx1g -Dzookeeper.root.logger=WARN,CONSOLE -Djute.maxbuffer="$maxbuf" \
   -Dznode.container.checkIntervalMs="$reap" -Dznode.container.minIntervalMs=0 -Dznode.container.maxPerMinute=100000 \
   -cp "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar" org.apache.zookeeper.server.quorum.QuorumPeerMain "$data/zoo.cfg"
