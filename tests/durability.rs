@@ -260,14 +260,20 @@ async fn ephemerals_of_dead_sessions_do_not_survive_restart_forever() {
     }
     let mut s = WarrenProcess::start(WarrenOpts::default());
     let root = format!("/{}", unique("ephrestart"));
-    let c = s.client_with(zk::Client::connector().with_session_timeout(std::time::Duration::from_millis(2000))).await;
-    c.create(&root, b"", &persistent()).await.unwrap();
-    c.create(&format!("{root}/e"), b"", &CreateMode::Ephemeral.with_acls(Acls::anyone_all())).await.unwrap();
+    // A raw session: it dies with the server's socket and never reconnects (a client library
+    // would come back and close its session, which tests nothing about expiry).
+    let mut owner = RawSession::connect(s.addr(), 2000);
+    assert_eq!(owner.create(&root, b"", 0).err, 0);
+    assert_eq!(owner.create(&format!("{root}/e"), b"", 1).err, 0, "ephemeral");
     s.kill9();
-    drop(c);
+    drop(owner);
     s.restart();
     let c = s.client().await;
     assert!(c.check_stat(&root).await.unwrap().is_some(), "persistent parent must survive");
+    assert!(
+        c.check_stat(&format!("{root}/e")).await.unwrap().is_some(),
+        "right after the restart the session still exists (it gets a full time-out to come back)"
+    );
     // The owner never comes back: its session must expire (ZooKeeper restores the session and
     // expires it one time-out after recovery), taking the ephemeral with it.
     let ok = warren_tests::wait_until_async(Duration::from_secs(30), || async {
