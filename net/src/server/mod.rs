@@ -235,12 +235,12 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashM
     };
     let (wal, recovered) = Wal::open(wal_config).await.map_err(|e| match e {
         WalError::Corrupt(_) => anyhow!(
-            "cannot open the WAL of core {core_id}: {e}\nrefusing to start: acknowledged writes follow the damage. \
+            "cannot open its WAL: {e}\nrefusing to start: acknowledged writes follow the damage. \
              Restore the data dir from a copy, or discard the damaged batch and everything after it in this \
              core's log with `warren wal-repair --data-dir {}` (see docs/operations.md, \"Damaged WAL\")",
             config.data_dir.display()
         ),
-        e => anyhow!("cannot open the WAL of core {core_id}: {e}"),
+        e => anyhow!("cannot open its WAL: {e}"),
     })?;
     let mut shards: AHashMap<ShardId, Shard> = (0..config.shards)
         .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
