@@ -463,3 +463,38 @@ fn ephemerals_listing_is_one_moment_across_cores() {
     }
     assert!(reads > 10, "the owner raced the deleter only {reads} times");
 }
+
+/// A client that lost its connection reattaches with lastZxidSeen and re-registers its watch
+/// with setWatches(relativeZxid = the last zxid it saw): a change made meanwhile in a shard on
+/// the other core (than the one that answered its last reads) must fire. (The race this guards
+/// against is `no_reply_zxid_overtakes_a_pending_watch_event_across_cores`; this is the
+/// reconnect itself, end to end, on Warren and on ZooKeeper.)
+#[test]
+fn set_watches_after_reconnect_fires_for_a_change_on_another_core() {
+    const SHARDS: u16 = 8;
+    let s = WarrenProcess::start(WarrenOpts::default().cores(2).shards(SHARDS as u32));
+    let (on_core0, on_core1) = names_on_each_core(&unique("rewatch"), SHARDS);
+    let (read_path, watched) = (format!("/{on_core0}"), format!("/{on_core1}"));
+    let mut client = RawSession::connect(s.addr(), 10000);
+    assert_eq!(client.create(&read_path, b"", 0).err, 0);
+    assert_eq!(client.create(&watched, b"", 0).err, 0);
+    let mut writer = RawSession::connect(s.addr(), 10000);
+    for _ in 0..20 {
+        assert_eq!(writer.set_data(&read_path, b"busy", -1).err, 0);
+    }
+    assert_eq!(client.get_data(&watched, true).err, 0, "data watch on the other core's node");
+    let mut last_zxid = 0;
+    for _ in 0..5 {
+        let reply = client.get_data(&read_path, false);
+        assert_eq!(reply.err, 0);
+        last_zxid = last_zxid.max(reply.zxid);
+    }
+    let (session, password) = (client.session_id, client.password.clone());
+    drop(client);
+    assert_eq!(writer.set_data(&watched, b"changed while away", -1).err, 0);
+    let mut back = RawSession::reattach(s.addr(), session, &password, last_zxid);
+    let set_watches = Jute::new().i64(last_zxid).i32(1).str(&watched).i32(0).i32(0);
+    assert_eq!(back.call(op::SET_WATCHES, set_watches).err, 0);
+    let event = back.wait_event(Duration::from_secs(10)).expect("the change made while away fires the watch");
+    assert_eq!((event.event_type, event.path.as_str()), (3, watched.as_str()), "NodeDataChanged");
+}

@@ -541,6 +541,7 @@ pub mod op {
     pub const SET_DATA: i32 = 5;
     pub const GET_ACL: i32 = 6;
     pub const SET_ACL: i32 = 7;
+    pub const SET_WATCHES: i32 = 101;
     pub const GET_CHILDREN: i32 = 8;
     pub const SYNC: i32 = 9;
     pub const PING: i32 = 11;
@@ -804,6 +805,22 @@ impl RawSession {
         let session_id = r.i64();
         let password = r.buf().unwrap_or_default();
         assert!(negotiated > 0, "server refused the session (timeout {negotiated})");
+        RawSession { stream: s, session_id, timeout_ms: negotiated, password, next_xid: 1, events: Vec::new() }
+    }
+
+    /// Reattaches to an existing session on a new connection, as a client does after losing
+    /// its connection: ConnectRequest with the session id, password and last zxid seen.
+    pub fn reattach(addr: SocketAddr, session_id: i64, password: &[u8], last_zxid_seen: i64) -> RawSession {
+        let mut s = raw_socket(addr);
+        let req = Jute::new().i32(0).i64(last_zxid_seen).i32(10000).i64(session_id).buf(password).bool(false);
+        s.write_all(&req.framed()).expect("send ConnectRequest");
+        let resp = read_frame(&mut s).expect("read ConnectResponse");
+        let mut r = JuteReader::new(&resp);
+        let _proto = r.i32();
+        let negotiated = r.i32();
+        assert!(negotiated > 0, "server refused to reattach session {session_id:#x}");
+        assert_eq!(r.i64(), session_id, "the same session");
+        let password = r.buf().unwrap_or_default();
         RawSession { stream: s, session_id, timeout_ms: negotiated, password, next_xid: 1, events: Vec::new() }
     }
 
