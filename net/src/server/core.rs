@@ -80,6 +80,10 @@ pub struct Core {
     /// Frames over max-request-bytes (their connections were closed): mntr's
     /// zk_large_requests_rejected.
     pub large_requests_rejected: Cell<u64>,
+    /// Parts of gathered reads asked again for a consistent cut (`cut.rs`), and gathered reads
+    /// answered OPERATIONTIMEOUT for finding none.
+    pub gathered_read_retries: Cell<u64>,
+    pub gathered_read_timeouts: Cell<u64>,
 }
 
 /// Microseconds since the Unix epoch.
@@ -121,6 +125,8 @@ impl Core {
             watermark: RefCell::new(Watermark::new(id, config.cores)),
             cut_waiters: RefCell::new(Vec::new()),
             large_requests_rejected: Cell::new(0),
+            gathered_read_retries: Cell::new(0),
+            gathered_read_timeouts: Cell::new(0),
             config,
         }
     }
@@ -564,6 +570,8 @@ impl Core {
             metrics: self.metrics.borrow().clone(),
             requests_total: self.requests_total.get(),
             large_requests_rejected: self.large_requests_rejected.get(),
+            gathered_read_retries: self.gathered_read_retries.get(),
+            gathered_read_timeouts: self.gathered_read_timeouts.get(),
             live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),
             ..CoreStats::default()
         };

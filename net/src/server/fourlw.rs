@@ -54,6 +54,8 @@ struct Totals {
     data_bytes: u64,
     sessions: u64,
     large_requests_rejected: u64,
+    gathered_read_retries: u64,
+    gathered_read_timeouts: u64,
     metrics: CoreMetrics,
 }
 
@@ -71,6 +73,8 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         data_bytes: 0,
         sessions: 0,
         large_requests_rejected: 0,
+        gathered_read_retries: 0,
+        gathered_read_timeouts: 0,
         metrics: CoreMetrics::default(),
     };
     for core in stats {
@@ -81,6 +85,8 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.sessions += core.live_sessions;
         t.metrics.merge(&core.metrics);
         t.large_requests_rejected += core.large_requests_rejected;
+        t.gathered_read_retries += core.gathered_read_retries;
+        t.gathered_read_timeouts += core.gathered_read_timeouts;
         for (_, shard, zxid) in &core.shards {
             t.zxid = t.zxid.max(*zxid);
             // Every shard has its own local "/"; the root is counted once, below.
@@ -155,6 +161,8 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("zk_open_file_descriptor_count", fds.to_string()),
         ("zk_global_sessions", t.sessions.to_string()),
         ("zk_large_requests_rejected", t.large_requests_rejected.to_string()),
+        ("warren_gathered_read_retries", t.gathered_read_retries.to_string()),
+        ("warren_gathered_read_timeouts", t.gathered_read_timeouts.to_string()),
         ("warren_cores", core.cores().to_string()),
         ("warren_shards", core.config.shards.to_string()),
     ]

@@ -141,6 +141,8 @@ pub struct CoreStats {
     pub metrics: CoreMetrics,
     pub requests_total: u64,
     pub large_requests_rejected: u64,
+    pub gathered_read_retries: u64,
+    pub gathered_read_timeouts: u64,
     pub outstanding_requests: u64,
     pub live_sessions: u64,
 }

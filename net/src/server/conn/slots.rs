@@ -281,10 +281,12 @@ impl Conn {
         let Err(retry) = check_cut(&stamps) else { return };
         gathered.rounds += 1;
         if gathered.rounds > CUT_ROUNDS_MAX {
+            bump(&self.core.gathered_read_timeouts, 1);
             tracing::warn!(conn = self.id, rounds = gathered.rounds, "no consistent cut for a read of every shard");
             slot.kind = Kind::Ready { err: ZkError::OperationTimeout.code(), response: Response::Empty };
             return;
         }
+        bump(&self.core.gathered_read_retries, retry.parts.len() as u64);
         let auth = self.caller_auth();
         for part in retry.parts {
             slot.parts[part] = None;
@@ -402,4 +404,8 @@ fn write_target_of(ops: &[(ShardId, ShardOp)]) -> Option<WriteTarget> {
         [(shard, _)] => Some(WriteTarget::Shard(*shard)),
         _ => Some(WriteTarget::Many),
     }
+}
+
+fn bump(counter: &std::cell::Cell<u64>, by: u64) {
+    counter.set(counter.get() + by);
 }
