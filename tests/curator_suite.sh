@@ -23,48 +23,15 @@ for jar in ${classpath//:/ }; do
 done
 command -v javac >/dev/null || { echo "curator_suite: javac missing (run scripts/setup.sh)" >&2; exit 1; }
 
-tmp="$(mktemp -d -t warren-curator-XXXXXX)"
-pid=""
-cleanup() {
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+suite=curator_suite
+# shellcheck source=tests/server.sh
+source "$repo/tests/server.sh"
 
 echo "curator_suite: compiling tests/java"
 javac -nowarn --release 17 -cp "$classpath" -d "$tmp/classes" "$repo"/tests/java/*.java
 
-fourlw() { # host port word → answer (bounded)
-  timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf %s "$3" >&3; cat <&3' _ "$1" "$2" "$3" 2>/dev/null || true
-}
-
-if [[ -n "${ZK_TEST_SERVER:-}" ]]; then
-  server="$ZK_TEST_SERVER"
-else
-  [[ -x "$warren" ]] || { echo "curator_suite: $warren missing (cargo build --release --bins)" >&2; exit 1; }
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  "$warren" start --host 127.0.0.1 --port "$port" --data-dir "$tmp/data" --cores 2 \
-    --min-session-timeout 1000 --max-session-timeout 40000 --reap-interval-ms "$REAP_INTERVAL_MS" \
-    >"$tmp/server.log" 2>&1 &
-  pid=$!
-  server="127.0.0.1:$port"
-  ready=""
-  for _ in $(seq 1 300); do # 30 s (ZooKeeper's JVM takes a few seconds)
-    if [[ "$(fourlw 127.0.0.1 "$port" ruok)" == imok* ]]; then ready=1; break; fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ -z "$ready" ]]; then
-    echo "curator_suite: server not ready on $server" >&2
-    tail -50 "$tmp/server.log" >&2 || true
-    exit 1
-  fi
-fi
+start_server 30 --cores 2 --min-session-timeout 1000 --max-session-timeout 40000 \
+  --reap-interval-ms "$REAP_INTERVAL_MS"
 
 echo "curator_suite: running against $server ($warren)"
 set +e
@@ -80,7 +47,7 @@ if [[ -n "$pid" ]]; then
   fi
   if [[ $rc != 0 ]]; then
     echo "curator_suite: last lines of the server log:" >&2
-    tail -30 "$tmp/server.log" >&2 || true
+    tail -30 "$server_log" >&2 || true
   fi
 fi
 exit $rc

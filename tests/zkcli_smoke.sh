@@ -11,43 +11,10 @@ warren="${WARREN_BIN:-$repo/target/release/warren}"
 zkcli="${ZKCLI:-/usr/share/zookeeper/bin/zkCli.sh}"
 [[ -x "$zkcli" ]] || { echo "zkcli_smoke: $zkcli missing (run scripts/setup.sh)" >&2; exit 1; }
 
-tmp="$(mktemp -d -t warren-zkcli-XXXXXX)"
-pid=""
-cleanup() {
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-fourlw() { # host port word → answer (bounded)
-  timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf %s "$3" >&3; cat <&3' _ "$1" "$2" "$3" 2>/dev/null || true
-}
-
-if [[ -n "${ZK_TEST_SERVER:-}" ]]; then
-  server="$ZK_TEST_SERVER"
-else
-  [[ -x "$warren" ]] || { echo "zkcli_smoke: $warren missing (cargo build --release --bins)" >&2; exit 1; }
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  "$warren" start --host 127.0.0.1 --port "$port" --data-dir "$tmp/data" --cores 1 >"$tmp/warren.log" 2>&1 &
-  pid=$!
-  server="127.0.0.1:$port"
-  ready=""
-  for _ in $(seq 1 200); do # 20 s
-    if [[ "$(fourlw 127.0.0.1 "$port" ruok)" == imok* ]]; then ready=1; break; fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ -z "$ready" ]]; then
-    echo "zkcli_smoke: warren not ready on $server" >&2
-    tail -50 "$tmp/warren.log" >&2 || true
-    exit 1
-  fi
-fi
+suite=zkcli_smoke
+# shellcheck source=tests/server.sh
+source "$repo/tests/server.sh"
+start_server 20 --cores 1
 
 node="/zkcli-smoke-$$-$RANDOM"
 failures=0
@@ -111,7 +78,7 @@ cli ls "$node"
 check "deleteall removed the tree" "$tmp/out" "Node does not exist"
 
 if [[ -n "$pid" ]]; then
-  kill -0 "$pid" 2>/dev/null && echo "ok   - warren still running" || { echo "FAIL - warren died" >&2; tail -50 "$tmp/warren.log" >&2; failures=$((failures + 1)); }
+  kill -0 "$pid" 2>/dev/null && echo "ok   - warren still running" || { echo "FAIL - warren died" >&2; tail -50 "$server_log" >&2; failures=$((failures + 1)); }
 fi
 if (( failures > 0 )); then
   echo "zkcli_smoke: $failures check(s) failed" >&2

@@ -1,0 +1,51 @@
+# Sourced by the script suites (zkcli_smoke.sh, curator_suite.sh): a temp dir, the server they
+# start on a free loopback port (or ZK_TEST_SERVER, started by someone else), and an exit trap
+# that stops only the server they started and removes the temp dir.
+# Needs: $suite (name in messages), $warren (the binary). Sets: $tmp, $server_log, and after
+# start_server: $server (host:port) and $pid (empty for ZK_TEST_SERVER).
+
+tmp="$(mktemp -d -t "warren-$suite-XXXXXX")"
+server_log="$tmp/server.log"
+pid=""
+cleanup() {
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fourlw() { # host port word → answer (bounded)
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf %s "$3" >&3; cat <&3' _ "$1" "$2" "$3" 2>/dev/null || true
+}
+
+# start_server READY_SECONDS [warren start flags...]: starts $warren and waits for `imok`
+# (ZooKeeper's JVM behind tests/zk_as_warren.sh takes a few seconds).
+start_server() {
+  local ready_seconds="$1"
+  shift
+  if [[ -n "${ZK_TEST_SERVER:-}" ]]; then
+    server="$ZK_TEST_SERVER"
+    return
+  fi
+  [[ -x "$warren" ]] || { echo "$suite: $warren missing (cargo build --release --bins)" >&2; exit 1; }
+  local port
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  "$warren" start --host 127.0.0.1 --port "$port" --data-dir "$tmp/data" "$@" >"$server_log" 2>&1 &
+  pid=$!
+  server="127.0.0.1:$port"
+  local ready="" tenths
+  for ((tenths = 0; tenths < ready_seconds * 10; tenths++)); do
+    if [[ "$(fourlw 127.0.0.1 "$port" ruok)" == imok* ]]; then ready=1; break; fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z "$ready" ]]; then
+    echo "$suite: server not ready on $server" >&2
+    tail -50 "$server_log" >&2 || true
+    exit 1
+  fi
+}
