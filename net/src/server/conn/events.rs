@@ -48,7 +48,7 @@ impl Conn {
 
     fn accept_root_event(&self, shard: ShardId, event: EventType) -> bool {
         match event {
-            // setData("/") applies in every shard; shard 0 speaks for "/".
+            // The data of "/" lives in shard 0 (its data watches are registered there alone).
             EventType::NodeDataChanged => shard == 0,
             EventType::NodeChildrenChanged => {
                 if self.root_persistent_watch.get() {
