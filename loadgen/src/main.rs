@@ -131,7 +131,9 @@ struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Open loop: offer this many ops/s in total (e.g. 20k), latency measured from each op's
-    /// intended send time (no coordinated omission); without it, closed loop
+    /// intended send time (no coordinated omission); every op due before --duration ends is
+    /// sent and counted; offered vs achieved rate and send lag are reported. Without it,
+    /// closed loop
     #[arg(long, value_parser = parse_count)]
     rate: Option<u64>,
     /// Operations to run first, unmeasured, with the same settings (e.g. 10k)
@@ -341,6 +343,11 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         eprintln!("loadgen: interrupted after {} ops", stats.total_count());
     }
     print_summary(&stats, elapsed, loadgen_cpu, cli.mix.percent[OpKind::Watch.index()] > 0);
+    let open_loop =
+        cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, stats.total_count(), elapsed));
+    if let Some(o) = &open_loop {
+        println!("{}", o.line());
+    }
     let summary = Summary {
         run_id: &run_id,
         settings: &settings,
@@ -351,7 +358,11 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         interrupted,
         loadgen_cpu,
     };
-    let path = report::write_results(&cli.results_dir, &run_id, report::summary_json(&summary), &stats)?;
+    let mut json = report::summary_json(&summary);
+    if let Some(o) = &open_loop {
+        json["open_loop"] = o.json();
+    }
+    let path = report::write_results(&cli.results_dir, &run_id, json, &stats)?;
     println!("results: {}", path.display());
     Ok(())
 }

@@ -117,3 +117,57 @@ fn closed_loop_against_the_canned_server_has_no_errors() {
         assert!(v["ops"][kind]["count"].as_u64().unwrap() > 0, "{kind} never ran: {v}");
     }
 }
+
+/// The server stops answering for 200 ms when request 1900 of 2000 arrives, about 50 ms
+/// before the deadline. Latency counts from intended send times, so the stall is in the
+/// percentiles; the ops due between the stall and the deadline go out late but are counted.
+#[test]
+fn open_loop_sees_a_server_stall_and_counts_the_ops_due_during_it() {
+    let server = Canned::start(&["--stall-ms-at", "1900:200"]);
+    let results = tempfile::tempdir().unwrap();
+    // Requests: exists("/") before timing (no preload), then 2 sessions x 1000 ops due in 1 s.
+    let args = [
+        "--servers",
+        &server.addr,
+        "--rate",
+        "2k",
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+        "--pipeline",
+        "16",
+        "--no-preload",
+        "--mix",
+        "100r",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    let out = loadgen(&args, Duration::from_secs(60));
+    let v = only_result(results.path());
+    let stall_us = 200_000;
+    assert_eq!(v["total"]["count"], 2000, "ops due before the deadline were dropped: {v}");
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+    assert!(v["total"]["max_us"].as_u64().unwrap() >= stall_us, "{v}");
+    // The 100 ops due from the stall to the deadline all waited for its end (>= 150 ms).
+    assert!(v["total"]["p99_9_us"].as_u64().unwrap() >= 150_000, "{v}");
+    let o = &v["open_loop"];
+    assert_eq!(o["offered_ops_s"], 2000.0, "{v}");
+    assert!(o["achieved_ops_s"].as_f64().unwrap() > 0.0, "{v}");
+    // 16 per session in flight at the stall, the rest of the due ops queued behind them.
+    assert!(o["send_lag_max_us"].as_u64().unwrap() >= 100_000, "{v}");
+    assert_eq!(o["unsent_ops"], 0, "{v}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("open loop: offered 2000 ops/s, achieved"), "{stdout}");
+}
+
+#[test]
+fn closed_loop_results_have_no_open_loop_section() {
+    let server = Canned::start(&[]);
+    let results = tempfile::tempdir().unwrap();
+    let args =
+        ["--servers", &server.addr, "--ops", "500", "--no-preload", "--results-dir", results.path().to_str().unwrap()];
+    let out = loadgen(&args, Duration::from_secs(60));
+    assert!(only_result(results.path()).get("open_loop").is_none());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("open loop:"));
+}
