@@ -3,6 +3,7 @@
 //! outstanding, until exactly --ops operations are done. Prints a percentile table per op type
 //! and writes results/<version>/<run-id>.json.
 
+mod canned;
 mod compare;
 mod keys;
 mod local;
@@ -56,6 +57,8 @@ Examples:
       10% of ops are getData with watch=true; setData fires the watches, notifications counted
   loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10 --plot cmp.html
       side by side with the change of every percentile and throughput (a folder = its newest run)
+  loadgen canned-server --port 2191 &   loadgen --servers 127.0.0.1:2191 --ops 1M
+      loadgen's own ceiling: a server that answers every request with a canned reply
 
 Numbers: 2000, 500k, 1M, 2.5M, 1_000_000 (k = 10^3, M = 10^6, G = 10^9).
 Mix: <percent><op>... summing to 100; ops: r = getData, w = setData (of preloaded keys),
@@ -101,6 +104,22 @@ enum Sub {
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
     },
+    /// Serve canned replies on 127.0.0.1 (no tree, no disk) so a run against it measures
+    /// loadgen's own ceiling: getData gets --value-size bytes and a Stat, setData/exists a Stat,
+    /// create its path, delete/ping/closeSession an empty reply, other ops ZUNIMPLEMENTED.
+    /// Prints `canned-server listening on <addr>`; runs until killed
+    CannedServer {
+        /// Port on 127.0.0.1 (0 = any free port, printed)
+        #[arg(long, default_value_t = 2181)]
+        port: u16,
+        /// Bytes of data in every getData reply
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=VALUE_BYTES_MAX as u64))]
+        value_size: u64,
+        /// Stop answering for MS milliseconds once, when the N-th request (over all
+        /// connections) arrives, then answer everything queued; repeatable (e.g. 10k:200)
+        #[arg(long, value_name = "N:MS", value_parser = canned::parse_stall)]
+        stall_ms_at: Vec<canned::Stall>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -112,7 +131,9 @@ struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Open loop: offer this many ops/s in total (e.g. 20k), latency measured from each op's
-    /// intended send time (no coordinated omission); without it, closed loop
+    /// intended send time (no coordinated omission); every op due before --duration ends is
+    /// sent and counted; offered vs achieved rate and send lag are reported. Without it,
+    /// closed loop
     #[arg(long, value_parser = parse_count)]
     rate: Option<u64>,
     /// Operations to run first, unmeasured, with the same settings (e.g. 10k)
@@ -192,6 +213,16 @@ fn main() -> ExitCode {
     if let Some(Sub::Compare { runs, threshold, fail_on_regression, plot }) = &cli.command {
         return match run_compare(runs, *threshold, *fail_on_regression, plot.as_deref()) {
             Ok(code) => code,
+            Err(e) => {
+                eprintln!("loadgen: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Sub::CannedServer { port, value_size, stall_ms_at }) = &cli.command {
+        let cfg = canned::Config { port: *port, value_size: *value_size as usize, stalls: stall_ms_at.clone() };
+        return match canned::serve(cfg) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("loadgen: error: {e:#}");
                 ExitCode::FAILURE
@@ -312,6 +343,11 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         eprintln!("loadgen: interrupted after {} ops", stats.total_count());
     }
     print_summary(&stats, elapsed, loadgen_cpu, cli.mix.percent[OpKind::Watch.index()] > 0);
+    let open_loop =
+        cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, stats.total_count(), elapsed));
+    if let Some(o) = &open_loop {
+        println!("{}", o.line());
+    }
     let summary = Summary {
         run_id: &run_id,
         settings: &settings,
@@ -322,7 +358,11 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         interrupted,
         loadgen_cpu,
     };
-    let path = report::write_results(&cli.results_dir, &run_id, report::summary_json(&summary), &stats)?;
+    let mut json = report::summary_json(&summary);
+    if let Some(o) = &open_loop {
+        json["open_loop"] = o.json();
+    }
+    let path = report::write_results(&cli.results_dir, &run_id, json, &stats)?;
     println!("results: {}", path.display());
     Ok(())
 }

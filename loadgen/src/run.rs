@@ -3,6 +3,8 @@
 //! exactly `ops` operations are issued in total (fewer only if the run is interrupted).
 //! Latencies go into one HdrHistogram per op kind per worker, merged at the end.
 
+mod open_loop;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ use net::jute::{opcode, Request};
 use crate::keys::KeyChooser;
 use crate::parse::{Mix, OpKind};
 use crate::session::{Completion, Session};
+
+pub use open_loop::Summary as OpenLoopSummary;
 
 /// Parent of every znode loadgen creates.
 pub const ROOT: &str = "/loadgen";
@@ -54,6 +58,19 @@ impl Plan<'_> {
             return false;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        self.claimed.fetch_add(1, Ordering::Relaxed) < self.ops
+    }
+
+    /// As `claim` for an open loop's op due at `due`: the deadline bounds when ops are due,
+    /// not when they are sent, so a session that is behind still sends (and counts) every op
+    /// due before it. Dropping that backlog would drop exactly the slowest ops.
+    fn claim_due(&self, due: Instant, deadline: Option<Instant>) -> bool {
+        if self.stop.load(Ordering::Relaxed) || self.claimed.load(Ordering::Relaxed) >= self.ops {
+            return false;
+        }
+        if deadline.is_some_and(|d| due >= d) {
             return false;
         }
         self.claimed.fetch_add(1, Ordering::Relaxed) < self.ops
@@ -103,11 +120,13 @@ pub struct Stats {
     /// Watch notifications the sessions received during the phase (set by `x` ops, fired by
     /// setData).
     pub notifications: u64,
+    /// Send lag and unsent ops of an open loop (empty in a closed loop).
+    pub open_loop: open_loop::LagStats,
 }
 
 impl Stats {
     pub fn new() -> Stats {
-        Stats { ops: std::array::from_fn(|_| OpStats::new()), notifications: 0 }
+        Stats { ops: std::array::from_fn(|_| OpStats::new()), notifications: 0, open_loop: open_loop::LagStats::new() }
     }
 
     pub fn merge(&mut self, other: &Stats) {
@@ -115,6 +134,7 @@ impl Stats {
             a.merge(b);
         }
         self.notifications += other.notifications;
+        self.open_loop.merge(&other.open_loop);
     }
 
     pub fn total_count(&self) -> u64 {
@@ -305,7 +325,13 @@ impl Recorder<'_> {
 }
 
 /// One worker over its session: closed loop, or open loop when the plan has a rate.
-fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, start: Instant, deadline: Option<Instant>) -> Result<Stats> {
+fn worker(
+    (id, sessions): (usize, usize),
+    s: &mut Session,
+    plan: &Plan<'_>,
+    start: Instant,
+    deadline: Option<Instant>,
+) -> Result<Stats> {
     let mut ops = OpGen::new(id, plan);
     let mut rec = Recorder { stats: Stats::new(), unreported: 0, completed: &plan.completed };
     let notifications_before = s.notifications;
@@ -317,61 +343,14 @@ fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, start: Instant, deadline:
                 Ok(())
             })?;
         }
-        Some(rate) => open_loop(s, plan, rate, start, deadline, &mut ops, &mut rec)?,
+        Some(rate) => {
+            let first = open_loop::first_due(start, rate, id, sessions);
+            open_loop::run(s, plan, rate, first, deadline, &mut ops, &mut rec)?;
+        }
     }
     let mut stats = rec.finish();
     stats.notifications = s.notifications - notifications_before;
     Ok(stats)
-}
-
-/// Open loop at `rate` ops/s for this session: op n is due at start + n/rate and its latency
-/// is measured from then, not from when it could be sent, so a stalled server shows up in the
-/// percentiles instead of silently lowering the offered load (coordinated omission, as wrk2
-/// corrects it). At most `pipeline` requests are outstanding; due ops wait for a slot.
-fn open_loop(
-    s: &mut Session,
-    plan: &Plan<'_>,
-    rate: f64,
-    start: Instant,
-    deadline: Option<Instant>,
-    ops: &mut OpGen<'_, '_>,
-    rec: &mut Recorder<'_>,
-) -> Result<()> {
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut due = start;
-    let mut exhausted = false;
-    loop {
-        let now = Instant::now();
-        while !exhausted && due <= now && s.outstanding() < plan.pipeline {
-            if plan.claim(deadline) {
-                let (req, tag) = ops.next();
-                s.queue_at(&req, tag, due);
-                due += interval;
-            } else {
-                exhausted = true;
-            }
-        }
-        s.flush()?;
-        if exhausted && s.outstanding() == 0 {
-            return Ok(());
-        }
-        // Wait for a reply, or until the next op is due if it could be sent then.
-        let wait = if exhausted || s.outstanding() >= plan.pipeline {
-            None
-        } else {
-            Some(due.saturating_duration_since(Instant::now()))
-        };
-        if s.outstanding() == 0 {
-            std::thread::sleep(wait.unwrap_or_default());
-            continue;
-        }
-        if s.reply_buffered() || s.wait_readable(wait)? {
-            rec.record(&s.recv()?);
-            while s.outstanding() > 0 && s.reply_buffered() {
-                rec.record(&s.recv()?);
-            }
-        }
-    }
 }
 
 /// Runs the closed loop on every session (one thread each) and returns the merged stats and
@@ -379,13 +358,14 @@ fn open_loop(
 pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<(Stats, Duration)> {
     let start = Instant::now();
     let deadline = plan.duration.map(|d| start + d);
+    let n = sessions.len();
     let results: Vec<Result<Stats>> = std::thread::scope(|scope| {
         let handles: Vec<_> = sessions
             .iter_mut()
             .enumerate()
             .map(|(id, s)| {
                 scope.spawn(move || {
-                    let r = worker(id, s, plan, start, deadline).with_context(|| format!("session {id}"));
+                    let r = worker((id, n), s, plan, start, deadline).with_context(|| format!("session {id}"));
                     if r.is_err() {
                         plan.stop.store(true, Ordering::Relaxed);
                     }

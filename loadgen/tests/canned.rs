@@ -1,0 +1,173 @@
+//! loadgen against its own canned-reply server (`loadgen canned-server`): a closed loop gets
+//! only well-formed, successful replies, and an open loop sees a server stall of known length
+//! in its latencies and still counts every op that was due during it.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+/// A canned server started by the test on a free loopback port, killed on drop.
+struct Canned {
+    child: Child,
+    addr: String,
+}
+
+impl Canned {
+    fn start(extra: &[&str]) -> Canned {
+        let mut child = Command::new(LOADGEN)
+            .args(["canned-server", "--port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn canned-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(addr) = line.trim().strip_prefix("canned-server listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("canned-server did not announce its address: {line:?}");
+        };
+        Canned { addr: addr.to_string(), child }
+    }
+}
+
+impl Drop for Canned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs loadgen with `args`, killing it if it takes longer than `limit`.
+fn loadgen(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(LOADGEN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("loadgen {args:?} did not finish within {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "loadgen {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The single JSON result under `<dir>/<version>/`.
+fn only_result(dir: &Path) -> serde_json::Value {
+    let version_dir = dir.join(env!("CARGO_PKG_VERSION"));
+    let json: Vec<_> = std::fs::read_dir(&version_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+        .collect();
+    assert_eq!(json.len(), 1, "{json:?}");
+    serde_json::from_str(&std::fs::read_to_string(&json[0]).unwrap()).expect("JSON")
+}
+
+#[test]
+fn closed_loop_against_the_canned_server_has_no_errors() {
+    let server = Canned::start(&[]);
+    let results = tempfile::tempdir().unwrap();
+    let args = [
+        "--servers",
+        &server.addr,
+        "--ops",
+        "20k",
+        "--mix",
+        "70r10w5c5d10x",
+        "--clients",
+        "4",
+        "--keys",
+        "200",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    loadgen(&args, Duration::from_secs(60));
+    let v = only_result(results.path());
+    assert_eq!(v["total"]["count"], 20_000, "{v}");
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+    assert!(v["target"]["version"].as_str().unwrap().contains("canned-server"), "{v}");
+    for kind in ["getData", "setData", "create", "delete", "getWatch"] {
+        assert!(v["ops"][kind]["count"].as_u64().unwrap() > 0, "{kind} never ran: {v}");
+    }
+}
+
+/// The server stops answering for 200 ms when request 1900 of 2000 arrives, about 50 ms
+/// before the deadline. Latency counts from intended send times, so the stall is in the
+/// percentiles; the ops due between the stall and the deadline go out late but are counted.
+#[test]
+fn open_loop_sees_a_server_stall_and_counts_the_ops_due_during_it() {
+    let server = Canned::start(&["--stall-ms-at", "1900:200"]);
+    let results = tempfile::tempdir().unwrap();
+    // Requests: exists("/") before timing (no preload), then 2 sessions x 1000 ops due in 1 s.
+    let args = [
+        "--servers",
+        &server.addr,
+        "--rate",
+        "2k",
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+        "--pipeline",
+        "16",
+        "--no-preload",
+        "--mix",
+        "100r",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    let out = loadgen(&args, Duration::from_secs(60));
+    let v = only_result(results.path());
+    let stall_us = 200_000;
+    assert_eq!(v["total"]["count"], 2000, "ops due before the deadline were dropped: {v}");
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+    assert!(v["total"]["max_us"].as_u64().unwrap() >= stall_us, "{v}");
+    // The 100 ops due from the stall to the deadline all waited for its end (>= 150 ms).
+    assert!(v["total"]["p99_9_us"].as_u64().unwrap() >= 150_000, "{v}");
+    let o = &v["open_loop"];
+    assert_eq!(o["offered_ops_s"], 2000.0, "{v}");
+    assert!(o["achieved_ops_s"].as_f64().unwrap() > 0.0, "{v}");
+    // 16 per session in flight at the stall, the rest of the due ops queued behind them.
+    assert!(o["send_lag_max_us"].as_u64().unwrap() >= 100_000, "{v}");
+    assert_eq!(o["unsent_ops"], 0, "{v}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("open loop: offered 2000 ops/s, achieved"), "{stdout}");
+}
+
+#[test]
+fn closed_loop_results_have_no_open_loop_section() {
+    let server = Canned::start(&[]);
+    let results = tempfile::tempdir().unwrap();
+    let args =
+        ["--servers", &server.addr, "--ops", "500", "--no-preload", "--results-dir", results.path().to_str().unwrap()];
+    let out = loadgen(&args, Duration::from_secs(60));
+    assert!(only_result(results.path()).get("open_loop").is_none());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("open loop:"));
+}
