@@ -381,12 +381,15 @@ fn print_summary(stats: &run::Stats, elapsed: Duration, loadgen_cpu: Duration, w
     if watches || stats.notifications > 0 {
         println!("watch notifications received: {}", stats.notifications);
     }
+    let total = stats.total();
     println!(
-        "overall: {} ops in {:.3} s = {:.0} ops/s",
-        stats.total_count(),
+        "overall: {} ops ({} errors) in {:.3} s = {:.0} successful ops/s",
+        total.count,
+        total.error_count(),
         elapsed.as_secs_f64(),
-        stats.total_count() as f64 / elapsed.as_secs_f64().max(1e-9)
+        total.successes() as f64 / elapsed.as_secs_f64().max(1e-9)
     );
+    // loadgen's cost is per reply handled, errors included: it did the same work for them.
     println!(
         "loadgen CPU: {:.3} s (user+sys) = {:.0} ops per loadgen CPU-second",
         loadgen_cpu.as_secs_f64(),

@@ -60,10 +60,12 @@ fn per_sec(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// The table printed at the end of a run: one row per op kind that ran, then the total.
+/// The table printed at the end of a run: one row per op kind that ran, then the total. ops/s
+/// and the percentiles are of successful replies; errors have their own count, rate and
+/// latency lines below.
 pub fn table(stats: &Stats, elapsed: Duration) -> String {
     let mut out = String::new();
-    let _ = write!(out, "{:<8} {:>10} {:>8} {:>11}", "op", "count", "errors", "ops/s");
+    let _ = write!(out, "{:<8} {:>10} {:>8} {:>11} {:>9}", "op", "count", "errors", "ops/s", "errors/s");
     for (label, _) in PERCENTILES {
         let _ = write!(out, " {:>10}", format!("{label}(µs)"));
     }
@@ -74,47 +76,83 @@ pub fn table(stats: &Stats, elapsed: Duration) -> String {
             row(&mut out, kind.name(), o, elapsed);
         }
     }
-    let mut all = OpStats::new();
-    merge_all(&mut all, stats);
-    row(&mut out, "total", &all, elapsed);
+    row(&mut out, "total", &stats.total(), elapsed);
     for kind in OpKind::ALL {
-        for (&code, &n) in &stats.ops[kind.index()].errors {
-            let _ = writeln!(out, "  {} errors: {} x {n}", kind.name(), error_name(code));
-        }
+        error_lines(&mut out, kind.name(), &stats.ops[kind.index()], elapsed);
     }
     out
 }
 
-fn merge_all(into: &mut OpStats, stats: &Stats) {
-    for o in &stats.ops {
-        into.hist.add(&o.hist).expect("histograms share bounds");
-        into.count += o.count;
-        for (&code, &n) in &o.errors {
-            *into.errors.entry(code).or_default() += n;
-        }
-    }
-}
-
 fn row(out: &mut String, name: &str, o: &OpStats, elapsed: Duration) {
-    let _ = write!(out, "{name:<8} {:>10} {:>8} {:>11.0}", o.count, o.error_count(), per_sec(o.count, elapsed));
+    let (ok, errors) = (o.successes(), o.error_count());
+    let _ = write!(
+        out,
+        "{name:<8} {:>10} {:>8} {:>11.0} {:>9.0}",
+        o.count,
+        errors,
+        per_sec(ok, elapsed),
+        per_sec(errors, elapsed)
+    );
     for (_, q) in PERCENTILES {
-        let _ = write!(out, " {:>10}", o.hist.value_at_quantile(q));
+        let _ = write!(out, " {:>10}", latency_cell(&o.hist, |h| h.value_at_quantile(q)));
     }
-    let _ = writeln!(out, " {:>10}", o.hist.max());
+    let _ = writeln!(out, " {:>10}", latency_cell(&o.hist, |h| h.max()));
 }
 
+/// A latency for the table, or "-" when no reply of that kind succeeded.
+fn latency_cell(h: &Histogram<u64>, f: impl Fn(&Histogram<u64>) -> u64) -> String {
+    if h.is_empty() {
+        "-".to_string()
+    } else {
+        f(h).to_string()
+    }
+}
+
+/// One line per error code (count and rate), then the error replies' own latencies.
+fn error_lines(out: &mut String, name: &str, o: &OpStats, elapsed: Duration) {
+    for (&code, &n) in &o.errors {
+        let _ = writeln!(out, "  {name} errors: {} x {n} ({:.0}/s)", error_name(code), per_sec(n, elapsed));
+    }
+    let h = &o.error_hist;
+    if !h.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {name} error latency(µs): p50 {} p99 {} max {}",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max()
+        );
+    }
+}
+
+/// Mean, max and the percentiles of `h` as `<prefix>mean_us`, `<prefix>p99_us`, ...
+fn latency_json(v: &mut Value, h: &Histogram<u64>) {
+    v["mean_us"] = json!(if h.is_empty() { 0.0 } else { h.mean() });
+    v["max_us"] = json!(h.max());
+    for (label, q) in PERCENTILES {
+        v[format!("{}_us", label.replace('.', "_"))] = json!(h.value_at_quantile(q));
+    }
+}
+
+/// One op kind's JSON. `count` is every reply; `throughput_ops_s` and the latencies are of
+/// successful replies; errors have their count, rate and latencies (`error_latency`) apart.
 fn op_json(o: &OpStats, elapsed: Duration) -> Value {
+    let errors_by_code = o.errors.iter().map(|(&c, &n)| (error_name(c), json!(n))).collect::<serde_json::Map<_, _>>();
+    let error_rates =
+        o.errors.iter().map(|(&c, &n)| (error_name(c), json!(per_sec(n, elapsed)))).collect::<serde_json::Map<_, _>>();
+    let mut error_latency = json!({ "count": o.error_count() });
+    latency_json(&mut error_latency, &o.error_hist);
     let mut v = json!({
         "count": o.count,
+        "successes": o.successes(),
         "errors": o.error_count(),
-        "errors_by_code": o.errors.iter().map(|(&c, &n)| (error_name(c), json!(n))).collect::<serde_json::Map<_, _>>(),
-        "throughput_ops_s": per_sec(o.count, elapsed),
-        "mean_us": if o.count > 0 { o.hist.mean() } else { 0.0 },
-        "max_us": o.hist.max(),
+        "errors_by_code": errors_by_code,
+        "throughput_ops_s": per_sec(o.successes(), elapsed),
+        "error_rate_ops_s": per_sec(o.error_count(), elapsed),
+        "error_rate_by_code_ops_s": error_rates,
+        "error_latency": error_latency,
     });
-    for (label, q) in PERCENTILES {
-        v[format!("{}_us", label.replace('.', "_"))] = json!(o.hist.value_at_quantile(q));
-    }
+    latency_json(&mut v, &o.hist);
     v
 }
 
@@ -138,8 +176,6 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
             ops.insert(kind.name().to_string(), op_json(o, s.elapsed));
         }
     }
-    let mut all = OpStats::new();
-    merge_all(&mut all, s.stats);
     json!({
         "loadgen_version": env!("CARGO_PKG_VERSION"),
         "run_id": s.run_id,
@@ -154,10 +190,14 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
         },
         "elapsed_s": s.elapsed.as_secs_f64(),
         "interrupted": s.interrupted,
+        // What ops/s and the latency fields count (results before this field counted every
+        // reply, errors included, in both).
+        "throughput_of": "successes",
+        "latency_of": "successes",
         "loadgen_cpu_s": s.loadgen_cpu.as_secs_f64(),
         "loadgen_ops_per_cpu_s": s.stats.total_count() as f64 / s.loadgen_cpu.as_secs_f64().max(1e-9),
         "watch_notifications": s.stats.notifications,
-        "total": op_json(&all, s.elapsed),
+        "total": op_json(&s.stats.total(), s.elapsed),
         "ops": ops,
     })
 }
@@ -178,8 +218,7 @@ pub fn write_results(dir: &Path, run_id: &str, mut summary: Value, stats: &Stats
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (stem, mut json_file) = reserve(&dir, run_id)?;
     let mut hgrm = serde_json::Map::new();
-    let mut all = OpStats::new();
-    merge_all(&mut all, stats);
+    let all = stats.total();
     let ran = OpKind::ALL.into_iter().map(|k| (k.name(), &stats.ops[k.index()])).filter(|(_, o)| o.count > 0);
     for (name, o) in ran.chain(std::iter::once(("total", &all))) {
         let file = format!("{stem}.{name}.hgrm");
@@ -300,8 +339,7 @@ mod tests {
         }
         stats.ops[OpKind::ALL[1].index()].hist.record(5000).unwrap();
         stats.ops[OpKind::ALL[1].index()].count += 1;
-        let mut all = OpStats::new();
-        merge_all(&mut all, &stats);
+        let all = stats.total();
         let log = histogram_log(&stats, &all).unwrap();
         let mut found = Vec::new();
         for entry in IntervalLogIterator::new(&log) {

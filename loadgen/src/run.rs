@@ -60,9 +60,13 @@ impl Plan<'_> {
     }
 }
 
-/// Latency and outcome of one op kind.
+/// Latency and outcome of one op kind. Successful replies and error replies are timed apart:
+/// a storm of fast NONODE answers must not pass for throughput nor pull the percentiles down.
 pub struct OpStats {
+    /// Latencies of successful replies: what ops/s and the percentiles report.
     pub hist: Histogram<u64>,
+    /// Latencies of error replies, kept out of `hist`.
+    pub error_hist: Histogram<u64>,
     /// Replies received, errors included.
     pub count: u64,
     /// Error replies by ZooKeeper error code.
@@ -71,30 +75,42 @@ pub struct OpStats {
 
 impl OpStats {
     pub fn new() -> OpStats {
-        let hist = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static histogram bounds are valid");
-        OpStats { hist, count: 0, errors: BTreeMap::new() }
+        OpStats { hist: latency_histogram(), error_hist: latency_histogram(), count: 0, errors: BTreeMap::new() }
     }
 
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
 
+    /// Replies without an error: what throughput counts.
+    pub fn successes(&self) -> u64 {
+        self.count - self.error_count()
+    }
+
     fn record(&mut self, c: &Completion, now: Instant) {
         let us = u64::try_from(now.duration_since(c.sent).as_micros()).unwrap_or(u64::MAX);
-        self.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
         self.count += 1;
-        if c.err != 0 {
+        if c.err == 0 {
+            self.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+        } else {
+            self.error_hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
             *self.errors.entry(c.err).or_default() += 1;
         }
     }
 
-    fn merge(&mut self, other: &OpStats) {
+    pub fn merge(&mut self, other: &OpStats) {
         self.hist.add(&other.hist).expect("histograms share bounds");
+        self.error_hist.add(&other.error_hist).expect("histograms share bounds");
         self.count += other.count;
         for (&code, &n) in &other.errors {
             *self.errors.entry(code).or_default() += n;
         }
     }
+}
+
+/// A latency histogram in µs over 1..LATENCY_US_MAX, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static histogram bounds are valid")
 }
 
 /// Stats of every op kind, indexed by OpKind::index.
@@ -119,6 +135,15 @@ impl Stats {
 
     pub fn total_count(&self) -> u64 {
         self.ops.iter().map(|o| o.count).sum()
+    }
+
+    /// Every op kind merged into one: the `total` row.
+    pub fn total(&self) -> OpStats {
+        let mut all = OpStats::new();
+        for o in &self.ops {
+            all.merge(o);
+        }
+        all
     }
 }
 
@@ -506,7 +531,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_merge_adds_counts_errors_and_histograms() {
+    fn stats_merge_adds_counts_errors_and_histograms_apart() {
         let mut a = Stats::new();
         let mut b = Stats::new();
         let t0 = Instant::now();
@@ -520,8 +545,12 @@ mod tests {
         assert_eq!(a.notifications, 5);
         assert_eq!(a.ops[0].count, 2);
         assert_eq!(a.ops[0].errors.get(&-101), Some(&1));
-        assert_eq!(a.ops[0].hist.len(), 2);
-        assert!(a.ops[0].hist.max() >= 299);
+        // The error's latency stays out of the success histogram.
+        assert_eq!(a.ops[0].hist.len(), 1);
+        assert!(a.ops[0].hist.max() < 110);
+        assert_eq!(a.ops[0].error_hist.len(), 1);
+        assert!(a.ops[0].error_hist.max() >= 299);
+        assert_eq!(a.ops[0].successes(), 1);
         assert_eq!(a.ops[1].count, 1);
         assert_eq!(a.total_count(), 3);
     }

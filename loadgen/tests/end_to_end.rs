@@ -210,6 +210,56 @@ fn extended_mix_counts_every_kind() {
     assert_eq!(by_code, delete["errors"].as_u64().unwrap());
 }
 
+/// Deletes with nothing of the session's own to delete all fail (NONODE): throughput counts
+/// the reads alone, and the errors are counted, rated and timed apart.
+#[test]
+fn errors_are_counted_apart_from_throughput() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let dir = results.path().to_str().unwrap();
+    let args = [
+        "--ops",
+        "2000",
+        "--mix",
+        "50r50d",
+        "--servers",
+        &servers,
+        "--clients",
+        "2",
+        "--keys",
+        "100",
+        "--results-dir",
+        dir,
+    ];
+    let out = loadgen(&args, Duration::from_secs(120));
+    let v = check_run(&out, results.path(), 2000, &["getData", "delete"]);
+    assert_eq!(v["throughput_of"], "successes");
+    assert_eq!(v["latency_of"], "successes");
+    let elapsed = v["elapsed_s"].as_f64().unwrap();
+    let (reads, deletes, total) = (&v["ops"]["getData"], &v["ops"]["delete"], &v["total"]);
+    let n = |o: &serde_json::Value, f: &str| o[f].as_u64().unwrap_or_else(|| panic!("no {f}: {o}"));
+    assert_eq!(n(reads, "errors"), 0, "{v}");
+    assert_eq!(n(deletes, "successes"), 0, "{v}");
+    assert_eq!(n(deletes, "errors"), n(deletes, "count"), "{v}");
+    assert_eq!(deletes["errors_by_code"]["NONODE(-101)"], deletes["count"], "{v}");
+    assert_eq!(n(total, "successes"), n(reads, "count"), "{v}");
+    assert_eq!(n(total, "errors"), n(deletes, "count"), "{v}");
+    let rate = |o: &serde_json::Value, f: &str| o[f].as_f64().unwrap_or_else(|| panic!("no {f}: {o}"));
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.max(1.0);
+    assert!(close(rate(total, "throughput_ops_s"), n(reads, "count") as f64 / elapsed), "{v}");
+    assert!(close(rate(total, "error_rate_ops_s"), n(deletes, "count") as f64 / elapsed), "{v}");
+    assert_eq!(rate(deletes, "throughput_ops_s"), 0.0, "{v}");
+    assert!(close(rate(&deletes["error_rate_by_code_ops_s"], "NONODE(-101)"), rate(deletes, "error_rate_ops_s")));
+    // Latencies: the errors' in their own histogram, none in the success percentiles.
+    assert_eq!(n(&deletes["error_latency"], "count"), n(deletes, "count"), "{v}");
+    assert!(n(&deletes["error_latency"], "max_us") > 0, "{v}");
+    assert_eq!(n(deletes, "max_us"), 0, "{v}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("delete errors: NONODE(-101) x"), "{stdout}");
+    assert!(stdout.contains("delete error latency(µs): p50"), "{stdout}");
+}
+
 #[test]
 fn watch_mix_counts_notifications() {
     let w = Warren::start();
