@@ -64,8 +64,9 @@ Mix: <percent><op>... summing to 100; ops: r = getData, w = setData (of preloade
   preloaded key (row getWatch; the data watch fires on a later setData of that key and its
   notification is counted in the \"watch notifications received\" line, watch_notifications in
   the JSON). E.g. 90r10w, 100r, 50r50w, 80r10w5c5d, 80r10w10x.
-Keys are /loadgen/k0000000.. picked uniformly at random from --seed; latencies are
-measured per reply (errors included) in microseconds. On a terminal a live progress bar
+Keys are /loadgen/k0000000.. picked uniformly at random from --seed (the warmup from its
+own stream derived from it); ops/s and latencies (microseconds) are of successful replies,
+errors are counted, rated and timed apart. On a terminal a live progress bar
 (ops or time done, ops/s over the last second) is drawn to stderr; piped, nothing is.
 Ctrl-C stops the run and still reports.";
 
@@ -115,7 +116,8 @@ struct RunArgs {
     /// intended send time (no coordinated omission); without it, closed loop
     #[arg(long, value_parser = parse_count)]
     rate: Option<u64>,
-    /// Operations to run first, unmeasured, with the same settings (e.g. 10k)
+    /// Operations to run first, unmeasured, with the same settings but their own key and op
+    /// stream (e.g. 10k)
     #[arg(long, value_parser = parse_count, default_value = "0")]
     warmup: u64,
     /// Operation mix, e.g. 90r10w, 100r, 80r10w5c5d, 80r10w10x (r getData, w setData,
@@ -143,7 +145,8 @@ struct RunArgs {
     /// Bytes of data per preloaded key, setData and create
     #[arg(long, default_value_t = 100)]
     value_size: usize,
-    /// Seed for key and op choice [default: from the clock; recorded in the JSON]
+    /// Seed for key and op choice; the same seed gives the same measured ops per session,
+    /// whatever --warmup [default: from the clock; recorded in the JSON]
     #[arg(long)]
     seed: Option<u64>,
     /// Skip creating the keys first (they must exist, or reads and writes fail with NONODE)
@@ -293,7 +296,8 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     if cli.warmup > 0 {
         eprintln!("loadgen: warming up with {} ops", cli.warmup);
         let warmup_id = format!("{run_id}-warmup");
-        let plan = plan(&settings, &chooser, cli.warmup, None, &warmup_id);
+        let mut plan = plan(&settings, &chooser, cli.warmup, None, &warmup_id);
+        plan.seed = run::warmup_seed(settings.seed);
         run::closed_loop(&mut sessions, &plan, false).context("warmup")?;
     }
     eprintln!("loadgen: running");

@@ -147,6 +147,18 @@ impl Stats {
     }
 }
 
+/// Told apart from the measured phase's stream by this constant ("WARMUP" in ASCII).
+const WARMUP_STREAM: u64 = 0x5741_524D_5550_0000;
+
+/// The seed of the warmup's op stream for a run seeded `seed`. The measured phase uses `seed`
+/// itself, so its per-session sequences are the same whatever the warmup length (and the same
+/// as a run without warmup), and it does not replay the keys and ops the warmup just touched
+/// (they would be hot in the server's caches). Hashed, not offset: splitmix64 seeds a multiple
+/// of its increment apart yield the same stream shifted.
+pub fn warmup_seed(seed: u64) -> u64 {
+    Rng::new(seed ^ WARMUP_STREAM).next_u64()
+}
+
 /// splitmix64: tiny, seedable, good enough to pick keys and ops.
 pub struct Rng(u64);
 
@@ -573,6 +585,48 @@ mod tests {
         assert!((rate - 10_000.0).abs() < 1e-6, "{rate}");
         // Never older than the window plus one tick.
         assert!(r.samples.len() <= 12, "{}", r.samples.len());
+    }
+
+    fn test_plan<'a>(keys: &'a KeyChooser, stop: &'a AtomicBool, seed: u64) -> Plan<'a> {
+        Plan {
+            ops: 1000,
+            mix: crate::parse::parse_mix("50r50w").unwrap(),
+            keys,
+            pipeline: 1,
+            value: vec![b'v'; 4],
+            seed,
+            run_id: "test",
+            session_rate: None,
+            duration: None,
+            claimed: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            stop,
+        }
+    }
+
+    fn first_ops(plan: &Plan<'_>, session: usize, n: usize) -> Vec<Request> {
+        let mut gen = OpGen::new(session, plan);
+        (0..n).map(|_| gen.next().0).collect()
+    }
+
+    #[test]
+    fn warmup_draws_from_its_own_stream_and_the_measured_one_is_reproducible() {
+        let keys = KeyChooser::new(crate::keys::Distribution::Uniform, 1_000_000, 0.99);
+        let stop = AtomicBool::new(false);
+        for seed in [0, 7, u64::MAX] {
+            let measured = test_plan(&keys, &stop, seed);
+            let warmup = test_plan(&keys, &stop, warmup_seed(seed));
+            for session in 0..3 {
+                let ops = first_ops(&measured, session, 20);
+                // Over a million keys, no op (kind and key) of the warmup's first 20 recurs at
+                // the same place in the measured phase's.
+                let replayed = ops.iter().zip(first_ops(&warmup, session, 20)).filter(|(a, b)| **a == *b).count();
+                assert_eq!(replayed, 0, "seed {seed} session {session}");
+                // Same seed, same measured sequence, however long the warmup before it was.
+                assert_eq!(ops, first_ops(&test_plan(&keys, &stop, seed), session, 20));
+            }
+        }
+        assert_ne!(warmup_seed(1), warmup_seed(2));
     }
 
     #[test]
