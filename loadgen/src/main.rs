@@ -4,6 +4,7 @@
 //! and writes results/<version>/<run-id>.json.
 
 mod compare;
+mod intervals;
 mod keys;
 mod local;
 mod parse;
@@ -303,7 +304,8 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     eprintln!("loadgen: running");
     let plan = plan(&settings, &chooser, ops, cli.duration, &run_id);
     let cpu_before = own_cpu();
-    let (stats, elapsed) = run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
+    let run::Phase { stats, elapsed, interval_log } =
+        run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
     let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
     for s in sessions {
         // Best effort: the measurement is done; a failed close only delays the server's cleanup.
@@ -326,7 +328,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         interrupted,
         loadgen_cpu,
     };
-    let path = report::write_results(&cli.results_dir, &run_id, report::summary_json(&summary), &stats)?;
+    let path = report::write_results(&cli.results_dir, &run_id, report::summary_json(&summary), &stats, &interval_log)?;
     println!("results: {}", path.display());
     Ok(())
 }

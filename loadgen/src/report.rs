@@ -209,11 +209,17 @@ fn cpu_model() -> Option<String> {
     Some(line.split_once(':')?.1.trim().to_string())
 }
 
-/// Writes `<dir>/<version>/<stem>.json`, `<stem>.hgrm` (an HdrHistogram interval log with one
-/// histogram per op type) and one `<stem>.<op>.hgrm` percentile text per op kind that ran (plus
+/// Writes `<dir>/<version>/<stem>.json`, `<stem>.hgrm` (`interval_log`: the HdrHistogram
+/// interval log, one histogram per op type and total per second, see intervals.rs) and one `<stem>.<op>.hgrm` percentile text per op kind that ran (plus
 /// `<stem>.total.hgrm`), where `<stem>` is the run id, with a numeric suffix if that name is
 /// taken. The JSON lists the hgrm files. Returns the JSON's path.
-pub fn write_results(dir: &Path, run_id: &str, mut summary: Value, stats: &Stats) -> Result<PathBuf> {
+pub fn write_results(
+    dir: &Path,
+    run_id: &str,
+    mut summary: Value,
+    stats: &Stats,
+    interval_log: &[u8],
+) -> Result<PathBuf> {
     let dir = dir.join(env!("CARGO_PKG_VERSION"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (stem, mut json_file) = reserve(&dir, run_id)?;
@@ -230,35 +236,13 @@ pub fn write_results(dir: &Path, run_id: &str, mut summary: Value, stats: &Stats
     summary["hgrm"] = Value::Object(hgrm);
     let log_file = format!("{stem}.hgrm");
     let log_path = dir.join(&log_file);
-    std::fs::write(&log_path, histogram_log(stats, &all)?)
-        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    std::fs::write(&log_path, interval_log).with_context(|| format!("cannot write {}", log_path.display()))?;
     summary["histogram_log"] = json!(log_file);
     let text = serde_json::to_string_pretty(&summary)? + "\n";
     let json_path = dir.join(format!("{stem}.json"));
     std::io::Write::write_all(&mut json_file, text.as_bytes())
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     Ok(json_path)
-}
-
-/// An HdrHistogram interval log (V2, compressed): one histogram per op type that ran plus
-/// `total`, each tagged with its op name, values in microseconds. Any HdrHistogram tool reads
-/// it back losslessly (the per-op `.hgrm` files are the plotter's percentile text).
-pub fn histogram_log(stats: &Stats, all: &OpStats) -> Result<Vec<u8>> {
-    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-    use hdrhistogram::serialization::V2DeflateSerializer;
-    let mut out = Vec::new();
-    let mut serializer = V2DeflateSerializer::new();
-    let mut builder = IntervalLogWriterBuilder::new();
-    builder.add_comment("loadgen latency histograms, microseconds, one per op type (tag)");
-    let mut log = builder.begin_log_with(&mut out, &mut serializer)?;
-    let ran = OpKind::ALL.into_iter().map(|k| (k.name(), &stats.ops[k.index()])).filter(|(_, o)| o.count > 0);
-    for (name, o) in ran.chain(std::iter::once(("total", all))) {
-        let tag = Tag::new(name).with_context(|| format!("{name} is not a valid histogram tag"))?;
-        log.write_histogram(&o.hist, Duration::ZERO, Duration::ZERO, Some(tag))
-            .map_err(|e| anyhow::anyhow!("cannot encode the {name} histogram: {e:?}"))?;
-    }
-    drop(log);
-    Ok(out)
 }
 
 /// Creates `<dir>/<run_id>[-n].json` empty (create_new, so two runs never share a name) and
@@ -327,58 +311,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_log_holds_one_tagged_histogram_per_op_and_total() {
-        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-        use hdrhistogram::serialization::Deserializer;
-        let mut stats = Stats::new();
-        for us in 1..=100 {
-            stats.ops[OpKind::ALL[0].index()].hist.record(us).unwrap();
-            stats.ops[OpKind::ALL[0].index()].count += 1;
-        }
-        stats.ops[OpKind::ALL[1].index()].hist.record(5000).unwrap();
-        stats.ops[OpKind::ALL[1].index()].count += 1;
-        let all = stats.total();
-        let log = histogram_log(&stats, &all).unwrap();
-        let mut found = Vec::new();
-        for entry in IntervalLogIterator::new(&log) {
-            if let LogEntry::Interval(h) = entry.expect("the log parses") {
-                let tag = h.tag().expect("every histogram is tagged").as_str().to_string();
-                let bytes = base64_decode(h.encoded_histogram());
-                let hist: Histogram<u64> = Deserializer::new().deserialize(&mut bytes.as_slice()).unwrap();
-                found.push((tag, hist.len(), hist.max()));
-            }
-        }
-        let expected_total_max = all.hist.max();
-        assert_eq!(
-            found,
-            vec![
-                (OpKind::ALL[0].name().to_string(), 100, stats.ops[OpKind::ALL[0].index()].hist.max()),
-                (OpKind::ALL[1].name().to_string(), 1, stats.ops[OpKind::ALL[1].index()].hist.max()),
-                ("total".to_string(), 101, expected_total_max),
-            ]
-        );
-    }
-
-    /// Standard base64 (the interval log's encoding), enough for the test.
-    fn base64_decode(text: &str) -> Vec<u8> {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut bits = 0u32;
-        let mut nbits = 0;
-        let mut out = Vec::new();
-        for c in text.bytes().filter(|c| *c != b'=') {
-            let v = ALPHABET.iter().position(|a| *a == c).expect("base64 character") as u32;
-            bits = (bits << 6) | v;
-            nbits += 6;
-            if nbits >= 8 {
-                nbits -= 8;
-                out.push((bits >> nbits) as u8);
-                bits &= (1 << nbits) - 1;
-            }
-        }
-        out
-    }
 
     #[test]
     fn run_ids() {

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use net::jute::{opcode, Request};
 
+use crate::intervals::{interval_histogram, IntervalLog};
 use crate::keys::KeyChooser;
 use crate::parse::{Mix, OpKind};
 use crate::session::{Completion, Session};
@@ -88,12 +89,12 @@ impl OpStats {
     }
 
     fn record(&mut self, c: &Completion, now: Instant) {
-        let us = u64::try_from(now.duration_since(c.sent).as_micros()).unwrap_or(u64::MAX);
+        let us = latency_us(c, now);
         self.count += 1;
         if c.err == 0 {
-            self.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+            self.hist.saturating_record(us);
         } else {
-            self.error_hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+            self.error_hist.saturating_record(us);
             *self.errors.entry(c.err).or_default() += 1;
         }
     }
@@ -106,6 +107,11 @@ impl OpStats {
             *self.errors.entry(code).or_default() += n;
         }
     }
+}
+
+/// The latency of `c` answered at `now`, in µs, within what the histograms track.
+fn latency_us(c: &Completion, now: Instant) -> u64 {
+    u64::try_from(now.duration_since(c.sent).as_micros()).unwrap_or(u64::MAX).clamp(1, LATENCY_US_MAX)
 }
 
 /// A latency histogram in µs over 1..LATENCY_US_MAX, 3 significant digits.
@@ -318,45 +324,73 @@ impl<'p, 'a> OpGen<'p, 'a> {
     }
 }
 
-/// Records completions and reports them to the progress counter in batches.
+/// Records completions, per second into the interval log too, and reports them to the
+/// progress counter in batches.
 struct Recorder<'p> {
     stats: Stats,
     unreported: u64,
     completed: &'p AtomicU64,
+    /// This worker's index in the interval log.
+    worker: usize,
+    log: &'p IntervalLog,
+    /// The interval `current` holds (successful replies' latencies per op kind).
+    interval: u64,
+    current: Vec<Histogram<u64>>,
 }
 
-impl Recorder<'_> {
-    fn record(&mut self, c: &Completion) {
-        self.stats.ops[usize::from(c.tag)].record(c, Instant::now());
+impl<'p> Recorder<'p> {
+    fn new(worker: usize, completed: &'p AtomicU64, log: &'p IntervalLog) -> Recorder<'p> {
+        let current = (0..OpKind::COUNT).map(|_| interval_histogram()).collect();
+        Recorder { stats: Stats::new(), unreported: 0, completed, worker, log, interval: 0, current }
+    }
+
+    fn record(&mut self, c: &Completion) -> Result<()> {
+        let now = Instant::now();
+        self.stats.ops[usize::from(c.tag)].record(c, now);
+        let interval = self.log.interval_of(now);
+        if interval != self.interval {
+            self.log.hand_over(self.worker, self.interval, &self.current, Some(interval))?;
+            self.current.iter_mut().for_each(Histogram::reset);
+            self.interval = interval;
+        }
+        if c.err == 0 {
+            self.current[usize::from(c.tag)].saturating_record(latency_us(c, now));
+        }
         self.unreported += 1;
         if self.unreported == 64 {
             self.completed.fetch_add(self.unreported, Ordering::Relaxed);
             self.unreported = 0;
         }
+        Ok(())
     }
 
-    fn finish(self) -> Stats {
+    fn finish(self) -> Result<Stats> {
         self.completed.fetch_add(self.unreported, Ordering::Relaxed);
-        self.stats
+        self.log.hand_over(self.worker, self.interval, &self.current, None)?;
+        Ok(self.stats)
     }
 }
 
 /// One worker over its session: closed loop, or open loop when the plan has a rate.
-fn worker(id: usize, s: &mut Session, plan: &Plan<'_>, start: Instant, deadline: Option<Instant>) -> Result<Stats> {
+fn worker(
+    id: usize,
+    s: &mut Session,
+    plan: &Plan<'_>,
+    start: Instant,
+    deadline: Option<Instant>,
+    log: &IntervalLog,
+) -> Result<Stats> {
     let mut ops = OpGen::new(id, plan);
-    let mut rec = Recorder { stats: Stats::new(), unreported: 0, completed: &plan.completed };
+    let mut rec = Recorder::new(id, &plan.completed, log);
     let notifications_before = s.notifications;
     match plan.session_rate {
         None => {
             let next = || plan.claim(deadline).then(|| ops.next());
-            drive(s, plan.pipeline, next, |c| {
-                rec.record(&c);
-                Ok(())
-            })?;
+            drive(s, plan.pipeline, next, |c| rec.record(&c))?;
         }
         Some(rate) => open_loop(s, plan, rate, start, deadline, &mut ops, &mut rec)?,
     }
-    let mut stats = rec.finish();
+    let mut stats = rec.finish()?;
     stats.notifications = s.notifications - notifications_before;
     Ok(stats)
 }
@@ -403,26 +437,36 @@ fn open_loop(
             continue;
         }
         if s.reply_buffered() || s.wait_readable(wait)? {
-            rec.record(&s.recv()?);
+            rec.record(&s.recv()?)?;
             while s.outstanding() > 0 && s.reply_buffered() {
-                rec.record(&s.recv()?);
+                rec.record(&s.recv()?)?;
             }
         }
     }
 }
 
-/// Runs the closed loop on every session (one thread each) and returns the merged stats and
-/// the wall time of the measured phase. A worker that fails stops the others.
-pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<(Stats, Duration)> {
+/// What a phase measured: the merged stats, its wall time and its per-second interval log.
+pub struct Phase {
+    pub stats: Stats,
+    pub elapsed: Duration,
+    /// The HdrHistogram interval log text (see intervals.rs).
+    pub interval_log: Vec<u8>,
+}
+
+/// Runs the closed loop on every session (one thread each) and returns what it measured. A
+/// worker that fails stops the others.
+pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<Phase> {
     let start = Instant::now();
     let deadline = plan.duration.map(|d| start + d);
+    let log = IntervalLog::new(sessions.len(), start);
     let results: Vec<Result<Stats>> = std::thread::scope(|scope| {
+        let log = &log;
         let handles: Vec<_> = sessions
             .iter_mut()
             .enumerate()
             .map(|(id, s)| {
                 scope.spawn(move || {
-                    let r = worker(id, s, plan, start, deadline).with_context(|| format!("session {id}"));
+                    let r = worker(id, s, plan, start, deadline, log).with_context(|| format!("session {id}"));
                     if r.is_err() {
                         plan.stop.store(true, Ordering::Relaxed);
                     }
@@ -434,11 +478,13 @@ pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) ->
         handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
     });
     let elapsed = start.elapsed();
-    let mut total = Stats::new();
+    let mut stats = Stats::new();
     for r in results {
-        total.merge(&r?);
+        stats.merge(&r?);
     }
-    Ok((total, elapsed))
+    let ran = std::array::from_fn(|k| stats.ops[k].count > 0);
+    let interval_log = log.finish(elapsed, &ran)?;
+    Ok(Phase { stats, elapsed, interval_log })
 }
 
 /// While workers run: a live indicatif progress bar on stderr, if asked for (stderr is a

@@ -533,6 +533,64 @@ fn duration_and_warmup() {
     assert_eq!(v["ops"]["create"]["errors"], 0, "{v}");
 }
 
+/// (tag, start s, count) of every interval of an HdrHistogram interval log.
+fn intervals(log: &[u8]) -> Vec<(String, f64, u64)> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let mut found = Vec::new();
+    for entry in IntervalLogIterator::new(log) {
+        if let LogEntry::Interval(h) = entry.expect("the interval log parses") {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(h.encoded_histogram()).unwrap();
+            let hist: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut bytes.as_slice()).unwrap();
+            let tag = h.tag().expect("every interval is tagged").as_str().to_string();
+            found.push((tag, h.start_timestamp().as_secs_f64(), hist.len()));
+        }
+    }
+    found
+}
+
+/// A 3 s run: the .hgrm interval log has a histogram per second per op type and total, and
+/// each tag's counts add up to its op count.
+#[test]
+fn interval_log_has_one_histogram_per_second() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let dir = results.path().to_str().unwrap();
+    let args = [
+        "--duration",
+        "3s",
+        "--mix",
+        "90r10w",
+        "--servers",
+        &servers,
+        "--clients",
+        "2",
+        "--keys",
+        "100",
+        "--results-dir",
+        dir,
+    ];
+    let out = loadgen(&args, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = only_result(results.path());
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+    let version_dir = results.path().join(env!("CARGO_PKG_VERSION"));
+    let log = std::fs::read(version_dir.join(v["histogram_log"].as_str().unwrap())).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("#[StartTime: ") && text.contains("#[BaseTime: "), "{text}");
+    assert!(text.contains("microseconds") && text.contains("\"StartTimestamp\",\"Interval_Length\""), "{text}");
+    let found = intervals(&log);
+    for (tag, stats) in [("getData", &v["ops"]["getData"]), ("setData", &v["ops"]["setData"]), ("total", &v["total"])] {
+        let mine: Vec<_> = found.iter().filter(|f| f.0 == tag).collect();
+        assert!(mine.len() >= 3, "{tag}: {mine:?}");
+        let starts: Vec<f64> = mine.iter().map(|f| f.1).collect();
+        assert_eq!(starts, (0..mine.len()).map(|i| i as f64).collect::<Vec<_>>(), "{tag}: one per second in order");
+        assert_eq!(mine.iter().map(|f| f.2).sum::<u64>(), stats["count"].as_u64().unwrap(), "{tag}: {mine:?}");
+    }
+}
+
 #[test]
 fn open_loop_paces_to_the_rate() {
     let w = Warren::start();
