@@ -27,8 +27,9 @@ const TOTAL: usize = OpKind::COUNT;
 /// What a worker's position is once it has handed over its last interval.
 const FINISHED: u64 = u64::MAX;
 
-/// An auto-resizing µs histogram: intervals hold few values, so they stay small.
-pub fn interval_histogram() -> Histogram<u64> {
+/// An auto-resizing µs histogram (3 significant digits), as large as its largest value needs:
+/// for the many histograms that hold few values (an interval's, the error replies').
+pub fn growing_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits are valid")
 }
 
@@ -60,6 +61,11 @@ impl IntervalLog {
         (now.saturating_duration_since(self.start).as_nanos() / INTERVAL.as_nanos()) as u64
     }
 
+    /// When interval `idx` ends.
+    pub fn end_of(&self, idx: u64) -> Instant {
+        self.start + interval_start(idx.saturating_add(1))
+    }
+
     /// Worker `worker` hands over what it recorded in interval `done` (one histogram per op
     /// kind, successes only) and records into `next` from now on (`None`: it is finished).
     /// Every interval all workers have left is encoded.
@@ -69,7 +75,7 @@ impl IntervalLog {
         let next = next.unwrap_or(FINISHED);
         assert!(next > done, "worker {worker} went back from interval {done} to {next}");
         if hists.iter().any(|h| !h.is_empty()) {
-            let open = c.open.entry(done).or_insert_with(|| (0..OpKind::COUNT).map(|_| interval_histogram()).collect());
+            let open = c.open.entry(done).or_insert_with(|| (0..OpKind::COUNT).map(|_| growing_histogram()).collect());
             for (into, h) in open.iter_mut().zip(hists) {
                 into.add(h).expect("auto-resizing histograms take any value");
             }
@@ -102,7 +108,7 @@ impl IntervalLog {
             c.encode(idx, &hists, length(idx, elapsed))?;
         }
         let mut out = header(start_wall)?;
-        let empty = interval_histogram();
+        let empty = growing_histogram();
         for idx in 0..intervals.max(c.lines.keys().last().map_or(0, |k| k.0 + 1)) {
             for slot in (0..SLOTS).filter(|&s| s == TOTAL || ran[s]) {
                 match c.lines.get(&(idx, slot)) {
@@ -118,7 +124,7 @@ impl IntervalLog {
 impl Collector {
     /// Encodes interval `idx` (one histogram per op kind) and its total.
     fn encode(&mut self, idx: u64, hists: &[Histogram<u64>], len: Duration) -> Result<()> {
-        let mut total = interval_histogram();
+        let mut total = growing_histogram();
         for (slot, h) in hists.iter().enumerate() {
             total.add(h).expect("auto-resizing histograms take any value");
             self.lines.insert((idx, slot), encode_line(h, idx, len, slot_name(slot))?);
@@ -205,7 +211,7 @@ mod tests {
     }
 
     fn hists(values: &[(usize, u64)]) -> Vec<Histogram<u64>> {
-        let mut hs: Vec<_> = (0..OpKind::COUNT).map(|_| interval_histogram()).collect();
+        let mut hs: Vec<_> = (0..OpKind::COUNT).map(|_| growing_histogram()).collect();
         for &(kind, us) in values {
             hs[kind].record(us).unwrap();
         }

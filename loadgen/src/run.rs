@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use net::jute::{opcode, Request};
 
-use crate::intervals::{interval_histogram, IntervalLog};
+use crate::intervals::{growing_histogram, IntervalLog};
 use crate::keys::KeyChooser;
 use crate::parse::{Mix, OpKind};
 use crate::session::{Completion, Session};
@@ -76,7 +76,10 @@ pub struct OpStats {
 
 impl OpStats {
     pub fn new() -> OpStats {
-        OpStats { hist: latency_histogram(), error_hist: latency_histogram(), count: 0, errors: BTreeMap::new() }
+        // Errors are usually few: an auto-resizing histogram keeps them from doubling the
+        // memory every worker needs.
+        let error_hist = growing_histogram();
+        OpStats { hist: latency_histogram(), error_hist, count: 0, errors: BTreeMap::new() }
     }
 
     pub fn error_count(&self) -> u64 {
@@ -101,7 +104,7 @@ impl OpStats {
 
     pub fn merge(&mut self, other: &OpStats) {
         self.hist.add(&other.hist).expect("histograms share bounds");
-        self.error_hist.add(&other.error_hist).expect("histograms share bounds");
+        self.error_hist.add(&other.error_hist).expect("auto-resizing histograms take any value");
         self.count += other.count;
         for (&code, &n) in &other.errors {
             *self.errors.entry(code).or_default() += n;
@@ -333,25 +336,29 @@ struct Recorder<'p> {
     /// This worker's index in the interval log.
     worker: usize,
     log: &'p IntervalLog,
-    /// The interval `current` holds (successful replies' latencies per op kind).
+    /// The interval `current` holds (successful replies' latencies per op kind), and when it
+    /// ends: one comparison per op instead of a division.
     interval: u64,
+    interval_end: Instant,
     current: Vec<Histogram<u64>>,
 }
 
 impl<'p> Recorder<'p> {
     fn new(worker: usize, completed: &'p AtomicU64, log: &'p IntervalLog) -> Recorder<'p> {
-        let current = (0..OpKind::COUNT).map(|_| interval_histogram()).collect();
-        Recorder { stats: Stats::new(), unreported: 0, completed, worker, log, interval: 0, current }
+        let current = (0..OpKind::COUNT).map(|_| growing_histogram()).collect();
+        let interval_end = log.end_of(0);
+        Recorder { stats: Stats::new(), unreported: 0, completed, worker, log, interval: 0, interval_end, current }
     }
 
     fn record(&mut self, c: &Completion) -> Result<()> {
         let now = Instant::now();
         self.stats.ops[usize::from(c.tag)].record(c, now);
-        let interval = self.log.interval_of(now);
-        if interval != self.interval {
+        if now >= self.interval_end {
+            let interval = self.log.interval_of(now);
             self.log.hand_over(self.worker, self.interval, &self.current, Some(interval))?;
             self.current.iter_mut().for_each(Histogram::reset);
             self.interval = interval;
+            self.interval_end = self.log.end_of(interval);
         }
         if c.err == 0 {
             self.current[usize::from(c.tag)].saturating_record(latency_us(c, now));
