@@ -102,6 +102,9 @@ pub fn compare(runs: &[Run], threshold_pct: f64) -> (String, Vec<String>) {
             s["clients"],
             s["pipeline"]
         );
+        if r.json.get("throughput_of").is_none() {
+            let _ = writeln!(out, "  (older result: its ops/s and latencies count error replies too)");
+        }
     }
     for op in op_names(runs) {
         let _ = write!(out, "\n{op:<12} {:>12}", label(0));
@@ -157,6 +160,14 @@ mod tests {
             json: json!({"settings": {"mix": "90r10w", "ops": 1000, "clients": 1, "pipeline": 1},
                 "target": {"version": "v"}, "total": stats, "ops": {"getData": stats}}),
         }
+    }
+
+    #[test]
+    fn older_results_are_marked_as_counting_errors() {
+        let mut new = run(1000.0, 500);
+        new.json["throughput_of"] = json!("successes");
+        let (table, _) = compare(&[run(1000.0, 500), new], 10.0);
+        assert_eq!(table.matches("older result").count(), 1, "{table}");
     }
 
     #[test]

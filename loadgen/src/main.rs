@@ -5,6 +5,7 @@
 
 mod canned;
 mod compare;
+mod intervals;
 mod keys;
 mod local;
 mod parse;
@@ -67,8 +68,9 @@ Mix: <percent><op>... summing to 100; ops: r = getData, w = setData (of preloade
   preloaded key (row getWatch; the data watch fires on a later setData of that key and its
   notification is counted in the \"watch notifications received\" line, watch_notifications in
   the JSON). E.g. 90r10w, 100r, 50r50w, 80r10w5c5d, 80r10w10x.
-Keys are /loadgen/k0000000.. picked uniformly at random from --seed; latencies are
-measured per reply (errors included) in microseconds. On a terminal a live progress bar
+Keys are /loadgen/k0000000.. picked uniformly at random from --seed (the warmup from its
+own stream derived from it); ops/s and latencies (microseconds) are of successful replies,
+errors are counted, rated and timed apart. On a terminal a live progress bar
 (ops or time done, ops/s over the last second) is drawn to stderr; piped, nothing is.
 Ctrl-C stops the run and still reports.";
 
@@ -136,7 +138,8 @@ struct RunArgs {
     /// closed loop
     #[arg(long, value_parser = parse_count)]
     rate: Option<u64>,
-    /// Operations to run first, unmeasured, with the same settings (e.g. 10k)
+    /// Operations to run first, unmeasured, with the same settings but their own key and op
+    /// stream (e.g. 10k)
     #[arg(long, value_parser = parse_count, default_value = "0")]
     warmup: u64,
     /// Operation mix, e.g. 90r10w, 100r, 80r10w5c5d, 80r10w10x (r getData, w setData,
@@ -164,7 +167,8 @@ struct RunArgs {
     /// Bytes of data per preloaded key, setData and create
     #[arg(long, default_value_t = 100)]
     value_size: usize,
-    /// Seed for key and op choice [default: from the clock; recorded in the JSON]
+    /// Seed for key and op choice; the same seed gives the same measured ops per session,
+    /// whatever --warmup [default: from the clock; recorded in the JSON]
     #[arg(long)]
     seed: Option<u64>,
     /// Skip creating the keys first (they must exist, or reads and writes fail with NONODE)
@@ -324,13 +328,15 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     if cli.warmup > 0 {
         eprintln!("loadgen: warming up with {} ops", cli.warmup);
         let warmup_id = format!("{run_id}-warmup");
-        let plan = plan(&settings, &chooser, cli.warmup, None, &warmup_id);
+        let mut plan = plan(&settings, &chooser, cli.warmup, None, &warmup_id);
+        plan.seed = run::warmup_seed(settings.seed);
         run::closed_loop(&mut sessions, &plan, false).context("warmup")?;
     }
     eprintln!("loadgen: running");
     let plan = plan(&settings, &chooser, ops, cli.duration, &run_id);
     let cpu_before = own_cpu();
-    let (stats, elapsed) = run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
+    let run::Phase { stats, elapsed, interval_log } =
+        run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
     let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
     for s in sessions {
         // Best effort: the measurement is done; a failed close only delays the server's cleanup.
@@ -362,7 +368,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     if let Some(o) = &open_loop {
         json["open_loop"] = o.json();
     }
-    let path = report::write_results(&cli.results_dir, &run_id, json, &stats)?;
+    let path = report::write_results(&cli.results_dir, &run_id, json, &stats, &interval_log)?;
     println!("results: {}", path.display());
     Ok(())
 }
@@ -421,12 +427,15 @@ fn print_summary(stats: &run::Stats, elapsed: Duration, loadgen_cpu: Duration, w
     if watches || stats.notifications > 0 {
         println!("watch notifications received: {}", stats.notifications);
     }
+    let total = stats.total();
     println!(
-        "overall: {} ops in {:.3} s = {:.0} ops/s",
-        stats.total_count(),
+        "overall: {} ops ({} errors) in {:.3} s = {:.0} successful ops/s",
+        total.count,
+        total.error_count(),
         elapsed.as_secs_f64(),
-        stats.total_count() as f64 / elapsed.as_secs_f64().max(1e-9)
+        total.successes() as f64 / elapsed.as_secs_f64().max(1e-9)
     );
+    // loadgen's cost is per reply handled, errors included: it did the same work for them.
     println!(
         "loadgen CPU: {:.3} s (user+sys) = {:.0} ops per loadgen CPU-second",
         loadgen_cpu.as_secs_f64(),

@@ -60,10 +60,12 @@ fn per_sec(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// The table printed at the end of a run: one row per op kind that ran, then the total.
+/// The table printed at the end of a run: one row per op kind that ran, then the total. ops/s
+/// and the percentiles are of successful replies; errors have their own count, rate and
+/// latency lines below.
 pub fn table(stats: &Stats, elapsed: Duration) -> String {
     let mut out = String::new();
-    let _ = write!(out, "{:<8} {:>10} {:>8} {:>11}", "op", "count", "errors", "ops/s");
+    let _ = write!(out, "{:<8} {:>10} {:>8} {:>11} {:>9}", "op", "count", "errors", "ops/s", "errors/s");
     for (label, _) in PERCENTILES {
         let _ = write!(out, " {:>10}", format!("{label}(µs)"));
     }
@@ -74,47 +76,83 @@ pub fn table(stats: &Stats, elapsed: Duration) -> String {
             row(&mut out, kind.name(), o, elapsed);
         }
     }
-    let mut all = OpStats::new();
-    merge_all(&mut all, stats);
-    row(&mut out, "total", &all, elapsed);
+    row(&mut out, "total", &stats.total(), elapsed);
     for kind in OpKind::ALL {
-        for (&code, &n) in &stats.ops[kind.index()].errors {
-            let _ = writeln!(out, "  {} errors: {} x {n}", kind.name(), error_name(code));
-        }
+        error_lines(&mut out, kind.name(), &stats.ops[kind.index()], elapsed);
     }
     out
 }
 
-fn merge_all(into: &mut OpStats, stats: &Stats) {
-    for o in &stats.ops {
-        into.hist.add(&o.hist).expect("histograms share bounds");
-        into.count += o.count;
-        for (&code, &n) in &o.errors {
-            *into.errors.entry(code).or_default() += n;
-        }
-    }
-}
-
 fn row(out: &mut String, name: &str, o: &OpStats, elapsed: Duration) {
-    let _ = write!(out, "{name:<8} {:>10} {:>8} {:>11.0}", o.count, o.error_count(), per_sec(o.count, elapsed));
+    let (ok, errors) = (o.successes(), o.error_count());
+    let _ = write!(
+        out,
+        "{name:<8} {:>10} {:>8} {:>11.0} {:>9.0}",
+        o.count,
+        errors,
+        per_sec(ok, elapsed),
+        per_sec(errors, elapsed)
+    );
     for (_, q) in PERCENTILES {
-        let _ = write!(out, " {:>10}", o.hist.value_at_quantile(q));
+        let _ = write!(out, " {:>10}", latency_cell(&o.hist, |h| h.value_at_quantile(q)));
     }
-    let _ = writeln!(out, " {:>10}", o.hist.max());
+    let _ = writeln!(out, " {:>10}", latency_cell(&o.hist, |h| h.max()));
 }
 
+/// A latency for the table, or "-" when no reply of that kind succeeded.
+fn latency_cell(h: &Histogram<u64>, f: impl Fn(&Histogram<u64>) -> u64) -> String {
+    if h.is_empty() {
+        "-".to_string()
+    } else {
+        f(h).to_string()
+    }
+}
+
+/// One line per error code (count and rate), then the error replies' own latencies.
+fn error_lines(out: &mut String, name: &str, o: &OpStats, elapsed: Duration) {
+    for (&code, &n) in &o.errors {
+        let _ = writeln!(out, "  {name} errors: {} x {n} ({:.0}/s)", error_name(code), per_sec(n, elapsed));
+    }
+    let h = &o.error_hist;
+    if !h.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {name} error latency(µs): p50 {} p99 {} max {}",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max()
+        );
+    }
+}
+
+/// Mean, max and the percentiles of `h` as `<prefix>mean_us`, `<prefix>p99_us`, ...
+fn latency_json(v: &mut Value, h: &Histogram<u64>) {
+    v["mean_us"] = json!(if h.is_empty() { 0.0 } else { h.mean() });
+    v["max_us"] = json!(h.max());
+    for (label, q) in PERCENTILES {
+        v[format!("{}_us", label.replace('.', "_"))] = json!(h.value_at_quantile(q));
+    }
+}
+
+/// One op kind's JSON. `count` is every reply; `throughput_ops_s` and the latencies are of
+/// successful replies; errors have their count, rate and latencies (`error_latency`) apart.
 fn op_json(o: &OpStats, elapsed: Duration) -> Value {
+    let errors_by_code = o.errors.iter().map(|(&c, &n)| (error_name(c), json!(n))).collect::<serde_json::Map<_, _>>();
+    let error_rates =
+        o.errors.iter().map(|(&c, &n)| (error_name(c), json!(per_sec(n, elapsed)))).collect::<serde_json::Map<_, _>>();
+    let mut error_latency = json!({ "count": o.error_count() });
+    latency_json(&mut error_latency, &o.error_hist);
     let mut v = json!({
         "count": o.count,
+        "successes": o.successes(),
         "errors": o.error_count(),
-        "errors_by_code": o.errors.iter().map(|(&c, &n)| (error_name(c), json!(n))).collect::<serde_json::Map<_, _>>(),
-        "throughput_ops_s": per_sec(o.count, elapsed),
-        "mean_us": if o.count > 0 { o.hist.mean() } else { 0.0 },
-        "max_us": o.hist.max(),
+        "errors_by_code": errors_by_code,
+        "throughput_ops_s": per_sec(o.successes(), elapsed),
+        "error_rate_ops_s": per_sec(o.error_count(), elapsed),
+        "error_rate_by_code_ops_s": error_rates,
+        "error_latency": error_latency,
     });
-    for (label, q) in PERCENTILES {
-        v[format!("{}_us", label.replace('.', "_"))] = json!(o.hist.value_at_quantile(q));
-    }
+    latency_json(&mut v, &o.hist);
     v
 }
 
@@ -138,8 +176,6 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
             ops.insert(kind.name().to_string(), op_json(o, s.elapsed));
         }
     }
-    let mut all = OpStats::new();
-    merge_all(&mut all, s.stats);
     json!({
         "loadgen_version": env!("CARGO_PKG_VERSION"),
         "run_id": s.run_id,
@@ -154,10 +190,14 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
         },
         "elapsed_s": s.elapsed.as_secs_f64(),
         "interrupted": s.interrupted,
+        // What ops/s and the latency fields count (results before this field counted every
+        // reply, errors included, in both).
+        "throughput_of": "successes",
+        "latency_of": "successes",
         "loadgen_cpu_s": s.loadgen_cpu.as_secs_f64(),
         "loadgen_ops_per_cpu_s": s.stats.total_count() as f64 / s.loadgen_cpu.as_secs_f64().max(1e-9),
         "watch_notifications": s.stats.notifications,
-        "total": op_json(&all, s.elapsed),
+        "total": op_json(&s.stats.total(), s.elapsed),
         "ops": ops,
     })
 }
@@ -169,17 +209,22 @@ fn cpu_model() -> Option<String> {
     Some(line.split_once(':')?.1.trim().to_string())
 }
 
-/// Writes `<dir>/<version>/<stem>.json`, `<stem>.hgrm` (an HdrHistogram interval log with one
-/// histogram per op type) and one `<stem>.<op>.hgrm` percentile text per op kind that ran (plus
+/// Writes `<dir>/<version>/<stem>.json`, `<stem>.hgrm` (`interval_log`: the HdrHistogram
+/// interval log, one histogram per op type and total per second, see intervals.rs) and one `<stem>.<op>.hgrm` percentile text per op kind that ran (plus
 /// `<stem>.total.hgrm`), where `<stem>` is the run id, with a numeric suffix if that name is
 /// taken. The JSON lists the hgrm files. Returns the JSON's path.
-pub fn write_results(dir: &Path, run_id: &str, mut summary: Value, stats: &Stats) -> Result<PathBuf> {
+pub fn write_results(
+    dir: &Path,
+    run_id: &str,
+    mut summary: Value,
+    stats: &Stats,
+    interval_log: &[u8],
+) -> Result<PathBuf> {
     let dir = dir.join(env!("CARGO_PKG_VERSION"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (stem, mut json_file) = reserve(&dir, run_id)?;
     let mut hgrm = serde_json::Map::new();
-    let mut all = OpStats::new();
-    merge_all(&mut all, stats);
+    let all = stats.total();
     let ran = OpKind::ALL.into_iter().map(|k| (k.name(), &stats.ops[k.index()])).filter(|(_, o)| o.count > 0);
     for (name, o) in ran.chain(std::iter::once(("total", &all))) {
         let file = format!("{stem}.{name}.hgrm");
@@ -191,35 +236,13 @@ pub fn write_results(dir: &Path, run_id: &str, mut summary: Value, stats: &Stats
     summary["hgrm"] = Value::Object(hgrm);
     let log_file = format!("{stem}.hgrm");
     let log_path = dir.join(&log_file);
-    std::fs::write(&log_path, histogram_log(stats, &all)?)
-        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    std::fs::write(&log_path, interval_log).with_context(|| format!("cannot write {}", log_path.display()))?;
     summary["histogram_log"] = json!(log_file);
     let text = serde_json::to_string_pretty(&summary)? + "\n";
     let json_path = dir.join(format!("{stem}.json"));
     std::io::Write::write_all(&mut json_file, text.as_bytes())
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     Ok(json_path)
-}
-
-/// An HdrHistogram interval log (V2, compressed): one histogram per op type that ran plus
-/// `total`, each tagged with its op name, values in microseconds. Any HdrHistogram tool reads
-/// it back losslessly (the per-op `.hgrm` files are the plotter's percentile text).
-pub fn histogram_log(stats: &Stats, all: &OpStats) -> Result<Vec<u8>> {
-    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-    use hdrhistogram::serialization::V2DeflateSerializer;
-    let mut out = Vec::new();
-    let mut serializer = V2DeflateSerializer::new();
-    let mut builder = IntervalLogWriterBuilder::new();
-    builder.add_comment("loadgen latency histograms, microseconds, one per op type (tag)");
-    let mut log = builder.begin_log_with(&mut out, &mut serializer)?;
-    let ran = OpKind::ALL.into_iter().map(|k| (k.name(), &stats.ops[k.index()])).filter(|(_, o)| o.count > 0);
-    for (name, o) in ran.chain(std::iter::once(("total", all))) {
-        let tag = Tag::new(name).with_context(|| format!("{name} is not a valid histogram tag"))?;
-        log.write_histogram(&o.hist, Duration::ZERO, Duration::ZERO, Some(tag))
-            .map_err(|e| anyhow::anyhow!("cannot encode the {name} histogram: {e:?}"))?;
-    }
-    drop(log);
-    Ok(out)
 }
 
 /// Creates `<dir>/<run_id>[-n].json` empty (create_new, so two runs never share a name) and
@@ -288,59 +311,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_log_holds_one_tagged_histogram_per_op_and_total() {
-        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-        use hdrhistogram::serialization::Deserializer;
-        let mut stats = Stats::new();
-        for us in 1..=100 {
-            stats.ops[OpKind::ALL[0].index()].hist.record(us).unwrap();
-            stats.ops[OpKind::ALL[0].index()].count += 1;
-        }
-        stats.ops[OpKind::ALL[1].index()].hist.record(5000).unwrap();
-        stats.ops[OpKind::ALL[1].index()].count += 1;
-        let mut all = OpStats::new();
-        merge_all(&mut all, &stats);
-        let log = histogram_log(&stats, &all).unwrap();
-        let mut found = Vec::new();
-        for entry in IntervalLogIterator::new(&log) {
-            if let LogEntry::Interval(h) = entry.expect("the log parses") {
-                let tag = h.tag().expect("every histogram is tagged").as_str().to_string();
-                let bytes = base64_decode(h.encoded_histogram());
-                let hist: Histogram<u64> = Deserializer::new().deserialize(&mut bytes.as_slice()).unwrap();
-                found.push((tag, hist.len(), hist.max()));
-            }
-        }
-        let expected_total_max = all.hist.max();
-        assert_eq!(
-            found,
-            vec![
-                (OpKind::ALL[0].name().to_string(), 100, stats.ops[OpKind::ALL[0].index()].hist.max()),
-                (OpKind::ALL[1].name().to_string(), 1, stats.ops[OpKind::ALL[1].index()].hist.max()),
-                ("total".to_string(), 101, expected_total_max),
-            ]
-        );
-    }
-
-    /// Standard base64 (the interval log's encoding), enough for the test.
-    fn base64_decode(text: &str) -> Vec<u8> {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut bits = 0u32;
-        let mut nbits = 0;
-        let mut out = Vec::new();
-        for c in text.bytes().filter(|c| *c != b'=') {
-            let v = ALPHABET.iter().position(|a| *a == c).expect("base64 character") as u32;
-            bits = (bits << 6) | v;
-            nbits += 6;
-            if nbits >= 8 {
-                nbits -= 8;
-                out.push((bits >> nbits) as u8);
-                bits &= (1 << nbits) - 1;
-            }
-        }
-        out
-    }
 
     #[test]
     fn run_ids() {

@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use net::jute::{opcode, Request};
 
+use crate::intervals::{growing_histogram, IntervalLog};
 use crate::keys::KeyChooser;
 use crate::parse::{Mix, OpKind};
 use crate::session::{Completion, Session};
@@ -77,9 +78,13 @@ impl Plan<'_> {
     }
 }
 
-/// Latency and outcome of one op kind.
+/// Latency and outcome of one op kind. Successful replies and error replies are timed apart:
+/// a storm of fast NONODE answers must not pass for throughput nor pull the percentiles down.
 pub struct OpStats {
+    /// Latencies of successful replies: what ops/s and the percentiles report.
     pub hist: Histogram<u64>,
+    /// Latencies of error replies, kept out of `hist`.
+    pub error_hist: Histogram<u64>,
     /// Replies received, errors included.
     pub count: u64,
     /// Error replies by ZooKeeper error code.
@@ -88,30 +93,50 @@ pub struct OpStats {
 
 impl OpStats {
     pub fn new() -> OpStats {
-        let hist = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static histogram bounds are valid");
-        OpStats { hist, count: 0, errors: BTreeMap::new() }
+        // Errors are usually few: an auto-resizing histogram keeps them from doubling the
+        // memory every worker needs.
+        let error_hist = growing_histogram();
+        OpStats { hist: latency_histogram(), error_hist, count: 0, errors: BTreeMap::new() }
     }
 
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
 
+    /// Replies without an error: what throughput counts.
+    pub fn successes(&self) -> u64 {
+        self.count - self.error_count()
+    }
+
     fn record(&mut self, c: &Completion, now: Instant) {
-        let us = u64::try_from(now.duration_since(c.sent).as_micros()).unwrap_or(u64::MAX);
-        self.hist.saturating_record(us.clamp(1, LATENCY_US_MAX));
+        let us = latency_us(c, now);
         self.count += 1;
-        if c.err != 0 {
+        if c.err == 0 {
+            self.hist.saturating_record(us);
+        } else {
+            self.error_hist.saturating_record(us);
             *self.errors.entry(c.err).or_default() += 1;
         }
     }
 
-    fn merge(&mut self, other: &OpStats) {
+    pub fn merge(&mut self, other: &OpStats) {
         self.hist.add(&other.hist).expect("histograms share bounds");
+        self.error_hist.add(&other.error_hist).expect("auto-resizing histograms take any value");
         self.count += other.count;
         for (&code, &n) in &other.errors {
             *self.errors.entry(code).or_default() += n;
         }
     }
+}
+
+/// The latency of `c` answered at `now`, in µs, within what the histograms track.
+fn latency_us(c: &Completion, now: Instant) -> u64 {
+    u64::try_from(now.duration_since(c.sent).as_micros()).unwrap_or(u64::MAX).clamp(1, LATENCY_US_MAX)
+}
+
+/// A latency histogram in µs over 1..LATENCY_US_MAX, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static histogram bounds are valid")
 }
 
 /// Stats of every op kind, indexed by OpKind::index.
@@ -140,6 +165,27 @@ impl Stats {
     pub fn total_count(&self) -> u64 {
         self.ops.iter().map(|o| o.count).sum()
     }
+
+    /// Every op kind merged into one: the `total` row.
+    pub fn total(&self) -> OpStats {
+        let mut all = OpStats::new();
+        for o in &self.ops {
+            all.merge(o);
+        }
+        all
+    }
+}
+
+/// Told apart from the measured phase's stream by this constant ("WARMUP" in ASCII).
+const WARMUP_STREAM: u64 = 0x5741_524D_5550_0000;
+
+/// The seed of the warmup's op stream for a run seeded `seed`. The measured phase uses `seed`
+/// itself, so its per-session sequences are the same whatever the warmup length (and the same
+/// as a run without warmup), and it does not replay the keys and ops the warmup just touched
+/// (they would be hot in the server's caches). Hashed, not offset: splitmix64 seeds a multiple
+/// of its increment apart yield the same stream shifted.
+pub fn warmup_seed(seed: u64) -> u64 {
+    Rng::new(seed ^ WARMUP_STREAM).next_u64()
 }
 
 /// splitmix64: tiny, seedable, good enough to pick keys and ops.
@@ -301,26 +347,54 @@ impl<'p, 'a> OpGen<'p, 'a> {
     }
 }
 
-/// Records completions and reports them to the progress counter in batches.
+/// Records completions, per second into the interval log too, and reports them to the
+/// progress counter in batches.
 struct Recorder<'p> {
     stats: Stats,
     unreported: u64,
     completed: &'p AtomicU64,
+    /// This worker's index in the interval log.
+    worker: usize,
+    log: &'p IntervalLog,
+    /// The interval `current` holds (successful replies' latencies per op kind), and when it
+    /// ends: one comparison per op instead of a division.
+    interval: u64,
+    interval_end: Instant,
+    current: Vec<Histogram<u64>>,
 }
 
-impl Recorder<'_> {
-    fn record(&mut self, c: &Completion) {
-        self.stats.ops[usize::from(c.tag)].record(c, Instant::now());
+impl<'p> Recorder<'p> {
+    fn new(worker: usize, completed: &'p AtomicU64, log: &'p IntervalLog) -> Recorder<'p> {
+        let current = (0..OpKind::COUNT).map(|_| growing_histogram()).collect();
+        let interval_end = log.end_of(0);
+        Recorder { stats: Stats::new(), unreported: 0, completed, worker, log, interval: 0, interval_end, current }
+    }
+
+    fn record(&mut self, c: &Completion) -> Result<()> {
+        let now = Instant::now();
+        self.stats.ops[usize::from(c.tag)].record(c, now);
+        if now >= self.interval_end {
+            let interval = self.log.interval_of(now);
+            self.log.hand_over(self.worker, self.interval, &self.current, Some(interval))?;
+            self.current.iter_mut().for_each(Histogram::reset);
+            self.interval = interval;
+            self.interval_end = self.log.end_of(interval);
+        }
+        if c.err == 0 {
+            self.current[usize::from(c.tag)].saturating_record(latency_us(c, now));
+        }
         self.unreported += 1;
         if self.unreported == 64 {
             self.completed.fetch_add(self.unreported, Ordering::Relaxed);
             self.unreported = 0;
         }
+        Ok(())
     }
 
-    fn finish(self) -> Stats {
+    fn finish(self) -> Result<Stats> {
         self.completed.fetch_add(self.unreported, Ordering::Relaxed);
-        self.stats
+        self.log.hand_over(self.worker, self.interval, &self.current, None)?;
+        Ok(self.stats)
     }
 }
 
@@ -331,41 +405,49 @@ fn worker(
     plan: &Plan<'_>,
     start: Instant,
     deadline: Option<Instant>,
+    log: &IntervalLog,
 ) -> Result<Stats> {
     let mut ops = OpGen::new(id, plan);
-    let mut rec = Recorder { stats: Stats::new(), unreported: 0, completed: &plan.completed };
+    let mut rec = Recorder::new(id, &plan.completed, log);
     let notifications_before = s.notifications;
     match plan.session_rate {
         None => {
             let next = || plan.claim(deadline).then(|| ops.next());
-            drive(s, plan.pipeline, next, |c| {
-                rec.record(&c);
-                Ok(())
-            })?;
+            drive(s, plan.pipeline, next, |c| rec.record(&c))?;
         }
         Some(rate) => {
             let first = open_loop::first_due(start, rate, id, sessions);
             open_loop::run(s, plan, rate, first, deadline, &mut ops, &mut rec)?;
         }
     }
-    let mut stats = rec.finish();
+    let mut stats = rec.finish()?;
     stats.notifications = s.notifications - notifications_before;
     Ok(stats)
 }
 
-/// Runs the closed loop on every session (one thread each) and returns the merged stats and
-/// the wall time of the measured phase. A worker that fails stops the others.
-pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<(Stats, Duration)> {
+/// What a phase measured: the merged stats, its wall time and its per-second interval log.
+pub struct Phase {
+    pub stats: Stats,
+    pub elapsed: Duration,
+    /// The HdrHistogram interval log text (see intervals.rs).
+    pub interval_log: Vec<u8>,
+}
+
+/// Runs the closed loop on every session (one thread each) and returns what it measured. A
+/// worker that fails stops the others.
+pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<Phase> {
     let start = Instant::now();
     let deadline = plan.duration.map(|d| start + d);
     let n = sessions.len();
+    let log = IntervalLog::new(n, start);
     let results: Vec<Result<Stats>> = std::thread::scope(|scope| {
+        let log = &log;
         let handles: Vec<_> = sessions
             .iter_mut()
             .enumerate()
             .map(|(id, s)| {
                 scope.spawn(move || {
-                    let r = worker((id, n), s, plan, start, deadline).with_context(|| format!("session {id}"));
+                    let r = worker((id, n), s, plan, start, deadline, log).with_context(|| format!("session {id}"));
                     if r.is_err() {
                         plan.stop.store(true, Ordering::Relaxed);
                     }
@@ -377,11 +459,13 @@ pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) ->
         handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
     });
     let elapsed = start.elapsed();
-    let mut total = Stats::new();
+    let mut stats = Stats::new();
     for r in results {
-        total.merge(&r?);
+        stats.merge(&r?);
     }
-    Ok((total, elapsed))
+    let ran = std::array::from_fn(|k| stats.ops[k].count > 0);
+    let interval_log = log.finish(elapsed, &ran)?;
+    Ok(Phase { stats, elapsed, interval_log })
 }
 
 /// While workers run: a live indicatif progress bar on stderr, if asked for (stderr is a
@@ -486,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_merge_adds_counts_errors_and_histograms() {
+    fn stats_merge_adds_counts_errors_and_histograms_apart() {
         let mut a = Stats::new();
         let mut b = Stats::new();
         let t0 = Instant::now();
@@ -500,8 +584,12 @@ mod tests {
         assert_eq!(a.notifications, 5);
         assert_eq!(a.ops[0].count, 2);
         assert_eq!(a.ops[0].errors.get(&-101), Some(&1));
-        assert_eq!(a.ops[0].hist.len(), 2);
-        assert!(a.ops[0].hist.max() >= 299);
+        // The error's latency stays out of the success histogram.
+        assert_eq!(a.ops[0].hist.len(), 1);
+        assert!(a.ops[0].hist.max() < 110);
+        assert_eq!(a.ops[0].error_hist.len(), 1);
+        assert!(a.ops[0].error_hist.max() >= 299);
+        assert_eq!(a.ops[0].successes(), 1);
         assert_eq!(a.ops[1].count, 1);
         assert_eq!(a.total_count(), 3);
     }
@@ -524,6 +612,48 @@ mod tests {
         assert!((rate - 10_000.0).abs() < 1e-6, "{rate}");
         // Never older than the window plus one tick.
         assert!(r.samples.len() <= 12, "{}", r.samples.len());
+    }
+
+    fn test_plan<'a>(keys: &'a KeyChooser, stop: &'a AtomicBool, seed: u64) -> Plan<'a> {
+        Plan {
+            ops: 1000,
+            mix: crate::parse::parse_mix("50r50w").unwrap(),
+            keys,
+            pipeline: 1,
+            value: vec![b'v'; 4],
+            seed,
+            run_id: "test",
+            session_rate: None,
+            duration: None,
+            claimed: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            stop,
+        }
+    }
+
+    fn first_ops(plan: &Plan<'_>, session: usize, n: usize) -> Vec<Request> {
+        let mut gen = OpGen::new(session, plan);
+        (0..n).map(|_| gen.next().0).collect()
+    }
+
+    #[test]
+    fn warmup_draws_from_its_own_stream_and_the_measured_one_is_reproducible() {
+        let keys = KeyChooser::new(crate::keys::Distribution::Uniform, 1_000_000, 0.99);
+        let stop = AtomicBool::new(false);
+        for seed in [0, 7, u64::MAX] {
+            let measured = test_plan(&keys, &stop, seed);
+            let warmup = test_plan(&keys, &stop, warmup_seed(seed));
+            for session in 0..3 {
+                let ops = first_ops(&measured, session, 20);
+                // Over a million keys, no op (kind and key) of the warmup's first 20 recurs at
+                // the same place in the measured phase's.
+                let replayed = ops.iter().zip(first_ops(&warmup, session, 20)).filter(|(a, b)| **a == *b).count();
+                assert_eq!(replayed, 0, "seed {seed} session {session}");
+                // Same seed, same measured sequence, however long the warmup before it was.
+                assert_eq!(ops, first_ops(&test_plan(&keys, &stop, seed), session, 20));
+            }
+        }
+        assert_ne!(warmup_seed(1), warmup_seed(2));
     }
 
     #[test]

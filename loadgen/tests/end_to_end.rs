@@ -210,6 +210,56 @@ fn extended_mix_counts_every_kind() {
     assert_eq!(by_code, delete["errors"].as_u64().unwrap());
 }
 
+/// Deletes with nothing of the session's own to delete all fail (NONODE): throughput counts
+/// the reads alone, and the errors are counted, rated and timed apart.
+#[test]
+fn errors_are_counted_apart_from_throughput() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let dir = results.path().to_str().unwrap();
+    let args = [
+        "--ops",
+        "2000",
+        "--mix",
+        "50r50d",
+        "--servers",
+        &servers,
+        "--clients",
+        "2",
+        "--keys",
+        "100",
+        "--results-dir",
+        dir,
+    ];
+    let out = loadgen(&args, Duration::from_secs(120));
+    let v = check_run(&out, results.path(), 2000, &["getData", "delete"]);
+    assert_eq!(v["throughput_of"], "successes");
+    assert_eq!(v["latency_of"], "successes");
+    let elapsed = v["elapsed_s"].as_f64().unwrap();
+    let (reads, deletes, total) = (&v["ops"]["getData"], &v["ops"]["delete"], &v["total"]);
+    let n = |o: &serde_json::Value, f: &str| o[f].as_u64().unwrap_or_else(|| panic!("no {f}: {o}"));
+    assert_eq!(n(reads, "errors"), 0, "{v}");
+    assert_eq!(n(deletes, "successes"), 0, "{v}");
+    assert_eq!(n(deletes, "errors"), n(deletes, "count"), "{v}");
+    assert_eq!(deletes["errors_by_code"]["NONODE(-101)"], deletes["count"], "{v}");
+    assert_eq!(n(total, "successes"), n(reads, "count"), "{v}");
+    assert_eq!(n(total, "errors"), n(deletes, "count"), "{v}");
+    let rate = |o: &serde_json::Value, f: &str| o[f].as_f64().unwrap_or_else(|| panic!("no {f}: {o}"));
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.max(1.0);
+    assert!(close(rate(total, "throughput_ops_s"), n(reads, "count") as f64 / elapsed), "{v}");
+    assert!(close(rate(total, "error_rate_ops_s"), n(deletes, "count") as f64 / elapsed), "{v}");
+    assert_eq!(rate(deletes, "throughput_ops_s"), 0.0, "{v}");
+    assert!(close(rate(&deletes["error_rate_by_code_ops_s"], "NONODE(-101)"), rate(deletes, "error_rate_ops_s")));
+    // Latencies: the errors' in their own histogram, none in the success percentiles.
+    assert_eq!(n(&deletes["error_latency"], "count"), n(deletes, "count"), "{v}");
+    assert!(n(&deletes["error_latency"], "max_us") > 0, "{v}");
+    assert_eq!(n(deletes, "max_us"), 0, "{v}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("delete errors: NONODE(-101) x"), "{stdout}");
+    assert!(stdout.contains("delete error latency(µs): p50"), "{stdout}");
+}
+
 #[test]
 fn watch_mix_counts_notifications() {
     let w = Warren::start();
@@ -481,6 +531,64 @@ fn duration_and_warmup() {
     assert!(v["total"]["count"].as_u64().unwrap() > 0);
     // The warmup's creates use their own names, so the measured creates never collide.
     assert_eq!(v["ops"]["create"]["errors"], 0, "{v}");
+}
+
+/// (tag, start s, count) of every interval of an HdrHistogram interval log.
+fn intervals(log: &[u8]) -> Vec<(String, f64, u64)> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let mut found = Vec::new();
+    for entry in IntervalLogIterator::new(log) {
+        if let LogEntry::Interval(h) = entry.expect("the interval log parses") {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(h.encoded_histogram()).unwrap();
+            let hist: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut bytes.as_slice()).unwrap();
+            let tag = h.tag().expect("every interval is tagged").as_str().to_string();
+            found.push((tag, h.start_timestamp().as_secs_f64(), hist.len()));
+        }
+    }
+    found
+}
+
+/// A 3 s run: the .hgrm interval log has a histogram per second per op type and total, and
+/// each tag's counts add up to its op count.
+#[test]
+fn interval_log_has_one_histogram_per_second() {
+    let w = Warren::start();
+    let results = tempfile::tempdir().unwrap();
+    let servers = w.addr.to_string();
+    let dir = results.path().to_str().unwrap();
+    let args = [
+        "--duration",
+        "3s",
+        "--mix",
+        "90r10w",
+        "--servers",
+        &servers,
+        "--clients",
+        "2",
+        "--keys",
+        "100",
+        "--results-dir",
+        dir,
+    ];
+    let out = loadgen(&args, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = only_result(results.path());
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+    let version_dir = results.path().join(env!("CARGO_PKG_VERSION"));
+    let log = std::fs::read(version_dir.join(v["histogram_log"].as_str().unwrap())).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("#[StartTime: ") && text.contains("#[BaseTime: "), "{text}");
+    assert!(text.contains("microseconds") && text.contains("\"StartTimestamp\",\"Interval_Length\""), "{text}");
+    let found = intervals(&log);
+    for (tag, stats) in [("getData", &v["ops"]["getData"]), ("setData", &v["ops"]["setData"]), ("total", &v["total"])] {
+        let mine: Vec<_> = found.iter().filter(|f| f.0 == tag).collect();
+        assert!(mine.len() >= 3, "{tag}: {mine:?}");
+        let starts: Vec<f64> = mine.iter().map(|f| f.1).collect();
+        assert_eq!(starts, (0..mine.len()).map(|i| i as f64).collect::<Vec<_>>(), "{tag}: one per second in order");
+        assert_eq!(mine.iter().map(|f| f.2).sum::<u64>(), stats["count"].as_u64().unwrap(), "{tag}: {mine:?}");
+    }
 }
 
 #[test]

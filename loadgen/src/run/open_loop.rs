@@ -105,9 +105,9 @@ pub(super) fn run(
             continue;
         }
         if s.reply_buffered() || s.wait_readable(wait)? {
-            rec.record(&s.recv()?);
+            rec.record(&s.recv()?)?;
             while s.outstanding() > 0 && s.reply_buffered() {
-                rec.record(&s.recv()?);
+                rec.record(&s.recv()?)?;
             }
         }
     }
