@@ -122,7 +122,7 @@ impl Core {
             stats_waiters: RefCell::new(AHashMap::new()),
             metrics: RefCell::new(CoreMetrics::default()),
             requests_total: Cell::new(0),
-            watermark: RefCell::new(Watermark::new(id, config.cores)),
+            watermark: RefCell::new(Watermark::new(config.cores)),
             cut_waiters: RefCell::new(Vec::new()),
             large_requests_rejected: Cell::new(0),
             gathered_read_retries: Cell::new(0),

@@ -20,7 +20,6 @@ use engine::types::Zxid;
 
 #[derive(Debug)]
 pub struct Watermark {
-    core: usize,
     /// Per core: the highest `Applied` received from it.
     applied_through: Vec<Zxid>,
     /// What this core announced last.
@@ -28,9 +27,8 @@ pub struct Watermark {
 }
 
 impl Watermark {
-    pub fn new(core: usize, cores: usize) -> Watermark {
-        assert!(core < cores, "core {core} of {cores}");
-        Watermark { core, applied_through: vec![0; cores], promised: 0 }
+    pub fn new(cores: usize) -> Watermark {
+        Watermark { applied_through: vec![0; cores], promised: 0 }
     }
 
     /// The zxid a reply may carry now: every core's entries up to it are applied and their
@@ -59,10 +57,6 @@ impl Watermark {
         self.promised = through;
         Some(through)
     }
-
-    pub fn core(&self) -> usize {
-        self.core
-    }
 }
 
 #[cfg(test)]
@@ -71,7 +65,7 @@ mod tests {
 
     #[test]
     fn watermark_is_the_slowest_core() {
-        let mut w = Watermark::new(0, 3);
+        let mut w = Watermark::new(3);
         assert_eq!(w.watermark(), 0, "nothing heard: nothing promised");
         w.on_applied(0, 100);
         w.on_applied(1, 90);
@@ -85,7 +79,7 @@ mod tests {
 
     #[test]
     fn a_promise_is_announced_once_and_only_upwards() {
-        let mut w = Watermark::new(1, 2);
+        let mut w = Watermark::new(2);
         assert_eq!(w.promise(50), Some(50));
         assert_eq!(w.promise(50), None, "no news, no message (the echo settles)");
         assert_eq!(w.promise(40), None);
@@ -97,7 +91,7 @@ mod tests {
     /// promise it heard) settle after a bounded number of messages, on the same watermark.
     #[test]
     fn idle_cores_echo_and_settle() {
-        let mut cores = [Watermark::new(0, 2), Watermark::new(1, 2)];
+        let mut cores = [Watermark::new(2), Watermark::new(2)];
         let mut queue: std::collections::VecDeque<(usize, usize, Zxid)> = Default::default();
         let announce = |queue: &mut std::collections::VecDeque<_>, from: usize, zxid: Zxid| {
             for to in 0..2 {
