@@ -249,16 +249,11 @@ impl Conn {
         if !matches!(slot.parts[0], Some(ReplyBody::Write(Ok(_)))) {
             return;
         }
-        let auth = self.caller_auth();
+        let auth = self.auth_vec();
         let requests: Vec<ShardRequest> = (1..self.shard_count())
-            .map(|shard| ShardRequest {
-                shard,
-                conn: self.id,
-                seq,
-                part: shard as u32,
-                session: self.session.get(),
-                auth: auth.clone(),
-                op: ShardOp::Write(Command::CopyRootAcl { acl: acl.clone(), auth: auth.as_ref().clone() }),
+            .map(|shard| {
+                let copy = Command::CopyRootAcl { acl: acl.clone(), auth: auth.clone() };
+                self.shard_request(seq, shard as usize, shard, ShardOp::Write(copy))
             })
             .collect();
         slot.parts.extend(requests.iter().map(|_| None));

@@ -153,20 +153,8 @@ impl Conn {
         assert!(!ops.is_empty(), "a submitted request goes to at least one shard");
         let seq = self.push_slot(Slot::new(xid, kind, ops.len()));
         let write_target = write_target_of(&ops);
-        let auth = self.caller_auth();
-        let requests = ops
-            .into_iter()
-            .enumerate()
-            .map(|(part, (shard, op))| ShardRequest {
-                shard,
-                conn: self.id,
-                seq,
-                part: part as u32,
-                session: self.session.get(),
-                auth: auth.clone(),
-                op,
-            })
-            .collect();
+        let requests =
+            ops.into_iter().enumerate().map(|(part, (shard, op))| self.shard_request(seq, part, shard, op)).collect();
         let held = Held { requests, write_target };
         if self.held.borrow().is_empty() && self.may_send(write_target) {
             self.send_now(held);
@@ -257,6 +245,12 @@ impl Conn {
         self.pump();
     }
 
+    /// Part `part` of the request in slot `seq`, for `shard`, as this connection's session.
+    pub(super) fn shard_request(&self, seq: u64, part: usize, shard: ShardId, op: ShardOp) -> ShardRequest {
+        let (conn, session, auth) = (self.id, self.session.get(), self.caller_auth());
+        ShardRequest { shard, conn, seq, part: part as u32, session, auth, op }
+    }
+
     /// Sends the parts of a read gathered from every shard; returns the slot's seq.
     pub(super) fn submit_gathered(&self, xid: i32, kind: Kind, ops: Vec<(ShardId, ReadOp)>) -> u64 {
         let shard_ops = ops
@@ -287,15 +281,13 @@ impl Conn {
             return;
         }
         bump(&self.core.gathered_read_retries, retry.parts.len() as u64);
-        let auth = self.caller_auth();
         for part in retry.parts {
             slot.parts[part] = None;
             gathered.stamps[part] = None;
             slot.missing += 1;
             let (shard, op) = gathered.ops[part].clone();
             let op = ShardOp::GatheredRead { op, valid_through_at_least: retry.valid_through_at_least };
-            let (conn, session, auth) = (self.id, self.session.get(), auth.clone());
-            self.core.send_to_shard(ShardRequest { shard, conn, seq, part: part as u32, session, auth, op });
+            self.core.send_to_shard(self.shard_request(seq, part, shard, op));
         }
     }
 
