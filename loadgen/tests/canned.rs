@@ -5,9 +5,11 @@
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+mod common;
+
+use common::LOADGEN;
 
 /// A canned server started by the test on a free loopback port, killed on drop.
 struct Canned {
@@ -49,25 +51,9 @@ impl Drop for Canned {
     }
 }
 
-/// Runs loadgen with `args`, killing it if it takes longer than `limit`.
+/// Runs loadgen (bounded by `limit`) and requires it to succeed.
 fn loadgen(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(LOADGEN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loadgen");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("loadgen {args:?} did not finish within {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = common::loadgen(args, limit);
     assert!(
         out.status.success(),
         "loadgen {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+mod common;
+
+use common::{loadgen, LOADGEN};
 
 fn warren_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("WARREN_BIN") {
@@ -72,30 +74,6 @@ fn ruok(addr: SocketAddr) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut out = String::new();
     s.write_all(b"ruok").is_ok() && s.read_to_string(&mut out).is_ok() && out.trim() == "imok"
-}
-
-/// Runs loadgen with `args`, killing it if it takes longer than `limit`.
-fn loadgen(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(LOADGEN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loadgen");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "loadgen {args:?} did not finish within {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// The single JSON result under `<dir>/<version>/`, after checking that the histogram log
