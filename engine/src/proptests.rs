@@ -5,7 +5,7 @@ use crate::command::{Command, CreateOp, DeleteOp, LogEntry, MultiOp, SetDataOp};
 use crate::error::ZkError;
 use crate::request::{MultiResult, WriteResult};
 use crate::shard::{Applied, Shard};
-use crate::types::{Acl, CreateMode};
+use crate::types::{perms, Acl, CreateMode, Id};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -225,7 +225,15 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         2 => session.clone().prop_map(|session| Command::CreateSession { session, timeout_ms: 5000, passwd: vec![1, 2] }),
         1 => session.prop_map(|session| Command::CloseSession { session }),
         1 => path_strategy().prop_map(|path| Command::Reap { path }),
+        1 => root_acl_strategy().prop_map(|acl| Command::CopyRootAcl { acl, auth: vec![] }),
     ]
+}
+
+/// The ACL of "/" that setACL("/") copies to the other shards: open, or without ADMIN (top-level
+/// creates and deletes still pass, so the rest of the run keeps its coverage).
+fn root_acl_strategy() -> impl Strategy<Value = Vec<Acl>> {
+    let no_admin = vec![Acl { perms: perms::ALL & !perms::ADMIN, id: Id::world_anyone() }];
+    prop::sample::select(vec![Acl::open_unsafe(), no_admin])
 }
 
 proptest! {
