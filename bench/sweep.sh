@@ -2,7 +2,8 @@
 # Warren vs Apache ZooKeeper, side by side, the way a sceptical reader would run it:
 #
 #   bench/sweep.sh [--rounds 3] [--duration 10s] [--warmup 20000] [--points 1x1,64x1,256x1,16x8]
-#                  [--mixes 90r10w,100w,100r] [--nodes 1] [--warren-cores 1] [--pin] [--results-dir results]
+#                  [--mixes 90r10w,100w,100r] [--nodes 1] [--warren-cores 1] [--pin] [--no-ceiling]
+#                  [--seed 1] [--results-dir results]
 #
 # - Same work on both sides: every point (clients x pipeline) and every mix, the same loadgen
 #   settings and seed, --duration with a --warmup of unmeasured ops (the JIT warms up outside
@@ -17,6 +18,11 @@
 #   heap with G1 and AlwaysPreTouch, log4j at WARN; `java -version`, zoo.cfg and `mntr` after
 #   every run are kept.
 # - --pin: servers on CPU 0, loadgen on CPU 1 (taskset), recorded.
+# - loadgen's own ceiling: before round 1, every point and mix also runs against
+#   `loadgen canned-server` (canned replies, no tree, no disk) with the same pinning; its ops/s
+#   and ops per loadgen CPU-second stand next to every comparison (--no-ceiling skips it).
+# - Server CPU is loadgen's own measurement (--server-pid): the server's utime+stime during the
+#   measured phase only, so preload and warmup are not counted.
 # Output: <results-dir>/<warren version>/sweep-<UTC time>/ with every loadgen JSON, sweep.json
 # (all runs, server CPU, settings, machine) and summary.md (median of rounds, ratio min/max).
 # Only the servers this script started are stopped (trap on EXIT).
@@ -26,7 +32,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 rounds=3 duration=10s warmup=20000 points=1x1,64x1,256x1,16x8 mixes=90r10w,100w,100r
-nodes=1 warren_cores=1 pin=0 results_dir=results seed=1
+nodes=1 warren_cores=1 pin=0 results_dir=results seed=1 ceiling=1
+command_line="bench/sweep.sh $*"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -37,9 +44,10 @@ while [[ $# -gt 0 ]]; do
     --nodes) nodes="$2"; shift 2 ;;
     --warren-cores) warren_cores="$2"; shift 2 ;;
     --pin) pin=1; shift ;;
+    --no-ceiling) ceiling=0; shift ;;
     --seed) seed="$2"; shift 2 ;;
     --results-dir) results_dir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "sweep.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -83,9 +91,9 @@ fourlw() { # port word → answer (bounded)
 }
 # CPU seconds (user+system, all threads) of a live process.
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-wait_ready() { # port, log: ZooKeeper answers `imok` before it serves; `srvr` names its Mode once it does
+wait_ready() { # port, log, what srvr must say: ZooKeeper answers `imok` before it serves; `srvr` names its Mode once it does
   for _ in $(seq 1 600); do # 60 s
-    [[ "$(fourlw "$1" srvr)" == *"Mode: "* ]] && return 0
+    [[ "$(fourlw "$1" srvr)" == *"$3"* ]] && return 0
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -121,7 +129,7 @@ CFG
   "${server_cpus[@]}" java "${zk_jvm[@]}" -cp "$zk_classpath" org.apache.zookeeper.server.ZooKeeperServerMain \
     "$dir/zoo.cfg" >"$dir/log" 2>&1 &
   server_pid=$!
-  wait_ready "$port" "$dir/log"
+  wait_ready "$port" "$dir/log" "Mode: "
 }
 
 start_warren() { # round → sets server_pid, port
@@ -130,33 +138,38 @@ start_warren() { # round → sets server_pid, port
   "${server_cpus[@]}" "$warren" start --host 127.0.0.1 --port "$port" --data-dir "$dir/data" \
     --cores "$warren_cores" >"$tmp/warren-$1.log" 2>&1 &
   server_pid=$!
-  wait_ready "$port" "$tmp/warren-$1.log"
+  wait_ready "$port" "$tmp/warren-$1.log" "Mode: "
+}
+
+start_canned() { # loadgen's ceiling: canned replies, no tree, no disk
+  port="$(free_port)"
+  "${server_cpus[@]}" "$loadgen" canned-server --port "$port" >"$tmp/canned.log" 2>&1 &
+  server_pid=$!
+  wait_ready "$port" "$tmp/canned.log" "canned"
 }
 
 runs="$out/runs.tsv"
-printf 'round\tside\tpoint\tmix\tserver_cpu_s\tresult\n' >"$runs"
+printf 'round\tside\tpoint\tmix\tresult\n' >"$runs"
 run_side() { # round, side
   local round="$1" side="$2" point mix
   "start_$side" "$round"
   for point in ${points//,/ }; do
     for mix in ${mixes//,/ }; do
-      local clients="${point%x*}" pipeline="${point#*x}" before after result
-      before="$(cpu_seconds "$server_pid")"
+      local clients="${point%x*}" pipeline="${point#*x}" result
       echo "== round $round, $side, ${clients}x$pipeline, $mix"
-      "${loadgen_cpus[@]}" timeout 900 "$loadgen" --servers "127.0.0.1:$port" --duration "$duration" \
-        --warmup "$warmup" --clients "$clients" --pipeline "$pipeline" --mix "$mix" --seed "$seed" \
-        --results-dir "$out/runs" >"$tmp/lg.out" 2>&1 || { cat "$tmp/lg.out" >&2; exit 1; }
-      after="$(cpu_seconds "$server_pid")"
+      "${loadgen_cpus[@]}" timeout 900 "$loadgen" --servers "127.0.0.1:$port" --server-pid "$server_pid" \
+        --duration "$duration" --warmup "$warmup" --clients "$clients" --pipeline "$pipeline" --mix "$mix" \
+        --seed "$seed" --results-dir "$out/runs" >"$tmp/lg.out" 2>&1 || { cat "$tmp/lg.out" >&2; exit 1; }
       result="$(sed -n 's/^results: //p' "$tmp/lg.out" | tail -n 1)"
-      grep -E '^overall' "$tmp/lg.out" || true
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$side" "$point" "$mix" \
-        "$(awk -v a="$before" -v b="$after" 'BEGIN {printf "%.3f", b - a}')" "$result" >>"$runs"
+      grep -E '^(overall|server CPU)' "$tmp/lg.out" || true
+      printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$side" "$point" "$mix" "$result" >>"$runs"
       [[ "$side" != zookeeper ]] || fourlw "$port" mntr >"$out/zookeeper/mntr-round$round-$point-$mix.txt"
     done
   done
   stop_server
 }
 
+[[ "$ceiling" == 0 ]] || run_side 0 canned
 for round in $(seq 1 "$rounds"); do
   if (( round % 2 == 1 )); then order=(zookeeper warren); else order=(warren zookeeper); fi
   for side in "${order[@]}"; do run_side "$round" "$side"; done
@@ -165,5 +178,8 @@ done
 python3 "$root/bench/sweep_summary.py" "$runs" "$out" \
   --setting "rounds=$rounds" --setting "duration=$duration" --setting "warmup_ops=$warmup" \
   --setting "warren_cores=$warren_cores" --setting "pinned=$([[ $pin == 1 ]] && echo 'servers on CPU 0, loadgen on CPU 1' || echo no)" \
-  --setting "zookeeper_jvm=${zk_jvm[*]}" --setting "seed=$seed"
+  --setting "zookeeper_jvm=${zk_jvm[*]}" --setting "seed=$seed" --setting "command=$command_line" \
+  --setting "warren_start=warren start --host 127.0.0.1 --port PORT --data-dir DIR --cores $warren_cores" \
+  --setting "repo_commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
+  --setting "repo_dirty_files=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
 echo "sweep: $out/summary.md"

@@ -1,15 +1,39 @@
 #!/usr/bin/env python3
-"""Summarizes a bench/sweep.sh run: sweep.json (every run with its server CPU) and summary.md
-(per point and mix: median over rounds of each side, and the Warren/ZooKeeper ratio of each
-round as median [min, max]). Every statement about settings comes from the files.
+"""Summarizes a bench/sweep.sh run from its files alone: sweep.json (every run with its server
+CPU and what the servers said about themselves) and summary.md (per point and mix: median over
+rounds of each side, the Warren/ZooKeeper ratio of each round as median [min, max], and
+loadgen's own ceiling against the canned-reply server). Every statement about settings comes
+from the files: the loadgen result JSONs, zoo.cfg, java-version.txt, the mntr files and the
+--setting values sweep.sh recorded.
 
     bench/sweep_summary.py <runs.tsv> <out dir> [--setting key=value ...]
+    bench/sweep_summary.py --doc <sweep dir> <docs/benchmarks.md>
 """
 import argparse
-import csv
 import json
+import os
 import pathlib
 import statistics
+import csv
+
+SIDES = ("zookeeper", "warren")
+# A side whose throughput reaches this share of loadgen's ceiling at the same point may be
+# measuring the client, not the server.
+NEAR_CEILING = 0.7
+# Ratios whose rounds spread more than this (max/min) are called noisy.
+NOISY_SPREAD = 1.3
+# mntr keys that show whether ZooKeeper throttled or dropped anything during the sweep.
+ZK_THROTTLE_KEYS = ("zk_throttled_ops", "zk_request_throttle_wait_count", "zk_stale_requests_dropped")
+
+
+def server_cpu(result):
+    """(server CPU seconds of the measured phase, ops per server CPU-second) from loadgen's JSON."""
+    cpu = result.get("server_cpu") or {}
+    total = cpu.get("total_cpu_s")
+    per = cpu.get("ops_per_server_cpu_s")
+    if per is None and total:
+        per = result["total"]["successes"] / total
+    return total, per
 
 
 def load_runs(tsv):
@@ -18,25 +42,31 @@ def load_runs(tsv):
         for row in csv.DictReader(f, delimiter="\t"):
             result = json.load(open(row["result"]))
             total = result["total"]
-            measured = total["count"]
-            warmup = result["settings"].get("warmup_ops") or 0
-            cpu = float(row["server_cpu_s"])
+            cpu_s, per_cpu = server_cpu(result)
+            target = result["target"]
+            servers = target.get("servers") or [{}]
             runs.append({
                 "round": int(row["round"]),
                 "side": row["side"],
                 "point": row["point"],
                 "mix": row["mix"],
                 "result": row["result"],
-                "target": result["target"].get("version"),
+                "target": target.get("version"),
+                "target_kind": target.get("kind"),
+                "target_git_commit": target.get("git_commit"),
+                "target_conf": servers[0].get("conf"),
+                "cluster": result.get("cluster"),
                 "throughput_ops_s": total["throughput_ops_s"],
                 "p50_us": total["p50_us"],
                 "p99_us": total["p99_us"],
                 "p99_9_us": total["p99_9_us"],
                 "errors": total["errors"],
-                "server_cpu_s": cpu,
-                # The server's CPU covers the whole loadgen run: preload, warmup and measured ops.
-                "ops_per_server_cpu_s": (measured + warmup) / cpu if cpu > 0 else None,
+                "server_cpu_s": cpu_s,
+                "ops_per_server_cpu_s": per_cpu,
                 "loadgen_ops_per_cpu_s": result.get("loadgen_ops_per_cpu_s"),
+                "loadgen_git_commit": result.get("loadgen_git_commit"),
+                "pinning": result.get("pinning"),
+                "load_average": result.get("load_average"),
                 "machine": result.get("machine"),
                 "settings": result["settings"],
             })
@@ -68,55 +98,216 @@ def fmt_ratio(r):
     return "-" if r is None else f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]"
 
 
-def summary(runs, settings):
-    first = runs[0]
-    lines = ["# Warren vs Apache ZooKeeper sweep", ""]
-    lines.append(f"Machine: {json.dumps(first['machine'])}")
-    lines.append(f"Servers: {sorted({(r['side'], r['target']) for r in runs})}")
-    lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    s = first["settings"]
-    lines.append(f"Per run: {s['keys']} keys of {s['value_size']} B, key distribution {s['key_distribution']}, "
-                 f"warmup {s.get('warmup_ops')} ops, duration {s.get('duration_s')} s")
-    lines.append("")
-    lines.append("Values: median over rounds. Ratio: Warren/ZooKeeper of each round, median [min, max]. "
-                 "Ops per server CPU-second: (warmup + measured ops) / the server process's CPU seconds "
-                 "during the whole loadgen run (its preload included).")
-    lines.append("")
-    header = ("| point | mix | side | ops/s | p50 µs | p99 µs | p99.9 µs | ops/server CPU-s | errors "
-              "| ratio ops/s | ratio ops/CPU-s |")
-    lines += [header, "|" + "---|" * 11]
-    keys = sorted({(r["point"], r["mix"]) for r in runs}, key=lambda k: (k[1], k[0]))
-    for point, mix in keys:
+def point_order(key):
+    point, mix = key
+    clients, pipeline = (int(x) for x in point.split("x"))
+    return (mix, clients * pipeline, clients)
+
+
+def zk_throttling(out):
+    """The largest value of each throttle key over all saved ZooKeeper mntr files."""
+    worst = {}
+    for f in sorted((out / "zookeeper").glob("mntr-*.txt")):
+        for line in f.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[0] in ZK_THROTTLE_KEYS:
+                worst[parts[0]] = max(worst.get(parts[0], 0), float(parts[1]))
+    return worst
+
+
+def zk_config(out):
+    """zoo.cfg without its per-round paths and port."""
+    cfg = out / "zookeeper" / "zoo.cfg"
+    if not cfg.exists():
+        return None
+    skip = ("dataDir=", "dataLogDir=", "clientPort=")
+    return ", ".join(l for l in cfg.read_text().splitlines() if l and not l.startswith(skip))
+
+
+def first_line(path):
+    return path.read_text().splitlines()[0] if path.exists() else None
+
+
+def rows(runs):
+    """One dict per (point, mix): the ceiling, each side's medians and the ratios."""
+    out = []
+    for point, mix in sorted({(r["point"], r["mix"]) for r in runs}, key=point_order):
         group = [r for r in runs if r["point"] == point and r["mix"] == mix]
-        tput, cpu = ratio_range(group, "throughput_ops_s"), ratio_range(group, "ops_per_server_cpu_s")
-        for side in ("zookeeper", "warren"):
+        canned = [r for r in group if r["side"] == "canned"]
+        row = {"point": point, "mix": mix, "sides": {},
+               "ratio_ops_s": ratio_range([r for r in group if r["side"] in SIDES], "throughput_ops_s"),
+               "ratio_ops_per_cpu_s": ratio_range([r for r in group if r["side"] in SIDES], "ops_per_server_cpu_s")}
+        if canned:
+            row["ceiling"] = {
+                "ops_s": median([r["throughput_ops_s"] for r in canned]),
+                "loadgen_ops_per_cpu_s": median([r["loadgen_ops_per_cpu_s"] for r in canned]),
+                "ops_per_server_cpu_s": median([r["ops_per_server_cpu_s"] for r in canned]),
+            }
+        for side in SIDES:
             rs = [r for r in group if r["side"] == side]
-            if not rs:
+            if rs:
+                row["sides"][side] = {k: median([r[k] for r in rs]) for k in
+                                      ("throughput_ops_s", "p50_us", "p99_us", "p99_9_us", "ops_per_server_cpu_s",
+                                       "loadgen_ops_per_cpu_s")}
+                row["sides"][side]["errors"] = sum(r["errors"] for r in rs)
+                row["sides"][side]["rounds"] = len(rs)
+        out.append(row)
+    return out
+
+
+def table(table_rows):
+    lines = ["| point | mix | side | ops/s | p50 µs | p99 µs | p99.9 µs | ops/server CPU-s | errors "
+             "| ratio ops/s | ratio ops/CPU-s |", "|" + "---|" * 11]
+    for row in table_rows:
+        c = row.get("ceiling")
+        if c:
+            lines.append(f"| {row['point']} | {row['mix']} | loadgen ceiling (canned replies) | {fmt(c['ops_s'])} "
+                         f"| | | | {fmt(c['ops_per_server_cpu_s'])} | | | |")
+        for side in SIDES:
+            s = row["sides"].get(side)
+            if not s:
                 continue
-            cells = [point, mix, side, fmt(median([r["throughput_ops_s"] for r in rs])),
-                     fmt(median([r["p50_us"] for r in rs])), fmt(median([r["p99_us"] for r in rs])),
-                     fmt(median([r["p99_9_us"] for r in rs])),
-                     fmt(median([r["ops_per_server_cpu_s"] for r in rs])), str(sum(r["errors"] for r in rs)),
-                     fmt_ratio(tput) if side == "warren" else "", fmt_ratio(cpu) if side == "warren" else ""]
+            near = c and c["ops_s"] and s["throughput_ops_s"] >= NEAR_CEILING * c["ops_s"]
+            cells = [row["point"], row["mix"], side + (" (near ceiling)" if near else ""),
+                     fmt(s["throughput_ops_s"]), fmt(s["p50_us"]), fmt(s["p99_us"]), fmt(s["p99_9_us"]),
+                     fmt(s["ops_per_server_cpu_s"]), str(s["errors"]),
+                     fmt_ratio(row["ratio_ops_s"]) if side == "warren" else "",
+                     fmt_ratio(row["ratio_ops_per_cpu_s"]) if side == "warren" else ""]
             lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("runs")
-    parser.add_argument("out")
-    parser.add_argument("--setting", action="append", default=[])
-    args = parser.parse_args()
+def cautions(runs, table_rows, settings):
+    """What the data itself says should not be trusted."""
+    notes = []
+    for row in table_rows:
+        c = row.get("ceiling")
+        for side, s in row["sides"].items():
+            if c and c["ops_s"] and s["throughput_ops_s"] >= NEAR_CEILING * c["ops_s"]:
+                notes.append(f"{row['point']} {row['mix']}: {side} reached {s['throughput_ops_s'] / c['ops_s']:.0%} "
+                             f"of loadgen's ceiling, so its ops/s may measure the client more than the server.")
+            if s["errors"]:
+                notes.append(f"{row['point']} {row['mix']}: {side} had {s['errors']} error replies (not counted "
+                             f"in ops/s or latencies).")
+        for name in ("ratio_ops_s", "ratio_ops_per_cpu_s"):
+            r = row[name]
+            if r and r[1] > 0 and r[2] / r[1] > NOISY_SPREAD:
+                notes.append(f"{row['point']} {row['mix']}: the {name.replace('_', ' ')} spread over rounds "
+                             f"from {r[1]:.2f}x to {r[2]:.2f}x: noisy, trust its median loosely.")
+    if settings.get("pinned", "no") == "no":
+        notes.append("Not pinned: latencies include the scheduler moving loadgen and the server between the two "
+                     "cores (a cross-core wake-up costs ~90 µs on this VM), and the client competes with the "
+                     "server for CPU, so ops/s understates both sides; ops per server CPU-second is the steadier "
+                     "figure.")
+    nodes = {(r["side"], r["cluster"]) for r in runs if r["side"] in SIDES}
+    notes.append("Single node on both sides (Warren 1 node vs ZooKeeper standalone): no replication cost "
+                 f"in either ({sorted(nodes)}).")
+    missing = [r for r in runs if r["ops_per_server_cpu_s"] is None]
+    if missing:
+        notes.append(f"{len(missing)} runs have no server CPU figure (no server pid recorded).")
+    return notes
+
+
+def summary(runs, settings, out):
+    table_rows = rows(runs)
+    first = runs[0]
+    s = first["settings"]
+    lines = ["# Warren vs Apache ZooKeeper sweep", ""]
+    lines.append(f"- Command: `{settings.get('command', '?')}` at repo commit {settings.get('repo_commit', '?')} "
+                 f"({settings.get('repo_dirty_files', '?')} modified tracked files)")
+    m = first["machine"] or {}
+    lines.append(f"- Machine: {m.get('cpus')} CPUs ({m.get('cpu_model')}), {m.get('os')} {m.get('kernel')} "
+                 f"{m.get('arch')}; pinning: {settings.get('pinned')}")
+    for side in SIDES + ("canned",):
+        rs = [r for r in runs if r["side"] == side]
+        if rs:
+            commits = sorted({str(r["target_git_commit"]) for r in rs if r["target_git_commit"]})
+            lines.append(f"- {side}: {sorted({r['target'] for r in rs})}"
+                         + (f", commit {commits}" if commits else "")
+                         + f", cluster {sorted({str(r['cluster']) for r in rs})}")
+    conf = next((r["target_conf"] for r in runs if r["side"] == "warren" and r["target_conf"]), None)
+    lines.append(f"- Warren started as `{settings.get('warren_start')}`; its `conf`: "
+                 + (", ".join(f"{k}={v}" for k, v in conf.items() if k in ("cores", "shards", "maxRequestBytes"))
+                    if isinstance(conf, dict) else "not recorded"))
+    lines.append(f"- ZooKeeper zoo.cfg: {zk_config(out)}; JVM: `{settings.get('zookeeper_jvm')}`; "
+                 f"{first_line(out / 'zookeeper' / 'java-version.txt')}")
+    throttle = zk_throttling(out)
+    lines.append("- ZooKeeper throttling over all runs (max of each mntr key): "
+                 + (", ".join(f"{k}={v:g}" for k, v in throttle.items()) if throttle else "no mntr saved"))
+    lines.append(f"- loadgen {sorted({str(r['loadgen_git_commit']) for r in runs})}: {s['keys']} keys of "
+                 f"{s['value_size']} B, key distribution {s['key_distribution']}, closed loop, warmup "
+                 f"{s.get('warmup_ops')} ops (own seed stream), then {s.get('duration_s')} s measured, seed {s['seed']}; "
+                 f"{settings.get('rounds')} rounds, ZooKeeper first in odd rounds and Warren first in even ones, "
+                 "fresh data dirs every round")
+    lines.append("")
+    lines.append("Values: median over rounds, of successful replies only (errors apart). Ratio: Warren/ZooKeeper "
+                 "of each round, median [min, max]. Ops per server CPU-second: successful ops of the measured "
+                 "phase / the server process's user+system CPU seconds in that phase (/proc/PID/stat, read by "
+                 "loadgen right before and after it). The loadgen ceiling row is the same loadgen run against "
+                 "`loadgen canned-server` (canned replies, no tree, no disk; its CPU column is the canned "
+                 "server's): no server can be measured faster than that at that point on this machine.")
+    lines.append("")
+    lines += table(table_rows)
+    lines.append("")
+    lines.append("## Numbers to read with care (derived from the runs above)")
+    lines.append("")
+    lines += [f"- {n}" for n in cautions(runs, table_rows, settings)]
+    return "\n".join(lines) + "\n", table_rows
+
+
+def summarize(args):
     settings = dict(s.split("=", 1) for s in args.setting)
     runs = load_runs(args.runs)
     if not runs:
         raise SystemExit("sweep_summary: no runs")
     out = pathlib.Path(args.out)
-    (out / "sweep.json").write_text(json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n")
-    text = summary(runs, settings)
+    text, table_rows = summary(runs, settings, out)
+    (out / "sweep.json").write_text(json.dumps({"settings": settings, "rows": table_rows, "runs": runs},
+                                               indent=1) + "\n")
     (out / "summary.md").write_text(text)
     print(text)
+
+
+DOC_HEAD = """# Benchmarks
+
+Generated by `scripts/benchmarks-doc.sh` from the newest stored sweep, `{rel}` (its
+`summary.md`, `sweep.json`, every loadgen result JSON and `.hgrm` in `runs/`, ZooKeeper's
+zoo.cfg, `java -version` and `mntr` after every run in `zookeeper/`); do not edit by hand.
+Every setting below is read from those files.
+
+**Reproduce:** `scripts/setup.sh` once (Debian's `zookeeper` package, Java), then the command
+below. It builds warren and loadgen, runs every point and mix against `loadgen canned-server`
+(loadgen's ceiling), then the rounds against ZooKeeper and Warren, and writes a new
+`results/<version>/sweep-<time>/`. **Regenerate this page:** `scripts/benchmarks-doc.sh`.
+Absolute numbers on a shared 2-core VM move from run to run: compare the ratios of one sweep,
+not numbers across sweeps. `target/release/loadgen compare A.json B.json` puts two runs side
+by side and refuses mismatched settings with `--fail-on-regression`.
+
+"""
+
+
+def doc(sweep_dir, out_path):
+    sweep_dir = pathlib.Path(sweep_dir).resolve()
+    out_path = pathlib.Path(out_path).resolve()
+    text = (sweep_dir / "summary.md").read_text()
+    link = os.path.relpath(sweep_dir / "summary.md", out_path.parent)
+    shown = os.path.relpath(sweep_dir, pathlib.Path.cwd())
+    body = text.replace("# Warren vs Apache ZooKeeper sweep\n",
+                        f"## Warren vs Apache ZooKeeper: [{sweep_dir.name}]({link})\n", 1)
+    out_path.write_text(DOC_HEAD.format(rel=shown) + body)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--doc", action="store_true", help="write docs from <sweep dir> to <out file>")
+    parser.add_argument("runs", help="runs.tsv (or, with --doc, the sweep dir)")
+    parser.add_argument("out", help="the sweep dir (or, with --doc, the markdown file)")
+    parser.add_argument("--setting", action="append", default=[])
+    args = parser.parse_args()
+    if args.doc:
+        doc(args.runs, args.out)
+    else:
+        summarize(args)
 
 
 if __name__ == "__main__":
