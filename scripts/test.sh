@@ -5,6 +5,7 @@
 #   2. .venv/bin/pytest -q tests/python           (kazoo recipes)
 #   3. tests/zkcli_smoke.sh                      (Apache ZooKeeper's zkCli.sh)
 #   4. tests/curator_suite.sh                    (Apache Curator 5 recipes and the Java client)
+#   5. tests/sweep_smoke.sh                      (bench/sweep.sh, tiny, vs Apache ZooKeeper)
 # All suites run even if one fails; a summary follows; the exit status is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -82,6 +83,9 @@ script_suite "zkCli.sh smoke" zkcli 300 tests/zkcli_smoke.sh
 
 echo "== Curator recipe suite"
 script_suite "Curator recipes (Java)" curator 600 tests/curator_suite.sh
+
+echo "== benchmark sweep smoke test"
+script_suite "bench sweep smoke" sweep 600 tests/sweep_smoke.sh
 
 echo
 echo "== summary (logs in $logs)"
