@@ -349,8 +349,9 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         eprintln!("loadgen: interrupted after {} ops", stats.total_count());
     }
     print_summary(&stats, elapsed, loadgen_cpu, cli.mix.percent[OpKind::Watch.index()] > 0);
-    let open_loop =
-        cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, stats.total_count(), elapsed));
+    let total = stats.total();
+    let replies = run::OpenLoopReplies { successes: total.successes(), errors: total.error_count() };
+    let open_loop = cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, replies, elapsed));
     if let Some(o) = &open_loop {
         println!("{}", o.line());
     }
