@@ -334,7 +334,9 @@ mod tests {
 
     #[test]
     fn zipf_exponent_is_part_of_the_key_distribution() {
-        let zipf = |s: f64| set(set(shaped(), "/settings/key_distribution", json!("zipf")), "/settings/zipf_exponent", json!(s));
+        let zipf = |s: f64| {
+            set(set(shaped(), "/settings/key_distribution", json!("zipf")), "/settings/zipf_exponent", json!(s))
+        };
         assert_eq!(differences(&[shaped(), zipf(0.99)]), vec!["key_distribution: A uniform, B zipf s=0.99"]);
         assert_eq!(differences(&[zipf(0.99), zipf(1.2)]), vec!["key_distribution: A zipf s=0.99, B zipf s=1.2"]);
         assert!(differences(&[zipf(0.99), zipf(0.99)]).is_empty());
@@ -362,7 +364,11 @@ mod tests {
         assert!(differences(&[old(), old()]).is_empty());
         assert_eq!(
             differences(&[old(), shaped()]),
-            vec!["loop: A (not recorded), B closed", "rate: A (not recorded), B none", "machine.kernel: A (not recorded), B 6.1.0"]
+            vec![
+                "loop: A (not recorded), B closed",
+                "rate: A (not recorded), B none",
+                "machine.kernel: A (not recorded), B 6.1.0"
+            ]
         );
         // A null kernel (unreadable /proc) is not recorded either.
         assert_eq!(

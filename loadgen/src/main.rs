@@ -57,7 +57,9 @@ Examples:
   loadgen --ops 100k --mix 80r10w10x --keys 1000
       10% of ops are getData with watch=true; setData fires the watches, notifications counted
   loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10 --plot cmp.html
-      side by side with the change of every percentile and throughput (a folder = its newest run)
+      side by side with the change of every percentile and throughput (a folder = its newest run);
+      runs differing in settings, target kind or machine are listed under a WARNING, and with
+      --fail-on-regression refused (exit 2) unless --allow-different-settings
   loadgen canned-server --port 2191 &   loadgen --servers 127.0.0.1:2191 --ops 1M
       loadgen's own ceiling: a server that answers every request with a canned reply
 
@@ -220,7 +222,8 @@ fn stopped() -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Sub::Compare { runs, threshold, fail_on_regression, allow_different_settings, plot }) = &cli.command {
-        let judge = Judge { fail_on_regression: *fail_on_regression, allow_different_settings: *allow_different_settings };
+        let judge =
+            Judge { fail_on_regression: *fail_on_regression, allow_different_settings: *allow_different_settings };
         return match run_compare(runs, *threshold, judge, plot.as_deref()) {
             Ok(code) => code,
             Err(e) => {
