@@ -57,7 +57,9 @@ Examples:
   loadgen --ops 100k --mix 80r10w10x --keys 1000
       10% of ops are getData with watch=true; setData fires the watches, notifications counted
   loadgen compare results/0.1.0/A.json results/0.2.0 --fail-on-regression 10 --plot cmp.html
-      side by side with the change of every percentile and throughput (a folder = its newest run)
+      side by side with the change of every percentile and throughput (a folder = its newest run);
+      runs differing in settings, target kind or machine are listed under a WARNING, and with
+      --fail-on-regression refused (exit 2) unless --allow-different-settings
   loadgen canned-server --port 2191 &   loadgen --servers 127.0.0.1:2191 --ops 1M
       loadgen's own ceiling: a server that answers every request with a canned reply
 
@@ -99,9 +101,14 @@ enum Sub {
         /// Flag changes worse than this many percent
         #[arg(long, default_value_t = 5.0)]
         threshold: f64,
-        /// Exit non-zero if any change is worse than this many percent (for CI)
+        /// Exit 1 if any change is worse than this many percent (for CI); refuses, with exit 2,
+        /// runs that differ in settings, target kind or machine
         #[arg(long, value_name = "PCT")]
         fail_on_regression: Option<f64>,
+        /// With --fail-on-regression, judge runs even when their settings, target kind or
+        /// machine differ (the differences are still printed as a warning)
+        #[arg(long)]
+        allow_different_settings: bool,
         /// Also draw the runs' latency-by-percentile curves into this .html or .svg file
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
@@ -214,8 +221,10 @@ fn stopped() -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Sub::Compare { runs, threshold, fail_on_regression, plot }) = &cli.command {
-        return match run_compare(runs, *threshold, *fail_on_regression, plot.as_deref()) {
+    if let Some(Sub::Compare { runs, threshold, fail_on_regression, allow_different_settings, plot }) = &cli.command {
+        let judge =
+            Judge { fail_on_regression: *fail_on_regression, allow_different_settings: *allow_different_settings };
+        return match run_compare(runs, *threshold, judge, plot.as_deref()) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("loadgen: error: {e:#}");
@@ -349,8 +358,9 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         eprintln!("loadgen: interrupted after {} ops", stats.total_count());
     }
     print_summary(&stats, elapsed, loadgen_cpu, cli.mix.percent[OpKind::Watch.index()] > 0);
-    let open_loop =
-        cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, stats.total_count(), elapsed));
+    let total = stats.total();
+    let replies = run::OpenLoopReplies { successes: total.successes(), errors: total.error_count() };
+    let open_loop = cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, replies, elapsed));
     if let Some(o) = &open_loop {
         println!("{}", o.line());
     }
@@ -443,14 +453,32 @@ fn print_summary(stats: &run::Stats, elapsed: Duration, loadgen_cpu: Duration, w
     );
 }
 
-/// `loadgen compare`: prints the table; exit 1 on a regression past --fail-on-regression.
-fn run_compare(
-    paths: &[PathBuf],
-    threshold: f64,
+/// How `loadgen compare` turns the comparison into an exit code.
+#[derive(Debug, Clone, Copy)]
+struct Judge {
     fail_on_regression: Option<f64>,
-    plot: Option<&std::path::Path>,
-) -> Result<ExitCode> {
+    allow_different_settings: bool,
+}
+
+/// Exit code of `loadgen compare --fail-on-regression` for runs whose settings differ: a
+/// regression verdict between them would be meaningless, and CI must tell it from exit 1.
+const EXIT_DIFFERENT_SETTINGS: u8 = 2;
+
+/// `loadgen compare`: prints the table, after a warning if the runs' settings differ; exit 1 on
+/// a regression past --fail-on-regression, exit 2 (no verdict) if with it the settings differ
+/// and --allow-different-settings is not given.
+fn run_compare(paths: &[PathBuf], threshold: f64, judge: Judge, plot: Option<&std::path::Path>) -> Result<ExitCode> {
+    let fail_on_regression = judge.fail_on_regression;
     let runs = paths.iter().map(|p| compare::load(p)).collect::<Result<Vec<_>>>()?;
+    let differences = compare::setting_differences(&runs);
+    eprint!("{}", compare::settings_warning(&differences));
+    if !differences.is_empty() && fail_on_regression.is_some() && !judge.allow_different_settings {
+        eprintln!(
+            "loadgen: not judging regressions between runs with different settings; \
+             pass --allow-different-settings to compare anyway"
+        );
+        return Ok(ExitCode::from(EXIT_DIFFERENT_SETTINGS));
+    }
     if let Some(path) = plot {
         plot::write(path, &runs)?;
         eprintln!("loadgen: plot written to {}", path.display());

@@ -20,7 +20,7 @@ use crate::keys::KeyChooser;
 use crate::parse::{Mix, OpKind};
 use crate::session::{Completion, Session};
 
-pub use open_loop::Summary as OpenLoopSummary;
+pub use open_loop::{Replies as OpenLoopReplies, Summary as OpenLoopSummary};
 
 /// Parent of every znode loadgen creates.
 pub const ROOT: &str = "/loadgen";
