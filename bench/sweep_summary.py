@@ -64,6 +64,9 @@ def load_runs(tsv):
                 "server_cpu_s": cpu_s,
                 "ops_per_server_cpu_s": per_cpu,
                 "loadgen_ops_per_cpu_s": result.get("loadgen_ops_per_cpu_s"),
+                # Share of one core loadgen used while measuring: near 100% (pinned to one core)
+                # means the client, not the server, set the pace.
+                "loadgen_cpu_share": result.get("loadgen_cpu_s", 0) / max(result.get("elapsed_s") or 0, 1e-9),
                 "loadgen_git_commit": result.get("loadgen_git_commit"),
                 "pinning": result.get("pinning"),
                 "load_average": result.get("load_average"),
@@ -92,6 +95,10 @@ def ratio_range(runs, key):
 
 def fmt(v, digits=0):
     return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def pct(v):
+    return "-" if v is None else f"{v:.0%}"
 
 
 def fmt_ratio(r):
@@ -140,6 +147,7 @@ def rows(runs):
         if canned:
             row["ceiling"] = {
                 "ops_s": median([r["throughput_ops_s"] for r in canned]),
+                "loadgen_cpu_share": median([r["loadgen_cpu_share"] for r in canned]),
                 "loadgen_ops_per_cpu_s": median([r["loadgen_ops_per_cpu_s"] for r in canned]),
                 "ops_per_server_cpu_s": median([r["ops_per_server_cpu_s"] for r in canned]),
             }
@@ -148,7 +156,7 @@ def rows(runs):
             if rs:
                 row["sides"][side] = {k: median([r[k] for r in rs]) for k in
                                       ("throughput_ops_s", "p50_us", "p99_us", "p99_9_us", "ops_per_server_cpu_s",
-                                       "loadgen_ops_per_cpu_s")}
+                                       "loadgen_ops_per_cpu_s", "loadgen_cpu_share")}
                 row["sides"][side]["errors"] = sum(r["errors"] for r in rs)
                 row["sides"][side]["rounds"] = len(rs)
         out.append(row)
@@ -156,13 +164,13 @@ def rows(runs):
 
 
 def table(table_rows):
-    lines = ["| point | mix | side | ops/s | p50 µs | p99 µs | p99.9 µs | ops/server CPU-s | errors "
-             "| ratio ops/s | ratio ops/CPU-s |", "|" + "---|" * 11]
+    lines = ["| point | mix | side | ops/s | p50 µs | p99 µs | p99.9 µs | ops/server CPU-s | loadgen CPU "
+             "| errors | ratio ops/s | ratio ops/CPU-s |", "|" + "---|" * 12]
     for row in table_rows:
         c = row.get("ceiling")
         if c:
             lines.append(f"| {row['point']} | {row['mix']} | loadgen ceiling (canned replies) | {fmt(c['ops_s'])} "
-                         f"| | | | {fmt(c['ops_per_server_cpu_s'])} | | | |")
+                         f"| | | | {fmt(c['ops_per_server_cpu_s'])} | {pct(c['loadgen_cpu_share'])} | | | |")
         for side in SIDES:
             s = row["sides"].get(side)
             if not s:
@@ -170,7 +178,7 @@ def table(table_rows):
             near = c and c["ops_s"] and s["throughput_ops_s"] >= NEAR_CEILING * c["ops_s"]
             cells = [row["point"], row["mix"], side + (" (near ceiling)" if near else ""),
                      fmt(s["throughput_ops_s"]), fmt(s["p50_us"]), fmt(s["p99_us"]), fmt(s["p99_9_us"]),
-                     fmt(s["ops_per_server_cpu_s"]), str(s["errors"]),
+                     fmt(s["ops_per_server_cpu_s"]), pct(s["loadgen_cpu_share"]), str(s["errors"]),
                      fmt_ratio(row["ratio_ops_s"]) if side == "warren" else "",
                      fmt_ratio(row["ratio_ops_per_cpu_s"]) if side == "warren" else ""]
             lines.append("| " + " | ".join(cells) + " |")
@@ -186,6 +194,9 @@ def cautions(runs, table_rows, settings):
             if c and c["ops_s"] and s["throughput_ops_s"] >= NEAR_CEILING * c["ops_s"]:
                 notes.append(f"{row['point']} {row['mix']}: {side} reached {s['throughput_ops_s'] / c['ops_s']:.0%} "
                              f"of loadgen's ceiling, so its ops/s may measure the client more than the server.")
+            if settings.get("pinned", "no") != "no" and (s["loadgen_cpu_share"] or 0) >= 0.9:
+                notes.append(f"{row['point']} {row['mix']}: loadgen kept its core {s['loadgen_cpu_share']:.0%} busy "
+                             f"against {side}: the client may have set the pace.")
             if s["errors"]:
                 notes.append(f"{row['point']} {row['mix']}: {side} had {s['errors']} error replies (not counted "
                              f"in ops/s or latencies).")
@@ -245,7 +256,9 @@ def summary(runs, settings, out):
                  "phase / the server process's user+system CPU seconds in that phase (/proc/PID/stat, read by "
                  "loadgen right before and after it). The loadgen ceiling row is the same loadgen run against "
                  "`loadgen canned-server` (canned replies, no tree, no disk; its CPU column is the canned "
-                 "server's): no server can be measured faster than that at that point on this machine.")
+                 "server's): no server can be measured faster than that at that point on this machine. loadgen "
+                 "CPU: loadgen's user+system CPU seconds / the measured seconds (100% = one core busy; "
+                 "with --pin loadgen has one core, so near 100% means the client set the pace).")
     lines.append("")
     lines += table(table_rows)
     lines.append("")
