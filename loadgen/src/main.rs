@@ -78,9 +78,13 @@ errors are counted, rated and timed apart. On a terminal a live progress bar
 (ops or time done, ops/s over the last second) is drawn to stderr; piped, nothing is.
 Ctrl-C stops the run and still reports.";
 
+/// `loadgen --version`: the release and the git commit it was built from (see build.rs);
+/// bench/sweep.sh reads the release as the second word.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WARREN_GIT_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
-    version,
+    version = VERSION,
     about = "Load generator for ZooKeeper-protocol servers (Warren, Apache ZooKeeper)",
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true

@@ -353,6 +353,23 @@ fn bad_arguments_are_refused() {
     }
 }
 
+/// Both binaries name the commit they were built from, the same way ("-dirty" or not).
+#[test]
+fn version_names_the_git_commit() {
+    let out = loadgen(&["--version"], Duration::from_secs(10));
+    assert!(out.status.success());
+    let loadgen_version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let commit = loadgen_version
+        .strip_prefix(&format!("loadgen {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{loadgen_version:?}"));
+    assert!(!commit.is_empty(), "{loadgen_version:?}");
+    let warren = Command::new(warren_bin()).arg("--version").output().unwrap();
+    assert!(warren.status.success());
+    let warren_version = String::from_utf8_lossy(&warren.stdout);
+    assert!(warren_version.starts_with(&format!("warren {} (commit ", env!("CARGO_PKG_VERSION"))), "{warren_version}");
+}
+
 #[test]
 fn help_shows_examples() {
     let out = loadgen(&["--help"], Duration::from_secs(10));
