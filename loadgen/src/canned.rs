@@ -142,6 +142,21 @@ fn spawn_connection(stream: TcpStream, shared: &Arc<Shared>, addr: SocketAddr) {
     }
 }
 
+/// The answer to a four-letter word (srvr, conf, ruok, ...): enough for loadgen to name its
+/// target (target.rs recognises the `loadgen-canned-` version) and record its settings.
+fn four_letter_answer(word: &[u8; 4], shared: &Shared) -> String {
+    let version = format!(
+        "Zookeeper version: {}{}, built on loadgen canned-server\n",
+        crate::target::CANNED_VERSION_PREFIX,
+        env!("CARGO_PKG_VERSION")
+    );
+    match word {
+        b"srvr" | b"stat" => format!("{version}Mode: standalone\n"),
+        b"conf" => format!("cannedValueSize={}\nstalls={}\n", shared.data.len(), shared.stalls.len()),
+        _ => version,
+    }
+}
+
 /// Serves one connection: a four-letter word, or the handshake and then requests until the
 /// client closes its session or the connection.
 fn connection(stream: TcpStream, shared: &Shared) -> Result<()> {
@@ -152,9 +167,7 @@ fn connection(stream: TcpStream, shared: &Shared) -> Result<()> {
     let mut prefix = [0u8; 4];
     reader.read_exact(&mut prefix)?;
     if prefix.iter().all(u8::is_ascii_lowercase) {
-        // srvr, ruok, ...: enough for loadgen to name its target.
-        let answer = format!("Zookeeper version: loadgen {} canned-server\n", env!("CARGO_PKG_VERSION"));
-        return Ok(writer.write_all(answer.as_bytes())?);
+        return Ok(writer.write_all(four_letter_answer(&prefix, shared).as_bytes())?);
     }
     let mut frame = Vec::with_capacity(4096);
     read_body(&mut reader, prefix, &mut frame)?;

@@ -76,6 +76,11 @@ impl LocalWarren {
         Ok(w)
     }
 
+    /// The warren process's id, to measure its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn wait_ready(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {

@@ -10,9 +10,11 @@ mod keys;
 mod local;
 mod parse;
 mod plot;
+mod procinfo;
 mod report;
 mod run;
 mod session;
+mod target;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -25,9 +27,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::keys::{Distribution, KeyChooser};
 use crate::local::LocalWarren;
-use crate::parse::{parse_count, parse_duration, parse_mix, parse_servers, Mix, OpKind};
+use crate::parse::{parse_count, parse_duration, parse_mix, parse_pids, parse_servers, Mix, OpKind};
+use crate::procinfo::ServerCpu;
 use crate::report::{Settings, Summary};
-use crate::session::{four_letter, resolve, Session};
+use crate::session::{resolve, Session};
+use crate::target::Target;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -76,9 +80,13 @@ errors are counted, rated and timed apart. On a terminal a live progress bar
 (ops or time done, ops/s over the last second) is drawn to stderr; piped, nothing is.
 Ctrl-C stops the run and still reports.";
 
+/// `loadgen --version`: the release and the git commit it was built from (see build.rs);
+/// bench/sweep.sh reads the release as the second word.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WARREN_GIT_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
-    version,
+    version = VERSION,
     about = "Load generator for ZooKeeper-protocol servers (Warren, Apache ZooKeeper)",
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true
@@ -187,6 +195,18 @@ struct RunArgs {
     /// Executors of the local warren (only without --servers)
     #[arg(long, default_value_t = 1)]
     server_cores: usize,
+    /// Server processes (PID[,PID...], each must be live) whose CPU time during the measured
+    /// phase is recorded; the local warren loadgen starts is always included
+    #[arg(long, value_name = "PID[,PID...]", value_parser = parse_pid_list)]
+    server_pid: Option<PidList>,
+}
+
+/// `--server-pid` as one value (clap would read a bare Vec as a repeatable flag).
+#[derive(Debug, Clone)]
+struct PidList(Vec<u32>);
+
+fn parse_pid_list(s: &str) -> Result<PidList, String> {
+    parse_pids(s).map(PidList)
 }
 
 /// `--servers` as one value (clap would read a bare Vec as a repeatable flag).
@@ -274,6 +294,10 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
     if cli.keys == 0 && keyed.iter().any(|k| cli.mix.percent[k.index()] > 0) {
         bail!("--keys 0 leaves nothing for r/w/x ops to read, write or watch");
     }
+    let mut server_pids = cli.server_pid.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+    for &pid in &server_pids {
+        procinfo::check_live(pid)?;
+    }
     install_signal_handlers();
     // Kept alive until main returns: dropping it stops warren and removes its data.
     let mut local_server = None;
@@ -286,11 +310,14 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
             );
             let w = LocalWarren::start(cli.server_cores, &stopped)?;
             let addr = w.addr.to_string();
+            if !server_pids.contains(&w.pid()) {
+                server_pids.push(w.pid());
+            }
             local_server = Some(w);
             vec![addr]
         }
     };
-    let result = run(cli, &servers, local_server.is_some());
+    let result = run(cli, &servers, local_server.is_some(), &server_pids);
     drop(local_server);
     result
 }
@@ -298,9 +325,11 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
 /// Default --ops when neither --ops nor --duration is given.
 const OPS_DEFAULT: u64 = 100_000;
 
-fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
+/// Runs against `servers`; `server_pids` are the server processes whose CPU time is measured.
+fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> Result<()> {
     let addrs = servers.iter().map(|s| resolve(s)).collect::<Result<Vec<_>>>()?;
-    let target_version = server_version(addrs[0]);
+    let target = Target::probe(servers, &addrs);
+    let target_version = target.servers[0].version_or_reason();
     let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let run_id = report::run_id(started.as_secs());
     let ops = cli.ops.unwrap_or(if cli.duration.is_some() { u64::MAX } else { OPS_DEFAULT });
@@ -322,8 +351,9 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
         preload: !cli.no_preload,
     };
     eprintln!(
-        "loadgen: target {} ({target_version}); {}, mix {}, {} clients x pipeline {}, {} keys of {} B, seed {}",
+        "loadgen: target {} ({target_version}; {}); {}, mix {}, {} clients x pipeline {}, {} keys of {} B, seed {}",
         servers.join(","),
+        target.cluster(),
         budget(&settings),
         cli.mix,
         settings.clients,
@@ -343,10 +373,16 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     }
     eprintln!("loadgen: running");
     let plan = plan(&settings, &chooser, ops, cli.duration, &run_id);
+    let load_before = procinfo::load_average();
+    let server_cpu_before = procinfo::sample_cpu(server_pids);
     let cpu_before = own_cpu();
     let run::Phase { stats, elapsed, interval_log } =
         run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
     let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
+    let server_cpu_after = procinfo::sample_cpu(server_pids);
+    let load_after = procinfo::load_average();
+    let server_cpu =
+        (!server_pids.is_empty()).then(|| ServerCpu::between(server_pids, &server_cpu_before, &server_cpu_after));
     for s in sessions {
         // Best effort: the measurement is done; a failed close only delays the server's cleanup.
         if let Err(e) = s.close() {
@@ -359,6 +395,9 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     }
     print_summary(&stats, elapsed, loadgen_cpu, cli.mix.percent[OpKind::Watch.index()] > 0);
     let total = stats.total();
+    if let Some(cpu) = &server_cpu {
+        println!("{}", cpu.line(total.successes()));
+    }
     let replies = run::OpenLoopReplies { successes: total.successes(), errors: total.error_count() };
     let open_loop = cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, replies, elapsed));
     if let Some(o) = &open_loop {
@@ -367,8 +406,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     let summary = Summary {
         run_id: &run_id,
         settings: &settings,
-        target_version: &target_version,
-        target_nodes: addrs.len(),
+        target: &target,
         stats: &stats,
         elapsed,
         interrupted,
@@ -378,6 +416,9 @@ fn run(cli: &RunArgs, servers: &[String], local: bool) -> Result<()> {
     if let Some(o) = &open_loop {
         json["open_loop"] = o.json();
     }
+    json["server_cpu"] = server_cpu.map_or(serde_json::Value::Null, |c| c.json(total.successes()));
+    json["pinning"] = procinfo::pinning_json(server_pids);
+    json["load_average"] = serde_json::json!({ "before": load_before, "after": load_after });
     let path = report::write_results(&cli.results_dir, &run_id, json, &stats, &interval_log)?;
     println!("results: {}", path.display());
     Ok(())
@@ -505,17 +546,4 @@ fn own_cpu() -> Duration {
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// The "Zookeeper version:" line of `srvr`, or why it is unknown (Apache ZooKeeper only answers
-/// whitelisted four-letter words).
-fn server_version(addr: std::net::SocketAddr) -> String {
-    match four_letter(addr, "srvr", Duration::from_secs(2)) {
-        Ok(text) => text
-            .lines()
-            .find_map(|l| l.strip_prefix("Zookeeper version:"))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| "unknown (no version in srvr)".to_string()),
-        Err(e) => format!("unknown (srvr: {e})"),
-    }
 }

@@ -206,9 +206,30 @@ pub fn parse_servers(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// `--server-pid PID[,PID...]`: positive process ids (whether they are live is checked before
+/// the run, see procinfo::check_live).
+pub fn parse_pids(s: &str) -> Result<Vec<u32>, String> {
+    s.split(',')
+        .map(str::trim)
+        .map(|part| match part.parse::<u32>() {
+            Ok(pid) if pid > 0 => Ok(pid),
+            _ => Err(format!("--server-pid: {part:?} is not a process id (expected PID[,PID...])")),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pids() {
+        assert_eq!(parse_pids("42"), Ok(vec![42]));
+        assert_eq!(parse_pids("1, 2,3"), Ok(vec![1, 2, 3]));
+        for bad in ["", "0", "-1", "1,,2", "x", "1.5"] {
+            assert!(parse_pids(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn counts() {

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::keys::Distribution;
 use crate::parse::{Mix, OpKind};
 use crate::run::{OpStats, Stats};
+use crate::target::Target;
 
 /// The percentiles reported, as (label, quantile).
 pub const PERCENTILES: [(&str, f64); 5] =
@@ -159,8 +160,8 @@ fn op_json(o: &OpStats, elapsed: Duration) -> Value {
 pub struct Summary<'a> {
     pub run_id: &'a str,
     pub settings: &'a Settings,
-    pub target_version: &'a str,
-    pub target_nodes: usize,
+    /// The servers as their four-letter words described them before the run.
+    pub target: &'a Target,
     pub stats: &'a Stats,
     pub elapsed: Duration,
     pub interrupted: bool,
@@ -178,9 +179,12 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
     }
     json!({
         "loadgen_version": env!("CARGO_PKG_VERSION"),
+        // The commit loadgen was built from (build.rs); "-dirty" when tracked files differed.
+        "loadgen_git_commit": env!("WARREN_GIT_COMMIT"),
         "run_id": s.run_id,
         "settings": s.settings,
-        "target": { "version": s.target_version, "nodes": s.target_nodes },
+        "target": s.target.json(),
+        "cluster": s.target.cluster(),
         "machine": {
             "os": std::env::consts::OS,
             "arch": std::env::consts::ARCH,

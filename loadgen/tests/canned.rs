@@ -99,6 +99,7 @@ fn closed_loop_against_the_canned_server_has_no_errors() {
     assert_eq!(v["total"]["count"], 20_000, "{v}");
     assert_eq!(v["total"]["errors"], 0, "{v}");
     assert!(v["target"]["version"].as_str().unwrap().contains("canned-server"), "{v}");
+    assert_eq!(v["target"]["kind"], "canned", "{v}");
     for kind in ["getData", "setData", "create", "delete", "getWatch"] {
         assert!(v["ops"][kind]["count"].as_u64().unwrap() > 0, "{kind} never ran: {v}");
     }
@@ -156,4 +157,90 @@ fn closed_loop_results_have_no_open_loop_section() {
     let out = loadgen(&args, Duration::from_secs(60));
     assert!(only_result(results.path()).get("open_loop").is_none());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("open loop:"));
+}
+
+/// The results record what a run needs to be reproduced and judged: loadgen's commit, the
+/// target's kind, mode and settings, the server's CPU time and CPUs, the load around the run.
+#[test]
+fn results_record_the_server_cpu_pinning_and_load() {
+    let server = Canned::start(&["--value-size", "10"]);
+    let pid = server.child.id();
+    let results = tempfile::tempdir().unwrap();
+    let pid_arg = pid.to_string();
+    let args = [
+        "--servers",
+        &server.addr,
+        "--ops",
+        "5000",
+        "--keys",
+        "100",
+        "--server-pid",
+        &pid_arg,
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    let out = loadgen(&args, Duration::from_secs(60));
+    let v = only_result(results.path());
+    assert!(!v["loadgen_git_commit"].as_str().unwrap().is_empty(), "{v}");
+    let t = &v["target"];
+    assert_eq!(t["kind"], "canned", "{v}");
+    assert!(t["git_commit"].is_null(), "{v}");
+    assert_eq!(t["servers"][0]["addr"], server.addr.as_str(), "{v}");
+    assert_eq!(t["servers"][0]["mode"], "standalone", "{v}");
+    assert_eq!(t["servers"][0]["conf"]["cannedValueSize"], "10", "{v}");
+    assert!(t["leader"].is_null(), "{v}");
+    assert_eq!(v["cluster"], "1 node (standalone), canned", "{v}");
+    let cpu = &v["server_cpu"];
+    assert_eq!(cpu["per_server"][0]["pid"], pid, "{v}");
+    assert!(cpu["per_server"][0]["cpu_s"].as_f64().unwrap() >= 0.0, "{v}");
+    assert!(!cpu["per_server"][0]["cpus_allowed"].as_str().unwrap().is_empty(), "{v}");
+    assert!(cpu["total_cpu_s"].as_f64().unwrap() >= 0.0, "{v}");
+    for when in ["before", "after"] {
+        let load = v["load_average"][when].as_array().unwrap();
+        assert_eq!(load.len(), 3, "{v}");
+        assert!(load.iter().all(|l| l.as_f64().unwrap() >= 0.0), "{v}");
+    }
+    assert!(!v["pinning"]["loadgen_cpus_allowed"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(v["pinning"]["servers"][0]["pid"], pid, "{v}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("server CPU: ") && stdout.contains(&format!("(pids {pid})")), "{stdout}");
+}
+
+#[test]
+fn without_server_pids_server_cpu_is_null_and_pinning_still_recorded() {
+    let server = Canned::start(&[]);
+    let results = tempfile::tempdir().unwrap();
+    let args =
+        ["--servers", &server.addr, "--ops", "500", "--no-preload", "--results-dir", results.path().to_str().unwrap()];
+    let out = loadgen(&args, Duration::from_secs(60));
+    let v = only_result(results.path());
+    assert!(v["server_cpu"].is_null(), "{v}");
+    assert_eq!(v["pinning"]["servers"], serde_json::json!([]), "{v}");
+    assert!(!v["pinning"]["loadgen_cpus_allowed"].as_str().unwrap().is_empty(), "{v}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("server CPU:"));
+}
+
+#[test]
+fn a_server_pid_that_is_no_process_fails_before_the_run() {
+    let server = Canned::start(&[]);
+    let results = tempfile::tempdir().unwrap();
+    let args = [
+        "--servers",
+        &server.addr,
+        "--ops",
+        "500",
+        "--server-pid",
+        "999999999",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    let out = common::loadgen(&args, Duration::from_secs(60));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--server-pid 999999999: no such process"), "{stderr}");
+    assert!(!stderr.contains("loadgen: running"), "the run started: {stderr}");
+    assert!(!results.path().join(env!("CARGO_PKG_VERSION")).exists(), "a result was written");
+    let bad = common::loadgen(&["--servers", &server.addr, "--server-pid", "12x"], Duration::from_secs(60));
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a process id"));
 }

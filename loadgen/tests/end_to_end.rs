@@ -157,6 +157,23 @@ fn run_against_a_started_warren() {
     assert_eq!(v["settings"]["local_cluster"], false);
     assert_eq!(v["total"]["errors"], 0, "{v}");
     assert!(v["target"]["version"].as_str().unwrap().contains("warren"), "{v}");
+    check_warren_target(&v);
+    // Not started by loadgen and no --server-pid: its CPU time is unknown.
+    assert!(v["server_cpu"].is_null(), "{v}");
+}
+
+/// The target section of a run against a single warren: its kind, commit, mode and settings.
+fn check_warren_target(v: &serde_json::Value) {
+    let t = &v["target"];
+    assert_eq!(t["kind"], "warren", "{v}");
+    assert!(!t["git_commit"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(t["servers"][0]["mode"], "standalone", "{v}");
+    let conf = &t["servers"][0]["conf"];
+    assert!(conf["cores"].as_str().unwrap().parse::<u32>().unwrap() >= 1, "{v}");
+    assert!(conf["shards"].as_str().unwrap().parse::<u32>().unwrap() >= 1, "{v}");
+    assert!(t["leader"].is_null(), "{v}");
+    assert_eq!(v["cluster"], "1 node (standalone), warren", "{v}");
+    assert!(!v["loadgen_git_commit"].as_str().unwrap().is_empty(), "{v}");
 }
 
 #[test]
@@ -294,6 +311,13 @@ fn without_servers_it_starts_and_stops_its_own_warren() {
     assert!(stderr.contains("single node (replication not built yet)"), "{stderr}");
     let v = check_run(&out, results.path(), 2000, &["getData", "setData"]);
     assert_eq!(v["settings"]["local_cluster"], true);
+    check_warren_target(&v);
+    // loadgen started this warren, so it measured the warren's CPU time itself.
+    let cpu = &v["server_cpu"];
+    assert!(cpu["per_server"][0]["pid"].as_u64().unwrap() > 0, "{v}");
+    assert!(cpu["per_server"][0]["cpu_s"].as_f64().unwrap() >= 0.0, "{v}");
+    assert_eq!(v["pinning"]["servers"][0]["pid"], cpu["per_server"][0]["pid"], "{v}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("server CPU: "));
     // The local warren is gone: its port no longer answers.
     let addr: SocketAddr = v["settings"]["servers"][0].as_str().unwrap().parse().unwrap();
     assert!(!ruok(addr), "the local warren on {addr} is still running");
@@ -327,6 +351,23 @@ fn bad_arguments_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
+}
+
+/// Both binaries name the commit they were built from, the same way ("-dirty" or not).
+#[test]
+fn version_names_the_git_commit() {
+    let out = loadgen(&["--version"], Duration::from_secs(10));
+    assert!(out.status.success());
+    let loadgen_version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let commit = loadgen_version
+        .strip_prefix(&format!("loadgen {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{loadgen_version:?}"));
+    assert!(!commit.is_empty(), "{loadgen_version:?}");
+    let warren = Command::new(warren_bin()).arg("--version").output().unwrap();
+    assert!(warren.status.success());
+    let warren_version = String::from_utf8_lossy(&warren.stdout);
+    assert!(warren_version.starts_with(&format!("warren {} (commit ", env!("CARGO_PKG_VERSION"))), "{warren_version}");
 }
 
 #[test]

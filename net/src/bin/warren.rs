@@ -7,8 +7,11 @@ use std::path::PathBuf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `warren --version`: the release and the git commit it was built from (see build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WARREN_GIT_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "warren", version, about = "Warren: a ZooKeeper-compatible coordination service")]
+#[command(name = "warren", version = VERSION, about = "Warren: a ZooKeeper-compatible coordination service")]
 struct Cli {
     #[command(subcommand)]
     command: Commands,

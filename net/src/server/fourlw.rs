@@ -11,6 +11,9 @@ use std::fmt::Write;
 use std::rc::Rc;
 
 pub const VERSION_LINE: &str = concat!("3.8.4-warren-", env!("CARGO_PKG_VERSION"));
+/// What follows the version after ", ": names the commit this binary was built from (set by
+/// build.rs; `unknown` outside a git checkout) so a result can be traced to its code.
+pub const BUILT_ON: &str = concat!("built on warren commit ", env!("WARREN_GIT_COMMIT"));
 
 const WORDS: [&str; 10] = ["ruok", "srvr", "stat", "mntr", "conf", "cons", "wchs", "envi", "isro", "dump"];
 
@@ -105,7 +108,7 @@ fn srvr(role: Role, stats: &[Box<CoreStats>]) -> String {
     let t = totals(stats);
     let latency = Millis(&t.metrics.requests_us);
     let mut s = String::new();
-    let _ = writeln!(s, "Zookeeper version: {VERSION_LINE}, built on warren");
+    let _ = writeln!(s, "Zookeeper version: {VERSION_LINE}, {BUILT_ON}");
     let _ = writeln!(s, "Latency min/avg/max: {}/{}/{}", latency.min(), latency.avg(), latency.max());
     let _ = writeln!(s, "Received: {}", t.received);
     let _ = writeln!(s, "Sent: {}", t.sent);
@@ -118,7 +121,7 @@ fn srvr(role: Role, stats: &[Box<CoreStats>]) -> String {
 }
 
 fn stat(role: Role, stats: &[Box<CoreStats>]) -> String {
-    let mut s = format!("Zookeeper version: {VERSION_LINE}, built on warren\nClients:\n");
+    let mut s = format!("Zookeeper version: {VERSION_LINE}, {BUILT_ON}\nClients:\n");
     s.push_str(&cons(stats));
     s.push('\n');
     let srvr = srvr(role, stats);
@@ -145,7 +148,7 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     let latency = Millis(&t.metrics.requests_us);
     let mut rows: Vec<(String, String)> = vec![
-        ("zk_version", format!("{VERSION_LINE}, built on warren")),
+        ("zk_version", format!("{VERSION_LINE}, {BUILT_ON}")),
         ("zk_avg_latency", latency.avg()),
         ("zk_max_latency", latency.max().to_string()),
         ("zk_min_latency", latency.min().to_string()),
@@ -287,10 +290,30 @@ fn envi() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
     format!(
-        "Environment:\nzookeeper.version={VERSION_LINE}, built on warren\nhost.name={}\nos.name={}\nos.arch={}\nuser.dir={}\n",
+        "Environment:\nzookeeper.version={VERSION_LINE}, {BUILT_ON}\nhost.name={}\nos.name={}\nos.arch={}\nuser.dir={}\n",
         host.trim(),
         std::env::consts::OS,
         std::env::consts::ARCH,
         cwd
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients parse the `3.8.4-warren-<version>` prefix; loadgen reads the commit after
+    /// "built on warren commit ".
+    #[test]
+    fn version_lines_name_the_release_and_the_commit() {
+        let expected =
+            format!("3.8.4-warren-{}, built on warren commit {}", env!("CARGO_PKG_VERSION"), env!("WARREN_GIT_COMMIT"));
+        assert!(!env!("WARREN_GIT_COMMIT").is_empty());
+        let srvr = srvr(Role::Standalone, &[]);
+        assert_eq!(srvr.lines().next(), Some(format!("Zookeeper version: {expected}").as_str()));
+        assert!(srvr.contains("\nMode: standalone\n"), "{srvr}");
+        let stat = stat(Role::Standalone, &[]);
+        assert_eq!(stat.lines().next(), Some(format!("Zookeeper version: {expected}").as_str()));
+        assert!(envi().contains(&format!("zookeeper.version={expected}\n")));
+    }
 }
