@@ -148,6 +148,9 @@ def rows(runs):
             row["ceiling"] = {
                 "ops_s": median([r["throughput_ops_s"] for r in canned]),
                 "loadgen_cpu_share": median([r["loadgen_cpu_share"] for r in canned]),
+                "p50_us": median([r["p50_us"] for r in canned]),
+                "p99_us": median([r["p99_us"] for r in canned]),
+                "p99_9_us": median([r["p99_9_us"] for r in canned]),
                 "loadgen_ops_per_cpu_s": median([r["loadgen_ops_per_cpu_s"] for r in canned]),
                 "ops_per_server_cpu_s": median([r["ops_per_server_cpu_s"] for r in canned]),
             }
@@ -170,7 +173,8 @@ def table(table_rows):
         c = row.get("ceiling")
         if c:
             lines.append(f"| {row['point']} | {row['mix']} | loadgen ceiling (canned replies) | {fmt(c['ops_s'])} "
-                         f"| | | | {fmt(c['ops_per_server_cpu_s'])} | {pct(c['loadgen_cpu_share'])} | | | |")
+                         f"| {fmt(c['p50_us'])} | {fmt(c['p99_us'])} | {fmt(c['p99_9_us'])} | {fmt(c['ops_per_server_cpu_s'])} "
+                         f"| {pct(c['loadgen_cpu_share'])} | | | |")
         for side in SIDES:
             s = row["sides"].get(side)
             if not s:
@@ -193,7 +197,8 @@ def cautions(runs, table_rows, settings):
         for side, s in row["sides"].items():
             if c and c["ops_s"] and s["throughput_ops_s"] >= NEAR_CEILING * c["ops_s"]:
                 notes.append(f"{row['point']} {row['mix']}: {side} reached {s['throughput_ops_s'] / c['ops_s']:.0%} "
-                             f"of loadgen's ceiling, so its ops/s may measure the client more than the server.")
+                             f"of loadgen's ceiling (canned replies), so its ops/s says as much about the client and "
+                             f"loopback (round trips, wake-ups) as about the server.")
             if settings.get("pinned", "no") != "no" and (s["loadgen_cpu_share"] or 0) >= 0.9:
                 notes.append(f"{row['point']} {row['mix']}: loadgen kept its core {s['loadgen_cpu_share']:.0%} busy "
                              f"against {side}: the client may have set the pace.")
@@ -256,7 +261,8 @@ def summary(runs, settings, out):
                  "phase / the server process's user+system CPU seconds in that phase (/proc/PID/stat, read by "
                  "loadgen right before and after it). The loadgen ceiling row is the same loadgen run against "
                  "`loadgen canned-server` (canned replies, no tree, no disk; its CPU column is the canned "
-                 "server's): no server can be measured faster than that at that point on this machine. loadgen "
+                 "server's), run once before round 1: a server measured near or above it at a point is limited by "
+                 "the client or by loopback round trips there, not by itself. loadgen "
                  "CPU: loadgen's user+system CPU seconds / the measured seconds (100% = one core busy; "
                  "with --pin loadgen has one core, so near 100% means the client set the pace).")
     lines.append("")

@@ -188,7 +188,7 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
         "machine": {
             "os": std::env::consts::OS,
             "arch": std::env::consts::ARCH,
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "cpus": online_cpus(),
             "cpu_model": cpu_model(),
             "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).ok(),
         },
@@ -204,6 +204,14 @@ pub fn summary_json(s: &Summary<'_>) -> Value {
         "total": op_json(&s.stats.total(), s.elapsed),
         "ops": ops,
     })
+}
+
+/// CPUs online on the machine. Not available_parallelism(): that is loadgen's own affinity,
+/// which `taskset` narrows (recorded apart, under "pinning").
+fn online_cpus() -> u64 {
+    // SAFETY: sysconf only reads a system value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u64::try_from(n).unwrap_or(0)
 }
 
 /// The first "model name" of /proc/cpuinfo (Linux), if any.
@@ -344,6 +352,14 @@ mod tests {
         // Cumulative counts never decrease.
         let counts: Vec<u64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
         assert!(counts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn machine_cpus_ignore_loadgens_own_affinity() {
+        let cpus = online_cpus();
+        assert!(cpus >= 1);
+        let allowed = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+        assert!(cpus >= allowed, "{cpus} online < {allowed} allowed");
     }
 
     #[test]
