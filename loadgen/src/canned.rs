@@ -1,14 +1,17 @@
 //! `loadgen canned-server`: a ZooKeeper-protocol server with no tree and no disk. It answers the
 //! session handshake, then every request with a fixed, well-formed reply for its opcode, so a
-//! loadgen run against it measures loadgen's own ceiling. One blocking thread per connection,
-//! at most CONNECTIONS_MAX; replies to every request already read go out in one write.
+//! loadgen run against it measures loadgen's own ceiling, and the CPU floor of this machine's
+//! loopback TCP per request. One thread and one epoll set for all connections (at most
+//! CONNECTIONS_MAX); per ready connection one read, and the replies to every whole request
+//! read go out in one write.
 //! `--stall-ms-at N:MS` stops all answering for MS once, when the N-th request arrives; what
 //! queued meanwhile is answered after (a server pause with a known length, for tests).
 
-use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,12 +24,8 @@ use net::jute::{
 
 /// Connections served at once; one more is closed at accept (matches loadgen's --clients max).
 const CONNECTIONS_MAX: usize = 4096;
-/// Stack of a connection thread: it only frames and encodes.
-const THREAD_STACK_BYTES: usize = 256 << 10;
 /// A request larger than this closes the connection (ZooKeeper's jute.maxbuffer + slack).
 const FRAME_BYTES_MAX: usize = 16 << 20;
-/// A connection idle this long is closed, so a vanished client frees its thread.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The zxid every reply carries: nothing is ever written.
 const ZXID: i64 = 1;
 
@@ -56,7 +55,7 @@ pub struct Config {
     pub stalls: Vec<Stall>,
 }
 
-/// What every connection thread shares.
+/// What every connection shares.
 struct Shared {
     data: Vec<u8>,
     stalls: Vec<Stall>,
@@ -101,7 +100,7 @@ pub fn serve(cfg: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     println!("canned-server listening on {addr}");
     std::io::stdout().flush()?;
-    let shared = Arc::new(Shared {
+    let shared = Shared {
         data: vec![b'v'; cfg.value_size],
         stalls: cfg.stalls,
         epoch: Instant::now(),
@@ -109,37 +108,239 @@ pub fn serve(cfg: Config) -> Result<()> {
         stall_until_ns: AtomicU64::new(0),
         next_session: AtomicI64::new(1),
         connections: AtomicUsize::new(0),
-    });
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("canned-server: accept: {e}");
+    };
+    EventLoop::new(listener, shared)?.run()
+}
+
+/// Where a connection is in the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing read yet: a four-letter word or a ConnectRequest comes first.
+    New,
+    /// Handshake done: request frames.
+    Session,
+    /// Answered a four-letter word or closeSession: close once the output is sent.
+    Closing,
+}
+
+/// One client connection of the event loop: what was read and not yet answered, what was
+/// answered and not yet sent.
+struct Conn {
+    stream: TcpStream,
+    phase: Phase,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Bytes of `output` already written.
+    sent: usize,
+    /// Whether EPOLLOUT is registered (output is waiting for socket space).
+    waiting_to_write: bool,
+}
+
+/// Bytes read per read(2): one read drains what loadgen's pipelined sessions send in a turn.
+const READ_CHUNK: usize = 64 << 10;
+/// Events taken per epoll_wait.
+const EVENTS_MAX: usize = 256;
+/// The listener's epoll token; connections use their fd, which is never this.
+const LISTENER_TOKEN: u64 = u64::MAX;
+
+/// One thread, one epoll instance, level-triggered: per ready connection one read, every whole
+/// frame answered, one write. No thread per connection, so the server costs about as little CPU
+/// per request as loopback TCP allows: the floor a real server is compared with.
+struct EventLoop {
+    epoll: OwnedFd,
+    listener: TcpListener,
+    conns: HashMap<RawFd, Conn>,
+    shared: Shared,
+}
+
+impl EventLoop {
+    fn new(listener: TcpListener, shared: Shared) -> Result<EventLoop> {
+        listener.set_nonblocking(true)?;
+        // SAFETY: epoll_create1 has no memory arguments; the fd is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_create1");
+        }
+        // SAFETY: fd is a fresh epoll descriptor nobody else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let ev = EventLoop { epoll, listener, conns: HashMap::new(), shared };
+        ev.ctl(libc::EPOLL_CTL_ADD, ev.listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER_TOKEN)?;
+        Ok(ev)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: `event` outlives the call; the kernel copies it.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_ctl");
+        }
+        Ok(())
+    }
+
+    fn run(mut self) -> Result<()> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            // SAFETY: `events` has EVENTS_MAX entries for the kernel to fill.
+            let n = unsafe {
+                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS_MAX as libc::c_int, -1)
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("epoll_wait");
+            }
+            for ev in &events[..n as usize] {
+                let (token, flags) = (ev.u64, ev.events);
+                if token == LISTENER_TOKEN {
+                    self.accept_all();
+                } else {
+                    self.serve_ready(token as RawFd, flags, &mut chunk);
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    eprintln!("canned-server: accept: {e}");
+                    return;
+                }
+            };
+            if self.conns.len() >= CONNECTIONS_MAX {
+                eprintln!("canned-server: over {CONNECTIONS_MAX} connections, closing the new one");
                 continue;
             }
-        };
-        spawn_connection(stream, &shared, addr);
+            if let Err(e) = self.register(stream) {
+                eprintln!("canned-server: {e:#}");
+            }
+        }
     }
+
+    fn register(&mut self, stream: TcpStream) -> Result<()> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        let fd = stream.as_raw_fd();
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, fd as u64)?;
+        let conn = Conn {
+            stream,
+            phase: Phase::New,
+            input: Vec::with_capacity(4096),
+            output: Vec::with_capacity(4096),
+            sent: 0,
+            waiting_to_write: false,
+        };
+        self.conns.insert(fd, conn);
+        self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads once if readable, answers every whole frame, writes what it can; closes the
+    /// connection on EOF, error or a finished four-letter word or closeSession.
+    fn serve_ready(&mut self, fd: RawFd, flags: u32, chunk: &mut [u8]) {
+        let Some(conn) = self.conns.get_mut(&fd) else { return };
+        let readable = flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        let outcome = (|| -> Result<bool> {
+            if readable && conn.phase != Phase::Closing {
+                match conn.stream.read(chunk) {
+                    Ok(0) => return Ok(false),
+                    Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
+                answer_buffered(&mut conn.phase, &mut conn.input, &mut conn.output, &self.shared)?;
+                self.shared.wait_out_stall();
+            }
+            flush(conn)
+        })();
+        let keep = match outcome {
+            Ok(keep) => keep,
+            Err(e) => {
+                let peer = conn.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                eprintln!("canned-server: {peer}: {e:#}");
+                false
+            }
+        };
+        if !keep {
+            self.close(fd);
+            return;
+        }
+        let want_write = conn.sent < conn.output.len();
+        if want_write != conn.waiting_to_write {
+            conn.waiting_to_write = want_write;
+            let events = if want_write { (libc::EPOLLIN | libc::EPOLLOUT) as u32 } else { libc::EPOLLIN as u32 };
+            if let Err(e) = self.ctl(libc::EPOLL_CTL_MOD, fd, events, fd as u64) {
+                eprintln!("canned-server: {e:#}");
+                self.close(fd);
+            }
+        }
+    }
+
+    fn close(&mut self, fd: RawFd) {
+        if self.conns.remove(&fd).is_some() {
+            // Dropping the stream closes the fd, which also removes it from the epoll set.
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Answers every whole frame in `input` into `output` and removes it from `input`: a
+/// four-letter word or the handshake first, then requests, up to a closeSession.
+fn answer_buffered(phase: &mut Phase, input: &mut Vec<u8>, output: &mut Vec<u8>, shared: &Shared) -> Result<()> {
+    if *phase == Phase::New && input.len() >= 4 && input[..4].iter().all(u8::is_ascii_lowercase) {
+        let word: [u8; 4] = input[..4].try_into().expect("4 bytes");
+        output.extend_from_slice(four_letter_answer(&word, shared).as_bytes());
+        *phase = Phase::Closing;
+        input.clear();
+        return Ok(());
+    }
+    let mut at = 0;
+    while *phase != Phase::Closing {
+        let Some(frame) = whole_frame(&input[at..])? else { break };
+        let body = &input[at + 4..at + 4 + frame];
+        if *phase == Phase::New {
+            handshake(body, shared, output)?;
+            *phase = Phase::Session;
+        } else if answer(body, &shared.data, output, shared)? {
+            *phase = Phase::Closing;
+        }
+        at += 4 + frame;
+    }
+    input.drain(..at);
     Ok(())
 }
 
-fn spawn_connection(stream: TcpStream, shared: &Arc<Shared>, addr: SocketAddr) {
-    if shared.connections.fetch_add(1, Ordering::Relaxed) >= CONNECTIONS_MAX {
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
-        eprintln!("canned-server: {addr}: over {CONNECTIONS_MAX} connections, closing the new one");
-        return;
+/// The body length of the frame at the start of `buf` if all of it is there; an error for a
+/// negative or oversized length.
+fn whole_frame(buf: &[u8]) -> Result<Option<usize>> {
+    let Some(len) = frame_len(buf) else { return Ok(None) };
+    let len = usize::try_from(len).map_err(|_| anyhow!("negative frame length {len}"))?;
+    if len > FRAME_BYTES_MAX {
+        bail!("frame of {len} bytes exceeds {FRAME_BYTES_MAX}");
     }
-    let shared = Arc::clone(shared);
-    let spawned = std::thread::Builder::new().stack_size(THREAD_STACK_BYTES).spawn(move || {
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        if let Err(e) = connection(stream, &shared) {
-            eprintln!("canned-server: {peer}: {e:#}");
+    Ok((buf.len() >= 4 + len).then_some(len))
+}
+
+/// Writes as much pending output as the socket takes. Ok(false): all sent and the connection
+/// is done (after a four-letter word or closeSession).
+fn flush(conn: &mut Conn) -> Result<bool> {
+    while conn.sent < conn.output.len() {
+        match conn.stream.write(&conn.output[conn.sent..]) {
+            Ok(0) => bail!("the peer stopped reading"),
+            Ok(n) => conn.sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e.into()),
         }
-        shared.connections.fetch_sub(1, Ordering::Relaxed);
-    });
-    if let Err(e) = spawned {
-        eprintln!("canned-server: cannot start a connection thread: {e}");
     }
+    conn.output.clear();
+    conn.sent = 0;
+    Ok(conn.phase != Phase::Closing)
 }
 
 /// The answer to a four-letter word (srvr, conf, ruok, ...): enough for loadgen to name its
@@ -157,40 +358,6 @@ fn four_letter_answer(word: &[u8; 4], shared: &Shared) -> String {
     }
 }
 
-/// Serves one connection: a four-letter word, or the handshake and then requests until the
-/// client closes its session or the connection.
-fn connection(stream: TcpStream, shared: &Shared) -> Result<()> {
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone()?);
-    let mut writer = stream;
-    let mut prefix = [0u8; 4];
-    reader.read_exact(&mut prefix)?;
-    if prefix.iter().all(u8::is_ascii_lowercase) {
-        return Ok(writer.write_all(four_letter_answer(&prefix, shared).as_bytes())?);
-    }
-    let mut frame = Vec::with_capacity(4096);
-    read_body(&mut reader, prefix, &mut frame)?;
-    let mut out = Vec::with_capacity(64 << 10);
-    handshake(&frame, shared, &mut out)?;
-    writer.write_all(&out)?;
-    loop {
-        out.clear();
-        let Some(()) = read_frame(&mut reader, &mut frame)? else { return Ok(()) };
-        let mut closing = answer(&frame, &shared.data, &mut out, shared)?;
-        // Answer everything already read in the same write.
-        while !closing && frame_buffered(reader.buffer()) {
-            read_frame(&mut reader, &mut frame)?;
-            closing = answer(&frame, &shared.data, &mut out, shared)?;
-        }
-        shared.wait_out_stall();
-        writer.write_all(&out)?;
-        if closing {
-            return Ok(());
-        }
-    }
-}
-
 fn handshake(frame: &[u8], shared: &Shared, out: &mut Vec<u8>) -> Result<()> {
     let req = decode_connect_request(frame).map_err(|e| anyhow!("bad ConnectRequest: {e}"))?;
     let session_id =
@@ -203,34 +370,6 @@ fn handshake(frame: &[u8], shared: &Shared, out: &mut Vec<u8>) -> Result<()> {
         read_only: false,
     };
     encode_connect_response(out, &resp);
-    Ok(())
-}
-
-/// Whether `buf` starts with a whole frame.
-fn frame_buffered(buf: &[u8]) -> bool {
-    frame_len(buf).and_then(|len| usize::try_from(len).ok()).is_some_and(|len| buf.len() >= 4 + len)
-}
-
-/// Reads one frame into `frame`; None when the client closed the connection between frames.
-fn read_frame(reader: &mut impl Read, frame: &mut Vec<u8>) -> Result<Option<()>> {
-    let mut prefix = [0u8; 4];
-    match reader.read_exact(&mut prefix) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    read_body(reader, prefix, frame)?;
-    Ok(Some(()))
-}
-
-fn read_body(reader: &mut impl Read, prefix: [u8; 4], frame: &mut Vec<u8>) -> Result<()> {
-    let len = i32::from_be_bytes(prefix);
-    let len = usize::try_from(len).map_err(|_| anyhow!("negative frame length {len}"))?;
-    if len > FRAME_BYTES_MAX {
-        bail!("frame of {len} bytes exceeds {FRAME_BYTES_MAX}");
-    }
-    frame.resize(len, 0);
-    reader.read_exact(frame)?;
     Ok(())
 }
 
@@ -350,6 +489,68 @@ mod tests {
         s.count_request();
         s.wait_out_stall();
         assert!(t.elapsed() < Duration::from_millis(30));
+    }
+
+    /// The bytes a client sends: ConnectRequest, then `requests`, each framed.
+    fn client_bytes(requests: &[Request]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let connect = net::jute::ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout_ms: 10_000,
+            session_id: 0,
+            passwd: vec![0; 16],
+            read_only: false,
+        };
+        net::jute::encode_connect_request(&mut out, &connect);
+        for (xid, req) in (1..).zip(requests) {
+            encode_request(&mut out, &RequestHeader { xid, opcode: req.opcode() }, req);
+        }
+        out
+    }
+
+    #[test]
+    fn frames_split_across_reads_are_answered_once_whole() {
+        let s = shared();
+        let get = Request::GetData { path: "/a".into(), watch: false };
+        let bytes = client_bytes(&[get.clone(), get.clone(), Request::CloseSession]);
+        let (mut phase, mut input, mut output) = (Phase::New, Vec::new(), Vec::new());
+        // Feed the stream 5 bytes at a time, as a slow client would.
+        for piece in bytes.chunks(5) {
+            input.extend_from_slice(piece);
+            answer_buffered(&mut phase, &mut input, &mut output, &s).unwrap();
+        }
+        assert_eq!(phase, Phase::Closing);
+        assert!(input.is_empty());
+        // ConnectResponse, then three replies with xids 1, 2, 3.
+        let mut at = 4 + frame_len(&output).unwrap() as usize;
+        let mut xids = Vec::new();
+        for op in [opcode::GET_DATA, opcode::GET_DATA, opcode::CLOSE_SESSION] {
+            let len = frame_len(&output[at..]).unwrap() as usize;
+            let (h, _) = decode_reply(&output[at + 4..at + 4 + len], op).unwrap();
+            xids.push(h.xid);
+            at += 4 + len;
+        }
+        assert_eq!((xids, at), (vec![1, 2, 3], output.len()));
+    }
+
+    #[test]
+    fn a_four_letter_word_is_answered_and_closes() {
+        let s = shared();
+        let (mut phase, mut input, mut output) = (Phase::New, b"srvr".to_vec(), Vec::new());
+        answer_buffered(&mut phase, &mut input, &mut output, &s).unwrap();
+        assert_eq!(phase, Phase::Closing);
+        let text = String::from_utf8(output).unwrap();
+        assert!(text.contains("loadgen-canned-") && text.contains("Mode: standalone"), "{text}");
+    }
+
+    #[test]
+    fn oversized_and_negative_frames_are_errors() {
+        let s = shared();
+        for len in [i32::try_from(FRAME_BYTES_MAX + 1).unwrap(), -5] {
+            let (mut phase, mut input, mut output) = (Phase::Session, len.to_be_bytes().to_vec(), Vec::new());
+            assert!(answer_buffered(&mut phase, &mut input, &mut output, &s).is_err(), "{len}");
+        }
     }
 
     #[test]
