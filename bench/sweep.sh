@@ -18,9 +18,9 @@
 #   heap with G1 and AlwaysPreTouch, log4j at WARN; `java -version`, zoo.cfg and `mntr` after
 #   every run are kept.
 # - --pin: servers on CPU 0, loadgen on CPU 1 (taskset), recorded.
-# - loadgen's own ceiling: before round 1, every point and mix also runs against
-#   `loadgen canned-server` (canned replies, no tree, no disk) with the same pinning; its ops/s
-#   and ops per loadgen CPU-second stand next to every comparison (--no-ceiling skips it).
+# - loadgen's own ceiling: every round starts with every point and mix against
+#   `loadgen canned-server` (canned replies, no tree, no disk) with the same pinning; its ops/s,
+#   latencies and loadgen's CPU stand next to every comparison (--no-ceiling skips it).
 # - Server CPU is loadgen's own measurement (--server-pid): the server's utime+stime during the
 #   measured phase only, so preload and warmup are not counted.
 # Output: <results-dir>/<warren version>/sweep-<UTC time>/ with every loadgen JSON, sweep.json
@@ -67,6 +67,11 @@ version="$("$loadgen" --version | awk '{print $2}')"
 out="$results_dir/$version/sweep-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out/runs" "$out/zookeeper"
 tmp="$(mktemp -d -t warren-sweep-XXXXXX)"
+# What was measured, taken before anything runs: the tree the binaries are built from, and the
+# filesystem every data dir lives on (fsyncs on tmpfs would measure nothing).
+repo_commit="$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+repo_dirty_files="$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
+data_fs="$(df -T "$tmp" | awk 'NR == 2 {print $2 " on " $1 " mounted at " $7}')"
 
 server_pid=""
 stop_server() {
@@ -169,9 +174,9 @@ run_side() { # round, side
   stop_server
 }
 
-[[ "$ceiling" == 0 ]] || run_side 0 canned
 for round in $(seq 1 "$rounds"); do
   if (( round % 2 == 1 )); then order=(zookeeper warren); else order=(warren zookeeper); fi
+  [[ "$ceiling" == 0 ]] || order=(canned "${order[@]}")
   for side in "${order[@]}"; do run_side "$round" "$side"; done
 done
 
@@ -180,6 +185,6 @@ python3 "$root/bench/sweep_summary.py" "$runs" "$out" \
   --setting "warren_cores=$warren_cores" --setting "pinned=$([[ $pin == 1 ]] && echo 'servers on CPU 0, loadgen on CPU 1' || echo no)" \
   --setting "zookeeper_jvm=${zk_jvm[*]}" --setting "seed=$seed" --setting "command=$command_line" \
   --setting "warren_start=warren start --host 127.0.0.1 --port PORT --data-dir DIR --cores $warren_cores" \
-  --setting "repo_commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
-  --setting "repo_dirty_files=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
+  --setting "repo_commit=$repo_commit" --setting "repo_dirty_files=$repo_dirty_files" \
+  --setting "data_dir_filesystem=$data_fs"
 echo "sweep: $out/summary.md"

@@ -215,12 +215,15 @@ def cautions(runs, table_rows, settings):
                      "cores (a cross-core wake-up costs ~90 µs on this VM), and the client competes with the "
                      "server for CPU, so ops/s understates both sides; ops per server CPU-second is the steadier "
                      "figure.")
-    nodes = {(r["side"], r["cluster"]) for r in runs if r["side"] in SIDES}
-    notes.append("Single node on both sides (Warren 1 node vs ZooKeeper standalone): no replication cost "
-                 f"in either ({sorted(nodes)}).")
+    clusters = "; ".join(sorted({str(r["cluster"]) for r in runs if r["side"] in SIDES}))
+    notes.append(f"Like for like, but single nodes ({clusters}): no replication cost on either side; the "
+                 "3-node rows wait for Warren's replication.")
     missing = [r for r in runs if r["ops_per_server_cpu_s"] is None]
     if missing:
         notes.append(f"{len(missing)} runs have no server CPU figure (no server pid recorded).")
+    if settings.get("data_dir_filesystem", "").startswith("tmpfs"):
+        notes.append("The data dirs were on tmpfs: fsync costs nothing there, so no write number is durable-disk "
+                     "performance.")
     return notes
 
 
@@ -233,7 +236,8 @@ def summary(runs, settings, out):
                  f"({settings.get('repo_dirty_files', '?')} modified tracked files)")
     m = first["machine"] or {}
     lines.append(f"- Machine: {m.get('cpus')} CPUs ({m.get('cpu_model')}), {m.get('os')} {m.get('kernel')} "
-                 f"{m.get('arch')}; pinning: {settings.get('pinned')}")
+                 f"{m.get('arch')}; pinning: {settings.get('pinned')}; data dirs on "
+                 f"{settings.get('data_dir_filesystem', 'not recorded')}")
     for side in SIDES + ("canned",):
         rs = [r for r in runs if r["side"] == side]
         if rs:
@@ -261,7 +265,7 @@ def summary(runs, settings, out):
                  "phase / the server process's user+system CPU seconds in that phase (/proc/PID/stat, read by "
                  "loadgen right before and after it). The loadgen ceiling row is the same loadgen run against "
                  "`loadgen canned-server` (canned replies, no tree, no disk; its CPU column is the canned "
-                 "server's), run once before round 1: a server measured near or above it at a point is limited by "
+                 "server's), run at the start of every round: a server measured near or above it at a point is limited by "
                  "the client or by loopback round trips there, not by itself. loadgen "
                  "CPU: loadgen's user+system CPU seconds / the measured seconds (100% = one core busy; "
                  "with --pin loadgen has one core, so near 100% means the client set the pace).")

@@ -35,15 +35,15 @@ ok "bench/sweep.sh runs to the end"
 sweep="$(find "$tmp/results" -mindepth 2 -maxdepth 2 -type d -name 'sweep-*' | head -n 1)"
 check "the sweep dir exists" test -n "$sweep"
 
-# Round 0 is the canned ceiling; then ZooKeeper first in round 1, Warren first in round 2.
+# Every round starts with the canned ceiling; then ZooKeeper first in round 1, Warren first in round 2.
 order="$(awk -F'\t' 'NR > 1 {printf "%s:%s ", $1, $2}' "$sweep/runs.tsv")"
-check "rounds alternate (got: $order)" test "$order" = "0:canned 1:zookeeper 1:warren 2:warren 2:zookeeper "
+check "rounds alternate (got: $order)" test "$order" = "1:canned 1:zookeeper 1:warren 2:canned 2:warren 2:zookeeper "
 
 check "every run has its server CPU and ops per server CPU-second" python3 - "$sweep/sweep.json" <<'PY'
 import json, sys
 runs = json.load(open(sys.argv[1]))["runs"]
 bad = [r for r in runs if not r["server_cpu_s"] or not r["ops_per_server_cpu_s"] or r["throughput_ops_s"] <= 0]
-sys.exit(1 if bad or len(runs) != 5 else 0)
+sys.exit(1 if bad or len(runs) != 6 else 0)
 PY
 check "summary has the ceiling row" grep -q "| 4x2 | 90r10w | loadgen ceiling" "$sweep/summary.md"
 check "summary has both sides with a ratio" grep -Eq "^\| 4x2 \| 90r10w \| warren.*x \[" "$sweep/summary.md"
@@ -52,6 +52,7 @@ check "zoo.cfg is on record with forceSync=yes" grep -q "^forceSync=yes" "$sweep
 check "ZooKeeper's mntr is kept for every run" test "$(find "$sweep/zookeeper" -name 'mntr-*' | wc -l)" = 2
 check "java -version is kept" grep -qi "version" "$sweep/zookeeper/java-version.txt"
 check "the summary states the ZooKeeper JVM flags" grep -q -- "-Xmx1g" "$sweep/summary.md"
+check "the summary states the data dirs' filesystem" grep -Eq "data dirs on [a-z0-9]+ on " "$sweep/summary.md"
 
 "$repo/scripts/benchmarks-doc.sh" "$sweep" "$tmp/benchmarks.md" >/dev/null
 check "the docs page is generated from the sweep" grep -Eq "^\| 4x2 \| 90r10w \| warren" "$tmp/benchmarks.md"
