@@ -166,6 +166,7 @@ run_side() { # round, side
         --duration "$duration" --warmup "$warmup" --clients "$clients" --pipeline "$pipeline" --mix "$mix" \
         --seed "$seed" --results-dir "$out/runs" >"$tmp/lg.out" 2>&1 || { cat "$tmp/lg.out" >&2; exit 1; }
       result="$(sed -n 's/^results: //p' "$tmp/lg.out" | tail -n 1)"
+      result="${result#"$out"/}" # relative to the sweep dir, so a stored sweep reads anywhere
       grep -E '^(overall|server CPU)' "$tmp/lg.out" || true
       printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$side" "$point" "$mix" "$result" >>"$runs"
       [[ "$side" != zookeeper ]] || fourlw "$port" mntr >"$out/zookeeper/mntr-round$round-$point-$mix.txt"

@@ -7,6 +7,7 @@ from the files: the loadgen result JSONs, zoo.cfg, java-version.txt, the mntr fi
 --setting values sweep.sh recorded.
 
     bench/sweep_summary.py <runs.tsv> <out dir> [--setting key=value ...]
+        (without --setting, an existing <out dir>/sweep.json's settings are kept)
     bench/sweep_summary.py --doc <sweep dir> <docs/benchmarks.md>
 """
 import argparse
@@ -38,9 +39,11 @@ def server_cpu(result):
 
 def load_runs(tsv):
     runs = []
+    base = pathlib.Path(tsv).resolve().parent
     with open(tsv, newline="") as f:
         for row in csv.DictReader(f, delimiter="\t"):
-            result = json.load(open(row["result"]))
+            # Result paths are relative to the sweep dir, so a stored sweep stays readable anywhere.
+            result = json.load(open(base / row["result"]))
             total = result["total"]
             cpu_s, per_cpu = server_cpu(result)
             target = result["target"]
@@ -63,6 +66,7 @@ def load_runs(tsv):
                 "errors": total["errors"],
                 "server_cpu_s": cpu_s,
                 "ops_per_server_cpu_s": per_cpu,
+                "server_switches_per_op": (result.get("context_switches") or {}).get("server_per_op"),
                 "loadgen_ops_per_cpu_s": result.get("loadgen_ops_per_cpu_s"),
                 # Share of one core loadgen used while measuring: near 100% (pinned to one core)
                 # means the client, not the server, set the pace.
@@ -153,13 +157,14 @@ def rows(runs):
                 "p99_9_us": median([r["p99_9_us"] for r in canned]),
                 "loadgen_ops_per_cpu_s": median([r["loadgen_ops_per_cpu_s"] for r in canned]),
                 "ops_per_server_cpu_s": median([r["ops_per_server_cpu_s"] for r in canned]),
+                "server_switches_per_op": median([r["server_switches_per_op"] for r in canned]),
             }
         for side in SIDES:
             rs = [r for r in group if r["side"] == side]
             if rs:
                 row["sides"][side] = {k: median([r[k] for r in rs]) for k in
                                       ("throughput_ops_s", "p50_us", "p99_us", "p99_9_us", "ops_per_server_cpu_s",
-                                       "loadgen_ops_per_cpu_s", "loadgen_cpu_share")}
+                                       "server_switches_per_op", "loadgen_ops_per_cpu_s", "loadgen_cpu_share")}
                 row["sides"][side]["errors"] = sum(r["errors"] for r in rs)
                 row["sides"][side]["rounds"] = len(rs)
         out.append(row)
@@ -167,14 +172,14 @@ def rows(runs):
 
 
 def table(table_rows):
-    lines = ["| point | mix | side | ops/s | p50 µs | p99 µs | p99.9 µs | ops/server CPU-s | loadgen CPU "
-             "| errors | ratio ops/s | ratio ops/CPU-s |", "|" + "---|" * 12]
+    lines = ["| point | mix | side | ops/s | p50 µs | p99 µs | p99.9 µs | ops/server CPU-s | server ctx sw/op "
+             "| loadgen CPU | errors | ratio ops/s | ratio ops/CPU-s |", "|" + "---|" * 13]
     for row in table_rows:
         c = row.get("ceiling")
         if c:
             lines.append(f"| {row['point']} | {row['mix']} | loadgen ceiling (canned replies) | {fmt(c['ops_s'])} "
                          f"| {fmt(c['p50_us'])} | {fmt(c['p99_us'])} | {fmt(c['p99_9_us'])} | {fmt(c['ops_per_server_cpu_s'])} "
-                         f"| {pct(c['loadgen_cpu_share'])} | | | |")
+                         f"| {fmt(c['server_switches_per_op'], 2)} | {pct(c['loadgen_cpu_share'])} | | | |")
         for side in SIDES:
             s = row["sides"].get(side)
             if not s:
@@ -182,7 +187,8 @@ def table(table_rows):
             near = c and c["ops_s"] and s["throughput_ops_s"] >= NEAR_CEILING * c["ops_s"]
             cells = [row["point"], row["mix"], side + (" (near ceiling)" if near else ""),
                      fmt(s["throughput_ops_s"]), fmt(s["p50_us"]), fmt(s["p99_us"]), fmt(s["p99_9_us"]),
-                     fmt(s["ops_per_server_cpu_s"]), pct(s["loadgen_cpu_share"]), str(s["errors"]),
+                     fmt(s["ops_per_server_cpu_s"]), fmt(s["server_switches_per_op"], 2), pct(s["loadgen_cpu_share"]),
+                     str(s["errors"]),
                      fmt_ratio(row["ratio_ops_s"]) if side == "warren" else "",
                      fmt_ratio(row["ratio_ops_per_cpu_s"]) if side == "warren" else ""]
             lines.append("| " + " | ".join(cells) + " |")
@@ -268,7 +274,9 @@ def summary(runs, settings, out):
                  "server's), run at the start of every round: a server measured near or above it at a point is limited by "
                  "the client or by loopback round trips there, not by itself. loadgen "
                  "CPU: loadgen's user+system CPU seconds / the measured seconds (100% = one core busy; "
-                 "with --pin loadgen has one core, so near 100% means the client set the pace).")
+                 "with --pin loadgen has one core, so near 100% means the client set the pace). Server ctx sw/op: "
+                 "the server's voluntary + involuntary context switches over its threads in the measured phase "
+                 "(/proc/PID/task/*/status) per reply.")
     lines.append("")
     lines += table(table_rows)
     lines.append("")
@@ -279,11 +287,14 @@ def summary(runs, settings, out):
 
 
 def summarize(args):
+    out = pathlib.Path(args.out)
     settings = dict(s.split("=", 1) for s in args.setting)
+    if not settings and (out / "sweep.json").exists():
+        # Re-summarizing a stored sweep: keep the settings sweep.sh recorded.
+        settings = json.load(open(out / "sweep.json"))["settings"]
     runs = load_runs(args.runs)
     if not runs:
         raise SystemExit("sweep_summary: no runs")
-    out = pathlib.Path(args.out)
     text, table_rows = summary(runs, settings, out)
     (out / "sweep.json").write_text(json.dumps({"settings": settings, "rows": table_rows, "runs": runs},
                                                indent=1) + "\n")

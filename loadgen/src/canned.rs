@@ -182,9 +182,8 @@ impl EventLoop {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             // SAFETY: `events` has EVENTS_MAX entries for the kernel to fill.
-            let n = unsafe {
-                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS_MAX as libc::c_int, -1)
-            };
+            let n =
+                unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS_MAX as libc::c_int, -1) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {

@@ -375,11 +375,14 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
     let plan = plan(&settings, &chooser, ops, cli.duration, &run_id);
     let load_before = procinfo::load_average();
     let server_cpu_before = procinfo::sample_cpu(server_pids);
+    let switches_before = procinfo::read_switches(server_pids);
     let cpu_before = own_cpu();
     let run::Phase { stats, elapsed, interval_log } =
         run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
     let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
     let server_cpu_after = procinfo::sample_cpu(server_pids);
+    let switches =
+        procinfo::PhaseSwitches::between(server_pids, &switches_before, &procinfo::read_switches(server_pids));
     let load_after = procinfo::load_average();
     let server_cpu =
         (!server_pids.is_empty()).then(|| ServerCpu::between(server_pids, &server_cpu_before, &server_cpu_after));
@@ -398,6 +401,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
     if let Some(cpu) = &server_cpu {
         println!("{}", cpu.line(total.successes()));
     }
+    println!("{}", switches.line(total.count));
     let replies = run::OpenLoopReplies { successes: total.successes(), errors: total.error_count() };
     let open_loop = cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, replies, elapsed));
     if let Some(o) = &open_loop {
@@ -417,6 +421,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
         json["open_loop"] = o.json();
     }
     json["server_cpu"] = server_cpu.map_or(serde_json::Value::Null, |c| c.json(total.successes()));
+    json["context_switches"] = switches.json(total.count);
     json["pinning"] = procinfo::pinning_json(server_pids);
     json["load_average"] = serde_json::json!({ "before": load_before, "after": load_after });
     let path = report::write_results(&cli.results_dir, &run_id, json, &stats, &interval_log)?;

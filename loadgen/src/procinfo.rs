@@ -77,6 +77,147 @@ pub fn pinning_json(server_pids: &[u32]) -> serde_json::Value {
     serde_json::json!({ "loadgen_cpus_allowed": cpus_allowed(None), "servers": servers })
 }
 
+/// Context switches of a process, summed over its threads (/proc/PID/task/*/status): how often
+/// it gave up the CPU (voluntary: it blocked, e.g. waiting for a socket or the disk) or had it
+/// taken away (involuntary: preempted, e.g. by another thread on the same core).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl Switches {
+    pub fn total(&self) -> u64 {
+        self.voluntary + self.involuntary
+    }
+
+    fn saturating_sub(self, before: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary.saturating_sub(before.voluntary),
+            involuntary: self.involuntary.saturating_sub(before.involuntary),
+        }
+    }
+}
+
+/// The `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of one /proc/.../status text.
+pub fn parse_switches(status: &str) -> Option<Switches> {
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim_start_matches(':').trim().parse().ok())
+    };
+    Some(Switches { voluntary: field("voluntary_ctxt_switches")?, involuntary: field("nonvoluntary_ctxt_switches")? })
+}
+
+/// Context switches of process `pid` (None: loadgen itself) so far, over the threads alive now.
+/// A thread that exits between two readings takes its switches with it (io_uring's io-wq
+/// workers do after a few idle seconds), so a difference can undercount, never overcount.
+pub fn process_switches(pid: Option<u32>) -> Result<Switches> {
+    let dir = pid.map_or("/proc/self/task".to_string(), |p| format!("/proc/{p}/task"));
+    let mut sum = Switches::default();
+    for task in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
+        let path = task?.path().join("status");
+        // A thread may exit between listing and reading: skip it.
+        let Ok(status) = std::fs::read_to_string(&path) else { continue };
+        let s = parse_switches(&status).with_context(|| format!("no ctxt_switches in {}", path.display()))?;
+        sum.voluntary += s.voluntary;
+        sum.involuntary += s.involuntary;
+    }
+    Ok(sum)
+}
+
+/// The context switches of the servers (and of loadgen) during the measured phase.
+#[derive(Debug, Clone)]
+pub struct PhaseSwitches {
+    pub per_server: Vec<(u32, Result<Switches, String>)>,
+    pub loadgen: Option<Switches>,
+}
+
+/// A reading of every server's switches and loadgen's own, taken right before or after the phase.
+pub struct SwitchReading {
+    servers: Vec<Result<Switches, String>>,
+    loadgen: Option<Switches>,
+}
+
+pub fn read_switches(pids: &[u32]) -> SwitchReading {
+    SwitchReading {
+        servers: pids.iter().map(|&p| process_switches(Some(p)).map_err(|e| format!("{e:#}"))).collect(),
+        loadgen: own_switches(),
+    }
+}
+
+/// loadgen's own switches from getrusage, which, unlike /proc/self/task, keeps those of
+/// threads that already exited (the closed loop's session threads end with the phase).
+fn own_switches() -> Option<Switches> {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    Some(Switches {
+        voluntary: u64::try_from(ru.ru_nvcsw).unwrap_or(0),
+        involuntary: u64::try_from(ru.ru_nivcsw).unwrap_or(0),
+    })
+}
+
+impl PhaseSwitches {
+    pub fn between(pids: &[u32], before: &SwitchReading, after: &SwitchReading) -> PhaseSwitches {
+        assert!(pids.len() == before.servers.len() && pids.len() == after.servers.len(), "one reading per pid");
+        let per_server = pids
+            .iter()
+            .zip(before.servers.iter().zip(&after.servers))
+            .map(|(&pid, (b, a))| match (b, a) {
+                (Ok(b), Ok(a)) => (pid, Ok(a.saturating_sub(*b))),
+                (Err(e), _) | (_, Err(e)) => (pid, Err(e.clone())),
+            })
+            .collect();
+        let loadgen = before.loadgen.zip(after.loadgen).map(|(b, a)| a.saturating_sub(b));
+        PhaseSwitches { per_server, loadgen }
+    }
+
+    /// The servers' switches whose readings succeeded, summed.
+    pub fn servers_total(&self) -> Switches {
+        self.per_server.iter().filter_map(|(_, s)| s.as_ref().ok()).fold(Switches::default(), |sum, s| Switches {
+            voluntary: sum.voluntary + s.voluntary,
+            involuntary: sum.involuntary + s.involuntary,
+        })
+    }
+
+    /// `{"per_server": [{pid, voluntary, involuntary}], "server_voluntary", "server_involuntary",
+    /// "server_per_op", "loadgen_voluntary", "loadgen_involuntary", "loadgen_per_op"}`; per_op
+    /// divides by every reply (errors included: they cost the same switches).
+    pub fn json(&self, replies: u64) -> serde_json::Value {
+        let per_op = |s: Switches| (replies > 0).then(|| s.total() as f64 / replies as f64);
+        let per_server: Vec<serde_json::Value> = self
+            .per_server
+            .iter()
+            .map(|(pid, s)| match s {
+                Ok(s) => serde_json::json!({ "pid": pid, "voluntary": s.voluntary, "involuntary": s.involuntary }),
+                Err(e) => serde_json::json!({ "pid": pid, "error": e }),
+            })
+            .collect();
+        let servers = self.servers_total();
+        serde_json::json!({
+            "per_server": per_server,
+            "server_voluntary": servers.voluntary,
+            "server_involuntary": servers.involuntary,
+            "server_per_op": if self.per_server.is_empty() { None } else { per_op(servers) },
+            "loadgen_voluntary": self.loadgen.map(|s| s.voluntary),
+            "loadgen_involuntary": self.loadgen.map(|s| s.involuntary),
+            "loadgen_per_op": self.loadgen.and_then(per_op),
+        })
+    }
+
+    /// `context switches per op: server 1.93 (...), loadgen 2.01 (...)`.
+    pub fn line(&self, replies: u64) -> String {
+        let describe = |s: Switches| {
+            let per_op = if replies > 0 { s.total() as f64 / replies as f64 } else { 0.0 };
+            format!("{per_op:.2} ({} voluntary, {} involuntary)", s.voluntary, s.involuntary)
+        };
+        let server = if self.per_server.is_empty() { "-".to_string() } else { describe(self.servers_total()) };
+        let loadgen = self.loadgen.map_or("-".to_string(), describe);
+        format!("context switches per op: server {server}, loadgen {loadgen}")
+    }
+}
+
 /// The servers' CPU time during the measured phase, from readings just before and just after.
 #[derive(Debug, Clone)]
 pub struct ServerCpu {
@@ -191,6 +332,50 @@ mod tests {
         );
         let idle = ServerCpu::between(&[1], &[Ok(ms(5))], &[Ok(ms(5))]);
         assert_eq!(idle.ops_per_cpu_s(10), None);
+    }
+
+    #[test]
+    fn switches_are_read_from_status() {
+        let status = "Name:\twarren\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_switches(status), Some(Switches { voluntary: 120, involuntary: 7 }));
+        assert_eq!(parse_switches("Name:\tx\nvoluntary_ctxt_switches:\t1\n"), None);
+    }
+
+    #[test]
+    fn phase_switches_are_the_difference_of_two_readings() {
+        let s = |voluntary, involuntary| Switches { voluntary, involuntary };
+        let before = SwitchReading { servers: vec![Ok(s(100, 10)), Err("gone".into())], loadgen: Some(s(5, 5)) };
+        let after = SwitchReading { servers: vec![Ok(s(300, 30)), Err("gone".into())], loadgen: Some(s(105, 5)) };
+        let phase = PhaseSwitches::between(&[1, 2], &before, &after);
+        assert_eq!(phase.servers_total(), s(200, 20));
+        let v = phase.json(110);
+        assert_eq!((v["server_voluntary"].as_u64(), v["server_involuntary"].as_u64()), (Some(200), Some(20)));
+        assert_eq!(v["server_per_op"], 2.0);
+        assert_eq!(v["loadgen_per_op"].as_f64(), Some(100.0 / 110.0));
+        assert_eq!(v["per_server"][1]["error"], "gone");
+        assert_eq!(
+            phase.line(110),
+            "context switches per op: server 2.00 (200 voluntary, 20 involuntary), loadgen 0.91 (100 voluntary, 0 involuntary)"
+        );
+        let none = PhaseSwitches::between(
+            &[],
+            &SwitchReading { servers: vec![], loadgen: None },
+            &SwitchReading { servers: vec![], loadgen: None },
+        );
+        assert!(none.json(10)["server_per_op"].is_null());
+    }
+
+    #[test]
+    fn the_current_process_switches_are_readable() {
+        let before = process_switches(None).unwrap();
+        let own_before = own_switches().unwrap();
+        // Blocking on a sleep is a voluntary switch, also in a thread that then exits.
+        std::thread::spawn(|| std::thread::sleep(Duration::from_millis(2))).join().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let after = process_switches(Some(std::process::id())).unwrap();
+        assert!(after.voluntary > before.voluntary, "{before:?} -> {after:?}");
+        let own_after = own_switches().unwrap();
+        assert!(own_after.voluntary >= own_before.voluntary + 2, "{own_before:?} -> {own_after:?}");
     }
 
     #[test]

@@ -202,8 +202,16 @@ fn results_record_the_server_cpu_pinning_and_load() {
     }
     assert!(!v["pinning"]["loadgen_cpus_allowed"].as_str().unwrap().is_empty(), "{v}");
     assert_eq!(v["pinning"]["servers"][0]["pid"], pid, "{v}");
+    // Every request wakes the canned server at least once now and then, and each loadgen
+    // session blocks on its replies: both switch, and both are counted per reply.
+    let switches = &v["context_switches"];
+    assert_eq!(switches["per_server"][0]["pid"], pid, "{v}");
+    assert!(switches["server_voluntary"].as_u64().unwrap() > 0, "{v}");
+    assert!(switches["server_per_op"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(switches["loadgen_voluntary"].as_u64().unwrap() > 0, "{v}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("server CPU: ") && stdout.contains(&format!("(pids {pid})")), "{stdout}");
+    assert!(stdout.contains("context switches per op: server "), "{stdout}");
 }
 
 #[test]
@@ -215,6 +223,7 @@ fn without_server_pids_server_cpu_is_null_and_pinning_still_recorded() {
     let out = loadgen(&args, Duration::from_secs(60));
     let v = only_result(results.path());
     assert!(v["server_cpu"].is_null(), "{v}");
+    assert!(v["context_switches"]["server_per_op"].is_null(), "{v}");
     assert_eq!(v["pinning"]["servers"], serde_json::json!([]), "{v}");
     assert!(!v["pinning"]["loadgen_cpus_allowed"].as_str().unwrap().is_empty(), "{v}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("server CPU:"));
