@@ -30,6 +30,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=scripts/proc.sh
+source "$root/scripts/proc.sh"
 
 rounds=3 duration=10s warmup=20000 points=1x1,64x1,256x1,16x8 mixes=90r10w,100w,100r
 nodes=1 warren_cores=1 pin=0 results_dir=results seed=1 ceiling=1
@@ -75,12 +77,7 @@ data_fs="$(df -T "$tmp" | awk 'NR == 2 {print $2 " on " $1 " mounted at " $7}')"
 
 server_pid=""
 stop_server() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  stop_process "$server_pid" 100
   server_pid=""
 }
 cleanup() { stop_server; rm -rf "$tmp"; }
@@ -90,15 +87,11 @@ trap 'exit 130' INT TERM
 server_cpus=() loadgen_cpus=()
 if [[ "$pin" == 1 ]]; then server_cpus=(taskset -c 0); loadgen_cpus=(taskset -c 1); fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-fourlw() { # port word → answer (bounded)
-  timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"; printf %s "$2" >&3; cat <&3' _ "$1" "$2" 2>/dev/null || true
-}
 # CPU seconds (user+system, all threads) of a live process.
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 wait_ready() { # port, log, what srvr must say: ZooKeeper answers `imok` before it serves; `srvr` names its Mode once it does
   for _ in $(seq 1 600); do # 60 s
-    [[ "$(fourlw "$1" srvr)" == *"$3"* ]] && return 0
+    [[ "$(fourlw 127.0.0.1 "$1" srvr)" == *"$3"* ]] && return 0
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -169,7 +162,7 @@ run_side() { # round, side
       result="${result#"$out"/}" # relative to the sweep dir, so a stored sweep reads anywhere
       grep -E '^(overall|server CPU)' "$tmp/lg.out" || true
       printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$side" "$point" "$mix" "$result" >>"$runs"
-      [[ "$side" != zookeeper ]] || fourlw "$port" mntr >"$out/zookeeper/mntr-round$round-$point-$mix.txt"
+      [[ "$side" != zookeeper ]] || fourlw 127.0.0.1 "$port" mntr >"$out/zookeeper/mntr-round$round-$point-$mix.txt"
     done
   done
   stop_server

@@ -4,23 +4,16 @@
 # Needs: $suite (name in messages), $warren (the binary). Sets: $tmp, $server_log, and after
 # start_server: $server (host:port) and $pid (empty for ZK_TEST_SERVER).
 
+# shellcheck source=scripts/proc.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/proc.sh"
 tmp="$(mktemp -d -t "warren-$suite-XXXXXX")"
 server_log="$tmp/server.log"
 pid=""
 cleanup() {
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  stop_process "$pid" 50
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-fourlw() { # host port word → answer (bounded)
-  timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf %s "$3" >&3; cat <&3' _ "$1" "$2" "$3" 2>/dev/null || true
-}
 
 # start_server READY_SECONDS [warren start flags...]: starts $warren and waits for `imok`
 # (ZooKeeper's JVM behind tests/zk_as_warren.sh takes a few seconds).
@@ -33,7 +26,7 @@ start_server() {
   fi
   [[ -x "$warren" ]] || { echo "$suite: $warren missing (cargo build --release --bins)" >&2; exit 1; }
   local port
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   "$warren" start --host 127.0.0.1 --port "$port" --data-dir "$tmp/data" "$@" >"$server_log" 2>&1 &
   pid=$!
   server="127.0.0.1:$port"
