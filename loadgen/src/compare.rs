@@ -24,11 +24,12 @@ const METRICS: [(&str, &str, bool); 7] = [
 /// What a run's numbers depend on besides the speed of the server under test, each as (name,
 /// how to read it from a result JSON; None = not recorded, as in results older than the field).
 type Reader = fn(&Value) -> Option<String>;
-const SHAPING: [(&str, Reader); 13] = [
+const SHAPING: [(&str, Reader); 14] = [
     ("loop", loop_kind),
     ("mix", |j| recorded(&j["settings"]["mix"])),
     ("clients", |j| recorded(&j["settings"]["clients"])),
     ("pipeline", |j| recorded(&j["settings"]["pipeline"])),
+    ("client threads", |j| recorded(&j["settings"]["threads"])),
     ("rate", rate),
     ("value_size", |j| recorded(&j["settings"]["value_size"])),
     ("keys", |j| recorded(&j["settings"]["keys"])),

@@ -170,6 +170,11 @@ struct RunArgs {
     /// Outstanding requests per session (closed loop)
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=PIPELINE_MAX as u64))]
     pipeline: u64,
+    /// Threads driving the sessions of a closed loop, each waiting on its share of them with
+    /// epoll [default: the CPUs loadgen may run on, at most --clients]. The open loop (--rate)
+    /// runs one thread per session
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    threads: Option<u64>,
     /// Keys in the keyspace (/loadgen/k0000000..)
     #[arg(long, value_parser = parse_count, default_value = "10000")]
     keys: u64,
@@ -343,6 +348,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
         local_cluster: local,
         clients: cli.clients as usize,
         pipeline: cli.pipeline as usize,
+        threads: client_threads(cli),
         keys: cli.keys,
         key_distribution: cli.key_distribution,
         zipf_exponent: (cli.key_distribution == Distribution::Zipf).then_some(cli.zipf_exponent),
@@ -351,13 +357,14 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
         preload: !cli.no_preload,
     };
     eprintln!(
-        "loadgen: target {} ({target_version}; {}); {}, mix {}, {} clients x pipeline {}, {} keys of {} B, seed {}",
+        "loadgen: target {} ({target_version}; {}); {}, mix {}, {} clients x pipeline {} on {} threads, {} keys of {} B, seed {}",
         servers.join(","),
         target.cluster(),
         budget(&settings),
         cli.mix,
         settings.clients,
         settings.pipeline,
+        settings.threads,
         cli.keys,
         cli.value_size,
         settings.seed
@@ -369,7 +376,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
         let warmup_id = format!("{run_id}-warmup");
         let mut plan = plan(&settings, &chooser, cli.warmup, None, &warmup_id);
         plan.seed = run::warmup_seed(settings.seed);
-        run::closed_loop(&mut sessions, &plan, false).context("warmup")?;
+        run::run_phase(&mut sessions, &plan, false).context("warmup")?;
     }
     eprintln!("loadgen: running");
     let plan = plan(&settings, &chooser, ops, cli.duration, &run_id);
@@ -378,7 +385,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
     let switches_before = procinfo::read_switches(server_pids);
     let cpu_before = own_cpu();
     let run::Phase { stats, elapsed, interval_log } =
-        run::closed_loop(&mut sessions, &plan, std::io::stderr().is_terminal())?;
+        run::run_phase(&mut sessions, &plan, std::io::stderr().is_terminal())?;
     let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
     let server_cpu_after = procinfo::sample_cpu(server_pids);
     let switches =
@@ -446,6 +453,16 @@ fn prepare(addrs: &[std::net::SocketAddr], settings: &Settings) -> Result<Vec<Se
     Ok(sessions)
 }
 
+/// Threads driving the sessions: --threads (or the CPUs loadgen may run on) for a closed loop,
+/// at most one per session; one per session for an open loop.
+fn client_threads(cli: &RunArgs) -> usize {
+    if cli.rate.is_some() {
+        return cli.clients as usize;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cli.threads.map_or(cpus, |t| t as usize)).clamp(1, cli.clients as usize)
+}
+
 fn budget(s: &Settings) -> String {
     match (s.ops, s.duration_s) {
         (Some(ops), None) => format!("{ops} ops"),
@@ -469,6 +486,7 @@ fn plan<'a>(
         session_rate: s.rate.map(|r| r as f64 / s.clients as f64),
         keys,
         pipeline: s.pipeline,
+        threads: s.threads,
         value: vec![b'v'; s.value_size],
         seed: s.seed,
         run_id,

@@ -37,6 +37,8 @@ pub struct Settings {
     pub local_cluster: bool,
     pub clients: usize,
     pub pipeline: usize,
+    /// Client threads driving the sessions (a closed loop multiplexes sessions over them).
+    pub threads: usize,
     pub keys: u64,
     pub key_distribution: Distribution,
     pub zipf_exponent: Option<f64>,

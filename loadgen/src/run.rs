@@ -1,8 +1,11 @@
-//! The measured work: preloading the keyspace and the closed loop. Each worker thread owns one
-//! session and keeps `pipeline` requests outstanding until the shared op budget is spent, so
-//! exactly `ops` operations are issued in total (fewer only if the run is interrupted).
-//! Latencies go into one HdrHistogram per op kind per worker, merged at the end.
+//! The measured work: preloading the keyspace and the measured phase. In a closed loop each
+//! session keeps `pipeline` requests outstanding until the shared op budget is spent, so
+//! exactly `ops` operations are issued in total (fewer only if the run is interrupted); the
+//! sessions are shared out over `threads` threads, each waiting on its sessions with epoll
+//! (multiplexed.rs). The open loop keeps one thread per session (open_loop.rs).
+//! Latencies go into one HdrHistogram per op kind per session, merged at the end.
 
+mod multiplexed;
 mod open_loop;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -39,6 +42,8 @@ pub struct Plan<'a> {
     pub mix: Mix,
     pub keys: &'a KeyChooser,
     pub pipeline: usize,
+    /// Threads driving the sessions of a closed loop (each over an epoll set).
+    pub threads: usize,
     pub value: Vec<u8>,
     pub seed: u64,
     pub run_id: &'a str,
@@ -398,28 +403,20 @@ impl<'p> Recorder<'p> {
     }
 }
 
-/// One worker over its session: closed loop, or open loop when the plan has a rate.
-fn worker(
+/// One open-loop worker over its session.
+fn open_loop_worker(
     (id, sessions): (usize, usize),
     s: &mut Session,
     plan: &Plan<'_>,
-    start: Instant,
-    deadline: Option<Instant>,
+    rate: f64,
+    (start, deadline): (Instant, Option<Instant>),
     log: &IntervalLog,
 ) -> Result<Stats> {
     let mut ops = OpGen::new(id, plan);
     let mut rec = Recorder::new(id, &plan.completed, log);
     let notifications_before = s.notifications;
-    match plan.session_rate {
-        None => {
-            let next = || plan.claim(deadline).then(|| ops.next());
-            drive(s, plan.pipeline, next, |c| rec.record(&c))?;
-        }
-        Some(rate) => {
-            let first = open_loop::first_due(start, rate, id, sessions);
-            open_loop::run(s, plan, rate, first, deadline, &mut ops, &mut rec)?;
-        }
-    }
+    let first = open_loop::first_due(start, rate, id, sessions);
+    open_loop::run(s, plan, rate, first, deadline, &mut ops, &mut rec)?;
     let mut stats = rec.finish()?;
     stats.notifications = s.notifications - notifications_before;
     Ok(stats)
@@ -433,21 +430,32 @@ pub struct Phase {
     pub interval_log: Vec<u8>,
 }
 
-/// Runs the closed loop on every session (one thread each) and returns what it measured. A
-/// worker that fails stops the others.
-pub fn closed_loop(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<Phase> {
+/// Runs the phase on every session and returns what it measured: a closed loop on
+/// `plan.threads` threads, each multiplexing its share of the sessions, or an open loop on one
+/// thread per session. A thread that fails stops the others.
+pub fn run_phase(sessions: &mut [Session], plan: &Plan<'_>, progress: bool) -> Result<Phase> {
     let start = Instant::now();
     let deadline = plan.duration.map(|d| start + d);
     let n = sessions.len();
-    let log = IntervalLog::new(n, start);
+    let per_thread = match plan.session_rate {
+        None => n.div_ceil(plan.threads.clamp(1, n.max(1))).max(1),
+        Some(_) => 1,
+    };
+    // One recorder per thread: a thread's sessions share its histograms.
+    let log = IntervalLog::new(n.div_ceil(per_thread), start);
     let results: Vec<Result<Stats>> = std::thread::scope(|scope| {
         let log = &log;
         let handles: Vec<_> = sessions
-            .iter_mut()
+            .chunks_mut(per_thread)
             .enumerate()
-            .map(|(id, s)| {
+            .map(|(t, share)| {
+                let first_id = t * per_thread;
                 scope.spawn(move || {
-                    let r = worker((id, n), s, plan, start, deadline, log).with_context(|| format!("session {id}"));
+                    let r = match plan.session_rate {
+                        None => multiplexed::run((t, first_id), share, plan, deadline, log),
+                        Some(rate) => open_loop_worker((t, n), &mut share[0], plan, rate, (start, deadline), log)
+                            .with_context(|| format!("session {first_id}")),
+                    };
                     if r.is_err() {
                         plan.stop.store(true, Ordering::Relaxed);
                     }
@@ -620,6 +628,7 @@ mod tests {
             mix: crate::parse::parse_mix("50r50w").unwrap(),
             keys,
             pipeline: 1,
+            threads: 1,
             value: vec![b'v'; 4],
             seed,
             run_id: "test",

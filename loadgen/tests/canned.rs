@@ -105,6 +105,67 @@ fn closed_loop_against_the_canned_server_has_no_errors() {
     }
 }
 
+/// Seven sessions on two threads (shares of 4 and 3, each thread on one epoll set), with the
+/// server stalling 300 ms mid-run: every claimed op is answered and counted exactly once, and
+/// the stall shows in the latencies of sessions of both threads.
+#[test]
+fn sessions_multiplexed_over_fewer_threads_complete_every_op() {
+    let server = Canned::start(&["--stall-ms-at", "3000:300"]);
+    let results = tempfile::tempdir().unwrap();
+    let args = [
+        "--servers",
+        &server.addr,
+        "--ops",
+        "6000",
+        "--mix",
+        "80r10w10x",
+        "--clients",
+        "7",
+        "--threads",
+        "2",
+        "--pipeline",
+        "3",
+        "--keys",
+        "100",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    let out = loadgen(&args, Duration::from_secs(60));
+    let v = only_result(results.path());
+    assert_eq!(v["settings"]["threads"], 2, "{v}");
+    assert_eq!(v["total"]["count"], 6000, "{v}");
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+    // In flight when the stall began: up to 7 x 3 requests, all waiting >= 300 ms.
+    assert!(v["total"]["max_us"].as_u64().unwrap() >= 300_000, "{v}");
+    assert!(v["total"]["p99_9_us"].as_u64().unwrap() >= 250_000, "{v}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("7 clients x pipeline 3 on 2 threads"), "{stderr}");
+}
+
+/// More threads than sessions: one thread per session, no idle thread.
+#[test]
+fn threads_are_at_most_one_per_session() {
+    let server = Canned::start(&[]);
+    let results = tempfile::tempdir().unwrap();
+    let args = [
+        "--servers",
+        &server.addr,
+        "--ops",
+        "300",
+        "--no-preload",
+        "--clients",
+        "2",
+        "--threads",
+        "8",
+        "--results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    loadgen(&args, Duration::from_secs(60));
+    let v = only_result(results.path());
+    assert_eq!(v["settings"]["threads"], 2, "{v}");
+    assert_eq!(v["total"]["count"], 300, "{v}");
+}
+
 /// The server stops answering for 200 ms when request 1900 of 2000 arrives, about 50 ms
 /// before the deadline. Latency counts from intended send times, so the stall is in the
 /// percentiles; the ops due between the stall and the deadline go out late but are counted.
