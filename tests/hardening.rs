@@ -337,13 +337,15 @@ fn assert_cut_was_exercised(s: &WarrenProcess) {
     if s.is_external() || warren_tests::warren_bin().ends_with("zk_as_warren.sh") {
         return;
     }
+    assert!(mntr_value(s, "warren_gathered_read_retries") > 0, "no gathered read was asked again");
+    assert_eq!(mntr_value(s, "warren_gathered_read_timeouts"), 0);
+}
+
+/// A numeric value of Warren's `mntr`.
+fn mntr_value(s: &WarrenProcess, key: &str) -> u64 {
     let mntr = s.four_letter("mntr");
-    let value = |key: &str| -> u64 {
-        let line = mntr.lines().find(|l| l.starts_with(&format!("{key}\t"))).unwrap_or_else(|| panic!("{key} in mntr"));
-        line.split('\t').nth(1).and_then(|v| v.parse().ok()).expect("a number")
-    };
-    assert!(value("warren_gathered_read_retries") > 0, "no gathered read was asked again:\n{mntr}");
-    assert_eq!(value("warren_gathered_read_timeouts"), 0);
+    let line = mntr.lines().find(|l| l.starts_with(&format!("{key}\t"))).unwrap_or_else(|| panic!("{key} in:\n{mntr}"));
+    line.split('\t').nth(1).and_then(|v| v.parse().ok()).expect("a number")
 }
 
 /// Pipelines a write to `delay_path` (so the gathered read's part in that shard waits for it:
@@ -514,4 +516,62 @@ fn set_watches_after_reconnect_fires_for_a_change_on_another_core() {
     assert_eq!(back.call(op::SET_WATCHES, set_watches).err, 0);
     let event = back.wait_event(Duration::from_secs(10)).expect("the change made while away fires the watch");
     assert_eq!((event.event_type, event.path.as_str()), (3, watched.as_str()), "NodeDataChanged");
+}
+
+/// Reads of a shard on the connection's own core are answered at once, without a message to
+/// the shard and back; such a reply must still never show data whose NodeDataChanged event
+/// has not reached the client first. One core, so every read can take that path; a writer
+/// keeps changing the node while a watcher re-arms its watch and reads it back to back.
+#[test]
+fn a_read_answered_on_the_connection_core_never_overtakes_its_watch_event() {
+    const ROUNDS: usize = 3000;
+    let s = WarrenProcess::start(WarrenOpts::default().cores(1));
+    let path = format!("/{}", unique("inline"));
+    let mut setup = RawSession::connect(s.addr(), 10000);
+    assert_eq!(setup.create(&path, b"0", 0).err, 0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop, path) = (s.addr(), stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut w = RawSession::connect(addr, 10000);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                assert_eq!(w.set_data(&path, b"x", -1).err, 0);
+            }
+        })
+    };
+    let mut raw = RawSession::connect(s.addr(), 10000);
+    let version_of = |reply: &Reply| {
+        assert_eq!(reply.err, 0, "getData failed: {reply:?}");
+        let mut r = JuteReader::new(&reply.body);
+        r.buf();
+        r.stat().version
+    };
+    let (mut changes_seen, mut violations) = (0, Vec::new());
+    let mut watched_version = version_of(&raw.get_data(&path, true));
+    for round in 0..ROUNDS {
+        let version = version_of(&raw.get_data(&path, false));
+        if version == watched_version {
+            continue;
+        }
+        changes_seen += 1;
+        if raw.events.is_empty() {
+            violations.push(format!("round {round}: version {version} read before the event of {watched_version}"));
+        }
+        raw.events.clear();
+        watched_version = version_of(&raw.get_data(&path, true));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer thread");
+    assert!(changes_seen > 10, "the reader saw only {changes_seen} changes: the race was not exercised");
+    assert!(
+        violations.is_empty(),
+        "{} of {changes_seen}: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+    if !s.is_external() && !warren_tests::warren_bin().ends_with("zk_as_warren.sh") {
+        let inline = mntr_value(&s, "warren_reads_inline");
+        assert!(inline > ROUNDS as u64 / 2, "only {inline} reads answered on the connection's core");
+    }
 }

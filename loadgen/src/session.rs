@@ -8,10 +8,10 @@
 //! Encoding and decoding are net::jute's; this file only frames and times.
 
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -93,8 +93,8 @@ impl Session {
         encode_connect_request(&mut s.out, &req);
         s.flush()?;
         let frame = s.read_frame().with_context(|| format!("{addr}: no answer to the session handshake"))?;
-        let resp = decode_connect_response(&s.inbuf[frame.clone()])
-            .with_context(|| format!("{addr}: bad ConnectResponse"))?;
+        let resp =
+            decode_connect_response(&s.inbuf[frame.clone()]).with_context(|| format!("{addr}: bad ConnectResponse"))?;
         s.in_start = frame.end;
         if resp.timeout_ms <= 0 {
             bail!("{addr}: server refused the session (timeout {})", resp.timeout_ms);
@@ -169,7 +169,8 @@ impl Session {
                 self.in_start = frame.end;
                 continue;
             }
-            let front = self.pending.front().ok_or_else(|| anyhow!("{}: a reply with no request outstanding", self.addr))?;
+            let front =
+                self.pending.front().ok_or_else(|| anyhow!("{}: a reply with no request outstanding", self.addr))?;
             let (want_xid, op) = (front.xid, front.opcode);
             // Decoded in full (and strictly) to check the server's answer, then dropped.
             let (header, _body) = decode_reply(body, op)

@@ -59,6 +59,7 @@ struct Totals {
     large_requests_rejected: u64,
     gathered_read_retries: u64,
     gathered_read_timeouts: u64,
+    reads_inline: u64,
     metrics: CoreMetrics,
 }
 
@@ -78,6 +79,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         large_requests_rejected: 0,
         gathered_read_retries: 0,
         gathered_read_timeouts: 0,
+        reads_inline: 0,
         metrics: CoreMetrics::default(),
     };
     for core in stats {
@@ -90,6 +92,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.large_requests_rejected += core.large_requests_rejected;
         t.gathered_read_retries += core.gathered_read_retries;
         t.gathered_read_timeouts += core.gathered_read_timeouts;
+        t.reads_inline += core.reads_inline;
         for (_, shard, zxid) in &core.shards {
             t.zxid = t.zxid.max(*zxid);
             // Every shard has its own local "/"; the root is counted once, below.
@@ -166,6 +169,7 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("zk_large_requests_rejected", t.large_requests_rejected.to_string()),
         ("warren_gathered_read_retries", t.gathered_read_retries.to_string()),
         ("warren_gathered_read_timeouts", t.gathered_read_timeouts.to_string()),
+        ("warren_reads_inline", t.reads_inline.to_string()),
         ("warren_cores", core.cores().to_string()),
         ("warren_shards", core.config.shards.to_string()),
     ]

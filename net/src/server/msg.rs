@@ -142,6 +142,7 @@ pub struct CoreStats {
     pub requests_total: u64,
     pub large_requests_rejected: u64,
     pub gathered_read_retries: u64,
+    pub reads_inline: u64,
     pub gathered_read_timeouts: u64,
     pub outstanding_requests: u64,
     pub live_sessions: u64,

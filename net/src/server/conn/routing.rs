@@ -37,10 +37,12 @@ impl Conn {
     }
 
     pub(super) fn read(&self, xid: i32, opcode: i32, op: ReadOp) {
-        let path = read_path(&op).to_string();
+        let path = read_path(&op);
         if path != "/" {
-            let shard = shard_of(&path, self.shard_count());
-            self.submit(xid, Kind::Op(opcode), vec![(shard, ShardOp::Read(op))]);
+            let shard = shard_of(path, self.shard_count());
+            if !self.answer_inline(xid, opcode, shard, &op) {
+                self.submit(xid, Kind::Op(opcode), vec![(shard, ShardOp::Read(op))]);
+            }
             return;
         }
         let child_watch =

@@ -11,7 +11,7 @@ use crate::server::cut::{check_cut, PartStamp};
 use crate::server::metrics::RequestClass;
 use crate::server::msg::*;
 use engine::command::ShardId;
-use engine::request::ReadOp;
+use engine::request::{Caller, ReadOp};
 use engine::types::{SessionId, Zxid};
 use engine::ZkError;
 use std::collections::VecDeque;
@@ -60,7 +60,6 @@ pub(super) struct Slot {
     pub(super) kind: Kind,
     pub(super) parts: Parts,
     pub(super) missing: usize,
-    pub(super) frame: Option<Vec<u8>>,
     pub(super) close_after: bool,
     /// The reply registers a one-shot child watch on "/" (armed when the reply leaves).
     pub(super) arms_root_child_watch: bool,
@@ -91,7 +90,6 @@ impl Slot {
             kind,
             parts: (0..part_count).map(|_| None).collect(),
             missing: part_count,
-            frame: None,
             close_after: false,
             arms_root_child_watch: false,
             events_after: Vec::new(),
@@ -245,6 +243,31 @@ impl Conn {
         self.pump();
     }
 
+    /// Answers a read of one path in a shard of this core at once, without a message to the
+    /// shard and back, when that changes nothing a client can tell: no earlier request of this
+    /// connection is unanswered (its reply would leave first anyway) and the core has nothing
+    /// queued for itself (no event or watermark news the reply could overtake; see
+    /// `Core::read_inline`). Returns false when the read must take the queued path.
+    pub(super) fn answer_inline(&self, xid: i32, opcode: i32, shard: ShardId, op: &ReadOp) -> bool {
+        if !self.slots.borrow().is_empty() || !self.held.borrow().is_empty() {
+            return false;
+        }
+        let auth = self.auth.borrow();
+        let caller = Caller { session: self.session.get(), conn: self.id, auth: &auth };
+        let Some(result) = self.core.read_inline(shard, caller, op) else { return false };
+        drop(auth);
+        let mut slot = Slot::new(xid, Kind::Op(opcode), 1);
+        slot.parts[0] = Some(ReplyBody::Read(result));
+        slot.missing = 0;
+        let seq = self.push_slot(slot);
+        if let Some(last) = self.last_reply_seq.borrow_mut().get_mut(shard as usize) {
+            *last = Some(seq);
+        }
+        bump(&self.core.reads_inline, 1);
+        self.pump();
+        true
+    }
+
     /// Part `part` of the request in slot `seq`, for `shard`, as this connection's session.
     pub(super) fn shard_request(&self, seq: u64, part: usize, shard: ShardId, op: ShardOp) -> ShardRequest {
         let (conn, session, auth) = (self.id, self.session.get(), self.caller_auth());
@@ -305,8 +328,7 @@ impl Conn {
             drop(slots);
             self.base_seq.set(self.base_seq.get() + 1);
             let class = slot.latency_class();
-            let frame = self.finish(&mut slot, held_floor);
-            self.out.borrow_mut().extend_from_slice(&frame);
+            self.finish(&mut slot, held_floor);
             if let Some(class) = class {
                 self.core.metrics.borrow_mut().record_request(class, slot.started.elapsed());
             }
@@ -351,10 +373,8 @@ impl Conn {
         }
     }
 
-    fn finish(&self, slot: &mut Slot, held_floor: Option<Zxid>) -> Vec<u8> {
-        if let Some(frame) = slot.frame.take() {
-            return frame;
-        }
+    /// Encodes the reply of a complete slot into the output buffer.
+    fn finish(&self, slot: &mut Slot, held_floor: Option<Zxid>) {
         let zxid = self.reply_zxid(held_floor);
         self.last_zxid.set(zxid);
         let kind = std::mem::replace(&mut slot.kind, Kind::Done);
@@ -362,7 +382,8 @@ impl Conn {
             Kind::Connect { session, passwd, .. } => {
                 let (frame, close) = self.finish_connect(session, passwd, &slot.parts);
                 slot.close_after = close;
-                return frame;
+                self.out.borrow_mut().extend_from_slice(&frame);
+                return;
             }
             Kind::CloseSession => {
                 slot.close_after = true;
@@ -381,9 +402,8 @@ impl Conn {
                 Err(e) => (e.code(), Response::Empty),
             },
         };
-        let mut frame = Vec::new();
-        jute::encode_reply(&mut frame, &ReplyHeader { xid: slot.xid, zxid, err }, &response);
-        frame
+        // Straight into the output: no frame of its own to grow and copy.
+        jute::encode_reply(&mut self.out.borrow_mut(), &ReplyHeader { xid: slot.xid, zxid, err }, &response);
     }
 }
 
