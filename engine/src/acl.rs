@@ -3,6 +3,7 @@
 //! identity schemes Warren knows: `world:anyone`, `digest` and `ip` (address or CIDR).
 
 use crate::error::ZkError;
+use crate::types::perms;
 use crate::types::{Acl, Id};
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
@@ -89,6 +90,15 @@ pub fn check(acl: &[Acl], perm: i32, auth: &[Id]) -> Result<(), ZkError> {
     } else {
         Err(ZkError::NoAuth)
     }
+}
+
+/// The permissions `acl` grants everyone: those of its world:anyone entries, or all of them
+/// for an empty ACL (which allows everything, see `allows`).
+pub fn world_perms(acl: &[Acl]) -> i32 {
+    if acl.is_empty() {
+        return perms::ALL;
+    }
+    acl.iter().filter(|entry| entry.id.scheme == "world" && entry.id.id == "anyone").fold(0, |all, e| all | e.perms)
 }
 
 /// ZooKeeper's checkACL: an empty ACL allows everything; otherwise an entry must carry one of

@@ -65,7 +65,7 @@ impl Shard {
     fn readable(&self, caller: Caller<'_>, path: &str, perm: i32) -> Result<&Node, ZkError> {
         path::validate(path, false)?;
         let node = self.tree.get(path).ok_or(ZkError::NoNode)?;
-        acl::check(&node.acl, perm, caller.auth)?;
+        node.check(perm, caller.auth)?;
         Ok(node)
     }
 
@@ -109,10 +109,10 @@ impl Shard {
     /// getACL (3.8): READ or ADMIN needed; without ADMIN digest hashes are hidden.
     fn get_acl(&self, caller: Caller<'_>, path: &str) -> Result<ReadResult, ZkError> {
         let node = self.readable(caller, path, perms::READ | perms::ADMIN)?;
-        let acl = if acl::allows(&node.acl, perms::ADMIN, caller.auth) {
-            node.acl.clone()
+        let acl = if node.check(perms::ADMIN, caller.auth).is_ok() {
+            node.acl().to_vec()
         } else {
-            acl::redact_digests(&node.acl)
+            acl::redact_digests(node.acl())
         };
         Ok(ReadResult::Acl { acl, stat: node.stat() })
     }

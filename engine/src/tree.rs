@@ -2,7 +2,9 @@
 //! parent/child links. This file owns only the structure and its bookkeeping; the ZooKeeper
 //! rules (permissions, versions, which stat fields change) live in `write.rs`.
 
-use crate::types::{Acl, SessionId, Stat, Zxid};
+use crate::acl;
+use crate::types::{Acl, Id, SessionId, Stat, Zxid};
+use crate::ZkError;
 use ahash::AHashMap;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -85,7 +87,11 @@ impl NodeMeta {
 pub struct Node {
     /// None = null data: a client that stored null reads null back (ZooKeeper's DataNode).
     pub data: Option<Vec<u8>>,
-    pub acl: Vec<Acl>,
+    acl: Vec<Acl>,
+    /// The permissions `acl` grants world:anyone (all of them for an empty ACL), kept in the
+    /// node itself: most nodes are open to everyone, and this answers their permission check
+    /// without following the ACL's heap entries (three cache misses per read otherwise).
+    world_perms: i32,
     pub kind: NodeKind,
     pub meta: NodeMeta,
     /// Child names, sorted: getChildren answers in this order.
@@ -94,7 +100,25 @@ pub struct Node {
 
 impl Node {
     pub fn new(data: Option<Vec<u8>>, acl: Vec<Acl>, kind: NodeKind, meta: NodeMeta) -> Node {
-        Node { data, acl, kind, meta, children: BTreeSet::new() }
+        let world_perms = acl::world_perms(&acl);
+        Node { data, acl, world_perms, kind, meta, children: BTreeSet::new() }
+    }
+
+    pub fn acl(&self) -> &[Acl] {
+        &self.acl
+    }
+
+    pub fn set_acl(&mut self, acl: Vec<Acl>) {
+        self.world_perms = acl::world_perms(&acl);
+        self.acl = acl;
+    }
+
+    /// ZooKeeper's checkACL of this node for one of the bits of `perm`.
+    pub fn check(&self, perm: i32, auth: &[Id]) -> Result<(), ZkError> {
+        if self.world_perms & perm != 0 {
+            return Ok(());
+        }
+        acl::check(&self.acl, perm, auth)
     }
 
     /// Bytes of data; null counts as 0 (ZooKeeper's copyStat).
@@ -318,6 +342,26 @@ mod tests {
 
     fn leaf(kind: NodeKind) -> Node {
         Node::new(Some(b"x".to_vec()), Acl::open_unsafe(), kind, NodeMeta::created(1, 10))
+    }
+
+    #[test]
+    fn the_permission_check_kept_in_the_node_follows_its_acl() {
+        use crate::types::perms;
+        let bob = Id::new("digest", "bob:hash");
+        let mut node = leaf(NodeKind::Persistent);
+        assert_eq!(node.check(perms::ALL, &[]), Ok(()), "open_unsafe: everyone may do everything");
+        node.set_acl(vec![
+            Acl { perms: perms::READ, id: Id::world_anyone() },
+            Acl { perms: perms::ALL, id: bob.clone() },
+        ]);
+        assert_eq!(node.check(perms::READ, &[]), Ok(()));
+        assert_eq!(node.check(perms::WRITE, &[]), Err(ZkError::NoAuth));
+        assert_eq!(node.check(perms::WRITE, std::slice::from_ref(&bob)), Ok(()));
+        node.set_acl(vec![Acl { perms: perms::ALL, id: bob }]);
+        assert_eq!(node.check(perms::READ, &[]), Err(ZkError::NoAuth), "world no longer reads");
+        // An empty ACL allows everything, as ZooKeeper's checkACL.
+        node.set_acl(Vec::new());
+        assert_eq!(node.check(perms::ADMIN, &[]), Ok(()));
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl<'a> Txn<'a> {
         let acl = acl::fixup(&op.acl, auth)?;
         let parent_path = create_parent(&op.path);
         let parent = self.tree.get(parent_path).ok_or(ZkError::NoNode)?;
-        acl::check(&parent.acl, perms::CREATE, auth)?;
+        parent.check(perms::CREATE, auth)?;
         let path = if op.mode.is_sequential() {
             // The suffix is the parent's count of child creates before this one.
             format!("{}{:010}", op.path, parent.meta.child_creates)
@@ -140,7 +140,7 @@ impl<'a> Txn<'a> {
             return Err(ZkError::BadArguments);
         }
         let parent = self.tree.get(path::parent(path)).ok_or(ZkError::NoNode)?;
-        acl::check(&parent.acl, perms::DELETE, auth)?;
+        parent.check(perms::DELETE, auth)?;
         let node = self.tree.get(path).ok_or(ZkError::NoNode)?;
         check_version(node.meta.version, version)?;
         if !node.children.is_empty() {
@@ -168,7 +168,7 @@ impl<'a> Txn<'a> {
         path::validate(path, false)?;
         let node = self.tree.get(path).ok_or(ZkError::NoNode)?;
         // ZooKeeper checks WRITE before the version.
-        acl::check(&node.acl, perms::WRITE, auth)?;
+        node.check(perms::WRITE, auth)?;
         check_version(node.meta.version, version)?;
         let old_meta = node.meta;
         let old_data = self.tree.replace_data(path, data.map(<[u8]>::to_vec));
@@ -186,10 +186,10 @@ impl<'a> Txn<'a> {
         path::validate(path, false)?;
         let acl = acl::fixup(acl, auth)?;
         let node = self.tree.get(path).ok_or(ZkError::NoNode)?;
-        acl::check(&node.acl, perms::ADMIN, auth)?;
+        node.check(perms::ADMIN, auth)?;
         check_version(node.meta.aversion, version)?;
         let node = self.tree.node_mut(path);
-        node.acl = acl;
+        node.set_acl(acl);
         node.meta.aversion = node.meta.aversion.wrapping_add(1);
         Ok(node.stat())
     }
@@ -197,7 +197,7 @@ impl<'a> Txn<'a> {
     fn copy_root_acl(&mut self, acl: &[Acl], auth: &[Id]) -> Result<Stat, ZkError> {
         let acl = acl::fixup(acl, auth)?;
         let root = self.tree.node_mut("/");
-        root.acl = acl;
+        root.set_acl(acl);
         Ok(root.stat())
     }
 
@@ -205,7 +205,7 @@ impl<'a> Txn<'a> {
     fn check(&self, path: &str, version: i32, auth: &[Id]) -> Result<(), ZkError> {
         path::validate(path, false)?;
         let node = self.tree.get(path).ok_or(ZkError::NoNode)?;
-        acl::check(&node.acl, perms::READ, auth)?;
+        node.check(perms::READ, auth)?;
         check_version(node.meta.version, version)
     }
 
@@ -439,7 +439,7 @@ mod tests {
         let h = Harness::new();
         assert_eq!(h.shard.node("/").unwrap().children.iter().collect::<Vec<_>>(), vec!["zookeeper"]);
         let config = h.shard.node("/zookeeper/config").unwrap();
-        assert_eq!(config.acl, vec![Acl { perms: perms::READ, id: Id::world_anyone() }]);
+        assert_eq!(config.acl(), vec![Acl { perms: perms::READ, id: Id::world_anyone() }]);
         assert_eq!(config.stat().aversion, -1);
         // ZooKeeper's fresh root reports cversion -1: one child, no recorded create.
         assert_eq!(h.shard.node("/").unwrap().stat().cversion, -1);
@@ -533,7 +533,7 @@ mod tests {
         assert_eq!(err(h.apply(Command::Create(op.clone())).result), ZkError::InvalidAcl);
         op.auth = vec![Id::new("ip", "10.0.0.1"), bob.clone()];
         h.apply(Command::Create(op)).result.unwrap();
-        assert_eq!(h.shard.node("/mine").unwrap().acl, vec![Acl { perms: perms::ALL, id: bob }]);
+        assert_eq!(h.shard.node("/mine").unwrap().acl(), vec![Acl { perms: perms::ALL, id: bob }]);
     }
 
     #[test]
@@ -575,7 +575,7 @@ mod tests {
         let copy = Command::CopyRootAcl { acl: read_only.clone(), auth: vec![] };
         let Ok(WriteResult::Stat(stat)) = h.apply(copy).result else { panic!() };
         assert_eq!(stat.aversion, 0, "the aversion of / is shard 0's to count");
-        assert_eq!(h.shard.node("/").unwrap().acl, read_only);
+        assert_eq!(h.shard.node("/").unwrap().acl(), read_only);
         assert_eq!(h.create("/top", b"").unwrap_err(), ZkError::NoAuth);
     }
 

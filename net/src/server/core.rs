@@ -268,7 +268,7 @@ impl Core {
         let acl = {
             let shards = self.shards.borrow();
             let shard0 = shards.get(&0).expect("shard 0 lives on core 0");
-            shard0.shard.node("/").expect("every shard has /").acl.clone()
+            shard0.shard.node("/").expect("every shard has /").acl().to_vec()
         };
         for core in 0..self.cores() {
             self.send(core, Msg::RootAcl { acl: acl.clone() });
@@ -278,7 +278,7 @@ impl Core {
     fn copy_root_acl_where_it_differs(&self, acl: Vec<engine::types::Acl>) {
         let differing: Vec<ShardId> = {
             let shards = self.shards.borrow();
-            let differs = |slot: &ShardSlot| slot.shard.node("/").is_some_and(|root| root.acl != acl);
+            let differs = |slot: &ShardSlot| slot.shard.node("/").is_some_and(|root| root.acl() != acl);
             shards.iter().filter(|(id, slot)| **id != 0 && differs(slot)).map(|(id, _)| *id).collect()
         };
         for shard in differing {
