@@ -6,6 +6,7 @@ use crate::acl;
 use crate::types::{Acl, Id, SessionId, Stat, Zxid};
 use crate::ZkError;
 use ahash::AHashMap;
+use compact_str::CompactString;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 
@@ -159,7 +160,9 @@ pub fn create_parent(path: &str) -> &str {
 /// children (checked by `assert_linked` in tests and debug builds).
 #[derive(Debug, Clone)]
 pub struct Tree {
-    nodes: AHashMap<String, Node>,
+    /// Keyed by inline strings: a path of up to 24 bytes lives in the map's own slot, so a
+    /// lookup compares it without another cache miss on a heap copy of the key.
+    nodes: AHashMap<CompactString, Node>,
     /// Containers and TTL nodes, sorted so reap candidates come out deterministically.
     reapable: BTreeSet<String>,
     /// Sum of path length + data length over nodes (ZooKeeper's approximateDataSize).
@@ -178,7 +181,7 @@ impl Tree {
         let root = Node::new(Some(Vec::new()), Acl::open_unsafe(), NodeKind::Persistent, NodeMeta::default());
         let mut tree = Tree { nodes: AHashMap::new(), reapable: BTreeSet::new(), approximate_bytes: 0 };
         tree.approximate_bytes = node_bytes("/", &root);
-        tree.nodes.insert("/".to_string(), root);
+        tree.nodes.insert(CompactString::const_new("/"), root);
         tree
     }
 
@@ -237,7 +240,7 @@ impl Tree {
         if node.kind.is_reapable() {
             self.reapable.insert(path.clone());
         }
-        let previous = self.nodes.insert(path, node);
+        let previous = self.nodes.insert(CompactString::from(path), node);
         assert!(previous.is_none(), "link of an existing node");
     }
 
@@ -260,7 +263,7 @@ impl Tree {
         let mut count = 0;
         let mut stack = vec![path.to_string()];
         while let Some(current) = stack.pop() {
-            let Some(node) = self.nodes.get(&current) else {
+            let Some(node) = self.nodes.get(current.as_str()) else {
                 continue;
             };
             count += node.children.len();
@@ -272,7 +275,7 @@ impl Tree {
     /// A hash of the whole tree (paths, data, ACLs, kinds, metadata), independent of the hash
     /// map's iteration order: equal trees have equal digests, across runs and builds.
     pub fn digest(&self) -> u64 {
-        let mut paths: Vec<&String> = self.nodes.keys().collect();
+        let mut paths: Vec<&str> = self.nodes.keys().map(CompactString::as_str).collect();
         paths.sort_unstable();
         let mut hasher = StableHasher::new();
         for path in paths {
@@ -292,13 +295,16 @@ impl Tree {
         for (path, node) in &self.nodes {
             bytes += node_bytes(path, node);
             for child in &node.children {
-                assert!(self.nodes.contains_key(&crate::path::join(path, child)), "{path} lists missing {child}");
+                assert!(
+                    self.nodes.contains_key(crate::path::join(path, child).as_str()),
+                    "{path} lists missing {child}"
+                );
             }
             if path != "/" {
                 let parent = self.nodes.get(crate::path::parent(path)).expect("parent exists");
                 assert!(parent.children.contains(crate::path::name(path)), "{path} not in parent");
             }
-            assert_eq!(node.kind.is_reapable(), self.reapable.contains(path), "reapable index of {path}");
+            assert_eq!(node.kind.is_reapable(), self.reapable.contains(path.as_str()), "reapable index of {path}");
         }
         assert_eq!(bytes, self.approximate_bytes, "approximate_bytes drifted");
     }
