@@ -24,12 +24,24 @@ fn validate_chars(path: &str) -> Result<(), ZkError> {
     if path.ends_with('/') {
         return Err(ZkError::BadArguments);
     }
-    for component in path[1..].split('/') {
-        if component.is_empty() || component == "." || component == ".." {
+    // One pass over the bytes for the components ('/' is ASCII, so never inside a character).
+    let bytes = path.as_bytes();
+    let mut start = 1;
+    for end in 1..=bytes.len() {
+        if end < bytes.len() && bytes[end] != b'/' {
+            continue;
+        }
+        if matches!(&bytes[start..end], b"" | b"." | b"..") {
             return Err(ZkError::BadArguments);
         }
+        start = end + 1;
     }
-    if path.chars().any(is_forbidden_char) {
+    let forbidden = if path.is_ascii() {
+        bytes.iter().any(|&b| is_forbidden_char(char::from(b)))
+    } else {
+        path.chars().any(is_forbidden_char)
+    };
+    if forbidden {
         return Err(ZkError::BadArguments);
     }
     Ok(())
@@ -108,10 +120,26 @@ mod tests {
 
     #[test]
     fn valid_and_invalid_paths() {
-        for ok in ["/", "/a", "/a/b", "/a-b.c", "/..a", "/a.", "/zookeeper/quota"] {
+        for ok in ["/", "/a", "/a/b", "/a-b.c", "/..a", "/a.", "/zookeeper/quota", "/ä/ö", "/日本"] {
             assert_eq!(validate(ok, false), Ok(()), "{ok}");
         }
-        for bad in ["", "a", "/a/", "//", "/a//b", "/.", "/a/..", "/a/./b", "/a\u{0}b", "/a\u{1}"] {
+        for bad in [
+            "",
+            "a",
+            "/a/",
+            "//",
+            "/a//b",
+            "/.",
+            "/a/..",
+            "/a/./b",
+            "/a\u{0}b",
+            "/a\u{1}",
+            "/a\u{7f}",
+            "/ä\u{9f}",
+            "/\u{e000}",
+            "/a/\u{fff0}",
+            "/ä/..",
+        ] {
             assert_eq!(validate(bad, false), Err(ZkError::BadArguments), "{bad:?}");
         }
         assert_eq!(validate("/a/", true), Ok(()));
