@@ -575,3 +575,41 @@ fn a_read_answered_on_the_connection_core_never_overtakes_its_watch_event() {
         assert!(inline > ROUNDS as u64 / 2, "only {inline} reads answered on the connection's core");
     }
 }
+
+/// A read pipelined right behind the session's own write of the same node sees that write,
+/// as on ZooKeeper, though the write waits for its fsync and reads of a shard on the
+/// connection's core can be answered at once (fails if `Core::read_inline` ignores the
+/// session's pending writes and the queue condition is relaxed).
+#[test]
+fn a_pipelined_read_behind_the_session_write_sees_it() {
+    let s = WarrenProcess::start(WarrenOpts::default().cores(1));
+    let path = format!("/{}", unique("readyourwrite"));
+    let other = format!("/{}", unique("other"));
+    let mut raw = RawSession::connect(s.addr(), 10000);
+    assert_eq!(raw.create(&path, b"0", 0).err, 0);
+    assert_eq!(raw.create(&other, b"", 0).err, 0);
+    for round in 1..=200 {
+        let value = format!("{round}");
+        // Behind the write: a read of another node (answered at once) and one of the node.
+        let write_xid = raw.next_xid();
+        raw.send(write_xid, op::SET_DATA, &Jute::new().str(&path).buf(value.as_bytes()).i32(-1));
+        let reads = [(raw.next_xid(), &other), (raw.next_xid(), &path)];
+        for (xid, p) in reads {
+            raw.send(xid, op::GET_DATA, &Jute::new().str(p).bool(false));
+        }
+        let write = raw.read_reply().expect("setData reply");
+        assert_eq!((write.xid, write.err), (write_xid, 0));
+        for (xid, p) in reads {
+            let reply = raw.read_reply().expect("getData reply");
+            assert_eq!(reply.xid, xid, "FIFO order");
+            if p == &path {
+                let (data, _) = data_of(&reply);
+                assert_eq!(
+                    data.as_deref(),
+                    Some(value.as_bytes()),
+                    "round {round}: the read missed the write before it"
+                );
+            }
+        }
+    }
+}
