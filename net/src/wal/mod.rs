@@ -1,6 +1,7 @@
 //! The write-ahead log: one log per core on glommio DMA files (O_DIRECT through io_uring),
-//! group commit (many `append`s, one `flush` = one aligned write + one `fdatasync`), and crash
-//! recovery that cuts a torn last write and refuses corruption before it.
+//! group commit (many `append`s, one `flush` = one aligned write to a segment opened with
+//! O_DSYNC, durable when it completes, as a write + `fdatasync` would be), and crash recovery
+//! that cuts a torn last write and refuses corruption before it.
 //!
 //! # On-disk format (version 1)
 //!
@@ -45,7 +46,7 @@
 //! crc), its `prev_lsn` equals the last valid lsn read so far (the chain), `first_lsn` is above
 //! that lsn and at least the segment's `first_lsn`, every record has the expected consecutive
 //! lsn, a sane length and a good crc, and the records fill exactly `body_bytes`. Recovery is
-//! batch-atomic: a batch is the unit of durability (one fdatasync), so if any part of it is
+//! batch-atomic: a batch is the unit of durability (one O_DSYNC write), so if any part of it is
 //! invalid the whole batch is dropped; a partially written batch was never acknowledged.
 //!
 //! - An all-zero header (or the end of the file) is the end of a segment's data. That is clean

@@ -70,10 +70,13 @@ pub async fn prime_dma_probe(dir: &Path, core: usize) -> Result<(), WalError> {
     std::fs::remove_file(&path).map_err(|e| WalError::io("remove dma probe", &path, e))
 }
 
+/// Opens a segment for appending: O_DSYNC, so a write is durable when it completes (see
+/// writer.rs).
 pub async fn open_segment(path: &Path) -> Result<DmaFile, WalError> {
     OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_DSYNC)
         .dma_open(path)
         .await
         .map_err(|e| WalError::glommio("open segment", path, e))
@@ -113,6 +116,7 @@ pub async fn create_segment(dir: &glommio::io::Directory, path: &Path, capacity:
         .write(true)
         .create(true)
         .truncate(true)
+        .custom_flags(libc::O_DSYNC)
         .dma_open(&temp)
         .await
         .map_err(|e| WalError::glommio("create segment", &temp, e))?;

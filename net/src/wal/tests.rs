@@ -76,6 +76,86 @@ fn cut_file(path: &Path, len: u64) {
     file.set_len(len).unwrap();
 }
 
+/// The extents of `path` (FIEMAP): (logical offset, length, unwritten). None where the
+/// filesystem has no FIEMAP (tmpfs), so the caller cannot tell written from unwritten.
+fn extents(path: &Path) -> Option<Vec<(u64, u64, bool)>> {
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const SLOTS: usize = 64;
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; SLOTS],
+    }
+    let file = std::fs::File::open(path).unwrap();
+    let mut map = Fiemap {
+        start: 0,
+        length: u64::MAX,
+        flags: 1, // FIEMAP_FLAG_SYNC
+        mapped_extents: 0,
+        extent_count: SLOTS as u32,
+        reserved: 0,
+        extents: [Extent::default(); SLOTS],
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: FS_IOC_FIEMAP fills at most extent_count entries of the struct we own.
+    if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map) } != 0 {
+        return None;
+    }
+    let found = &map.extents[..map.mapped_extents as usize];
+    Some(found.iter().map(|e| (e.logical, e.length, e.flags & FIEMAP_EXTENT_UNWRITTEN != 0)).collect())
+}
+
+/// Segments are opened O_DSYNC (a write is durable when it completes), and a flush writes
+/// zeros ahead of the log's end, so the next batches land in written extents and their syncs
+/// need no journal commit for the extent (see ZERO_AHEAD_BYTES).
+#[test]
+fn segments_sync_on_write_and_flushes_write_zeros_ahead() {
+    use super::writer::ZERO_AHEAD_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 4 << 20);
+    run(async {
+        let (mut wal, _) = open(&cfg).await;
+        let (path, fd) = wal.active_segment();
+        let path = path.to_path_buf();
+        // SAFETY: F_GETFL on a descriptor the WAL holds open.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert_ne!(flags & libc::O_DSYNC, 0, "segment not opened O_DSYNC: flags {flags:#x}");
+        append_flush(&mut wal, &[payload(1, 100)]).await;
+        // Where the preallocation shows as unwritten extents (ext4), the first step must not.
+        let Some(extents) = extents(&path).filter(|e| e.iter().any(|&(_, _, unwritten)| unwritten)) else {
+            eprintln!("no unwritten extents on this filesystem: written vs unwritten not checked");
+            return wal.close().await.expect("close");
+        };
+        let unwritten_within = |end: u64| extents.iter().any(|&(start, _, unwritten)| unwritten && start < end);
+        assert!(!unwritten_within(ZERO_AHEAD_BYTES), "unwritten extent within the zeroed step: {extents:?}");
+        // A second step once the log passes the first.
+        let big = payload(2, 100 << 10);
+        for _ in 0..3 {
+            append_flush(&mut wal, std::slice::from_ref(&big)).await;
+        }
+        let extents = self::extents(&path).expect("FIEMAP worked a moment ago");
+        let unwritten_within = |end: u64| extents.iter().any(|&(start, _, unwritten)| unwritten && start < end);
+        assert!(!unwritten_within(2 * ZERO_AHEAD_BYTES), "second step not zeroed: {extents:?}");
+        wal.close().await.expect("close");
+    });
+}
+
 #[test]
 fn append_flush_reopen_returns_records_in_order() {
     let dir = tempfile::tempdir().unwrap();
