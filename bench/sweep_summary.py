@@ -8,7 +8,9 @@ from the files: the loadgen result JSONs, zoo.cfg, java-version.txt, the mntr fi
 
     bench/sweep_summary.py <runs.tsv> <out dir> [--setting key=value ...]
         (without --setting, an existing <out dir>/sweep.json's settings are kept)
-    bench/sweep_summary.py --doc <sweep dir> <docs/benchmarks.md>
+    bench/sweep_summary.py --doc <sweep dir> <docs/benchmarks.md> [--before <earlier sweep dir>]
+        (--before adds a before/after table: Warren's CPU per request against the floor and
+        against ZooKeeper, each ratio taken within its own sweep)
 """
 import argparse
 import json
@@ -320,7 +322,46 @@ by side and refuses mismatched settings with `--fail-on-regression`.
 """
 
 
-def doc(sweep_dir, out_path):
+def floor_multiple(row):
+    """Warren's server CPU per request as a multiple of the canned floor's, in one sweep (the
+    floor's ops per server CPU-second / Warren's), or None if either is missing."""
+    ceiling = row.get("ceiling") or {}
+    warren = row["sides"].get("warren") or {}
+    floor, own = ceiling.get("ops_per_server_cpu_s"), warren.get("ops_per_server_cpu_s")
+    return floor / own if floor and own else None
+
+
+def before_after(before_dir, after_dir, link_base):
+    """The before/after table: per point and mix present in both sweeps, Warren's ops per
+    server CPU-second, its CPU per request as a multiple of the floor's, and its ratio to
+    ZooKeeper, each computed within its own sweep (absolute numbers move between sweeps)."""
+    before = {(r["point"], r["mix"]): r for r in json.load(open(before_dir / "sweep.json"))["rows"]}
+    after = {(r["point"], r["mix"]): r for r in json.load(open(after_dir / "sweep.json"))["rows"]}
+    commit = lambda d: json.load(open(d / "sweep.json"))["settings"].get("repo_commit", "?")
+    link = lambda d: os.path.relpath(d / "summary.md", link_base)
+    lines = [f"## Before and after: [{before_dir.name}]({link(before_dir)}) (commit {commit(before_dir)}) "
+             f"→ [{after_dir.name}]({link(after_dir)}) (commit {commit(after_dir)})", "",
+             "Each figure is a median over its sweep's rounds; the multiples and ratios are taken within one sweep, "
+             "so they compare across sweeps where absolute numbers would not. x floor: Warren's server CPU per "
+             "request / the canned-reply server's at the same point in the same sweep (1.0 = as cheap as a "
+             "server that only answers). vs ZooKeeper: Warren's ops per server CPU-second / ZooKeeper's, median "
+             "over rounds. Both sweeps' loadgen differ when their commits do (read each sweep's summary).", "",
+             "| point | mix | Warren ops/server CPU-s before | after | x floor before | after "
+             "| vs ZooKeeper before | after | Warren ops/s before | after |", "|" + "---|" * 10]
+    for key in sorted(set(before) & set(after), key=point_order):
+        b, a = before[key], after[key]
+        wb, wa = b["sides"].get("warren", {}), a["sides"].get("warren", {})
+        fb, fa = floor_multiple(b), floor_multiple(a)
+        rb, ra = b.get("ratio_ops_per_cpu_s"), a.get("ratio_ops_per_cpu_s")
+        cells = [key[0], key[1], fmt(wb.get("ops_per_server_cpu_s")), fmt(wa.get("ops_per_server_cpu_s")),
+                 f"{fb:.2f}x" if fb else "-", f"{fa:.2f}x" if fa else "-",
+                 f"{rb[0]:.2f}x" if rb else "-", f"{ra[0]:.2f}x" if ra else "-",
+                 fmt(wb.get("throughput_ops_s")), fmt(wa.get("throughput_ops_s"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
+def doc(sweep_dir, out_path, before_dir=None):
     sweep_dir = pathlib.Path(sweep_dir).resolve()
     out_path = pathlib.Path(out_path).resolve()
     text = (sweep_dir / "summary.md").read_text()
@@ -328,7 +369,8 @@ def doc(sweep_dir, out_path):
     shown = os.path.relpath(sweep_dir, pathlib.Path.cwd())
     body = text.replace("# Warren vs Apache ZooKeeper sweep\n",
                         f"## Warren vs Apache ZooKeeper: [{sweep_dir.name}]({link})\n", 1)
-    out_path.write_text(DOC_HEAD.format(rel=shown) + body)
+    changes = before_after(pathlib.Path(before_dir).resolve(), sweep_dir, out_path.parent) if before_dir else ""
+    out_path.write_text(DOC_HEAD.format(rel=shown) + changes + body)
 
 
 def main():
@@ -337,9 +379,10 @@ def main():
     parser.add_argument("runs", help="runs.tsv (or, with --doc, the sweep dir)")
     parser.add_argument("out", help="the sweep dir (or, with --doc, the markdown file)")
     parser.add_argument("--setting", action="append", default=[])
+    parser.add_argument("--before", help="with --doc: an earlier sweep dir, for a before/after table")
     args = parser.parse_args()
     if args.doc:
-        doc(args.runs, args.out)
+        doc(args.runs, args.out, args.before)
     else:
         summarize(args)
 
