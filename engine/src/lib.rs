@@ -3,12 +3,14 @@
 //! Nothing here touches sockets, threads, clocks or files. The runtime (net/) hands the
 //! engine committed [`command::LogEntry`] records in log order and read requests; the engine
 //! hands back results and watch notifications. Applying the same log to an empty shard always
-//! produces the same tree (replay).
+//! produces the same tree (replay). `raft` is the consensus core, sans IO, that replication
+//! will drive (not wired into the server yet).
 
 pub mod acl;
 pub mod command;
 pub mod error;
 pub mod path;
+pub mod raft;
 mod read;
 pub mod request;
 pub mod session;

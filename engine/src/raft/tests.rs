@@ -1,0 +1,663 @@
+//! Scenario tests of the Raft core (the Raft paper's and etcd-io/raft's cases: elections, log
+//! matching, commit rules, pre-vote, check-quorum, ReadIndex, transfer) and a randomized
+//! simulation of whole clusters checking Raft's safety properties after every step.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::*;
+
+/// One node and what it made durable: the runtime's side of `Ready`, done synchronously.
+struct Node {
+    raft: Raft,
+    hard_state: HardState,
+    durable: Vec<Entry>,
+    applied: Vec<Entry>,
+    reads: Vec<ReadState>,
+}
+
+/// A cluster in one thread: messages wait in a queue until delivered; links can be cut.
+struct Cluster {
+    size: u64,
+    nodes: BTreeMap<NodeId, Node>,
+    queue: VecDeque<Message>,
+    cut: BTreeSet<(NodeId, NodeId)>,
+    down: BTreeSet<NodeId>,
+    seed: u64,
+    /// Every (term, leader) ever seen: at most one leader per term.
+    leaders: BTreeMap<Term, NodeId>,
+    /// The longest committed sequence seen on any node: every node's committed prefix must
+    /// agree with it.
+    committed: Vec<Entry>,
+    tweak: fn(&mut Config),
+}
+
+fn no_tweak(_: &mut Config) {}
+
+impl Cluster {
+    fn new(n: u64, seed: u64) -> Cluster {
+        Cluster::with(n, seed, no_tweak)
+    }
+
+    fn with(n: u64, seed: u64, tweak: fn(&mut Config)) -> Cluster {
+        let mut cluster = Cluster {
+            size: n,
+            nodes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            down: BTreeSet::new(),
+            seed,
+            leaders: BTreeMap::new(),
+            committed: Vec::new(),
+            tweak,
+        };
+        for id in 1..=n {
+            let raft = cluster.boot(id, HardState::default(), Vec::new());
+            cluster.nodes.insert(
+                id,
+                Node {
+                    raft,
+                    hard_state: HardState::default(),
+                    durable: Vec::new(),
+                    applied: Vec::new(),
+                    reads: Vec::new(),
+                },
+            );
+        }
+        cluster
+    }
+
+    fn boot(&self, id: NodeId, hard_state: HardState, durable: Vec<Entry>) -> Raft {
+        let voters: Vec<NodeId> = (1..=self.size()).collect();
+        let mut config = Config::new(id, voters, self.seed);
+        (self.tweak)(&mut config);
+        Raft::new(config, hard_state, durable)
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn raft(&mut self, id: NodeId) -> &mut Raft {
+        &mut self.nodes.get_mut(&id).expect("node exists").raft
+    }
+
+    /// Carries out `id`'s Ready until it has none: persist, send, apply, advance.
+    fn process(&mut self, id: NodeId) {
+        while self.nodes[&id].raft.has_ready() {
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            let ready = node.raft.ready();
+            if let Some(from) = ready.truncate_from {
+                node.durable.truncate(from as usize - 1);
+            }
+            for entry in &ready.entries {
+                assert_eq!(entry.index, node.durable.len() as Index + 1, "node {id}: durable log stays dense");
+                node.durable.push(entry.clone());
+            }
+            if let Some(hs) = ready.hard_state {
+                node.hard_state = hs;
+            }
+            node.applied.extend(ready.committed.iter().cloned());
+            node.reads.extend(ready.read_states.iter().copied());
+            node.raft.advance();
+            self.queue.extend(ready.messages);
+            self.queue.extend(ready.messages_after_persist);
+            self.check(id);
+        }
+    }
+
+    /// Raft's safety properties, after every step of `id`.
+    fn check(&mut self, id: NodeId) {
+        let raft = &self.nodes[&id].raft;
+        if raft.role() == Role::Leader {
+            let leader = *self.leaders.entry(raft.term()).or_insert(id);
+            assert_eq!(leader, id, "two leaders in term {}", raft.term());
+        }
+        let node = &self.nodes[&id];
+        assert!(node.hard_state.commit <= node.durable.len() as Index, "node {id}: durable commit past its log");
+        // Applied entries are a prefix of the one committed history (no committed entry is
+        // ever lost or changed).
+        let applied = &node.applied;
+        let common = applied.len().min(self.committed.len());
+        assert_eq!(&applied[..common], &self.committed[..common], "node {id} applied a different history");
+        if applied.len() > self.committed.len() {
+            self.committed = applied.clone();
+        }
+        // Log matching: a committed index holds the committed entry.
+        let log = node.raft.log();
+        for entry in &self.committed[..(log.committed as usize).min(self.committed.len())] {
+            assert_eq!(log.entry(entry.index), entry, "node {id}: committed entry changed");
+        }
+    }
+
+    fn deliver_one(&mut self) -> bool {
+        let Some(m) = self.queue.pop_front() else { return false };
+        let (from, to) = (m.from, m.to);
+        if self.down.contains(&to) || self.down.contains(&from) || self.cut.contains(&(from, to)) {
+            return true;
+        }
+        self.raft(to).step(m);
+        self.process(to);
+        true
+    }
+
+    /// Processes and delivers until nothing moves.
+    fn stabilize(&mut self) {
+        for _ in 0..100_000 {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().filter(|id| !self.down.contains(id)).collect();
+            for id in ids {
+                self.process(id);
+            }
+            if !self.deliver_one() {
+                return;
+            }
+        }
+        panic!("the cluster never settled");
+    }
+
+    fn tick(&mut self, id: NodeId) {
+        if !self.down.contains(&id) {
+            self.raft(id).tick();
+            self.process(id);
+        }
+    }
+
+    fn tick_all(&mut self, ticks: u32) {
+        for _ in 0..ticks {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.tick(id);
+            }
+            self.stabilize();
+        }
+    }
+
+    fn elect(&mut self, id: NodeId) {
+        self.raft(id).campaign_now();
+        self.process(id);
+        self.stabilize();
+        assert_eq!(self.nodes[&id].raft.role(), Role::Leader, "node {id} did not win");
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(id, n)| n.raft.role() == Role::Leader && !self.down.contains(id))
+            .max_by_key(|(_, n)| n.raft.term())
+            .map(|(&id, _)| id)
+    }
+
+    fn propose(&mut self, id: NodeId, data: &[u8]) -> Index {
+        let index = self.raft(id).propose(data.to_vec()).expect("leader takes proposals");
+        self.process(id);
+        index
+    }
+
+    fn isolate(&mut self, id: NodeId) {
+        for other in 1..=self.size() {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Stops `id` and starts it again from what it made durable.
+    fn restart(&mut self, id: NodeId) {
+        let (hard_state, durable) = {
+            let node = &self.nodes[&id];
+            (node.hard_state, node.durable.clone())
+        };
+        let raft = self.boot(id, hard_state, durable);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.raft = raft;
+        node.applied.clear();
+    }
+
+    fn applied_data(&self, id: NodeId) -> Vec<Vec<u8>> {
+        self.nodes[&id].applied.iter().filter(|e| !e.data.is_empty()).map(|e| e.data.clone()).collect()
+    }
+}
+
+/// Runs `id`'s election to the end but drops every append acknowledgement, so the new leader's
+/// no-op stays uncommitted.
+fn elect_without_acks(c: &mut Cluster, id: NodeId) {
+    c.raft(id).campaign_now();
+    c.process(id);
+    while let Some(m) = c.queue.pop_front() {
+        if matches!(m.body, Body::AppendResponse { .. }) {
+            continue;
+        }
+        let to = m.to;
+        c.raft(to).step(m);
+        c.process(to);
+    }
+    assert_eq!(c.raft(id).role(), Role::Leader);
+}
+
+fn entries(terms: &[Term]) -> Vec<Entry> {
+    terms.iter().enumerate().map(|(i, &term)| Entry { term, index: i as Index + 1, data: vec![i as u8 + 1] }).collect()
+}
+
+#[test]
+fn a_single_node_elects_itself_and_commits_once_persisted() {
+    let mut raft = Raft::new(Config::new(1, vec![1], 7), HardState::default(), Vec::new());
+    for _ in 0..20 {
+        raft.tick();
+    }
+    assert_eq!(raft.role(), Role::Leader);
+    let ready = raft.ready();
+    assert_eq!(ready.hard_state.map(|h| (h.term, h.vote)), Some((1, Some(1))));
+    assert_eq!(ready.entries.len(), 1, "the no-op of term 1");
+    assert!(ready.committed.is_empty(), "nothing commits before it is durable");
+    raft.advance();
+    let index = raft.propose(b"a".to_vec()).unwrap();
+    let ready = raft.ready();
+    assert_eq!(ready.committed.len(), 1, "the no-op, durable since the last advance");
+    assert_eq!(ready.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![index]);
+    raft.advance();
+    assert_eq!(raft.commit_index(), index);
+    assert_eq!(raft.ready().committed.last().map(|e| e.data.clone()), Some(b"a".to_vec()));
+}
+
+#[test]
+fn three_nodes_elect_one_leader_and_every_node_applies_the_same_entries() {
+    let mut c = Cluster::new(3, 1);
+    c.tick_all(30);
+    let leader = c.leader().expect("a leader within 30 ticks");
+    for i in 0..10u8 {
+        c.propose(leader, &[b'x', i]);
+    }
+    c.stabilize();
+    c.tick_all(2);
+    let expected: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'x', i]).collect();
+    for id in 1..=3 {
+        assert_eq!(c.applied_data(id), expected, "node {id}");
+    }
+}
+
+#[test]
+fn the_leader_copy_counts_toward_a_majority_only_once_persisted() {
+    // 3 voters, node 3 down: node 1 and node 2 are the only majority.
+    let mut c = Cluster::new(3, 2);
+    c.elect(1);
+    c.down.insert(3);
+    let leader = c.raft(1);
+    let index = leader.propose(b"w".to_vec()).unwrap();
+    let ready = leader.ready();
+    // Node 2 gets the append and acknowledges it (after persisting).
+    for m in ready.messages.into_iter().filter(|m| m.to == 2) {
+        c.raft(2).step(m);
+    }
+    let follower = c.raft(2).ready();
+    c.raft(2).advance();
+    for m in follower.messages_after_persist {
+        c.raft(1).step(m);
+    }
+    assert!(c.raft(1).commit_index() < index, "committed before the leader's own copy was durable");
+    c.raft(1).advance();
+    assert_eq!(c.raft(1).commit_index(), index);
+}
+
+#[test]
+fn a_new_leader_overwrites_a_follower_divergent_uncommitted_suffix() {
+    // Node 3 led term 2 alone and appended entries nobody else has (figure 7, case d/e).
+    let mut c = Cluster::new(3, 3);
+    for (id, terms) in [(1, vec![1, 1, 3]), (2, vec![1, 1, 3]), (3, vec![1, 1, 2, 2, 2])] {
+        let node = c.nodes.get_mut(&id).unwrap();
+        node.hard_state = HardState { term: 3, vote: None, commit: 2 };
+        node.durable = entries(&terms);
+        c.restart(id);
+    }
+    c.elect(1);
+    c.propose(1, b"after");
+    c.stabilize();
+    let logs: Vec<Vec<(Index, Term)>> =
+        (1..=3).map(|id| c.nodes[&id].durable.iter().map(|e| (e.index, e.term)).collect()).collect();
+    assert_eq!(logs[2], logs[0], "node 3's term-2 suffix was not replaced");
+    assert_eq!(logs[0].iter().map(|&(_, t)| t).collect::<Vec<_>>(), vec![1, 1, 3, 4, 4]);
+}
+
+#[test]
+fn a_candidate_with_a_shorter_log_is_refused() {
+    // Without pre-vote, so the vote itself is what refuses (pre-vote applies the same check).
+    let mut c = Cluster::with(3, 4, |config| config.pre_vote = false);
+    for (id, terms) in [(1, vec![1]), (2, vec![1, 1]), (3, vec![1, 1])] {
+        let node = c.nodes.get_mut(&id).unwrap();
+        node.hard_state = HardState { term: 1, vote: None, commit: 0 };
+        node.durable = entries(&terms);
+        c.restart(id);
+    }
+    c.raft(1).campaign_now();
+    c.process(1);
+    c.stabilize();
+    assert_ne!(c.nodes[&1].raft.role(), Role::Leader, "elected with a log missing entry 2");
+}
+
+#[test]
+fn entries_of_an_older_term_commit_only_behind_one_of_the_leader_term() {
+    // Figure 8: entry 2 (term 2) is on a majority, but counting replicas must not commit it;
+    // only the new leader's own no-op (term 4) commits it, indirectly.
+    let mut c = Cluster::new(3, 5);
+    for (id, terms) in [(1, vec![1, 2]), (2, vec![1, 2]), (3, vec![1])] {
+        let node = c.nodes.get_mut(&id).unwrap();
+        node.hard_state = HardState { term: 3, vote: None, commit: 1 };
+        node.durable = entries(&terms);
+        c.restart(id);
+    }
+    elect_without_acks(&mut c, 1);
+    // Node 1 won term 4 and appended its no-op at 3 (durable on node 1). Node 2 says it
+    // matches through 2 only: entry 2 (term 2) is on 2 of 3 nodes.
+    assert_eq!(c.raft(1).log().term(3), Some(4));
+    let term = c.raft(1).term();
+    c.raft(1).step(Message {
+        from: 2,
+        to: 1,
+        term,
+        body: Body::AppendResponse { success: true, index: 2, last_index: 2 },
+    });
+    assert_eq!(c.raft(1).commit_index(), 1, "an entry of an older term committed by counting replicas");
+    c.raft(1).step(Message {
+        from: 2,
+        to: 1,
+        term,
+        body: Body::AppendResponse { success: true, index: 3, last_index: 3 },
+    });
+    assert_eq!(c.raft(1).commit_index(), 3, "the no-op of the leader's term commits it and everything before");
+}
+
+#[test]
+fn a_node_votes_once_per_term_and_remembers_it_across_a_restart() {
+    let mut c = Cluster::with(3, 6, |config| config.pre_vote = false);
+    // Node 1 asks node 3 for its vote in term 1; node 3 grants it and persists that.
+    c.raft(1).campaign_now();
+    let ready = c.raft(1).ready();
+    c.raft(1).advance();
+    let to_3 = ready.messages_after_persist.into_iter().find(|m| m.to == 3).unwrap();
+    c.raft(3).step(to_3);
+    c.process(3);
+    c.queue.clear();
+    assert_eq!(c.nodes[&3].hard_state.vote, Some(1));
+    c.restart(3);
+    // Node 2 campaigns in the same term 1: refused.
+    c.raft(2).campaign_now();
+    let ready = c.raft(2).ready();
+    c.raft(2).advance();
+    let to_3 = ready.messages_after_persist.into_iter().find(|m| m.to == 3).unwrap();
+    assert_eq!(to_3.term, 1);
+    c.raft(3).step(to_3);
+    let answer = c.raft(3).ready().messages_after_persist;
+    assert_eq!(answer[0].body, Body::VoteResponse { granted: false });
+}
+
+#[test]
+fn pre_vote_keeps_a_node_back_from_a_partition_from_disrupting_the_leader() {
+    let mut c = Cluster::new(3, 8);
+    c.elect(1);
+    let term = c.raft(1).term();
+    c.isolate(3);
+    for _ in 0..100 {
+        c.tick(3);
+        c.queue.retain(|m| m.from != 3);
+    }
+    assert_eq!(c.raft(3).term(), term, "pre-vote failed, so the isolated node never raised its term");
+    c.heal();
+    c.tick_all(30);
+    assert_eq!(c.leader(), Some(1));
+    assert_eq!(c.raft(1).term(), term, "the leader was not disrupted");
+}
+
+#[test]
+fn without_pre_vote_the_same_partition_raises_the_term() {
+    let mut c = Cluster::with(3, 8, |config| config.pre_vote = false);
+    c.elect(1);
+    let term = c.raft(1).term();
+    c.isolate(3);
+    for _ in 0..100 {
+        c.tick(3);
+        c.queue.retain(|m| m.from != 3);
+    }
+    assert!(c.raft(3).term() > term, "this is what pre-vote prevents");
+}
+
+#[test]
+fn check_quorum_deposes_a_leader_cut_off_from_the_majority() {
+    let mut c = Cluster::new(3, 9);
+    c.elect(1);
+    c.isolate(1);
+    for _ in 0..25 {
+        c.tick(1);
+        c.queue.retain(|m| m.from != 1 && m.to != 1);
+    }
+    assert_eq!(c.raft(1).role(), Role::Follower, "a leader that hears no majority must step down");
+    assert!(c.raft(1).propose(b"x".to_vec()).is_err());
+    // The other two elect a leader among themselves.
+    for _ in 0..40 {
+        for id in [2, 3] {
+            c.tick(id);
+        }
+        c.queue.retain(|m| m.from != 1 && m.to != 1);
+        c.stabilize();
+    }
+    assert!(matches!(c.leader(), Some(2) | Some(3)), "{:?}", c.leader());
+}
+
+#[test]
+fn read_index_answers_only_after_a_heartbeat_quorum() {
+    let mut c = Cluster::new(3, 10);
+    c.elect(1);
+    c.propose(1, b"w");
+    c.stabilize();
+    let commit = c.raft(1).commit_index();
+    c.isolate(1);
+    c.raft(1).read_index(42).unwrap();
+    c.process(1);
+    for _ in 0..5 {
+        c.tick(1);
+        c.stabilize();
+    }
+    assert!(c.nodes[&1].reads.is_empty(), "a leader cut off from its followers confirmed a read");
+    c.heal();
+    c.tick(1);
+    c.stabilize();
+    assert_eq!(c.nodes[&1].reads, vec![ReadState { index: commit, context: 42 }]);
+}
+
+#[test]
+fn a_deposed_leader_never_confirms_a_read() {
+    let mut c = Cluster::new(3, 11);
+    c.elect(1);
+    c.isolate(1);
+    c.raft(1).read_index(5).unwrap();
+    c.process(1);
+    // The others elect node 2 in a higher term; node 1 hears of it only afterwards.
+    for _ in 0..40 {
+        for id in [2, 3] {
+            c.tick(id);
+        }
+        c.queue.retain(|m| m.from != 1 && m.to != 1);
+        c.stabilize();
+    }
+    c.heal();
+    c.tick_all(5);
+    assert!(c.nodes[&1].reads.is_empty(), "a stale leader confirmed a read: {:?}", c.nodes[&1].reads);
+    assert_ne!(c.raft(1).role(), Role::Leader);
+}
+
+#[test]
+fn read_index_waits_for_the_first_commit_of_the_leader_term() {
+    let mut c = Cluster::new(3, 12);
+    elect_without_acks(&mut c, 1);
+    assert!(c.raft(1).commit_index() < c.raft(1).log().last_index());
+    c.raft(1).read_index(9).unwrap();
+    c.process(1);
+    assert!(c.nodes[&1].reads.is_empty());
+    c.stabilize();
+    c.tick_all(1);
+    let reads = c.nodes[&1].reads.clone();
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].index, c.raft(1).log().last_index(), "read at the commit of the no-op");
+}
+
+#[test]
+fn leadership_moves_to_the_transferee_without_losing_entries() {
+    let mut c = Cluster::new(3, 13);
+    c.elect(1);
+    c.propose(1, b"before");
+    c.raft(1).transfer_leadership(2).unwrap();
+    assert_eq!(c.raft(1).propose(b"during".to_vec()), Err(RaftError::Transferring));
+    c.process(1);
+    c.stabilize();
+    assert_eq!(c.leader(), Some(2));
+    c.propose(2, b"after");
+    c.stabilize();
+    c.tick_all(2);
+    for id in 1..=3 {
+        assert_eq!(c.applied_data(id), vec![b"before".to_vec(), b"after".to_vec()], "node {id}");
+    }
+}
+
+#[test]
+fn appends_are_pipelined_within_the_inflight_limit() {
+    let mut c = Cluster::with(3, 14, |config| {
+        config.max_inflight_msgs = 2;
+        config.max_append_bytes = 1;
+    });
+    c.elect(1);
+    // Every entry is its own append (max_append_bytes 1); two may be in flight per follower,
+    // sent without waiting for the first to be answered.
+    for i in 0..5u8 {
+        c.raft(1).propose(vec![i]).unwrap();
+    }
+    let ready = c.raft(1).ready();
+    let node = c.nodes.get_mut(&1).unwrap();
+    node.durable.extend(ready.entries.iter().cloned());
+    node.hard_state = ready.hard_state.unwrap_or(node.hard_state);
+    c.raft(1).advance();
+    let to_2 = ready.messages.iter().filter(|m| m.to == 2 && matches!(m.body, Body::Append { .. })).count();
+    assert_eq!(to_2, 2, "appends in flight to one follower, up to the limit, before any answer");
+    c.queue.extend(ready.messages);
+    c.stabilize();
+    c.tick_all(3);
+    assert_eq!(c.applied_data(2).len(), 5);
+}
+
+#[test]
+fn a_rejected_append_skips_back_to_the_follower_end() {
+    let mut c = Cluster::new(3, 15);
+    for (id, terms) in [(1, vec![1; 20]), (2, vec![1; 20]), (3, vec![1; 3])] {
+        let node = c.nodes.get_mut(&id).unwrap();
+        node.hard_state = HardState { term: 1, vote: None, commit: 3 };
+        node.durable = entries(&terms);
+        c.restart(id);
+    }
+    c.elect(1);
+    c.stabilize();
+    assert_eq!(c.nodes[&3].durable.len(), 21, "node 3 caught up (20 entries + the no-op)");
+}
+
+/// Random faults, many seeds: message loss, reordering and duplication, partitions, restarts
+/// from the durable state, proposals; Raft's safety properties are checked after every step
+/// (`Cluster::check`), and the cluster must make progress once the faults stop.
+#[test]
+fn random_faults_never_break_safety_and_the_cluster_recovers() {
+    let (mut leaders, mut committed, mut runs) = (0, 0, 0);
+    for (seeds, n) in [(0..200, 3), (1000..1060, 5)] {
+        for seed in seeds {
+            let (run_leaders, run_committed) = simulate(seed, n, 4000);
+            leaders += run_leaders;
+            committed += run_committed;
+            runs += 1;
+        }
+    }
+    // Not vacuous: the faults made leaders change often, and entries kept committing.
+    assert!(leaders >= 4 * runs, "only {leaders} leaders over {runs} runs");
+    assert!(committed >= 30 * runs, "only {committed} entries committed over {runs} runs");
+}
+
+/// One simulated run; returns how many leaders it saw and how many entries it committed.
+fn simulate(seed: u64, n: u64, steps: u32) -> (usize, usize) {
+    let mut rng = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+    let mut next = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below
+    };
+    let mut c = Cluster::new(n, seed);
+    let mut proposed = 0u32;
+    for _ in 0..steps {
+        match next(100) {
+            0..=39 => c.tick(1 + next(n)),
+            40..=69 => {
+                // Deliver, drop, duplicate or delay a message.
+                if c.queue.is_empty() {
+                    continue;
+                }
+                let at = next(c.queue.len() as u64) as usize;
+                let m = c.queue.remove(at).expect("index in range");
+                match next(10) {
+                    0 => {}
+                    1 => {
+                        c.queue.push_back(m.clone());
+                        c.queue.push_front(m);
+                    }
+                    2 => c.queue.push_back(m),
+                    _ => {
+                        c.queue.push_front(m);
+                        c.deliver_one();
+                    }
+                }
+            }
+            70..=84 => {
+                if let Some(leader) = c.leader() {
+                    proposed += 1;
+                    let _ = c.raft(leader).propose(proposed.to_be_bytes().to_vec());
+                    c.process(leader);
+                }
+            }
+            85..=89 => {
+                let (a, b) = (1 + next(n), 1 + next(n));
+                c.cut.insert((a, b));
+            }
+            90..=94 => c.heal(),
+            _ => {
+                let id = 1 + next(n);
+                c.restart(id);
+                c.queue.retain(|m| m.to != id);
+            }
+        }
+    }
+    // Faults stop: a leader emerges and commits a last proposal everywhere.
+    c.heal();
+    c.tick_all(60);
+    let leader = c.leader().unwrap_or_else(|| panic!("seed {seed}: no leader after healing"));
+    c.propose(leader, b"last");
+    c.stabilize();
+    c.tick_all(3);
+    for id in 1..=n {
+        let applied = c.applied_data(id);
+        assert_eq!(
+            applied.last().map(Vec::as_slice),
+            Some(&b"last"[..]),
+            "seed {seed}: node {id} missed the last entry"
+        );
+    }
+    (c.leaders.len(), c.committed.len())
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = |seed| {
+        let mut c = Cluster::new(3, seed);
+        c.tick_all(40);
+        let leader = c.leader().unwrap();
+        c.propose(leader, b"a");
+        c.stabilize();
+        (leader, c.raft(leader).term(), c.nodes[&1].durable.clone())
+    };
+    assert_eq!(run(77), run(77));
+}
