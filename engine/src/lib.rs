@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod command;
 pub mod error;
+pub mod linearizability;
 pub mod path;
 pub mod raft;
 mod read;

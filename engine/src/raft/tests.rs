@@ -560,7 +560,7 @@ fn a_rejected_append_skips_back_to_the_follower_end() {
 }
 
 /// Random faults, many seeds: message loss, reordering and duplication, partitions, restarts
-/// from the durable state, proposals; Raft's safety properties are checked after every step
+/// from the durable state (also in the middle of a Ready: sent but not persisted), proposals; Raft's safety properties are checked after every step
 /// (`Cluster::check`), and the cluster must make progress once the faults stop.
 #[test]
 fn random_faults_never_break_safety_and_the_cluster_recovers() {
@@ -624,8 +624,23 @@ fn simulate(seed: u64, n: u64, steps: u32) -> (usize, usize) {
                 c.cut.insert((a, b));
             }
             90..=94 => c.heal(),
-            _ => {
+            95..=97 => {
                 let id = 1 + next(n);
+                c.restart(id);
+                c.queue.retain(|m| m.to != id);
+            }
+            _ => {
+                // A crash mid-ready: what may precede persistence went out (a leader's appends
+                // of entries it then loses), nothing was persisted.
+                let id = 1 + next(n);
+                if c.nodes[&id].raft.role() == Role::Leader {
+                    proposed += 1;
+                    let _ = c.raft(id).propose(proposed.to_be_bytes().to_vec());
+                }
+                if c.nodes[&id].raft.has_ready() {
+                    let ready = c.raft(id).ready();
+                    c.queue.extend(ready.messages);
+                }
                 c.restart(id);
                 c.queue.retain(|m| m.to != id);
             }
