@@ -676,3 +676,235 @@ fn the_same_seed_gives_the_same_run() {
     };
     assert_eq!(run(77), run(77));
 }
+
+/// Clients of a key-value register replicated by the cluster: writes are proposals, reads
+/// are ReadIndex reads answered from the node's applied state. What each client saw, with when
+/// it asked and when it was answered, goes into one history per key.
+struct Clients {
+    now: u64,
+    /// Per key: the ops on it (a read's value is filled in when answered).
+    history: BTreeMap<u8, Vec<crate::linearizability::Op<u32>>>,
+    /// (node, node epoch, key, op index, data) of writes not answered yet.
+    writes: Vec<(NodeId, u32, u8, usize, Vec<u8>)>,
+    /// (node, node epoch, key, op index, read context) of reads not answered yet.
+    reads: Vec<(NodeId, u32, u8, usize, u64)>,
+    /// Restarts per node: a client of a restarted node never hears back.
+    epochs: BTreeMap<NodeId, u32>,
+    next_value: u32,
+}
+
+fn kv_entry(key: u8, value: u32) -> Vec<u8> {
+    let mut data = vec![b'k', key];
+    data.extend_from_slice(&value.to_be_bytes());
+    data
+}
+
+/// The register values after applying `entries`.
+fn kv_state(entries: &[Entry]) -> BTreeMap<u8, u32> {
+    let mut state = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.data.len() == 6 && e.data[0] == b'k') {
+        state.insert(e.data[1], u32::from_be_bytes(e.data[2..6].try_into().expect("4 bytes")));
+    }
+    state
+}
+
+impl Clients {
+    fn new() -> Clients {
+        Clients {
+            now: 0,
+            history: BTreeMap::new(),
+            writes: Vec::new(),
+            reads: Vec::new(),
+            epochs: BTreeMap::new(),
+            next_value: 1,
+        }
+    }
+
+    fn epoch(&self, id: NodeId) -> u32 {
+        self.epochs.get(&id).copied().unwrap_or(0)
+    }
+
+    fn record(&mut self, key: u8, action: crate::linearizability::Action<u32>) -> usize {
+        let ops = self.history.entry(key).or_default();
+        ops.push(crate::linearizability::Op { call: self.now, answer: None, action });
+        ops.len() - 1
+    }
+
+    fn write(&mut self, c: &mut Cluster, id: NodeId, key: u8) {
+        let value = self.next_value;
+        self.next_value += 1;
+        let data = kv_entry(key, value);
+        if c.raft(id).propose(data.clone()).is_ok() {
+            let op = self.record(key, crate::linearizability::Action::Write(value));
+            self.writes.push((id, self.epoch(id), key, op, data));
+        }
+        c.process(id);
+    }
+
+    fn read(&mut self, c: &mut Cluster, id: NodeId, key: u8) {
+        let context = u64::from(self.next_value);
+        self.next_value += 1;
+        if c.raft(id).read_index(context).is_ok() {
+            let op = self.record(key, crate::linearizability::Action::Read(None));
+            self.reads.push((id, self.epoch(id), key, op, context));
+        }
+        c.process(id);
+    }
+
+    /// Answers every op whose node has applied it (writes) or confirmed and applied through
+    /// its read index (reads); ops of restarted nodes stay unanswered.
+    fn settle(&mut self, c: &Cluster) {
+        let now = self.now;
+        let epochs = self.epochs.clone();
+        let history = &mut self.history;
+        self.writes.retain(|(id, epoch, key, op, data)| {
+            if epochs.get(id).copied().unwrap_or(0) != *epoch {
+                return false;
+            }
+            if c.nodes[id].applied.iter().any(|e| &e.data == data) {
+                history.get_mut(key).expect("recorded")[*op].answer = Some(now);
+                return false;
+            }
+            true
+        });
+        self.reads.retain(|(id, epoch, key, op, context)| {
+            if epochs.get(id).copied().unwrap_or(0) != *epoch {
+                return false;
+            }
+            let node = &c.nodes[id];
+            let Some(read) = node.reads.iter().find(|r| r.context == *context) else { return true };
+            if (node.applied.len() as Index) < read.index {
+                return true;
+            }
+            let value = kv_state(&node.applied).get(key).copied();
+            let slot = &mut history.get_mut(key).expect("recorded")[*op];
+            slot.action = crate::linearizability::Action::Read(value);
+            slot.answer = Some(now);
+            false
+        });
+    }
+
+    fn restarted(&mut self, id: NodeId) {
+        *self.epochs.entry(id).or_default() += 1;
+    }
+
+    /// Checks every key's history; unanswered reads say nothing and are left out.
+    fn check(self, seed: u64) -> usize {
+        let mut answered = 0;
+        for (key, ops) in self.history {
+            let ops: Vec<_> = ops
+                .into_iter()
+                .filter(|op| op.answer.is_some() || matches!(op.action, crate::linearizability::Action::Write(_)))
+                .collect();
+            answered += ops.iter().filter(|op| op.answer.is_some()).count();
+            if let Err(violation) = crate::linearizability::check(None, &ops) {
+                panic!("seed {seed}: key {key} is not linearizable ({violation:?}): {ops:?}");
+            }
+        }
+        answered
+    }
+}
+
+/// Writes and ReadIndex reads of clients, under the safety simulation's faults plus pauses (a
+/// paused node neither ticks nor hears anything, then wakes up still believing it leads): every
+/// key's history of what clients saw must be linearizable.
+#[test]
+fn random_faults_keep_client_histories_linearizable() {
+    let mut answered = 0;
+    for seed in 0..60 {
+        answered += simulate_clients(seed, 3, 5000);
+    }
+    assert!(answered >= 60 * 20, "only {answered} answered client ops: the check was nearly vacuous");
+}
+
+/// Counts the pauses down; returns the nodes whose pause ended.
+fn resumed(paused: &mut BTreeMap<NodeId, u32>) -> Vec<NodeId> {
+    paused.values_mut().for_each(|left| *left -= 1);
+    let done: Vec<NodeId> = paused.iter().filter(|(_, &left)| left == 0).map(|(&id, _)| id).collect();
+    paused.retain(|_, left| *left > 0);
+    done
+}
+
+fn simulate_clients(seed: u64, n: u64, steps: u32) -> usize {
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below
+    };
+    let mut c = Cluster::new(n, seed);
+    let mut clients = Clients::new();
+    // Paused nodes (SIGSTOP): no ticks, messages to them wait; steps left.
+    let mut paused: BTreeMap<NodeId, u32> = BTreeMap::new();
+    for _ in 0..steps {
+        clients.now += 1;
+        for id in resumed(&mut paused) {
+            // Back from a pause, a node that still believes it leads gets a read at once,
+            // before it hears of any newer leader: only ReadIndex keeps it from answering
+            // with stale data.
+            if c.nodes[&id].raft.role() == Role::Leader {
+                clients.read(&mut c, id, next(3) as u8);
+            }
+        }
+        match next(100) {
+            0..=34 => {
+                let id = 1 + next(n);
+                if !paused.contains_key(&id) {
+                    c.tick(id);
+                }
+            }
+            35..=64 => {
+                if !c.queue.is_empty() {
+                    let at = next(c.queue.len() as u64) as usize;
+                    let m = c.queue.remove(at).expect("index in range");
+                    match next(10) {
+                        0 => {}
+                        _ if paused.contains_key(&m.to) => c.queue.push_back(m),
+                        1 => c.queue.push_back(m),
+                        _ => {
+                            c.queue.push_front(m);
+                            c.deliver_one();
+                        }
+                    }
+                }
+            }
+            65..=84 => {
+                // Any node that believes it leads (a deposed one too, until it learns).
+                let believers: Vec<NodeId> =
+                    c.nodes.iter().filter(|(_, node)| node.raft.role() == Role::Leader).map(|(&id, _)| id).collect();
+                let id =
+                    if believers.is_empty() { 1 + next(n) } else { believers[next(believers.len() as u64) as usize] };
+                let key = next(3) as u8;
+                if next(2) == 0 {
+                    clients.write(&mut c, id, key);
+                } else {
+                    clients.read(&mut c, id, key);
+                }
+            }
+            85..=89 => {
+                let (a, b) = (1 + next(n), 1 + next(n));
+                c.cut.insert((a, b));
+            }
+            90..=94 => c.heal(),
+            95..=97 => {
+                let id = 1 + next(n);
+                c.restart(id);
+                c.queue.retain(|m| m.to != id);
+                clients.restarted(id);
+            }
+            _ => {
+                if next(4) == 0 {
+                    paused.insert(1 + next(n), 50 + next(150) as u32);
+                }
+            }
+        }
+        clients.settle(&c);
+    }
+    paused.clear();
+    c.heal();
+    c.tick_all(40);
+    clients.now += 1;
+    clients.settle(&c);
+    clients.check(seed)
+}
