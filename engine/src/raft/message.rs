@@ -1,5 +1,7 @@
-//! What Raft peers say to each other, and the log entries they carry. Plain data: the runtime
-//! (net/) serializes it and moves it between nodes.
+//! What Raft peers say to each other, and the log entries they carry. Plain data; on the wire
+//! (and in the WAL) as validated rkyv archives (`Message::to_bytes` / `from_bytes`).
+
+use rkyv::{Archive, Deserialize, Serialize};
 
 /// A node of the cluster (its id in the static membership).
 pub type NodeId = u64;
@@ -11,7 +13,7 @@ pub type Index = u64;
 /// One log entry. `data` is opaque to Raft (Warren stores a `command::LogEntry` archive); an
 /// entry with empty data is the no-op a new leader appends to commit entries of its term, and
 /// the runtime applies nothing for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct Entry {
     pub term: Term,
     pub index: Index,
@@ -25,7 +27,7 @@ impl Entry {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
@@ -35,7 +37,7 @@ pub struct Message {
     pub body: Body,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub enum Body {
     /// Would you vote for me in `term`? Changes nobody's term (pre-vote, Raft thesis 9.6).
     PreVote {
@@ -93,9 +95,78 @@ impl Body {
 }
 
 /// What MUST be on disk before a node answers votes or acknowledges entries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct HardState {
     pub term: Term,
     pub vote: Option<NodeId>,
     pub commit: Index,
+}
+
+impl Message {
+    /// The message as one rkyv archive, what a peer connection carries (length-prefixed).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("a Raft message serializes").into_vec()
+    }
+
+    /// Validates bytes from a peer and returns the message; never panics on bad input. rkyv's
+    /// validation rejects broken structure, not every damaged or cut buffer (a prefix of a
+    /// message can be a valid smaller one): the peer transport frames each message with its
+    /// length and a crc32c, as the WAL frames records.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Message, String> {
+        let archived = rkyv::access::<ArchivedMessage, rkyv::rancor::Error>(bytes)
+            .map_err(|e| format!("invalid Raft message: {e}"))?;
+        rkyv::deserialize::<Message, rkyv::rancor::Error>(archived)
+            .map_err(|e| format!("Raft message does not deserialize: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(term, index, data)| Entry { term, index, data })
+    }
+
+    fn body() -> impl Strategy<Value = Body> {
+        prop_oneof![
+            (any::<u64>(), any::<u64>()).prop_map(|(last_index, last_term)| Body::PreVote { last_index, last_term }),
+            any::<bool>().prop_map(|granted| Body::PreVoteResponse { granted }),
+            (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(last_index, last_term, transfer)| Body::Vote {
+                last_index,
+                last_term,
+                transfer
+            }),
+            any::<bool>().prop_map(|granted| Body::VoteResponse { granted }),
+            (any::<u64>(), any::<u64>(), proptest::collection::vec(entry(), 0..4), any::<u64>()).prop_map(
+                |(prev_index, prev_term, entries, commit)| Body::Append { prev_index, prev_term, entries, commit }
+            ),
+            (any::<bool>(), any::<u64>(), any::<u64>()).prop_map(|(success, index, last_index)| Body::AppendResponse {
+                success,
+                index,
+                last_index
+            }),
+            (any::<u64>(), any::<u64>()).prop_map(|(commit, read_context)| Body::Heartbeat { commit, read_context }),
+            any::<u64>().prop_map(|read_context| Body::HeartbeatResponse { read_context }),
+            Just(Body::TimeoutNow),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn messages_survive_the_wire(from in any::<u64>(), to in any::<u64>(), term in any::<u64>(), body in body()) {
+            let message = Message { from, to, term, body };
+            prop_assert_eq!(Message::from_bytes(&message.to_bytes()), Ok(message));
+        }
+
+        #[test]
+        fn garbage_is_an_error_not_a_crash(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            // Whatever random bytes decode to (if anything) is a well-formed message.
+            if let Ok(message) = Message::from_bytes(&bytes) {
+                prop_assert_eq!(Message::from_bytes(&message.to_bytes()), Ok(message));
+            }
+        }
+    }
 }
