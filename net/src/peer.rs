@@ -1,0 +1,137 @@
+//! The framing of Raft messages between peers (the transport's byte format; the connections
+//! themselves come with replication). A frame is `[len u32 BE][crc32c u32 BE][message]`: the
+//! message is a validated rkyv archive (`engine::raft::Message::to_bytes`), and the length and
+//! checksum are needed because rkyv's validation alone accepts some damaged or cut buffers.
+//! A peer that sends a frame over `FRAME_BYTES_MAX`, a bad checksum or an invalid archive is
+//! cut off (the caller drops the connection and reconnects); nothing is guessed.
+
+use engine::raft::Message;
+
+/// Bytes of the length and checksum before each message.
+pub const FRAME_HEADER_BYTES: usize = 8;
+/// Largest message accepted: appends are bounded by `Config::max_append_bytes` (1 MiB) plus
+/// one entry, and an entry by max-request-bytes; 64 MiB leaves room and still bounds memory.
+pub const FRAME_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    TooLarge { len: usize },
+    BadChecksum { len: usize },
+    Invalid(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { len } => write!(f, "peer frame of {len} bytes exceeds {FRAME_BYTES_MAX}"),
+            FrameError::BadChecksum { len } => write!(f, "peer frame of {len} bytes fails its checksum"),
+            FrameError::Invalid(why) => write!(f, "peer frame holds no valid message: {why}"),
+        }
+    }
+}
+
+/// Appends `message` as one frame to `out` (what one loop turn's batch of sends is built from).
+pub fn encode_frame(out: &mut Vec<u8>, message: &Message) {
+    let body = message.to_bytes();
+    assert!(body.len() <= FRAME_BYTES_MAX, "a Raft message of {} bytes exceeds the frame limit", body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+}
+
+/// The first whole frame at the start of `buf`: Ok(Some((message, bytes used))), Ok(None) if
+/// more bytes are needed, Err if the peer sent something it must be cut off for. The length is
+/// checked before anything of the body is needed, so an oversized frame is refused at once.
+pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge { len });
+    }
+    let Some(body) = buf.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else { return Ok(None) };
+    let crc = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if crc32c::crc32c(body) != crc {
+        return Err(FrameError::BadChecksum { len });
+    }
+    // rkyv needs its archive aligned; a copy aligns it (frames are small next to the IO).
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
+    aligned.extend_from_slice(body);
+    let message = Message::from_bytes(&aligned).map_err(FrameError::Invalid)?;
+    Ok(Some((message, FRAME_HEADER_BYTES + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::raft::{Body, Entry};
+
+    fn messages() -> Vec<Message> {
+        let entries = (1..=3).map(|i| Entry { term: 2, index: i, data: vec![i as u8; 100 * i as usize] }).collect();
+        vec![
+            Message { from: 1, to: 2, term: 2, body: Body::Append { prev_index: 0, prev_term: 0, entries, commit: 0 } },
+            Message { from: 2, to: 1, term: 2, body: Body::AppendResponse { success: true, index: 3, last_index: 3 } },
+            Message { from: 1, to: 3, term: 2, body: Body::Heartbeat { commit: 3, read_context: 9 } },
+        ]
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole_and_in_order() {
+        let mut stream = Vec::new();
+        for m in messages() {
+            encode_frame(&mut stream, &m);
+        }
+        for cut in 0..stream.len() {
+            // The receiver sees the first `cut` bytes, then the rest.
+            let mut got = Vec::new();
+            let mut buf = stream[..cut].to_vec();
+            let mut rest = &stream[cut..];
+            loop {
+                match decode_frame(&buf).expect("valid stream") {
+                    Some((m, used)) => {
+                        got.push(m);
+                        buf.drain(..used);
+                    }
+                    None if !rest.is_empty() => {
+                        buf.extend_from_slice(rest);
+                        rest = &[];
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(got, messages(), "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_damaged_frame_is_refused() {
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, &messages()[0]);
+        for at in FRAME_HEADER_BYTES..frame.len() {
+            let mut damaged = frame.clone();
+            damaged[at] ^= 0x10;
+            assert!(
+                matches!(decode_frame(&damaged), Err(FrameError::BadChecksum { .. })),
+                "a flip at byte {at} was not caught"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_its_body_arrives() {
+        let mut header = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes().to_vec();
+        header.extend_from_slice(&[0; 4]);
+        assert_eq!(decode_frame(&header), Err(FrameError::TooLarge { len: FRAME_BYTES_MAX + 1 }));
+    }
+
+    #[test]
+    fn a_good_checksum_over_garbage_is_still_refused() {
+        let body = vec![0xab; 40];
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        frame.extend_from_slice(&body);
+        assert!(matches!(decode_frame(&frame), Err(FrameError::Invalid(_))));
+    }
+}
