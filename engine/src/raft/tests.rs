@@ -228,6 +228,18 @@ impl Cluster {
         self.cut.clear();
     }
 
+    /// A crash: `id` restarts from what it made durable, and what was on its way to it is lost.
+    fn crash(&mut self, id: NodeId) {
+        self.restart(id);
+        self.queue.retain(|m| m.to != id);
+    }
+
+    /// A one-way cut of the link `from` → `to`, drawn at random.
+    fn cut_random_link(&mut self, next: &mut impl FnMut(u64) -> u64) {
+        let (from, to) = (1 + next(self.size), 1 + next(self.size));
+        self.cut.insert((from, to));
+    }
+
     /// Stops `id` and starts it again from what it made durable.
     fn restart(&mut self, id: NodeId) {
         let (hard_state, durable) = {
@@ -628,16 +640,9 @@ fn simulate(seed: u64, n: u64, steps: u32) -> (usize, usize) {
                     c.process(leader);
                 }
             }
-            85..=89 => {
-                let (a, b) = (1 + next(n), 1 + next(n));
-                c.cut.insert((a, b));
-            }
+            85..=89 => c.cut_random_link(&mut next),
             90..=94 => c.heal(),
-            95..=97 => {
-                let id = 1 + next(n);
-                c.restart(id);
-                c.queue.retain(|m| m.to != id);
-            }
+            95..=97 => c.crash(1 + next(n)),
             _ => {
                 // A crash mid-ready: what may precede persistence went out (a leader's appends
                 // of entries it then loses), nothing was persisted.
@@ -650,8 +655,7 @@ fn simulate(seed: u64, n: u64, steps: u32) -> (usize, usize) {
                     let ready = c.raft(id).ready();
                     c.queue.extend(ready.messages);
                 }
-                c.restart(id);
-                c.queue.retain(|m| m.to != id);
+                c.crash(id);
             }
         }
     }
@@ -903,15 +907,11 @@ fn simulate_clients(seed: u64, n: u64, steps: u32) -> usize {
                     clients.read(&mut c, id, key);
                 }
             }
-            85..=89 => {
-                let (a, b) = (1 + next(n), 1 + next(n));
-                c.cut.insert((a, b));
-            }
+            85..=89 => c.cut_random_link(&mut next),
             90..=94 => c.heal(),
             95..=97 => {
                 let id = 1 + next(n);
-                c.restart(id);
-                c.queue.retain(|m| m.to != id);
+                c.crash(id);
                 clients.restarted(id);
             }
             _ => {
