@@ -228,6 +228,14 @@ impl Cluster {
         self.cut.clear();
     }
 
+    /// Gives `id` this durable state (a log of entries with these terms) and restarts it.
+    fn restore(&mut self, id: NodeId, hard_state: HardState, terms: &[Term]) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.hard_state = hard_state;
+        node.durable = entries(terms);
+        self.restart(id);
+    }
+
     /// A crash: `id` restarts from what it made durable, and what was on its way to it is lost.
     fn crash(&mut self, id: NodeId) {
         self.restart(id);
@@ -342,10 +350,7 @@ fn a_new_leader_overwrites_a_follower_divergent_uncommitted_suffix() {
     // Node 3 led term 2 alone and appended entries nobody else has (figure 7, case d/e).
     let mut c = Cluster::new(3, 3);
     for (id, terms) in [(1, vec![1, 1, 3]), (2, vec![1, 1, 3]), (3, vec![1, 1, 2, 2, 2])] {
-        let node = c.nodes.get_mut(&id).unwrap();
-        node.hard_state = HardState { term: 3, vote: None, commit: 2 };
-        node.durable = entries(&terms);
-        c.restart(id);
+        c.restore(id, HardState { term: 3, vote: None, commit: 2 }, &terms);
     }
     c.elect(1);
     c.propose(1, b"after");
@@ -361,10 +366,7 @@ fn a_candidate_with_a_shorter_log_is_refused() {
     // Without pre-vote, so the vote itself is what refuses (pre-vote applies the same check).
     let mut c = Cluster::with(3, 4, |config| config.pre_vote = false);
     for (id, terms) in [(1, vec![1]), (2, vec![1, 1]), (3, vec![1, 1])] {
-        let node = c.nodes.get_mut(&id).unwrap();
-        node.hard_state = HardState { term: 1, vote: None, commit: 0 };
-        node.durable = entries(&terms);
-        c.restart(id);
+        c.restore(id, HardState { term: 1, vote: None, commit: 0 }, &terms);
     }
     c.raft(1).campaign_now();
     c.process(1);
@@ -378,10 +380,7 @@ fn entries_of_an_older_term_commit_only_behind_one_of_the_leader_term() {
     // only the new leader's own no-op (term 4) commits it, indirectly.
     let mut c = Cluster::new(3, 5);
     for (id, terms) in [(1, vec![1, 2]), (2, vec![1, 2]), (3, vec![1])] {
-        let node = c.nodes.get_mut(&id).unwrap();
-        node.hard_state = HardState { term: 3, vote: None, commit: 1 };
-        node.durable = entries(&terms);
-        c.restart(id);
+        c.restore(id, HardState { term: 3, vote: None, commit: 1 }, &terms);
     }
     elect_without_acks(&mut c, 1);
     // Node 1 won term 4 and appended its no-op at 3 (durable on node 1). Node 2 says it
@@ -584,10 +583,7 @@ fn appends_are_pipelined_within_the_inflight_limit() {
 fn a_rejected_append_skips_back_to_the_follower_end() {
     let mut c = Cluster::new(3, 15);
     for (id, terms) in [(1, vec![1; 20]), (2, vec![1; 20]), (3, vec![1; 3])] {
-        let node = c.nodes.get_mut(&id).unwrap();
-        node.hard_state = HardState { term: 1, vote: None, commit: 3 };
-        node.durable = entries(&terms);
-        c.restart(id);
+        c.restore(id, HardState { term: 1, vote: None, commit: 3 }, &terms);
     }
     c.elect(1);
     c.stabilize();
