@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::*;
 
+mod scenario;
+
 /// One node and what it made durable: the runtime's side of `Ready`, done synchronously.
 struct Node {
     raft: Raft,
@@ -29,6 +31,8 @@ struct Cluster {
     /// agree with it.
     committed: Vec<Entry>,
     tweak: fn(&mut Config),
+    /// What happened, line by line, when tracing (the scenario files' output).
+    trace: Option<Vec<String>>,
 }
 
 fn no_tweak(_: &mut Config) {}
@@ -49,6 +53,7 @@ impl Cluster {
             leaders: BTreeMap::new(),
             committed: Vec::new(),
             tweak,
+            trace: None,
         };
         for id in 1..=n {
             let raft = cluster.boot(id, HardState::default(), Vec::new());
@@ -84,8 +89,9 @@ impl Cluster {
     /// Carries out `id`'s Ready until it has none: persist, send, apply, advance.
     fn process(&mut self, id: NodeId) {
         while self.nodes[&id].raft.has_ready() {
+            let ready = self.raft(id).ready();
+            self.note(|| scenario::ready(id, &ready));
             let node = self.nodes.get_mut(&id).expect("node exists");
-            let ready = node.raft.ready();
             if let Some(from) = ready.truncate_from {
                 node.durable.truncate(from as usize - 1);
             }
@@ -102,6 +108,12 @@ impl Cluster {
             self.queue.extend(ready.messages);
             self.queue.extend(ready.messages_after_persist);
             self.check(id);
+        }
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(line());
         }
     }
 
@@ -133,8 +145,10 @@ impl Cluster {
         let Some(m) = self.queue.pop_front() else { return false };
         let (from, to) = (m.from, m.to);
         if self.down.contains(&to) || self.down.contains(&from) || self.cut.contains(&(from, to)) {
+            self.note(|| format!("{} (dropped)", scenario::message(&m)));
             return true;
         }
+        self.note(|| scenario::message(&m));
         self.raft(to).step(m);
         self.process(to);
         true
