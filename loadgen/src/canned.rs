@@ -10,11 +10,13 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::epoll::Epoll;
 use engine::types::Stat;
 use engine::ZkError;
 use net::jute::{
@@ -147,7 +149,7 @@ const LISTENER_TOKEN: u64 = u64::MAX;
 /// frame answered, one write. No thread per connection, so the server costs about as little CPU
 /// per request as loopback TCP allows: the floor a real server is compared with.
 struct EventLoop {
-    epoll: OwnedFd,
+    epoll: Epoll,
     listener: TcpListener,
     conns: HashMap<RawFd, Conn>,
     shared: Shared,
@@ -156,42 +158,22 @@ struct EventLoop {
 impl EventLoop {
     fn new(listener: TcpListener, shared: Shared) -> Result<EventLoop> {
         listener.set_nonblocking(true)?;
-        // SAFETY: epoll_create1 has no memory arguments; the fd is checked before use.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("epoll_create1");
-        }
-        // SAFETY: fd is a fresh epoll descriptor nobody else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = Epoll::new()?;
         let ev = EventLoop { epoll, listener, conns: HashMap::new(), shared };
         ev.ctl(libc::EPOLL_CTL_ADD, ev.listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER_TOKEN)?;
         Ok(ev)
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> Result<()> {
-        let mut event = libc::epoll_event { events, u64: token };
-        // SAFETY: `event` outlives the call; the kernel copies it.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) } < 0 {
-            return Err(std::io::Error::last_os_error()).context("epoll_ctl");
-        }
-        Ok(())
+        self.epoll.ctl(op, fd, events, token)
     }
 
     fn run(mut self) -> Result<()> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
-            // SAFETY: `events` has EVENTS_MAX entries for the kernel to fill.
-            let n =
-                unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS_MAX as libc::c_int, -1) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e).context("epoll_wait");
-            }
-            for ev in &events[..n as usize] {
+            let Some(ready) = self.epoll.wait(&mut events, None)? else { continue };
+            for ev in ready {
                 let (token, flags) = (ev.u64, ev.events);
                 if token == LISTENER_TOKEN {
                     self.accept_all();

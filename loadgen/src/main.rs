@@ -5,6 +5,7 @@
 
 mod canned;
 mod compare;
+mod epoll;
 mod intervals;
 mod keys;
 mod local;

@@ -4,67 +4,17 @@
 //! per session, loadgen ran out of CPU before the server did at 64 and 256 sessions when pinned
 //! to one core, and measured itself instead of the server.
 
-use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use super::{OpGen, Plan, Recorder, Stats};
+use crate::epoll::Epoll;
 use crate::intervals::IntervalLog;
 use crate::session::{Session, IO_TIMEOUT};
 
 /// Readiness events taken per epoll_wait.
 const EVENTS_MAX: usize = 256;
-
-/// An epoll set, closed on drop.
-struct Epoll(RawFd);
-
-impl Epoll {
-    fn new() -> Result<Epoll> {
-        // SAFETY: plain syscall; the fd it returns is owned by the Epoll from here on.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("epoll_create1");
-        }
-        Ok(Epoll(fd))
-    }
-
-    /// Watches `fd` for input (level-triggered), reporting it as `token`.
-    fn add(&self, fd: RawFd, token: u64) -> Result<()> {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
-        // SAFETY: both fds are open; ev lives for the call.
-        if unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
-            return Err(std::io::Error::last_os_error()).context("epoll_ctl");
-        }
-        Ok(())
-    }
-
-    /// The ready fds' events: empty when `timeout` passed first, None when a signal came first.
-    fn wait<'e>(
-        &self,
-        events: &'e mut [libc::epoll_event],
-        timeout: Duration,
-    ) -> Result<Option<&'e [libc::epoll_event]>> {
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: events is valid for events.len() entries for the call.
-        let n = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(None);
-            }
-            return Err(e).context("epoll_wait");
-        }
-        Ok(Some(&events[..n as usize]))
-    }
-}
-
-impl Drop for Epoll {
-    fn drop(&mut self) {
-        // SAFETY: the fd is ours and closed once.
-        unsafe { libc::close(self.0) };
-    }
-}
 
 /// Runs the closed loop on `sessions`, whose ids (which pick their op streams) start at
 /// `first_id`, until the plan's ops or deadline are spent and every reply is in. Thread
@@ -78,7 +28,7 @@ pub fn run(
 ) -> Result<Stats> {
     let epoll = Epoll::new()?;
     for (i, s) in sessions.iter().enumerate() {
-        epoll.add(s.fd(), i as u64)?;
+        epoll.ctl(libc::EPOLL_CTL_ADD, s.fd(), libc::EPOLLIN as u32, i as u64)?;
     }
     let mut gens: Vec<OpGen> = (0..sessions.len()).map(|i| OpGen::new(first_id + i, plan)).collect();
     let mut rec = Recorder::new(thread, &plan.completed, log);
@@ -88,7 +38,7 @@ pub fn run(
     }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX.min(sessions.len())];
     while sessions.iter().any(|s| s.outstanding() > 0) {
-        let Some(ready) = epoll.wait(&mut events, IO_TIMEOUT)? else { continue };
+        let Some(ready) = epoll.wait(&mut events, Some(IO_TIMEOUT))? else { continue };
         if ready.is_empty() {
             bail!("no reply on any of {} sessions within {IO_TIMEOUT:?}", sessions.len());
         }
