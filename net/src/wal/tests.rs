@@ -156,6 +156,37 @@ fn segments_sync_on_write_and_flushes_write_zeros_ahead() {
     });
 }
 
+/// A crash in the flush that crosses into a new zeroed step: the write (batch plus 256 KiB of
+/// zeros ahead) is torn after its first block. Recovery keeps every acknowledged batch, cuts
+/// the torn one, and appends continue there and survive another reopen.
+#[test]
+fn a_torn_write_with_zeros_ahead_is_cut_and_everything_before_it_kept() {
+    use super::writer::ZERO_AHEAD_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 4 << 20);
+    run(async {
+        let (mut wal, _) = open(&cfg).await;
+        // Acknowledged batches up to just short of the end of the first zeroed step.
+        let mut acked = Vec::new();
+        let big = 60 << 10;
+        while wal.position().1 + 2 * big as u64 <= ZERO_AHEAD_BYTES {
+            let batch = vec![payload(acked.len(), big)];
+            append_flush(&mut wal, &batch).await;
+            acked.extend(batch);
+        }
+        // The next batch (256 KiB) ends past the zeroed extent (the first flush zeroed up to
+        // its own end + 256 KiB), so its write carries zeros ahead; it tears after one block.
+        wal.faults.fail_next_flush_after_bytes = Some(BLOCK_BYTES);
+        wal.append(&payload(500, ZERO_AHEAD_BYTES as usize));
+        wal.flush().await.expect_err("injected torn write");
+        // Crash: no close.
+        drop(wal);
+        let recovered = reopen(&cfg).await;
+        assert_eq!(recovered.records, acked);
+        append_after_damage_and_reopen(&cfg, acked).await;
+    });
+}
+
 #[test]
 fn append_flush_reopen_returns_records_in_order() {
     let dir = tempfile::tempdir().unwrap();
