@@ -401,19 +401,15 @@ fn entries_of_an_older_term_commit_only_behind_one_of_the_leader_term() {
     // matches through 2 only: entry 2 (term 2) is on 2 of 3 nodes.
     assert_eq!(c.raft(1).log().term(3), Some(4));
     let term = c.raft(1).term();
-    c.raft(1).step(Message {
+    let ack_from_2 = |index| Message {
         from: 2,
         to: 1,
         term,
-        body: Body::AppendResponse { success: true, index: 2, last_index: 2 },
-    });
+        body: Body::AppendResponse { success: true, index, last_index: index },
+    };
+    c.raft(1).step(ack_from_2(2));
     assert_eq!(c.raft(1).commit_index(), 1, "an entry of an older term committed by counting replicas");
-    c.raft(1).step(Message {
-        from: 2,
-        to: 1,
-        term,
-        body: Body::AppendResponse { success: true, index: 3, last_index: 3 },
-    });
+    c.raft(1).step(ack_from_2(3));
     assert_eq!(c.raft(1).commit_index(), 3, "the no-op of the leader's term commits it and everything before");
 }
 
