@@ -7,6 +7,7 @@ pub mod config;
 pub mod durable_file;
 pub mod jute;
 pub mod peer;
+pub mod raft_log;
 pub mod raft_state;
 pub mod server;
 pub mod wal;

@@ -188,6 +188,14 @@ impl Raft {
         self.config.id
     }
 
+    /// The runtime applied its log through `index` itself while recovering (at most the
+    /// restored commit index): committed entries are handed out from after it.
+    pub fn restore_applied(&mut self, index: Index) {
+        assert_eq!(self.log.applied, 0, "restore_applied before anything was handed out");
+        assert!(index <= self.log.committed, "applied {index} past the commit index {}", self.log.committed);
+        self.log.applied = index;
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

@@ -1,101 +1,156 @@
-//! The group commit of one core: decides when a write to one of the core's shards is
-//! committed. Writes wait in the `CommitQueue`; the commit loop takes them in batches, gives
-//! each entry its zxid, appends the batch to the core's WAL and makes it durable with one
-//! fdatasync, and only then hands the entries to `Core` to apply and answer.
+//! The queue between a core and its replication loop (`replica.rs`): the writes routed to
+//! this core wait here to be proposed, in batches; the zxids this core hands out, and how far
+//! it has applied, live here too.
 //!
-//! Replication replaces this file (by a loop driven by consensus) and nothing else; the
-//! connection code never sees it. Its whole interface:
+//! The interface the rest of the core relies on:
 //! - in: `CommitQueue::propose`, called by `Core` for every write routed to this core;
-//! - out, per committed entry, in log order: `Core::apply_and_reply` (apply to the shard, send
-//!   its watch notifications, then its reply, then serve the reads that waited for it);
-//! - out, per batch, once every entry of it is applied: `Core::announce_applied`. The
-//!   watermark (`watermark.rs`) relies on this order: the notifications of a batch MUST be
-//!   sent before its `Applied` message, and nothing may be promised while a batch has zxids
-//!   assigned but is not applied (`CommitQueue::applied_through` answers None meanwhile);
-//! - out, per batch, after that: `Core::serve_cut_waiters` (parts of gathered reads waiting
-//!   for this core to apply through their cut, `cut.rs`); `last_applied` tells how far it is;
-//! - zxids: assigned here (`next_zxid`), above every zxid this core assigned or promised;
+//! - out, per committed entry, in log order: `Core::apply_and_reply` or
+//!   `Core::apply_replicated`, then per turn `Core::announce_applied` and
+//!   `Core::serve_cut_waiters`. The watermark (`watermark.rs`) relies on this order: the
+//!   notifications of an entry MUST be sent before the `Applied` message that covers it, and
+//!   nothing may be promised while this node has zxids assigned but not applied
+//!   (`CommitQueue::applied_through` answers None meanwhile);
+//! - zxids: assigned by the group's leader (`next_zxid`), above every zxid in its log and
+//!   every zxid this core promised;
 //! - a failed flush: `server::stop_on_wal_failure` (the batch is neither applied nor answered).
 
-use super::core::{unix_micros, unix_millis, Core};
+use super::core::unix_micros;
 use super::msg::ShardRequest;
-use crate::wal::Wal;
-use engine::command::{Command, LogEntry, MultiOp};
+use engine::command::{Command, MultiOp};
+use engine::raft::Message;
 use engine::types::Zxid;
-use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+use glommio::channels::local_channel::LocalSender;
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use std::time::Instant;
 
-/// Most entries in one WAL batch (one write + one fdatasync).
+/// Most entries proposed in one batch.
 const BATCH_ENTRIES_MAX: usize = 4096;
-/// Most request bytes in one WAL batch; the rest waits for the next batch.
+/// Most request bytes proposed in one batch; the rest waits for the next batch.
 const BATCH_BYTES_MAX: usize = 64 << 20;
 
-struct PendingWrite {
-    request: ShardRequest,
-    command: Command,
+pub(super) struct PendingWrite {
+    pub(super) request: ShardRequest,
+    pub(super) command: Command,
 }
 
-/// The writes waiting for this core's commit loop, and the zxids it has handed out.
+/// The writes waiting for this core's replication loop, what else wakes it, and the zxids it
+/// has handed out.
 pub(super) struct CommitQueue {
     pending: RefCell<Vec<PendingWrite>>,
-    /// Wakes the commit loop.
+    /// Wakes the replication loop.
     signal: LocalSender<()>,
-    /// Highest zxid handed out by this core (its log's zxids strictly increase; assigned zxids
-    /// run ahead of applied ones while a batch flushes).
+    /// Raft ticks due and peer messages received since the loop last looked.
+    ticks: Cell<u32>,
+    inbox: RefCell<Vec<Message>>,
+    /// This node leads the core's group (only a leader assigns zxids and may reserve them).
+    leading: Cell<bool>,
+    /// Highest zxid handed out by this core or seen in its log (a log's zxids strictly
+    /// increase; assigned zxids run ahead of applied ones while entries commit).
     zxid_assigned: Cell<Zxid>,
-    /// A batch has zxids assigned and is not applied yet: no promise beyond it.
-    batch_in_flight: Cell<bool>,
-    /// The zxid of the last entry applied (a batch in flight has only higher ones).
+    /// Entries this node proposed and has not applied yet: no promise beyond them.
+    in_flight: Cell<usize>,
+    /// The zxid of the last entry applied.
     last_applied: Cell<Zxid>,
 }
 
 impl CommitQueue {
-    /// `last_zxid`: the highest zxid in this core's shards (recovered from the WAL).
-    pub(super) fn new(signal: LocalSender<()>, last_zxid: Zxid) -> CommitQueue {
+    /// `last_zxid`: the highest zxid in this core's log (recovered from the WAL).
+    pub(super) fn new(signal: LocalSender<()>, last_zxid: Zxid, last_applied: Zxid) -> CommitQueue {
         CommitQueue {
             pending: RefCell::new(Vec::new()),
             signal,
+            ticks: Cell::new(0),
+            inbox: RefCell::new(Vec::new()),
+            leading: Cell::new(false),
             zxid_assigned: Cell::new(last_zxid),
-            batch_in_flight: Cell::new(false),
-            last_applied: Cell::new(last_zxid),
+            in_flight: Cell::new(0),
+            last_applied: Cell::new(last_applied),
         }
     }
 
-    /// Queues a write for the next batch and wakes the commit loop.
+    /// Queues a write for the next batch and wakes the replication loop.
     pub(super) fn propose(&self, request: ShardRequest, command: Command) {
         self.pending.borrow_mut().push(PendingWrite { request, command });
         let _ = self.signal.try_send(());
     }
 
-    /// With no batch in flight, everything this core assigned is applied: it may promise up to
-    /// `heard` as well (the highest promise heard from any core), so those zxids are reserved
-    /// and only higher ones are assigned from then on. None while a batch is in flight.
+    /// One Raft tick passed.
+    pub(super) fn tick(&self) {
+        self.ticks.set(self.ticks.get() + 1);
+        let _ = self.signal.try_send(());
+    }
+
+    /// A message from a peer for this core's group.
+    pub(super) fn deliver(&self, message: Message) {
+        self.inbox.borrow_mut().push(message);
+        let _ = self.signal.try_send(());
+    }
+
+    pub(super) fn take_ticks(&self) -> u32 {
+        self.ticks.replace(0)
+    }
+
+    pub(super) fn take_inbox(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.inbox.borrow_mut())
+    }
+
+    pub(super) fn set_leading(&self, leading: bool) {
+        self.leading.set(leading);
+    }
+
+    /// With nothing of its own in flight, everything this core assigned is applied: as the
+    /// group's leader it may promise up to `heard` as well (the highest promise heard from any
+    /// core), so those zxids are reserved and only higher ones are assigned from then on. A
+    /// follower promises what it applied: the leader assigns the zxids. None while entries
+    /// this node proposed are not applied.
     pub(super) fn applied_through(&self, heard: Zxid) -> Option<Zxid> {
-        if self.batch_in_flight.get() {
+        if self.in_flight.get() > 0 {
             return None;
+        }
+        if !self.leading.get() {
+            return Some(self.last_applied.get());
         }
         let through = self.zxid_assigned.get().max(heard);
         self.zxid_assigned.set(through);
         Some(through)
     }
 
-    /// Everything up to here is applied (whether or not a batch is in flight).
+    /// Everything up to here is applied.
     pub(super) fn last_applied(&self) -> Zxid {
         self.last_applied.get()
+    }
+
+    pub(super) fn set_last_applied(&self, zxid: Zxid) {
+        assert!(zxid > self.last_applied.get(), "zxids apply in increasing order");
+        self.last_applied.set(zxid);
+        self.note_log_zxid(zxid);
+    }
+
+    /// A zxid in the group's log: a leader assigns only above it.
+    pub(super) fn note_log_zxid(&self, zxid: Zxid) {
+        self.zxid_assigned.set(self.zxid_assigned.get().max(zxid));
+    }
+
+    /// An entry of this node was proposed; `applied_own` when it is applied.
+    pub(super) fn proposed(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    pub(super) fn applied_own(&self) {
+        let in_flight = self.in_flight.get();
+        assert!(in_flight > 0, "applied more own entries than proposed");
+        self.in_flight.set(in_flight - 1);
     }
 
     /// zxid for a new entry: above every earlier one of this core (so of each of its shards)
     /// and, when the clock allows, the current time in microseconds, so zxids of different
     /// cores are ordered roughly as real time (see docs/architecture.md, "zxid").
-    fn next_zxid(&self) -> Zxid {
+    pub(super) fn next_zxid(&self) -> Zxid {
         let zxid = (self.zxid_assigned.get() + 1).max(unix_micros());
         self.zxid_assigned.set(zxid);
         zxid
     }
 
-    fn take_batch(&self) -> Vec<PendingWrite> {
+    pub(super) fn take_batch(&self) -> Vec<PendingWrite> {
         let mut pending = self.pending.borrow_mut();
         let mut bytes = 0;
         let mut count = 0;
@@ -107,57 +162,6 @@ impl CommitQueue {
             count += 1;
         }
         pending.drain(..count).collect()
-    }
-}
-
-/// The group-commit loop of this core's WAL: every write that arrived during one loop
-/// turn goes into one batch, written and fdatasync'd once; only then are the entries
-/// applied and answered. While a batch is on its way to disk the next one gathers.
-pub(super) async fn commit_loop(core: Rc<Core>, mut wal: Wal, signal: LocalReceiver<()>) {
-    while signal.recv().await.is_some() {
-        futures_lite::future::yield_now().await;
-        loop {
-            let batch = core.commit.take_batch();
-            if batch.is_empty() {
-                break;
-            }
-            commit_batch(&core, &mut wal, batch).await;
-        }
-    }
-}
-
-async fn commit_batch(core: &Core, wal: &mut Wal, batch: Vec<PendingWrite>) {
-    let queue = &core.commit;
-    let time_ms = unix_millis();
-    queue.batch_in_flight.set(true);
-    let entries: Vec<(ShardRequest, LogEntry)> = batch
-        .into_iter()
-        .map(|w| {
-            let entry = LogEntry { shard: w.request.shard, zxid: queue.next_zxid(), time_ms, command: w.command };
-            (w.request, entry)
-        })
-        .collect();
-    for (_, entry) in &entries {
-        // Config validation keeps a request below the WAL's record limit; a violation is a
-        // bug, reported by the WAL's own check.
-        wal.try_append(&entry.to_bytes()).unwrap_or_else(|e| panic!("WAL refused an entry: {e}"));
-    }
-    let started = Instant::now();
-    let flushed = wal.flush().await;
-    core.metrics.borrow_mut().record_flush(started.elapsed(), entries.len());
-    match flushed {
-        Ok(_) => {
-            for (request, entry) in entries {
-                // Set first: reads served while this entry applies see it applied.
-                queue.last_applied.set(entry.zxid);
-                core.apply_and_reply(request, entry);
-            }
-            queue.batch_in_flight.set(false);
-            core.announce_applied();
-            core.serve_cut_waiters();
-        }
-        // The batch may or may not be on disk (fsyncgate): neither apply nor answer it.
-        Err(error) => super::stop_on_wal_failure(core.id, &error, entries.len()),
     }
 }
 
@@ -191,7 +195,9 @@ mod tests {
 
     fn queue(last_zxid: Zxid) -> CommitQueue {
         let (signal, _wake) = local_channel::new_bounded(1);
-        CommitQueue::new(signal, last_zxid)
+        let queue = CommitQueue::new(signal, last_zxid, last_zxid);
+        queue.set_leading(true);
+        queue
     }
 
     fn set_data(data_bytes: usize) -> Command {
@@ -238,15 +244,27 @@ mod tests {
     }
 
     #[test]
-    fn zxids_increase_and_nothing_is_promised_while_a_batch_is_in_flight() {
+    fn zxids_increase_and_nothing_is_promised_while_an_entry_is_in_flight() {
         let queue = queue(1 << 60);
         let first = queue.next_zxid();
         assert!(queue.next_zxid() > first);
-        queue.batch_in_flight.set(true);
+        queue.proposed();
         assert_eq!(queue.applied_through(first + 100), None);
-        queue.batch_in_flight.set(false);
+        queue.applied_own();
         assert_eq!(queue.applied_through(first + 100), Some(first + 100));
         assert!(queue.next_zxid() > first + 100, "a promised zxid is never assigned");
         assert_eq!(queue.applied_through(0), Some(first + 101), "it promises what it assigned");
+    }
+
+    #[test]
+    fn a_follower_promises_what_it_applied_and_reserves_nothing() {
+        let queue = queue(1 << 60);
+        queue.set_leading(false);
+        queue.set_last_applied((1 << 60) + 5);
+        let heard: Zxid = 1 << 61;
+        assert_eq!(queue.applied_through(heard), Some((1 << 60) + 5));
+        queue.set_leading(true);
+        let zxid = queue.next_zxid();
+        assert!(zxid > (1 << 60) + 5 && zxid < heard, "nothing was reserved as follower");
     }
 }

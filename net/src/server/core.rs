@@ -1,7 +1,7 @@
 //! One core's state and its tasks: the shards it owns (requests, reads, applying committed
 //! writes, replies), the routing of messages between cores, and — on core 0 — the session
-//! tracker. When a write is committed is decided by `commit.rs` (the group commit through the
-//! core's WAL); this file applies what it commits.
+//! tracker. When a write is committed is decided by `replica.rs` (the core's Raft group and its
+//! WAL); this file applies what it commits.
 
 use super::commit::CommitQueue;
 use super::conn::Conn;
@@ -63,7 +63,7 @@ pub struct Core {
     pub shards: RefCell<AHashMap<ShardId, ShardSlot>>,
     pub conns: RefCell<AHashMap<ConnId, Rc<Conn>>>,
     outboxes: Vec<LocalSender<Msg>>,
-    /// The writes waiting to be committed, and the zxids handed out (see `commit.rs`).
+    /// The writes waiting to be proposed, and the zxids handed out (see `commit.rs`).
     pub(super) commit: CommitQueue,
     touched: RefCell<Vec<SessionId>>,
     pub sessions: Option<RefCell<SessionTracker>>,
@@ -106,9 +106,10 @@ impl Core {
         shards: AHashMap<ShardId, ShardSlot>,
         outboxes: Vec<LocalSender<Msg>>,
         write_signal: LocalSender<()>,
+        log_zxid: Zxid,
     ) -> Core {
         let sessions = (id == 0).then(|| RefCell::new(SessionTracker::new()));
-        let zxid_assigned = shards.values().map(|slot| slot.shard.last_zxid()).max().unwrap_or(0);
+        let last_applied = shards.values().map(|slot| slot.shard.last_zxid()).max().unwrap_or(0);
         // ZooKeeper's scheme: node id in the top byte, start time below it, so session ids of
         // different nodes and of different runs of one node do not collide; cores interleave.
         let base = ((unix_millis() << 24) as u64 >> 8) as i64 | ((config.node_id as i64) << 56);
@@ -117,7 +118,7 @@ impl Core {
             shards: RefCell::new(shards),
             conns: RefCell::new(AHashMap::new()),
             outboxes,
-            commit: CommitQueue::new(write_signal, zxid_assigned),
+            commit: CommitQueue::new(write_signal, last_applied.max(log_zxid), last_applied),
             touched: RefCell::new(Vec::new()),
             sessions,
             next_conn: Cell::new(0),
@@ -506,6 +507,15 @@ impl Core {
     }
 
     /// Counts a finished write of `session` and serves the reads that waited for it.
+    /// Applies a committed entry another node proposed (its client is connected there): its
+    /// watch notifications go to this node's watchers; nobody here waits for a reply.
+    pub(super) fn apply_replicated(&self, entry: LogEntry) {
+        let mut shards = self.shards.borrow_mut();
+        let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
+        let applied = slot.shard.apply(&entry);
+        self.send_notifications(entry.shard, applied.notifications);
+    }
+
     fn finish_write(&self, slot: &mut ShardSlot, session: SessionId) {
         let finished = slot.writes_finished.entry(session).or_insert(0);
         *finished += 1;

@@ -9,6 +9,10 @@ use anyhow::{bail, Context};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// The data dir format: 2 since the WAL holds Raft records (`raft_log.rs`); 1 held bare
+/// `LogEntry` records.
+const FORMAT: u32 = 2;
+
 /// The settings a data dir is made with; shard placement and the per-core WALs depend on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
@@ -18,7 +22,7 @@ pub struct Meta {
 
 impl Meta {
     fn render(&self) -> String {
-        format!("format = 1\nshards = {}\ncores = {}\n", self.shards, self.cores)
+        format!("format = {FORMAT}\nshards = {}\ncores = {}\n", self.shards, self.cores)
     }
 
     fn parse(text: &str) -> Option<Meta> {
@@ -34,12 +38,17 @@ impl Meta {
                 _ => return None,
             }
         }
-        (format? == 1).then_some(Meta { shards: shards?, cores: cores? })
+        (format? == FORMAT).then_some(Meta { shards: shards?, cores: cores? })
     }
 }
 
 pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("wal")
+}
+
+/// Where core `core`'s Raft group keeps its term and vote (`raft_state.rs`).
+pub fn raft_state_path(data_dir: &Path, core: usize) -> PathBuf {
+    data_dir.join(format!("raft-{core:03}.state"))
 }
 
 fn meta_path(data_dir: &Path) -> PathBuf {
@@ -81,6 +90,11 @@ pub fn read_meta(dir: &Path) -> anyhow::Result<Option<Meta>> {
     };
     match Meta::parse(&text) {
         Some(meta) => Ok(Some(meta)),
+        None if text.lines().next().is_some_and(|line| line.replace(' ', "") == "format=1") => bail!(
+            "{} was made by an older warren (data dir format 1, a WAL without Raft records); this warren \
+             reads format {FORMAT}: export the data with the old version and load it into a new data dir",
+            path.display()
+        ),
         None => bail!("{} is damaged (expected format, shards and cores), it holds:\n{text}", path.display()),
     }
 }
@@ -96,7 +110,7 @@ fn refuse_wal_without_meta(dir: &Path) -> anyhow::Result<()> {
         if name.starts_with("wal-") && name.ends_with(".log") {
             bail!(
                 "data dir {} has WAL segments ({name}) but no warren.meta; restore warren.meta \
-                 (format = 1, shards = N, cores = N as the data dir was created with)",
+                 (format = {FORMAT}, shards = N, cores = N as the data dir was created with)",
                 dir.display()
             );
         }
@@ -132,8 +146,8 @@ mod tests {
         assert_eq!(Meta::parse(&meta.render()), Some(meta));
         assert_eq!(Meta::parse(""), None);
         assert_eq!(Meta::parse("format = 1\nshards = 16\n"), None, "a cut-off file is damaged");
-        assert_eq!(Meta::parse("format = 2\nshards = 16\ncores = 3\n"), None);
-        assert_eq!(Meta::parse("format = 1\nshards = x\ncores = 3\n"), None);
+        assert_eq!(Meta::parse("format = 3\nshards = 16\ncores = 3\n"), None);
+        assert_eq!(Meta::parse("format = 2\nshards = x\ncores = 3\n"), None);
     }
 
     #[test]
@@ -145,8 +159,11 @@ mod tests {
         std::fs::write(wal_dir(dir.path()).join("wal-000-00000000000000000001.log"), b"").unwrap();
         let err = refuse_wal_without_meta(dir.path()).unwrap_err().to_string();
         assert!(err.contains("no warren.meta"), "{err}");
-        std::fs::write(meta_path(dir.path()), "format = 1\nshards = 8\n").unwrap();
+        std::fs::write(meta_path(dir.path()), "format = 2\nshards = 8\n").unwrap();
         let err = read_meta(dir.path()).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
+        std::fs::write(meta_path(dir.path()), "format = 1\nshards = 8\ncores = 1\n").unwrap();
+        let err = read_meta(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("older warren"), "{err}");
     }
 }

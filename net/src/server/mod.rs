@@ -11,6 +11,7 @@ pub mod fourlw;
 pub mod metrics;
 pub mod msg;
 pub mod repair;
+mod replica;
 pub mod role;
 pub mod sessions;
 pub mod watermark;
@@ -21,9 +22,11 @@ use self::msg::Msg;
 use crate::config::Config;
 use crate::jute;
 use crate::wal::{Wal, WalConfig, WalError};
+use crate::{raft_log, raft_state};
 use ahash::AHashMap;
 use anyhow::{anyhow, bail};
 use engine::command::{LogEntry, ShardId};
+use engine::raft::{Config as RaftConfig, HardState, NodeId, Raft};
 use engine::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver};
@@ -111,6 +114,14 @@ pub fn stop_on_wal_failure(core: usize, error: &WalError, writes: usize) -> ! {
     unsafe { libc::_exit(EXIT_WAL_FAILED) }
 }
 
+/// Stops the node after its Raft term and vote could not be made durable: it may not vote or
+/// lead without them (a forgotten vote could elect two leaders in one term).
+pub fn stop_on_state_failure(core: usize) -> ! {
+    tracing::error!(core, exit_status = EXIT_WAL_FAILED, "stopping the node: the Raft term and vote are not durable");
+    // SAFETY: as in stop_on_wal_failure.
+    unsafe { libc::_exit(EXIT_WAL_FAILED) }
+}
+
 /// The executors bind with SO_REUSEPORT, which would silently share a port with another
 /// warren; a plain bind first turns a busy port into a clear error.
 ///
@@ -160,7 +171,7 @@ async fn run_core(
     ready: mpsc::Sender<Result<(), String>>,
 ) -> anyhow::Result<()> {
     let config = Rc::new(config);
-    let (wal, shards) = recover(core_id, &config).await?;
+    let recovered = recover(core_id, &config).await?;
     let (write_tx, write_rx) = local_channel::new_bounded(1);
     let mut outboxes = Vec::with_capacity(config.cores);
     let mut outbox_receivers = Vec::with_capacity(config.cores);
@@ -169,14 +180,18 @@ async fn run_core(
         outboxes.push(tx);
         outbox_receivers.push(rx);
     }
-    let core = Rc::new(Core::new(core_id, config.clone(), shards, outboxes, write_tx));
+    let log_zxid = replica::highest_zxid(&recovered.log.entries);
+    let core = Rc::new(Core::new(core_id, config.clone(), recovered.shards, outboxes, write_tx, log_zxid));
     connect_mesh(&core, outgoing, incoming, outbox_receivers);
+    let mut replica = start_replica(core_id, &config, recovered.wal, recovered.log)?;
+    replica.catch_up_alone(&core).await;
     core.rearm_sessions();
     core.announce_applied();
     if core_id == 0 {
         core.send_root_acl();
     }
-    glommio::spawn_local(commit::commit_loop(core.clone(), wal, write_rx)).detach();
+    glommio::spawn_local(replica::replication_loop(core.clone(), replica, write_rx)).detach();
+    glommio::spawn_local(tick_loop(core.clone())).detach();
     glommio::spawn_local(core.clone().reap_loop()).detach();
     glommio::spawn_local(core.clone().touch_loop()).detach();
     if core_id == 0 {
@@ -224,8 +239,18 @@ fn bind_shared_listener(addr: &str) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-/// Opens this core's WAL and replays it into the shards this core owns.
-async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashMap<ShardId, ShardSlot>)> {
+/// What a core recovered from its WAL.
+struct RecoveredCore {
+    wal: Wal,
+    /// The core's shards with every entry applied that the log records as committed.
+    shards: AHashMap<ShardId, ShardSlot>,
+    /// The core's Raft log; entries through `log.commit` are applied to `shards`.
+    log: raft_log::RecoveredLog,
+}
+
+/// Opens this core's WAL, rebuilds its Raft log and applies what is recorded as committed to
+/// the shards this core owns; the replication loop commits and applies the rest.
+async fn recover(core_id: usize, config: &Config) -> anyhow::Result<RecoveredCore> {
     let started = Instant::now();
     let wal_config = WalConfig {
         dir: data_dir::wal_dir(&config.data_dir),
@@ -242,12 +267,19 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashM
         ),
         e => anyhow!("cannot open its WAL: {e}"),
     })?;
+    let log = raft_log::recover(recovered.records.iter().map(Vec::as_slice))
+        .map_err(|e| anyhow!("the WAL of core {core_id} holds an impossible Raft log: {e}"))?;
     let mut shards: AHashMap<ShardId, Shard> = (0..config.shards)
         .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
         .map(|s| (s, Shard::new(s, config.shards)))
         .collect();
-    for (index, record) in recovered.records.iter().enumerate() {
-        let entry = LogEntry::from_bytes(record).map_err(|e| anyhow!("WAL record {index} of core {core_id}: {e}"))?;
+    for entry in &log.entries[..log.commit as usize] {
+        if entry.data.is_empty() {
+            continue;
+        }
+        let fail = |e: String| anyhow!("Raft entry {} of core {core_id}: {e}", entry.index);
+        let (_, _, _, archive) = replica::decode_proposal(&entry.data).map_err(fail)?;
+        let entry = LogEntry::from_bytes(archive).map_err(fail)?;
         let shard = shards
             .get_mut(&entry.shard)
             .ok_or_else(|| anyhow!("WAL of core {core_id} holds shard {} which this core does not own", entry.shard))?;
@@ -256,11 +288,46 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<(Wal, AHashM
     tracing::info!(
         core = core_id,
         records = recovered.records.len(),
+        entries = log.entries.len(),
+        commit = log.commit,
         truncated_bytes = recovered.truncated_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "WAL replayed"
     );
-    Ok((wal, shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect()))
+    let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
+    Ok(RecoveredCore { wal, shards, log })
+}
+
+/// The core's Raft group from its recovered log and its stored term and vote. A single node is
+/// a group of one voter.
+fn start_replica(
+    core_id: usize,
+    config: &Config,
+    wal: Wal,
+    log: raft_log::RecoveredLog,
+) -> anyhow::Result<replica::Replica> {
+    let state_path = data_dir::raft_state_path(&config.data_dir, core_id);
+    let (term, vote) = raft_state::load(&state_path)?;
+    let node = NodeId::from(config.node_id);
+    let seed = u64::from(config.node_id) << 32 | core_id as u64 ^ unix_micros_seed();
+    let raft_config = RaftConfig::new(node, vec![node], seed);
+    let hard_state = HardState { term, vote, commit: log.commit };
+    let mut raft = Raft::new(raft_config, hard_state, log.entries);
+    raft.restore_applied(log.commit);
+    Ok(replica::Replica::new(raft, wal, state_path, log.commit))
+}
+
+/// Election jitter differs between runs (the Raft core itself stays deterministic in its seed).
+fn unix_micros_seed() -> u64 {
+    self::core::unix_micros() as u64
+}
+
+/// Drives the Raft clock of this core's group.
+async fn tick_loop(core: Rc<Core>) {
+    loop {
+        glommio::timer::sleep(replica::TICK).await;
+        core.commit.tick();
+    }
 }
 
 /// The messages for one peer that gathered during this loop turn: waking a core on another
