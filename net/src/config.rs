@@ -29,8 +29,39 @@ pub struct Config {
     pub max_outstanding_per_connection: usize,
     /// Size of one WAL segment file.
     pub wal_segment_bytes: u64,
-    /// This node's id (high byte of session ids; the peer id once replication exists).
+    /// This node's id: its id among the peers and the high byte of its session ids.
     pub node_id: u8,
+    /// Every voter of the cluster, this node included, as `ID=HOST:PORT` (the peer port of
+    /// the voter's core 0; core c listens on PORT + c). Empty: a single node.
+    pub peers: Vec<String>,
+}
+
+/// One voter of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u8,
+    pub host: String,
+    /// Peer port of the voter's core 0; core c uses `port + c`.
+    pub port: u16,
+}
+
+impl Peer {
+    pub fn parse(text: &str) -> anyhow::Result<Peer> {
+        let fail = || anyhow::anyhow!("peer {text:?} is not ID=HOST:PORT (e.g. 2=127.0.0.1:2889)");
+        let (id, addr) = text.split_once('=').ok_or_else(fail)?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(fail)?;
+        let id: u8 = id.trim().parse().map_err(|_| fail())?;
+        let port: u16 = port.parse().map_err(|_| fail())?;
+        if id == 0 || host.is_empty() || port == 0 {
+            return Err(fail());
+        }
+        Ok(Peer { id, host: host.to_string(), port })
+    }
+
+    /// Where core `core` of this voter listens for its peers.
+    pub fn addr(&self, core: usize) -> String {
+        format!("{}:{}", self.host, self.port as usize + core)
+    }
 }
 
 impl Default for Config {
@@ -48,6 +79,7 @@ impl Default for Config {
             max_outstanding_per_connection: 1000,
             wal_segment_bytes: 64 << 20,
             node_id: 1,
+            peers: Vec::new(),
         }
     }
 }
@@ -97,7 +129,37 @@ impl Config {
                 self.wal_segment_bytes
             );
         }
+        let peers = self.voters()?;
+        if !peers.is_empty() {
+            if !peers.iter().any(|p| p.id == self.node_id) {
+                bail!("node-id = {} is not among the peers {:?}", self.node_id, self.peers);
+            }
+            if peers.len() > 7 {
+                bail!("{} peers: at most 7 voters (a larger quorum only slows writes)", peers.len());
+            }
+            let mut ids: Vec<u8> = peers.iter().map(|p| p.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.len() != peers.len() {
+                bail!("peer ids repeat in {:?}", self.peers);
+            }
+            for peer in &peers {
+                if peer.port as usize + self.cores > usize::from(u16::MAX) {
+                    bail!(
+                        "peer {} needs ports {}..{} (one per core)",
+                        peer.id,
+                        peer.port,
+                        peer.port as usize + self.cores
+                    );
+                }
+            }
+        }
         Ok(self)
+    }
+
+    /// The voters from `peers` (empty for a single node).
+    pub fn voters(&self) -> anyhow::Result<Vec<Peer>> {
+        self.peers.iter().map(|p| Peer::parse(p)).collect()
     }
 
     /// The session timeout the server grants for a requested one (ZooKeeper clamps it).
@@ -125,5 +187,23 @@ mod tests {
         assert_eq!(Config::default().reap_interval_ms, 60_000, "ZooKeeper's znode.container.checkIntervalMs");
         assert_eq!(config.negotiate_timeout_ms(1), 4000);
         assert_eq!(config.negotiate_timeout_ms(100_000), 40000);
+    }
+
+    #[test]
+    fn peers_parse_and_a_cluster_is_checked() {
+        let peers = vec!["1=127.0.0.1:2888".to_string(), "2=127.0.0.1:2898".into(), "3=localhost:2908".into()];
+        let config = Config { peers: peers.clone(), node_id: 2, cores: 2, ..Config::default() }.validate().unwrap();
+        let voters = config.voters().unwrap();
+        assert_eq!(voters[2], Peer { id: 3, host: "localhost".into(), port: 2908 });
+        assert_eq!(voters[1].addr(1), "127.0.0.1:2899", "core c listens on the base port + c");
+        let stranger = Config { peers: peers.clone(), node_id: 4, cores: 1, ..Config::default() }.validate();
+        assert!(stranger.unwrap_err().to_string().contains("not among the peers"));
+        let twice = vec!["1=a:1".to_string(), "1=b:2".into()];
+        assert!(Config { peers: twice, cores: 1, ..Config::default() }.validate().is_err());
+        for bad in ["x=a:1", "1=a", "1=:5", "0=a:1", "1=a:0", "1=a:70000"] {
+            assert!(Peer::parse(bad).is_err(), "{bad} must be refused");
+        }
+        let toml: Config = toml::from_str("node-id = 3\npeers = [\"3=h:10\"]").unwrap();
+        assert_eq!(toml.voters().unwrap(), vec![Peer { id: 3, host: "h".into(), port: 10 }]);
     }
 }

@@ -1,11 +1,48 @@
-//! The framing of Raft messages between peers (the transport's byte format; the connections
-//! themselves come with replication). A frame is `[len u32 BE][crc32c u32 BE][message]`: the
-//! message is a validated rkyv archive (`engine::raft::Message::to_bytes`), and the length and
-//! checksum are needed because rkyv's validation alone accepts some damaged or cut buffers.
-//! A peer that sends a frame over `FRAME_BYTES_MAX`, a bad checksum or an invalid archive is
-//! cut off (the caller drops the connection and reconnects); nothing is guessed.
+//! What peers say to each other and its framing on the wire (`server/transport.rs` runs the
+//! connections). A frame is `[len u32 BE][crc32c u32 BE][message]`: the message is a validated
+//! rkyv archive of a `PeerMessage`, and the length and checksum are needed because rkyv's
+//! validation alone accepts some damaged or cut buffers. A peer that sends a frame over
+//! `FRAME_BYTES_MAX`, a bad checksum or an invalid archive is cut off (the caller drops the
+//! connection and the dialer reconnects); nothing is guessed.
 
-use engine::raft::Message;
+use engine::command::{Command, ShardId};
+use engine::raft::{Message, NodeId};
+use engine::types::{SessionId, Zxid};
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// One message between the same core of two nodes (core c talks to core c: the group of the
+/// core's log).
+#[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// The first frame on a connection: who dials, for which core, with how many cores (the
+    /// groups of a cluster are fixed; nodes with another count are refused).
+    Hello { node: NodeId, core: u32, cores: u32 },
+    /// Raft between the two replicas of the core's group.
+    Raft(Message),
+    /// A write a client sent to a follower, for the group's leader to propose; `origin` and
+    /// `token` come back in the entry so that the follower answers its client.
+    Forward { origin: NodeId, token: u64, shard: ShardId, command: Command },
+    /// Sessions that showed signs of life on the sender (to the session group's leader).
+    Touch { sessions: Vec<SessionId> },
+    /// A follower must know that no entry at or below `at_least` is still to come in the
+    /// group (a consistent cut of a read across groups needs it): the leader commits a fence,
+    /// an entry with a zxid above it and nothing to apply.
+    Fence { at_least: Zxid },
+}
+
+impl PeerMessage {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("a peer message serializes").into_vec()
+    }
+
+    /// Validates bytes from a peer; never panics on bad input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<PeerMessage, String> {
+        let archived = rkyv::access::<ArchivedPeerMessage, rkyv::rancor::Error>(bytes)
+            .map_err(|e| format!("invalid peer message: {e}"))?;
+        rkyv::deserialize::<PeerMessage, rkyv::rancor::Error>(archived)
+            .map_err(|e| format!("peer message does not deserialize: {e}"))
+    }
+}
 
 /// Bytes of the length and checksum before each message.
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -31,9 +68,9 @@ impl std::fmt::Display for FrameError {
 }
 
 /// Appends `message` as one frame to `out` (what one loop turn's batch of sends is built from).
-pub fn encode_frame(out: &mut Vec<u8>, message: &Message) {
+pub fn encode_frame(out: &mut Vec<u8>, message: &PeerMessage) {
     let body = message.to_bytes();
-    assert!(body.len() <= FRAME_BYTES_MAX, "a Raft message of {} bytes exceeds the frame limit", body.len());
+    assert!(body.len() <= FRAME_BYTES_MAX, "a peer message of {} bytes exceeds the frame limit", body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
     out.extend_from_slice(&body);
@@ -42,7 +79,7 @@ pub fn encode_frame(out: &mut Vec<u8>, message: &Message) {
 /// The first whole frame at the start of `buf`: Ok(Some((message, bytes used))), Ok(None) if
 /// more bytes are needed, Err if the peer sent something it must be cut off for. The length is
 /// checked before anything of the body is needed, so an oversized frame is refused at once.
-pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
+pub fn decode_frame(buf: &[u8]) -> Result<Option<(PeerMessage, usize)>, FrameError> {
     if buf.len() < FRAME_HEADER_BYTES {
         return Ok(None);
     }
@@ -58,21 +95,42 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> 
     // rkyv needs its archive aligned; a copy aligns it (frames are small next to the IO).
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
     aligned.extend_from_slice(body);
-    let message = Message::from_bytes(&aligned).map_err(FrameError::Invalid)?;
+    let message = PeerMessage::from_bytes(&aligned).map_err(FrameError::Invalid)?;
     Ok(Some((message, FRAME_HEADER_BYTES + len)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine::command::SetDataOp;
     use engine::raft::{Body, Entry};
 
-    fn messages() -> Vec<Message> {
+    fn messages() -> Vec<PeerMessage> {
         let entries = (1..=3).map(|i| Entry { term: 2, index: i, data: vec![i as u8; 100 * i as usize] }).collect();
+        let set_data = SetDataOp { path: "/a".into(), data: None, version: 3, auth: Vec::new() };
         vec![
-            Message { from: 1, to: 2, term: 2, body: Body::Append { prev_index: 0, prev_term: 0, entries, commit: 0 } },
-            Message { from: 2, to: 1, term: 2, body: Body::AppendResponse { success: true, index: 3, last_index: 3 } },
-            Message { from: 1, to: 3, term: 2, body: Body::Heartbeat { commit: 3, read_context: 9 } },
+            PeerMessage::Raft(Message {
+                from: 1,
+                to: 2,
+                term: 2,
+                body: Body::Append { prev_index: 0, prev_term: 0, entries, commit: 0 },
+            }),
+            PeerMessage::Hello { node: 2, core: 1, cores: 2 },
+            PeerMessage::Raft(Message {
+                from: 2,
+                to: 1,
+                term: 2,
+                body: Body::AppendResponse { success: true, index: 3, last_index: 3 },
+            }),
+            PeerMessage::Forward { origin: 3, token: 99, shard: 5, command: Command::SetData(set_data) },
+            PeerMessage::Touch { sessions: vec![1, -7, i64::MAX] },
+            PeerMessage::Fence { at_least: 1 << 52 },
+            PeerMessage::Raft(Message {
+                from: 1,
+                to: 3,
+                term: 2,
+                body: Body::Heartbeat { commit: 3, read_context: 9 },
+            }),
         ]
     }
 

@@ -86,6 +86,13 @@ struct StartArgs {
     /// How often expired TTL nodes and emptied containers are swept, ms [default: 60000]
     #[arg(long)]
     reap_interval_ms: Option<u64>,
+    /// This node's id among the peers [default: 1]
+    #[arg(long)]
+    node_id: Option<u8>,
+    /// Every voter, this node included, comma separated: ID=HOST:PORT (the peer port of its
+    /// core 0; core c uses PORT + c). Without it the node runs alone.
+    #[arg(long, value_delimiter = ',')]
+    peers: Option<Vec<String>>,
 }
 
 impl StartArgs {
@@ -120,6 +127,12 @@ impl StartArgs {
         }
         if let Some(v) = self.reap_interval_ms {
             config.reap_interval_ms = v;
+        }
+        if let Some(v) = self.node_id {
+            config.node_id = v;
+        }
+        if let Some(v) = self.peers {
+            config.peers = v;
         }
         Ok(config)
     }

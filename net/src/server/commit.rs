@@ -16,11 +16,14 @@
 
 use super::core::unix_micros;
 use super::msg::ShardRequest;
-use engine::command::{Command, MultiOp};
-use engine::raft::Message;
+use engine::command::{Command, MultiOp, ShardId};
+use engine::raft::{Message, NodeId};
 use engine::types::Zxid;
 use glommio::channels::local_channel::LocalSender;
 use std::cell::{Cell, RefCell};
+
+/// A fence asked of the leader and not seen applied is asked again after this long.
+const FENCE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Most entries proposed in one batch.
 const BATCH_ENTRIES_MAX: usize = 4096;
@@ -28,8 +31,18 @@ const BATCH_ENTRIES_MAX: usize = 4096;
 const BATCH_BYTES_MAX: usize = 64 << 20;
 
 pub(super) struct PendingWrite {
-    pub(super) request: ShardRequest,
+    pub(super) shard: ShardId,
+    pub(super) from: WriteFrom,
     pub(super) command: Command,
+}
+
+/// Who waits for a write's outcome.
+pub(super) enum WriteFrom {
+    /// A request of this node (a client's, or the server's own with `INTERNAL_CONN`).
+    Local(ShardRequest),
+    /// A write another node forwarded to this one as the group's leader; that node answers it
+    /// when it applies the entry, which names it as `origin` with its `token`.
+    Peer { origin: NodeId, token: u64 },
 }
 
 /// The writes waiting for this core's replication loop, what else wakes it, and the zxids it
@@ -50,6 +63,10 @@ pub(super) struct CommitQueue {
     in_flight: Cell<usize>,
     /// The zxid of the last entry applied.
     last_applied: Cell<Zxid>,
+    /// Leader: the highest fence followers asked for and not yet proposed (0: none).
+    fence_wanted: Cell<Zxid>,
+    /// Follower: the highest fence asked of the leader, and when.
+    fence_asked: Cell<(Zxid, Option<std::time::Instant>)>,
 }
 
 impl CommitQueue {
@@ -64,13 +81,54 @@ impl CommitQueue {
             zxid_assigned: Cell::new(last_zxid),
             in_flight: Cell::new(0),
             last_applied: Cell::new(last_applied),
+            fence_wanted: Cell::new(0),
+            fence_asked: Cell::new((0, None)),
         }
+    }
+
+    /// Leader: a follower needs a fence above `at_least` (`PeerMessage::Fence`).
+    pub(super) fn want_fence(&self, at_least: Zxid) {
+        self.fence_wanted.set(self.fence_wanted.get().max(at_least));
+        let _ = self.signal.try_send(());
+    }
+
+    /// Leader: the fence to propose now, if any: a zxid above every one asked for.
+    pub(super) fn take_fence(&self) -> Option<Zxid> {
+        let wanted = self.fence_wanted.replace(0);
+        (wanted > 0).then(|| {
+            self.note_log_zxid(wanted);
+            self.next_zxid()
+        })
+    }
+
+    /// Follower: whether to ask the leader for a fence above `at_least` now: not if one that
+    /// high was asked for recently (a lost request is asked again after `FENCE_RETRY`).
+    pub(super) fn should_ask_fence(&self, at_least: Zxid, now: std::time::Instant) -> bool {
+        let (asked, when) = self.fence_asked.get();
+        let recent = when.is_some_and(|when| now.duration_since(when) < FENCE_RETRY);
+        if at_least <= asked && recent {
+            return false;
+        }
+        self.fence_asked.set((at_least.max(asked), Some(now)));
+        true
     }
 
     /// Queues a write for the next batch and wakes the replication loop.
     pub(super) fn propose(&self, request: ShardRequest, command: Command) {
-        self.pending.borrow_mut().push(PendingWrite { request, command });
+        let shard = request.shard;
+        self.pending.borrow_mut().push(PendingWrite { shard, from: WriteFrom::Local(request), command });
         let _ = self.signal.try_send(());
+    }
+
+    /// Queues a write forwarded by a follower (this node led the group when it was sent).
+    pub(super) fn propose_forwarded(&self, origin: NodeId, token: u64, shard: ShardId, command: Command) {
+        let from = WriteFrom::Peer { origin, token };
+        self.pending.borrow_mut().push(PendingWrite { shard, from, command });
+        let _ = self.signal.try_send(());
+    }
+
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending.borrow().is_empty() || self.fence_wanted.get() > 0
     }
 
     /// One Raft tick passed.
@@ -95,6 +153,11 @@ impl CommitQueue {
 
     pub(super) fn set_leading(&self, leading: bool) {
         self.leading.set(leading);
+    }
+
+    /// This node leads the core's group.
+    pub(super) fn leading(&self) -> bool {
+        self.leading.get()
     }
 
     /// With nothing of its own in flight, everything this core assigned is applied: as the
@@ -139,6 +202,12 @@ impl CommitQueue {
         let in_flight = self.in_flight.get();
         assert!(in_flight > 0, "applied more own entries than proposed");
         self.in_flight.set(in_flight - 1);
+    }
+
+    /// Entries this node proposed will not be answered (leadership changed): nothing of
+    /// this node's own is in flight any more.
+    pub(super) fn abandoned_own(&self) {
+        self.in_flight.set(0);
     }
 
     /// zxid for a new entry: above every earlier one of this core (so of each of its shards)

@@ -8,12 +8,16 @@ use super::conn::Conn;
 use super::cut::PartStamp;
 use super::metrics::CoreMetrics;
 use super::msg::*;
+use super::role::GroupLeaders;
 use super::role::Role;
 use super::sessions::SessionTracker;
+use super::transport::Transport;
 use super::watermark::Watermark;
 use crate::config::Config;
+use crate::peer::PeerMessage;
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
+use engine::raft::NodeId;
 use engine::request::{Caller, ReadOp, ReadResult};
 use engine::types::{ConnId, SessionId, Zxid};
 use engine::Shard;
@@ -22,6 +26,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The core that runs shard `shard`.
@@ -88,6 +93,18 @@ pub struct Core {
     /// Reads answered at once on the connection's own core (`read_inline`), without the
     /// message to the shard and back.
     pub reads_inline: Cell<u64>,
+    /// Links to this core of the other voters (None for a single node).
+    pub transport: Option<Transport>,
+    /// Every voter's node id, this node's included.
+    voters: Vec<NodeId>,
+    pub group_leaders: Arc<GroupLeaders>,
+}
+
+/// What a core of a cluster node knows of the cluster.
+pub struct Cluster {
+    pub transport: Option<Transport>,
+    pub voters: Vec<NodeId>,
+    pub group_leaders: Arc<GroupLeaders>,
 }
 
 /// Microseconds since the Unix epoch.
@@ -107,6 +124,7 @@ impl Core {
         outboxes: Vec<LocalSender<Msg>>,
         write_signal: LocalSender<()>,
         log_zxid: Zxid,
+        cluster: Cluster,
     ) -> Core {
         let sessions = (id == 0).then(|| RefCell::new(SessionTracker::new()));
         let last_applied = shards.values().map(|slot| slot.shard.last_zxid()).max().unwrap_or(0);
@@ -133,6 +151,9 @@ impl Core {
             gathered_read_retries: Cell::new(0),
             reads_inline: Cell::new(0),
             gathered_read_timeouts: Cell::new(0),
+            transport: cluster.transport,
+            voters: cluster.voters,
+            group_leaders: cluster.group_leaders,
             config,
         }
     }
@@ -141,10 +162,84 @@ impl Core {
         self.config.cores
     }
 
-    /// This node's role: the one source of `Mode:` and `zk_server_state`. Always standalone
-    /// until replication exists.
+    /// This node's role: the one source of `Mode:` and `zk_server_state`.
     pub fn role(&self) -> Role {
-        Role::Standalone
+        self.group_leaders.role()
+    }
+
+    pub fn is_voter(&self, node: NodeId) -> bool {
+        self.voters.contains(&node)
+    }
+
+    fn is_clustered(&self) -> bool {
+        self.voters.len() > 1
+    }
+
+    /// What the same core of another voter sent.
+    pub fn on_peer_message(&self, from: NodeId, message: PeerMessage) {
+        match message {
+            PeerMessage::Raft(message) if message.to == NodeId::from(self.config.node_id) => {
+                self.commit.deliver(message)
+            }
+            PeerMessage::Raft(message) => {
+                tracing::warn!(core = self.id, from, to = message.to, "Raft message for another node; dropped")
+            }
+            PeerMessage::Forward { origin, token, shard, command } => {
+                if core_of_shard(shard, self.cores()) != self.id {
+                    tracing::warn!(core = self.id, from, shard, "forwarded write for a shard of another core; dropped");
+                    return;
+                }
+                self.commit.propose_forwarded(origin, token, shard, command);
+            }
+            PeerMessage::Touch { sessions } if self.sessions.is_some() => {
+                self.with_tracker(|t| t.touch(&sessions, Instant::now()));
+            }
+            PeerMessage::Fence { at_least } => self.commit.want_fence(at_least),
+            PeerMessage::Touch { .. } | PeerMessage::Hello { .. } => {
+                tracing::warn!(core = self.id, from, "unexpected peer message; dropped");
+            }
+        }
+    }
+
+    /// This node started or stopped leading the core's group. A new leader of the session
+    /// group (core 0) gives every session a full timeout, as ZooKeeper does after an election:
+    /// the old leader's clock of when each was last heard from is gone.
+    pub(super) fn on_leadership(&self, leading: bool) {
+        if !leading || self.sessions.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let open: Vec<(SessionId, i32)> = {
+            let shards = self.shards.borrow();
+            let shard0 = &shards.get(&0).expect("shard 0 lives on core 0").shard;
+            shard0.sessions().into_iter().map(|(session, info)| (session, info.timeout_ms)).collect()
+        };
+        self.with_tracker(|t| {
+            for (session, timeout_ms) in open {
+                t.create(session, timeout_ms, INTERNAL_CONN, now);
+            }
+            t.rearm_all(now);
+        });
+    }
+
+    /// A write that will get no answer: its session's later reads stop waiting for it and
+    /// its connection closes (the client sees ConnectionLoss: maybe applied).
+    pub(super) fn abandon_write(&self, request: ShardRequest, reason: &'static str) {
+        {
+            let mut shards = self.shards.borrow_mut();
+            let slot = shards.get_mut(&request.shard).expect("shard of a write lives here");
+            self.finish_write(slot, request.session);
+        }
+        if request.conn == INTERNAL_CONN {
+            tracing::warn!(
+                core = self.id,
+                shard = request.shard,
+                reason,
+                "a write of the server's own was not committed"
+            );
+            return;
+        }
+        self.send(core_of_conn(request.conn), Msg::CloseConn { conn: request.conn, reason });
     }
 
     pub fn send(&self, core: usize, msg: Msg) {
@@ -231,6 +326,12 @@ impl Core {
             }
             Msg::Touch { sessions } => {
                 self.with_tracker(|t| t.touch(&sessions, Instant::now()));
+                // The session group's leader decides expiry: it must hear of these too.
+                if let (Some(transport), Some(leader)) = (&self.transport, self.group_leaders.leader(0)) {
+                    if leader != NodeId::from(self.config.node_id) {
+                        transport.send(leader, PeerMessage::Touch { sessions });
+                    }
+                }
             }
             Msg::SessionAttached { session, timeout_ms, conn, create } => {
                 self.attach_session(session, timeout_ms, conn, create)
@@ -459,6 +560,7 @@ impl Core {
             unreachable!("called for gathered reads")
         };
         let Some(valid_through) = self.valid_through(*valid_through_at_least) else {
+            self.ask_fence(*valid_through_at_least);
             self.cut_waiters.borrow_mut().push(request);
             return;
         };
@@ -468,6 +570,17 @@ impl Core {
         self.send_notifications(request.shard, notifications);
         let stamp = PartStamp { changed, valid_through };
         self.reply_stamped(&request, ReplyBody::Read(result), Some(stamp));
+    }
+
+    /// A follower cannot promise zxids of its group (the leader assigns them): it asks the
+    /// leader for a fence above `at_least` instead, so a parked part of a gathered read does
+    /// not wait for the next write to an idle group.
+    fn ask_fence(&self, at_least: Zxid) {
+        let me = NodeId::from(self.config.node_id);
+        let (Some(transport), Some(leader)) = (&self.transport, self.group_leaders.leader(self.id)) else { return };
+        if leader != me && self.commit.should_ask_fence(at_least, Instant::now()) {
+            transport.send(leader, PeerMessage::Fence { at_least });
+        }
     }
 
     /// After a batch: the parked parts of gathered reads whose moment has come.
@@ -510,10 +623,30 @@ impl Core {
     /// Applies a committed entry another node proposed (its client is connected there): its
     /// watch notifications go to this node's watchers; nobody here waits for a reply.
     pub(super) fn apply_replicated(&self, entry: LogEntry) {
+        if entry.shard == 0 {
+            self.track_sessions_of(&entry.command);
+        }
         let mut shards = self.shards.borrow_mut();
         let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
         let applied = slot.shard.apply(&entry);
         self.send_notifications(entry.shard, applied.notifications);
+    }
+
+    /// Every node's session core tracks every session of the cluster (from shard 0, where
+    /// each is opened and closed), so whichever node leads the session group can expire them.
+    /// A session closed elsewhere (expired by the leader) closes its connection here.
+    fn track_sessions_of(&self, command: &Command) {
+        match command {
+            Command::CreateSession { session, timeout_ms, .. } => {
+                self.with_tracker(|t| t.create(*session, *timeout_ms, INTERNAL_CONN, Instant::now()));
+            }
+            Command::CloseSession { session } => {
+                if let Some(Some(Some(conn))) = self.with_tracker(|t| t.remove(*session)) {
+                    self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session expired" });
+                }
+            }
+            _ => {}
+        }
     }
 
     fn finish_write(&self, slot: &mut ShardSlot, session: SessionId) {
@@ -573,6 +706,11 @@ impl Core {
         let tick = Duration::from_millis((self.config.min_session_timeout_ms as u64 / 4).clamp(10, 250));
         loop {
             glommio::timer::sleep(tick).await;
+            // In a cluster only the session group's leader expires sessions: a node that
+            // cannot reach a majority stops leading, so no session expires for lack of quorum.
+            if self.is_clustered() && !self.commit.leading() {
+                continue;
+            }
             let expired = self.with_tracker(|t| t.expire(Instant::now())).unwrap_or_default();
             for (session, owner) in expired {
                 tracing::info!(session = format!("{session:#x}"), "session expired");

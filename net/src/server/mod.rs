@@ -14,12 +14,16 @@ pub mod repair;
 mod replica;
 pub mod role;
 pub mod sessions;
+mod transport;
 pub mod watermark;
 
 use self::conn::Conn;
-use self::core::{Core, ShardSlot};
+use self::core::{Cluster, Core, ShardSlot};
 use self::msg::Msg;
+use self::role::GroupLeaders;
+use self::transport::Transport;
 use crate::config::Config;
+use crate::config::Peer;
 use crate::jute;
 use crate::wal::{Wal, WalConfig, WalError};
 use crate::{raft_log, raft_state};
@@ -36,6 +40,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Batches a core-to-core channel holds before its sender waits.
@@ -54,6 +59,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     data_dir::prepare(&config)?;
     check_port_free(&config)?;
     let cores = config.cores;
+    let voters = config.voters()?;
+    let group_leaders = Arc::new(GroupLeaders::new(cores, u64::from(config.node_id), voters.len() > 1));
     let (mut senders, mut receivers) = channel_matrix(cores);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
@@ -62,11 +69,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let outgoing = std::mem::take(&mut senders[core]);
         let incoming = std::mem::take(&mut receivers[core]);
         let ready = ready_tx.clone();
+        let (voters, group_leaders) = (voters.clone(), group_leaders.clone());
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("warren-core-{core}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
-                if let Err(error) = run_core(core, config, outgoing, incoming, ready.clone()).await {
+                let channels = CoreChannels { outgoing, incoming };
+                if let Err(error) = run_core(core, config, channels, voters, group_leaders, ready.clone()).await {
                     let _ = ready.send(Err(format!("core {core}: {error:#}")));
                 }
             })
@@ -163,14 +172,33 @@ fn channel_matrix(cores: usize) -> (Senders, Receivers) {
     (senders, receivers)
 }
 
+/// A core's ends of the channels to the node's other cores.
+struct CoreChannels {
+    outgoing: Vec<Option<SharedSender<Vec<Msg>>>>,
+    incoming: Vec<Option<SharedReceiver<Vec<Msg>>>>,
+}
+
 async fn run_core(
     core_id: usize,
     config: Config,
-    outgoing: Vec<Option<SharedSender<Vec<Msg>>>>,
-    incoming: Vec<Option<SharedReceiver<Vec<Msg>>>>,
+    channels: CoreChannels,
+    voters: Vec<Peer>,
+    group_leaders: Arc<GroupLeaders>,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> anyhow::Result<()> {
     let config = Rc::new(config);
+    let clustered = voters.len() > 1;
+    // Bound before anything is recovered, so a busy peer port fails the start at once.
+    let peer_listener = match voters.iter().find(|p| p.id == config.node_id) {
+        Some(me) if clustered => {
+            let addr = me.addr(core_id);
+            Some(
+                bind_shared_listener(&addr)
+                    .map_err(|e| anyhow!("core {core_id} cannot listen for peers on {addr}: {e}"))?,
+            )
+        }
+        _ => None,
+    };
     let recovered = recover(core_id, &config).await?;
     let (write_tx, write_rx) = local_channel::new_bounded(1);
     let mut outboxes = Vec::with_capacity(config.cores);
@@ -181,10 +209,19 @@ async fn run_core(
         outbox_receivers.push(rx);
     }
     let log_zxid = replica::highest_zxid(&recovered.log.entries);
-    let core = Rc::new(Core::new(core_id, config.clone(), recovered.shards, outboxes, write_tx, log_zxid));
-    connect_mesh(&core, outgoing, incoming, outbox_receivers);
-    let mut replica = start_replica(core_id, &config, recovered.wal, recovered.log)?;
-    replica.catch_up_alone(&core).await;
+    let cluster = Cluster {
+        transport: clustered.then(|| Transport::start(core_id, &config, &voters)),
+        voters: voters.iter().map(|p| NodeId::from(p.id)).collect(),
+        group_leaders,
+    };
+    let core = Rc::new(Core::new(core_id, config.clone(), recovered.shards, outboxes, write_tx, log_zxid, cluster));
+    connect_mesh(&core, channels.outgoing, channels.incoming, outbox_receivers);
+    let mut replica = start_replica(core_id, &config, &voters, recovered.wal, recovered.log)?;
+    if let Some(listener) = peer_listener {
+        glommio::spawn_local(transport::accept_loop(core.clone(), listener)).detach();
+    } else {
+        replica.catch_up_alone(&core).await;
+    }
     core.rearm_sessions();
     core.announce_applied();
     if core_id == 0 {
@@ -279,6 +316,9 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<RecoveredCor
         }
         let fail = |e: String| anyhow!("Raft entry {} of core {core_id}: {e}", entry.index);
         let (_, _, _, archive) = replica::decode_proposal(&entry.data).map_err(fail)?;
+        if archive.is_empty() {
+            continue; // a fence
+        }
         let entry = LogEntry::from_bytes(archive).map_err(fail)?;
         let shard = shards
             .get_mut(&entry.shard)
@@ -303,6 +343,7 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<RecoveredCor
 fn start_replica(
     core_id: usize,
     config: &Config,
+    voters: &[Peer],
     wal: Wal,
     log: raft_log::RecoveredLog,
 ) -> anyhow::Result<replica::Replica> {
@@ -310,7 +351,11 @@ fn start_replica(
     let (term, vote) = raft_state::load(&state_path)?;
     let node = NodeId::from(config.node_id);
     let seed = u64::from(config.node_id) << 32 | core_id as u64 ^ unix_micros_seed();
-    let raft_config = RaftConfig::new(node, vec![node], seed);
+    let mut ids: Vec<NodeId> = voters.iter().map(|p| NodeId::from(p.id)).collect();
+    if ids.is_empty() {
+        ids.push(node);
+    }
+    let raft_config = RaftConfig::new(node, ids, seed);
     let hard_state = HardState { term, vote, commit: log.commit };
     let mut raft = Raft::new(raft_config, hard_state, log.entries);
     raft.restore_applied(log.commit);

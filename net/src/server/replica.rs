@@ -26,9 +26,10 @@
 //! A failed WAL write stops the node (`server::stop_on_wal_failure`): nothing of the batch is
 //! applied or answered.
 
-use super::commit::PendingWrite;
+use super::commit::{PendingWrite, WriteFrom};
 use super::core::{unix_millis, Core};
 use super::msg::ShardRequest;
+use crate::peer::PeerMessage;
 use crate::raft_log::Record;
 use crate::raft_state;
 use crate::wal::Wal;
@@ -42,9 +43,22 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// One Raft tick. Elections time out after 10-20 ticks, a leader heartbeats every tick.
-pub const TICK: Duration = Duration::from_millis(50);
+pub const TICK: Duration = Duration::from_millis(30);
 
 const PROPOSAL_HEADER_BYTES: usize = 24;
+/// Ticks without a known leader after which this node's waiting writes fail (their clients
+/// see the connection close, "maybe applied", as ZooKeeper's followers do when they lose
+/// their leader): a minority must not keep clients waiting forever.
+const LEADERLESS_TICKS_MAX: u32 = 40;
+
+/// A fence: an entry with a zxid and nothing to apply (`PeerMessage::Fence`).
+pub fn encode_fence(zxid: Zxid) -> Vec<u8> {
+    let mut data = Vec::with_capacity(PROPOSAL_HEADER_BYTES);
+    data.extend_from_slice(&0u64.to_le_bytes());
+    data.extend_from_slice(&0u64.to_le_bytes());
+    data.extend_from_slice(&zxid.to_le_bytes());
+    data
+}
 
 /// An entry's data: who proposed it, their handle of the request, the zxid and the archive.
 pub fn encode_proposal(origin: NodeId, token: u64, entry: &LogEntry) -> Vec<u8> {
@@ -57,9 +71,9 @@ pub fn encode_proposal(origin: NodeId, token: u64, entry: &LogEntry) -> Vec<u8> 
     data
 }
 
-/// The parts of a proposal: (origin, token, zxid, LogEntry archive).
+/// The parts of a proposal: (origin, token, zxid, LogEntry archive); a fence has no archive.
 pub fn decode_proposal(data: &[u8]) -> Result<(NodeId, u64, Zxid, &[u8]), String> {
-    if data.len() <= PROPOSAL_HEADER_BYTES {
+    if data.len() < PROPOSAL_HEADER_BYTES {
         return Err(format!("an entry of {} bytes is shorter than a proposal", data.len()));
     }
     let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
@@ -93,6 +107,9 @@ pub(super) struct Replica {
     waiting: AHashMap<u64, ShardRequest>,
     next_token: u64,
     record: Vec<u8>,
+    /// The term `waiting` was proposed in: when it changes, their outcome is unknown.
+    seen_term: u64,
+    leaderless_ticks: u32,
 }
 
 impl Replica {
@@ -100,6 +117,7 @@ impl Replica {
         let hard_state = raft.hard_state();
         Replica {
             stored: (hard_state.term, hard_state.vote),
+            seen_term: raft.term(),
             raft,
             wal,
             state_path,
@@ -107,6 +125,7 @@ impl Replica {
             waiting: AHashMap::new(),
             next_token: 1,
             record: Vec::new(),
+            leaderless_ticks: 0,
         }
     }
 
@@ -127,19 +146,27 @@ impl Replica {
     /// One turn; false if there was nothing to do.
     pub(super) async fn turn(&mut self, core: &Core) -> bool {
         let queue = &core.commit;
-        for _ in 0..queue.take_ticks() {
+        let ticks = queue.take_ticks();
+        for _ in 0..ticks {
             self.raft.tick();
         }
         for message in queue.take_inbox() {
             self.raft.step(message);
         }
+        self.watch_leadership(core, ticks);
+        core.group_leaders.set(core.id, self.raft.leader());
         self.propose_waiting(core);
-        queue.set_leading(self.raft.role() == Role::Leader);
+        let leading = self.raft.role() == Role::Leader;
+        if leading != queue.leading() {
+            tracing::info!(core = core.id, term = self.raft.term(), leader = ?self.raft.leader(), "group leadership changed");
+            queue.set_leading(leading);
+            core.on_leadership(leading);
+        }
         if !self.raft.has_ready() {
             return false;
         }
         let ready = self.raft.ready();
-        assert!(ready.messages.is_empty() && ready.messages_after_persist.is_empty(), "no peers yet");
+        self.send(core, ready.messages);
         self.store_term_and_vote(core, ready.hard_state);
         let started = Instant::now();
         let appended = self.append(&ready.entries, ready.truncate_from);
@@ -151,37 +178,121 @@ impl Replica {
             }
         }
         queue.note_log_zxid(highest_zxid(&ready.entries));
+        self.send(core, ready.messages_after_persist);
         self.apply(core, ready.committed);
         self.raft.advance();
         true
     }
 
-    /// Proposes every write waiting in the queue, if this node leads the group.
-    fn propose_waiting(&mut self, core: &Core) {
-        if self.raft.role() != Role::Leader {
+    fn send(&self, core: &Core, messages: Vec<engine::raft::Message>) {
+        if messages.is_empty() {
             return;
         }
+        let transport = core.transport.as_ref().expect("a group with other voters has a transport");
+        for message in messages {
+            transport.send(message.to, PeerMessage::Raft(message));
+        }
+    }
+
+    /// Writes proposed or forwarded in an earlier term may commit or vanish: their clients
+    /// learn "maybe" (the connection closes). So do writes waiting too long for a leader.
+    fn watch_leadership(&mut self, core: &Core, ticks: u32) {
+        if self.raft.term() != self.seen_term {
+            self.seen_term = self.raft.term();
+            self.abandon_waiting(core, "the group's leader changed");
+        }
+        if self.raft.leader().is_some() {
+            self.leaderless_ticks = 0;
+            return;
+        }
+        self.leaderless_ticks += ticks;
+        if self.leaderless_ticks >= LEADERLESS_TICKS_MAX {
+            self.abandon_waiting(core, "the group has no leader");
+            for write in core.commit.take_batch() {
+                if let WriteFrom::Local(request) = write.from {
+                    core.abandon_write(request, "the group has no leader");
+                }
+            }
+        }
+    }
+
+    fn abandon_waiting(&mut self, core: &Core, reason: &'static str) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            core = core.id,
+            writes = self.waiting.len(),
+            reason,
+            "writes in flight get no answer; closing their connections"
+        );
+        for (_, request) in self.waiting.drain() {
+            core.abandon_write(request, reason);
+        }
+        core.commit.abandoned_own();
+    }
+
+    /// Proposes (as leader) or forwards (to the leader) every write waiting in the queue; with
+    /// no leader known they wait.
+    fn propose_waiting(&mut self, core: &Core) {
         let queue = &core.commit;
+        if !queue.has_pending() {
+            return;
+        }
+        let me = self.raft.id();
+        let forward_to = match (self.raft.role(), self.raft.leader()) {
+            (Role::Leader, _) => None,
+            (_, Some(leader)) => Some(leader),
+            (_, None) => return,
+        };
         let time_ms = unix_millis();
+        if forward_to.is_none() {
+            if let Some(zxid) = queue.take_fence() {
+                self.raft.propose(encode_fence(zxid)).unwrap_or_else(|e| panic!("the leader refused a fence: {e:?}"));
+            }
+        }
         loop {
             let batch = queue.take_batch();
             if batch.is_empty() {
                 return;
             }
-            for PendingWrite { request, command } in batch {
-                let entry = LogEntry { shard: request.shard, zxid: queue.next_zxid(), time_ms, command };
-                let token = self.next_token;
-                self.next_token += 1;
-                let data = encode_proposal(self.raft.id(), token, &entry);
-                match self.raft.propose(data) {
-                    Ok(_) => {
+            for PendingWrite { shard, from, command } in batch {
+                match (from, forward_to) {
+                    (WriteFrom::Local(request), Some(leader)) => {
+                        let token = self.next_token();
                         self.waiting.insert(token, request);
                         queue.proposed();
+                        let transport = core.transport.as_ref().expect("a follower has peers");
+                        transport.send(leader, PeerMessage::Forward { origin: me, token, shard, command });
                     }
-                    Err(error) => panic!("the leader refused a proposal: {error:?}"),
+                    (WriteFrom::Peer { origin, .. }, Some(_)) => {
+                        // Sent when this node led; the sender learns of the new term and
+                        // closes its client's connection.
+                        tracing::debug!(core = core.id, origin, "a write forwarded to a former leader is dropped");
+                    }
+                    (from, None) => {
+                        let (origin, token) = match from {
+                            WriteFrom::Local(request) => {
+                                let token = self.next_token();
+                                self.waiting.insert(token, request);
+                                queue.proposed();
+                                (me, token)
+                            }
+                            WriteFrom::Peer { origin, token } => (origin, token),
+                        };
+                        let entry = LogEntry { shard, zxid: queue.next_zxid(), time_ms, command };
+                        let data = encode_proposal(origin, token, &entry);
+                        self.raft.propose(data).unwrap_or_else(|e| panic!("the leader refused a proposal: {e:?}"));
+                    }
                 }
             }
         }
+    }
+
+    fn next_token(&mut self) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
     }
 
     /// Term and vote MUST be durable before any message of the new term or any vote leaves.
@@ -235,6 +346,12 @@ impl Replica {
             }
             let (origin, token, zxid, archive) = decode_proposal(&entry.data)
                 .unwrap_or_else(|e| panic!("committed entry {} of core {}: {e}", entry.index, core.id));
+            if archive.is_empty() {
+                // A fence: nothing below its zxid is still to come.
+                queue.set_last_applied(zxid);
+                applied_any = true;
+                continue;
+            }
             let log_entry = LogEntry::from_bytes(archive)
                 .unwrap_or_else(|e| panic!("committed entry {} of core {}: {e}", entry.index, core.id));
             assert_eq!(log_entry.zxid, zxid, "a proposal's header and archive agree on the zxid");
@@ -283,7 +400,8 @@ mod tests {
         let (origin, token, zxid, archive) = decode_proposal(&data).unwrap();
         assert_eq!((origin, token, zxid), (2, 77, 1234));
         assert_eq!(LogEntry::from_bytes(archive).unwrap(), log_entry(1234));
-        assert!(decode_proposal(&data[..PROPOSAL_HEADER_BYTES]).is_err(), "no archive");
+        assert!(decode_proposal(&data[..PROPOSAL_HEADER_BYTES - 1]).is_err(), "cut header");
+        assert_eq!(decode_proposal(&encode_fence(99)).unwrap(), (0, 0, 99, &[][..]), "a fence has no archive");
     }
 
     #[test]

@@ -2,11 +2,52 @@
 //! `Mode:`, `mntr` `zk_server_state`). One place decides it, so that replication only has to
 //! change what `Core::role` returns.
 
-/// ZooKeeper's server states. Warren has no replication yet, so a node is always standalone;
-/// leader and follower join when it does.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// ZooKeeper's server states. A node without peers is standalone; in a cluster each core's
+/// group has its own leader, and `Mode:` reports the node's role in group 0, the session group
+/// (`mntr` lists every group's leader).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Role {
     Standalone,
+    Leader,
+    Follower,
+}
+
+/// Who leads each group, as this node last heard: shared by the cores (each writes its own
+/// group's slot) so any core can answer the four-letter words.
+pub struct GroupLeaders {
+    clustered: bool,
+    me: u64,
+    /// Node id of each group's leader; 0 while unknown.
+    leaders: Vec<AtomicU64>,
+}
+
+impl GroupLeaders {
+    pub fn new(groups: usize, me: u64, clustered: bool) -> GroupLeaders {
+        GroupLeaders { clustered, me, leaders: (0..groups).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    pub fn set(&self, group: usize, leader: Option<u64>) {
+        self.leaders[group].store(leader.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn leader(&self, group: usize) -> Option<u64> {
+        Some(self.leaders[group].load(Ordering::Relaxed)).filter(|&id| id != 0)
+    }
+
+    pub fn groups(&self) -> usize {
+        self.leaders.len()
+    }
+
+    /// The node's role: in group 0 for a cluster.
+    pub fn role(&self) -> Role {
+        match (self.clustered, self.leader(0)) {
+            (false, _) => Role::Standalone,
+            (true, Some(leader)) if leader == self.me => Role::Leader,
+            (true, _) => Role::Follower,
+        }
+    }
 }
 
 impl Role {
@@ -14,6 +55,8 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Standalone => "standalone",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
         }
     }
 }
@@ -25,5 +68,22 @@ mod tests {
     #[test]
     fn standalone_is_named_as_zookeeper_names_it() {
         assert_eq!(Role::Standalone.as_str(), "standalone");
+        assert_eq!(Role::Leader.as_str(), "leader");
+        assert_eq!(Role::Follower.as_str(), "follower");
+    }
+
+    #[test]
+    fn the_mode_is_the_role_in_the_session_group() {
+        let alone = GroupLeaders::new(2, 1, false);
+        alone.set(0, Some(1));
+        assert_eq!(alone.role(), Role::Standalone);
+        let node = GroupLeaders::new(2, 2, true);
+        assert_eq!(node.role(), Role::Follower, "no leader known");
+        node.set(1, Some(2));
+        assert_eq!(node.role(), Role::Follower, "leading group 1 only");
+        node.set(0, Some(2));
+        assert_eq!(node.role(), Role::Leader);
+        node.set(0, None);
+        assert_eq!(node.leader(0), None);
     }
 }

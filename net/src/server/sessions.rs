@@ -61,8 +61,16 @@ impl SessionTracker {
         }
     }
 
-    pub fn remove(&mut self, session: SessionId) {
-        self.sessions.remove(&session);
+    /// Gives every session a full timeout from `now` (a new owner of the sessions).
+    pub fn rearm_all(&mut self, now: Instant) {
+        for tracked in self.sessions.values_mut() {
+            tracked.deadline = now + tracked.timeout;
+        }
+    }
+
+    /// Forgets a session; returns the connection it was attached to here, if it was tracked.
+    pub fn remove(&mut self, session: SessionId) -> Option<Option<ConnId>> {
+        self.sessions.remove(&session).map(|t| t.owner)
     }
 
     /// Removes and returns the sessions whose deadline passed, with their connection.

@@ -1,0 +1,191 @@
+//! The connections between the same core of the cluster's nodes: core c of every node runs
+//! the replicas of group c, so core c only ever talks to core c. Each core listens on its peer
+//! port (the node's base peer port + c) and dials every other voter's; a connection carries
+//! messages one way (the dialer's), so each pair of cores has two. Messages queued during one
+//! loop turn go out in one write. A lost connection is logged once, redialed with backoff, and
+//! logged again when it is back; what was queued meanwhile is dropped (Raft resends).
+
+use super::core::Core;
+use crate::config::{Config, Peer};
+use crate::peer::{decode_frame, encode_frame, PeerMessage};
+use ahash::AHashMap;
+use engine::raft::NodeId;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// First and longest wait before redialing a peer.
+const REDIAL_FIRST: Duration = Duration::from_millis(20);
+const REDIAL_MAX: Duration = Duration::from_millis(500);
+/// A peer that takes longer than this to take our bytes (stopped, or its link is cut) is
+/// dropped and redialed, so nothing piles up behind it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most messages in one write.
+const BATCH_MAX: usize = 4096;
+
+/// This core's links to the same core of every other voter.
+pub struct Transport {
+    links: AHashMap<NodeId, LocalSender<PeerMessage>>,
+}
+
+impl Transport {
+    /// Starts dialing every other voter's core `core`.
+    pub fn start(core: usize, config: &Config, voters: &[Peer]) -> Transport {
+        let me = NodeId::from(config.node_id);
+        let mut links = AHashMap::new();
+        for peer in voters.iter().filter(|p| NodeId::from(p.id) != me) {
+            let (tx, rx) = local_channel::new_unbounded();
+            let hello = PeerMessage::Hello { node: me, core: core as u32, cores: config.cores as u32 };
+            glommio::spawn_local(dial_loop(core, peer.clone(), hello, rx)).detach();
+            links.insert(NodeId::from(peer.id), tx);
+        }
+        Transport { links }
+    }
+
+    pub fn send(&self, to: NodeId, message: PeerMessage) {
+        match self.links.get(&to) {
+            Some(link) => {
+                let _ = link.try_send(message);
+            }
+            None => tracing::error!(to, "message for a node that is not a peer; dropped"),
+        }
+    }
+}
+
+/// Keeps one connection to `peer` up and writes what is queued for it.
+async fn dial_loop(core: usize, peer: Peer, hello: PeerMessage, outbox: LocalReceiver<PeerMessage>) {
+    let addr = peer.addr(core);
+    let mut wait = REDIAL_FIRST;
+    let mut lost_logged = false;
+    let mut buf = Vec::new();
+    loop {
+        let stream = match TcpStream::connect(addr.as_str()).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                if !lost_logged {
+                    tracing::warn!(core, peer = peer.id, %addr, %error, "peer unreachable; redialing");
+                    lost_logged = true;
+                }
+                drop_queued(&outbox).await;
+                glommio::timer::sleep(wait).await;
+                wait = (wait * 2).min(REDIAL_MAX);
+                continue;
+            }
+        };
+        wait = REDIAL_FIRST;
+        tracing::info!(core, peer = peer.id, %addr, "peer connected");
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let error = send_until_error(stream, &hello, &outbox, &mut buf).await;
+        tracing::warn!(core, peer = peer.id, %addr, %error, "peer connection lost; redialing");
+        // Logged once per loss, not once per failed redial.
+        lost_logged = true;
+        drop_queued(&outbox).await;
+    }
+}
+
+async fn send_until_error(
+    mut stream: TcpStream,
+    hello: &PeerMessage,
+    outbox: &LocalReceiver<PeerMessage>,
+    buf: &mut Vec<u8>,
+) -> std::io::Error {
+    buf.clear();
+    encode_frame(buf, hello);
+    loop {
+        if let Err(error) = stream.write_all(buf).await {
+            return error;
+        }
+        buf.clear();
+        let Some(first) = outbox.recv().await else {
+            return std::io::Error::other("the core stopped");
+        };
+        futures_lite::future::yield_now().await;
+        encode_frame(buf, &first);
+        for _ in 1..BATCH_MAX {
+            match futures_lite::future::poll_once(outbox.recv()).await {
+                Some(Some(message)) => encode_frame(buf, &message),
+                _ => break,
+            }
+        }
+    }
+}
+
+async fn drop_queued(outbox: &LocalReceiver<PeerMessage>) {
+    while let Some(Some(_)) = futures_lite::future::poll_once(outbox.recv()).await {}
+}
+
+/// Accepts the connections other voters dial to this core and hands what they say to it.
+pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let core = core.clone();
+                glommio::spawn_local(async move {
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    if let Err(error) = receive(&core, stream).await {
+                        tracing::warn!(core = core.id, %peer, %error, "peer connection closed");
+                    }
+                })
+                .detach();
+            }
+            Err(error) => {
+                tracing::warn!(core = core.id, %error, "peer accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Reads frames until the peer goes away or says something it must be cut off for.
+async fn receive(core: &Core, mut stream: TcpStream) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut from: Option<NodeId> = None;
+    loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..read]);
+        let mut used = 0;
+        loop {
+            let frame = decode_frame(&buf[used..])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            let Some((message, bytes)) = frame else { break };
+            used += bytes;
+            match (from, message) {
+                (None, PeerMessage::Hello { node, core: their_core, cores }) => {
+                    check_hello(core, node, their_core, cores)?;
+                    from = Some(node);
+                }
+                (None, _) => return Err(invalid("a peer spoke before saying hello")),
+                (Some(_), PeerMessage::Hello { .. }) => return Err(invalid("a peer said hello twice")),
+                (Some(node), message) => core.on_peer_message(node, message),
+            }
+        }
+        buf.drain(..used);
+    }
+}
+
+fn check_hello(core: &Core, node: NodeId, their_core: u32, cores: u32) -> std::io::Result<()> {
+    if !core.is_voter(node) || node == NodeId::from(core.config.node_id) {
+        return Err(invalid(&format!("node {node} is not one of this cluster's other voters")));
+    }
+    if their_core as usize != core.id || cores as usize != core.cores() {
+        return Err(invalid(&format!(
+            "node {node} dialed core {their_core} of {cores} cores; this is core {} of {} (every node of a cluster \
+             runs the same number of cores: the groups are fixed when the cluster is created)",
+            core.id,
+            core.cores()
+        )));
+    }
+    Ok(())
+}
+
+fn invalid(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())
+}
