@@ -1,8 +1,9 @@
-//! The local Warren that loadgen starts when no --servers are given: one `warren start` on a
-//! free loopback port with a temporary data dir. Dropping `LocalWarren` kills the process and
-//! removes the directory, on success, error and Ctrl-C alike (the process runs in its own
-//! process group so the terminal's Ctrl-C reaches only loadgen, and on Linux it is killed if
-//! loadgen itself dies).
+//! The local Warren cluster that loadgen starts when no --servers are given: `--nodes` (3 by
+//! default) `warren start` processes on free loopback ports, each with its own data dir in one
+//! temporary directory, peers of each other (1 node: a single node without peers). Dropping
+//! `LocalWarren` kills the processes and removes the directory, on success, error and Ctrl-C
+//! alike (each process runs in its own process group so the terminal's Ctrl-C reaches only
+//! loadgen, and on Linux it is killed if loadgen itself dies).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -17,8 +18,9 @@ use crate::session::{four_letter, Session};
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct LocalWarren {
-    child: Child,
-    pub addr: SocketAddr,
+    children: Vec<Child>,
+    /// Client address of each node.
+    pub addrs: Vec<SocketAddr>,
     dir: tempfile::TempDir,
 }
 
@@ -44,53 +46,81 @@ pub fn warren_bin() -> Result<PathBuf> {
     Ok(p)
 }
 
-fn free_loopback_port() -> Result<u16> {
-    // Bind port 0 and release it: a small race with other processes, which start() reports
-    // as warren failing to start.
-    let l = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
-    Ok(l.local_addr()?.port())
+/// A free loopback port followed by `run - 1` more free ports (a node's peer ports, one per
+/// core). Bound and released: a small race with other processes, which start() reports as
+/// warren failing to start.
+fn free_loopback_ports(run: usize) -> Result<u16> {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+        let port = first.local_addr()?.port();
+        let rest_free = (1..run).all(|i| {
+            u16::try_from(port as usize + i).is_ok_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        });
+        if rest_free {
+            return Ok(port);
+        }
+    }
+    bail!("found no {run} consecutive free loopback ports")
 }
 
 impl LocalWarren {
-    /// Starts warren and waits (bounded) until it answers `imok`. `stop` aborts the wait.
-    pub fn start(cores: usize, stop: &dyn Fn() -> bool) -> Result<LocalWarren> {
+    /// Starts `nodes` warren processes (a cluster of them, or a single node) and waits
+    /// (bounded) until each answers `imok` and serves a session. `stop` aborts the wait.
+    pub fn start(nodes: usize, cores: usize, stop: &dyn Fn() -> bool) -> Result<LocalWarren> {
         let bin = warren_bin()?;
         let dir = tempfile::Builder::new().prefix("loadgen-warren-").tempdir().context("cannot create a temp dir")?;
-        let port = free_loopback_port()?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log_path = dir.path().join("warren.log");
-        let log = std::fs::File::create(&log_path).context("cannot create warren.log")?;
-        let data_dir = dir.path().join("data");
-        let mut cmd = Command::new(&bin);
-        cmd.arg("start")
-            .args(["--port", &port.to_string(), "--cores", &cores.to_string()])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        detach(&mut cmd);
-        let child = cmd.spawn().with_context(|| format!("cannot run {}", bin.display()))?;
-        let mut w = LocalWarren { child, addr, dir };
-        w.wait_ready(stop)?;
+        let mut ports = Vec::with_capacity(nodes);
+        for _ in 0..nodes {
+            ports.push((free_loopback_ports(1)?, free_loopback_ports(cores)?));
+        }
+        let peers: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, peer))| format!("{}=127.0.0.1:{peer}", i + 1)).collect();
+        let mut w = LocalWarren { children: Vec::new(), addrs: Vec::new(), dir };
+        for (i, (port, _)) in ports.iter().enumerate() {
+            let node = i + 1;
+            let log = std::fs::File::create(w.log_path(node)).context("cannot create a warren log")?;
+            let mut cmd = Command::new(&bin);
+            cmd.arg("start")
+                .args(["--port", &port.to_string(), "--cores", &cores.to_string()])
+                .arg("--data-dir")
+                .arg(w.dir.path().join(format!("data-{node}")))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            if nodes > 1 {
+                cmd.args(["--node-id", &node.to_string(), "--peers", &peers.join(",")]);
+            }
+            detach(&mut cmd);
+            w.children.push(cmd.spawn().with_context(|| format!("cannot run {}", bin.display()))?);
+            w.addrs.push(([127, 0, 0, 1], *port).into());
+        }
+        for node in 1..=nodes {
+            w.wait_ready(node, stop)?;
+        }
         Ok(w)
     }
 
-    /// The warren process's id, to measure its CPU time.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The warren processes' ids, to measure their CPU time.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
     }
 
-    fn wait_ready(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {
+    fn log_path(&self, node: usize) -> PathBuf {
+        self.dir.path().join(format!("warren-{node}.log"))
+    }
+
+    fn wait_ready(&mut self, node: usize, stop: &dyn Fn() -> bool) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = self.addrs[node - 1];
         loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("warren exited during start-up with {status}\n--- warren.log ---\n{}", self.log_tail());
+            if let Some(status) = self.children[node - 1].try_wait()? {
+                bail!("warren {node} exited during start-up with {status}\n--- its log ---\n{}", self.log_tail(node));
             }
-            if let Ok(answer) = four_letter(self.addr, "ruok", Duration::from_millis(500)) {
+            if let Ok(answer) = four_letter(addr, "ruok", Duration::from_millis(500)) {
                 // Also require a session: Apache ZooKeeper (as WARREN_BIN=tests/zk_as_warren.sh)
-                // answers imok a moment before it serves sessions.
-                if answer.trim() == "imok" && Session::connect(self.addr).and_then(Session::close).is_ok() {
+                // answers imok a moment before it serves sessions, and a cluster's node serves
+                // one only once its groups have leaders.
+                if answer.trim() == "imok" && Session::connect(addr).and_then(Session::close).is_ok() {
                     return Ok(());
                 }
             }
@@ -99,17 +129,16 @@ impl LocalWarren {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "warren on {} did not answer imok within {READY_TIMEOUT:?}\n--- warren.log ---\n{}",
-                    self.addr,
-                    self.log_tail()
+                    "warren {node} on {addr} did not serve a session within {READY_TIMEOUT:?}\n--- its log ---\n{}",
+                    self.log_tail(node)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("warren.log")).unwrap_or_default();
+    fn log_tail(&self, node: usize) -> String {
+        let log = std::fs::read_to_string(self.log_path(node)).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -118,8 +147,10 @@ impl LocalWarren {
 impl Drop for LocalWarren {
     fn drop(&mut self) {
         // SIGKILL: the data is temporary, nothing needs flushing. `dir` is removed after this.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

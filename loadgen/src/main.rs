@@ -51,7 +51,7 @@ const VALUE_BYTES_MAX: usize = 1 << 20;
 const EXAMPLES: &str = "\
 Examples:
   loadgen --ops 1M --mix 90r10w
-      start a local warren (single node until replication exists), run 1,000,000 ops,
+      start a local 3-node warren cluster (--nodes 1: a single node), run 1,000,000 ops,
       90% getData / 10% setData, print the table, write results/<version>/<run-id>.json
   loadgen --ops 500k --mix 100w --clients 32 --pipeline 16
   loadgen --duration 30s --warmup 20k --mix 50r50w --seed 42
@@ -198,9 +198,12 @@ struct RunArgs {
     /// Where results/<version>/<run-id>.json go
     #[arg(long, default_value = "results")]
     results_dir: PathBuf,
-    /// Executors of the local warren (only without --servers)
+    /// Executors of each local warren node (only without --servers)
     #[arg(long, default_value_t = 1)]
     server_cores: usize,
+    /// Nodes of the local warren cluster (only without --servers); 1 runs a single node
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=7))]
+    nodes: u8,
     /// Server processes (PID[,PID...], each must be live) whose CPU time during the measured
     /// phase is recorded; the local warren loadgen starts is always included
     #[arg(long, value_name = "PID[,PID...]", value_parser = parse_pid_list)]
@@ -310,17 +313,20 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
     let servers = match &cli.servers {
         Some(s) => s.0.clone(),
         None => {
-            eprintln!(
-                "loadgen: starting a local warren ({}): single node (replication not built yet)",
-                local::warren_bin()?.display()
-            );
-            let w = LocalWarren::start(cli.server_cores, &stopped)?;
-            let addr = w.addr.to_string();
-            if !server_pids.contains(&w.pid()) {
-                server_pids.push(w.pid());
+            let shape = match cli.nodes {
+                1 => "a single node".to_string(),
+                n => format!("a {n}-node cluster"),
+            };
+            eprintln!("loadgen: starting a local warren ({}): {shape}", local::warren_bin()?.display());
+            let w = LocalWarren::start(cli.nodes as usize, cli.server_cores, &stopped)?;
+            for pid in w.pids() {
+                if !server_pids.contains(&pid) {
+                    server_pids.push(pid);
+                }
             }
+            let addrs = w.addrs.iter().map(ToString::to_string).collect();
             local_server = Some(w);
-            vec![addr]
+            addrs
         }
     };
     let result = run(cli, &servers, local_server.is_some(), &server_pids);

@@ -308,19 +308,24 @@ fn without_servers_it_starts_and_stops_its_own_warren() {
     }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("single node (replication not built yet)"), "{stderr}");
+    assert!(stderr.contains("a 3-node cluster"), "{stderr}");
     let v = check_run(&out, results.path(), 2000, &["getData", "setData"]);
     assert_eq!(v["settings"]["local_cluster"], true);
+    assert_eq!(v["settings"]["servers"].as_array().unwrap().len(), 3, "{v}");
     check_warren_target(&v);
-    // loadgen started this warren, so it measured the warren's CPU time itself.
+    // loadgen started the warren nodes, so it measured their CPU time itself.
     let cpu = &v["server_cpu"];
-    assert!(cpu["per_server"][0]["pid"].as_u64().unwrap() > 0, "{v}");
-    assert!(cpu["per_server"][0]["cpu_s"].as_f64().unwrap() >= 0.0, "{v}");
-    assert_eq!(v["pinning"]["servers"][0]["pid"], cpu["per_server"][0]["pid"], "{v}");
+    for node in 0..3 {
+        assert!(cpu["per_server"][node]["pid"].as_u64().unwrap() > 0, "{v}");
+        assert!(cpu["per_server"][node]["cpu_s"].as_f64().unwrap() >= 0.0, "{v}");
+        assert_eq!(v["pinning"]["servers"][node]["pid"], cpu["per_server"][node]["pid"], "{v}");
+    }
     assert!(String::from_utf8_lossy(&out.stdout).contains("server CPU: "));
-    // The local warren is gone: its port no longer answers.
-    let addr: SocketAddr = v["settings"]["servers"][0].as_str().unwrap().parse().unwrap();
-    assert!(!ruok(addr), "the local warren on {addr} is still running");
+    // The local warren nodes are gone: their ports no longer answer.
+    for server in v["settings"]["servers"].as_array().unwrap() {
+        let addr: SocketAddr = server.as_str().unwrap().parse().unwrap();
+        assert!(!ruok(addr), "the local warren on {addr} is still running");
+    }
 }
 
 #[test]

@@ -20,8 +20,9 @@ pub enum PeerMessage {
     /// Raft between the two replicas of the core's group.
     Raft(Message),
     /// A write a client sent to a follower, for the group's leader to propose; `origin` and
-    /// `token` come back in the entry so that the follower answers its client.
-    Forward { origin: NodeId, token: u64, shard: ShardId, command: Command },
+    /// `token` come back in the entry so that the follower answers its client. No command: a
+    /// client's `sync`, which the leader commits as a fence.
+    Forward { origin: NodeId, token: u64, shard: ShardId, command: Option<Command> },
     /// Sessions that showed signs of life on the sender (to the session group's leader).
     Touch { sessions: Vec<SessionId> },
     /// A follower must know that no entry at or below `at_least` is still to come in the
@@ -122,7 +123,8 @@ mod tests {
                 term: 2,
                 body: Body::AppendResponse { success: true, index: 3, last_index: 3 },
             }),
-            PeerMessage::Forward { origin: 3, token: 99, shard: 5, command: Command::SetData(set_data) },
+            PeerMessage::Forward { origin: 3, token: 99, shard: 5, command: Some(Command::SetData(set_data)) },
+            PeerMessage::Forward { origin: 3, token: 100, shard: 5, command: None },
             PeerMessage::Touch { sessions: vec![1, -7, i64::MAX] },
             PeerMessage::Fence { at_least: 1 << 52 },
             PeerMessage::Raft(Message {

@@ -33,7 +33,9 @@ const BATCH_BYTES_MAX: usize = 64 << 20;
 pub(super) struct PendingWrite {
     pub(super) shard: ShardId,
     pub(super) from: WriteFrom,
-    pub(super) command: Command,
+    /// None: a client's `sync`, committed as a fence (answered once everything committed
+    /// before it is applied here).
+    pub(super) command: Option<Command>,
 }
 
 /// Who waits for a write's outcome.
@@ -116,12 +118,19 @@ impl CommitQueue {
     /// Queues a write for the next batch and wakes the replication loop.
     pub(super) fn propose(&self, request: ShardRequest, command: Command) {
         let shard = request.shard;
-        self.pending.borrow_mut().push(PendingWrite { shard, from: WriteFrom::Local(request), command });
+        self.pending.borrow_mut().push(PendingWrite { shard, from: WriteFrom::Local(request), command: Some(command) });
+        let _ = self.signal.try_send(());
+    }
+
+    /// Queues a client's `sync` in a cluster: it goes through the group's log as a fence.
+    pub(super) fn propose_sync(&self, request: ShardRequest) {
+        let shard = request.shard;
+        self.pending.borrow_mut().push(PendingWrite { shard, from: WriteFrom::Local(request), command: None });
         let _ = self.signal.try_send(());
     }
 
     /// Queues a write forwarded by a follower (this node led the group when it was sent).
-    pub(super) fn propose_forwarded(&self, origin: NodeId, token: u64, shard: ShardId, command: Command) {
+    pub(super) fn propose_forwarded(&self, origin: NodeId, token: u64, shard: ShardId, command: Option<Command>) {
         let from = WriteFrom::Peer { origin, token };
         self.pending.borrow_mut().push(PendingWrite { shard, from, command });
         let _ = self.signal.try_send(());
@@ -224,7 +233,7 @@ impl CommitQueue {
         let mut bytes = 0;
         let mut count = 0;
         for write in pending.iter().take(BATCH_ENTRIES_MAX) {
-            bytes += command_bytes(&write.command);
+            bytes += write.command.as_ref().map_or(0, command_bytes);
             if count > 0 && bytes > BATCH_BYTES_MAX {
                 break;
             }

@@ -453,6 +453,14 @@ impl Core {
                 *slot.writes_submitted.entry(request.session).or_insert(0) += 1;
                 self.commit.propose(request, command);
             }
+            ShardOp::Sync if self.is_clustered() => {
+                // Through the group's log, as ZooKeeper sends a sync through its leader: the
+                // answer comes once every write committed before it is applied here. Counted
+                // as a write so the session's later reads wait for it.
+                *slot.writes_submitted.entry(request.session).or_insert(0) += 1;
+                request.op = ShardOp::Sync;
+                self.commit.propose_sync(request);
+            }
             other => {
                 request.op = other;
                 if slot.pending_writes(request.session) > 0 {
@@ -620,6 +628,14 @@ impl Core {
     }
 
     /// Counts a finished write of `session` and serves the reads that waited for it.
+    /// A client's sync in a cluster: its fence is applied, so is everything committed before.
+    pub(super) fn answer_sync(&self, request: ShardRequest) {
+        let mut shards = self.shards.borrow_mut();
+        let slot = shards.get_mut(&request.shard).expect("shard of a sync lives here");
+        self.reply(&request, ReplyBody::Synced);
+        self.finish_write(slot, request.session);
+    }
+
     /// Applies a committed entry another node proposed (its client is connected there): its
     /// watch notifications go to this node's watchers; nobody here waits for a reply.
     pub(super) fn apply_replicated(&self, entry: LogEntry) {

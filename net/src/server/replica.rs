@@ -51,11 +51,12 @@ const PROPOSAL_HEADER_BYTES: usize = 24;
 /// their leader): a minority must not keep clients waiting forever.
 const LEADERLESS_TICKS_MAX: u32 = 40;
 
-/// A fence: an entry with a zxid and nothing to apply (`PeerMessage::Fence`).
-pub fn encode_fence(zxid: Zxid) -> Vec<u8> {
+/// A fence: an entry with a zxid and nothing to apply (`PeerMessage::Fence`, or a client's
+/// `sync`, then with the origin and token that answer it; origin 0 answers nobody).
+pub fn encode_fence(origin: NodeId, token: u64, zxid: Zxid) -> Vec<u8> {
     let mut data = Vec::with_capacity(PROPOSAL_HEADER_BYTES);
-    data.extend_from_slice(&0u64.to_le_bytes());
-    data.extend_from_slice(&0u64.to_le_bytes());
+    data.extend_from_slice(&origin.to_le_bytes());
+    data.extend_from_slice(&token.to_le_bytes());
     data.extend_from_slice(&zxid.to_le_bytes());
     data
 }
@@ -248,7 +249,7 @@ impl Replica {
         let time_ms = unix_millis();
         if forward_to.is_none() {
             if let Some(zxid) = queue.take_fence() {
-                self.raft.propose(encode_fence(zxid)).unwrap_or_else(|e| panic!("the leader refused a fence: {e:?}"));
+                self.raft.propose(encode_fence(0, 0, zxid)).unwrap_or_else(|e| panic!("the leader refused a fence: {e:?}"));
             }
         }
         loop {
@@ -280,12 +281,24 @@ impl Replica {
                             }
                             WriteFrom::Peer { origin, token } => (origin, token),
                         };
-                        let entry = LogEntry { shard, zxid: queue.next_zxid(), time_ms, command };
-                        let data = encode_proposal(origin, token, &entry);
+                        let zxid = queue.next_zxid();
+                        let data = match command {
+                            Some(command) => encode_proposal(origin, token, &LogEntry { shard, zxid, time_ms, command }),
+                            None => encode_fence(origin, token, zxid),
+                        };
                         self.raft.propose(data).unwrap_or_else(|e| panic!("the leader refused a proposal: {e:?}"));
                     }
                 }
             }
+        }
+    }
+
+    /// The request of this node an entry answers, if it still waits.
+    fn waiting_for(&mut self, origin: NodeId, token: u64) -> Option<ShardRequest> {
+        if origin == self.raft.id() {
+            self.waiting.remove(&token)
+        } else {
+            None
         }
     }
 
@@ -347,8 +360,12 @@ impl Replica {
             let (origin, token, zxid, archive) = decode_proposal(&entry.data)
                 .unwrap_or_else(|e| panic!("committed entry {} of core {}: {e}", entry.index, core.id));
             if archive.is_empty() {
-                // A fence: nothing below its zxid is still to come.
+                // A fence: nothing below its zxid is still to come; a sync waits for it.
                 queue.set_last_applied(zxid);
+                if let Some(request) = self.waiting_for(origin, token) {
+                    queue.applied_own();
+                    core.answer_sync(request);
+                }
                 applied_any = true;
                 continue;
             }
@@ -357,8 +374,7 @@ impl Replica {
             assert_eq!(log_entry.zxid, zxid, "a proposal's header and archive agree on the zxid");
             // Set first: reads served while this entry applies see it applied.
             queue.set_last_applied(zxid);
-            let request = if origin == self.raft.id() { self.waiting.remove(&token) } else { None };
-            match request {
+            match self.waiting_for(origin, token) {
                 Some(request) => {
                     queue.applied_own();
                     core.apply_and_reply(request, log_entry);
@@ -401,7 +417,7 @@ mod tests {
         assert_eq!((origin, token, zxid), (2, 77, 1234));
         assert_eq!(LogEntry::from_bytes(archive).unwrap(), log_entry(1234));
         assert!(decode_proposal(&data[..PROPOSAL_HEADER_BYTES - 1]).is_err(), "cut header");
-        assert_eq!(decode_proposal(&encode_fence(99)).unwrap(), (0, 0, 99, &[][..]), "a fence has no archive");
+        assert_eq!(decode_proposal(&encode_fence(2, 5, 99)).unwrap(), (2, 5, 99, &[][..]), "a fence has no archive");
     }
 
     #[test]
