@@ -150,6 +150,26 @@ impl WarrenProcess {
         Self::start_in(opts, tmp, data_dir.to_path_buf())
     }
 
+    /// Spawns a server without waiting for it (a cluster node serves sessions only once a
+    /// majority is up); `wait_ready` waits.
+    fn spawn_unready(opts: WarrenOpts, addr: SocketAddr) -> WarrenProcess {
+        let tmp = tempfile::Builder::new().prefix("warren-test-").tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut p = WarrenProcess {
+            opts,
+            addr,
+            child: None,
+            bin: Some(warren_bin()),
+            data_dir,
+            stderr_path: tmp.path().join("warren.stderr.log"),
+            _tmp: tmp,
+            external: false,
+        };
+        p.spawn();
+        p
+    }
+
     fn start_in(opts: WarrenOpts, tmp: tempfile::TempDir, data_dir: PathBuf) -> WarrenProcess {
         let stderr_path = tmp.path().join("warren.stderr.log");
         if let Some(ext) = external_server() {
@@ -211,6 +231,11 @@ impl WarrenProcess {
     }
 
     fn spawn_and_wait(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let bin = self.bin.clone().expect("no binary in external mode");
         // Append: a restart keeps the log of the run before it.
@@ -225,6 +250,12 @@ impl WarrenProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {} {:?}: {e}", bin.display(), args));
         self.child = Some(child);
+    }
+
+    /// Waits (bounded) until the spawned server answers imok and serves a session.
+    fn wait_ready(&mut self) {
+        let bin = self.bin.clone().expect("no binary in external mode");
+        let args = self.args();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -435,6 +466,80 @@ impl Drop for WarrenProcess {
             );
         }
     }
+}
+
+/// A cluster of `warren start` processes on loopback, peers of each other: node `i` (from 1)
+/// is `nodes[i - 1]`, each with its own data dir; every node runs the same options.
+pub struct WarrenCluster {
+    pub nodes: Vec<WarrenProcess>,
+}
+
+impl WarrenCluster {
+    /// Starts `size` nodes and waits until each serves a session.
+    pub fn start(size: usize, opts: WarrenOpts) -> WarrenCluster {
+        let cores = opts.cores.unwrap_or(1) as usize;
+        let peers: Vec<String> = (1..=size).map(|id| format!("{id}=127.0.0.1:{}", free_port_run(cores))).collect();
+        let mut nodes = Vec::new();
+        for id in 1..=size {
+            let mut node_opts = opts.clone();
+            node_opts.extra_args.extend(["--node-id".to_string(), id.to_string(), "--peers".into(), peers.join(",")]);
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            nodes.push(WarrenProcess::spawn_unready(node_opts, addr));
+        }
+        for node in &mut nodes {
+            node.wait_ready();
+        }
+        WarrenCluster { nodes }
+    }
+
+    /// Node `id` (from 1).
+    pub fn node(&mut self, id: usize) -> &mut WarrenProcess {
+        &mut self.nodes[id - 1]
+    }
+
+    /// The `Mode:` line of each node's `srvr` (None for a node that does not answer).
+    pub fn modes(&self) -> Vec<Option<String>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let srvr = four_letter_at(n.addr(), "srvr", Duration::from_secs(2)).ok()?;
+                srvr.lines().find_map(|l| l.strip_prefix("Mode: ").map(str::to_string))
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until exactly one node says it leads (the session group) and returns
+    /// its id.
+    pub fn wait_leader(&self, within: Duration) -> usize {
+        let mut leader = None;
+        let found = wait_until(within, || {
+            let modes = self.modes();
+            let leaders: Vec<usize> =
+                modes.iter().enumerate().filter(|(_, m)| m.as_deref() == Some("leader")).map(|(i, _)| i + 1).collect();
+            leader = (leaders.len() == 1).then(|| leaders[0]);
+            leader.is_some()
+        });
+        assert!(found, "no single leader within {within:?}: {:?}", self.modes());
+        leader.expect("found")
+    }
+
+    /// Every node's client address, as a ZooKeeper connect string.
+    pub fn connect_string(&self) -> String {
+        self.nodes.iter().map(|n| n.addr().to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A free loopback port followed by `run - 1` more free ones (a node's peer ports).
+pub fn free_port_run(run: usize) -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        if (1..run).all(|i| {
+            u16::try_from(port as usize + i).is_ok_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        }) {
+            return port;
+        }
+    }
+    panic!("no {run} consecutive free loopback ports")
 }
 
 /// `ss -tanp` lines for a port (diagnostics when a bind fails).

@@ -53,9 +53,8 @@ fn free_loopback_ports(run: usize) -> Result<u16> {
     for _ in 0..100 {
         let first = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
         let port = first.local_addr()?.port();
-        let rest_free = (1..run).all(|i| {
-            u16::try_from(port as usize + i).is_ok_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        });
+        let rest_free = (1..run)
+            .all(|i| u16::try_from(port as usize + i).is_ok_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()));
         if rest_free {
             return Ok(port);
         }

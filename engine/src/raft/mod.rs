@@ -621,7 +621,7 @@ impl Raft {
     fn on_heartbeat_response(&mut self, from: NodeId, read_context: u64) {
         let Some(progress) = self.progress.get_mut(&from) else { return };
         progress.recent_active = true;
-        progress.resume();
+        progress.resume(self.config.max_inflight_msgs, self.config.max_inflight_bytes);
         if progress.match_index < self.log.last_index() {
             self.send_append(from, false);
         }

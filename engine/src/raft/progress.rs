@@ -99,9 +99,18 @@ impl Progress {
         true
     }
 
-    /// Resume probing (a heartbeat answer shows the follower is there).
-    pub fn resume(&mut self) {
+    /// A heartbeat answer shows the follower is there: resume probing, and in replicate
+    /// with the pipeline full make room for one append (as etcd-io/raft does): appends lost on
+    /// the way (a dropped connection, a restarted follower) are never answered, and without
+    /// this the leader would wait for them forever. A follower that missed them rejects the
+    /// next append and the leader probes back.
+    pub fn resume(&mut self, max_msgs: usize, max_bytes: usize) {
         self.probe_sent = false;
+        if self.state == State::Replicate && !self.may_send(max_msgs, max_bytes) {
+            if let Some((_, bytes)) = self.inflight.pop_front() {
+                self.inflight_bytes -= bytes;
+            }
+        }
     }
 
     fn become_replicate(&mut self) {
@@ -142,6 +151,21 @@ mod tests {
         p.matched(5);
         assert!(p.may_send(2, 1000));
         assert_eq!(p.next_index, 8);
+    }
+
+    #[test]
+    fn a_heartbeat_answer_frees_a_full_pipeline_by_one() {
+        let mut p = Progress::new(1);
+        p.matched(0);
+        p.sent(4, 10);
+        p.sent(8, 10);
+        assert!(!p.may_send(2, 1000), "full");
+        p.resume(2, 1000);
+        assert!(p.may_send(2, 1000), "one append may go again");
+        p.sent(9, 10);
+        p.resume(3, 1000);
+        assert!(p.may_send(3, 1000), "not full: nothing freed");
+        assert_eq!(p.inflight.len(), 2);
     }
 
     #[test]

@@ -935,3 +935,25 @@ fn simulate_clients(seed: u64, n: u64, steps: u32) -> usize {
     clients.settle(&c);
     clients.check(seed)
 }
+
+#[test]
+fn appends_lost_with_a_full_pipeline_are_resent_after_a_heartbeat() {
+    let mut c = Cluster::with(3, 21, |config| config.max_inflight_msgs = 2);
+    c.elect(1);
+    // Node 3's appends are lost on the way (a dropped connection) until the pipeline is full.
+    c.cut.insert((1, 3));
+    for i in 0..4u8 {
+        c.propose(1, &[i]);
+        c.stabilize();
+    }
+    c.heal();
+    let committed = c.raft(1).commit_index();
+    assert!(c.raft(3).log().last_index() < committed, "node 3 missed the appends");
+    // Heartbeats find node 3 there: the leader makes room in the pipeline and catches it up.
+    for _ in 0..3 {
+        c.tick(1);
+        c.stabilize();
+    }
+    assert_eq!(c.raft(3).log().last_index(), c.raft(1).log().last_index(), "node 3 caught up");
+    assert_eq!(c.raft(3).commit_index(), c.raft(1).commit_index());
+}

@@ -249,7 +249,9 @@ impl Replica {
         let time_ms = unix_millis();
         if forward_to.is_none() {
             if let Some(zxid) = queue.take_fence() {
-                self.raft.propose(encode_fence(0, 0, zxid)).unwrap_or_else(|e| panic!("the leader refused a fence: {e:?}"));
+                self.raft
+                    .propose(encode_fence(0, 0, zxid))
+                    .unwrap_or_else(|e| panic!("the leader refused a fence: {e:?}"));
             }
         }
         loop {
@@ -283,7 +285,9 @@ impl Replica {
                         };
                         let zxid = queue.next_zxid();
                         let data = match command {
-                            Some(command) => encode_proposal(origin, token, &LogEntry { shard, zxid, time_ms, command }),
+                            Some(command) => {
+                                encode_proposal(origin, token, &LogEntry { shard, zxid, time_ms, command })
+                            }
                             None => encode_fence(origin, token, zxid),
                         };
                         self.raft.propose(data).unwrap_or_else(|e| panic!("the leader refused a proposal: {e:?}"));

@@ -1,0 +1,221 @@
+//! A 3-node cluster of real `warren` processes on loopback, with the Rust ZooKeeper client:
+//! writes through any node are read on every node, a killed leader loses no acknowledged
+//! write (on the survivors and on itself once restarted), and a paused leader serves nothing
+//! stale once it resumes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use warren_tests::zk::{self, Acls, CreateMode, EventType};
+use warren_tests::{bounded, unique, wait_until, WarrenCluster, WarrenOpts, WarrenProcess};
+
+fn persistent() -> zk::CreateOptions<'static> {
+    CreateMode::Persistent.with_acls(Acls::anyone_all())
+}
+
+/// Two cores, so two Raft groups per cluster.
+fn cluster() -> WarrenCluster {
+    WarrenCluster::start(3, WarrenOpts::default().cores(2).session_timeouts_ms(1000, 40000))
+}
+
+/// Every (path, data) in `expected` on `node`, after a sync of each path's parent.
+async fn assert_has_all(node: &WarrenProcess, expected: &BTreeMap<String, Vec<u8>>, what: &str) {
+    let c = node.client().await;
+    let parents: std::collections::BTreeSet<String> =
+        expected.keys().map(|p| p[..p.rfind('/').expect("absolute")].to_string()).collect();
+    for parent in &parents {
+        bounded(20, "sync", c.sync(parent)).await.unwrap_or_else(|e| panic!("{what}: sync {parent}: {e}"));
+    }
+    for (path, data) in expected {
+        match c.get_data(path).await {
+            Ok((got, _)) => assert_eq!(&got, data, "{what}: {path} on {}", node.addr()),
+            Err(e) => panic!("{what}: acknowledged {path} missing on {}: {e}", node.addr()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reads_what_any_node_wrote_and_watches_fire_where_the_client_is() {
+    let c3 = cluster();
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let modes = c3.modes();
+    assert_eq!(modes.iter().filter(|m| m.as_deref() == Some("follower")).count(), 2, "{modes:?} (leader {leader})");
+    let mut clients = Vec::new();
+    for node in &c3.nodes {
+        clients.push(node.client().await);
+    }
+    let root = format!("/{}", unique("cluster"));
+    clients[0].create(&root, b"", &persistent()).await.unwrap();
+    let mut expected = BTreeMap::new();
+    for i in 0..30 {
+        let path = format!("{root}/k{i}");
+        let data = format!("v{i}").into_bytes();
+        clients[i % 3].create(&path, &data, &persistent()).await.unwrap();
+        expected.insert(path, data);
+    }
+    for node in &c3.nodes {
+        assert_has_all(node, &expected, "created through every node").await;
+    }
+    for (i, c) in clients.iter().enumerate() {
+        c.sync(&root).await.unwrap();
+        let (mut children, _) = c.get_children(&root).await.unwrap();
+        children.sort();
+        assert_eq!(children.len(), 30, "node {}: {children:?}", i + 1);
+    }
+
+    // A watch set through node 3 fires for a write through node 1.
+    let watched = format!("{root}/k0");
+    let (_, _, watch) = clients[2].get_and_watch_data(&watched).await.unwrap();
+    clients[0].set_data(&watched, b"changed", None).await.unwrap();
+    let event = bounded(10, "NodeDataChanged on another node", watch.changed()).await;
+    assert_eq!(event.event_type, EventType::NodeDataChanged);
+
+    // An ephemeral of a session on node 2 is seen through node 3 and gone once it closes.
+    let ephemeral = format!("{root}/ephemeral");
+    let owner = c3.nodes[1].client().await;
+    owner.create(&ephemeral, b"", &CreateMode::Ephemeral.with_acls(Acls::anyone_all())).await.unwrap();
+    clients[2].sync(&root).await.unwrap();
+    assert!(clients[2].check_stat(&ephemeral).await.unwrap().is_some());
+    drop(owner);
+    let gone = warren_tests::wait_until_async(Duration::from_secs(10), || async {
+        clients[2].sync(&root).await.is_ok() && clients[2].check_stat(&ephemeral).await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone, "the ephemeral outlived its closed session");
+}
+
+/// Writes through `node` on several sessions for `run`, reconnecting after errors; records
+/// every acknowledged create.
+async fn write_stream(node_addr: String, roots: Vec<String>, run: Duration) -> BTreeMap<String, Vec<u8>> {
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let deadline = Instant::now() + run;
+    let mut tasks = Vec::new();
+    for task in 0..6 {
+        let (acked, roots, addr) = (acked.clone(), roots.clone(), node_addr.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(4)).connect(&addr);
+                let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), connect).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                while Instant::now() < deadline {
+                    i += 1;
+                    let root = &roots[i as usize % roots.len()];
+                    let path = format!("{root}/t{task}-{i}");
+                    let data = format!("task{task} write{i}").into_bytes();
+                    match tokio::time::timeout(Duration::from_secs(5), c.create(&path, &data, &persistent())).await {
+                        Ok(Ok(_)) => {
+                            acked.lock().unwrap().insert(path, data);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_leader_during_a_write_stream_loses_no_acknowledged_write() {
+    let mut c3 = cluster();
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    // Several top-level roots, so the writes land in both groups.
+    let roots: Vec<String> = (0..4).map(|i| format!("/{}", unique(&format!("kill-{i}")))).collect();
+    {
+        let setup = c3.node(follower).client().await;
+        for root in &roots {
+            setup.create(root, b"", &persistent()).await.unwrap();
+        }
+    }
+    let addr = c3.node(follower).addr().to_string();
+    let stream = tokio::spawn(write_stream(addr, roots.clone(), Duration::from_secs(4)));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let killed_at = Instant::now();
+    c3.node(leader).kill9();
+    let acked = stream.await.unwrap();
+    assert!(acked.len() > 50, "the stream wrote too little to mean anything: {}", acked.len());
+    let new_leader = c3.wait_leader(Duration::from_secs(10));
+    assert_ne!(new_leader, leader);
+    eprintln!(
+        "{} writes acknowledged; leader {leader} killed, node {new_leader} leads {:?} later",
+        acked.len(),
+        killed_at.elapsed()
+    );
+    for id in 1..=3 {
+        if id != leader {
+            assert_has_all(&c3.nodes[id - 1], &acked, "a survivor").await;
+        }
+    }
+    c3.node(leader).restart();
+    assert_has_all(&c3.nodes[leader - 1], &acked, "the restarted leader").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_serves_nothing_stale_once_it_resumes() {
+    // One core: one group, so the paused node leads the group of every key.
+    let mut c3 = WarrenCluster::start(3, WarrenOpts::default().cores(1));
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    let root = format!("/{}", unique("pause"));
+    let key = format!("{root}/key");
+    let on_leader = c3.node(leader).client().await;
+    on_leader.create(&root, b"", &persistent()).await.unwrap();
+    on_leader.create(&key, b"before", &persistent()).await.unwrap();
+    // Connected first: a new session needs the groups' leaders to commit it.
+    let writer = c3.node(follower).client().await;
+    let pid = c3.node(leader).pid().expect("running") as libc::pid_t;
+    // SAFETY: kill(2) on a child this test spawned.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let paused_at = Instant::now();
+    let mut last = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut written = 0;
+    while written < 20 {
+        assert!(Instant::now() < deadline, "no write succeeded while the leader was paused");
+        let data = format!("during-{written}").into_bytes();
+        match tokio::time::timeout(Duration::from_secs(3), writer.set_data(&key, &data, None)).await {
+            Ok(Ok(_)) => {
+                if written == 0 {
+                    eprintln!("first write after the pause acknowledged {:?} after it", paused_at.elapsed());
+                }
+                last = data;
+                written += 1;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // Through the old leader: a sync and a read see the last write acknowledged meanwhile,
+    // whether the old session survived or a new one is needed.
+    let seen = warren_tests::wait_until_async(Duration::from_secs(15), || async {
+        let c = match tokio::time::timeout(Duration::from_secs(3), c3.nodes[leader - 1].client()).await {
+            Ok(c) => c,
+            Err(_) => return false,
+        };
+        if !matches!(tokio::time::timeout(Duration::from_secs(3), c.sync(&root)).await, Ok(Ok(()))) {
+            return false;
+        }
+        let (data, _) = c.get_data(&key).await.expect("the key exists");
+        assert_eq!(data, last, "a sync+read through the resumed leader returned stale data");
+        true
+    })
+    .await;
+    assert!(seen, "the resumed node never answered a sync");
+    drop(on_leader);
+    assert!(
+        wait_until(Duration::from_secs(10), || c3.modes().iter().filter(|m| m.as_deref() == Some("leader")).count()
+            == 1),
+        "not exactly one leader after the pause: {:?}",
+        c3.modes()
+    );
+}
