@@ -1,7 +1,8 @@
 //! A 3-node cluster of real `warren` processes on loopback, with the Rust ZooKeeper client:
 //! writes through any node are read on every node, a killed leader loses no acknowledged
 //! write (on the survivors and on itself once restarted), and a paused leader serves nothing
-//! stale once it resumes.
+//! stale once it resumes. The first three run against a ZooKeeper 3.8 ensemble too
+//! (`WARREN_BIN=tests/zk_as_warren.sh`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -197,11 +198,11 @@ async fn a_paused_leader_serves_nothing_stale_once_it_resumes() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
     // Through the old leader: a sync and a read see the last write acknowledged meanwhile,
     // whether the old session survived or a new one is needed.
-    let seen = warren_tests::wait_until_async(Duration::from_secs(15), || async {
-        let c = match tokio::time::timeout(Duration::from_secs(3), c3.nodes[leader - 1].client()).await {
-            Ok(c) => c,
-            Err(_) => return false,
-        };
+    let resumed = c3.nodes[leader - 1].connect_string();
+    let seen = warren_tests::wait_until_async(Duration::from_secs(20), || async {
+        // The resumed node may refuse sessions while it catches up (ZooKeeper does).
+        let connect = zk::Client::connector().with_fail_eagerly().connect(&resumed);
+        let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), connect).await else { return false };
         if !matches!(tokio::time::timeout(Duration::from_secs(3), c.sync(&root)).await, Ok(Ok(()))) {
             return false;
         }
@@ -218,4 +219,44 @@ async fn a_paused_leader_serves_nothing_stale_once_it_resumes() {
         "not exactly one leader after the pause: {:?}",
         c3.modes()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_prints_three_serving_nodes_and_stops_them_on_sigterm() {
+    use std::io::BufRead;
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: dev-cluster is warren's own command");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(warren_tests::warren_bin())
+        .args(["dev-cluster", "--nodes", "3", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout).lines().take(3).map(|l| l.unwrap()).collect::<Vec<String>>()
+    });
+    let addrs = bounded(40, "dev-cluster prints three addresses", lines).await.unwrap();
+    assert_eq!(addrs.len(), 3, "{addrs:?}");
+    let first = bounded(20, "connect", zk::Client::connector().connect(&addrs[0])).await.unwrap();
+    first.create("/dev-cluster", b"hello", &persistent()).await.unwrap();
+    let last = bounded(20, "connect", zk::Client::connector().connect(&addrs[2])).await.unwrap();
+    last.sync("/dev-cluster").await.unwrap();
+    assert_eq!(last.get_data("/dev-cluster").await.unwrap().0, b"hello");
+    let listing = std::fs::read_to_string(dir.path().join("nodes.txt")).unwrap();
+    assert_eq!(listing.lines().filter(|l| l.contains("restart: ")).count(), 3, "{listing}");
+    drop((first, last));
+    // SAFETY: kill(2) on the child this test spawned.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let exited = wait_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some());
+    assert!(exited, "dev-cluster did not stop on SIGTERM");
+    for addr in &addrs {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        let gone = wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_err());
+        assert!(gone, "node {addr} still serves after dev-cluster stopped");
+    }
 }

@@ -93,6 +93,11 @@ pub fn external_server() -> Option<String> {
 }
 
 /// True (and says so on stderr) when the test cannot run against an external server.
+/// Whether the server under test is Apache ZooKeeper behind `tests/zk_as_warren.sh`.
+pub fn is_zookeeper() -> bool {
+    std::env::var("WARREN_BIN").is_ok_and(|bin| bin.ends_with("zk_as_warren.sh"))
+}
+
 pub fn skip_if_external(test: &str) -> bool {
     if external_server().is_some() {
         eprintln!("{test}: skipped: needs a warren process it controls (ZK_TEST_SERVER set)");
@@ -477,8 +482,9 @@ pub struct WarrenCluster {
 impl WarrenCluster {
     /// Starts `size` nodes and waits until each serves a session.
     pub fn start(size: usize, opts: WarrenOpts) -> WarrenCluster {
-        let cores = opts.cores.unwrap_or(1) as usize;
-        let peers: Vec<String> = (1..=size).map(|id| format!("{id}=127.0.0.1:{}", free_port_run(cores))).collect();
+        // One peer port per core (Warren); two for ZooKeeper as WARREN_BIN (quorum, election).
+        let ports = (opts.cores.unwrap_or(1) as usize).max(2);
+        let peers: Vec<String> = (1..=size).map(|id| format!("{id}=127.0.0.1:{}", free_port_run(ports))).collect();
         let mut nodes = Vec::new();
         for id in 1..=size {
             let mut node_opts = opts.clone();

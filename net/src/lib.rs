@@ -4,6 +4,7 @@
 //! server.
 
 pub mod config;
+pub mod dev_cluster;
 pub mod durable_file;
 pub mod jute;
 pub mod peer;

@@ -26,6 +26,23 @@ enum Commands {
     /// (acknowledged ones included), and prints what it discarded. Run it only after reading
     /// the refusal, on a stopped node; keep a copy of the data dir first.
     WalRepair(RepairArgs),
+    /// Starts a loopback cluster, each node its own `warren start` process, and prints each
+    /// node's client address (127.0.0.1:PORT, one per line) once a leader is elected; the
+    /// command line to restart each node is in DIR/nodes.txt. Runs until SIGINT/SIGTERM.
+    DevCluster(DevClusterArgs),
+}
+
+#[derive(Parser)]
+struct DevClusterArgs {
+    /// Nodes (voters), 1 to 7
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Directory for the nodes' data dirs (node-N) and logs (node-N.log)
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Executors (Raft groups) per node
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
 }
 
 #[derive(Parser)]
@@ -169,6 +186,9 @@ fn main() {
     let result = match cli.command {
         Commands::Start(args) => args.into_config().and_then(net::server::run),
         Commands::WalRepair(args) => args.run(),
+        Commands::DevCluster(args) => {
+            net::dev_cluster::DevCluster { nodes: args.nodes, data_dir: args.data_dir, cores: args.cores }.run()
+        }
     };
     if let Err(error) = result {
         eprintln!("warren: {error:#}");
