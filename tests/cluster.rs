@@ -1,7 +1,8 @@
 //! A 3-node cluster of real `warren` processes on loopback, with the Rust ZooKeeper client:
 //! writes through any node are read on every node, a killed leader loses no acknowledged
 //! write (on the survivors and on itself once restarted), and a paused leader serves nothing
-//! stale once it resumes. The first three run against a ZooKeeper 3.8 ensemble too
+//! stale once it resumes, and a session moved to a lagging node never reads older data. All
+//! but the dev-cluster test run against a ZooKeeper 3.8 ensemble too
 //! (`WARREN_BIN=tests/zk_as_warren.sh`).
 
 use std::collections::BTreeMap;
@@ -258,5 +259,45 @@ async fn dev_cluster_prints_three_serving_nodes_and_stops_them_on_sigterm() {
         let addr: std::net::SocketAddr = addr.parse().unwrap();
         let gone = wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_err());
         assert!(gone, "node {addr} still serves after dev-cluster stopped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moved_to_a_lagging_node_never_reads_older_data() {
+    use warren_tests::{JuteReader, RawSession};
+    let mut c3 = cluster();
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let lagging = if leader == 3 { 2 } else { 3 };
+    let root = format!("/{}", unique("switch"));
+    let mut session = RawSession::connect(c3.node(leader).addr(), 10_000);
+    assert_eq!(session.create(&root, b"", 0).err, 0);
+    for round in 0..5 {
+        let key = format!("{root}/k{round}");
+        assert_eq!(session.create(&key, b"old", 0).err, 0);
+        // The lagging node misses the new value while it is stopped...
+        let pid = c3.node(lagging).pid().expect("running") as libc::pid_t;
+        // SAFETY: kill(2) on a child this test spawned.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let written = session.set_data(&key, b"new", -1);
+        assert_eq!(written.err, 0, "round {round}: a majority is up");
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        // ...and the session moves to it at once, as a client does when its server goes away.
+        // Warren catches up before it answers; ZooKeeper refuses a client that has seen more
+        // than it has, and the client tries again.
+        let to = c3.node(lagging).addr();
+        let mut moved = None;
+        let accepted = wait_until(Duration::from_secs(10), || {
+            moved = RawSession::try_reattach(to, session.session_id, &session.password, written.zxid);
+            moved.is_some()
+        });
+        assert!(accepted, "round {round}: the lagging node never took the session");
+        let mut moved = moved.expect("accepted");
+        let reply = moved.get_data(&key, false);
+        assert_eq!(reply.err, 0);
+        let data = JuteReader::new(&reply.body).buf();
+        assert_eq!(data.as_deref(), Some(&b"new"[..]), "round {round}: the moved session read older data");
+        // Back to the leader for the next round.
+        session = RawSession::reattach(c3.node(leader).addr(), session.session_id, &session.password, reply.zxid);
     }
 }

@@ -922,17 +922,26 @@ impl RawSession {
     /// Reattaches to an existing session on a new connection, as a client does after losing
     /// its connection: ConnectRequest with the session id, password and last zxid seen.
     pub fn reattach(addr: SocketAddr, session_id: i64, password: &[u8], last_zxid_seen: i64) -> RawSession {
+        Self::try_reattach(addr, session_id, password, last_zxid_seen)
+            .unwrap_or_else(|| panic!("server refused to reattach session {session_id:#x}"))
+    }
+
+    /// `reattach` that returns None when the server refuses (timeout 0 or the connection
+    /// closed: ZooKeeper closes it for a client that has seen a later zxid than it has).
+    pub fn try_reattach(addr: SocketAddr, session_id: i64, password: &[u8], last_zxid_seen: i64) -> Option<RawSession> {
         let mut s = raw_socket(addr);
         let req = Jute::new().i32(0).i64(last_zxid_seen).i32(10000).i64(session_id).buf(password).bool(false);
-        s.write_all(&req.framed()).expect("send ConnectRequest");
-        let resp = read_frame(&mut s).expect("read ConnectResponse");
+        s.write_all(&req.framed()).ok()?;
+        let resp = read_frame(&mut s).ok()?;
         let mut r = JuteReader::new(&resp);
         let _proto = r.i32();
         let negotiated = r.i32();
-        assert!(negotiated > 0, "server refused to reattach session {session_id:#x}");
+        if negotiated <= 0 {
+            return None;
+        }
         assert_eq!(r.i64(), session_id, "the same session");
         let password = r.buf().unwrap_or_default();
-        RawSession { stream: s, session_id, timeout_ms: negotiated, password, next_xid: 1, events: Vec::new() }
+        Some(RawSession { stream: s, session_id, timeout_ms: negotiated, password, next_xid: 1, events: Vec::new() })
     }
 
     pub fn next_xid(&mut self) -> i32 {

@@ -171,7 +171,8 @@ impl Core {
         self.voters.contains(&node)
     }
 
-    fn is_clustered(&self) -> bool {
+    /// This node has peers (its groups have other voters).
+    pub fn is_clustered(&self) -> bool {
         self.voters.len() > 1
     }
 

@@ -5,7 +5,7 @@ use super::slots::Kind;
 use super::Conn;
 use crate::jute::{self, ConnectRequest, ConnectResponse};
 use crate::server::msg::*;
-use engine::command::Command;
+use engine::command::{Command, ShardId};
 use engine::types::SessionId;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,15 @@ impl Conn {
             self.session.set(request.session_id);
             let check = ShardOp::CheckSession { passwd: request.passwd.clone() };
             let kind = Kind::Connect { session: request.session_id, passwd: request.passwd.clone() };
-            self.submit(0, kind, vec![(0, check)]);
+            let mut ops = vec![(0, check)];
+            if self.core.is_clustered() {
+                // Never older state after switching server: before the session is served here,
+                // this node applies everything every group committed before the reconnect (a
+                // sync through each group's log), so all the client saw elsewhere, and more.
+                let groups = self.core.cores().min(self.shard_count() as usize);
+                ops.extend((0..groups).map(|shard| (shard as ShardId, ShardOp::Sync)));
+            }
+            self.submit(0, kind, ops);
         }
     }
 
@@ -55,8 +63,9 @@ impl Conn {
         passwd: Vec<u8>,
         parts: &[Option<ReplyBody>],
     ) -> (Vec<u8>, bool) {
-        let granted =
-            parts.iter().all(|part| matches!(part, Some(ReplyBody::Write(Ok(_))) | Some(ReplyBody::Session(Some(_)))));
+        let granted = parts.iter().all(|part| {
+            matches!(part, Some(ReplyBody::Write(Ok(_))) | Some(ReplyBody::Session(Some(_))) | Some(ReplyBody::Synced))
+        });
         let stored_timeout = parts.iter().find_map(|part| match part {
             Some(ReplyBody::Session(Some(timeout))) => Some(*timeout),
             _ => None,
