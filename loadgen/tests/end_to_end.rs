@@ -168,12 +168,32 @@ fn check_warren_target(v: &serde_json::Value) {
     assert_eq!(t["kind"], "warren", "{v}");
     assert!(!t["git_commit"].as_str().unwrap().is_empty(), "{v}");
     assert_eq!(t["servers"][0]["mode"], "standalone", "{v}");
-    let conf = &t["servers"][0]["conf"];
-    assert!(conf["cores"].as_str().unwrap().parse::<u32>().unwrap() >= 1, "{v}");
-    assert!(conf["shards"].as_str().unwrap().parse::<u32>().unwrap() >= 1, "{v}");
+    check_warren_conf(v, 0);
     assert!(t["leader"].is_null(), "{v}");
     assert_eq!(v["cluster"], "1 node (standalone), warren", "{v}");
     assert!(!v["loadgen_git_commit"].as_str().unwrap().is_empty(), "{v}");
+}
+
+/// The target section of a run against a 3-node warren cluster: one leader, two followers.
+fn check_warren_cluster_target(v: &serde_json::Value) {
+    let t = &v["target"];
+    assert_eq!(t["kind"], "warren", "{v}");
+    assert_eq!(t["nodes"], 3, "{v}");
+    let modes: Vec<&str> = (0..3).map(|i| t["servers"][i]["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes.iter().filter(|m| **m == "leader").count(), 1, "{modes:?}");
+    assert_eq!(modes.iter().filter(|m| **m == "follower").count(), 2, "{modes:?}");
+    let leader = modes.iter().position(|m| *m == "leader").unwrap();
+    assert_eq!(t["leader"], t["servers"][leader]["addr"], "{v}");
+    for node in 0..3 {
+        check_warren_conf(v, node);
+    }
+    assert_eq!(v["cluster"], "3 nodes: 1 leader, 2 followers, warren", "{v}");
+}
+
+fn check_warren_conf(v: &serde_json::Value, node: usize) {
+    let conf = &v["target"]["servers"][node]["conf"];
+    assert!(conf["cores"].as_str().unwrap().parse::<u32>().unwrap() >= 1, "{v}");
+    assert!(conf["shards"].as_str().unwrap().parse::<u32>().unwrap() >= 1, "{v}");
 }
 
 #[test]
@@ -312,7 +332,7 @@ fn without_servers_it_starts_and_stops_its_own_warren() {
     let v = check_run(&out, results.path(), 2000, &["getData", "setData"]);
     assert_eq!(v["settings"]["local_cluster"], true);
     assert_eq!(v["settings"]["servers"].as_array().unwrap().len(), 3, "{v}");
-    check_warren_target(&v);
+    check_warren_cluster_target(&v);
     // loadgen started the warren nodes, so it measured their CPU time itself.
     let cpu = &v["server_cpu"];
     for node in 0..3 {
