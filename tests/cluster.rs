@@ -43,6 +43,21 @@ async fn every_node_reads_what_any_node_wrote_and_watches_fire_where_the_client_
     let leader = c3.wait_leader(Duration::from_secs(10));
     let modes = c3.modes();
     assert_eq!(modes.iter().filter(|m| m.as_deref() == Some("follower")).count(), 2, "{modes:?} (leader {leader})");
+    if !warren_tests::is_zookeeper() {
+        // Every node names the same leader for each group; group 0's is the one Mode names.
+        for group in 0..2 {
+            let key = format!("warren_group_{group}_leader\t");
+            let named: Vec<String> = c3
+                .nodes
+                .iter()
+                .map(|n| n.four_letter("mntr").lines().find_map(|l| l.strip_prefix(&key).map(str::to_string)).unwrap())
+                .collect();
+            assert!(named.iter().all(|id| *id == named[0] && id != "0"), "group {group}: {named:?}");
+            if group == 0 {
+                assert_eq!(named[0], leader.to_string());
+            }
+        }
+    }
     let mut clients = Vec::new();
     for node in &c3.nodes {
         clients.push(node.client().await);
