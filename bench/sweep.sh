@@ -9,15 +9,16 @@
 #   settings and seed, --duration with a --warmup of unmeasured ops (the JIT warms up outside
 #   the measurement), fresh data dirs for every round.
 # - Rounds alternate the order (ABBA...): round 1 ZooKeeper first, round 2 Warren first, ...
-# - Like for like: Warren 1 node vs ZooKeeper standalone (`--nodes 3` will be Warren 3 nodes vs a
-#   ZooKeeper 3-node ensemble once replication exists; refused until then).
+# - Like for like: Warren 1 node vs ZooKeeper standalone, or with `--nodes 3` a Warren 3-node
+#   cluster vs a ZooKeeper 3-node ensemble (all nodes on loopback, each with its own data dir;
+#   loadgen's sessions round-robin over the nodes; server CPU is the sum over the nodes).
 # - Server cost: each server process's CPU seconds (utime+stime from /proc) per run, reported as
 #   ops per server CPU-second next to ops/s.
 # - ZooKeeper configured on the record: zoo.cfg written out (forceSync=yes, a dataLogDir of its
 #   own, snapCount, preAllocSize, globalOutstandingLimit high enough never to throttle), a 1 GiB
 #   heap with G1 and AlwaysPreTouch, log4j at WARN; `java -version`, zoo.cfg and `mntr` after
 #   every run are kept.
-# - --pin: servers on CPU 0, loadgen on CPU 1 (taskset), recorded.
+# - --pin: servers on CPU 0 (all nodes of a cluster), loadgen on CPU 1 (taskset), recorded.
 # - loadgen's own ceiling: every round starts with every point and mix against
 #   `loadgen canned-server` (canned replies, no tree, no disk) with the same pinning; its ops/s,
 #   latencies and loadgen's CPU stand next to every comparison (--no-ceiling skips it).
@@ -53,8 +54,8 @@ while [[ $# -gt 0 ]]; do
     *) echo "sweep.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-if [[ "$nodes" != 1 ]]; then
-  echo "sweep.sh: --nodes $nodes needs Warren replication, which does not exist yet; only --nodes 1 (vs ZooKeeper standalone)" >&2
+if [[ "$nodes" != 1 && "$nodes" != 3 ]]; then
+  echo "sweep.sh: --nodes is 1 (vs ZooKeeper standalone) or 3 (vs a ZooKeeper ensemble)" >&2
   exit 2
 fi
 [[ -f /usr/share/java/zookeeper.jar ]] || { echo "sweep.sh: Apache ZooKeeper missing (run scripts/setup.sh)" >&2; exit 1; }
@@ -75,10 +76,11 @@ repo_commit="$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unkn
 repo_dirty_files="$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
 data_fs="$(df -T "$tmp" | awk 'NR == 2 {print $2 " on " $1 " mounted at " $7}')"
 
-server_pid=""
+server_pids=() ports=()
 stop_server() {
-  stop_process "$server_pid" 100
-  server_pid=""
+  local pid
+  for pid in "${server_pids[@]}"; do stop_process "$pid" 100; done
+  server_pids=() ports=()
 }
 cleanup() { stop_server; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -89,15 +91,40 @@ if [[ "$pin" == 1 ]]; then server_cpus=(taskset -c 0); loadgen_cpus=(taskset -c 
 
 # CPU seconds (user+system, all threads) of a live process.
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-wait_ready() { # port, log, what srvr must say: ZooKeeper answers `imok` before it serves; `srvr` names its Mode once it does
+wait_ready() { # log, what srvr must say: ZooKeeper answers `imok` before it serves; `srvr` names its Mode once it does
+  local port pid answers leaders
   for _ in $(seq 1 600); do # 60 s
-    [[ "$(fourlw 127.0.0.1 "$1" srvr)" == *"$3"* ]] && return 0
-    kill -0 "$server_pid" 2>/dev/null || break
+    answers=0 leaders=0
+    for port in "${ports[@]}"; do
+      local srvr
+      srvr="$(fourlw 127.0.0.1 "$port" srvr)"
+      [[ "$srvr" == *"$2"* ]] && answers=$((answers + 1))
+      [[ "$srvr" == *"Mode: leader"* ]] && leaders=$((leaders + 1))
+    done
+    # A cluster serves once one node leads.
+    (( answers == ${#ports[@]} )) && { (( ${#ports[@]} == 1 )) || (( leaders == 1 )); } && return 0
+    for pid in "${server_pids[@]}"; do kill -0 "$pid" 2>/dev/null || break 2; done
     sleep 0.1
   done
-  echo "sweep.sh: server not ready on port $1; log:" >&2
-  tail -40 "$2" >&2 || true
+  echo "sweep.sh: servers not ready on ports ${ports[*]}; log:" >&2
+  tail -40 "$1" >&2 || true
   exit 1
+}
+
+peer_ports=()
+pick_ports() { # nodes → ports (client), peer_ports (a run of free ports each: one per Warren core, or ZooKeeper's quorum and election ports)
+  local i p run=$(( warren_cores > 2 ? warren_cores : 2 ))
+  ports=() peer_ports=()
+  for i in $(seq 1 "$1"); do
+    ports+=("$(free_port)")
+    while :; do
+      p="$(free_port)"
+      python3 -c 'import socket,sys
+for q in range(int(sys.argv[1]) + 1, int(sys.argv[1]) + int(sys.argv[2])):
+    socket.socket().bind(("127.0.0.1", q))' "$p" "$run" 2>/dev/null && break
+    done
+    peer_ports+=("$p")
+  done
 }
 
 zk_classpath="/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar"
@@ -105,15 +132,18 @@ zk_jvm=(-Xms1g -Xmx1g -XX:+UseG1GC -XX:+AlwaysPreTouch -Dzookeeper.root.logger=W
   -Dlog4j.configuration=file:/etc/zookeeper/conf/log4j.properties)
 java -version >"$out/zookeeper/java-version.txt" 2>&1
 
-start_zookeeper() { # round → sets server_pid, port
-  local dir="$tmp/zk-$1"
-  mkdir -p "$dir/data" "$dir/datalog"
-  port="$(free_port)"
-  cat >"$dir/zoo.cfg" <<CFG
+start_zookeeper() { # round → sets server_pids, ports
+  local i main=org.apache.zookeeper.server.ZooKeeperServerMain
+  pick_ports "$nodes"
+  (( nodes == 1 )) || main=org.apache.zookeeper.server.quorum.QuorumPeerMain
+  for i in $(seq 1 "$nodes"); do
+    local dir="$tmp/zk-$1-$i"
+    mkdir -p "$dir/data" "$dir/datalog"
+    cat >"$dir/zoo.cfg" <<CFG
 tickTime=2000
 dataDir=$dir/data
 dataLogDir=$dir/datalog
-clientPort=$port
+clientPort=${ports[$((i - 1))]}
 clientPortAddress=127.0.0.1
 forceSync=yes
 snapCount=100000
@@ -123,27 +153,40 @@ maxClientCnxns=0
 4lw.commands.whitelist=*
 admin.enableServer=false
 CFG
-  cp "$dir/zoo.cfg" "$out/zookeeper/zoo.cfg"
-  "${server_cpus[@]}" java "${zk_jvm[@]}" -cp "$zk_classpath" org.apache.zookeeper.server.ZooKeeperServerMain \
-    "$dir/zoo.cfg" >"$dir/log" 2>&1 &
-  server_pid=$!
-  wait_ready "$port" "$dir/log" "Mode: "
+    if (( nodes > 1 )); then
+      echo "$i" >"$dir/data/myid"
+      { echo "initLimit=10"; echo "syncLimit=5"; } >>"$dir/zoo.cfg"
+      local j
+      for j in $(seq 1 "$nodes"); do
+        local peer="${peer_ports[$((j - 1))]}"
+        echo "server.$j=127.0.0.1:$peer:$((peer + 1))" >>"$dir/zoo.cfg"
+      done
+    fi
+    cp "$dir/zoo.cfg" "$out/zookeeper/zoo-$i.cfg"
+    "${server_cpus[@]}" java "${zk_jvm[@]}" -cp "$zk_classpath" "$main" "$dir/zoo.cfg" >"$dir/log" 2>&1 &
+    server_pids+=($!)
+  done
+  wait_ready "$tmp/zk-$1-1/log" "Mode: "
 }
 
-start_warren() { # round → sets server_pid, port
-  local dir="$tmp/warren-$1"
-  port="$(free_port)"
-  "${server_cpus[@]}" "$warren" start --host 127.0.0.1 --port "$port" --data-dir "$dir/data" \
-    --cores "$warren_cores" >"$tmp/warren-$1.log" 2>&1 &
-  server_pid=$!
-  wait_ready "$port" "$tmp/warren-$1.log" "Mode: "
+start_warren() { # round → sets server_pids, ports
+  local i peers=() cluster=()
+  pick_ports "$nodes"
+  for i in $(seq 1 "$nodes"); do peers+=("$i=127.0.0.1:${peer_ports[$((i - 1))]}"); done
+  for i in $(seq 1 "$nodes"); do
+    (( nodes == 1 )) || cluster=(--node-id "$i" --peers "$(IFS=,; echo "${peers[*]}")")
+    "${server_cpus[@]}" "$warren" start --host 127.0.0.1 --port "${ports[$((i - 1))]}" --data-dir "$tmp/warren-$1-$i" \
+      --cores "$warren_cores" "${cluster[@]}" >"$tmp/warren-$1-$i.log" 2>&1 &
+    server_pids+=($!)
+  done
+  wait_ready "$tmp/warren-$1-1.log" "Mode: "
 }
 
-start_canned() { # loadgen's ceiling: canned replies, no tree, no disk
-  port="$(free_port)"
-  "${server_cpus[@]}" "$loadgen" canned-server --port "$port" >"$tmp/canned.log" 2>&1 &
-  server_pid=$!
-  wait_ready "$port" "$tmp/canned.log" "canned"
+start_canned() { # loadgen's ceiling: canned replies, no tree, no disk (one server whatever --nodes)
+  ports=("$(free_port)")
+  "${server_cpus[@]}" "$loadgen" canned-server --port "${ports[0]}" >"$tmp/canned.log" 2>&1 &
+  server_pids+=($!)
+  wait_ready "$tmp/canned.log" "canned"
 }
 
 runs="$out/runs.tsv"
@@ -155,14 +198,16 @@ run_side() { # round, side
     for mix in ${mixes//,/ }; do
       local clients="${point%x*}" pipeline="${point#*x}" result
       echo "== round $round, $side, ${clients}x$pipeline, $mix"
-      "${loadgen_cpus[@]}" timeout 900 "$loadgen" --servers "127.0.0.1:$port" --server-pid "$server_pid" \
+      local servers pids
+      servers="$(printf '127.0.0.1:%s,' "${ports[@]}")" pids="$(IFS=,; echo "${server_pids[*]}")"
+      "${loadgen_cpus[@]}" timeout 900 "$loadgen" --servers "${servers%,}" --server-pid "$pids" \
         --duration "$duration" --warmup "$warmup" --clients "$clients" --pipeline "$pipeline" --mix "$mix" \
         --seed "$seed" --results-dir "$out/runs" >"$tmp/lg.out" 2>&1 || { cat "$tmp/lg.out" >&2; exit 1; }
       result="$(sed -n 's/^results: //p' "$tmp/lg.out" | tail -n 1)"
       result="${result#"$out"/}" # relative to the sweep dir, so a stored sweep reads anywhere
       grep -E '^(overall|server CPU)' "$tmp/lg.out" || true
       printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$side" "$point" "$mix" "$result" >>"$runs"
-      [[ "$side" != zookeeper ]] || fourlw 127.0.0.1 "$port" mntr >"$out/zookeeper/mntr-round$round-$point-$mix.txt"
+      [[ "$side" != zookeeper ]] || fourlw 127.0.0.1 "${ports[0]}" mntr >"$out/zookeeper/mntr-round$round-$point-$mix.txt"
     done
   done
   stop_server
@@ -178,7 +223,8 @@ python3 "$root/bench/sweep_summary.py" "$runs" "$out" \
   --setting "rounds=$rounds" --setting "duration=$duration" --setting "warmup_ops=$warmup" \
   --setting "warren_cores=$warren_cores" --setting "pinned=$([[ $pin == 1 ]] && echo 'servers on CPU 0, loadgen on CPU 1' || echo no)" \
   --setting "zookeeper_jvm=${zk_jvm[*]}" --setting "seed=$seed" --setting "command=$command_line" \
-  --setting "warren_start=warren start --host 127.0.0.1 --port PORT --data-dir DIR --cores $warren_cores" \
+  --setting "nodes=$nodes" \
+  --setting "warren_start=warren start --host 127.0.0.1 --port PORT --data-dir DIR --cores $warren_cores$( (( nodes == 1 )) || echo " --node-id N --peers 1=127.0.0.1:P1,2=127.0.0.1:P2,3=127.0.0.1:P3")" \
   --setting "repo_commit=$repo_commit" --setting "repo_dirty_files=$repo_dirty_files" \
   --setting "data_dir_filesystem=$data_fs"
 echo "sweep: $out/summary.md"

@@ -224,8 +224,13 @@ def cautions(runs, table_rows, settings):
                      "server for CPU, so ops/s understates both sides; ops per server CPU-second is the steadier "
                      "figure.")
     clusters = "; ".join(sorted({str(r["cluster"]) for r in runs if r["side"] in SIDES}))
-    notes.append(f"Like for like, but single nodes ({clusters}): no replication cost on either side; the "
-                 "3-node rows wait for Warren's replication.")
+    if settings.get("nodes", "1") == "1":
+        notes.append(f"Like for like, but single nodes ({clusters}): no replication cost on either side; "
+                     "`bench/sweep.sh --nodes 3` measures 3-node clusters.")
+    else:
+        notes.append(f"Like for like, {settings['nodes']}-node clusters on one machine ({clusters}): every write "
+                     "is durable on a majority on both sides (each node its own data dir on the same disk); "
+                     "loadgen's sessions go round-robin over the nodes; server CPU is the sum over the nodes.")
     missing = [r for r in runs if r["ops_per_server_cpu_s"] is None]
     if missing:
         notes.append(f"{len(missing)} runs have no server CPU figure (no server pid recorded).")
