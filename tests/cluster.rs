@@ -316,3 +316,25 @@ async fn a_session_moved_to_a_lagging_node_never_reads_older_data() {
         session = RawSession::reattach(c3.node(leader).addr(), session.session_id, &session.password, reply.zxid);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_leader_hands_leadership_over_before_it_exits() {
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: ZooKeeper's leader does not hand over on SIGTERM");
+        return;
+    }
+    let mut c3 = WarrenCluster::start(3, WarrenOpts::default().cores(2));
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    let writer = c3.node(follower).client().await;
+    writer.create("/handover", b"before", &persistent()).await.unwrap();
+    let stopped_at = Instant::now();
+    assert!(c3.node(leader).terminate(Duration::from_secs(10)), "the leader did not exit cleanly on SIGTERM");
+    let log = c3.node(leader).stderr_tail();
+    assert!(log.contains("leadership handed over"), "no hand-over in the log:\n{log}");
+    // Every group already has a new leader: a write through the follower goes through at once.
+    bounded(5, "a write after the hand-over", writer.set_data("/handover", b"after", None)).await.unwrap();
+    eprintln!("leader stopped and a write acknowledged {:?} after SIGTERM", stopped_at.elapsed());
+    let new_leader = c3.wait_leader(Duration::from_secs(5));
+    assert_ne!(new_leader, leader);
+}

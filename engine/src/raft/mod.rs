@@ -439,6 +439,24 @@ impl Raft {
 
     /// Hands leadership to `to` (leader only): proposals are refused meanwhile; `to` is brought
     /// up to date and told to campaign at once. Abandoned after an election timeout.
+    /// Leader: a leadership transfer is under way (proposals wait for the new leader).
+    pub fn transferring(&self) -> bool {
+        self.transferee.is_some()
+    }
+
+    /// Leader: the other voter whose log matches furthest, preferring those heard from since
+    /// the last quorum check: the natural one to hand leadership to.
+    pub fn best_transferee(&self) -> Option<NodeId> {
+        let best = |active_only: bool| {
+            self.progress
+                .iter()
+                .filter(|(_, p)| p.recent_active || !active_only)
+                .max_by_key(|(id, p)| (p.match_index, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id)
+        };
+        best(true).or_else(|| best(false))
+    }
+
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader { leader: self.leader });

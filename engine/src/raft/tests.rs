@@ -957,3 +957,21 @@ fn appends_lost_with_a_full_pipeline_are_resent_after_a_heartbeat() {
     assert_eq!(c.raft(3).log().last_index(), c.raft(1).log().last_index(), "node 3 caught up");
     assert_eq!(c.raft(3).commit_index(), c.raft(1).commit_index());
 }
+
+#[test]
+fn the_best_transferee_is_the_follower_furthest_along() {
+    let mut c = Cluster::new(3, 22);
+    c.elect(1);
+    // Node 3 misses the last entries.
+    c.isolate(3);
+    c.propose(1, b"a");
+    c.stabilize();
+    assert_eq!(c.raft(1).best_transferee(), Some(2), "node 2 matches further");
+    assert!(!c.raft(1).transferring());
+    c.raft(1).transfer_leadership(2).unwrap();
+    assert!(c.raft(1).transferring());
+    c.heal();
+    c.process(1);
+    c.stabilize();
+    assert_eq!(c.leader(), Some(2));
+}

@@ -60,6 +60,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     check_port_free(&config)?;
     let cores = config.cores;
     let voters = config.voters()?;
+    block_stop_signals();
     let group_leaders = Arc::new(GroupLeaders::new(cores, u64::from(config.node_id), voters.len() > 1));
     let (mut senders, mut receivers) = channel_matrix(cores);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -93,12 +94,63 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(host = %config.host, port = config.port, cores, shards = config.shards, "warren listening on {}:{}", config.host, config.port);
     eprintln!("warren listening on {}:{}", config.host, config.port);
-    // SIGTERM/SIGINT keep their default action and end the process at once: every
-    // acknowledged write is already on disk, so there is nothing to flush.
-    for handle in handles {
-        handle.join().map_err(|e| anyhow!("an executor failed: {e}"))?;
+    // The executors run until the process ends; their handles are not joined.
+    drop(handles);
+    let signal = wait_stop_signal();
+    stop(signal, &group_leaders)
+}
+
+/// How long a stopping cluster node waits for its groups' leadership to move.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// SIGTERM and SIGINT, blocked in every thread (the executors inherit the mask from the main
+/// thread, which blocks them before it starts any) and taken by the main thread alone.
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialize and fill a set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
     }
-    Ok(())
+}
+
+fn block_stop_signals() {
+    let set = stop_signals();
+    // SAFETY: pthread_sigmask on the calling thread with a valid set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn wait_stop_signal() -> i32 {
+    let set = stop_signals();
+    let mut signal = 0;
+    // SAFETY: sigwait reads the set and writes the signal number into a local.
+    while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
+    signal
+}
+
+/// Stops the node: every acknowledged write is already durable, so a single node exits at
+/// once; a cluster node first hands the groups it leads to other voters (bounded), so they
+/// are not without a leader for an election timeout.
+fn stop(signal: i32, group_leaders: &GroupLeaders) -> ! {
+    if group_leaders.leads_any() {
+        tracing::info!(signal, "stopping: handing leadership over");
+        group_leaders.stop();
+        let deadline = Instant::now() + HAND_OVER_TIMEOUT;
+        while group_leaders.leads_any() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if group_leaders.leads_any() {
+            tracing::warn!("stopping while still leading a group: no voter took over within {HAND_OVER_TIMEOUT:?}");
+        } else {
+            tracing::info!("leadership handed over");
+        }
+    }
+    tracing::info!(signal, "stopped");
+    // _exit: the executors are still running; nothing is buffered (logs go to stderr).
+    // SAFETY: _exit(2) ends the process at once.
+    unsafe { libc::_exit(0) }
 }
 
 /// Exit status of a node stopped by a failed WAL write or fdatasync (sysexits' EX_IOERR).

@@ -155,6 +155,7 @@ impl Replica {
             self.raft.step(message);
         }
         self.watch_leadership(core, ticks);
+        self.hand_over_if_stopping(core);
         core.group_leaders.set(core.id, self.raft.leader());
         self.propose_waiting(core);
         let leading = self.raft.role() == Role::Leader;
@@ -192,6 +193,19 @@ impl Replica {
         let transport = core.transport.as_ref().expect("a group with other voters has a transport");
         for message in messages {
             transport.send(message.to, PeerMessage::Raft(message));
+        }
+    }
+
+    /// A stopping node hands each group it leads to the follower furthest along (Raft waits
+    /// until it has caught up, then tells it to campaign at once), so the group is not without
+    /// a leader for an election timeout. Asked again if a transfer is abandoned.
+    fn hand_over_if_stopping(&mut self, core: &Core) {
+        if !core.group_leaders.stopping() || self.raft.role() != Role::Leader || self.raft.transferring() {
+            return;
+        }
+        if let Some(to) = self.raft.best_transferee() {
+            tracing::info!(core = core.id, to, "stopping: handing the group's leadership over");
+            self.raft.transfer_leadership(to).expect("the leader may transfer");
         }
     }
 
@@ -242,6 +256,8 @@ impl Replica {
         }
         let me = self.raft.id();
         let forward_to = match (self.raft.role(), self.raft.leader()) {
+            // Proposals wait for the new leader, then are forwarded to it.
+            (Role::Leader, _) if self.raft.transferring() => return,
             (Role::Leader, _) => None,
             (_, Some(leader)) => Some(leader),
             (_, None) => return,

@@ -2,7 +2,7 @@
 //! `Mode:`, `mntr` `zk_server_state`). One place decides it, so that replication only has to
 //! change what `Core::role` returns.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// ZooKeeper's server states. A node without peers is standalone; in a cluster each core's
 /// group has its own leader, and `Mode:` reports the node's role in group 0, the session group
@@ -21,11 +21,18 @@ pub struct GroupLeaders {
     me: u64,
     /// Node id of each group's leader; 0 while unknown.
     leaders: Vec<AtomicU64>,
+    /// The node is stopping (SIGTERM): its groups hand their leadership to other voters.
+    stopping: AtomicBool,
 }
 
 impl GroupLeaders {
     pub fn new(groups: usize, me: u64, clustered: bool) -> GroupLeaders {
-        GroupLeaders { clustered, me, leaders: (0..groups).map(|_| AtomicU64::new(0)).collect() }
+        GroupLeaders {
+            clustered,
+            me,
+            leaders: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            stopping: AtomicBool::new(false),
+        }
     }
 
     pub fn set(&self, group: usize, leader: Option<u64>) {
@@ -34,6 +41,19 @@ impl GroupLeaders {
 
     pub fn leader(&self, group: usize) -> Option<u64> {
         Some(self.leaders[group].load(Ordering::Relaxed)).filter(|&id| id != 0)
+    }
+
+    /// Whether this node leads any group.
+    pub fn leads_any(&self) -> bool {
+        (0..self.groups()).any(|group| self.leader(group) == Some(self.me))
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     pub fn groups(&self) -> usize {
@@ -83,7 +103,11 @@ mod tests {
         assert_eq!(node.role(), Role::Follower, "leading group 1 only");
         node.set(0, Some(2));
         assert_eq!(node.role(), Role::Leader);
+        assert!(node.leads_any());
         node.set(0, None);
         assert_eq!(node.leader(0), None);
+        assert!(node.leads_any(), "still group 1");
+        node.set(1, Some(3));
+        assert!(!node.leads_any());
     }
 }
