@@ -21,9 +21,29 @@ fn cluster() -> WarrenCluster {
     WarrenCluster::start(3, WarrenOpts::default().cores(2).session_timeouts_ms(1000, 40000))
 }
 
+/// A session on `node`, retried for a while: a node that just rejoined may refuse sessions
+/// until it has caught up (ZooKeeper does; Warren's session needs its groups' leaders).
+async fn connect_eventually(node: &WarrenProcess) -> zk::Client {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let address = node.connect_string();
+    loop {
+        let connect = zk::Client::connector().with_fail_eagerly().connect(&address);
+        match tokio::time::timeout(Duration::from_secs(3), connect).await {
+            Ok(Ok(client)) => return client,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!(
+                "no session on {} within 15 s: {:?}\n{}",
+                node.addr(),
+                other.map(|r| r.err()),
+                node.stderr_tail()
+            ),
+        }
+    }
+}
+
 /// Every (path, data) in `expected` on `node`, after a sync of each path's parent.
 async fn assert_has_all(node: &WarrenProcess, expected: &BTreeMap<String, Vec<u8>>, what: &str) {
-    let c = node.client().await;
+    let c = connect_eventually(node).await;
     let parents: std::collections::BTreeSet<String> =
         expected.keys().map(|p| p[..p.rfind('/').expect("absolute")].to_string()).collect();
     for parent in &parents {
@@ -337,4 +357,39 @@ async fn sigterm_on_the_leader_hands_leadership_over_before_it_exits() {
     eprintln!("leader stopped and a write acknowledged {:?} after SIGTERM", stopped_at.elapsed());
     let new_leader = c3.wait_leader(Duration::from_secs(5));
     assert_ne!(new_leader, leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_acknowledges_no_write_and_rejoins_with_the_majority_writes() {
+    let mut c3 = WarrenCluster::start_behind_proxies(3, WarrenOpts::default().cores(1));
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let root = format!("/{}", unique("partition"));
+    let on_minority = c3.node(leader).client().await;
+    on_minority.create(&root, b"", &persistent()).await.unwrap();
+    let majority: Vec<usize> = (1..=3).filter(|&id| id != leader).collect();
+    let on_majority = c3.node(majority[0]).client().await;
+    // The leader alone on its side of the cut.
+    c3.set_isolated(leader, true);
+    let attempt = format!("{root}/minority-write");
+    let refused = tokio::time::timeout(Duration::from_secs(4), on_minority.create(&attempt, b"", &persistent())).await;
+    assert!(!matches!(refused, Ok(Ok(_))), "the isolated old leader acknowledged a write");
+    // The majority elects a leader and goes on.
+    let written = format!("{root}/majority-write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), on_majority.create(&written, b"m", &persistent())).await {
+            Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => break,
+            _ => assert!(Instant::now() < deadline, "the majority wrote nothing"),
+        }
+    }
+    // The minority node steps down (check-quorum) rather than go on as leader.
+    let stepped_down = wait_until(Duration::from_secs(5), || {
+        warren_tests::four_letter_at(c3.nodes[leader - 1].addr(), "srvr", Duration::from_secs(1))
+            .is_ok_and(|srvr| !srvr.contains("Mode: leader"))
+    });
+    assert!(stepped_down, "the isolated node still says it leads");
+    c3.set_isolated(leader, false);
+    let mut expected = BTreeMap::new();
+    expected.insert(written, b"m".to_vec());
+    assert_has_all(&c3.nodes[leader - 1], &expected, "the healed minority").await;
 }

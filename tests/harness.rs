@@ -477,16 +477,41 @@ impl Drop for WarrenProcess {
 /// is `nodes[i - 1]`, each with its own data dir; every node runs the same options.
 pub struct WarrenCluster {
     pub nodes: Vec<WarrenProcess>,
+    /// With `start_behind_proxies`: the link from node i to node j, by (i, j).
+    links: std::collections::BTreeMap<(usize, usize), LinkProxy>,
 }
 
 impl WarrenCluster {
     /// Starts `size` nodes and waits until each serves a session.
     pub fn start(size: usize, opts: WarrenOpts) -> WarrenCluster {
+        Self::start_with(size, opts, false)
+    }
+
+    /// Like `start`, but every node reaches every other through a TCP proxy of its own, so a
+    /// test can cut links (`cut`, `isolate`) without touching the network configuration.
+    pub fn start_behind_proxies(size: usize, opts: WarrenOpts) -> WarrenCluster {
+        Self::start_with(size, opts, true)
+    }
+
+    fn start_with(size: usize, opts: WarrenOpts, proxied: bool) -> WarrenCluster {
         // One peer port per core (Warren); two for ZooKeeper as WARREN_BIN (quorum, election).
-        let ports = (opts.cores.unwrap_or(1) as usize).max(2);
-        let peers: Vec<String> = (1..=size).map(|id| format!("{id}=127.0.0.1:{}", free_port_run(ports))).collect();
+        let run = (opts.cores.unwrap_or(1) as usize).max(2);
+        let peer_ports: Vec<u16> = (0..size).map(|_| free_port_run(run)).collect();
+        let mut links = std::collections::BTreeMap::new();
         let mut nodes = Vec::new();
         for id in 1..=size {
+            let peers: Vec<String> = (1..=size)
+                .map(|other| {
+                    let real = peer_ports[other - 1];
+                    if !proxied || other == id {
+                        return format!("{other}=127.0.0.1:{real}");
+                    }
+                    let proxy = LinkProxy::start(real, run);
+                    let port = proxy.port;
+                    links.insert((id, other), proxy);
+                    format!("{other}=127.0.0.1:{port}")
+                })
+                .collect();
             let mut node_opts = opts.clone();
             node_opts.extra_args.extend(["--node-id".to_string(), id.to_string(), "--peers".into(), peers.join(",")]);
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -495,7 +520,22 @@ impl WarrenCluster {
         for node in &mut nodes {
             node.wait_ready();
         }
-        WarrenCluster { nodes }
+        WarrenCluster { nodes, links }
+    }
+
+    /// Cuts (or restores) the link from node `from` to node `to`: one direction only.
+    pub fn set_link(&self, from: usize, to: usize, up: bool) {
+        self.links.get(&(from, to)).expect("started behind proxies").set_up(up);
+    }
+
+    /// Cuts every link to and from node `id` (or restores them).
+    pub fn set_isolated(&self, id: usize, isolated: bool) {
+        for other in 1..=self.nodes.len() {
+            if other != id {
+                self.set_link(id, other, !isolated);
+                self.set_link(other, id, !isolated);
+            }
+        }
     }
 
     /// Node `id` (from 1).
@@ -532,6 +572,35 @@ impl WarrenCluster {
     /// Every node's client address, as a ZooKeeper connect string.
     pub fn connect_string(&self) -> String {
         self.nodes.iter().map(|n| n.addr().to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A TCP proxy for one peer link: a `Proxy` on each of `run` consecutive loopback ports, port
+/// `port + i` forwarding to `target + i` (a node's cores, or ZooKeeper's quorum and election
+/// ports). Cut, it closes the connections it carries and refuses new ones, as a broken
+/// network would.
+pub struct LinkProxy {
+    pub port: u16,
+    proxies: Vec<Proxy>,
+}
+
+impl LinkProxy {
+    pub fn start(target: u16, run: usize) -> LinkProxy {
+        let port = free_port_run(run);
+        let proxies = (0..run as u16)
+            .map(|i| Proxy::start_at(port + i, SocketAddr::from(([127, 0, 0, 1], target + i))))
+            .collect();
+        LinkProxy { port, proxies }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        for proxy in &self.proxies {
+            if up {
+                proxy.heal();
+            } else {
+                proxy.cut();
+            }
+        }
     }
 }
 
@@ -1097,7 +1166,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        Self::start_at(0, upstream)
+    }
+
+    /// A proxy listening on loopback port `port` (0: any free one).
+    pub fn start_at(port: u16, upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy bind");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let enabled = Arc::new(AtomicBool::new(true));

@@ -222,6 +222,8 @@ impl Replica {
         }
         self.leaderless_ticks += ticks;
         if self.leaderless_ticks >= LEADERLESS_TICKS_MAX {
+            // Every write waiting now has waited at most this long; later ones get as long.
+            self.leaderless_ticks = 0;
             self.abandon_waiting(core, "the group has no leader");
             for write in core.commit.take_batch() {
                 if let WriteFrom::Local(request) = write.from {

@@ -14,7 +14,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// First and longest wait before redialing a peer.
 const REDIAL_FIRST: Duration = Duration::from_millis(20);
@@ -22,6 +22,8 @@ const REDIAL_MAX: Duration = Duration::from_millis(500);
 /// A peer that takes longer than this to take our bytes (stopped, or its link is cut) is
 /// dropped and redialed, so nothing piles up behind it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection that lasted this long was up: its loss is news, and redialing starts fast.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
 /// Most messages in one write.
 const BATCH_MAX: usize = 4096;
 
@@ -74,16 +76,35 @@ async fn dial_loop(core: usize, peer: Peer, hello: PeerMessage, outbox: LocalRec
                 continue;
             }
         };
-        wait = REDIAL_FIRST;
-        tracing::info!(core, peer = peer.id, %addr, "peer connected");
+        let connected_at = Instant::now();
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let error = send_until_error(stream, &hello, &outbox, &mut buf).await;
-        tracing::warn!(core, peer = peer.id, %addr, %error, "peer connection lost; redialing");
+        let link = Link { core, peer: peer.id, addr: &addr, connected_at };
+        let error = send_until_error(stream, &hello, &outbox, &mut buf, &link).await;
+        drop_queued(&outbox).await;
+        if connected_at.elapsed() >= STABLE_AFTER {
+            tracing::warn!(core, peer = peer.id, %addr, %error, "peer connection lost; redialing");
+            wait = REDIAL_FIRST;
+        } else {
+            // Accepted and dropped at once (the peer is starting or stopping, or something in
+            // between cuts the link): not "back" yet; logged once, redialed with backoff.
+            if !lost_logged {
+                tracing::warn!(core, peer = peer.id, %addr, %error, "peer connection dropped at once; redialing");
+            }
+            glommio::timer::sleep(wait).await;
+            wait = (wait * 2).min(REDIAL_MAX);
+        }
         // Logged once per loss, not once per failed redial.
         lost_logged = true;
-        drop_queued(&outbox).await;
     }
+}
+
+/// One dialed connection, for its log lines.
+struct Link<'a> {
+    core: usize,
+    peer: u8,
+    addr: &'a str,
+    connected_at: Instant,
 }
 
 async fn send_until_error(
@@ -91,12 +112,20 @@ async fn send_until_error(
     hello: &PeerMessage,
     outbox: &LocalReceiver<PeerMessage>,
     buf: &mut Vec<u8>,
+    link: &Link<'_>,
 ) -> std::io::Error {
     buf.clear();
     encode_frame(buf, hello);
+    let mut announced = false;
     loop {
         if let Err(error) = stream.write_all(buf).await {
             return error;
+        }
+        // Announced once it has stayed up (heartbeats flow every tick), so a link that is
+        // accepted and dropped over and over is not reported as back each time.
+        if !announced && link.connected_at.elapsed() >= STABLE_AFTER {
+            tracing::info!(core = link.core, peer = link.peer, addr = %link.addr, "peer connected");
+            announced = true;
         }
         buf.clear();
         let Some(first) = outbox.recv().await else {
