@@ -129,11 +129,12 @@ def zk_throttling(out):
 
 
 def zk_config(out):
-    """zoo.cfg without its per-round paths and port."""
-    cfg = out / "zookeeper" / "zoo.cfg"
-    if not cfg.exists():
+    """Node 1's zoo.cfg (zoo.cfg in sweeps before --nodes 3) without its per-round paths, ports
+    and server list."""
+    cfg = next((c for c in (out / "zookeeper" / "zoo-1.cfg", out / "zookeeper" / "zoo.cfg") if c.exists()), None)
+    if cfg is None:
         return None
-    skip = ("dataDir=", "dataLogDir=", "clientPort=")
+    skip = ("dataDir=", "dataLogDir=", "clientPort=", "server.")
     return ", ".join(l for l in cfg.read_text().splitlines() if l and not l.startswith(skip))
 
 

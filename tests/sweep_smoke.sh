@@ -37,7 +37,7 @@ else
 import glob, json, sys
 runs = json.load(open(sys.argv[1]))["runs"]
 sides = sorted(r["side"] for r in runs)
-clusters = [json.load(open(f)) for f in glob.glob(sys.argv[2] + "/*.json")]
+clusters = [json.load(open(f)) for f in glob.glob(sys.argv[2] + "/**/*.json", recursive=True)]
 three = all(c["target"]["nodes"] == 3 and len(c["server_cpu"]["per_server"]) == 3 for c in clusters)
 modes = all(sorted(s["mode"] for s in c["target"]["servers"]) == ["follower", "follower", "leader"] for c in clusters)
 sys.exit(0 if sides == ["warren", "zookeeper"] and len(clusters) == 2 and three and modes else 1)
