@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Regenerates docs/benchmarks.md from the newest stored sweep (bench/sweep.sh's
-# results/<version>/sweep-<time>/), or from the sweep dir given, with a before/after table
-# against the sweep stored before it (or the one given with --before; --before none: no table):
-#   scripts/benchmarks-doc.sh [--before SWEEP_DIR|none] [SWEEP_DIR [OUT]]
-#     (defaults: newest results/*/sweep-*, docs/benchmarks.md, the sweep before it)
+# Regenerates the benchmark pages from the stored sweeps (bench/sweep.sh's
+# results/<version>/sweep-<time>/), each with a before/after table against the sweep of the same
+# shape stored before it (or the one given with --before; --before none: no table):
+#   scripts/benchmarks-doc.sh                      # both pages: docs/benchmarks.md from the newest
+#                                                  # 3-node sweep, docs/benchmarks-single-node.md
+#                                                  # from the newest single-node one
+#   scripts/benchmarks-doc.sh [--before SWEEP_DIR|none] SWEEP_DIR [OUT]   # one page (default OUT:
+#                                                  # docs/benchmarks.md)
 # Every setting on the page is read from the sweeps' files (bench/sweep_summary.py --doc).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,15 +18,28 @@ if [[ "${1:-}" == "--before" ]]; then
 fi
 sweep="${1:-}"
 out="${2:-docs/benchmarks.md}"
-# Sweep dirs are named by UTC time, so they sort by age whatever the release folder.
-sweeps() { find results -mindepth 2 -maxdepth 2 -type d -name 'sweep-*' -printf '%f %p\n' 2>/dev/null | sort | cut -d' ' -f2; }
+# Sweep dirs are named by UTC time, so they sort by age whatever the release folder. With a node
+# count, only the sweeps of that many nodes (a sweep without the setting is a single-node one).
+sweeps() {
+  local dir
+  find results -mindepth 2 -maxdepth 2 -type d -name 'sweep-*' -printf '%f %p\n' 2>/dev/null | sort | cut -d' ' -f2 |
+    while read -r dir; do
+      if [[ -z "${1:-}" || "$(nodes_of "$dir")" == "$1" ]]; then echo "$dir"; fi
+    done
+}
+nodes_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["settings"].get("nodes", "1"))' "$1/sweep.json" 2>/dev/null || echo 1; }
 if [[ -z "$sweep" ]]; then
-  sweep="$(sweeps | tail -n 1)"
+  [[ -z "$before" ]] || { echo "benchmarks-doc.sh: --before needs a SWEEP_DIR" >&2; exit 2; }
+  newest3="$(sweeps 3 | tail -n 1)" newest1="$(sweeps 1 | tail -n 1)"
+  [[ -z "$newest3" ]] || "$0" "$newest3" docs/benchmarks.md
+  [[ -z "$newest1" ]] || "$0" "$newest1" docs/benchmarks-single-node.md
+  [[ -n "$newest3$newest1" ]] || { echo "benchmarks-doc.sh: no stored sweep (run bench/sweep.sh first)" >&2; exit 1; }
+  exit 0
 fi
 [[ -n "$sweep" && -f "$sweep/summary.md" ]] || { echo "benchmarks-doc.sh: no sweep with a summary.md (run bench/sweep.sh first)" >&2; exit 1; }
 if [[ -z "$before" ]]; then
-  # The sweep stored just before this one, if any.
-  before="$(sweeps | grep -B1 -Fx "$sweep" | head -n 1 || true)"
+  # The sweep of the same node count stored just before this one, if any.
+  before="$(sweeps "$(nodes_of "$sweep")" | grep -B1 -Fx "$sweep" | head -n 1 || true)"
   [[ "$before" == "$sweep" ]] && before=""
 fi
 [[ "$before" == "none" ]] && before=""

@@ -16,7 +16,8 @@ cleanup() {
 trap cleanup EXIT
 
 # start_server READY_SECONDS [warren start flags...]: starts $warren and waits for `imok`
-# (ZooKeeper's JVM behind tests/zk_as_warren.sh takes a few seconds).
+# (ZooKeeper's JVM behind tests/zk_as_warren.sh takes a few seconds). With WARREN_NODES=N (N > 1)
+# it starts `warren dev-cluster --nodes N` instead and $server lists every node.
 start_server() {
   local ready_seconds="$1"
   shift
@@ -25,6 +26,10 @@ start_server() {
     return
   fi
   [[ -x "$warren" ]] || { echo "$suite: $warren missing (cargo build --release --bins)" >&2; exit 1; }
+  if (( ${WARREN_NODES:-1} > 1 )); then
+    start_cluster "$ready_seconds" "$@"
+    return
+  fi
   local port
   port="$(free_port)"
   "$warren" start --host 127.0.0.1 --port "$port" --data-dir "$tmp/data" "$@" >"$server_log" 2>&1 &
@@ -41,4 +46,24 @@ start_server() {
     tail -50 "$server_log" >&2 || true
     exit 1
   fi
+}
+
+# start_cluster READY_SECONDS [warren start flags...]: `warren dev-cluster` with $WARREN_NODES
+# nodes; waits until it has printed every node's address.
+start_cluster() {
+  local ready_seconds="$1" tenths
+  shift
+  "$warren" dev-cluster --nodes "$WARREN_NODES" --data-dir "$tmp/data" -- "$@" >"$tmp/addrs" 2>"$server_log" &
+  pid=$!
+  for ((tenths = 0; tenths < ready_seconds * 10; tenths++)); do
+    [[ "$(wc -l <"$tmp/addrs")" -ge "$WARREN_NODES" ]] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ "$(wc -l <"$tmp/addrs")" -lt "$WARREN_NODES" ]]; then
+    echo "$suite: the $WARREN_NODES-node cluster did not start" >&2
+    tail -50 "$server_log" >&2 || true
+    exit 1
+  fi
+  server="$(paste -sd, "$tmp/addrs")"
 }

@@ -21,6 +21,8 @@ pub struct DevCluster {
     pub nodes: usize,
     pub data_dir: PathBuf,
     pub cores: usize,
+    /// More `warren start` flags for every node.
+    pub start_args: Vec<String>,
 }
 
 struct Node {
@@ -64,6 +66,7 @@ impl DevCluster {
                 if self.nodes > 1 {
                     args.extend(["--node-id".into(), id.to_string(), "--peers".into(), peers.join(",")]);
                 }
+                args.extend(self.start_args.iter().cloned());
                 Node { id, client: ([127, 0, 0, 1], *client).into(), args, child: None }
             })
             .collect();

@@ -1,8 +1,10 @@
 """pytest fixtures: a warren server per test module, kazoo clients on it.
 
 The server binary is $WARREN_BIN, else <repo>/target/release/warren, else target/debug/warren.
-With ZK_TEST_SERVER=host:port set, no server is started and the suite runs against that one
-(for comparing with Apache ZooKeeper).
+With WARREN_NODES=3 the server is a 3-node cluster (`warren dev-cluster`) and every client lists
+all three nodes (kazoo picks one at random), so recipes run across nodes. With
+ZK_TEST_SERVER=host:port[,host:port...] set, no server is started and the suite runs against
+that one (for comparing with Apache ZooKeeper).
 """
 import os
 import pathlib
@@ -105,13 +107,61 @@ class Warren:
         return f"{self.host}:{self.port}"
 
 
+class WarrenCluster:
+    """`warren dev-cluster --nodes N` as a child process: N nodes on free loopback ports."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+        self.tmp = tempfile.mkdtemp(prefix="warren-pytest-cluster-")
+        self.log_path = os.path.join(self.tmp, "dev-cluster.stderr.log")
+        self.proc = None
+        self.addrs = []
+
+    def start(self):
+        args = [warren_bin(), "dev-cluster", "--nodes", str(self.nodes), "--data-dir", os.path.join(self.tmp, "data"),
+                "--", "--min-session-timeout", "1000", "--max-session-timeout", "40000", "--reap-interval-ms", "200"]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        deadline = time.monotonic() + 2 * READY_TIMEOUT_S
+        while len(self.addrs) < self.nodes:
+            line = self.proc.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"dev-cluster did not start:\n{self.tail()}")
+            self.addrs.append(line.strip())
+        return self
+
+    def tail(self, n=100):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @property
+    def hosts(self):
+        return ",".join(self.addrs)
+
+
 @pytest.fixture(scope="module")
 def server():
     external = os.environ.get("ZK_TEST_SERVER", "").strip()
     if external:
         yield external
         return
-    w = Warren().start()
+    nodes = int(os.environ.get("WARREN_NODES", "1"))
+    w = (WarrenCluster(nodes) if nodes > 1 else Warren()).start()
     try:
         yield w.hosts
     finally:

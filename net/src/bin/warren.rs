@@ -43,6 +43,9 @@ struct DevClusterArgs {
     /// Executors (Raft groups) per node
     #[arg(long, default_value_t = 1)]
     cores: usize,
+    /// More `warren start` flags for every node, after `--` (e.g. `-- --min-session-timeout 1000`)
+    #[arg(last = true)]
+    start_args: Vec<String>,
 }
 
 #[derive(Parser)]
@@ -187,7 +190,8 @@ fn main() {
         Commands::Start(args) => args.into_config().and_then(net::server::run),
         Commands::WalRepair(args) => args.run(),
         Commands::DevCluster(args) => {
-            net::dev_cluster::DevCluster { nodes: args.nodes, data_dir: args.data_dir, cores: args.cores }.run()
+            let DevClusterArgs { nodes, data_dir, cores, start_args } = args;
+            net::dev_cluster::DevCluster { nodes, data_dir, cores, start_args }.run()
         }
     };
     if let Err(error) = result {
