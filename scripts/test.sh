@@ -2,9 +2,10 @@
 # THE test command (README, CI): setup, one release build of every binary, then every suite
 # against target/release/warren:
 #   1. cargo nextest run --workspace --release   (unit tests + tests/ integration suites)
-#   2. .venv/bin/pytest -q tests/python           (kazoo recipes)
+#   2. .venv/bin/pytest -q tests/python           (kazoo recipes; again on a 3-node cluster)
 #   3. tests/zkcli_smoke.sh                      (Apache ZooKeeper's zkCli.sh)
-#   4. tests/curator_suite.sh                    (Apache Curator 5 recipes and the Java client)
+#   4. tests/curator_suite.sh                    (Apache Curator 5 recipes and the Java client;
+#                                                 again on a 3-node cluster)
 #   5. tests/sweep_smoke.sh                      (bench/sweep.sh, tiny, vs Apache ZooKeeper)
 # All suites run even if one fails; a summary follows; the exit status is non-zero on any failure.
 set -euo pipefail
@@ -50,17 +51,22 @@ passed=$((passed + p)); failed=$((failed + f + t))
 if [[ $rc != 0 && $((f + t)) == 0 ]]; then failed=$((failed + 1)); fi
 record "rust (cargo nextest)" "$rc"
 
-echo "== python: kazoo suite"
-set +e
-.venv/bin/pytest -q tests/python 2>&1 | tee "$logs/pytest.log"
-rc=${PIPESTATUS[0]}
-set -e
-line="$(grep -E '[0-9]+ (passed|failed|errors?)' "$logs/pytest.log" | tail -1 || true)"
-p="$(count passed "$line")" f=$(( $(count failed "$line") + $(count error "$line") ))
-passed=$((passed + p)); failed=$((failed + f))
-# Exit 5 = no tests collected: that is a failure here too.
-if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
-record "python (pytest + kazoo)" "$rc"
+pytest_suite() { # name, log name, nodes
+  local name="$1" log="$logs/$2.log" rc line p f
+  echo "== python: kazoo suite ($name)"
+  set +e
+  WARREN_NODES="$3" .venv/bin/pytest -q tests/python 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  line="$(grep -E '[0-9]+ (passed|failed|errors?)' "$log" | tail -1 || true)"
+  p="$(count passed "$line")" f=$(( $(count failed "$line") + $(count error "$line") ))
+  passed=$((passed + p)); failed=$((failed + f))
+  # Exit 5 = no tests collected: that is a failure here too.
+  if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
+  record "$name" "$rc"
+}
+pytest_suite "python (pytest + kazoo)" pytest 1
+pytest_suite "kazoo on 3 nodes" pytest3 3
 
 # A suite script that prints `ok   - ` / `FAIL - ` lines: args name, log name, time limit (s), command.
 script_suite() {
@@ -83,6 +89,9 @@ script_suite "zkCli.sh smoke" zkcli 300 tests/zkcli_smoke.sh
 
 echo "== Curator recipe suite"
 script_suite "Curator recipes (Java)" curator 600 tests/curator_suite.sh
+
+echo "== Curator recipe suite on a 3-node cluster"
+script_suite "Curator on 3 nodes" curator3 600 env WARREN_NODES=3 tests/curator_suite.sh
 
 echo "== benchmark sweep smoke test"
 script_suite "bench sweep smoke" sweep 600 tests/sweep_smoke.sh

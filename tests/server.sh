@@ -51,9 +51,15 @@ start_server() {
 # start_cluster READY_SECONDS [warren start flags...]: `warren dev-cluster` with $WARREN_NODES
 # nodes; waits until it has printed every node's address.
 start_cluster() {
-  local ready_seconds="$1" tenths
+  local ready_seconds="$1" tenths cores=1 flags=()
   shift
-  "$warren" dev-cluster --nodes "$WARREN_NODES" --data-dir "$tmp/data" -- "$@" >"$tmp/addrs" 2>"$server_log" &
+  # --cores belongs to dev-cluster itself (it allocates a peer port per core).
+  while [[ $# -gt 0 ]]; do
+    if [[ "$1" == --cores ]]; then cores="$2"; shift 2; else flags+=("$1"); shift; fi
+  done
+  : >"$tmp/addrs"
+  "$warren" dev-cluster --nodes "$WARREN_NODES" --cores "$cores" --data-dir "$tmp/data" -- "${flags[@]}" \
+    >"$tmp/addrs" 2>"$server_log" &
   pid=$!
   for ((tenths = 0; tenths < ready_seconds * 10; tenths++)); do
     [[ "$(wc -l <"$tmp/addrs")" -ge "$WARREN_NODES" ]] && break

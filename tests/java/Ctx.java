@@ -54,8 +54,9 @@ final class Ctx implements Closeable {
     }
 
     /** A proxy to the server that the case can cut, closed when the case ends. */
+    /** A proxy to the server (the first node, when `server` lists a cluster's nodes). */
     Proxy proxy() throws java.io.IOException {
-        return closeLater(new Proxy(server));
+        return closeLater(new Proxy(server.split(",")[0]));
     }
 
     /** A plain ZooKeeper handle to `connect`, connected. */
