@@ -161,7 +161,14 @@ impl WarrenProcess {
         let tmp = tempfile::Builder::new().prefix("warren-test-").tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
-        let mut p = WarrenProcess {
+        let mut p = Self::local(opts, addr, tmp, data_dir);
+        p.spawn();
+        p
+    }
+
+    /// A server this harness runs (not spawned yet).
+    fn local(opts: WarrenOpts, addr: SocketAddr, tmp: tempfile::TempDir, data_dir: PathBuf) -> WarrenProcess {
+        WarrenProcess {
             opts,
             addr,
             child: None,
@@ -170,13 +177,10 @@ impl WarrenProcess {
             stderr_path: tmp.path().join("warren.stderr.log"),
             _tmp: tmp,
             external: false,
-        };
-        p.spawn();
-        p
+        }
     }
 
     fn start_in(opts: WarrenOpts, tmp: tempfile::TempDir, data_dir: PathBuf) -> WarrenProcess {
-        let stderr_path = tmp.path().join("warren.stderr.log");
         if let Some(ext) = external_server() {
             let addr = std::net::ToSocketAddrs::to_socket_addrs(&ext)
                 .expect("ZK_TEST_SERVER must be host:port")
@@ -188,22 +192,13 @@ impl WarrenProcess {
                 child: None,
                 bin: None,
                 data_dir,
-                stderr_path,
+                stderr_path: tmp.path().join("warren.stderr.log"),
                 _tmp: tmp,
                 external: true,
             };
         }
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut p = WarrenProcess {
-            opts,
-            addr,
-            child: None,
-            bin: Some(warren_bin()),
-            data_dir,
-            stderr_path,
-            _tmp: tmp,
-            external: false,
-        };
+        let mut p = Self::local(opts, addr, tmp, data_dir);
         p.spawn_and_wait();
         p
     }

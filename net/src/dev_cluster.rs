@@ -4,6 +4,7 @@
 //! node's client address (`127.0.0.1:PORT`, one per line) once every node answers and the
 //! cluster has a leader; runs until SIGINT or SIGTERM, then stops the nodes.
 
+use crate::signals;
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -70,7 +71,7 @@ impl DevCluster {
                 Node { id, client: ([127, 0, 0, 1], *client).into(), args, child: None }
             })
             .collect();
-        block_stop_signals();
+        signals::block_stop_signals();
         let started = start_all(&bin, &self.data_dir, &mut nodes);
         let result = started.and_then(|()| self.serve(&bin, &mut nodes));
         stop_all(&mut nodes);
@@ -99,7 +100,7 @@ impl DevCluster {
         stdout.flush()?;
         drop(stdout);
         loop {
-            if let Some(signal) = wait_stop_signal(Duration::from_millis(500)) {
+            if let Some(signal) = signals::stop_signal_within(Duration::from_millis(500)) {
                 eprintln!("warren dev-cluster: signal {signal}; stopping the nodes");
                 return Ok(());
             }
@@ -135,8 +136,7 @@ fn start_all(bin: &Path, dir: &Path, nodes: &mut [Node]) -> anyhow::Result<()> {
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                let set = stop_signals();
-                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                signals::unblock_stop_signals_in_child();
                 Ok(())
             });
         }
@@ -161,7 +161,7 @@ fn wait_ready(nodes: &mut [Node]) -> anyhow::Result<()> {
         if modes.len() == nodes.len() && leaders == 1 {
             return Ok(());
         }
-        if wait_stop_signal(Duration::from_millis(50)).is_some() {
+        if signals::stop_signal_within(Duration::from_millis(50)).is_some() {
             bail!("interrupted during start-up");
         }
         if Instant::now() > deadline {
@@ -209,38 +209,4 @@ fn four_letter(addr: SocketAddr, word: &str) -> Option<String> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     Some(answer)
-}
-
-/// SIGINT and SIGTERM.
-fn stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialize and fill a set we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
-    }
-}
-
-/// SIGINT and SIGTERM are taken with `wait_stop_signal` instead of ending the process, so the
-/// nodes are stopped first (dev-cluster is single-threaded: the mask covers it whole).
-fn block_stop_signals() {
-    let set = stop_signals();
-    // SAFETY: pthread_sigmask on the calling thread with a valid set.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
-/// The stop signal that arrived within `timeout`, if any.
-fn wait_stop_signal(timeout: Duration) -> Option<i32> {
-    let set = stop_signals();
-    // SAFETY: sigtimedwait only reads the set and the timeout.
-    unsafe {
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        let signal = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
-        (signal > 0).then_some(signal)
-    }
 }

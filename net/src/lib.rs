@@ -11,4 +11,5 @@ pub mod peer;
 pub mod raft_log;
 pub mod raft_state;
 pub mod server;
+pub mod signals;
 pub mod wal;

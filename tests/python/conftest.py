@@ -53,15 +53,40 @@ def four_letter(host, port, word, timeout=5.0):
             out += chunk
 
 
-class Warren:
+class Child:
+    """A child process with a temp dir and a log file in it; stop() ends both."""
+
+    def __init__(self, prefix, log_name):
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.log_path = os.path.join(self.tmp, log_name)
+        self.proc = None
+
+    def tail(self, n=100):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Warren(Child):
     """A warren child process on a free loopback port and a temp data dir."""
 
     def __init__(self):
-        self.tmp = tempfile.mkdtemp(prefix="warren-pytest-")
+        super().__init__("warren-pytest-", "warren.stderr.log")
         self.host = "127.0.0.1"
         self.port = free_port()
-        self.log_path = os.path.join(self.tmp, "warren.stderr.log")
-        self.proc = None
 
     def start(self):
         data = os.path.join(self.tmp, "data")
@@ -84,37 +109,17 @@ class Warren:
         self.stop()
         raise RuntimeError(f"warren not ready within {READY_TIMEOUT_S}s:\n{self.tail()}")
 
-    def tail(self, n=100):
-        try:
-            with open(self.log_path, "rb") as f:
-                return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
     @property
     def hosts(self):
         return f"{self.host}:{self.port}"
 
 
-class WarrenCluster:
+class WarrenCluster(Child):
     """`warren dev-cluster --nodes N` as a child process: N nodes on free loopback ports."""
 
     def __init__(self, nodes):
+        super().__init__("warren-pytest-cluster-", "dev-cluster.stderr.log")
         self.nodes = nodes
-        self.tmp = tempfile.mkdtemp(prefix="warren-pytest-cluster-")
-        self.log_path = os.path.join(self.tmp, "dev-cluster.stderr.log")
-        self.proc = None
         self.addrs = []
 
     def start(self):
@@ -130,24 +135,6 @@ class WarrenCluster:
                 raise RuntimeError(f"dev-cluster did not start:\n{self.tail()}")
             self.addrs.append(line.strip())
         return self
-
-    def tail(self, n=100):
-        try:
-            with open(self.log_path, "rb") as f:
-                return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     @property
     def hosts(self):

@@ -60,7 +60,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     check_port_free(&config)?;
     let cores = config.cores;
     let voters = config.voters()?;
-    block_stop_signals();
+    crate::signals::block_stop_signals();
     let group_leaders = Arc::new(GroupLeaders::new(cores, u64::from(config.node_id), voters.len() > 1));
     let (mut senders, mut receivers) = channel_matrix(cores);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -96,39 +96,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     eprintln!("warren listening on {}:{}", config.host, config.port);
     // The executors run until the process ends; their handles are not joined.
     drop(handles);
-    let signal = wait_stop_signal();
+    let signal = crate::signals::wait_stop_signal();
     stop(signal, &group_leaders)
 }
 
 /// How long a stopping cluster node waits for its groups' leadership to move.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// SIGTERM and SIGINT, blocked in every thread (the executors inherit the mask from the main
-/// thread, which blocks them before it starts any) and taken by the main thread alone.
-fn stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialize and fill a set we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
-    }
-}
-
-fn block_stop_signals() {
-    let set = stop_signals();
-    // SAFETY: pthread_sigmask on the calling thread with a valid set.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
-fn wait_stop_signal() -> i32 {
-    let set = stop_signals();
-    let mut signal = 0;
-    // SAFETY: sigwait reads the set and writes the signal number into a local.
-    while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
-    signal
-}
 
 /// Stops the node: every acknowledged write is already durable, so a single node exits at
 /// once; a cluster node first hands the groups it leads to other voters (bounded), so they
