@@ -146,4 +146,21 @@ async fn mntr_and_srvr_report_measured_latencies_and_role() {
     assert!(update_min >= fsync_min, "update min {update_min} µs under fsync min {fsync_min} µs");
     assert_eq!(min, int(&m, "warren_request_latency_us_min") / 1000, "ms min is the µs min rounded down");
     assert_eq!(max, int(&m, "warren_request_latency_us_max").div_ceil(1000), "ms max is the µs max rounded up");
+
+    // The commit latency split: every write waited in its core's queue and was committed by
+    // its group (a single node leads every group), in batches whose applying was timed.
+    let (queued, _, _) = check_micros(&m, "warren_commit_queue_us");
+    let (committed_batches, quorum_min, _) = check_micros(&m, "warren_commit_quorum_us");
+    let (applied_batches, _, _) = check_micros(&m, "warren_apply_us");
+    assert!(queued >= WRITES, "every write was queued: {queued}");
+    assert!(committed_batches >= 1 && applied_batches >= committed_batches, "{committed_batches} {applied_batches}");
+    assert!(quorum_min >= fsync_min, "a batch commits only after its WAL write: {quorum_min} < {fsync_min}");
+    for group in 0..2 {
+        let commit = int(&m, &format!("warren_group_{group}_commit_index"));
+        assert!(commit >= 1, "group {group} committed its entries");
+        assert_eq!(int(&m, &format!("warren_group_{group}_applied_index")), commit, "group {group} applied all");
+        assert_eq!(int(&m, &format!("warren_group_{group}_last_index")), commit, "group {group}: nothing uncommitted");
+        assert_eq!(int(&m, &format!("warren_group_{group}_follower_lag")), 0, "no followers");
+        assert!(int(&m, &format!("warren_group_{group}_term")) >= 1);
+    }
 }

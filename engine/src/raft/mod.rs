@@ -439,6 +439,20 @@ impl Raft {
 
     /// Hands leadership to `to` (leader only): proposals are refused meanwhile; `to` is brought
     /// up to date and told to campaign at once. Abandoned after an election timeout.
+    /// Leader: how many entries the furthest-behind other voter lacks (0 otherwise).
+    pub fn follower_lag(&self) -> Index {
+        if self.role != Role::Leader {
+            return 0;
+        }
+        let last = self.log.last_index();
+        self.progress.values().map(|p| last.saturating_sub(p.match_index)).max().unwrap_or(0)
+    }
+
+    /// Highest index handed out to be applied.
+    pub fn applied_index(&self) -> Index {
+        self.log.applied
+    }
+
     /// Leader: a leadership transfer is under way (proposals wait for the new leader).
     pub fn transferring(&self) -> bool {
         self.transferee.is_some()

@@ -31,6 +31,8 @@ const BATCH_ENTRIES_MAX: usize = 4096;
 const BATCH_BYTES_MAX: usize = 64 << 20;
 
 pub(super) struct PendingWrite {
+    /// When it was queued (mntr's commit queue time).
+    pub(super) queued_at: std::time::Instant,
     pub(super) shard: ShardId,
     pub(super) from: WriteFrom,
     /// None: a client's `sync`, committed as a fence (answered once everything committed
@@ -118,21 +120,31 @@ impl CommitQueue {
     /// Queues a write for the next batch and wakes the replication loop.
     pub(super) fn propose(&self, request: ShardRequest, command: Command) {
         let shard = request.shard;
-        self.pending.borrow_mut().push(PendingWrite { shard, from: WriteFrom::Local(request), command: Some(command) });
+        self.pending.borrow_mut().push(PendingWrite {
+            queued_at: std::time::Instant::now(),
+            shard,
+            from: WriteFrom::Local(request),
+            command: Some(command),
+        });
         let _ = self.signal.try_send(());
     }
 
     /// Queues a client's `sync` in a cluster: it goes through the group's log as a fence.
     pub(super) fn propose_sync(&self, request: ShardRequest) {
         let shard = request.shard;
-        self.pending.borrow_mut().push(PendingWrite { shard, from: WriteFrom::Local(request), command: None });
+        self.pending.borrow_mut().push(PendingWrite {
+            queued_at: std::time::Instant::now(),
+            shard,
+            from: WriteFrom::Local(request),
+            command: None,
+        });
         let _ = self.signal.try_send(());
     }
 
     /// Queues a write forwarded by a follower (this node led the group when it was sent).
     pub(super) fn propose_forwarded(&self, origin: NodeId, token: u64, shard: ShardId, command: Option<Command>) {
         let from = WriteFrom::Peer { origin, token };
-        self.pending.borrow_mut().push(PendingWrite { shard, from, command });
+        self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), shard, from, command });
         let _ = self.signal.try_send(());
     }
 

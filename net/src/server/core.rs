@@ -6,7 +6,7 @@
 use super::commit::CommitQueue;
 use super::conn::Conn;
 use super::cut::PartStamp;
-use super::metrics::CoreMetrics;
+use super::metrics::{CoreMetrics, GroupStatus};
 use super::msg::*;
 use super::role::GroupLeaders;
 use super::role::Role;
@@ -98,6 +98,8 @@ pub struct Core {
     /// Every voter's node id, this node's included.
     voters: Vec<NodeId>,
     pub group_leaders: Arc<GroupLeaders>,
+    /// Where this core's Raft group stands (set by the replication loop, for mntr).
+    group_status: Cell<GroupStatus>,
 }
 
 /// What a core of a cluster node knows of the cluster.
@@ -154,6 +156,7 @@ impl Core {
             transport: cluster.transport,
             voters: cluster.voters,
             group_leaders: cluster.group_leaders,
+            group_status: Cell::new(GroupStatus::default()),
             config,
         }
     }
@@ -169,6 +172,10 @@ impl Core {
 
     pub fn is_voter(&self, node: NodeId) -> bool {
         self.voters.contains(&node)
+    }
+
+    pub(super) fn set_group_status(&self, status: GroupStatus) {
+        self.group_status.set(status);
     }
 
     /// This node has peers (its groups have other voters).
@@ -772,6 +779,7 @@ impl Core {
             reads_inline: self.reads_inline.get(),
             gathered_read_timeouts: self.gathered_read_timeouts.get(),
             live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),
+            group: self.group_status.get(),
             ..CoreStats::default()
         };
         for (id, slot) in shards.iter() {

@@ -185,11 +185,22 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
     rows.extend(micros_rows("warren_read_latency_us", &m.reads_us));
     rows.extend(micros_rows("warren_update_latency_us", &m.updates_us));
     rows.extend(micros_rows("warren_wal_fsync_us", &m.fsync_us));
+    rows.extend(micros_rows("warren_commit_queue_us", &m.commit_queue_us));
+    rows.extend(micros_rows("warren_commit_quorum_us", &m.commit_quorum_us));
+    rows.extend(micros_rows("warren_apply_us", &m.apply_us));
     rows.push(("warren_node_id".to_string(), core.config.node_id.to_string()));
     let leaders = &core.group_leaders;
     for group in 0..leaders.groups() {
         // The node id of the group's leader as this node knows it; 0 while unknown.
         rows.push((format!("warren_group_{group}_leader"), leaders.leader(group).unwrap_or(0).to_string()));
+    }
+    for stats in stats {
+        let (g, status) = (stats.core, stats.group);
+        rows.push((format!("warren_group_{g}_term"), status.term.to_string()));
+        rows.push((format!("warren_group_{g}_last_index"), status.last_index.to_string()));
+        rows.push((format!("warren_group_{g}_commit_index"), status.commit_index.to_string()));
+        rows.push((format!("warren_group_{g}_applied_index"), status.applied_index.to_string()));
+        rows.push((format!("warren_group_{g}_follower_lag"), status.follower_lag.to_string()));
     }
     rows.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect()
 }

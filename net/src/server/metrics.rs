@@ -98,6 +98,23 @@ pub struct CoreMetrics {
     pub fsync_us: Distribution,
     /// Entries per WAL batch.
     pub batch_entries: Distribution,
+    /// The commit latency split: a write's wait in the core's queue before it was proposed or
+    /// forwarded; from proposing a batch (leader) to its last entry committed (its own WAL
+    /// write and a majority's acknowledgements); applying one turn's committed entries. µs.
+    pub commit_queue_us: Distribution,
+    pub commit_quorum_us: Distribution,
+    pub apply_us: Distribution,
+}
+
+/// Where one core's Raft group stands, as `mntr` reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub term: u64,
+    pub last_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// Leader: entries the furthest-behind follower lacks (0 on a follower).
+    pub follower_lag: u64,
 }
 
 impl Default for CoreMetrics {
@@ -108,6 +125,9 @@ impl Default for CoreMetrics {
             updates_us: Distribution::new(TIME_US_MAX),
             fsync_us: Distribution::new(TIME_US_MAX),
             batch_entries: Distribution::new(BATCH_ENTRIES_MAX),
+            commit_queue_us: Distribution::new(TIME_US_MAX),
+            commit_quorum_us: Distribution::new(TIME_US_MAX),
+            apply_us: Distribution::new(TIME_US_MAX),
         }
     }
 }
@@ -133,10 +153,13 @@ impl CoreMetrics {
         self.updates_us.merge(&other.updates_us);
         self.fsync_us.merge(&other.fsync_us);
         self.batch_entries.merge(&other.batch_entries);
+        self.commit_queue_us.merge(&other.commit_queue_us);
+        self.commit_quorum_us.merge(&other.commit_quorum_us);
+        self.apply_us.merge(&other.apply_us);
     }
 }
 
-fn micros(elapsed: Duration) -> u64 {
+pub fn micros(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 

@@ -2,7 +2,7 @@
 //! these messages (one bounded SPSC channel per ordered pair of cores), so a shard's state is
 //! touched by its core alone.
 
-use super::metrics::CoreMetrics;
+use super::metrics::{CoreMetrics, GroupStatus};
 use engine::command::{Command, ShardId};
 use engine::request::{ReadOp, ReadResult, WriteResult};
 use engine::shard::ShardStats;
@@ -146,6 +146,8 @@ pub struct CoreStats {
     pub gathered_read_timeouts: u64,
     pub outstanding_requests: u64,
     pub live_sessions: u64,
+    /// The core's Raft group.
+    pub group: GroupStatus,
 }
 
 #[derive(Clone)]

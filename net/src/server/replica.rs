@@ -28,6 +28,7 @@
 
 use super::commit::{PendingWrite, WriteFrom};
 use super::core::{unix_millis, Core};
+use super::metrics::{micros, GroupStatus};
 use super::msg::ShardRequest;
 use crate::peer::PeerMessage;
 use crate::raft_log::Record;
@@ -111,6 +112,8 @@ pub(super) struct Replica {
     /// The term `waiting` was proposed in: when it changes, their outcome is unknown.
     seen_term: u64,
     leaderless_ticks: u32,
+    /// Leader: (last index, when proposed) of each batch not yet committed, oldest first.
+    proposed_batches: std::collections::VecDeque<(u64, Instant)>,
 }
 
 impl Replica {
@@ -127,6 +130,7 @@ impl Replica {
             next_token: 1,
             record: Vec::new(),
             leaderless_ticks: 0,
+            proposed_batches: std::collections::VecDeque::new(),
         }
     }
 
@@ -181,9 +185,37 @@ impl Replica {
         }
         queue.note_log_zxid(highest_zxid(&ready.entries));
         self.send(core, ready.messages_after_persist);
-        self.apply(core, ready.committed);
+        if let Some(last) = ready.committed.last().map(|e| e.index) {
+            let started = Instant::now();
+            self.apply(core, ready.committed);
+            self.record_commit(core, last, started);
+        }
         self.raft.advance();
+        core.set_group_status(self.status());
         true
+    }
+
+    /// mntr: the batches committed through `last` (proposal to commit), and the apply time.
+    fn record_commit(&mut self, core: &Core, last: u64, apply_started: Instant) {
+        let mut metrics = core.metrics.borrow_mut();
+        metrics.apply_us.record(micros(apply_started.elapsed()));
+        while let Some(&(batch_last, proposed_at)) = self.proposed_batches.front() {
+            if batch_last > last {
+                break;
+            }
+            metrics.commit_quorum_us.record(micros(apply_started.duration_since(proposed_at)));
+            self.proposed_batches.pop_front();
+        }
+    }
+
+    fn status(&self) -> GroupStatus {
+        GroupStatus {
+            term: self.raft.term(),
+            last_index: self.raft.log().last_index(),
+            commit_index: self.raft.commit_index(),
+            applied_index: self.raft.applied_index(),
+            follower_lag: self.raft.follower_lag(),
+        }
     }
 
     fn send(&self, core: &Core, messages: Vec<engine::raft::Message>) {
@@ -214,6 +246,7 @@ impl Replica {
     fn watch_leadership(&mut self, core: &Core, ticks: u32) {
         if self.raft.term() != self.seen_term {
             self.seen_term = self.raft.term();
+            self.proposed_batches.clear();
             self.abandon_waiting(core, "the group's leader changed");
         }
         if self.raft.leader().is_some() {
@@ -265,6 +298,7 @@ impl Replica {
             (_, None) => return,
         };
         let time_ms = unix_millis();
+        let now = Instant::now();
         if forward_to.is_none() {
             if let Some(zxid) = queue.take_fence() {
                 self.raft
@@ -277,7 +311,8 @@ impl Replica {
             if batch.is_empty() {
                 return;
             }
-            for PendingWrite { shard, from, command } in batch {
+            for PendingWrite { queued_at, shard, from, command } in batch {
+                core.metrics.borrow_mut().commit_queue_us.record(micros(now.saturating_duration_since(queued_at)));
                 match (from, forward_to) {
                     (WriteFrom::Local(request), Some(leader)) => {
                         let token = self.next_token();
@@ -311,6 +346,9 @@ impl Replica {
                         self.raft.propose(data).unwrap_or_else(|e| panic!("the leader refused a proposal: {e:?}"));
                     }
                 }
+            }
+            if forward_to.is_none() {
+                self.proposed_batches.push_back((self.raft.log().last_index(), now));
             }
         }
     }
