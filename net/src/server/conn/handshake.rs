@@ -45,14 +45,18 @@ impl Conn {
             self.session.set(request.session_id);
             let check = ShardOp::CheckSession { passwd: request.passwd.clone() };
             let kind = Kind::Connect { session: request.session_id, passwd: request.passwd.clone() };
-            let mut ops = vec![(0, check)];
+            let mut ops = Vec::new();
             if self.core.is_clustered() {
                 // Never older state after switching server: before the session is served here,
                 // this node applies everything every group committed before the reconnect (a
                 // sync through each group's log), so all the client saw elsewhere, and more.
+                // The syncs go first: the check, a read of shard 0 by the same session, then
+                // waits for shard 0's sync, so a session opened through another node moments
+                // ago is known here when it is checked.
                 let groups = self.core.cores().min(self.shard_count() as usize);
                 ops.extend((0..groups).map(|shard| (shard as ShardId, ShardOp::Sync)));
             }
+            ops.push((0, check));
             self.submit(0, kind, ops);
         }
     }
