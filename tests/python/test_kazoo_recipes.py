@@ -394,8 +394,11 @@ def test_locking_queue(make_client, root):
     other = qb.get(timeout=WAIT)
     assert other == b"first"
     assert qb.consume()
-    # a gives its item back: it reappears for others.
+    # a gives its item back: it reappears for others. On an ensemble b may be connected to
+    # another server, which may not have applied a's release yet: ZooKeeper promises one
+    # client's view in order, and a sync to see another client's write (as on ZooKeeper).
     assert qa.release()
+    b.sync(f"{root}/lq")
     again = qb.get(timeout=WAIT)
     assert again == b"vip"
     assert qb.consume()
