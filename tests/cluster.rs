@@ -420,3 +420,31 @@ async fn a_partitioned_minority_acknowledges_no_write_and_rejoins_with_the_major
     expected.insert(written, b"m".to_vec());
     assert_has_all(&c3.nodes[leader - 1], &expected, "the healed minority").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_is_a_read_index_round_and_writes_nothing_to_the_log() {
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: reads Warren's mntr");
+        return;
+    }
+    let mut c3 = WarrenCluster::start(3, WarrenOpts::default().cores(1));
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    let on_leader = c3.node(leader).client().await;
+    let on_follower = c3.node(follower).client().await;
+    let last_index = |node: &WarrenProcess| -> u64 {
+        let mntr = node.four_letter("mntr");
+        let line = mntr.lines().find_map(|l| l.strip_prefix("warren_group_0_last_index\t")).expect("the key");
+        line.parse().unwrap()
+    };
+    on_leader.create("/synced", b"0", &persistent()).await.unwrap();
+    let before = last_index(&c3.nodes[leader - 1]);
+    for i in 1..=20 {
+        // Each sync through the follower sees the write acknowledged just before it.
+        on_leader.set_data("/synced", i.to_string().as_bytes(), None).await.unwrap();
+        bounded(5, "sync through the follower", on_follower.sync("/synced")).await.unwrap();
+        assert_eq!(on_follower.get_data("/synced").await.unwrap().0, i.to_string().into_bytes());
+        bounded(5, "sync on the leader", on_leader.sync("/synced")).await.unwrap();
+    }
+    assert_eq!(last_index(&c3.nodes[leader - 1]), before + 20, "the 20 writes and nothing for the 40 syncs");
+}

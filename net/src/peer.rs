@@ -25,6 +25,9 @@ pub enum PeerMessage {
     Forward { origin: NodeId, token: u64, shard: ShardId, command: Option<Command> },
     /// Sessions that showed signs of life on the sender (to the session group's leader).
     Touch { sessions: Vec<SessionId> },
+    /// The leader's answer to a forwarded sync: once the asker has applied through `index`,
+    /// it has everything committed before the sync reached the leader.
+    ReadIndex { token: u64, index: u64 },
     /// A follower must know that no entry at or below `at_least` is still to come in the
     /// group (a consistent cut of a read across groups needs it): the leader commits a fence,
     /// an entry with a zxid above it and nothing to apply.
@@ -127,6 +130,7 @@ mod tests {
             PeerMessage::Forward { origin: 3, token: 100, shard: 5, command: None },
             PeerMessage::Touch { sessions: vec![1, -7, i64::MAX] },
             PeerMessage::Fence { at_least: 1 << 52 },
+            PeerMessage::ReadIndex { token: 7, index: 1 << 40 },
             PeerMessage::Raft(Message {
                 from: 1,
                 to: 3,

@@ -437,8 +437,6 @@ impl Raft {
         self.broadcast_heartbeat();
     }
 
-    /// Hands leadership to `to` (leader only): proposals are refused meanwhile; `to` is brought
-    /// up to date and told to campaign at once. Abandoned after an election timeout.
     /// Leader: how many entries the furthest-behind other voter lacks (0 otherwise).
     pub fn follower_lag(&self) -> Index {
         if self.role != Role::Leader {
@@ -471,6 +469,8 @@ impl Raft {
         best(true).or_else(|| best(false))
     }
 
+    /// Hands leadership to `to` (leader only): proposals are refused meanwhile; `to` is brought
+    /// up to date and told to campaign at once. Abandoned after an election timeout.
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader { leader: self.leader });

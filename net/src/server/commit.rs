@@ -35,8 +35,8 @@ pub(super) struct PendingWrite {
     pub(super) queued_at: std::time::Instant,
     pub(super) shard: ShardId,
     pub(super) from: WriteFrom,
-    /// None: a client's `sync`, committed as a fence (answered once everything committed
-    /// before it is applied here).
+    /// None: a client's `sync`, answered through a ReadIndex round once everything committed
+    /// before it is applied here.
     pub(super) command: Option<Command>,
 }
 
@@ -58,6 +58,8 @@ pub(super) struct CommitQueue {
     /// Raft ticks due and peer messages received since the loop last looked.
     ticks: Cell<u32>,
     inbox: RefCell<Vec<Message>>,
+    /// The leader's answers to this node's forwarded syncs: (token, read index).
+    read_indexes: RefCell<Vec<(u64, u64)>>,
     /// This node leads the core's group (only a leader assigns zxids and may reserve them).
     leading: Cell<bool>,
     /// Highest zxid handed out by this core or seen in its log (a log's zxids strictly
@@ -81,6 +83,7 @@ impl CommitQueue {
             signal,
             ticks: Cell::new(0),
             inbox: RefCell::new(Vec::new()),
+            read_indexes: RefCell::new(Vec::new()),
             leading: Cell::new(false),
             zxid_assigned: Cell::new(last_zxid),
             in_flight: Cell::new(0),
@@ -129,7 +132,7 @@ impl CommitQueue {
         let _ = self.signal.try_send(());
     }
 
-    /// Queues a client's `sync` in a cluster: it goes through the group's log as a fence.
+    /// Queues a client's `sync` in a cluster: a ReadIndex round of the group (`replica.rs`).
     pub(super) fn propose_sync(&self, request: ShardRequest) {
         let shard = request.shard;
         self.pending.borrow_mut().push(PendingWrite {
@@ -162,6 +165,16 @@ impl CommitQueue {
     pub(super) fn deliver(&self, message: Message) {
         self.inbox.borrow_mut().push(message);
         let _ = self.signal.try_send(());
+    }
+
+    /// The leader answered a forwarded sync.
+    pub(super) fn deliver_read_index(&self, token: u64, index: u64) {
+        self.read_indexes.borrow_mut().push((token, index));
+        let _ = self.signal.try_send(());
+    }
+
+    pub(super) fn take_read_indexes(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut *self.read_indexes.borrow_mut())
     }
 
     pub(super) fn take_ticks(&self) -> u32 {

@@ -203,6 +203,7 @@ impl Core {
                 self.with_tracker(|t| t.touch(&sessions, Instant::now()));
             }
             PeerMessage::Fence { at_least } => self.commit.want_fence(at_least),
+            PeerMessage::ReadIndex { token, index } => self.commit.deliver_read_index(token, index),
             PeerMessage::Touch { .. } | PeerMessage::Hello { .. } => {
                 tracing::warn!(core = self.id, from, "unexpected peer message; dropped");
             }
@@ -462,9 +463,9 @@ impl Core {
                 self.commit.propose(request, command);
             }
             ShardOp::Sync if self.is_clustered() => {
-                // Through the group's log, as ZooKeeper sends a sync through its leader: the
-                // answer comes once every write committed before it is applied here. Counted
-                // as a write so the session's later reads wait for it.
+                // Through the group's leader (a ReadIndex round), as ZooKeeper sends a sync
+                // through its leader: the answer comes once every write committed before it is
+                // applied here. Counted as a write so the session's later reads wait for it.
                 *slot.writes_submitted.entry(request.session).or_insert(0) += 1;
                 request.op = ShardOp::Sync;
                 self.commit.propose_sync(request);

@@ -52,8 +52,8 @@ const PROPOSAL_HEADER_BYTES: usize = 24;
 /// their leader): a minority must not keep clients waiting forever.
 const LEADERLESS_TICKS_MAX: u32 = 40;
 
-/// A fence: an entry with a zxid and nothing to apply (`PeerMessage::Fence`, or a client's
-/// `sync`, then with the origin and token that answer it; origin 0 answers nobody).
+/// A fence: an entry with a zxid and nothing to apply (`PeerMessage::Fence`); its origin and
+/// token are 0 (nobody waits for its answer).
 pub fn encode_fence(origin: NodeId, token: u64, zxid: Zxid) -> Vec<u8> {
     let mut data = Vec::with_capacity(PROPOSAL_HEADER_BYTES);
     data.extend_from_slice(&origin.to_le_bytes());
@@ -114,6 +114,13 @@ pub(super) struct Replica {
     leaderless_ticks: u32,
     /// Leader: (last index, when proposed) of each batch not yet committed, oldest first.
     proposed_batches: std::collections::VecDeque<(u64, Instant)>,
+    /// Syncs of this node waiting for their read index, by token (the read context here, or
+    /// the token the leader answers with).
+    syncs: AHashMap<u64, ShardRequest>,
+    /// Leader: other nodes' read index requests, by read context: (node, its token).
+    remote_reads: AHashMap<u64, (NodeId, u64)>,
+    /// Syncs whose read index is known, waiting for this node to apply through it.
+    ready_syncs: Vec<(u64, ShardRequest)>,
 }
 
 impl Replica {
@@ -131,6 +138,9 @@ impl Replica {
             record: Vec::new(),
             leaderless_ticks: 0,
             proposed_batches: std::collections::VecDeque::new(),
+            syncs: AHashMap::new(),
+            remote_reads: AHashMap::new(),
+            ready_syncs: Vec::new(),
         }
     }
 
@@ -158,6 +168,11 @@ impl Replica {
         for message in queue.take_inbox() {
             self.raft.step(message);
         }
+        for (token, index) in queue.take_read_indexes() {
+            if let Some(request) = self.syncs.remove(&token) {
+                self.ready_syncs.push((index, request));
+            }
+        }
         self.watch_leadership(core, ticks);
         self.hand_over_if_stopping(core);
         core.group_leaders.set(core.id, self.raft.leader());
@@ -168,6 +183,7 @@ impl Replica {
             queue.set_leading(leading);
             core.on_leadership(leading);
         }
+        self.answer_ready_syncs(core);
         if !self.raft.has_ready() {
             return false;
         }
@@ -190,6 +206,8 @@ impl Replica {
             self.apply(core, ready.committed);
             self.record_commit(core, last, started);
         }
+        self.on_read_states(core, ready.read_states);
+        self.answer_ready_syncs(core);
         self.raft.advance();
         core.set_group_status(self.status());
         true
@@ -267,6 +285,12 @@ impl Replica {
     }
 
     fn abandon_waiting(&mut self, core: &Core, reason: &'static str) {
+        self.remote_reads.clear();
+        let syncs: Vec<ShardRequest> =
+            self.syncs.drain().map(|(_, r)| r).chain(self.ready_syncs.drain(..).map(|(_, r)| r)).collect();
+        for request in syncs {
+            core.abandon_write(request, reason);
+        }
         if self.waiting.is_empty() {
             return;
         }
@@ -313,20 +337,22 @@ impl Replica {
             }
             for PendingWrite { queued_at, shard, from, command } in batch {
                 core.metrics.borrow_mut().commit_queue_us.record(micros(now.saturating_duration_since(queued_at)));
-                match (from, forward_to) {
-                    (WriteFrom::Local(request), Some(leader)) => {
+                match (command, from, forward_to) {
+                    (None, from, _) => self.start_sync(core, from, shard, forward_to),
+                    (Some(command), WriteFrom::Local(request), Some(leader)) => {
                         let token = self.next_token();
                         self.waiting.insert(token, request);
                         queue.proposed();
                         let transport = core.transport.as_ref().expect("a follower has peers");
-                        transport.send(leader, PeerMessage::Forward { origin: me, token, shard, command });
+                        transport
+                            .send(leader, PeerMessage::Forward { origin: me, token, shard, command: Some(command) });
                     }
-                    (WriteFrom::Peer { origin, .. }, Some(_)) => {
+                    (Some(_), WriteFrom::Peer { origin, .. }, Some(_)) => {
                         // Sent when this node led; the sender learns of the new term and
                         // closes its client's connection.
                         tracing::debug!(core = core.id, origin, "a write forwarded to a former leader is dropped");
                     }
-                    (from, None) => {
+                    (Some(command), from, None) => {
                         let (origin, token) = match from {
                             WriteFrom::Local(request) => {
                                 let token = self.next_token();
@@ -336,13 +362,8 @@ impl Replica {
                             }
                             WriteFrom::Peer { origin, token } => (origin, token),
                         };
-                        let zxid = queue.next_zxid();
-                        let data = match command {
-                            Some(command) => {
-                                encode_proposal(origin, token, &LogEntry { shard, zxid, time_ms, command })
-                            }
-                            None => encode_fence(origin, token, zxid),
-                        };
+                        let entry = LogEntry { shard, zxid: queue.next_zxid(), time_ms, command };
+                        let data = encode_proposal(origin, token, &entry);
                         self.raft.propose(data).unwrap_or_else(|e| panic!("the leader refused a proposal: {e:?}"));
                     }
                 }
@@ -350,6 +371,59 @@ impl Replica {
             if forward_to.is_none() {
                 self.proposed_batches.push_back((self.raft.log().last_index(), now));
             }
+        }
+    }
+
+    /// A sync: a ReadIndex round instead of a log entry (no WAL write). As leader, Raft confirms
+    /// with a heartbeat round that it still leads and hands back its commit index; a follower
+    /// asks the leader for it (a forward without a command). The sync is answered once this node
+    /// has applied through that index: everything committed before the sync is then visible.
+    fn start_sync(&mut self, core: &Core, from: WriteFrom, shard: engine::command::ShardId, leader: Option<NodeId>) {
+        let me = self.raft.id();
+        match (from, leader) {
+            (WriteFrom::Local(request), Some(leader)) => {
+                let token = self.next_token();
+                self.syncs.insert(token, request);
+                let transport = core.transport.as_ref().expect("a follower has peers");
+                transport.send(leader, PeerMessage::Forward { origin: me, token, shard, command: None });
+            }
+            (WriteFrom::Peer { origin, .. }, Some(_)) => {
+                tracing::debug!(core = core.id, origin, "a sync forwarded to a former leader is dropped");
+            }
+            (from, None) => {
+                let context = self.next_token();
+                match from {
+                    WriteFrom::Local(request) => self.syncs.insert(context, request).map(|_| ()),
+                    WriteFrom::Peer { origin, token } => self.remote_reads.insert(context, (origin, token)).map(|_| ()),
+                };
+                self.raft.read_index(context).unwrap_or_else(|e| panic!("the leader refused a read index: {e:?}"));
+            }
+        }
+    }
+
+    /// Read indexes Raft confirmed (this node leads): its own syncs wait to be applied through
+    /// them, other nodes' are sent back.
+    fn on_read_states(&mut self, core: &Core, read_states: Vec<engine::raft::ReadState>) {
+        for state in read_states {
+            if let Some(request) = self.syncs.remove(&state.context) {
+                self.ready_syncs.push((state.index, request));
+            } else if let Some((origin, token)) = self.remote_reads.remove(&state.context) {
+                let transport = core.transport.as_ref().expect("a read index for another node means peers");
+                transport.send(origin, PeerMessage::ReadIndex { token, index: state.index });
+            }
+        }
+    }
+
+    /// Syncs whose read index this node has applied through are answered.
+    fn answer_ready_syncs(&mut self, core: &Core) {
+        if self.ready_syncs.is_empty() {
+            return;
+        }
+        let applied = self.raft.applied_index();
+        let (done, waiting): (Vec<_>, Vec<_>) = self.ready_syncs.drain(..).partition(|(index, _)| *index <= applied);
+        self.ready_syncs = waiting;
+        for (_, request) in done {
+            core.answer_sync(request);
         }
     }
 
@@ -420,12 +494,8 @@ impl Replica {
             let (origin, token, zxid, archive) = decode_proposal(&entry.data)
                 .unwrap_or_else(|e| panic!("committed entry {} of core {}: {e}", entry.index, core.id));
             if archive.is_empty() {
-                // A fence: nothing below its zxid is still to come; a sync waits for it.
+                // A fence: nothing below its zxid is still to come.
                 queue.set_last_applied(zxid);
-                if let Some(request) = self.waiting_for(origin, token) {
-                    queue.applied_own();
-                    core.answer_sync(request);
-                }
                 applied_any = true;
                 continue;
             }
