@@ -164,3 +164,32 @@ async fn mntr_and_srvr_report_measured_latencies_and_role() {
         assert!(int(&m, &format!("warren_group_{group}_term")) >= 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_drops_applied_entries_from_memory_and_still_replays_them_all() {
+    if skip_if_external("a_single_node_drops_applied_entries_from_memory") || against_zookeeper() {
+        return;
+    }
+    let mut s = WarrenProcess::start(WarrenOpts::default());
+    let c = s.client().await;
+    let root = format!("/{}", unique("compact"));
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    c.create(&root, b"", &persistent).await.unwrap();
+    // More than one compaction step (4096 entries) of writes, pipelined 100 at a time.
+    let paths: Vec<String> = (0..6000).map(|i| format!("{root}/{i}")).collect();
+    for chunk in paths.chunks(100) {
+        let writes: Vec<_> = chunk.iter().map(|path| c.create(path, b"x", &persistent)).collect();
+        for write in writes {
+            write.await.unwrap();
+        }
+    }
+    let (_, m) = quiet_srvr_and_mntr(&s);
+    let (first, last) = (int(&m, "warren_group_0_first_index"), int(&m, "warren_group_0_last_index"));
+    assert!(last > 6000 && first > 4096, "the in-memory log holds {first}..={last}: nothing was compacted");
+    // The WAL still has every entry: a restart replays them all.
+    drop(c);
+    s.kill9();
+    s.restart();
+    let c = s.client().await;
+    assert_eq!(c.get_children(&root).await.unwrap().0.len(), 6000);
+}

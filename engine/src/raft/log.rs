@@ -1,13 +1,17 @@
-//! The Raft log of one node, in memory: every entry from index 1 (no compaction yet), which of
-//! them are durable, committed, and handed out to be persisted or applied. The runtime keeps
-//! the durable copy (the WAL) and is told through `Ready` what to write and what to cut.
+//! The Raft log of one node, in memory: the entries after the compacted prefix, which of them
+//! are durable, committed, and handed out to be persisted or applied. The runtime keeps the
+//! durable copy (the WAL) and is told through `Ready` what to write and what to cut. The runtime
+//! may compact applied entries away (`compact`): only their last index and term remain.
 
 use super::message::{Entry, Index, Term};
 
 #[derive(Debug, Default)]
 pub struct RaftLog {
-    /// entries[i] has index i + 1.
+    /// entries[i] has index offset + i + 1.
     entries: Vec<Entry>,
+    /// The last compacted index (0: nothing compacted) and its term.
+    offset: Index,
+    offset_term: Term,
     /// Highest index known committed (a majority has it durably).
     pub(super) committed: Index,
     /// Highest index handed out to be applied.
@@ -30,37 +34,72 @@ impl RaftLog {
         }
         let last = entries.len() as Index;
         assert!(committed <= last, "commit index {committed} past the restored log's end {last}");
-        RaftLog { entries, committed, applied: 0, persisted: last, handed_out: last, truncate_from: None }
+        RaftLog {
+            entries,
+            offset: 0,
+            offset_term: 0,
+            committed,
+            applied: 0,
+            persisted: last,
+            handed_out: last,
+            truncate_from: None,
+        }
     }
 
     pub fn last_index(&self) -> Index {
-        self.entries.len() as Index
+        self.offset + self.entries.len() as Index
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.offset_term, |e| e.term)
     }
 
-    /// The term of the entry at `index` (0 for index 0), None past the end.
+    /// The first index still held (entries before it were compacted away).
+    pub fn first_index(&self) -> Index {
+        self.offset + 1
+    }
+
+    /// The term of the entry at `index` (0 for index 0 of an uncompacted log, the compacted
+    /// prefix's last term at its last index); None past the end or inside the compacted prefix.
     pub fn term(&self, index: Index) -> Option<Term> {
         match index {
-            0 => Some(0),
-            i if i <= self.last_index() => Some(self.entries[i as usize - 1].term),
-            _ => None,
+            // Index 0 (term 0) when nothing is compacted.
+            i if i == self.offset => Some(self.offset_term),
+            i if i < self.offset || i > self.last_index() => None,
+            i => Some(self.entries[(i - self.offset) as usize - 1].term),
         }
     }
 
     pub fn entry(&self, index: Index) -> &Entry {
-        &self.entries[index as usize - 1]
+        assert!(index > self.offset, "entry {index} was compacted away (through {})", self.offset);
+        &self.entries[(index - self.offset) as usize - 1]
     }
 
-    /// Entries `from..=to`.
+    /// Entries `from..=to`, all after the compacted prefix.
     pub fn slice(&self, from: Index, to: Index) -> &[Entry] {
-        assert!(from >= 1 && to <= self.last_index(), "slice {from}..={to} of a log ending at {}", self.last_index());
+        assert!(
+            from > self.offset && to <= self.last_index(),
+            "slice {from}..={to} of a log holding {}..={}",
+            self.first_index(),
+            self.last_index()
+        );
         if from > to {
             return &[];
         }
-        &self.entries[from as usize - 1..to as usize]
+        &self.entries[(from - self.offset) as usize - 1..(to - self.offset) as usize]
+    }
+
+    /// Forgets the entries through `index` but for its index and term: they are applied and
+    /// durable (the runtime's WAL keeps them). A leader can no longer send them: a follower
+    /// that needs them needs a snapshot.
+    pub fn compact(&mut self, index: Index) {
+        assert!(index <= self.applied && index <= self.persisted, "compacting {index} past applied/durable entries");
+        if index <= self.offset {
+            return;
+        }
+        self.offset_term = self.term(index).expect("a held entry");
+        self.entries.drain(..(index - self.offset) as usize);
+        self.offset = index;
     }
 
     /// Raft's election restriction (5.4.1): a log ending at (`last_index`, `last_term`) is at
@@ -103,7 +142,7 @@ impl RaftLog {
     /// Drops entries from `index` on: never a committed one.
     fn cut_from(&mut self, index: Index) {
         assert!(index > self.committed, "cutting committed entry {index} (commit {})", self.committed);
-        self.entries.truncate(index as usize - 1);
+        self.entries.truncate((index - self.offset) as usize - 1);
         self.persisted = self.persisted.min(index - 1);
         self.handed_out = self.handed_out.min(index - 1);
         self.truncate_from = Some(self.truncate_from.map_or(index, |t| t.min(index)));
@@ -208,6 +247,36 @@ mod tests {
         assert_eq!(log.persisted, 1);
         log.persisted_to(2, 3);
         assert_eq!(log.persisted, 2);
+    }
+
+    #[test]
+    fn a_compacted_log_keeps_its_positions_and_the_last_compacted_term() {
+        let mut log = log_of(&[1, 1, 2, 2, 3]);
+        log.commit_to(4);
+        log.take_committed();
+        log.compact(3);
+        assert_eq!((log.first_index(), log.last_index(), log.last_term()), (4, 5, 3));
+        assert_eq!(log.term(3), Some(2), "the compacted prefix's last term is kept");
+        assert_eq!(log.term(2), None, "inside the compacted prefix");
+        assert_eq!(log.term(0), None, "before the compacted prefix");
+        assert_eq!(log.slice(4, 5).iter().map(|e| e.index).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(log.entry(5).term, 3);
+        // Appending and cutting after the prefix work on the same indexes.
+        assert_eq!(log.append_after(4, vec![entry(5, 4), entry(6, 4)]), 6);
+        assert_eq!((log.last_index(), log.term(5)), (6, Some(4)));
+        log.compact(4);
+        log.compact(2);
+        assert_eq!(log.first_index(), 5, "compacting less than before changes nothing");
+        let everything = RaftLog::restored(Vec::new(), 0);
+        assert_eq!((everything.first_index(), everything.last_index()), (1, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "past applied")]
+    fn only_applied_entries_are_compacted() {
+        let mut log = log_of(&[1, 1]);
+        log.commit_to(2);
+        log.compact(1);
     }
 
     #[test]

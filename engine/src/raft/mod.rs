@@ -150,6 +150,8 @@ pub struct Raft {
     /// New entries were proposed since the last broadcast.
     broadcast_pending: bool,
     ready_outstanding: Option<(Index, Term)>,
+    /// Leader: voters that need entries compacted away.
+    needs_snapshot: BTreeSet<NodeId>,
 }
 
 impl Raft {
@@ -179,6 +181,7 @@ impl Raft {
             last_hard_state: hard_state,
             broadcast_pending: false,
             ready_outstanding: None,
+            needs_snapshot: BTreeSet::new(),
         };
         raft.reset_election_timer();
         raft
@@ -435,6 +438,17 @@ impl Raft {
         }
         self.pending_reads.push_back(PendingRead { context, index, acks: BTreeSet::from([self.config.id]) });
         self.broadcast_heartbeat();
+    }
+
+    /// Forgets applied entries through `index` (their durable copy is the runtime's). A follower
+    /// that later needs them cannot be sent them (`needs_snapshot`).
+    pub fn compact(&mut self, index: Index) {
+        self.log.compact(index);
+    }
+
+    /// Leader: the voters that need entries this node compacted away (they need a snapshot).
+    pub fn needs_snapshot(&self) -> Vec<NodeId> {
+        self.needs_snapshot.iter().copied().collect()
     }
 
     /// Leader: how many entries the furthest-behind other voter lacks (0 otherwise).
@@ -715,7 +729,12 @@ impl Raft {
             return false;
         }
         let prev_index = next - 1;
-        let prev_term = self.log.term(prev_index).expect("no compaction: every index up to the end is in the log");
+        let Some(prev_term) = self.log.term(prev_index) else {
+            // The follower needs entries compacted away here: only a snapshot would catch it up.
+            self.needs_snapshot.insert(to);
+            return false;
+        };
+        self.needs_snapshot.remove(&to);
         let mut entries = Vec::new();
         let mut bytes = 0;
         for entry in self.log.slice(next, last_index) {

@@ -197,6 +197,7 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
     for stats in stats {
         let (g, status) = (stats.core, stats.group);
         rows.push((format!("warren_group_{g}_term"), status.term.to_string()));
+        rows.push((format!("warren_group_{g}_first_index"), status.first_index.to_string()));
         rows.push((format!("warren_group_{g}_last_index"), status.last_index.to_string()));
         rows.push((format!("warren_group_{g}_commit_index"), status.commit_index.to_string()));
         rows.push((format!("warren_group_{g}_applied_index"), status.applied_index.to_string()));

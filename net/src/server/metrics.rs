@@ -110,6 +110,8 @@ pub struct CoreMetrics {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GroupStatus {
     pub term: u64,
+    /// The first entry still held in memory (earlier ones were compacted away; the WAL keeps them).
+    pub first_index: u64,
     pub last_index: u64,
     pub commit_index: u64,
     pub applied_index: u64,

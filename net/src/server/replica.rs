@@ -47,6 +47,11 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(30);
 
 const PROPOSAL_HEADER_BYTES: usize = 24;
+/// Applied entries a cluster node keeps in memory for followers that fall behind (about 50 MB
+/// of 250-byte writes); a single node keeps none.
+const RETAIN_ENTRIES: u64 = 200_000;
+/// Entries dropped at a time (dropping moves the rest of the in-memory log).
+const COMPACT_EVERY: u64 = 4096;
 /// Ticks without a known leader after which this node's waiting writes fail (their clients
 /// see the connection close, "maybe applied", as ZooKeeper's followers do when they lose
 /// their leader): a minority must not keep clients waiting forever.
@@ -121,6 +126,8 @@ pub(super) struct Replica {
     remote_reads: AHashMap<u64, (NodeId, u64)>,
     /// Syncs whose read index is known, waiting for this node to apply through it.
     ready_syncs: Vec<(u64, ShardRequest)>,
+    /// The followers last reported as needing a snapshot.
+    reported_behind: Vec<NodeId>,
 }
 
 impl Replica {
@@ -141,6 +148,7 @@ impl Replica {
             syncs: AHashMap::new(),
             remote_reads: AHashMap::new(),
             ready_syncs: Vec::new(),
+            reported_behind: Vec::new(),
         }
     }
 
@@ -209,8 +217,29 @@ impl Replica {
         self.on_read_states(core, ready.read_states);
         self.answer_ready_syncs(core);
         self.raft.advance();
+        self.compact(core);
         core.set_group_status(self.status());
         true
+    }
+
+    /// Bounds the Raft log held in memory: applied entries are dropped (the WAL keeps them),
+    /// but for the last `RETAIN_ENTRIES` in a cluster, which a leader sends to a follower that
+    /// fell behind. One further behind needs a snapshot, which does not exist yet: logged.
+    fn compact(&mut self, core: &Core) {
+        let retain = if core.is_clustered() { RETAIN_ENTRIES } else { 0 };
+        let to = self.raft.applied_index().saturating_sub(retain);
+        if to >= self.raft.log().first_index() + COMPACT_EVERY {
+            self.raft.compact(to);
+        }
+        let behind = self.raft.needs_snapshot();
+        if behind != self.reported_behind {
+            if !behind.is_empty() {
+                tracing::error!(core = core.id, followers = ?behind, retained = RETAIN_ENTRIES,
+                    "followers need entries no longer held in memory; they cannot catch up until snapshots exist \
+                     (restart them from a copy of a current node's data dir)");
+            }
+            self.reported_behind = behind;
+        }
     }
 
     /// mntr: the batches committed through `last` (proposal to commit), and the apply time.
@@ -229,6 +258,7 @@ impl Replica {
     fn status(&self) -> GroupStatus {
         GroupStatus {
             term: self.raft.term(),
+            first_index: self.raft.log().first_index(),
             last_index: self.raft.log().last_index(),
             commit_index: self.raft.commit_index(),
             applied_index: self.raft.applied_index(),
