@@ -95,9 +95,26 @@ fn zxid_of(entry: &Entry) -> Zxid {
     decode_proposal(&entry.data).map_or(0, |(_, _, zxid, _)| zxid)
 }
 
+/// The first token a run of this node hands out: above every token an earlier run handed out
+/// (4096 per microsecond of its life would be needed to reach it), because an entry proposed
+/// before a crash can commit after the restart and must not answer a new request that happens
+/// to carry the same token.
+pub fn first_token(now_micros: i64) -> u64 {
+    (now_micros.max(0) as u64).saturating_mul(4096).max(1)
+}
+
 /// The highest zxid in `entries` (0 if none).
 pub fn highest_zxid(entries: &[Entry]) -> Zxid {
     entries.iter().map(zxid_of).max().unwrap_or(0)
+}
+
+/// A request of this node whose entry is proposed (or forwarded) and not applied yet.
+struct Waiting {
+    request: ShardRequest,
+    /// The entry itself when this node proposed it as leader: applied as is, without decoding
+    /// the archive it was sent and persisted as (a forwarded write's entry is built by the
+    /// leader, so it is decoded).
+    entry: Option<LogEntry>,
 }
 
 /// One core's Raft group and its durable log; owned by the replication loop.
@@ -111,7 +128,7 @@ pub(super) struct Replica {
     /// The highest commit index written to the WAL.
     commit_written: u64,
     /// Requests of this node whose entries are proposed and not applied yet, by token.
-    waiting: AHashMap<u64, ShardRequest>,
+    waiting: AHashMap<u64, Waiting>,
     next_token: u64,
     record: Vec<u8>,
     /// The term `waiting` was proposed in: when it changes, their outcome is unknown.
@@ -141,7 +158,7 @@ impl Replica {
             state_path,
             commit_written,
             waiting: AHashMap::new(),
-            next_token: 1,
+            next_token: first_token(super::core::unix_micros()),
             record: Vec::new(),
             leaderless_ticks: 0,
             proposed_batches: std::collections::VecDeque::new(),
@@ -330,7 +347,7 @@ impl Replica {
             reason,
             "writes in flight get no answer; closing their connections"
         );
-        for (_, request) in self.waiting.drain() {
+        for (_, Waiting { request, .. }) in self.waiting.drain() {
             core.abandon_write(request, reason);
         }
         core.commit.abandoned_own();
@@ -371,7 +388,7 @@ impl Replica {
                     (None, from, _) => self.start_sync(core, from, shard, forward_to),
                     (Some(command), WriteFrom::Local(request), Some(leader)) => {
                         let token = self.next_token();
-                        self.waiting.insert(token, request);
+                        self.waiting.insert(token, Waiting { request, entry: None });
                         queue.proposed();
                         let transport = core.transport.as_ref().expect("a follower has peers");
                         transport
@@ -383,17 +400,17 @@ impl Replica {
                         tracing::debug!(core = core.id, origin, "a write forwarded to a former leader is dropped");
                     }
                     (Some(command), from, None) => {
-                        let (origin, token) = match from {
+                        let entry = LogEntry { shard, zxid: queue.next_zxid(), time_ms, command };
+                        let data = match from {
                             WriteFrom::Local(request) => {
                                 let token = self.next_token();
-                                self.waiting.insert(token, request);
+                                let data = encode_proposal(me, token, &entry);
+                                self.waiting.insert(token, Waiting { request, entry: Some(entry) });
                                 queue.proposed();
-                                (me, token)
+                                data
                             }
-                            WriteFrom::Peer { origin, token } => (origin, token),
+                            WriteFrom::Peer { origin, token } => encode_proposal(origin, token, &entry),
                         };
-                        let entry = LogEntry { shard, zxid: queue.next_zxid(), time_ms, command };
-                        let data = encode_proposal(origin, token, &entry);
                         self.raft.propose(data).unwrap_or_else(|e| panic!("the leader refused a proposal: {e:?}"));
                     }
                 }
@@ -458,7 +475,7 @@ impl Replica {
     }
 
     /// The request of this node an entry answers, if it still waits.
-    fn waiting_for(&mut self, origin: NodeId, token: u64) -> Option<ShardRequest> {
+    fn waiting_for(&mut self, origin: NodeId, token: u64) -> Option<Waiting> {
         if origin == self.raft.id() {
             self.waiting.remove(&token)
         } else {
@@ -529,17 +546,25 @@ impl Replica {
                 applied_any = true;
                 continue;
             }
-            let log_entry = LogEntry::from_bytes(archive)
-                .unwrap_or_else(|e| panic!("committed entry {} of core {}: {e}", entry.index, core.id));
-            assert_eq!(log_entry.zxid, zxid, "a proposal's header and archive agree on the zxid");
+            let waiting = self.waiting_for(origin, token);
+            let decode = || {
+                LogEntry::from_bytes(archive)
+                    .unwrap_or_else(|e| panic!("committed entry {} of core {}: {e}", entry.index, core.id))
+            };
             // Set first: reads served while this entry applies see it applied.
             queue.set_last_applied(zxid);
-            match self.waiting_for(origin, token) {
-                Some(request) => {
+            match waiting {
+                Some(Waiting { request, entry: own }) => {
+                    let log_entry = own.unwrap_or_else(decode);
+                    assert_eq!(log_entry.zxid, zxid, "a proposal's header and its entry agree on the zxid");
                     queue.applied_own();
                     core.apply_and_reply(request, log_entry);
                 }
-                None => core.apply_replicated(log_entry),
+                None => {
+                    let log_entry = decode();
+                    assert_eq!(log_entry.zxid, zxid, "a proposal's header and archive agree on the zxid");
+                    core.apply_replicated(log_entry);
+                }
             }
             applied_any = true;
         }
@@ -578,6 +603,14 @@ mod tests {
         assert_eq!(LogEntry::from_bytes(archive).unwrap(), log_entry(1234));
         assert!(decode_proposal(&data[..PROPOSAL_HEADER_BYTES - 1]).is_err(), "cut header");
         assert_eq!(decode_proposal(&encode_fence(2, 5, 99)).unwrap(), (2, 5, 99, &[][..]), "a fence has no archive");
+    }
+
+    #[test]
+    fn tokens_of_a_later_run_start_above_every_token_of_an_earlier_one() {
+        let started = 1_764_530_000_000_000; // µs since the epoch, in 2025
+        let earlier_run_after_an_hour = first_token(started) + 3_600_000_000 * 1000; // 1000 tokens per µs
+        assert!(first_token(started + 3_600_000_000) > earlier_run_after_an_hour);
+        assert_eq!(first_token(-5), 1, "a clock before the epoch still gives a valid token");
     }
 
     #[test]
