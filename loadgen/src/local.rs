@@ -5,7 +5,7 @@
 //! alike (each process runs in its own process group so the terminal's Ctrl-C reaches only
 //! loadgen, and on Linux it is killed if loadgen itself dies).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,22 +46,6 @@ pub fn warren_bin() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// A free loopback port followed by `run - 1` more free ports (a node's peer ports, one per
-/// core). Bound and released: a small race with other processes, which start() reports as
-/// warren failing to start.
-fn free_loopback_ports(run: usize) -> Result<u16> {
-    for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
-        let port = first.local_addr()?.port();
-        let rest_free = (1..run)
-            .all(|i| u16::try_from(port as usize + i).is_ok_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()));
-        if rest_free {
-            return Ok(port);
-        }
-    }
-    bail!("found no {run} consecutive free loopback ports")
-}
-
 impl LocalWarren {
     /// Starts `nodes` warren processes (a cluster of them, or a single node) and waits
     /// (bounded) until each answers `imok` and serves a session. `stop` aborts the wait.
@@ -70,7 +54,7 @@ impl LocalWarren {
         let dir = tempfile::Builder::new().prefix("loadgen-warren-").tempdir().context("cannot create a temp dir")?;
         let mut ports = Vec::with_capacity(nodes);
         for _ in 0..nodes {
-            ports.push((free_loopback_ports(1)?, free_loopback_ports(cores)?));
+            ports.push((net::dev_cluster::free_ports(1)?, net::dev_cluster::free_ports(cores)?));
         }
         let peers: Vec<String> =
             ports.iter().enumerate().map(|(i, (_, peer))| format!("{}=127.0.0.1:{peer}", i + 1)).collect();

@@ -188,8 +188,9 @@ fn stop_all(nodes: &mut [Node]) {
     }
 }
 
-/// A free loopback port followed by `run - 1` more free ones (a node's peer ports).
-fn free_ports(run: usize) -> anyhow::Result<u16> {
+/// A free loopback port followed by `run - 1` more free ones (a node's peer ports). Bound and
+/// released: a small race with other processes, which shows as a node failing to start.
+pub fn free_ports(run: usize) -> anyhow::Result<u16> {
     for _ in 0..100 {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let rest_free = (1..run)

@@ -59,10 +59,10 @@ const LEADERLESS_TICKS_MAX: u32 = 40;
 
 /// A fence: an entry with a zxid and nothing to apply (`PeerMessage::Fence`); its origin and
 /// token are 0 (nobody waits for its answer).
-pub fn encode_fence(origin: NodeId, token: u64, zxid: Zxid) -> Vec<u8> {
+pub fn encode_fence(zxid: Zxid) -> Vec<u8> {
     let mut data = Vec::with_capacity(PROPOSAL_HEADER_BYTES);
-    data.extend_from_slice(&origin.to_le_bytes());
-    data.extend_from_slice(&token.to_le_bytes());
+    data.extend_from_slice(&0u64.to_le_bytes());
+    data.extend_from_slice(&0u64.to_le_bytes());
     data.extend_from_slice(&zxid.to_le_bytes());
     data
 }
@@ -372,9 +372,7 @@ impl Replica {
         let now = Instant::now();
         if forward_to.is_none() {
             if let Some(zxid) = queue.take_fence() {
-                self.raft
-                    .propose(encode_fence(0, 0, zxid))
-                    .unwrap_or_else(|e| panic!("the leader refused a fence: {e:?}"));
+                self.raft.propose(encode_fence(zxid)).unwrap_or_else(|e| panic!("the leader refused a fence: {e:?}"));
             }
         }
         loop {
@@ -602,7 +600,7 @@ mod tests {
         assert_eq!((origin, token, zxid), (2, 77, 1234));
         assert_eq!(LogEntry::from_bytes(archive).unwrap(), log_entry(1234));
         assert!(decode_proposal(&data[..PROPOSAL_HEADER_BYTES - 1]).is_err(), "cut header");
-        assert_eq!(decode_proposal(&encode_fence(2, 5, 99)).unwrap(), (2, 5, 99, &[][..]), "a fence has no archive");
+        assert_eq!(decode_proposal(&encode_fence(99)).unwrap(), (0, 0, 99, &[][..]), "a fence has no archive");
     }
 
     #[test]
