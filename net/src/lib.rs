@@ -12,4 +12,6 @@ pub mod raft_log;
 pub mod raft_state;
 pub mod server;
 pub mod signals;
+#[cfg(test)]
+mod sim;
 pub mod wal;

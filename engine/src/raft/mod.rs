@@ -669,7 +669,9 @@ impl Raft {
         progress.recent_active = true;
         progress.resume(self.config.max_inflight_msgs, self.config.max_inflight_bytes);
         if progress.match_index < self.log.last_index() {
-            self.send_append(from, false);
+            // Empty if everything was sent already (as etcd does): appends lost on the way
+            // are then found by the follower's rejection, even while no new entry comes.
+            self.send_append(from, true);
         }
         if read_context != 0 {
             self.ack_read(from, read_context);

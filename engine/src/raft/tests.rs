@@ -975,6 +975,30 @@ fn appends_lost_with_a_full_pipeline_are_resent_after_a_heartbeat() {
     assert_eq!(c.raft(3).commit_index(), c.raft(1).commit_index());
 }
 
+/// Found by the whole-cluster simulation: an append lost on the way (not enough to fill the
+/// pipeline) while no new entry comes left the follower one entry behind for good, and a sync
+/// through it waited for that entry forever.
+#[test]
+fn an_append_lost_on_an_idle_group_is_resent_after_a_heartbeat() {
+    let mut c = Cluster::new(3, 23);
+    c.elect(1);
+    c.propose(1, b"a");
+    c.stabilize();
+    // The appends of "b" to node 3 (and of the commit that follows) are lost.
+    c.cut.insert((1, 3));
+    c.propose(1, b"b");
+    c.stabilize();
+    c.heal();
+    let last = c.raft(1).log().last_index();
+    assert!(c.raft(3).log().last_index() < last, "node 3 missed the append");
+    for _ in 0..3 {
+        c.tick(1);
+        c.stabilize();
+    }
+    assert_eq!(c.raft(3).log().last_index(), last, "node 3 caught up without a new entry");
+    assert_eq!(c.raft(3).commit_index(), c.raft(1).commit_index());
+}
+
 #[test]
 fn the_best_transferee_is_the_follower_furthest_along() {
     let mut c = Cluster::new(3, 22);

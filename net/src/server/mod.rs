@@ -11,7 +11,7 @@ pub mod fourlw;
 pub mod metrics;
 pub mod msg;
 pub mod repair;
-mod replica;
+pub(crate) mod replica;
 pub mod role;
 pub mod sessions;
 mod transport;
@@ -335,6 +335,27 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<RecoveredCor
         .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
         .map(|s| (s, Shard::new(s, config.shards)))
         .collect();
+    apply_committed(core_id, &log, &mut shards)?;
+    tracing::info!(
+        core = core_id,
+        records = recovered.records.len(),
+        entries = log.entries.len(),
+        commit = log.commit,
+        truncated_bytes = recovered.truncated_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "WAL replayed"
+    );
+    let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
+    Ok(RecoveredCore { wal, shards, log })
+}
+
+/// Start-up replay: applies the entries `log` records as committed to the core's shards, in
+/// log order (the replication loop commits and applies the rest).
+pub(crate) fn apply_committed(
+    core_id: usize,
+    log: &raft_log::RecoveredLog,
+    shards: &mut AHashMap<ShardId, Shard>,
+) -> anyhow::Result<()> {
     for entry in &log.entries[..log.commit as usize] {
         if entry.data.is_empty() {
             continue;
@@ -350,17 +371,7 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<RecoveredCor
             .ok_or_else(|| anyhow!("WAL of core {core_id} holds shard {} which this core does not own", entry.shard))?;
         shard.apply(&entry);
     }
-    tracing::info!(
-        core = core_id,
-        records = recovered.records.len(),
-        entries = log.entries.len(),
-        commit = log.commit,
-        truncated_bytes = recovered.truncated_bytes,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "WAL replayed"
-    );
-    let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
-    Ok(RecoveredCore { wal, shards, log })
+    Ok(())
 }
 
 /// The core's Raft group from its recovered log and its stored term and vote. A single node is

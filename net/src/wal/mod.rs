@@ -102,7 +102,7 @@
 //! (`prime_dma_probe`); code that opens other DmaFiles on the same executor thread before
 //! `Wal::open` must call `prime_dma_probe` first.
 
-mod format;
+pub(crate) mod format;
 mod recovery;
 mod segment;
 mod writer;
