@@ -37,6 +37,14 @@ struct Pending {
     command: Option<Command>,
 }
 
+/// The syncs of one turn, sharing one ReadIndex round (`replica.rs`'s `ReadBatch`).
+#[derive(Default)]
+struct ReadBatch {
+    local: Vec<ClientId>,
+    /// Leader: the rounds followers asked for, as (node, its token).
+    remote: Vec<(NodeId, u64)>,
+}
+
 /// What a node tells its clients.
 #[derive(Debug)]
 pub enum Answer {
@@ -90,8 +98,8 @@ pub struct Node {
     pending: VecDeque<Pending>,
     /// Writes of this node's clients, proposed or forwarded, by token.
     waiting: BTreeMap<u64, ClientId>,
-    syncs: BTreeMap<u64, ClientId>,
-    remote_reads: BTreeMap<u64, (NodeId, u64)>,
+    /// ReadIndex rounds waiting for their index, by read context (leader) or token (follower).
+    read_batches: BTreeMap<u64, ReadBatch>,
     ready_syncs: Vec<(Index, ClientId)>,
     seen_term: Term,
     leaderless_ticks: u32,
@@ -142,8 +150,7 @@ impl Node {
             ticks: 0,
             pending: VecDeque::new(),
             waiting: BTreeMap::new(),
-            syncs: BTreeMap::new(),
-            remote_reads: BTreeMap::new(),
+            read_batches: BTreeMap::new(),
             ready_syncs: Vec::new(),
             leaderless_ticks: 0,
             applied,
@@ -170,7 +177,7 @@ impl Node {
             From::Local(client) => Some(client),
             From::Peer { .. } => None,
         });
-        let syncs = self.syncs.values().chain(self.ready_syncs.iter().map(|(_, c)| c));
+        let syncs = self.read_batches.values().flat_map(|b| &b.local).chain(self.ready_syncs.iter().map(|(_, c)| c));
         pending.chain(self.waiting.values().copied()).chain(syncs.copied()).collect()
     }
 
@@ -182,8 +189,8 @@ impl Node {
                 self.pending.push_back(Pending { from: From::Peer { origin, token }, command });
             }
             PeerMessage::ReadIndex { token, index } => {
-                if let Some(client) = self.syncs.remove(&token) {
-                    self.ready_syncs.push((index, client));
+                if let Some(batch) = self.read_batches.remove(&token) {
+                    self.ready_syncs.extend(batch.local.into_iter().map(|client| (index, client)));
                 }
             }
             other => panic!("the simulation sends no {other:?}"),
@@ -290,8 +297,8 @@ impl Node {
     }
 
     fn abandon_waiting(&mut self, answers: &mut Vec<Answer>) {
-        self.remote_reads.clear();
-        let syncs = std::mem::take(&mut self.syncs).into_values().chain(self.ready_syncs.drain(..).map(|(_, c)| c));
+        let batches = std::mem::take(&mut self.read_batches).into_values().flat_map(|b| b.local);
+        let syncs = batches.chain(self.ready_syncs.drain(..).map(|(_, c)| c));
         let writes = std::mem::take(&mut self.waiting).into_values();
         answers.extend(syncs.chain(writes).map(|client| Answer::Abandoned { client }));
     }
@@ -307,9 +314,13 @@ impl Node {
             (_, Some(leader)) => Some(leader),
             (_, None) => return,
         };
+        let mut reads = ReadBatch::default();
         while let Some(Pending { from, command }) = self.pending.pop_front() {
             match (command, from, forward_to) {
-                (None, from, _) => self.start_sync(from, forward_to, out),
+                (None, From::Local(client), _) => reads.local.push(client),
+                (None, From::Peer { origin, token }, None) => reads.remote.push((origin, token)),
+                // Asked of this node when it led: the asker learns of the new term.
+                (None, From::Peer { .. }, Some(_)) => {}
                 (Some(command), From::Local(client), Some(leader)) => {
                     let token = self.next_token();
                     self.waiting.insert(token, client);
@@ -336,33 +347,34 @@ impl Node {
                 }
             }
         }
+        self.start_read_index(reads, forward_to, out);
     }
 
-    fn start_sync(&mut self, from: From, leader: Option<NodeId>, out: &mut Vec<(NodeId, PeerMessage)>) {
-        let me = self.raft.id();
-        match (from, leader) {
-            (From::Local(client), Some(leader)) => {
-                let token = self.next_token();
-                self.syncs.insert(token, client);
+    /// One ReadIndex round for the turn's syncs (`Replica::start_read_index`).
+    fn start_read_index(&mut self, reads: ReadBatch, leader: Option<NodeId>, out: &mut Vec<(NodeId, PeerMessage)>) {
+        if reads.local.is_empty() && reads.remote.is_empty() {
+            return;
+        }
+        let token = self.next_token();
+        match leader {
+            Some(leader) => {
+                assert!(reads.remote.is_empty(), "a follower answers no read index");
+                self.read_batches.insert(token, reads);
+                let me = self.raft.id();
                 out.push((leader, PeerMessage::Forward { origin: me, token, shard: SHARD, command: None }));
             }
-            (From::Peer { .. }, Some(_)) => {}
-            (from, None) => {
-                let context = self.next_token();
-                match from {
-                    From::Local(client) => self.syncs.insert(context, client).map(|_| ()),
-                    From::Peer { origin, token } => self.remote_reads.insert(context, (origin, token)).map(|_| ()),
-                };
-                self.raft.read_index(context).unwrap_or_else(|e| panic!("the leader refused a read index: {e:?}"));
+            None => {
+                self.read_batches.insert(token, reads);
+                self.raft.read_index(token).unwrap_or_else(|e| panic!("the leader refused a read index: {e:?}"));
             }
         }
     }
 
     fn on_read_states(&mut self, read_states: Vec<ReadState>, out: &mut Vec<(NodeId, PeerMessage)>) {
         for state in read_states {
-            if let Some(client) = self.syncs.remove(&state.context) {
-                self.ready_syncs.push((state.index, client));
-            } else if let Some((origin, token)) = self.remote_reads.remove(&state.context) {
+            let Some(batch) = self.read_batches.remove(&state.context) else { continue };
+            self.ready_syncs.extend(batch.local.into_iter().map(|client| (state.index, client)));
+            for (origin, token) in batch.remote {
                 out.push((origin, PeerMessage::ReadIndex { token, index: state.index }));
             }
         }
