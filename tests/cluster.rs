@@ -1,9 +1,10 @@
 //! A 3-node cluster of real `warren` processes on loopback, with the Rust ZooKeeper client:
 //! writes through any node are read on every node, a killed leader loses no acknowledged
 //! write (on the survivors and on itself once restarted), and a paused leader serves nothing
-//! stale once it resumes, and a session moved to a lagging node never reads older data. All
-//! but the dev-cluster test run against a ZooKeeper 3.8 ensemble too
-//! (`WARREN_BIN=tests/zk_as_warren.sh`).
+//! stale once it resumes, and a session moved to a lagging node never reads older data; with
+//! `--linearizable-reads`, a read through any node sees every write acknowledged before it
+//! was sent, without a sync. All but the tests of Warren's own commands, mntr and options
+//! run against a ZooKeeper 3.8 ensemble too (`WARREN_BIN=tests/zk_as_warren.sh`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -447,4 +448,147 @@ async fn a_sync_is_a_read_index_round_and_writes_nothing_to_the_log() {
         bounded(5, "sync on the leader", on_leader.sync("/synced")).await.unwrap();
     }
     assert_eq!(last_index(&c3.nodes[leader - 1]), before + 20, "the 20 writes and nothing for the 40 syncs");
+}
+
+/// Options of a cluster whose reads are linearizable.
+fn linearizable_reads(opts: WarrenOpts) -> WarrenOpts {
+    let mut opts = opts;
+    opts.extra_args.push("--linearizable-reads".into());
+    opts
+}
+
+/// One value of `node`'s mntr.
+fn mntr_value(node: &WarrenProcess, key: &str) -> u64 {
+    let mntr = node.four_letter("mntr");
+    let prefix = format!("{key}\t");
+    let value = mntr.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap_or_else(|| panic!("{key} in mntr"));
+    value.parse().unwrap_or_else(|e| panic!("{key} = {value:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_through_a_follower_see_every_write_acknowledged_before_them() {
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: ZooKeeper has no linearizable read mode (a read needs a sync before it)");
+        return;
+    }
+    let mut c3 = WarrenCluster::start(3, linearizable_reads(WarrenOpts::default().cores(1)));
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    let on_leader = c3.node(leader).client().await;
+    let on_follower = c3.node(follower).client().await;
+    let root = format!("/{}", unique("linearizable"));
+    let key = format!("{root}/key");
+    on_leader.create(&root, b"", &persistent()).await.unwrap();
+    on_leader.create(&key, b"0", &persistent()).await.unwrap();
+    let before = mntr_value(&c3.nodes[leader - 1], "warren_group_0_last_index");
+    let reads_before = mntr_value(&c3.nodes[follower - 1], "warren_reads_linearizable");
+    for i in 1..=20 {
+        // Acknowledged through the leader, then read through the follower at once: no sync.
+        // A follower learns of a commit a heartbeat after its leader, so without the mode the
+        // read often returns the value before.
+        on_leader.set_data(&key, i.to_string().as_bytes(), None).await.unwrap();
+        let (data, _) = bounded(5, "a read through the follower", on_follower.get_data(&key)).await.unwrap();
+        assert_eq!(data, i.to_string().into_bytes(), "write {i}: the follower read a stale value");
+        let child = format!("{root}/c{i}");
+        on_leader.create(&child, b"", &persistent()).await.unwrap();
+        assert!(on_follower.check_stat(&child).await.unwrap().is_some(), "create {i}: not seen through the follower");
+        let (children, _) = on_follower.get_children(&root).await.unwrap();
+        assert_eq!(children.len(), i + 1, "create {i}: {children:?}");
+    }
+    // Reads of "/", gathered from every shard, too.
+    for i in 0..5 {
+        let top = unique("top");
+        on_leader.create(&format!("/{top}"), b"", &persistent()).await.unwrap();
+        let (children, _) = on_follower.get_children("/").await.unwrap();
+        assert!(children.contains(&top), "top-level create {i}: not among the children of / through the follower");
+    }
+    let follower_node = &c3.nodes[follower - 1];
+    assert!(
+        mntr_value(follower_node, "warren_reads_linearizable") >= reads_before + 65,
+        "every read took a ReadIndex round"
+    );
+    assert_eq!(mntr_value(follower_node, "warren_reads_inline"), 0, "no read was answered on the spot");
+    assert_eq!(
+        mntr_value(&c3.nodes[leader - 1], "warren_group_0_last_index"),
+        before + 45,
+        "the 45 writes and nothing for the 65 reads"
+    );
+    assert!(follower_node.four_letter("conf").contains("linearizableReads=true\n"));
+
+    // A single node is linearizable as it is: the mode changes nothing there.
+    let single = WarrenProcess::start(linearizable_reads(WarrenOpts::default()));
+    let client = single.client().await;
+    client.create("/alone", b"one", &persistent()).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(client.get_data("/alone").await.unwrap().0, b"one");
+    }
+    assert_eq!(mntr_value(&single, "warren_reads_linearizable"), 0, "no ReadIndex round on a single node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_linearizable_reads_a_resumed_old_leader_never_answers_a_stale_read() {
+    use warren_tests::{op, Jute, JuteReader, RawSession};
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: ZooKeeper has no linearizable read mode (a read needs a sync before it)");
+        return;
+    }
+    // One core: one group, so the paused node leads the group of every key.
+    let mut c3 = WarrenCluster::start(3, linearizable_reads(WarrenOpts::default().cores(1)));
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    let root = format!("/{}", unique("stale"));
+    let key = format!("{root}/key");
+    // A session that does not ping, on a connection to the leader that outlives the pause.
+    let mut on_old_leader = RawSession::connect(c3.node(leader).addr(), 30_000);
+    assert_eq!(on_old_leader.create(&root, b"", 0).err, 0);
+    assert_eq!(on_old_leader.create(&key, b"before", 0).err, 0);
+    let writer = c3.node(follower).client().await;
+    let pid = c3.node(leader).pid().expect("running") as libc::pid_t;
+    // SAFETY: kill(2) on a child this test spawned.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(Instant::now() < deadline, "no write succeeded while the leader was paused");
+        match tokio::time::timeout(Duration::from_secs(3), writer.set_data(&key, b"after", None)).await {
+            Ok(Ok(_)) => break,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    // Sent after the write was acknowledged, while the old leader still sleeps: it reads the
+    // request when it wakes, before it has heard of the new leader or the write.
+    let xid = on_old_leader.next_xid();
+    on_old_leader.send(xid, op::GET_DATA, &Jute::new().str(&key).bool(false));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    match on_old_leader.read_reply() {
+        Ok(reply) => {
+            assert_eq!((reply.xid, reply.err), (xid, 0));
+            let data = JuteReader::new(&reply.body).buf();
+            assert_eq!(data.as_deref(), Some(&b"after"[..]), "the resumed old leader answered a stale read");
+        }
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            panic!("the resumed old leader neither answered the read nor closed the connection")
+        }
+        // Its ReadIndex round found it deposed: the connection closes, as for a sync.
+        Err(e) => eprintln!("the read's connection was closed ({e}): the old leader learned it was deposed"),
+    }
+    // And through the old leader, now a follower, on a new connection of the same session.
+    let addr = c3.node(leader).addr();
+    let mut session = None;
+    let attached = wait_until(Duration::from_secs(10), || {
+        session = RawSession::try_reattach(addr, on_old_leader.session_id, &on_old_leader.password, 0);
+        session.is_some()
+    });
+    assert!(attached, "the resumed node never took the session back");
+    let mut session = session.expect("attached");
+    for round in 0..5 {
+        let data = format!("round {round}");
+        bounded(5, "a write through the new leader's side", writer.set_data(&key, data.as_bytes(), None))
+            .await
+            .unwrap();
+        let reply = session.get_data(&key, false);
+        assert_eq!(reply.err, 0);
+        let read = JuteReader::new(&reply.body).buf();
+        assert_eq!(read.as_deref(), Some(data.as_bytes()), "round {round}: a stale read through the old leader");
+    }
 }

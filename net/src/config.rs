@@ -27,6 +27,11 @@ pub struct Config {
     pub reap_interval_ms: u64,
     /// Requests a connection may have outstanding before the server stops reading from it.
     pub max_outstanding_per_connection: usize,
+    /// In a cluster, every read of a path first does the ReadIndex round a `sync` does and is
+    /// served once this node has applied through the leader's commit index: a read sees every
+    /// write acknowledged before it was sent, through any node. Off: reads are served from the
+    /// local replica at once (ZooKeeper's sequential consistency). A single node ignores it.
+    pub linearizable_reads: bool,
     /// Size of one WAL segment file.
     pub wal_segment_bytes: u64,
     /// This node's id: its id among the peers and the high byte of its session ids.
@@ -77,6 +82,7 @@ impl Default for Config {
             max_request_bytes: 1 << 20,
             reap_interval_ms: 60_000,
             max_outstanding_per_connection: 1000,
+            linearizable_reads: false,
             wal_segment_bytes: 64 << 20,
             node_id: 1,
             peers: Vec::new(),
@@ -205,5 +211,14 @@ mod tests {
         }
         let toml: Config = toml::from_str("node-id = 3\npeers = [\"3=h:10\"]").unwrap();
         assert_eq!(toml.voters().unwrap(), vec![Peer { id: 3, host: "h".into(), port: 10 }]);
+    }
+
+    #[test]
+    fn linearizable_reads_are_off_unless_asked_for() {
+        assert!(!Config::default().linearizable_reads, "follower reads, as ZooKeeper, by default");
+        let on: Config = toml::from_str("linearizable-reads = true").unwrap();
+        assert!(on.linearizable_reads);
+        assert!(on.validate().is_ok());
+        assert!(toml::from_str::<Config>("linearizable-reads = 1").is_err(), "a boolean, not a number");
     }
 }

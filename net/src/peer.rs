@@ -21,12 +21,13 @@ pub enum PeerMessage {
     Raft(Message),
     /// A write a client sent to a follower, for the group's leader to propose; `origin` and
     /// `token` come back in the entry so that the follower answers its client. No command: a
-    /// client's `sync`, which the leader commits as a fence.
+    /// ReadIndex round for the follower's syncs and linearizable reads of one turn, answered
+    /// with `ReadIndex`.
     Forward { origin: NodeId, token: u64, shard: ShardId, command: Option<Command> },
     /// Sessions that showed signs of life on the sender (to the session group's leader).
     Touch { sessions: Vec<SessionId> },
-    /// The leader's answer to a forwarded sync: once the asker has applied through `index`,
-    /// it has everything committed before the sync reached the leader.
+    /// The leader's answer to a forwarded ReadIndex round: once the asker has applied through
+    /// `index`, it has everything committed before the round reached the leader.
     ReadIndex { token: u64, index: u64 },
     /// A follower must know that no entry at or below `at_least` is still to come in the
     /// group (a consistent cut of a read across groups needs it): the leader commits a fence,

@@ -106,6 +106,11 @@ struct StartArgs {
     /// How often expired TTL nodes and emptied containers are swept, ms [default: 60000]
     #[arg(long)]
     reap_interval_ms: Option<u64>,
+    /// In a cluster, serve a read only once this node has applied through its group leader's
+    /// commit index (a ReadIndex round, as sync): linearizable reads, one heartbeat round trip
+    /// to the leader per batch of reads. `=false` overrides a config file [default: false]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    linearizable_reads: Option<bool>,
     /// This node's id among the peers [default: 1]
     #[arg(long)]
     node_id: Option<u8>,
@@ -147,6 +152,9 @@ impl StartArgs {
         }
         if let Some(v) = self.reap_interval_ms {
             config.reap_interval_ms = v;
+        }
+        if let Some(v) = self.linearizable_reads {
+            config.linearizable_reads = v;
         }
         if let Some(v) = self.node_id {
             config.node_id = v;
@@ -197,5 +205,30 @@ fn main() {
     if let Err(error) = result {
         eprintln!("warren: {error:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start_config(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(["warren", "start"].iter().chain(args)).expect("flags parse");
+        let Commands::Start(start) = cli.command else { panic!("not start") };
+        start.into_config().expect("a config")
+    }
+
+    #[test]
+    fn the_linearizable_reads_flag_overrides_the_config() {
+        assert!(!start_config(&[]).linearizable_reads);
+        assert!(start_config(&["--linearizable-reads"]).linearizable_reads);
+        assert!(start_config(&["--linearizable-reads=true"]).linearizable_reads);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("warren.toml");
+        std::fs::write(&file, "linearizable-reads = true\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert!(start_config(&["--config", path]).linearizable_reads);
+        assert!(!start_config(&["--config", path, "--linearizable-reads=false"]).linearizable_reads);
+        assert!(Cli::try_parse_from(["warren", "start", "--linearizable-reads", "yes"]).is_err());
     }
 }

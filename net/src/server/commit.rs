@@ -35,8 +35,8 @@ pub(super) struct PendingWrite {
     pub(super) queued_at: std::time::Instant,
     pub(super) shard: ShardId,
     pub(super) from: WriteFrom,
-    /// None: a client's `sync`, answered through a ReadIndex round once everything committed
-    /// before it is applied here.
+    /// None: a client's `sync` or, with linearizable reads, a read (or a part of one): answered
+    /// through a ReadIndex round once everything committed before it is applied here.
     pub(super) command: Option<Command>,
 }
 
@@ -58,7 +58,7 @@ pub(super) struct CommitQueue {
     /// Raft ticks due and peer messages received since the loop last looked.
     ticks: Cell<u32>,
     inbox: RefCell<Vec<Message>>,
-    /// The leader's answers to this node's forwarded syncs: (token, read index).
+    /// The leader's answers to this node's forwarded ReadIndex rounds: (token, read index).
     read_indexes: RefCell<Vec<(u64, u64)>>,
     /// This node leads the core's group (only a leader assigns zxids and may reserve them).
     leading: Cell<bool>,
@@ -132,7 +132,8 @@ impl CommitQueue {
         let _ = self.signal.try_send(());
     }
 
-    /// Queues a client's `sync` in a cluster: a ReadIndex round of the group (`replica.rs`).
+    /// Queues a client's `sync`, or a linearizable read, in a cluster: a ReadIndex round of the
+    /// group (`replica.rs`), then `Core::answer_sync`.
     pub(super) fn propose_sync(&self, request: ShardRequest) {
         let shard = request.shard;
         self.pending.borrow_mut().push(PendingWrite {
@@ -167,7 +168,7 @@ impl CommitQueue {
         let _ = self.signal.try_send(());
     }
 
-    /// The leader answered a forwarded sync.
+    /// The leader answered a forwarded ReadIndex round.
     pub(super) fn deliver_read_index(&self, token: u64, index: u64) {
         self.read_indexes.borrow_mut().push((token, index));
         let _ = self.signal.try_send(());

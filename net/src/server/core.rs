@@ -34,31 +34,135 @@ pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
     shard as usize % cores
 }
 
-/// A shard with the runtime bookkeeping that orders a session's reads after its writes.
+/// A shard with the runtime bookkeeping that orders a session's requests in it.
 pub struct ShardSlot {
     pub shard: Shard,
-    /// Per session: writes submitted to this shard and writes finished (applied or failed).
-    writes_submitted: AHashMap<SessionId, u64>,
-    writes_finished: AHashMap<SessionId, u64>,
-    /// Reads waiting for earlier writes of their session: (writes that must finish, request).
-    deferred: AHashMap<SessionId, VecDeque<(u64, ShardRequest)>>,
+    /// Per session with requests counted or waiting in this shard (none: the session is idle).
+    sessions: AHashMap<SessionId, SessionOrder>,
 }
 
 impl ShardSlot {
     pub fn new(shard: Shard) -> ShardSlot {
-        ShardSlot {
-            shard,
-            writes_submitted: AHashMap::new(),
-            writes_finished: AHashMap::new(),
-            deferred: AHashMap::new(),
-        }
+        ShardSlot { shard, sessions: AHashMap::new() }
     }
 
-    fn pending_writes(&self, session: SessionId) -> u64 {
-        let submitted = self.writes_submitted.get(&session).copied().unwrap_or(0);
-        let finished = self.writes_finished.get(&session).copied().unwrap_or(0);
-        assert!(finished <= submitted, "session {session:#x}: more writes finished than submitted");
-        submitted - finished
+    /// The session has nothing counted and unfinished, nor waiting, in this shard.
+    fn idle(&self, session: SessionId) -> bool {
+        self.sessions.get(&session).is_none_or(SessionOrder::idle)
+    }
+}
+
+/// How a request waits for its session's other requests in the same shard: ZooKeeper's
+/// per-session order, a session's read sees the session's earlier writes and none of its
+/// later ones, and a later read never sees less than an earlier one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Through the group's log, counted until applied: a write. Starts once the session's
+    /// earlier `Read`s finished (at once for a session that has none), pipelined with its
+    /// other writes.
+    Write,
+    /// A ReadIndex round, counted until answered: a sync in a cluster; a read, or a part of a
+    /// gathered read, in a cluster with linearizable reads on. Starts once the session's earlier writes finished (a read
+    /// index may lie below a write still in flight), pipelined with other `Read`s.
+    Read,
+    /// Answered here, from the shard as it is, not counted: a read or a part of a gathered read
+    /// (linearizable reads off, or a single node), a session check. Waits for every earlier
+    /// counted request.
+    Local,
+}
+
+/// One session's counted requests in one shard, by position (1, 2, ... in arrival order),
+/// and the requests waiting for some of them to finish.
+///
+/// A waiting request's mark is the position of the last earlier request it must follow, and
+/// `finished >= mark` tells that all of those finished: writes and `Read`s never run at the
+/// same time (each lane starts only once the other's earlier requests finished), writes finish
+/// in log order, and a write that starts ahead of a waiting `Local` (it may: see `may_start`)
+/// finishes after every earlier write. A connection whose requests are abandoned is closed.
+#[derive(Default)]
+struct SessionOrder {
+    submitted: u64,
+    finished: u64,
+    /// Position of the last write and of the last `Read` submitted.
+    last_write: u64,
+    last_read: u64,
+    /// Requests waiting for `finished` to reach their mark, in arrival order, and how many of
+    /// them are counted (`Write` or `Read`).
+    deferred: VecDeque<Deferred>,
+    deferred_counted: usize,
+}
+
+struct Deferred {
+    mark: u64,
+    lane: Lane,
+    request: ShardRequest,
+}
+
+impl SessionOrder {
+    fn idle(&self) -> bool {
+        self.finished == self.submitted && self.deferred.is_empty()
+    }
+
+    /// A request of the session arrives: counted (unless `Local`), and handed back if it may
+    /// start now, else kept until it may.
+    fn arrive(&mut self, lane: Lane, request: ShardRequest) -> Option<ShardRequest> {
+        let mark = self.admit(lane);
+        if self.may_start(lane, mark) {
+            return Some(request);
+        }
+        if lane != Lane::Local {
+            self.deferred_counted += 1;
+        }
+        self.deferred.push_back(Deferred { mark, lane, request });
+        None
+    }
+
+    /// Counts a request (unless `Local`) and returns its mark: how many of the session's
+    /// requests must have finished before it starts.
+    fn admit(&mut self, lane: Lane) -> u64 {
+        let mark = match lane {
+            Lane::Write => self.last_read,
+            Lane::Read => self.last_write,
+            Lane::Local => self.submitted,
+        };
+        match lane {
+            Lane::Write => {
+                self.submitted += 1;
+                self.last_write = self.submitted;
+            }
+            Lane::Read => {
+                self.submitted += 1;
+                self.last_read = self.submitted;
+            }
+            Lane::Local => {}
+        }
+        mark
+    }
+
+    /// A request may start now if what it follows finished and it overtakes nothing waiting
+    /// but `Local` requests, and those only if it is a write: a waiting `Local` is answered as
+    /// soon as the writes it follows finish, before the overtaking write can apply.
+    fn may_start(&self, lane: Lane, mark: u64) -> bool {
+        let overtakes = match lane {
+            Lane::Write => self.deferred_counted > 0,
+            Lane::Read | Lane::Local => !self.deferred.is_empty(),
+        };
+        self.finished >= mark && !overtakes
+    }
+
+    /// One counted request finished; returns the waiting requests that may start now, in order.
+    fn finish(&mut self) -> Vec<(Lane, ShardRequest)> {
+        self.finished += 1;
+        assert!(self.finished <= self.submitted, "more requests of a session finished than were counted");
+        let mut ready = Vec::new();
+        while self.deferred.front().is_some_and(|d| d.mark <= self.finished) {
+            let Deferred { lane, request, .. } = self.deferred.pop_front().expect("front exists");
+            if lane != Lane::Local {
+                self.deferred_counted -= 1;
+            }
+            ready.push((lane, request));
+        }
+        ready
     }
 }
 
@@ -93,6 +197,8 @@ pub struct Core {
     /// Reads answered at once on the connection's own core (`read_inline`), without the
     /// message to the shard and back.
     pub reads_inline: Cell<u64>,
+    /// Reads served after a ReadIndex round (linearizable reads, `answer_sync`).
+    pub reads_linearizable_served: Cell<u64>,
     /// Links to this core of the other voters (None for a single node).
     pub transport: Option<Transport>,
     /// Every voter's node id, this node's included.
@@ -152,6 +258,7 @@ impl Core {
             large_requests_rejected: Cell::new(0),
             gathered_read_retries: Cell::new(0),
             reads_inline: Cell::new(0),
+            reads_linearizable_served: Cell::new(0),
             gathered_read_timeouts: Cell::new(0),
             transport: cluster.transport,
             voters: cluster.voters,
@@ -231,13 +338,14 @@ impl Core {
         });
     }
 
-    /// A write that will get no answer: its session's later reads stop waiting for it and
-    /// its connection closes (the client sees ConnectionLoss: maybe applied).
+    /// A write, sync or linearizable read that will get no answer: its session's later
+    /// requests stop waiting for it and its connection closes (the client sees
+    /// ConnectionLoss: maybe applied).
     pub(super) fn abandon_write(&self, request: ShardRequest, reason: &'static str) {
         {
             let mut shards = self.shards.borrow_mut();
             let slot = shards.get_mut(&request.shard).expect("shard of a write lives here");
-            self.finish_write(slot, request.session);
+            self.finish(slot, request.session);
         }
         if request.conn == INTERNAL_CONN {
             tracing::warn!(
@@ -313,8 +421,15 @@ impl Core {
             Msg::Shard(request) => self.handle_shard_request(request),
             Msg::Reply(reply) => {
                 let conn = self.conns.borrow().get(&reply.conn).cloned();
-                if let Some(conn) = conn {
-                    conn.on_reply(reply);
+                match conn {
+                    Some(conn) => conn.on_reply(reply),
+                    None if self.reads_linearizable() && matches!(reply.body, ReplyBody::Read(_)) => {
+                        // A read that waited for its read index may have registered a watch
+                        // after the connection was dropped there: drop it again.
+                        let core = core_of_shard(reply.shard, self.cores());
+                        self.send(core, Msg::DropConn { conn: reply.conn });
+                    }
+                    None => {}
                 }
             }
             Msg::Notify { conn, shard, event, path, zxid } => {
@@ -326,9 +441,12 @@ impl Core {
             Msg::DropConn { conn } => {
                 self.cut_waiters.borrow_mut().retain(|request| request.conn != conn);
                 for slot in self.shards.borrow_mut().values_mut() {
-                    // Deferred reads of the connection would register watches nobody hears.
-                    for queue in slot.deferred.values_mut() {
-                        queue.retain(|(_, request)| request.conn != conn);
+                    // Deferred local reads of the connection would register watches nobody
+                    // hears. Counted requests stay: their session's later requests wait for
+                    // them to finish (a linearizable read's watch is dropped again when its
+                    // reply finds no connection).
+                    for order in slot.sessions.values_mut() {
+                        order.deferred.retain(|d| d.request.conn != conn || d.lane != Lane::Local);
                     }
                     slot.shard.drop_connection(conn);
                 }
@@ -451,35 +569,53 @@ impl Core {
         }
     }
 
-    fn handle_shard_request(self: &Rc<Self>, mut request: ShardRequest) {
-        let op = std::mem::replace(&mut request.op, ShardOp::Sync);
+    /// Reads are linearizable here: the option is on and this node has peers.
+    pub fn reads_linearizable(&self) -> bool {
+        self.config.linearizable_reads && self.is_clustered()
+    }
+
+    fn lane_of(&self, op: &ShardOp) -> Lane {
+        match op {
+            ShardOp::Write(_) => Lane::Write,
+            // Through the group's leader (a ReadIndex round), as ZooKeeper sends a sync through
+            // its leader: the answer comes once every write committed before it is applied here.
+            ShardOp::Sync if self.is_clustered() => Lane::Read,
+            // Each part of a gathered read too: every part is then served from a state at least
+            // as new as its read index, and the cut they share is one (`cut.rs`).
+            ShardOp::Read(_) | ShardOp::GatheredRead { .. } if self.reads_linearizable() => Lane::Read,
+            ShardOp::Read(_) | ShardOp::Sync | ShardOp::GatheredRead { .. } | ShardOp::CheckSession { .. } => {
+                Lane::Local
+            }
+        }
+    }
+
+    fn handle_shard_request(self: &Rc<Self>, request: ShardRequest) {
         let mut shards = self.shards.borrow_mut();
         let slot = shards
             .get_mut(&request.shard)
             .unwrap_or_else(|| panic!("shard {} routed to core {} which does not own it", request.shard, self.id));
-        match op {
-            ShardOp::Write(command) => {
-                *slot.writes_submitted.entry(request.session).or_insert(0) += 1;
+        let lane = self.lane_of(&request.op);
+        if lane == Lane::Local && slot.idle(request.session) {
+            return self.start(slot, lane, request);
+        }
+        let order = slot.sessions.entry(request.session).or_default();
+        if let Some(request) = order.arrive(lane, request) {
+            self.start(slot, lane, request);
+        }
+    }
+
+    /// Proposes a write, starts the ReadIndex round of a sync or linearizable read, or answers
+    /// a local read.
+    fn start(&self, slot: &mut ShardSlot, lane: Lane, mut request: ShardRequest) {
+        match lane {
+            Lane::Write => {
+                let ShardOp::Write(command) = std::mem::replace(&mut request.op, ShardOp::Sync) else {
+                    unreachable!("the write lane holds writes")
+                };
                 self.commit.propose(request, command);
             }
-            ShardOp::Sync if self.is_clustered() => {
-                // Through the group's leader (a ReadIndex round), as ZooKeeper sends a sync
-                // through its leader: the answer comes once every write committed before it is
-                // applied here. Counted as a write so the session's later reads wait for it.
-                *slot.writes_submitted.entry(request.session).or_insert(0) += 1;
-                request.op = ShardOp::Sync;
-                self.commit.propose_sync(request);
-            }
-            other => {
-                request.op = other;
-                if slot.pending_writes(request.session) > 0 {
-                    // ZooKeeper's order: a session's read sees the session's earlier writes.
-                    let wait_for = slot.writes_submitted[&request.session];
-                    slot.deferred.entry(request.session).or_default().push_back((wait_for, request));
-                } else {
-                    self.serve_read(slot, request);
-                }
-            }
+            Lane::Read => self.commit.propose_sync(request),
+            Lane::Local => self.serve_read(slot, request),
         }
     }
 
@@ -523,12 +659,13 @@ impl Core {
                 | ReadOp::GetChildren2 { .. }
                 | ReadOp::GetAcl { .. }
         );
-        if !single_path || core_of_shard(shard, self.cores()) != self.id || self.outboxes[self.id].len() > 0 {
+        let here = core_of_shard(shard, self.cores()) == self.id;
+        if !single_path || !here || self.outboxes[self.id].len() > 0 || self.reads_linearizable() {
             return None;
         }
         let mut shards = self.shards.borrow_mut();
         let slot = shards.get_mut(&shard)?;
-        if slot.pending_writes(caller.session) > 0 {
+        if !slot.idle(caller.session) {
             return None;
         }
         let (result, notifications) = slot.shard.read(caller, op);
@@ -633,16 +770,25 @@ impl Core {
         let applied = slot.shard.apply(&entry);
         self.send_notifications(entry.shard, applied.notifications);
         self.reply(&request, ReplyBody::Write(applied.result));
-        self.finish_write(slot, request.session);
+        self.finish(slot, request.session);
     }
 
-    /// Counts a finished write of `session` and serves the reads that waited for it.
-    /// A client's sync in a cluster: its fence is applied, so is everything committed before.
+    /// A client's sync, or a linearizable read, in a cluster: this node has applied through
+    /// its read index, so everything committed before it was asked is visible. A sync is
+    /// answered Synced; a read is served from the shard now, as a local read would be.
     pub(super) fn answer_sync(&self, request: ShardRequest) {
         let mut shards = self.shards.borrow_mut();
         let slot = shards.get_mut(&request.shard).expect("shard of a sync lives here");
-        self.reply(&request, ReplyBody::Synced);
-        self.finish_write(slot, request.session);
+        let session = request.session;
+        match request.op {
+            ShardOp::Sync => self.reply(&request, ReplyBody::Synced),
+            ShardOp::Read(_) | ShardOp::GatheredRead { .. } => {
+                self.reads_linearizable_served.set(self.reads_linearizable_served.get() + 1);
+                self.serve_read(slot, request);
+            }
+            _ => unreachable!("only syncs and reads take a ReadIndex round"),
+        }
+        self.finish(slot, session);
     }
 
     /// Applies a committed entry another node proposed (its client is connected there): its
@@ -674,25 +820,16 @@ impl Core {
         }
     }
 
-    fn finish_write(&self, slot: &mut ShardSlot, session: SessionId) {
-        let finished = slot.writes_finished.entry(session).or_insert(0);
-        *finished += 1;
-        let finished = *finished;
-        if let Some(queue) = slot.deferred.get_mut(&session) {
-            let mut ready = Vec::new();
-            while queue.front().is_some_and(|(wait_for, _)| *wait_for <= finished) {
-                ready.push(queue.pop_front().expect("front exists").1);
-            }
-            if queue.is_empty() {
-                slot.deferred.remove(&session);
-            }
-            for request in ready {
-                self.serve_read(slot, request);
-            }
+    /// Counts a finished request of `session` (a write applied or abandoned, a sync or
+    /// linearizable read answered or abandoned) and starts the requests that waited for it.
+    fn finish(&self, slot: &mut ShardSlot, session: SessionId) {
+        let order = slot.sessions.get_mut(&session).expect("a finished request was counted");
+        let ready = order.finish();
+        if order.idle() {
+            slot.sessions.remove(&session);
         }
-        if slot.pending_writes(session) == 0 && !slot.deferred.contains_key(&session) {
-            slot.writes_submitted.remove(&session);
-            slot.writes_finished.remove(&session);
+        for (lane, request) in ready {
+            self.start(slot, lane, request);
         }
     }
 
@@ -778,6 +915,7 @@ impl Core {
             large_requests_rejected: self.large_requests_rejected.get(),
             gathered_read_retries: self.gathered_read_retries.get(),
             reads_inline: self.reads_inline.get(),
+            reads_linearizable: self.reads_linearizable_served.get(),
             gathered_read_timeouts: self.gathered_read_timeouts.get(),
             live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),
             group: self.group_status.get(),
@@ -811,4 +949,74 @@ pub fn spawn_router(core: &Rc<Core>, inbox: LocalReceiver<Msg>) {
         }
     })
     .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Request `seq` of session 1 in shard 0.
+    fn request(seq: u64, op: ShardOp) -> ShardRequest {
+        ShardRequest { shard: 0, conn: 0, seq, part: 0, session: 1, auth: Default::default(), op }
+    }
+
+    fn arrive(order: &mut SessionOrder, lane: Lane, seq: u64) -> bool {
+        order.arrive(lane, request(seq, ShardOp::Sync)).is_some()
+    }
+
+    fn started(ready: Vec<(Lane, ShardRequest)>) -> Vec<u64> {
+        ready.into_iter().map(|(_, r)| r.seq).collect()
+    }
+
+    #[test]
+    fn linearizable_reads_wait_for_earlier_writes_and_later_writes_for_them() {
+        let mut order = SessionOrder::default();
+        assert!(arrive(&mut order, Lane::Write, 1));
+        assert!(!arrive(&mut order, Lane::Read, 2), "a read index may lie below write 1");
+        assert!(!arrive(&mut order, Lane::Read, 3));
+        assert!(!arrive(&mut order, Lane::Write, 4), "write 4 must not apply before reads 2 and 3 are served");
+        assert!(!arrive(&mut order, Lane::Local, 5));
+        assert_eq!(started(order.finish()), vec![2, 3], "reads pipeline with each other");
+        assert_eq!(started(order.finish()), Vec::<u64>::new());
+        assert_eq!(started(order.finish()), vec![4]);
+        assert!(!order.idle());
+        assert_eq!(started(order.finish()), vec![5], "a local read follows everything before it");
+        assert!(order.idle());
+    }
+
+    #[test]
+    fn without_syncs_writes_pipeline_past_reads_that_wait_for_earlier_writes() {
+        let mut order = SessionOrder::default();
+        assert!(arrive(&mut order, Lane::Write, 1));
+        assert!(!arrive(&mut order, Lane::Local, 2));
+        assert!(arrive(&mut order, Lane::Write, 3), "read 2 is answered when write 1 applies, before write 3");
+        assert!(!arrive(&mut order, Lane::Local, 4));
+        assert_eq!(started(order.finish()), vec![2]);
+        assert_eq!(started(order.finish()), vec![4]);
+        assert!(order.idle());
+    }
+
+    #[test]
+    fn a_sync_finishes_after_the_writes_before_it() {
+        let mut order = SessionOrder::default();
+        assert!(arrive(&mut order, Lane::Write, 1));
+        // Its read index may lie below write 1: started at once, it could be answered first and
+        // let read 3 go before write 1 applied.
+        assert!(!arrive(&mut order, Lane::Read, 2));
+        assert!(!arrive(&mut order, Lane::Local, 3));
+        assert!(!arrive(&mut order, Lane::Write, 4), "read 3 must not see write 4");
+        assert_eq!(started(order.finish()), vec![2]);
+        assert_eq!(started(order.finish()), vec![3, 4]);
+        assert_eq!(started(order.finish()), Vec::<u64>::new());
+        assert!(order.idle());
+    }
+
+    #[test]
+    #[should_panic(expected = "more requests of a session finished than were counted")]
+    fn finishing_more_than_was_counted_is_a_bug() {
+        let mut order = SessionOrder::default();
+        assert!(arrive(&mut order, Lane::Write, 1));
+        order.finish();
+        order.finish();
+    }
 }

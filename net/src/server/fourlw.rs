@@ -60,6 +60,7 @@ struct Totals {
     gathered_read_retries: u64,
     gathered_read_timeouts: u64,
     reads_inline: u64,
+    reads_linearizable: u64,
     metrics: CoreMetrics,
 }
 
@@ -80,6 +81,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         gathered_read_retries: 0,
         gathered_read_timeouts: 0,
         reads_inline: 0,
+        reads_linearizable: 0,
         metrics: CoreMetrics::default(),
     };
     for core in stats {
@@ -93,6 +95,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.gathered_read_retries += core.gathered_read_retries;
         t.gathered_read_timeouts += core.gathered_read_timeouts;
         t.reads_inline += core.reads_inline;
+        t.reads_linearizable += core.reads_linearizable;
         for (_, shard, zxid) in &core.shards {
             t.zxid = t.zxid.max(*zxid);
             // Every shard has its own local "/"; the root is counted once, below.
@@ -170,6 +173,7 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("warren_gathered_read_retries", t.gathered_read_retries.to_string()),
         ("warren_gathered_read_timeouts", t.gathered_read_timeouts.to_string()),
         ("warren_reads_inline", t.reads_inline.to_string()),
+        ("warren_reads_linearizable", t.reads_linearizable.to_string()),
         ("warren_cores", core.cores().to_string()),
         ("warren_shards", core.config.shards.to_string()),
     ]
@@ -294,7 +298,7 @@ fn dump(stats: &[Box<CoreStats>]) -> String {
 fn conf(core: &Rc<Core>) -> String {
     let c = &core.config;
     format!(
-        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\n",
+        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\nlinearizableReads={}\n",
         c.port,
         c.host,
         c.data_dir.display(),
@@ -304,7 +308,8 @@ fn conf(core: &Rc<Core>) -> String {
         c.node_id,
         c.cores,
         c.shards,
-        c.max_request_bytes
+        c.max_request_bytes,
+        c.linearizable_reads
     )
 }
 

@@ -102,7 +102,8 @@ pub enum ShardOp {
         valid_through_at_least: Zxid,
     },
     Write(Command),
-    /// Answered once every earlier write of the session in this shard has applied.
+    /// Answered once every earlier write of the session in this shard has applied and, in a
+    /// cluster, everything committed before it (a ReadIndex round).
     Sync,
     /// Is this session open here with this password? Answers its timeout.
     CheckSession {
@@ -143,6 +144,7 @@ pub struct CoreStats {
     pub large_requests_rejected: u64,
     pub gathered_read_retries: u64,
     pub reads_inline: u64,
+    pub reads_linearizable: u64,
     pub gathered_read_timeouts: u64,
     pub outstanding_requests: u64,
     pub live_sessions: u64,

@@ -108,6 +108,16 @@ pub fn highest_zxid(entries: &[Entry]) -> Zxid {
     entries.iter().map(zxid_of).max().unwrap_or(0)
 }
 
+/// Syncs and linearizable reads that share one ReadIndex round (every one taken from the queue
+/// in one turn): one heartbeat round of the leader, one `Forward` from a follower.
+#[derive(Default)]
+struct ReadBatch {
+    /// This node's requests.
+    local: Vec<ShardRequest>,
+    /// Leader: the rounds followers asked for, as (node, its token).
+    remote: Vec<(NodeId, u64)>,
+}
+
 /// A request of this node whose entry is proposed (or forwarded) and not applied yet.
 struct Waiting {
     request: ShardRequest,
@@ -136,12 +146,11 @@ pub(super) struct Replica {
     leaderless_ticks: u32,
     /// Leader: (last index, when proposed) of each batch not yet committed, oldest first.
     proposed_batches: std::collections::VecDeque<(u64, Instant)>,
-    /// Syncs of this node waiting for their read index, by token (the read context here, or
-    /// the token the leader answers with).
-    syncs: AHashMap<u64, ShardRequest>,
-    /// Leader: other nodes' read index requests, by read context: (node, its token).
-    remote_reads: AHashMap<u64, (NodeId, u64)>,
-    /// Syncs whose read index is known, waiting for this node to apply through it.
+    /// ReadIndex rounds waiting for their read index, by the read context given to Raft
+    /// (leader) or the token the leader answers with (follower).
+    read_batches: AHashMap<u64, ReadBatch>,
+    /// Syncs and linearizable reads whose read index is known, waiting for this node to apply
+    /// through it.
     ready_syncs: Vec<(u64, ShardRequest)>,
     /// The followers last reported as needing a snapshot.
     reported_behind: Vec<NodeId>,
@@ -162,8 +171,7 @@ impl Replica {
             record: Vec::new(),
             leaderless_ticks: 0,
             proposed_batches: std::collections::VecDeque::new(),
-            syncs: AHashMap::new(),
-            remote_reads: AHashMap::new(),
+            read_batches: AHashMap::new(),
             ready_syncs: Vec::new(),
             reported_behind: Vec::new(),
         }
@@ -194,8 +202,8 @@ impl Replica {
             self.raft.step(message);
         }
         for (token, index) in queue.take_read_indexes() {
-            if let Some(request) = self.syncs.remove(&token) {
-                self.ready_syncs.push((index, request));
+            if let Some(batch) = self.read_batches.remove(&token) {
+                self.ready_syncs.extend(batch.local.into_iter().map(|request| (index, request)));
             }
         }
         self.watch_leadership(core, ticks);
@@ -332,9 +340,12 @@ impl Replica {
     }
 
     fn abandon_waiting(&mut self, core: &Core, reason: &'static str) {
-        self.remote_reads.clear();
-        let syncs: Vec<ShardRequest> =
-            self.syncs.drain().map(|(_, r)| r).chain(self.ready_syncs.drain(..).map(|(_, r)| r)).collect();
+        let syncs: Vec<ShardRequest> = self
+            .read_batches
+            .drain()
+            .flat_map(|(_, batch)| batch.local)
+            .chain(self.ready_syncs.drain(..).map(|(_, r)| r))
+            .collect();
         for request in syncs {
             core.abandon_write(request, reason);
         }
@@ -375,15 +386,24 @@ impl Replica {
                 self.raft.propose(encode_fence(zxid)).unwrap_or_else(|e| panic!("the leader refused a fence: {e:?}"));
             }
         }
+        let mut reads = ReadBatch::default();
+        let mut read_shard = None;
         loop {
             let batch = queue.take_batch();
             if batch.is_empty() {
-                return;
+                break;
             }
             for PendingWrite { queued_at, shard, from, command } in batch {
                 core.metrics.borrow_mut().commit_queue_us.record(micros(now.saturating_duration_since(queued_at)));
                 match (command, from, forward_to) {
-                    (None, from, _) => self.start_sync(core, from, shard, forward_to),
+                    (None, WriteFrom::Local(request), _) => {
+                        read_shard = Some(shard);
+                        reads.local.push(request);
+                    }
+                    (None, WriteFrom::Peer { origin, token }, None) => reads.remote.push((origin, token)),
+                    (None, WriteFrom::Peer { origin, .. }, Some(_)) => {
+                        tracing::debug!(core = core.id, origin, "a sync forwarded to a former leader is dropped");
+                    }
                     (Some(command), WriteFrom::Local(request), Some(leader)) => {
                         let token = self.next_token();
                         self.waiting.insert(token, Waiting { request, entry: None });
@@ -417,49 +437,56 @@ impl Replica {
                 self.proposed_batches.push_back((self.raft.log().last_index(), now));
             }
         }
+        self.start_read_index(core, reads, read_shard, forward_to);
     }
 
-    /// A sync: a ReadIndex round instead of a log entry (no WAL write). As leader, Raft confirms
-    /// with a heartbeat round that it still leads and hands back its commit index; a follower
-    /// asks the leader for it (a forward without a command). The sync is answered once this node
-    /// has applied through that index: everything committed before the sync is then visible.
-    fn start_sync(&mut self, core: &Core, from: WriteFrom, shard: engine::command::ShardId, leader: Option<NodeId>) {
-        let me = self.raft.id();
-        match (from, leader) {
-            (WriteFrom::Local(request), Some(leader)) => {
-                let token = self.next_token();
-                self.syncs.insert(token, request);
+    /// The syncs and linearizable reads of a turn: one ReadIndex round instead of a log entry
+    /// (no WAL write). As leader, Raft confirms with a heartbeat round that it still leads and
+    /// hands back its commit index; a follower asks the leader for it (a forward without a
+    /// command). Each request is answered once this node has applied through that index:
+    /// everything committed before it was asked is then visible.
+    fn start_read_index(
+        &mut self,
+        core: &Core,
+        reads: ReadBatch,
+        shard: Option<engine::command::ShardId>,
+        leader: Option<NodeId>,
+    ) {
+        if reads.local.is_empty() && reads.remote.is_empty() {
+            return;
+        }
+        let token = self.next_token();
+        match leader {
+            Some(leader) => {
+                assert!(reads.remote.is_empty(), "a follower answers no read index");
+                let shard = shard.expect("a follower's round is for its own requests");
+                self.read_batches.insert(token, reads);
                 let transport = core.transport.as_ref().expect("a follower has peers");
+                let me = self.raft.id();
                 transport.send(leader, PeerMessage::Forward { origin: me, token, shard, command: None });
             }
-            (WriteFrom::Peer { origin, .. }, Some(_)) => {
-                tracing::debug!(core = core.id, origin, "a sync forwarded to a former leader is dropped");
-            }
-            (from, None) => {
-                let context = self.next_token();
-                match from {
-                    WriteFrom::Local(request) => self.syncs.insert(context, request).map(|_| ()),
-                    WriteFrom::Peer { origin, token } => self.remote_reads.insert(context, (origin, token)).map(|_| ()),
-                };
-                self.raft.read_index(context).unwrap_or_else(|e| panic!("the leader refused a read index: {e:?}"));
+            None => {
+                self.read_batches.insert(token, reads);
+                self.raft.read_index(token).unwrap_or_else(|e| panic!("the leader refused a read index: {e:?}"));
             }
         }
     }
 
-    /// Read indexes Raft confirmed (this node leads): its own syncs wait to be applied through
-    /// them, other nodes' are sent back.
+    /// Read indexes Raft confirmed (this node leads): its own requests wait to be applied
+    /// through them, other nodes' rounds are answered.
     fn on_read_states(&mut self, core: &Core, read_states: Vec<engine::raft::ReadState>) {
         for state in read_states {
-            if let Some(request) = self.syncs.remove(&state.context) {
-                self.ready_syncs.push((state.index, request));
-            } else if let Some((origin, token)) = self.remote_reads.remove(&state.context) {
+            let Some(batch) = self.read_batches.remove(&state.context) else { continue };
+            self.ready_syncs.extend(batch.local.into_iter().map(|request| (state.index, request)));
+            for (origin, token) in batch.remote {
                 let transport = core.transport.as_ref().expect("a read index for another node means peers");
                 transport.send(origin, PeerMessage::ReadIndex { token, index: state.index });
             }
         }
     }
 
-    /// Syncs whose read index this node has applied through are answered.
+    /// Syncs and linearizable reads whose read index this node has applied through are
+    /// answered, in the order they were asked.
     fn answer_ready_syncs(&mut self, core: &Core) {
         if self.ready_syncs.is_empty() {
             return;
