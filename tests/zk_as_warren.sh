@@ -21,6 +21,8 @@ while [[ $# -gt 0 ]]; do
     --reap-interval-ms) reap="$2"; shift 2 ;;
     --node-id) node="$2"; shift 2 ;;
     --peers) peers="$2"; shift 2 ;;
+    # Warren-only switches without a value (ZooKeeper has no such mode: its reads are local).
+    --linearizable-reads|--linearizable-reads=*) shift ;;
     *) shift 2 ;;
   esac
 done
