@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use warren_tests::zk::{self, Acls, CreateMode, EventType};
-use warren_tests::{bounded, unique, wait_until, WarrenCluster, WarrenOpts, WarrenProcess};
+use warren_tests::{bounded, unique, wait_until, Proxy, WarrenCluster, WarrenOpts, WarrenProcess};
 
 fn persistent() -> zk::CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all())
@@ -591,4 +591,91 @@ async fn with_linearizable_reads_a_resumed_old_leader_never_answers_a_stale_read
         let read = JuteReader::new(&reply.body).buf();
         assert_eq!(read.as_deref(), Some(data.as_bytes()), "round {round}: a stale read through the old leader");
     }
+}
+
+/// The leader of `group` as node `id` reports it (0 while it knows none).
+fn group_leader_seen_by(c3: &WarrenCluster, id: usize, group: usize) -> usize {
+    mntr_value(&c3.nodes[id - 1], &format!("warren_group_{group}_leader")) as usize
+}
+
+/// A top-level name (with `tag`) whose shard, of 2, is `shard`.
+fn top_level_in_shard(tag: &str, shard: u16) -> String {
+    (0..)
+        .map(|i| format!("/{}-{i}", unique(tag)))
+        .find(|path| engine::path::shard_of(path, 2) == shard)
+        .expect("some name lands in every shard")
+}
+
+/// A session's close is one entry per group. Its close in group 1 is abandoned (the session
+/// group's leader, which proposed it, lost group 1's leader) while group 0 commits its own: the
+/// session's ephemeral in group 1 must still go. It stayed for good before the leader of every
+/// group learned to close again what group 0 closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_close_abandoned_in_one_group_still_removes_its_ephemerals_there() {
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: reads Warren's mntr (groups)");
+        return;
+    }
+    let opts = WarrenOpts::default().cores(2).shards(2).session_timeouts_ms(1000, 40000);
+    let c3 = WarrenCluster::start_behind_proxies(3, opts);
+    // The session group's leader expires the session; it must not lead group 1, so that its
+    // close there has to travel a link the test cuts. If it leads both, group 1 gets another
+    // leader while the node is cut off from it in that group.
+    let leaders = || (group_leader_seen_by(&c3, 1, 0), group_leader_seen_by(&c3, 1, 1));
+    assert!(wait_until(Duration::from_secs(10), || { leaders().0 != 0 && leaders().1 != 0 }), "{:?}", leaders());
+    let (l0, l1) = leaders();
+    if l0 == l1 {
+        for other in (1..=3).filter(|&id| id != l0) {
+            c3.set_core_link(l0, other, 1, false);
+            c3.set_core_link(other, l0, 1, false);
+        }
+        let moved = wait_until(Duration::from_secs(10), || {
+            (1..=3).filter(|&id| id != l0).all(|id| ![0, l0].contains(&group_leader_seen_by(&c3, id, 1)))
+        });
+        assert!(moved, "group 1 elected no other leader");
+        for other in (1..=3).filter(|&id| id != l0) {
+            c3.set_core_link(l0, other, 1, true);
+            c3.set_core_link(other, l0, 1, true);
+        }
+    }
+    let other_of = |exclude: usize| (1..=3).find(|&id| id != l0 && id != exclude).expect("a third node");
+    let l1 = group_leader_seen_by(&c3, other_of(0), 1);
+    assert!(l1 != 0 && l1 != l0, "group 1 led by {l1}, group 0 by {l0}");
+    let third = other_of(l1);
+    let observer = c3.nodes[third - 1].client().await;
+    let proxy = Proxy::start(c3.nodes[third - 1].addr());
+    let through_proxy = proxy.addr().to_string();
+    let connect = zk::Client::connector().with_session_timeout(Duration::from_millis(2000)).connect(&through_proxy);
+    let session = bounded(20, "connect through the proxy", connect).await.unwrap();
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let in_group0 = top_level_in_shard("close0", 0);
+    let in_group1 = top_level_in_shard("close1", 1);
+    session.create(&in_group0, b"", &ephemeral).await.unwrap();
+    session.create(&in_group1, b"", &ephemeral).await.unwrap();
+    // The session group's leader loses group 1: its core-1 links to group 1's leader are cut.
+    c3.set_core_link(l0, l1, 1, false);
+    c3.set_core_link(l1, l0, 1, false);
+    let lost = wait_until(Duration::from_secs(10), || group_leader_seen_by(&c3, l0, 1) == 0);
+    assert!(lost, "node {l0} still knows group 1's leader");
+    // The session goes silent and expires; its close in group 1 waits for a leader node l0
+    // cannot reach, and is abandoned.
+    proxy.cut();
+    let gone = |path: String| {
+        let observer = &observer;
+        async move {
+            warren_tests::wait_until_async(Duration::from_secs(20), || async {
+                observer.check_stat(&path).await.unwrap().is_none()
+            })
+            .await
+        }
+    };
+    assert!(gone(in_group0.clone()).await, "the session never expired");
+    assert!(gone(in_group1.clone()).await, "the ephemeral in group 1 outlived its session");
+    assert!(
+        mntr_value(&c3.nodes[l1 - 1], "warren_session_closes_redone") >= 1,
+        "group 1's leader did not have to close the session again: the scenario did not happen"
+    );
+    c3.set_core_link(l0, l1, 1, true);
+    c3.set_core_link(l1, l0, 1, true);
+    drop(proxy);
 }

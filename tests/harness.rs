@@ -523,6 +523,12 @@ impl WarrenCluster {
         self.links.get(&(from, to)).expect("started behind proxies").set_up(up);
     }
 
+    /// Cuts (or restores) the link from node `from` to node `to` of one core (one Raft group)
+    /// only: one direction.
+    pub fn set_core_link(&self, from: usize, to: usize, core: usize, up: bool) {
+        self.links.get(&(from, to)).expect("started behind proxies").set_core_up(core, up);
+    }
+
     /// Cuts every link to and from node `id` (or restores them).
     pub fn set_isolated(&self, id: usize, isolated: bool) {
         for other in 1..=self.nodes.len() {
@@ -589,12 +595,18 @@ impl LinkProxy {
     }
 
     pub fn set_up(&self, up: bool) {
-        for proxy in &self.proxies {
-            if up {
-                proxy.heal();
-            } else {
-                proxy.cut();
-            }
+        for core in 0..self.proxies.len() {
+            self.set_core_up(core, up);
+        }
+    }
+
+    /// Cuts or heals the link to one core (port `target + core`) only.
+    pub fn set_core_up(&self, core: usize, up: bool) {
+        let proxy = &self.proxies[core];
+        if up {
+            proxy.heal();
+        } else {
+            proxy.cut();
         }
     }
 }

@@ -34,6 +34,10 @@ pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
     shard as usize % cores
 }
 
+/// How long after shard 0 closed a session another shard may still hold it before its group's
+/// leader closes it again (`Core::finish_closes_loop`).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// A shard with the runtime bookkeeping that orders a session's requests in it.
 pub struct ShardSlot {
     pub shard: Shard,
@@ -175,6 +179,11 @@ pub struct Core {
     /// The writes waiting to be proposed, and the zxids handed out (see `commit.rs`).
     pub(super) commit: CommitQueue,
     touched: RefCell<Vec<SessionId>>,
+    /// Sessions shard 0 closed, and since when this core has waited for its own shards to
+    /// close them too (a cluster only; `finish_closes_loop`).
+    closed_in_shard0: RefCell<Vec<(SessionId, Instant)>>,
+    /// Closes this core proposed again because a session shard 0 closed was still open here.
+    pub session_closes_redone: Cell<u64>,
     pub sessions: Option<RefCell<SessionTracker>>,
     next_conn: Cell<u64>,
     next_session: Cell<i64>,
@@ -246,6 +255,8 @@ impl Core {
             outboxes,
             commit: CommitQueue::new(write_signal, last_applied.max(log_zxid), last_applied),
             touched: RefCell::new(Vec::new()),
+            closed_in_shard0: RefCell::new(Vec::new()),
+            session_closes_redone: Cell::new(0),
             sessions,
             next_conn: Cell::new(0),
             next_session: Cell::new(base + id as i64),
@@ -466,6 +477,7 @@ impl Core {
             Msg::SessionClosed { session } => {
                 self.with_tracker(|t| t.remove(session));
             }
+            Msg::SessionGone { session } => self.closed_in_shard0.borrow_mut().push((session, Instant::now())),
             Msg::CloseConn { conn, reason } => {
                 let found = self.conns.borrow().get(&conn).cloned();
                 if let Some(found) = found {
@@ -771,6 +783,18 @@ impl Core {
         self.send_notifications(entry.shard, applied.notifications);
         self.reply(&request, ReplyBody::Write(applied.result));
         self.finish(slot, request.session);
+        self.on_applied_close(&entry);
+    }
+
+    /// Shard 0 closed a session: in a cluster, every core makes sure its shards close it too.
+    /// Each shard's close is an entry of its own group, and one abandoned by a leader change
+    /// while shard 0's committed would leave the session's ephemerals there for good.
+    fn on_applied_close(&self, entry: &LogEntry) {
+        if let (0, true, Command::CloseSession { session }) = (entry.shard, self.is_clustered(), &entry.command) {
+            for core in 0..self.cores() {
+                self.send(core, Msg::SessionGone { session: *session });
+            }
+        }
     }
 
     /// A client's sync, or a linearizable read, in a cluster: this node has applied through
@@ -801,6 +825,7 @@ impl Core {
         let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
         let applied = slot.shard.apply(&entry);
         self.send_notifications(entry.shard, applied.notifications);
+        self.on_applied_close(&entry);
     }
 
     /// Every node's session core tracks every session of the cluster (from shard 0, where
@@ -845,6 +870,47 @@ impl Core {
             }
             for (shard, path) in doomed {
                 self.propose_internal(shard, Command::Reap { path });
+            }
+        }
+    }
+
+    /// A cluster only: the leader of this core's group proposes the close again in each of its
+    /// shards that still holds a session shard 0 closed more than `CLOSE_GRACE` ago (the first
+    /// close had time to commit; a duplicate close is a no-op). Every node keeps the list, as
+    /// every node applies shard 0, so whichever node leads the group later does it.
+    pub async fn finish_closes_loop(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(CLOSE_GRACE / 2).await;
+            let now = Instant::now();
+            let leading = self.commit.leading();
+            let mut redo = Vec::new();
+            {
+                let shards = self.shards.borrow();
+                self.closed_in_shard0.borrow_mut().retain_mut(|(session, since)| {
+                    let open: Vec<ShardId> = shards
+                        .iter()
+                        .filter(|(_, slot)| slot.shard.session(*session).is_some())
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if open.is_empty() {
+                        return false;
+                    }
+                    if leading && now.duration_since(*since) >= CLOSE_GRACE {
+                        redo.extend(open.into_iter().map(|shard| (shard, *session)));
+                        *since = now;
+                    }
+                    true
+                });
+            }
+            for (shard, session) in redo {
+                tracing::warn!(
+                    core = self.id,
+                    shard,
+                    session = format!("{session:#x}"),
+                    "a session shard 0 closed is still open here (its close was abandoned); closing it again"
+                );
+                self.session_closes_redone.set(self.session_closes_redone.get() + 1);
+                self.propose_internal(shard, Command::CloseSession { session });
             }
         }
     }
@@ -916,6 +982,7 @@ impl Core {
             gathered_read_retries: self.gathered_read_retries.get(),
             reads_inline: self.reads_inline.get(),
             reads_linearizable: self.reads_linearizable_served.get(),
+            session_closes_redone: self.session_closes_redone.get(),
             gathered_read_timeouts: self.gathered_read_timeouts.get(),
             live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),
             group: self.group_status.get(),

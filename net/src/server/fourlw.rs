@@ -61,6 +61,7 @@ struct Totals {
     gathered_read_timeouts: u64,
     reads_inline: u64,
     reads_linearizable: u64,
+    session_closes_redone: u64,
     metrics: CoreMetrics,
 }
 
@@ -82,6 +83,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         gathered_read_timeouts: 0,
         reads_inline: 0,
         reads_linearizable: 0,
+        session_closes_redone: 0,
         metrics: CoreMetrics::default(),
     };
     for core in stats {
@@ -96,6 +98,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.gathered_read_timeouts += core.gathered_read_timeouts;
         t.reads_inline += core.reads_inline;
         t.reads_linearizable += core.reads_linearizable;
+        t.session_closes_redone += core.session_closes_redone;
         for (_, shard, zxid) in &core.shards {
             t.zxid = t.zxid.max(*zxid);
             // Every shard has its own local "/"; the root is counted once, below.
@@ -174,6 +177,7 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("warren_gathered_read_timeouts", t.gathered_read_timeouts.to_string()),
         ("warren_reads_inline", t.reads_inline.to_string()),
         ("warren_reads_linearizable", t.reads_linearizable.to_string()),
+        ("warren_session_closes_redone", t.session_closes_redone.to_string()),
         ("warren_cores", core.cores().to_string()),
         ("warren_shards", core.config.shards.to_string()),
     ]

@@ -256,6 +256,9 @@ async fn run_core(
     glommio::spawn_local(tick_loop(core.clone())).detach();
     glommio::spawn_local(core.clone().reap_loop()).detach();
     glommio::spawn_local(core.clone().touch_loop()).detach();
+    if core.is_clustered() {
+        glommio::spawn_local(core.clone().finish_closes_loop()).detach();
+    }
     if core_id == 0 {
         glommio::spawn_local(core.clone().expiry_loop()).detach();
     }

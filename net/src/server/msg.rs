@@ -54,6 +54,11 @@ pub enum Msg {
     SessionClosed {
         session: SessionId,
     },
+    /// Session core → every core (itself included), in a cluster: shard 0 applied the close
+    /// of this session, so every other shard must close it too (`finish_closes_loop`).
+    SessionGone {
+        session: SessionId,
+    },
     /// Session core → connection core: close this connection (session expired or moved).
     CloseConn {
         conn: ConnId,
@@ -145,6 +150,8 @@ pub struct CoreStats {
     pub gathered_read_retries: u64,
     pub reads_inline: u64,
     pub reads_linearizable: u64,
+    /// Session closes proposed again in this core's shards (`Core::finish_closes_loop`).
+    pub session_closes_redone: u64,
     pub gathered_read_timeouts: u64,
     pub outstanding_requests: u64,
     pub live_sessions: u64,
