@@ -69,6 +69,9 @@ def load_runs(tsv):
                 "server_cpu_s": cpu_s,
                 "ops_per_server_cpu_s": per_cpu,
                 "server_switches_per_op": (result.get("context_switches") or {}).get("server_per_op"),
+                # The leader's transaction-log writes in the measured phase (mntr; both sides).
+                "leader_fsyncs_per_s": (result.get("log_writes") or {}).get("leader_fsyncs_per_s"),
+                "leader_entries_per_fsync": (result.get("log_writes") or {}).get("leader_entries_per_fsync"),
                 "loadgen_ops_per_cpu_s": result.get("loadgen_ops_per_cpu_s"),
                 # Share of one core loadgen used while measuring: near 100% (pinned to one core)
                 # means the client, not the server, set the pace.
@@ -167,7 +170,8 @@ def rows(runs):
             if rs:
                 row["sides"][side] = {k: median([r[k] for r in rs]) for k in
                                       ("throughput_ops_s", "p50_us", "p99_us", "p99_9_us", "ops_per_server_cpu_s",
-                                       "server_switches_per_op", "loadgen_ops_per_cpu_s", "loadgen_cpu_share")}
+                                       "server_switches_per_op", "leader_fsyncs_per_s", "leader_entries_per_fsync",
+                                       "loadgen_ops_per_cpu_s", "loadgen_cpu_share")}
                 row["sides"][side]["errors"] = sum(r["errors"] for r in rs)
                 row["sides"][side]["rounds"] = len(rs)
         out.append(row)
@@ -176,13 +180,14 @@ def rows(runs):
 
 def table(table_rows):
     lines = ["| point | mix | side | ops/s | p50 µs | p99 µs | p99.9 µs | ops/server CPU-s | server ctx sw/op "
-             "| loadgen CPU | errors | ratio ops/s | ratio ops/CPU-s |", "|" + "---|" * 13]
+             "| leader fsyncs/s | entries/fsync | loadgen CPU | errors | ratio ops/s | ratio ops/CPU-s |",
+             "|" + "---|" * 15]
     for row in table_rows:
         c = row.get("ceiling")
         if c:
             lines.append(f"| {row['point']} | {row['mix']} | loadgen ceiling (canned replies) | {fmt(c['ops_s'])} "
                          f"| {fmt(c['p50_us'])} | {fmt(c['p99_us'])} | {fmt(c['p99_9_us'])} | {fmt(c['ops_per_server_cpu_s'])} "
-                         f"| {fmt(c['server_switches_per_op'], 2)} | {pct(c['loadgen_cpu_share'])} | | | |")
+                         f"| {fmt(c['server_switches_per_op'], 2)} | | | {pct(c['loadgen_cpu_share'])} | | | |")
         for side in SIDES:
             s = row["sides"].get(side)
             if not s:
@@ -190,7 +195,9 @@ def table(table_rows):
             near = c and c["ops_s"] and s["throughput_ops_s"] >= NEAR_CEILING * c["ops_s"]
             cells = [row["point"], row["mix"], side + (" (near ceiling)" if near else ""),
                      fmt(s["throughput_ops_s"]), fmt(s["p50_us"]), fmt(s["p99_us"]), fmt(s["p99_9_us"]),
-                     fmt(s["ops_per_server_cpu_s"]), fmt(s["server_switches_per_op"], 2), pct(s["loadgen_cpu_share"]),
+                     fmt(s["ops_per_server_cpu_s"]), fmt(s["server_switches_per_op"], 2),
+                     fmt(s.get("leader_fsyncs_per_s")), fmt(s.get("leader_entries_per_fsync"), 1),
+                     pct(s["loadgen_cpu_share"]),
                      str(s["errors"]),
                      fmt_ratio(row["ratio_ops_s"]) if side == "warren" else "",
                      fmt_ratio(row["ratio_ops_per_cpu_s"]) if side == "warren" else ""]
@@ -284,7 +291,10 @@ def summary(runs, settings, out):
                  "CPU: loadgen's user+system CPU seconds / the measured seconds (100% = one core busy; "
                  "with --pin loadgen has one core, so near 100% means the client set the pace). Server ctx sw/op: "
                  "the server's voluntary + involuntary context switches over its threads in the measured phase "
-                 "(/proc/PID/task/*/status) per reply.")
+                 "(/proc/PID/task/*/status) per reply. Leader fsyncs/s and entries/fsync: the leader's transaction-log "
+                 "writes in the measured phase and the requests each made durable (mntr `zk_cnt_fsynctime` and "
+                 "`zk_sum_sync_processor_batch_size` read by loadgen right before and after it; both servers report "
+                 "them; Warren's is one O_DSYNC WAL write per batch; - for runs recorded before loadgen read them).")
     lines.append("")
     lines += table(table_rows)
     lines.append("")

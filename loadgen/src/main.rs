@@ -6,6 +6,7 @@
 mod canned;
 mod compare;
 mod epoll;
+mod fsyncs;
 mod intervals;
 mod keys;
 mod local;
@@ -390,10 +391,14 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
     let load_before = procinfo::load_average();
     let server_cpu_before = procinfo::sample_cpu(server_pids);
     let switches_before = procinfo::read_switches(server_pids);
+    let log_before = fsyncs::sample(&addrs);
     let cpu_before = own_cpu();
     let run::Phase { stats, elapsed, interval_log } =
         run::run_phase(&mut sessions, &plan, std::io::stderr().is_terminal())?;
     let loadgen_cpu = own_cpu().saturating_sub(cpu_before);
+    let modes: Vec<(String, Option<String>)> =
+        target.servers.iter().map(|s| (s.addr.clone(), s.mode.clone())).collect();
+    let log_writes = fsyncs::PhaseLogWrites::between(&modes, &log_before, &fsyncs::sample(&addrs), elapsed);
     let server_cpu_after = procinfo::sample_cpu(server_pids);
     let switches =
         procinfo::PhaseSwitches::between(server_pids, &switches_before, &procinfo::read_switches(server_pids));
@@ -416,6 +421,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
         println!("{}", cpu.line(total.successes()));
     }
     println!("{}", switches.line(total.count));
+    println!("{}", log_writes.line());
     let replies = run::OpenLoopReplies { successes: total.successes(), errors: total.error_count() };
     let open_loop = cli.rate.map(|r| run::OpenLoopSummary::new(&stats.open_loop, r as f64, replies, elapsed));
     if let Some(o) = &open_loop {
@@ -436,6 +442,7 @@ fn run(cli: &RunArgs, servers: &[String], local: bool, server_pids: &[u32]) -> R
     }
     json["server_cpu"] = server_cpu.map_or(serde_json::Value::Null, |c| c.json(total.successes()));
     json["context_switches"] = switches.json(total.count);
+    json["log_writes"] = log_writes.json();
     json["pinning"] = procinfo::pinning_json(server_pids);
     json["load_average"] = serde_json::json!({ "before": load_before, "after": load_after });
     let path = report::write_results(&cli.results_dir, &run_id, json, &stats, &interval_log)?;
