@@ -679,3 +679,52 @@ async fn a_session_close_abandoned_in_one_group_still_removes_its_ephemerals_the
     c3.set_core_link(l1, l0, 1, true);
     drop(proxy);
 }
+
+/// The leader of every group as node `id` reports it, once it knows all `groups` of them.
+fn leaders_seen_by(c3: &WarrenCluster, id: usize, groups: usize) -> Vec<usize> {
+    (0..groups).map(|g| group_leader_seen_by(c3, id, g)).collect()
+}
+
+/// Leader placement: group g's preferred leader is node g+1 (voter g mod 3): three groups on
+/// three nodes get one leader each, and a group that moved when its node was killed moves back
+/// once the node is back and caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_of_the_groups_spread_over_the_nodes_and_come_back_after_a_failure() {
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: ZooKeeper has one group");
+        return;
+    }
+    let mut opts = WarrenOpts::default().cores(3).shards(3);
+    opts.extra_args.extend(["--leader-placement-delay-ms".to_string(), "1000".to_string()]);
+    let mut c3 = WarrenCluster::start(3, opts);
+    let spread = |c3: &WarrenCluster, seen_by: usize| leaders_seen_by(c3, seen_by, 3) == vec![1, 2, 3];
+    let placed = wait_until(Duration::from_secs(15), || spread(&c3, 1));
+    assert!(placed, "group leaders {:?}, not one per node", leaders_seen_by(&c3, 1, 3));
+    {
+        // Writes to every group, so the restarted node has entries to catch up on.
+        let client = c3.node(2).client().await;
+        for i in 0..30 {
+            client.create(&format!("/{}", unique(&format!("placed-{i}"))), b"x", &persistent()).await.unwrap();
+        }
+    }
+    c3.node(1).kill9();
+    let moved = wait_until(Duration::from_secs(10), || {
+        let group0 = group_leader_seen_by(&c3, 2, 0);
+        group0 != 0 && group0 != 1
+    });
+    assert!(moved, "group 0 found no new leader: {:?}", leaders_seen_by(&c3, 2, 3));
+    {
+        let client = c3.node(3).client().await;
+        for i in 0..30 {
+            client.create(&format!("/{}", unique(&format!("moved-{i}"))), b"y", &persistent()).await.unwrap();
+        }
+    }
+    c3.node(1).restart();
+    let back = wait_until(Duration::from_secs(20), || spread(&c3, 2) && spread(&c3, 1));
+    assert!(
+        back,
+        "after the restart: {:?} (node 2 sees), {:?} (node 1 sees)",
+        leaders_seen_by(&c3, 2, 3),
+        leaders_seen_by(&c3, 1, 3)
+    );
+}

@@ -32,6 +32,11 @@ pub struct Config {
     /// write acknowledged before it was sent, through any node. Off: reads are served from the
     /// local replica at once (ZooKeeper's sequential consistency). A single node ignores it.
     pub linearizable_reads: bool,
+    /// Leader placement: how long a group may be led by another node than its preferred leader
+    /// (voter g mod N of group g) before its leader hands leadership back, once the preferred
+    /// node has caught up; 0 turns these handovers off (elections still favour the preferred
+    /// node).
+    pub leader_placement_delay_ms: u64,
     /// Size of one WAL segment file.
     pub wal_segment_bytes: u64,
     /// This node's id: its id among the peers and the high byte of its session ids.
@@ -83,6 +88,7 @@ impl Default for Config {
             reap_interval_ms: 60_000,
             max_outstanding_per_connection: 1000,
             linearizable_reads: false,
+            leader_placement_delay_ms: 60_000,
             wal_segment_bytes: 64 << 20,
             node_id: 1,
             peers: Vec::new(),

@@ -45,6 +45,8 @@ pub struct Config {
     pub max_append_bytes: usize,
     pub pre_vote: bool,
     pub check_quorum: bool,
+    /// Where this node's election timeouts fall (leader placement).
+    pub election_priority: ElectionPriority,
     /// Seeds the election jitter.
     pub seed: u64,
 }
@@ -61,6 +63,7 @@ impl Config {
             max_append_bytes: 1 << 20,
             pre_vote: true,
             check_quorum: true,
+            election_priority: ElectionPriority::Neutral,
             seed,
         }
     }
@@ -72,6 +75,21 @@ impl Config {
         assert!(self.heartbeat_ticks >= 1 && self.heartbeat_ticks < self.election_ticks, "heartbeat < election ticks");
         assert!(self.max_inflight_msgs >= 1, "at least one append in flight");
     }
+}
+
+/// Where a node draws its randomized election timeout in [election_ticks, 2 * election_ticks).
+/// A group's preferred leader draws from the first quarter and every other voter from the
+/// rest (and waits longer still for its first election after start), so with every node up
+/// the preferred one times out, and campaigns, first. Safety does not depend on it: only who
+/// tends to win an election does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionPriority {
+    /// The whole range (no placement).
+    Neutral,
+    /// The first quarter.
+    Preferred,
+    /// The rest, after every timeout of the preferred node.
+    Deferring,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +153,9 @@ pub struct Raft {
     election_elapsed: u32,
     heartbeat_elapsed: u32,
     randomized_election_ticks: u32,
+    /// The election timer has been set since start (the first setting is special for a
+    /// `Deferring` node: see `reset_election_timer`).
+    timer_started: bool,
     rng: u64,
     /// Leader: the voter leadership is being handed to.
     transferee: Option<NodeId>,
@@ -172,6 +193,7 @@ impl Raft {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks: 0,
+            timer_started: false,
             transferee: None,
             pending_reads: VecDeque::new(),
             reads_before_term_commit: Vec::new(),
@@ -243,8 +265,19 @@ impl Raft {
 
     fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
-        let spread = u64::from(self.config.election_ticks);
-        self.randomized_election_ticks = self.config.election_ticks + (self.next_random() % spread) as u32;
+        let ticks = self.config.election_ticks;
+        let quarter = (ticks / 4).max(1);
+        let boot = !std::mem::replace(&mut self.timer_started, true);
+        let (first, spread) = match self.config.election_priority {
+            ElectionPriority::Neutral => (ticks, ticks),
+            ElectionPriority::Preferred => (ticks, quarter),
+            // Nodes of a cluster start some hundred ms apart: a deferring node's first
+            // timeout after start waits two more election timeouts, so a preferred node that
+            // started later still campaigns first (and one that is down costs only the boot).
+            ElectionPriority::Deferring if boot => (3 * ticks, ticks),
+            ElectionPriority::Deferring => (ticks + quarter, ticks - quarter),
+        };
+        self.randomized_election_ticks = first + (self.next_random() % u64::from(spread.max(1))) as u32;
     }
 
     fn send(&mut self, to: NodeId, body: Body) {
@@ -449,6 +482,13 @@ impl Raft {
     /// Leader: the voters that need entries this node compacted away (they need a snapshot).
     pub fn needs_snapshot(&self) -> Vec<NodeId> {
         self.needs_snapshot.iter().copied().collect()
+    }
+
+    /// Leader: whether voter `id` has every entry of the log and was heard from since the last
+    /// quorum check (a transfer to it would complete at once).
+    pub fn is_caught_up(&self, id: NodeId) -> bool {
+        self.role == Role::Leader
+            && self.progress.get(&id).is_some_and(|p| p.recent_active && p.match_index == self.log.last_index())
     }
 
     /// Leader: how many entries the furthest-behind other voter lacks (0 otherwise).

@@ -111,6 +111,10 @@ struct StartArgs {
     /// to the leader per batch of reads. `=false` overrides a config file [default: false]
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     linearizable_reads: Option<bool>,
+    /// How long a group may be led by another node than its preferred leader before its
+    /// leader hands leadership back; 0 = never [default: 60000]
+    #[arg(long)]
+    leader_placement_delay_ms: Option<u64>,
     /// This node's id among the peers [default: 1]
     #[arg(long)]
     node_id: Option<u8>,
@@ -155,6 +159,9 @@ impl StartArgs {
         }
         if let Some(v) = self.linearizable_reads {
             config.linearizable_reads = v;
+        }
+        if let Some(v) = self.leader_placement_delay_ms {
+            config.leader_placement_delay_ms = v;
         }
         if let Some(v) = self.node_id {
             config.node_id = v;

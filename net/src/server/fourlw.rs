@@ -302,7 +302,7 @@ fn dump(stats: &[Box<CoreStats>]) -> String {
 fn conf(core: &Rc<Core>) -> String {
     let c = &core.config;
     format!(
-        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\nlinearizableReads={}\n",
+        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\nlinearizableReads={}\nleaderPlacementDelayMs={}\n",
         c.port,
         c.host,
         c.data_dir.display(),
@@ -313,7 +313,8 @@ fn conf(core: &Rc<Core>) -> String {
         c.cores,
         c.shards,
         c.max_request_bytes,
-        c.linearizable_reads
+        c.linearizable_reads,
+        c.leader_placement_delay_ms
     )
 }
 

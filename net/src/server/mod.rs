@@ -394,11 +394,13 @@ fn start_replica(
     if ids.is_empty() {
         ids.push(node);
     }
-    let raft_config = RaftConfig::new(node, ids, seed);
+    let placement = replica::Placement::of_group(core_id, &ids, node, config.leader_placement_delay_ms);
+    let mut raft_config = RaftConfig::new(node, ids, seed);
+    raft_config.election_priority = placement.election_priority(node);
     let hard_state = HardState { term, vote, commit: log.commit };
     let mut raft = Raft::new(raft_config, hard_state, log.entries);
     raft.restore_applied(log.commit);
-    Ok(replica::Replica::new(raft, wal, state_path, log.commit))
+    Ok(replica::Replica::new(raft, wal, state_path, log.commit, placement))
 }
 
 /// Election jitter differs between runs (the Raft core itself stays deterministic in its seed).

@@ -36,7 +36,7 @@ use crate::raft_state;
 use crate::wal::Wal;
 use ahash::AHashMap;
 use engine::command::LogEntry;
-use engine::raft::{Entry, HardState, NodeId, Raft, Role};
+use engine::raft::{ElectionPriority, Entry, HardState, NodeId, Raft, Role};
 use engine::types::Zxid;
 use glommio::channels::local_channel::LocalReceiver;
 use std::path::PathBuf;
@@ -118,6 +118,37 @@ struct ReadBatch {
     remote: Vec<(NodeId, u64)>,
 }
 
+/// Leader placement of one group: group g's preferred leader is voter g mod N (voters in id
+/// order), so with several groups the leaders spread over the nodes and writes use every node.
+/// Elections favour it (`ElectionPriority`); a group led elsewhere for `delay_ticks` (after its
+/// preferred node came back from a failure) is handed back once that node has caught up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// None: a single node.
+    pub preferred: Option<NodeId>,
+    /// 0: never hand leadership back.
+    pub delay_ticks: u32,
+}
+
+impl Placement {
+    pub fn of_group(group: usize, voters: &[NodeId], me: NodeId, delay_ms: u64) -> Placement {
+        let mut ids = voters.to_vec();
+        ids.sort_unstable();
+        let preferred = (ids.len() > 1).then(|| ids[group % ids.len()]);
+        let delay_ticks = u32::try_from(delay_ms.div_ceil(TICK.as_millis() as u64)).unwrap_or(u32::MAX);
+        debug_assert!(ids.contains(&me));
+        Placement { preferred, delay_ticks }
+    }
+
+    pub fn election_priority(&self, me: NodeId) -> ElectionPriority {
+        match self.preferred {
+            None => ElectionPriority::Neutral,
+            Some(preferred) if preferred == me => ElectionPriority::Preferred,
+            Some(_) => ElectionPriority::Deferring,
+        }
+    }
+}
+
 /// A request of this node whose entry is proposed (or forwarded) and not applied yet.
 struct Waiting {
     request: ShardRequest,
@@ -154,10 +185,13 @@ pub(super) struct Replica {
     ready_syncs: Vec<(u64, ShardRequest)>,
     /// The followers last reported as needing a snapshot.
     reported_behind: Vec<NodeId>,
+    placement: Placement,
+    /// Ticks this node has led the group while it is not the group's preferred leader.
+    misplaced_ticks: u32,
 }
 
 impl Replica {
-    pub(super) fn new(raft: Raft, wal: Wal, state_path: PathBuf, commit_written: u64) -> Replica {
+    pub(super) fn new(raft: Raft, wal: Wal, state_path: PathBuf, commit_written: u64, placement: Placement) -> Replica {
         let hard_state = raft.hard_state();
         Replica {
             stored: (hard_state.term, hard_state.vote),
@@ -174,6 +208,8 @@ impl Replica {
             read_batches: AHashMap::new(),
             ready_syncs: Vec::new(),
             reported_behind: Vec::new(),
+            placement,
+            misplaced_ticks: 0,
         }
     }
 
@@ -208,6 +244,7 @@ impl Replica {
         }
         self.watch_leadership(core, ticks);
         self.hand_over_if_stopping(core);
+        self.hand_back_to_preferred(core, ticks);
         core.group_leaders.set(core.id, self.raft.leader());
         self.propose_waiting(core);
         let leading = self.raft.role() == Role::Leader;
@@ -312,6 +349,26 @@ impl Replica {
             tracing::info!(core = core.id, to, "stopping: handing the group's leadership over");
             self.raft.transfer_leadership(to).expect("the leader may transfer");
         }
+    }
+
+    /// Leader placement: a leader that is not the group's preferred leader hands leadership to
+    /// it after `delay_ticks` as leader, once it has every entry (a transfer then completes at
+    /// once); retried after another delay if it does not. The handover closes the connections
+    /// of writes in flight here, as any leader change does.
+    fn hand_back_to_preferred(&mut self, core: &Core, ticks: u32) {
+        let Some(preferred) = self.placement.preferred else { return };
+        let misplaced = self.raft.role() == Role::Leader && preferred != self.raft.id();
+        if !misplaced || self.raft.transferring() || core.group_leaders.stopping() || self.placement.delay_ticks == 0 {
+            self.misplaced_ticks = 0;
+            return;
+        }
+        self.misplaced_ticks = self.misplaced_ticks.saturating_add(ticks);
+        if self.misplaced_ticks < self.placement.delay_ticks || !self.raft.is_caught_up(preferred) {
+            return;
+        }
+        self.misplaced_ticks = 0;
+        tracing::info!(core = core.id, to = preferred, "handing the group's leadership to its preferred leader");
+        self.raft.transfer_leadership(preferred).expect("the leader may transfer");
     }
 
     /// Writes proposed or forwarded in an earlier term may commit or vanish: their clients

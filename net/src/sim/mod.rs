@@ -28,7 +28,7 @@ mod tests;
 use crate::peer::{decode_frame, encode_frame, PeerMessage};
 use engine::command::{Command, CreateOp, SetDataOp};
 use engine::linearizability::{Action, Op};
-use engine::raft::{Index, NodeId, Role, Term};
+use engine::raft::{ElectionPriority, Index, NodeId, Role, Term};
 use engine::request::{Caller, ReadOp, ReadResult};
 use engine::types::{Acl, CreateMode};
 use node::{Answer, AppliedEntry, ClientId, CrashAt, Node};
@@ -171,7 +171,15 @@ impl World {
     fn boot(&mut self, id: NodeId, disk: disk::Disk) {
         self.restarts += 1;
         let voters = (1..=self.n).collect();
-        let node = Node::boot(id, voters, self.seed ^ (self.restarts << 20) ^ id, disk, self.now_us(id));
+        // Every third seed places the leader (`replica::Placement`): node 1 + seed mod n is
+        // preferred, the others defer.
+        let priority = match (self.seed % 3, 1 + self.seed % self.n) {
+            (0, preferred) if preferred == id => ElectionPriority::Preferred,
+            (0, _) => ElectionPriority::Deferring,
+            _ => ElectionPriority::Neutral,
+        };
+        let seed = self.seed ^ (self.restarts << 20) ^ id;
+        let node = Node::boot(id, voters, seed, priority, disk, self.now_us(id));
         self.nodes.insert(id, node);
         self.applied_through.insert(id, 0);
         self.check(id);

@@ -11,7 +11,7 @@ use crate::server::replica::{decode_proposal, encode_proposal, first_token, high
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
 use engine::error::ZkError;
-use engine::raft::{Config, HardState, Index, Message, NodeId, Raft, ReadState, Role, Term};
+use engine::raft::{Config, ElectionPriority, HardState, Index, Message, NodeId, Raft, ReadState, Role, Term};
 use engine::request::WriteResult;
 use engine::shard::Shard;
 use engine::types::Zxid;
@@ -117,7 +117,14 @@ pub fn data_hash(data: &[u8]) -> u64 {
 impl Node {
     /// Starts node `id` from what its disk holds, as `server::recover` and `start_replica` do:
     /// recover the log, apply what it records as committed, and start Raft after it.
-    pub fn boot(id: NodeId, voters: Vec<NodeId>, seed: u64, mut disk: Disk, now_us: i64) -> Node {
+    pub fn boot(
+        id: NodeId,
+        voters: Vec<NodeId>,
+        seed: u64,
+        priority: ElectionPriority,
+        mut disk: Disk,
+        now_us: i64,
+    ) -> Node {
         let log = disk.recover();
         let mut shards = AHashMap::from_iter([(SHARD, Shard::new(SHARD, 1))]);
         crate::server::apply_committed(0, &log, &mut shards).unwrap_or_else(|e| panic!("node {id}: replay: {e}"));
@@ -136,7 +143,9 @@ impl Node {
         let zxid_assigned = highest_zxid(&log.entries);
         let hard_state = HardState { term, vote, commit: log.commit };
         let commit = log.commit;
-        let mut raft = Raft::new(Config::new(id, voters, seed), hard_state, log.entries);
+        let mut config = Config::new(id, voters, seed);
+        config.election_priority = priority;
+        let mut raft = Raft::new(config, hard_state, log.entries);
         raft.restore_applied(commit);
         Node {
             seen_term: raft.term(),
