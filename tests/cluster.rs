@@ -728,3 +728,53 @@ async fn the_leaders_of_the_groups_spread_over_the_nodes_and_come_back_after_a_f
         leaders_seen_by(&c3, 1, 3)
     );
 }
+
+/// Five voters: two can fail (the leader among them) and the other three go on writing; a
+/// third failure leaves two, which acknowledge nothing; a restarted node restores the majority
+/// and has every write acknowledged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_write_through_two_failures_and_stop_at_three() {
+    let mut c5 = WarrenCluster::start(5, WarrenOpts::default().cores(1));
+    let leader = c5.wait_leader(Duration::from_secs(15));
+    let mut alive: Vec<usize> = (1..=5).filter(|&id| id != leader).collect();
+    let root = format!("/{}", unique("five"));
+    let writer = connect_eventually(&c5.nodes[alive[0] - 1]).await;
+    writer.create(&root, b"", &persistent()).await.unwrap();
+    let mut expected = BTreeMap::new();
+    // Two failures, the leader first: every write is still acknowledged.
+    let second = alive.pop().expect("four others");
+    for (round, killed) in [leader, second].into_iter().enumerate() {
+        c5.node(killed).kill9();
+        let path = format!("{root}/after-kill-{round}");
+        let deadline = Instant::now() + Duration::from_secs(25);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), writer.create(&path, b"w", &persistent())).await {
+                Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => break,
+                _ => assert!(Instant::now() < deadline, "no write acknowledged after node {killed} was killed"),
+            }
+        }
+        expected.insert(path, b"w".to_vec());
+    }
+    // A third failure: two of five are no majority.
+    let third = alive.pop().expect("three others");
+    c5.node(third).kill9();
+    let refused =
+        tokio::time::timeout(Duration::from_secs(4), writer.create(&format!("{root}/minority"), b"", &persistent()))
+            .await;
+    assert!(!matches!(refused, Ok(Ok(_))), "two of five nodes acknowledged a write");
+    // One node back: three of five again.
+    c5.node(third).restart();
+    let path = format!("{root}/majority-again");
+    let writer = connect_eventually(&c5.nodes[alive[0] - 1]).await;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), writer.create(&path, b"m", &persistent())).await {
+            Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => break,
+            _ => assert!(Instant::now() < deadline, "no write acknowledged once node {third} was back"),
+        }
+    }
+    expected.insert(path, b"m".to_vec());
+    for id in alive.iter().copied().chain([third]) {
+        assert_has_all(&c5.nodes[id - 1], &expected, "a node of the majority").await;
+    }
+}
