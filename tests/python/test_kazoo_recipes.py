@@ -77,6 +77,7 @@ def test_sequence_follows_parent_cversion(zk, root):
 def test_ephemeral_goes_with_session(make_client, zk, root):
     owner = make_client()
     owner.create(f"{root}/e", ephemeral=True)
+    zk.sync(f"{root}/e")  # on a cluster owner's write went through another server
     assert zk.exists(f"{root}/e").ephemeralOwner == owner.client_id[0]
     owner.stop()
     owner.close()
@@ -212,6 +213,10 @@ def test_party_and_shallow_party(make_client, root):
         parties = [getattr(c, kind)(f"{root}/{kind}", f"member{i}") for i, c in enumerate(clients)]
         for p in parties:
             p.join()
+        # On a cluster the members joined through other servers: a reader syncs first, as it
+        # must on a ZooKeeper ensemble (reads are served by the server a client is on).
+        clients[0].sync(f"{root}/{kind}")
+        clients[1].sync(f"{root}/{kind}")
         assert len(parties[0]) == 3
         assert sorted(parties[1]) == ["member0", "member1", "member2"]
         parties[1].leave()
@@ -275,6 +280,10 @@ def test_barrier(make_client, root):
     barrier = holder.Barrier(f"{root}/barrier")
     barrier.create()
     passed = threading.Event()
+
+    # On a cluster the barrier was created through another server: sync first, as on an
+    # ensemble, or the waiter's server may not have it yet.
+    waiter.sync(f"{root}/barrier")
 
     def wait():
         if waiter.Barrier(f"{root}/barrier").wait(timeout=WAIT):
