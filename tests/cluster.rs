@@ -778,3 +778,43 @@ async fn five_nodes_write_through_two_failures_and_stop_at_three() {
         assert_has_all(&c5.nodes[id - 1], &expected, "a node of the majority").await;
     }
 }
+
+/// A write forwarded over a link that then loses it (here: the follower's link to the leader is
+/// cut while the leader stays) must not wait forever: nothing else would end the wait while the
+/// leader keeps leading. The client gets an answer or ConnectionLoss ("maybe"), and writes
+/// through the follower work again once the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_over_a_lost_link_is_answered_not_left_waiting() {
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: cuts one direction of Warren's per-core peer links");
+        return;
+    }
+    let opts = WarrenOpts::default().cores(1).session_timeouts_ms(1000, 40000);
+    let c3 = WarrenCluster::start_behind_proxies(3, opts);
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    let root = format!("/{}", unique("lostlink"));
+    // A long session: its client gives up on a silent connection only after 20 s (replies,
+    // pings' too, come in order, so a write left waiting silences the connection).
+    let address = c3.nodes[follower - 1].connect_string();
+    let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(30)).connect(&address);
+    let client = bounded(20, "connect to the follower", connect).await.unwrap();
+    client.create(&root, b"", &persistent()).await.unwrap();
+    // The follower can no longer reach the leader; the leader still reaches it and the third
+    // node, so it keeps leading.
+    c3.set_link(follower, leader, false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let attempt =
+        tokio::time::timeout(Duration::from_secs(5), client.create(&format!("{root}/w"), b"", &persistent())).await;
+    assert!(attempt.is_ok(), "a write forwarded over the lost link got no answer in 5 s");
+    c3.set_link(follower, leader, true);
+    let written = format!("{root}/after");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let client = connect_eventually(&c3.nodes[follower - 1]).await;
+        match tokio::time::timeout(Duration::from_secs(3), client.create(&written, b"", &persistent())).await {
+            Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => break,
+            _ => assert!(Instant::now() < deadline, "no write through the follower once the link was back"),
+        }
+    }
+}

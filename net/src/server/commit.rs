@@ -239,6 +239,12 @@ impl CommitQueue {
         self.in_flight.set(in_flight - 1);
     }
 
+    /// One entry of this node will not be answered here (its forward may have been lost): it
+    /// no longer counts as in flight.
+    pub(super) fn abandoned_one_own(&self) {
+        self.applied_own();
+    }
+
     /// Entries this node proposed will not be answered (leadership changed): nothing of
     /// this node's own is in flight any more.
     pub(super) fn abandoned_own(&self) {

@@ -116,6 +116,8 @@ struct ReadBatch {
     local: Vec<ShardRequest>,
     /// Leader: the rounds followers asked for, as (node, its token).
     remote: Vec<(NodeId, u64)>,
+    /// Follower: the leader asked, and the link losses with it then (`Transport::losses_with`).
+    asked: Option<(NodeId, u64)>,
 }
 
 /// Leader placement of one group: group g's preferred leader is voter g mod N (voters in id
@@ -156,6 +158,8 @@ struct Waiting {
     /// the archive it was sent and persisted as (a forwarded write's entry is built by the
     /// leader, so it is decoded).
     entry: Option<LogEntry>,
+    /// A forwarded write: the leader it went to and the link losses with it then.
+    forwarded_to: Option<(NodeId, u64)>,
 }
 
 /// One core's Raft group and its durable log; owned by the replication loop.
@@ -188,6 +192,8 @@ pub(super) struct Replica {
     placement: Placement,
     /// Ticks this node has led the group while it is not the group's preferred leader.
     misplaced_ticks: u32,
+    /// `Transport::losses_total` when last looked at.
+    seen_link_losses: u64,
 }
 
 impl Replica {
@@ -210,6 +216,7 @@ impl Replica {
             reported_behind: Vec::new(),
             placement,
             misplaced_ticks: 0,
+            seen_link_losses: 0,
         }
     }
 
@@ -243,6 +250,7 @@ impl Replica {
             }
         }
         self.watch_leadership(core, ticks);
+        self.abandon_lost_requests(core);
         self.hand_over_if_stopping(core);
         self.hand_back_to_preferred(core, ticks);
         core.group_leaders.set(core.id, self.raft.leader());
@@ -396,6 +404,43 @@ impl Replica {
         }
     }
 
+    /// A forwarded write or read-index question sent to the leader over a link that has lost
+    /// something since may never arrive, or its answer may not: nothing else would end the
+    /// wait while the leader stays. Its client learns "maybe" (the connection closes), as when
+    /// the leader changes; a forwarded write that did arrive still commits.
+    fn abandon_lost_requests(&mut self, core: &Core) {
+        let Some(transport) = core.transport.as_ref() else { return };
+        let total = transport.losses_total();
+        if total == self.seen_link_losses {
+            return;
+        }
+        self.seen_link_losses = total;
+        let lost = |sent: Option<(NodeId, u64)>| sent.is_some_and(|(peer, then)| transport.losses_with(peer) != then);
+        let writes: Vec<u64> = self.waiting.iter().filter(|(_, w)| lost(w.forwarded_to)).map(|(t, _)| *t).collect();
+        let reads: Vec<u64> = self.read_batches.iter().filter(|(_, b)| lost(b.asked)).map(|(t, _)| *t).collect();
+        if writes.is_empty() && reads.is_empty() {
+            return;
+        }
+        let reason = "the link to the group's leader lost messages";
+        tracing::warn!(
+            core = core.id,
+            writes = writes.len(),
+            read_rounds = reads.len(),
+            reason,
+            "closing their connections"
+        );
+        for token in writes {
+            let Waiting { request, .. } = self.waiting.remove(&token).expect("listed");
+            core.commit.abandoned_one_own();
+            core.abandon_write(request, reason);
+        }
+        for token in reads {
+            for request in self.read_batches.remove(&token).expect("listed").local {
+                core.abandon_write(request, reason);
+            }
+        }
+    }
+
     fn abandon_waiting(&mut self, core: &Core, reason: &'static str) {
         let syncs: Vec<ShardRequest> = self
             .read_batches
@@ -463,9 +508,10 @@ impl Replica {
                     }
                     (Some(command), WriteFrom::Local(request), Some(leader)) => {
                         let token = self.next_token();
-                        self.waiting.insert(token, Waiting { request, entry: None });
-                        queue.proposed();
                         let transport = core.transport.as_ref().expect("a follower has peers");
+                        let forwarded_to = Some((leader, transport.losses_with(leader)));
+                        self.waiting.insert(token, Waiting { request, entry: None, forwarded_to });
+                        queue.proposed();
                         transport
                             .send(leader, PeerMessage::Forward { origin: me, token, shard, command: Some(command) });
                     }
@@ -480,7 +526,7 @@ impl Replica {
                             WriteFrom::Local(request) => {
                                 let token = self.next_token();
                                 let data = encode_proposal(me, token, &entry);
-                                self.waiting.insert(token, Waiting { request, entry: Some(entry) });
+                                self.waiting.insert(token, Waiting { request, entry: Some(entry), forwarded_to: None });
                                 queue.proposed();
                                 data
                             }
@@ -517,8 +563,10 @@ impl Replica {
             Some(leader) => {
                 assert!(reads.remote.is_empty(), "a follower answers no read index");
                 let shard = shard.expect("a follower's round is for its own requests");
-                self.read_batches.insert(token, reads);
                 let transport = core.transport.as_ref().expect("a follower has peers");
+                let mut reads = reads;
+                reads.asked = Some((leader, transport.losses_with(leader)));
+                self.read_batches.insert(token, reads);
                 let me = self.raft.id();
                 transport.send(leader, PeerMessage::Forward { origin: me, token, shard, command: None });
             }
@@ -636,7 +684,7 @@ impl Replica {
             // Set first: reads served while this entry applies see it applied.
             queue.set_last_applied(zxid);
             match waiting {
-                Some(Waiting { request, entry: own }) => {
+                Some(Waiting { request, entry: own, .. }) => {
                     let log_entry = own.unwrap_or_else(decode);
                     assert_eq!(log_entry.zxid, zxid, "a proposal's header and its entry agree on the zxid");
                     queue.applied_own();

@@ -13,6 +13,7 @@ use engine::raft::NodeId;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,20 +31,58 @@ const BATCH_MAX: usize = 4096;
 /// This core's links to the same core of every other voter.
 pub struct Transport {
     links: AHashMap<NodeId, LocalSender<PeerMessage>>,
+    losses: Rc<LinkLosses>,
+}
+
+/// Per peer, how many times a connection to or from it ended or messages queued for it were
+/// dropped: a request sent to a peer under an older count may never have arrived, or its answer
+/// may be lost, and nothing would ever say so (Raft resends its own messages; a forwarded write
+/// or a read-index question is sent once).
+#[derive(Default)]
+pub struct LinkLosses {
+    per_peer: AHashMap<NodeId, Cell<u64>>,
+    total: Cell<u64>,
+}
+
+impl LinkLosses {
+    fn lost(&self, peer: NodeId) {
+        if let Some(count) = self.per_peer.get(&peer) {
+            count.set(count.get() + 1);
+            self.total.set(self.total.get() + 1);
+        }
+    }
 }
 
 impl Transport {
     /// Starts dialing every other voter's core `core`.
     pub fn start(core: usize, config: &Config, voters: &[Peer]) -> Transport {
         let me = NodeId::from(config.node_id);
+        let others: Vec<&Peer> = voters.iter().filter(|p| NodeId::from(p.id) != me).collect();
+        let per_peer = others.iter().map(|p| (NodeId::from(p.id), Cell::new(0))).collect();
+        let losses = Rc::new(LinkLosses { per_peer, total: Cell::new(0) });
         let mut links = AHashMap::new();
-        for peer in voters.iter().filter(|p| NodeId::from(p.id) != me) {
+        for peer in others {
             let (tx, rx) = local_channel::new_unbounded();
             let hello = PeerMessage::Hello { node: me, core: core as u32, cores: config.cores as u32 };
-            glommio::spawn_local(dial_loop(core, peer.clone(), hello, rx)).detach();
+            glommio::spawn_local(dial_loop(core, peer.clone(), hello, rx, losses.clone())).detach();
             links.insert(NodeId::from(peer.id), tx);
         }
-        Transport { links }
+        Transport { links, losses }
+    }
+
+    /// How many times a link with `peer` lost something so far (see `LinkLosses`).
+    pub fn losses_with(&self, peer: NodeId) -> u64 {
+        self.losses.per_peer.get(&peer).map_or(0, Cell::get)
+    }
+
+    /// Losses with every peer so far: unchanged means no request can have been lost since.
+    pub fn losses_total(&self) -> u64 {
+        self.losses.total.get()
+    }
+
+    /// A connection from `peer` ended: answers it was sending may be lost.
+    pub fn incoming_lost(&self, peer: NodeId) {
+        self.losses.lost(peer);
     }
 
     pub fn send(&self, to: NodeId, message: PeerMessage) {
@@ -57,7 +96,14 @@ impl Transport {
 }
 
 /// Keeps one connection to `peer` up and writes what is queued for it.
-async fn dial_loop(core: usize, peer: Peer, hello: PeerMessage, outbox: LocalReceiver<PeerMessage>) {
+async fn dial_loop(
+    core: usize,
+    peer: Peer,
+    hello: PeerMessage,
+    outbox: LocalReceiver<PeerMessage>,
+    losses: Rc<LinkLosses>,
+) {
+    let node = NodeId::from(peer.id);
     let addr = peer.addr(core);
     let mut wait = REDIAL_FIRST;
     let mut lost_logged = false;
@@ -70,7 +116,9 @@ async fn dial_loop(core: usize, peer: Peer, hello: PeerMessage, outbox: LocalRec
                     tracing::warn!(core, peer = peer.id, %addr, %error, "peer unreachable; redialing");
                     lost_logged = true;
                 }
-                drop_queued(&outbox).await;
+                if drop_queued(&outbox).await > 0 {
+                    losses.lost(node);
+                }
                 glommio::timer::sleep(wait).await;
                 wait = (wait * 2).min(REDIAL_MAX);
                 continue;
@@ -81,7 +129,9 @@ async fn dial_loop(core: usize, peer: Peer, hello: PeerMessage, outbox: LocalRec
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let link = Link { core, peer: peer.id, addr: &addr, connected_at };
         let error = send_until_error(stream, &hello, &outbox, &mut buf, &link).await;
+        // What the connection carried last may not have arrived, and the queue is dropped.
         drop_queued(&outbox).await;
+        losses.lost(node);
         if connected_at.elapsed() >= STABLE_AFTER {
             tracing::warn!(core, peer = peer.id, %addr, %error, "peer connection lost; redialing");
             wait = REDIAL_FIRST;
@@ -142,8 +192,13 @@ async fn send_until_error(
     }
 }
 
-async fn drop_queued(outbox: &LocalReceiver<PeerMessage>) {
-    while let Some(Some(_)) = futures_lite::future::poll_once(outbox.recv()).await {}
+/// Drops what is queued; returns how many messages.
+async fn drop_queued(outbox: &LocalReceiver<PeerMessage>) -> usize {
+    let mut dropped = 0;
+    while let Some(Some(_)) = futures_lite::future::poll_once(outbox.recv()).await {
+        dropped += 1;
+    }
+    dropped
 }
 
 /// Accepts the connections other voters dial to this core and hands what they say to it.
@@ -154,8 +209,12 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                 let core = core.clone();
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    if let Err(error) = receive(&core, stream).await {
+                    let mut from = None;
+                    if let Err(error) = receive(&core, stream, &mut from).await {
                         tracing::warn!(core = core.id, %peer, %error, "peer connection closed");
+                    }
+                    if let (Some(node), Some(transport)) = (from, &core.transport) {
+                        transport.incoming_lost(node);
                     }
                 })
                 .detach();
@@ -169,11 +228,11 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
 }
 
 /// Reads frames until the peer goes away or says something it must be cut off for.
-async fn receive(core: &Core, mut stream: TcpStream) -> std::io::Result<()> {
+/// `from`: the peer, once it said hello.
+async fn receive(core: &Core, mut stream: TcpStream, from: &mut Option<NodeId>) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut chunk = vec![0u8; 64 << 10];
-    let mut from: Option<NodeId> = None;
     loop {
         let read = stream.read(&mut chunk).await?;
         if read == 0 {
@@ -186,10 +245,10 @@ async fn receive(core: &Core, mut stream: TcpStream) -> std::io::Result<()> {
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
             let Some((message, bytes)) = frame else { break };
             used += bytes;
-            match (from, message) {
+            match (*from, message) {
                 (None, PeerMessage::Hello { node, core: their_core, cores }) => {
                     check_hello(core, node, their_core, cores)?;
-                    from = Some(node);
+                    *from = Some(node);
                 }
                 (None, _) => return Err(invalid("a peer spoke before saying hello")),
                 (Some(_), PeerMessage::Hello { .. }) => return Err(invalid("a peer said hello twice")),
