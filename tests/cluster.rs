@@ -60,6 +60,18 @@ async fn connect_eventually(node: &WarrenProcess) -> zk::Client {
     }
 }
 
+/// Creates `path` through `client`, an attempt of at most 3 s at a time, until it is
+/// acknowledged (or found there: an earlier attempt went through after all) within `within`.
+async fn create_acknowledged(client: &zk::Client, path: &str, data: &[u8], within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), client.create(path, data, &persistent())).await {
+            Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => return,
+            _ => assert!(Instant::now() < deadline, "{what}"),
+        }
+    }
+}
+
 /// Every (path, data) in `expected` on `node`, after a sync of each path's parent.
 async fn assert_has_all(node: &WarrenProcess, expected: &BTreeMap<String, Vec<u8>>, what: &str) {
     let c = connect_eventually(node).await;
@@ -403,13 +415,7 @@ async fn a_partitioned_minority_acknowledges_no_write_and_rejoins_with_the_major
     assert!(!matches!(refused, Ok(Ok(_))), "the isolated old leader acknowledged a write");
     // The majority elects a leader and goes on (ZooKeeper's election and sync can take ~10 s).
     let written = format!("{root}/majority-write");
-    let deadline = Instant::now() + Duration::from_secs(25);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(3), on_majority.create(&written, b"m", &persistent())).await {
-            Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => break,
-            _ => assert!(Instant::now() < deadline, "the majority wrote nothing"),
-        }
-    }
+    create_acknowledged(&on_majority, &written, b"m", Duration::from_secs(25), "the majority wrote nothing").await;
     // The minority node steps down (check-quorum) rather than go on as leader.
     let stepped_down = wait_until(Duration::from_secs(5), || {
         warren_tests::four_letter_at(c3.nodes[leader - 1].addr(), "srvr", Duration::from_secs(1))
@@ -746,13 +752,8 @@ async fn five_nodes_write_through_two_failures_and_stop_at_three() {
     for (round, killed) in [leader, second].into_iter().enumerate() {
         c5.node(killed).kill9();
         let path = format!("{root}/after-kill-{round}");
-        let deadline = Instant::now() + Duration::from_secs(25);
-        loop {
-            match tokio::time::timeout(Duration::from_secs(3), writer.create(&path, b"w", &persistent())).await {
-                Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => break,
-                _ => assert!(Instant::now() < deadline, "no write acknowledged after node {killed} was killed"),
-            }
-        }
+        let what = format!("no write acknowledged after node {killed} was killed");
+        create_acknowledged(&writer, &path, b"w", Duration::from_secs(25), &what).await;
         expected.insert(path, b"w".to_vec());
     }
     // A third failure: two of five are no majority.
@@ -766,13 +767,8 @@ async fn five_nodes_write_through_two_failures_and_stop_at_three() {
     c5.node(third).restart();
     let path = format!("{root}/majority-again");
     let writer = connect_eventually(&c5.nodes[alive[0] - 1]).await;
-    let deadline = Instant::now() + Duration::from_secs(25);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(3), writer.create(&path, b"m", &persistent())).await {
-            Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => break,
-            _ => assert!(Instant::now() < deadline, "no write acknowledged once node {third} was back"),
-        }
-    }
+    let what = format!("no write acknowledged once node {third} was back");
+    create_acknowledged(&writer, &path, b"m", Duration::from_secs(25), &what).await;
     expected.insert(path, b"m".to_vec());
     for id in alive.iter().copied().chain([third]) {
         assert_has_all(&c5.nodes[id - 1], &expected, "a node of the majority").await;
@@ -808,13 +804,7 @@ async fn a_write_forwarded_over_a_lost_link_is_answered_not_left_waiting() {
         tokio::time::timeout(Duration::from_secs(5), client.create(&format!("{root}/w"), b"", &persistent())).await;
     assert!(attempt.is_ok(), "a write forwarded over the lost link got no answer in 5 s");
     c3.set_link(follower, leader, true);
-    let written = format!("{root}/after");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let client = connect_eventually(&c3.nodes[follower - 1]).await;
-        match tokio::time::timeout(Duration::from_secs(3), client.create(&written, b"", &persistent())).await {
-            Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => break,
-            _ => assert!(Instant::now() < deadline, "no write through the follower once the link was back"),
-        }
-    }
+    let client = connect_eventually(&c3.nodes[follower - 1]).await;
+    let what = "no write through the follower once the link was back";
+    create_acknowledged(&client, &format!("{root}/after"), b"", Duration::from_secs(15), what).await;
 }

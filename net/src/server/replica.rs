@@ -396,9 +396,16 @@ impl Replica {
             // Every write waiting now has waited at most this long; later ones get as long.
             self.leaderless_ticks = 0;
             self.abandon_waiting(core, "the group has no leader");
-            for write in core.commit.take_batch() {
-                if let WriteFrom::Local(request) = write.from {
-                    core.abandon_write(request, "the group has no leader");
+            // Every batch queued (a batch is bounded; more may wait behind it).
+            loop {
+                let batch = core.commit.take_batch();
+                if batch.is_empty() {
+                    break;
+                }
+                for write in batch {
+                    if let WriteFrom::Local(request) = write.from {
+                        core.abandon_write(request, "the group has no leader");
+                    }
                 }
             }
         }
