@@ -97,15 +97,11 @@ async fn every_node_reads_what_any_node_wrote_and_watches_fire_where_the_client_
     if !warren_tests::is_zookeeper() {
         // Every node names the same leader for each group; group 0's is the one Mode names.
         for group in 0..2 {
-            let key = format!("warren_group_{group}_leader\t");
-            let named: Vec<String> = c3
-                .nodes
-                .iter()
-                .map(|n| n.four_letter("mntr").lines().find_map(|l| l.strip_prefix(&key).map(str::to_string)).unwrap())
-                .collect();
-            assert!(named.iter().all(|id| *id == named[0] && id != "0"), "group {group}: {named:?}");
+            let key = format!("warren_group_{group}_leader");
+            let named: Vec<u64> = c3.nodes.iter().map(|n| mntr_value(n, &key)).collect();
+            assert!(named.iter().all(|id| *id == named[0] && *id != 0), "group {group}: {named:?}");
             if group == 0 {
-                assert_eq!(named[0], leader.to_string());
+                assert_eq!(named[0], leader as u64);
             }
         }
     }
@@ -439,11 +435,7 @@ async fn a_sync_is_a_read_index_round_and_writes_nothing_to_the_log() {
     let follower = if leader == 1 { 2 } else { 1 };
     let on_leader = c3.node(leader).client().await;
     let on_follower = c3.node(follower).client().await;
-    let last_index = |node: &WarrenProcess| -> u64 {
-        let mntr = node.four_letter("mntr");
-        let line = mntr.lines().find_map(|l| l.strip_prefix("warren_group_0_last_index\t")).expect("the key");
-        line.parse().unwrap()
-    };
+    let last_index = |node: &WarrenProcess| mntr_value(node, "warren_group_0_last_index");
     on_leader.create("/synced", b"0", &persistent()).await.unwrap();
     let before = last_index(&c3.nodes[leader - 1]);
     for i in 1..=20 {

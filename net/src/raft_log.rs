@@ -71,6 +71,31 @@ impl Record<'_> {
     }
 }
 
+/// Hands `write` the WAL records of one Ready, in the order they must be written: the
+/// truncation, the entries, then the commit index if it moved past `commit_written` and other
+/// records go out (riding along it is free; alone it would cost a write of its own). Returns
+/// the commit index written so far.
+pub fn ready_records(
+    entries: &[Entry],
+    truncate_from: Option<Index>,
+    commit: Index,
+    commit_written: Index,
+    mut write: impl FnMut(Record<'_>),
+) -> Index {
+    if let Some(from) = truncate_from {
+        write(Record::Truncate { from });
+    }
+    for entry in entries {
+        write(Record::Entry { term: entry.term, index: entry.index, data: &entry.data });
+    }
+    let any = truncate_from.is_some() || !entries.is_empty();
+    if any && commit > commit_written {
+        write(Record::Commit { index: commit });
+        return commit;
+    }
+    commit_written
+}
+
 /// A group's log as recovery rebuilt it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RecoveredLog {
@@ -214,5 +239,26 @@ mod tests {
     #[test]
     fn an_empty_wal_is_an_empty_log() {
         assert_eq!(recover_all(&[]).unwrap(), RecoveredLog::default());
+    }
+
+    #[test]
+    fn a_ready_writes_truncation_entries_then_a_commit_that_rides_along() {
+        let entries = vec![Entry { term: 2, index: 4, data: vec![1] }, Entry { term: 2, index: 5, data: vec![2] }];
+        let mut written = Vec::new();
+        let committed = ready_records(&entries, Some(4), 5, 3, |r| written.push(encode(r)));
+        assert_eq!(committed, 5);
+        let expected = [
+            encode(Record::Truncate { from: 4 }),
+            encode(Record::Entry { term: 2, index: 4, data: &[1] }),
+            encode(Record::Entry { term: 2, index: 5, data: &[2] }),
+            encode(Record::Commit { index: 5 }),
+        ];
+        assert_eq!(written, expected);
+        let mut alone = Vec::new();
+        assert_eq!(ready_records(&[], None, 9, 5, |r| alone.push(encode(r))), 5, "no write for a commit alone");
+        assert!(alone.is_empty());
+        let mut old = Vec::new();
+        assert_eq!(ready_records(&entries[..1], None, 3, 3, |r| old.push(encode(r))), 3);
+        assert_eq!(old.len(), 1, "a commit already written is not written again");
     }
 }

@@ -394,7 +394,7 @@ fn start_replica(
     if ids.is_empty() {
         ids.push(node);
     }
-    let placement = replica::Placement::of_group(core_id, &ids, node, config.leader_placement_delay_ms);
+    let placement = replica::Placement::of_group(core_id, &ids, config.leader_placement_delay_ms);
     let mut raft_config = RaftConfig::new(node, ids, seed);
     raft_config.election_priority = placement.election_priority(node);
     let hard_state = HardState { term, vote, commit: log.commit };

@@ -31,7 +31,7 @@ use super::core::{unix_millis, Core};
 use super::metrics::{micros, GroupStatus};
 use super::msg::ShardRequest;
 use crate::peer::PeerMessage;
-use crate::raft_log::Record;
+use crate::raft_log::{self, Record};
 use crate::raft_state;
 use crate::wal::Wal;
 use ahash::AHashMap;
@@ -133,12 +133,11 @@ pub struct Placement {
 }
 
 impl Placement {
-    pub fn of_group(group: usize, voters: &[NodeId], me: NodeId, delay_ms: u64) -> Placement {
+    pub fn of_group(group: usize, voters: &[NodeId], delay_ms: u64) -> Placement {
         let mut ids = voters.to_vec();
         ids.sort_unstable();
         let preferred = (ids.len() > 1).then(|| ids[group % ids.len()]);
         let delay_ticks = u32::try_from(delay_ms.div_ceil(TICK.as_millis() as u64)).unwrap_or(u32::MAX);
-        debug_assert!(ids.contains(&me));
         Placement { preferred, delay_ticks }
     }
 
@@ -642,30 +641,13 @@ impl Replica {
     /// Appends the Ready's records to the WAL; returns how many.
     fn append(&mut self, entries: &[Entry], truncate_from: Option<u64>) -> usize {
         let mut appended = 0;
-        if let Some(from) = truncate_from {
-            self.append_record(Record::Truncate { from });
-            appended += 1;
-        }
-        for entry in entries {
-            self.append_record(Record::Entry { term: entry.term, index: entry.index, data: &entry.data });
-            appended += 1;
-        }
         let commit = self.raft.commit_index();
-        if appended > 0 && commit > self.commit_written {
-            // Rides along with entries; alone it would cost a write of its own.
-            self.append_record(Record::Commit { index: commit });
-            self.commit_written = commit;
+        let (wal, buf) = (&mut self.wal, &mut self.record);
+        self.commit_written = raft_log::ready_records(entries, truncate_from, commit, self.commit_written, |record| {
+            append_record(wal, buf, record);
             appended += 1;
-        }
+        });
         appended
-    }
-
-    fn append_record(&mut self, record: Record<'_>) {
-        self.record.clear();
-        record.encode_into(&mut self.record);
-        // Config validation keeps a request below the WAL's record limit; a violation is a
-        // bug, reported by the WAL's own check.
-        self.wal.try_append(&self.record).unwrap_or_else(|e| panic!("WAL refused a record: {e}"));
     }
 
     fn apply(&mut self, core: &Core, committed: Vec<Entry>) {
@@ -710,6 +692,15 @@ impl Replica {
             core.serve_cut_waiters();
         }
     }
+}
+
+/// Encodes `record` in `buf` and appends it to the WAL's pending batch.
+fn append_record(wal: &mut Wal, buf: &mut Vec<u8>, record: Record<'_>) {
+    buf.clear();
+    record.encode_into(buf);
+    // Config validation keeps a request below the WAL's record limit; a violation is a
+    // bug, reported by the WAL's own check.
+    wal.try_append(buf).unwrap_or_else(|e| panic!("WAL refused a record: {e}"));
 }
 
 /// Runs the group: a turn whenever writes, ticks or peer messages arrive.

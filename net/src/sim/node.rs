@@ -6,7 +6,7 @@
 
 use super::disk::Disk;
 use crate::peer::PeerMessage;
-use crate::raft_log::Record;
+use crate::raft_log::ready_records;
 use crate::server::replica::{decode_proposal, encode_proposal, first_token, highest_zxid};
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
@@ -261,25 +261,15 @@ impl Node {
         true
     }
 
-    /// The WAL records of a Ready (`Replica::append`).
+    /// The WAL records of a Ready, encoded (`raft_log::ready_records`, as `Replica::append`).
     fn records(&mut self, entries: &[engine::raft::Entry], truncate_from: Option<Index>) -> Vec<Vec<u8>> {
-        let encode = |record: Record<'_>| {
+        let mut records = Vec::new();
+        let commit = self.raft.commit_index();
+        self.commit_written = ready_records(entries, truncate_from, commit, self.commit_written, |record| {
             let mut bytes = Vec::new();
             record.encode_into(&mut bytes);
-            bytes
-        };
-        let mut records = Vec::new();
-        if let Some(from) = truncate_from {
-            records.push(encode(Record::Truncate { from }));
-        }
-        for entry in entries {
-            records.push(encode(Record::Entry { term: entry.term, index: entry.index, data: &entry.data }));
-        }
-        let commit = self.raft.commit_index();
-        if !records.is_empty() && commit > self.commit_written {
-            records.push(encode(Record::Commit { index: commit }));
-            self.commit_written = commit;
-        }
+            records.push(bytes);
+        });
         records
     }
 
