@@ -488,7 +488,24 @@ impl WarrenCluster {
         Self::start_with(size, opts, true)
     }
 
+    /// Like `start`, but node `id` runs with `opts_of(id)`, and only the nodes in `wait_for`
+    /// are waited for (a node started with settings the others refuse never serves).
+    pub fn start_mixed(size: usize, opts_of: impl Fn(usize) -> WarrenOpts, wait_for: &[usize]) -> WarrenCluster {
+        Self::start_each(size, opts_of, false, wait_for)
+    }
+
     fn start_with(size: usize, opts: WarrenOpts, proxied: bool) -> WarrenCluster {
+        let all: Vec<usize> = (1..=size).collect();
+        Self::start_each(size, |_| opts.clone(), proxied, &all)
+    }
+
+    fn start_each(
+        size: usize,
+        opts_of: impl Fn(usize) -> WarrenOpts,
+        proxied: bool,
+        wait_for: &[usize],
+    ) -> WarrenCluster {
+        let opts = opts_of(1);
         // One peer port per core (Warren); two for ZooKeeper as WARREN_BIN (quorum, election).
         let run = (opts.cores.unwrap_or(1) as usize).max(2);
         let peer_ports: Vec<u16> = (0..size).map(|_| free_port_run(run)).collect();
@@ -507,13 +524,15 @@ impl WarrenCluster {
                     format!("{other}=127.0.0.1:{port}")
                 })
                 .collect();
-            let mut node_opts = opts.clone();
+            let mut node_opts = opts_of(id);
             node_opts.extra_args.extend(["--node-id".to_string(), id.to_string(), "--peers".into(), peers.join(",")]);
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             nodes.push(WarrenProcess::spawn_unready(node_opts, addr));
         }
-        for node in &mut nodes {
-            node.wait_ready();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if wait_for.contains(&(i + 1)) {
+                node.wait_ready();
+            }
         }
         WarrenCluster { nodes, links }
     }
@@ -527,6 +546,11 @@ impl WarrenCluster {
     /// only: one direction.
     pub fn set_core_link(&self, from: usize, to: usize, core: usize, up: bool) {
         self.links.get(&(from, to)).expect("started behind proxies").set_core_up(core, up);
+    }
+
+    /// Delays what node `from` sends to node `to` in one core's group by `ms` (0: none).
+    pub fn set_core_link_delay_ms(&self, from: usize, to: usize, core: usize, ms: u64) {
+        self.links.get(&(from, to)).expect("started behind proxies").set_core_delay_ms(core, ms);
     }
 
     /// Cuts every link to and from node `id` (or restores them).
@@ -598,6 +622,11 @@ impl LinkProxy {
         for core in 0..self.proxies.len() {
             self.set_core_up(core, up);
         }
+    }
+
+    /// Delays the link to one core (port `target + core`) by `ms` (0: none).
+    pub fn set_core_delay_ms(&self, core: usize, ms: u64) {
+        self.proxies[core].set_delay_ms(ms);
     }
 
     /// Cuts or heals the link to one core (port `target + core`) only.
@@ -1166,6 +1195,8 @@ pub fn parse_multi_reply(body: &[u8]) -> Vec<(i32, i32)> {
 pub struct Proxy {
     addr: SocketAddr,
     enabled: Arc<AtomicBool>,
+    /// Milliseconds each chunk of bytes is held before it is passed on (0: none).
+    delay_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     accept_thread: Option<std::thread::JoinHandle<()>>,
@@ -1182,9 +1213,10 @@ impl Proxy {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let enabled = Arc::new(AtomicBool::new(true));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (en, st, cs) = (enabled.clone(), stop.clone(), conns.clone());
+        let (en, st, cs, delay) = (enabled.clone(), stop.clone(), conns.clone(), delay_ms.clone());
         let accept_thread = std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -1200,14 +1232,14 @@ impl Proxy {
                         let mut cs = cs.lock().unwrap();
                         cs.push(down.try_clone().unwrap());
                         cs.push(up.try_clone().unwrap());
-                        pipe(down.try_clone().unwrap(), up.try_clone().unwrap());
-                        pipe(up, down);
+                        pipe(down.try_clone().unwrap(), up.try_clone().unwrap(), delay.clone());
+                        pipe(up, down, delay.clone());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
         });
-        Proxy { addr, enabled, stop, conns, accept_thread: Some(accept_thread) }
+        Proxy { addr, enabled, delay_ms, stop, conns, accept_thread: Some(accept_thread) }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -1225,15 +1257,24 @@ impl Proxy {
     pub fn heal(&self) {
         self.enabled.store(true, Ordering::SeqCst);
     }
+
+    /// Holds every chunk of bytes for `ms` before passing it on (a slow link; 0 restores it).
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay_ms: Arc<AtomicU64>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16384];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    let delay = delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        std::thread::sleep(Duration::from_millis(delay));
+                    }
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }

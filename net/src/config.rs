@@ -37,6 +37,11 @@ pub struct Config {
     /// node has caught up; 0 turns these handovers off (elections still favour the preferred
     /// node).
     pub leader_placement_delay_ms: u64,
+    /// In a cluster, how long a node may go without two-way contact with a current leader of
+    /// every group (a lease probe answered, `server/lease.rs`) before it stops serving: it
+    /// closes its client connections and refuses new ones until it is back in contact, so a
+    /// node cut off from the majority never keeps serving its old state.
+    pub leader_contact_timeout_ms: u64,
     /// Size of one WAL segment file.
     pub wal_segment_bytes: u64,
     /// This node's id: its id among the peers and the high byte of its session ids.
@@ -89,6 +94,7 @@ impl Default for Config {
             max_outstanding_per_connection: 1000,
             linearizable_reads: false,
             leader_placement_delay_ms: 60_000,
+            leader_contact_timeout_ms: 2000,
             wal_segment_bytes: 64 << 20,
             node_id: 1,
             peers: Vec::new(),
@@ -124,6 +130,9 @@ impl Config {
         }
         if self.max_request_bytes < 1024 || self.max_request_bytes > (256 << 20) {
             bail!("max-request-bytes = {} must be between 1 KiB and 256 MiB", self.max_request_bytes);
+        }
+        if !(500..=60_000).contains(&self.leader_contact_timeout_ms) {
+            bail!("leader-contact-timeout-ms = {} must be between 500 and 60000", self.leader_contact_timeout_ms);
         }
         if self.reap_interval_ms == 0 {
             bail!("reap-interval-ms must be positive");

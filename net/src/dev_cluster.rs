@@ -145,7 +145,8 @@ fn start_all(bin: &Path, dir: &Path, nodes: &mut [Node]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every node answers `ruok`, and (a cluster) one says it leads.
+/// Every node answers `ruok`, (a cluster) one says it leads, and every node serves (it is in
+/// contact with a leader of every group: before that it refuses sessions).
 fn wait_ready(nodes: &mut [Node]) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
@@ -158,7 +159,9 @@ fn wait_ready(nodes: &mut [Node]) -> anyhow::Result<()> {
         let modes: Vec<&str> =
             answers.iter().flatten().filter_map(|a| a.lines().find_map(|l| l.strip_prefix("Mode: "))).collect();
         let leaders = modes.iter().filter(|m| **m == "leader" || **m == "standalone").count();
-        if modes.len() == nodes.len() && leaders == 1 {
+        let serving =
+            || nodes.iter().all(|n| four_letter(n.client, "mntr").is_some_and(|m| !m.contains("warren_serving\t0")));
+        if modes.len() == nodes.len() && leaders == 1 && serving() {
             return Ok(());
         }
         if signals::stop_signal_within(Duration::from_millis(50)).is_some() {

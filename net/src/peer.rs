@@ -14,9 +14,11 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// core's log).
 #[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
 pub enum PeerMessage {
-    /// The first frame on a connection: who dials, for which core, with how many cores (the
-    /// groups of a cluster are fixed; nodes with another count are refused).
-    Hello { node: NodeId, core: u32, cores: u32 },
+    /// The first frame on a connection: who dials, for which core, with how many cores and
+    /// shards (the groups and the shard of every path are fixed when a cluster is created;
+    /// a node with another count is refused, never let to commit an entry the others would
+    /// route elsewhere).
+    Hello { node: NodeId, core: u32, cores: u32, shards: u32 },
     /// Raft between the two replicas of the core's group.
     Raft(Message),
     /// A write a client sent to a follower, for the group's leader to propose; `origin` and
@@ -24,8 +26,15 @@ pub enum PeerMessage {
     /// ReadIndex round for the follower's syncs and linearizable reads of one turn, answered
     /// with `ReadIndex`.
     Forward { origin: NodeId, token: u64, shard: ShardId, command: Option<Command> },
-    /// Sessions that showed signs of life on the sender (to the session group's leader).
-    Touch { sessions: Vec<SessionId> },
+    /// A lease probe to the group's leader (`server/lease.rs`), sent by each core of a
+    /// follower every `LEASE_PROBE_INTERVAL`; from core 0, with the sessions that showed
+    /// signs of life on the sender since its last probe (the leader of the session group
+    /// renews them). The leader answers `Touched` once a ReadIndex round started after it
+    /// arrived confirmed that a majority still follows it.
+    Touch { token: u64, sessions: Vec<SessionId> },
+    /// The answer to `Touch`: a confirmed leader of the group heard the probe; `unknown` are
+    /// the probe's sessions it no longer tracks (expired or closed).
+    Touched { token: u64, unknown: Vec<SessionId> },
     /// The leader's answer to a forwarded ReadIndex round: once the asker has applied through
     /// `index`, it has everything committed before the round reached the leader.
     ReadIndex { token: u64, index: u64 },
@@ -120,7 +129,7 @@ mod tests {
                 term: 2,
                 body: Body::Append { prev_index: 0, prev_term: 0, entries, commit: 0 },
             }),
-            PeerMessage::Hello { node: 2, core: 1, cores: 2 },
+            PeerMessage::Hello { node: 2, core: 1, cores: 2, shards: 8 },
             PeerMessage::Raft(Message {
                 from: 2,
                 to: 1,
@@ -129,7 +138,8 @@ mod tests {
             }),
             PeerMessage::Forward { origin: 3, token: 99, shard: 5, command: Some(Command::SetData(set_data)) },
             PeerMessage::Forward { origin: 3, token: 100, shard: 5, command: None },
-            PeerMessage::Touch { sessions: vec![1, -7, i64::MAX] },
+            PeerMessage::Touch { token: 3, sessions: vec![1, -7, i64::MAX] },
+            PeerMessage::Touched { token: 3, unknown: vec![-7] },
             PeerMessage::Fence { at_least: 1 << 52 },
             PeerMessage::ReadIndex { token: 7, index: 1 << 40 },
             PeerMessage::Raft(Message {

@@ -115,6 +115,11 @@ struct StartArgs {
     /// leader hands leadership back; 0 = never [default: 60000]
     #[arg(long)]
     leader_placement_delay_ms: Option<u64>,
+    /// In a cluster, how long a node may go without two-way contact with a current leader of
+    /// every group before it closes its client connections and refuses new ones until it is
+    /// back [default: 2000]
+    #[arg(long)]
+    leader_contact_timeout_ms: Option<u64>,
     /// This node's id among the peers [default: 1]
     #[arg(long)]
     node_id: Option<u8>,
@@ -162,6 +167,9 @@ impl StartArgs {
         }
         if let Some(v) = self.leader_placement_delay_ms {
             config.leader_placement_delay_ms = v;
+        }
+        if let Some(v) = self.leader_contact_timeout_ms {
+            config.leader_contact_timeout_ms = v;
         }
         if let Some(v) = self.node_id {
             config.node_id = v;

@@ -15,6 +15,7 @@
 //! - a failed flush: `server::stop_on_wal_failure` (the batch is neither applied nor answered).
 
 use super::core::unix_micros;
+use super::lease::LeaseRound;
 use super::msg::ShardRequest;
 use engine::command::{Command, MultiOp, ShardId};
 use engine::raft::{Message, NodeId};
@@ -60,6 +61,8 @@ pub(super) struct CommitQueue {
     inbox: RefCell<Vec<Message>>,
     /// The leader's answers to this node's forwarded ReadIndex rounds: (token, read index).
     read_indexes: RefCell<Vec<(u64, u64)>>,
+    /// Leader: lease probes to confirm with a ReadIndex round (`lease.rs`).
+    lease_rounds: RefCell<Vec<LeaseRound>>,
     /// This node leads the core's group (only a leader assigns zxids and may reserve them).
     leading: Cell<bool>,
     /// Highest zxid handed out by this core or seen in its log (a log's zxids strictly
@@ -84,6 +87,7 @@ impl CommitQueue {
             ticks: Cell::new(0),
             inbox: RefCell::new(Vec::new()),
             read_indexes: RefCell::new(Vec::new()),
+            lease_rounds: RefCell::new(Vec::new()),
             leading: Cell::new(false),
             zxid_assigned: Cell::new(last_zxid),
             in_flight: Cell::new(0),
@@ -153,7 +157,17 @@ impl CommitQueue {
     }
 
     pub(super) fn has_pending(&self) -> bool {
-        !self.pending.borrow().is_empty() || self.fence_wanted.get() > 0
+        !self.pending.borrow().is_empty() || self.fence_wanted.get() > 0 || !self.lease_rounds.borrow().is_empty()
+    }
+
+    /// A lease probe (this node's own or a follower's) for the next ReadIndex round.
+    pub(super) fn ask_lease(&self, round: LeaseRound) {
+        self.lease_rounds.borrow_mut().push(round);
+        let _ = self.signal.try_send(());
+    }
+
+    pub(super) fn take_lease_rounds(&self) -> Vec<LeaseRound> {
+        std::mem::take(&mut *self.lease_rounds.borrow_mut())
     }
 
     /// One Raft tick passed.

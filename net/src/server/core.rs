@@ -6,6 +6,7 @@
 use super::commit::CommitQueue;
 use super::conn::Conn;
 use super::cut::PartStamp;
+use super::lease::{Probes, Renewal};
 use super::metrics::{CoreMetrics, GroupStatus};
 use super::msg::*;
 use super::role::GroupLeaders;
@@ -37,6 +38,9 @@ pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
 /// How long after shard 0 closed a session another shard may still hold it before its group's
 /// leader closes it again (`Core::finish_closes_loop`).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The expiry loop re-arms every session when one of its rounds comes this much later than
+/// due (a pause or a stall; see `expiry_loop`).
+const EXPIRY_GAP_MAX: Duration = Duration::from_secs(1);
 
 /// A shard with the runtime bookkeeping that orders a session's requests in it.
 pub struct ShardSlot {
@@ -210,6 +214,19 @@ pub struct Core {
     pub reads_linearizable_served: Cell<u64>,
     /// Links to this core of the other voters (None for a single node).
     pub transport: Option<Transport>,
+    /// Lease probes to the group's leader waiting for their answer (`lease.rs`).
+    pub(super) lease_probes: RefCell<Probes>,
+    /// Core 0 of a cluster: reattaches waiting for the leader to renew their session.
+    pub(super) renewals: RefCell<Vec<Renewal>>,
+    /// Connections closed because their session's lease was not renewed in time.
+    pub session_leases_lapsed: Cell<u64>,
+    /// Whether this core serves clients (a cluster node out of contact with a group's leader
+    /// does not, `lease.rs`); for logging the changes.
+    pub(super) serving: Cell<bool>,
+    /// Connections one of whose requests was abandoned here (their client sees the connection
+    /// close): none of their later requests may apply, or a session's writes could apply out
+    /// of order. Forgotten when the connection is gone (`Msg::DropConn`).
+    abandoned_conns: RefCell<ahash::AHashSet<ConnId>>,
     /// Every voter's node id, this node's included.
     voters: Vec<NodeId>,
     pub group_leaders: Arc<GroupLeaders>,
@@ -272,6 +289,11 @@ impl Core {
             reads_linearizable_served: Cell::new(0),
             gathered_read_timeouts: Cell::new(0),
             transport: cluster.transport,
+            lease_probes: RefCell::new(Probes::default()),
+            renewals: RefCell::new(Vec::new()),
+            session_leases_lapsed: Cell::new(0),
+            serving: Cell::new(cluster.voters.len() <= 1),
+            abandoned_conns: RefCell::new(ahash::AHashSet::new()),
             voters: cluster.voters,
             group_leaders: cluster.group_leaders,
             group_status: Cell::new(GroupStatus::default()),
@@ -317,12 +339,11 @@ impl Core {
                 }
                 self.commit.propose_forwarded(origin, token, shard, command);
             }
-            PeerMessage::Touch { sessions } if self.sessions.is_some() => {
-                self.with_tracker(|t| t.touch(&sessions, Instant::now()));
-            }
+            PeerMessage::Touch { token, sessions } => self.on_lease_probe(from, token, &sessions),
+            PeerMessage::Touched { token, unknown } => self.on_lease_confirmed(token, &unknown),
             PeerMessage::Fence { at_least } => self.commit.want_fence(at_least),
             PeerMessage::ReadIndex { token, index } => self.commit.deliver_read_index(token, index),
-            PeerMessage::Touch { .. } | PeerMessage::Hello { .. } => {
+            PeerMessage::Hello { .. } => {
                 tracing::warn!(core = self.id, from, "unexpected peer message; dropped");
             }
         }
@@ -353,11 +374,17 @@ impl Core {
     /// requests stop waiting for it and its connection closes (the client sees
     /// ConnectionLoss: maybe applied).
     pub(super) fn abandon_write(&self, request: ShardRequest, reason: &'static str) {
-        {
-            let mut shards = self.shards.borrow_mut();
-            let slot = shards.get_mut(&request.shard).expect("shard of a write lives here");
-            self.finish(slot, request.session);
+        let mut shards = self.shards.borrow_mut();
+        let slot = shards.get_mut(&request.shard).expect("shard of a write lives here");
+        self.abandon_in(slot, request, reason);
+    }
+
+    /// `abandon_write` with the request's shard at hand.
+    fn abandon_in(&self, slot: &mut ShardSlot, request: ShardRequest, reason: &'static str) {
+        if request.conn != INTERNAL_CONN {
+            self.abandoned_conns.borrow_mut().insert(request.conn);
         }
+        self.finish(slot, request.session);
         if request.conn == INTERNAL_CONN {
             tracing::warn!(
                 core = self.id,
@@ -450,6 +477,7 @@ impl Core {
                 }
             }
             Msg::DropConn { conn } => {
+                self.abandoned_conns.borrow_mut().remove(&conn);
                 self.cut_waiters.borrow_mut().retain(|request| request.conn != conn);
                 for slot in self.shards.borrow_mut().values_mut() {
                     // Deferred local reads of the connection would register watches nobody
@@ -462,15 +490,8 @@ impl Core {
                     slot.shard.drop_connection(conn);
                 }
             }
-            Msg::Touch { sessions } => {
-                self.with_tracker(|t| t.touch(&sessions, Instant::now()));
-                // The session group's leader decides expiry: it must hear of these too.
-                if let (Some(transport), Some(leader)) = (&self.transport, self.group_leaders.leader(0)) {
-                    if leader != NodeId::from(self.config.node_id) {
-                        transport.send(leader, PeerMessage::Touch { sessions });
-                    }
-                }
-            }
+            // In a cluster the next lease probe carries them to the session group's leader.
+            Msg::Touch { sessions } => self.with_tracker(|t| t.touch(&sessions, Instant::now())).unwrap_or(()),
             Msg::SessionAttached { session, timeout_ms, conn, create } => {
                 self.attach_session(session, timeout_ms, conn, create)
             }
@@ -571,7 +592,12 @@ impl Core {
         }
     }
 
-    fn with_tracker<T>(&self, f: impl FnOnce(&mut SessionTracker) -> T) -> Option<T> {
+    /// `f` on the session tracker, if this core has it (core 0).
+    pub(super) fn with_tracker_if_any<T>(&self, f: impl FnOnce(&mut SessionTracker) -> T) -> Option<T> {
+        self.sessions.as_ref().map(|tracker| f(&mut tracker.borrow_mut()))
+    }
+
+    pub(super) fn with_tracker<T>(&self, f: impl FnOnce(&mut SessionTracker) -> T) -> Option<T> {
         match &self.sessions {
             Some(tracker) => Some(f(&mut tracker.borrow_mut())),
             None => {
@@ -579,6 +605,11 @@ impl Core {
                 None
             }
         }
+    }
+
+    /// Whether a request of `conn` was abandoned here: its later ones must not apply.
+    pub(super) fn is_abandoned(&self, conn: ConnId) -> bool {
+        conn != INTERNAL_CONN && self.abandoned_conns.borrow().contains(&conn)
     }
 
     /// Reads are linearizable here: the option is on and this node has peers.
@@ -595,13 +626,18 @@ impl Core {
             // Each part of a gathered read too: every part is then served from a state at least
             // as new as its read index, and the cut they share is one (`cut.rs`).
             ShardOp::Read(_) | ShardOp::GatheredRead { .. } if self.reads_linearizable() => Lane::Read,
-            ShardOp::Read(_) | ShardOp::Sync | ShardOp::GatheredRead { .. } | ShardOp::CheckSession { .. } => {
-                Lane::Local
-            }
+            ShardOp::Read(_)
+            | ShardOp::Sync
+            | ShardOp::GatheredRead { .. }
+            | ShardOp::CheckSession { .. }
+            | ShardOp::RenewSession => Lane::Local,
         }
     }
 
     fn handle_shard_request(self: &Rc<Self>, request: ShardRequest) {
+        if let ShardOp::RenewSession = request.op {
+            return self.renew_session(request);
+        }
         let mut shards = self.shards.borrow_mut();
         let slot = shards
             .get_mut(&request.shard)
@@ -619,6 +655,9 @@ impl Core {
     /// Proposes a write, starts the ReadIndex round of a sync or linearizable read, or answers
     /// a local read.
     fn start(&self, slot: &mut ShardSlot, lane: Lane, mut request: ShardRequest) {
+        if lane != Lane::Local && self.is_abandoned(request.conn) {
+            return self.abandon_in(slot, request, "an earlier request of its connection was abandoned");
+        }
         match lane {
             Lane::Write => {
                 let ShardOp::Write(command) = std::mem::replace(&mut request.op, ShardOp::Sync) else {
@@ -651,6 +690,7 @@ impl Core {
                 (ReplyBody::Session(timeout), Vec::new())
             }
             ShardOp::Write(_) => unreachable!("writes go through the commit loop"),
+            ShardOp::RenewSession => unreachable!("renewals are handled by renew_session"),
             ShardOp::GatheredRead { .. } => unreachable!("served by serve_gathered_read"),
         };
         self.send_notifications(request.shard, notifications);
@@ -695,7 +735,7 @@ impl Core {
         }
     }
 
-    fn reply(&self, request: &ShardRequest, body: ReplyBody) {
+    pub(super) fn reply(&self, request: &ShardRequest, body: ReplyBody) {
         if request.conn == INTERNAL_CONN {
             return;
         }
@@ -932,14 +972,29 @@ impl Core {
     /// Session core only: closes sessions whose clients went silent for their timeout.
     pub async fn expiry_loop(self: Rc<Self>) {
         let tick = Duration::from_millis((self.config.min_session_timeout_ms as u64 / 4).clamp(10, 250));
+        let mut last_round = Instant::now();
         loop {
             glommio::timer::sleep(tick).await;
-            // In a cluster only the session group's leader expires sessions: a node that
-            // cannot reach a majority stops leading, so no session expires for lack of quorum.
-            if self.is_clustered() && !self.commit.leading() {
+            let now = Instant::now();
+            let gap = now.duration_since(std::mem::replace(&mut last_round, now));
+            if gap > EXPIRY_GAP_MAX.max(tick * 4) {
+                // Paused (SIGSTOP, a VM stall) or starved: the sessions' clients could not reach
+                // this node either, and a resumed leader that has not yet heard of its successor
+                // must not expire them all. Each gets a full timeout from now.
+                tracing::warn!(
+                    gap_ms = gap.as_millis() as u64,
+                    "the expiry loop was held up; every session gets a full timeout"
+                );
+                self.with_tracker(|t| t.rearm_all(now));
                 continue;
             }
-            let expired = self.with_tracker(|t| t.expire(Instant::now())).unwrap_or_default();
+            // In a cluster only the session group's leader expires sessions, and only while a
+            // ReadIndex round confirmed its leadership recently (`lease.rs`): a node that
+            // cannot reach a majority stops leading, so no session expires for lack of quorum.
+            if self.is_clustered() && !(self.commit.leading() && self.leadership_confirmed_recently(now)) {
+                continue;
+            }
+            let expired = self.with_tracker(|t| t.expire(now)).unwrap_or_default();
             for (session, owner) in expired {
                 tracing::info!(session = format!("{session:#x}"), "session expired");
                 for shard in 0..self.config.shards {
@@ -950,6 +1005,14 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The session group's leadership was confirmed by a ReadIndex round within
+    /// `EXPIRY_CONTACT_MAX` (its own lease probe, `lease.rs`).
+    fn leadership_confirmed_recently(&self, now: Instant) -> bool {
+        self.group_leaders
+            .contact(self.id)
+            .is_some_and(|at| now.saturating_duration_since(at) <= super::lease::EXPIRY_CONTACT_MAX)
     }
 
     /// Gathers `CoreStats` from every core (for the four-letter words).
@@ -983,6 +1046,7 @@ impl Core {
             reads_inline: self.reads_inline.get(),
             reads_linearizable: self.reads_linearizable_served.get(),
             session_closes_redone: self.session_closes_redone.get(),
+            session_leases_lapsed: self.session_leases_lapsed.get(),
             gathered_read_timeouts: self.gathered_read_timeouts.get(),
             live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),
             group: self.group_status.get(),

@@ -62,6 +62,7 @@ struct Totals {
     reads_inline: u64,
     reads_linearizable: u64,
     session_closes_redone: u64,
+    session_leases_lapsed: u64,
     metrics: CoreMetrics,
 }
 
@@ -84,6 +85,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         reads_inline: 0,
         reads_linearizable: 0,
         session_closes_redone: 0,
+        session_leases_lapsed: 0,
         metrics: CoreMetrics::default(),
     };
     for core in stats {
@@ -99,6 +101,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.reads_inline += core.reads_inline;
         t.reads_linearizable += core.reads_linearizable;
         t.session_closes_redone += core.session_closes_redone;
+        t.session_leases_lapsed += core.session_leases_lapsed;
         for (_, shard, zxid) in &core.shards {
             t.zxid = t.zxid.max(*zxid);
             // Every shard has its own local "/"; the root is counted once, below.
@@ -178,6 +181,8 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("warren_reads_inline", t.reads_inline.to_string()),
         ("warren_reads_linearizable", t.reads_linearizable.to_string()),
         ("warren_session_closes_redone", t.session_closes_redone.to_string()),
+        ("warren_session_leases_lapsed", t.session_leases_lapsed.to_string()),
+        ("warren_serving", u8::from(core.out_of_contact(std::time::Instant::now()).is_none()).to_string()),
         ("warren_cores", core.cores().to_string()),
         ("warren_shards", core.config.shards.to_string()),
     ]
@@ -302,7 +307,7 @@ fn dump(stats: &[Box<CoreStats>]) -> String {
 fn conf(core: &Rc<Core>) -> String {
     let c = &core.config;
     format!(
-        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\nlinearizableReads={}\nleaderPlacementDelayMs={}\n",
+        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\nlinearizableReads={}\nleaderPlacementDelayMs={}\nleaderContactTimeoutMs={}\n",
         c.port,
         c.host,
         c.data_dir.display(),
@@ -314,7 +319,8 @@ fn conf(core: &Rc<Core>) -> String {
         c.shards,
         c.max_request_bytes,
         c.linearizable_reads,
-        c.leader_placement_delay_ms
+        c.leader_placement_delay_ms,
+        c.leader_contact_timeout_ms
     )
 }
 

@@ -8,6 +8,7 @@ pub mod core;
 pub mod cut;
 pub mod data_dir;
 pub mod fourlw;
+pub mod lease;
 pub mod metrics;
 pub mod msg;
 pub mod repair;
@@ -258,6 +259,7 @@ async fn run_core(
     glommio::spawn_local(core.clone().touch_loop()).detach();
     if core.is_clustered() {
         glommio::spawn_local(core.clone().finish_closes_loop()).detach();
+        glommio::spawn_local(core.clone().lease_loop()).detach();
     }
     if core_id == 0 {
         glommio::spawn_local(core.clone().expiry_loop()).detach();
@@ -499,6 +501,11 @@ async fn serve_connection(core: Rc<Core>, mut stream: TcpStream) -> std::io::Res
             return Ok(());
         }
     };
+    if let Some(group) = core.out_of_contact(Instant::now()) {
+        // As a ZooKeeper server that is not currently serving: the client tries another.
+        tracing::debug!(%peer, group, "refused a session handshake: no contact with a current leader of a group");
+        return Ok(());
+    }
     let timeout_ms = core.config.negotiate_timeout_ms(connect.timeout_ms);
     // A client pings at a third of its timeout; silence for longer than the timeout means the
     // client is gone (its session expires on the same clock).

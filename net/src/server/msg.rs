@@ -114,6 +114,10 @@ pub enum ShardOp {
     CheckSession {
         passwd: Vec<u8>,
     },
+    /// Shard 0, a reattach in a cluster: answered `Synced` once the session group's leader
+    /// confirmed it renewed the session (`lease.rs`), `Session(None)` if it no longer tracks
+    /// it (expired).
+    RenewSession,
 }
 
 pub struct Reply {
@@ -152,6 +156,8 @@ pub struct CoreStats {
     pub reads_linearizable: u64,
     /// Session closes proposed again in this core's shards (`Core::finish_closes_loop`).
     pub session_closes_redone: u64,
+    /// Connections closed because their session's lease lapsed (`lease.rs`).
+    pub session_leases_lapsed: u64,
     pub gathered_read_timeouts: u64,
     pub outstanding_requests: u64,
     pub live_sessions: u64,

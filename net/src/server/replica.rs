@@ -28,6 +28,7 @@
 
 use super::commit::{PendingWrite, WriteFrom};
 use super::core::{unix_millis, Core};
+use super::lease::LeaseRound;
 use super::metrics::{micros, GroupStatus};
 use super::msg::ShardRequest;
 use crate::peer::PeerMessage;
@@ -118,6 +119,8 @@ struct ReadBatch {
     remote: Vec<(NodeId, u64)>,
     /// Follower: the leader asked, and the link losses with it then (`Transport::losses_with`).
     asked: Option<(NodeId, u64)>,
+    /// Leader: lease probes, this node's own and its followers' (`lease.rs`).
+    leases: Vec<LeaseRound>,
 }
 
 /// Leader placement of one group: group g's preferred leader is voter g mod N (voters in id
@@ -479,6 +482,9 @@ impl Replica {
         if !queue.has_pending() {
             return;
         }
+        // Confirmed only by a round this node starts as leader; elsewhere the probe is dropped
+        // (its sender probes again).
+        let leases = queue.take_lease_rounds();
         let me = self.raft.id();
         let forward_to = match (self.raft.role(), self.raft.leader()) {
             // Proposals wait for the new leader, then are forwarded to it.
@@ -495,6 +501,9 @@ impl Replica {
             }
         }
         let mut reads = ReadBatch::default();
+        if forward_to.is_none() {
+            reads.leases = leases;
+        }
         let mut read_shard = None;
         loop {
             let batch = queue.take_batch();
@@ -503,6 +512,14 @@ impl Replica {
             }
             for PendingWrite { queued_at, shard, from, command } in batch {
                 core.metrics.borrow_mut().commit_queue_us.record(micros(now.saturating_duration_since(queued_at)));
+                let from = match from {
+                    // Per-session order: nothing after an abandoned request of its connection.
+                    WriteFrom::Local(request) if core.is_abandoned(request.conn) => {
+                        core.abandon_write(request, "an earlier request of its connection was abandoned");
+                        continue;
+                    }
+                    from => from,
+                };
                 match (command, from, forward_to) {
                     (None, WriteFrom::Local(request), _) => {
                         read_shard = Some(shard);
@@ -561,13 +578,13 @@ impl Replica {
         shard: Option<engine::command::ShardId>,
         leader: Option<NodeId>,
     ) {
-        if reads.local.is_empty() && reads.remote.is_empty() {
+        if reads.local.is_empty() && reads.remote.is_empty() && reads.leases.is_empty() {
             return;
         }
         let token = self.next_token();
         match leader {
             Some(leader) => {
-                assert!(reads.remote.is_empty(), "a follower answers no read index");
+                assert!(reads.remote.is_empty() && reads.leases.is_empty(), "a follower answers no read index");
                 let shard = shard.expect("a follower's round is for its own requests");
                 let transport = core.transport.as_ref().expect("a follower has peers");
                 let mut reads = reads;
@@ -592,6 +609,15 @@ impl Replica {
             for (origin, token) in batch.remote {
                 let transport = core.transport.as_ref().expect("a read index for another node means peers");
                 transport.send(origin, PeerMessage::ReadIndex { token, index: state.index });
+            }
+            for LeaseRound { asker, token, unknown } in batch.leases {
+                match asker {
+                    None => core.on_lease_confirmed(token, &unknown),
+                    Some(follower) => {
+                        let transport = core.transport.as_ref().expect("a follower's probe means peers");
+                        transport.send(follower, PeerMessage::Touched { token, unknown });
+                    }
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 //! change what `Core::role` returns.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// ZooKeeper's server states. A node without peers is standalone; in a cluster each core's
 /// group has its own leader, and `Mode:` reports the node's role in group 0, the session group
@@ -23,6 +24,10 @@ pub struct GroupLeaders {
     leaders: Vec<AtomicU64>,
     /// The node is stopping (SIGTERM): its groups hand their leadership to other voters.
     stopping: AtomicBool,
+    /// Per group: when this node last had two-way contact with a current leader of it, as
+    /// microseconds after `epoch` plus one (0: never); see `lease.rs`.
+    contact: Vec<AtomicU64>,
+    epoch: Instant,
 }
 
 impl GroupLeaders {
@@ -32,7 +37,35 @@ impl GroupLeaders {
             me,
             leaders: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             stopping: AtomicBool::new(false),
+            contact: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// A leader of `group`, confirmed by a majority, heard from this node at `at` or later
+    /// and answered (`lease.rs`).
+    pub fn set_contact(&self, group: usize, at: Instant) {
+        let micros = at.saturating_duration_since(self.epoch).as_micros() as u64 + 1;
+        self.contact[group].fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// When this node last had two-way contact with a current leader of `group`.
+    pub fn contact(&self, group: usize) -> Option<Instant> {
+        let micros = self.contact[group].load(Ordering::Relaxed);
+        (micros > 0).then(|| self.epoch + Duration::from_micros(micros - 1))
+    }
+
+    /// The first group this node has had no two-way contact with a current leader of for
+    /// `bound` (never, or longer ago): a node of a cluster serves clients only while this is
+    /// None. Always None for a single node.
+    pub fn out_of_contact(&self, now: Instant, bound: Duration) -> Option<usize> {
+        if !self.clustered {
+            return None;
+        }
+        (0..self.groups()).find(|&group| match self.contact(group) {
+            Some(at) => now.saturating_duration_since(at) > bound,
+            None => true,
+        })
     }
 
     pub fn set(&self, group: usize, leader: Option<u64>) {
@@ -109,5 +142,24 @@ mod tests {
         assert!(node.leads_any(), "still group 1");
         node.set(1, Some(3));
         assert!(!node.leads_any());
+    }
+
+    #[test]
+    fn a_node_serves_only_while_it_has_recent_contact_with_every_group() {
+        let bound = Duration::from_secs(2);
+        let alone = GroupLeaders::new(2, 1, false);
+        assert_eq!(alone.out_of_contact(Instant::now(), bound), None, "a single node always serves");
+        let node = GroupLeaders::new(2, 1, true);
+        let start = Instant::now();
+        assert_eq!(node.out_of_contact(start, bound), Some(0), "no contact yet");
+        node.set_contact(0, start);
+        assert_eq!(node.out_of_contact(start, bound), Some(1));
+        node.set_contact(1, start + Duration::from_secs(1));
+        node.set_contact(1, start);
+        let kept = node.contact(1).expect("set");
+        assert!(kept > start + Duration::from_millis(999), "contact never goes back");
+        assert!(kept <= start + Duration::from_secs(1), "rounded down, never later than it was");
+        assert_eq!(node.out_of_contact(start + Duration::from_millis(1999), bound), None);
+        assert_eq!(node.out_of_contact(start + Duration::from_millis(2001), bound), Some(0));
     }
 }

@@ -63,7 +63,12 @@ impl Transport {
         let mut links = AHashMap::new();
         for peer in others {
             let (tx, rx) = local_channel::new_unbounded();
-            let hello = PeerMessage::Hello { node: me, core: core as u32, cores: config.cores as u32 };
+            let hello = PeerMessage::Hello {
+                node: me,
+                core: core as u32,
+                cores: config.cores as u32,
+                shards: u32::from(config.shards),
+            };
             glommio::spawn_local(dial_loop(core, peer.clone(), hello, rx, losses.clone())).detach();
             links.insert(NodeId::from(peer.id), tx);
         }
@@ -246,8 +251,11 @@ async fn receive(core: &Core, mut stream: TcpStream, from: &mut Option<NodeId>) 
             let Some((message, bytes)) = frame else { break };
             used += bytes;
             match (*from, message) {
-                (None, PeerMessage::Hello { node, core: their_core, cores }) => {
-                    check_hello(core, node, their_core, cores)?;
+                (None, PeerMessage::Hello { node, core: their_core, cores, shards }) => {
+                    if let Err(refused) = check_hello(core, node, their_core, cores, shards) {
+                        tracing::error!(core = core.id, node, %refused, "peer refused at its hello");
+                        return Err(refused);
+                    }
                     *from = Some(node);
                 }
                 (None, _) => return Err(invalid("a peer spoke before saying hello")),
@@ -259,7 +267,7 @@ async fn receive(core: &Core, mut stream: TcpStream, from: &mut Option<NodeId>) 
     }
 }
 
-fn check_hello(core: &Core, node: NodeId, their_core: u32, cores: u32) -> std::io::Result<()> {
+fn check_hello(core: &Core, node: NodeId, their_core: u32, cores: u32, shards: u32) -> std::io::Result<()> {
     if !core.is_voter(node) || node == NodeId::from(core.config.node_id) {
         return Err(invalid(&format!("node {node} is not one of this cluster's other voters")));
     }
@@ -269,6 +277,13 @@ fn check_hello(core: &Core, node: NodeId, their_core: u32, cores: u32) -> std::i
              runs the same number of cores: the groups are fixed when the cluster is created)",
             core.id,
             core.cores()
+        )));
+    }
+    if shards != u32::from(core.config.shards) {
+        return Err(invalid(&format!(
+            "node {node} runs {shards} shards; this node runs {} (every node of a cluster runs the same number of \
+             shards: a path's shard, and so the group that orders its writes, is fixed when the cluster is created)",
+            core.config.shards
         )));
     }
     Ok(())

@@ -57,6 +57,11 @@ impl Conn {
                 ops.extend((0..groups).map(|shard| (shard as ShardId, ShardOp::Sync)));
             }
             ops.push((0, check));
+            if self.core.is_clustered() {
+                // Renewed at the session group's leader before the client is told it is
+                // connected, so it cannot expire right after a successful reconnect.
+                ops.push((0, ShardOp::RenewSession));
+            }
             self.submit(0, kind, ops);
         }
     }

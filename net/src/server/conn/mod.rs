@@ -239,7 +239,10 @@ impl Conn {
                 self.submit_gathered(xid, Kind::Ephemerals, ops);
             }
             Request::Sync { path } => {
-                let ops = self.owners_of(&path, |_| ShardOp::Sync);
+                // As ZooKeeper's: the whole node catches up, not only the path's group, so a
+                // read of any path after it sees every write acknowledged before it.
+                let groups = self.core.cores().min(self.shard_count() as usize);
+                let ops = (0..groups).map(|group| (group as engine::command::ShardId, ShardOp::Sync)).collect();
                 self.submit(xid, Kind::Sync(path), ops);
             }
             Request::Multi(ops) => self.multi(xid, ops),
