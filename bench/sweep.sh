@@ -100,6 +100,8 @@ wait_ready() { # log, what srvr must say: ZooKeeper answers `imok` before it ser
       srvr="$(fourlw 127.0.0.1 "$port" srvr)"
       [[ "$srvr" == *"$2"* ]] && answers=$((answers + 1))
       [[ "$srvr" == *"Mode: leader"* ]] && leaders=$((leaders + 1))
+      # A Warren node refuses sessions until it is in contact with a leader of every group.
+      [[ "$(fourlw 127.0.0.1 "$port" mntr)" == *$'warren_serving\t0'* ]] && answers=$((answers - 1))
     done
     # A cluster serves once one node leads.
     (( answers == ${#ports[@]} )) && { (( ${#ports[@]} == 1 )) || (( leaders == 1 )); } && return 0

@@ -284,6 +284,72 @@ async fn a_sync_of_one_path_makes_a_read_of_another_group_see_every_acknowledged
     assert_eq!(stale, 0, "{stale} of {rounds} reads after a sync of another group missed an acknowledged write");
 }
 
+/// The "ready znode" pattern of the ZooKeeper paper across groups: a writer sets `/cfg…`
+/// (group 0) and then `/ready…` (group 1) to the same value, round after round; a reader on a
+/// node that lags in group 0 only (what group 0's leader sends it is delayed by 300 ms, well
+/// within the leader-contact bound) reads `/ready…` then `/cfg…`, and must never see a ready
+/// value newer than the configuration it announces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_lagging_in_one_group_never_sees_ready_before_the_config_it_announces() {
+    let opts = WarrenOpts::default().cores(2).shards(2).session_timeouts_ms(1000, 40000);
+    let c3 = WarrenCluster::start_behind_proxies(3, opts);
+    let (config, ready) = (top_level_in_shard("cfg", 0, 2), top_level_in_shard("ready", 1, 2));
+    let config_leader = if warren_tests::is_zookeeper() {
+        c3.wait_leader(Duration::from_secs(10))
+    } else {
+        let mut leader = 0;
+        let known = wait_until(Duration::from_secs(10), || {
+            leader = mntr_value(&c3, 1, "warren_group_0_leader") as usize;
+            leader != 0
+        });
+        assert!(known, "group 0 has no leader");
+        leader
+    };
+    let reader_node = (1..=3).find(|&id| id != config_leader).expect("a follower of group 0");
+    let writer_node = (1..=3).find(|&id| id != reader_node).expect("another node");
+    let writer = session_on(&c3.nodes[writer_node - 1].connect_string(), Duration::from_secs(10)).await;
+    let reader = session_on(&c3.nodes[reader_node - 1].connect_string(), Duration::from_secs(10)).await;
+    writer.create(&config, b"0", &persistent()).await.unwrap();
+    writer.create(&ready, b"0", &persistent()).await.unwrap();
+    reader.sync(&ready).await.unwrap();
+    reader.sync(&config).await.unwrap();
+    c3.set_core_link_delay_ms(config_leader, reader_node, 0, 300);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop, cfg_path, ready_path) = (done.clone(), config.clone(), ready.clone());
+    let reads = tokio::spawn(async move {
+        let number = |data: Vec<u8>| String::from_utf8(data).unwrap().parse::<u64>().unwrap();
+        let (mut reads, mut violations) = (0, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let announced = number(reader.get_data(&ready_path).await.unwrap().0);
+            let configured = number(reader.get_data(&cfg_path).await.unwrap().0);
+            reads += 1;
+            if configured < announced {
+                violations.push((announced, configured));
+            }
+        }
+        (reads, violations)
+    });
+    for round in 1..=15u64 {
+        let value = round.to_string().into_bytes();
+        writer.set_data(&config, &value, None).await.unwrap();
+        writer.set_data(&ready, &value, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the reader see the last rounds arrive.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (reads, violations) = bounded(20, "the reader", reads).await.unwrap();
+    c3.set_core_link_delay_ms(config_leader, reader_node, 0, 0);
+    eprintln!("{reads} reads of /ready then /cfg on the lagging node");
+    assert!(reads >= 10, "the reader barely read ({reads})");
+    assert!(
+        violations.is_empty(),
+        "{} of {reads} reads: ready announced a newer config than the node showed, e.g. {:?} (ready, cfg)",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+}
+
 /// Every node of a cluster must run the same number of shards (a path's shard, so the group
 /// that orders it, follows from it). A node started with another is refused at its hello and
 /// never serves; the others keep serving and never apply anything it sent.

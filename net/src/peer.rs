@@ -25,7 +25,8 @@ pub enum PeerMessage {
     /// `token` come back in the entry so that the follower answers its client. No command: a
     /// ReadIndex round for the follower's syncs and linearizable reads of one turn, answered
     /// with `ReadIndex`.
-    Forward { origin: NodeId, token: u64, shard: ShardId, command: Option<Command> },
+    /// `dependencies`: see `ShardRequest::dependencies`.
+    Forward { origin: NodeId, token: u64, shard: ShardId, command: Option<Command>, dependencies: Vec<(u16, Zxid)> },
     /// A lease probe to the group's leader (`server/lease.rs`), sent by each core of a
     /// follower every `LEASE_PROBE_INTERVAL`; from core 0, with the sessions that showed
     /// signs of life on the sender since its last probe (the leader of the session group
@@ -136,8 +137,14 @@ mod tests {
                 term: 2,
                 body: Body::AppendResponse { success: true, index: 3, last_index: 3 },
             }),
-            PeerMessage::Forward { origin: 3, token: 99, shard: 5, command: Some(Command::SetData(set_data)) },
-            PeerMessage::Forward { origin: 3, token: 100, shard: 5, command: None },
+            PeerMessage::Forward {
+                origin: 3,
+                token: 99,
+                shard: 5,
+                command: Some(Command::SetData(set_data)),
+                dependencies: vec![(1, 1 << 52)],
+            },
+            PeerMessage::Forward { origin: 3, token: 100, shard: 5, command: None, dependencies: Vec::new() },
             PeerMessage::Touch { token: 3, sessions: vec![1, -7, i64::MAX] },
             PeerMessage::Touched { token: 3, unknown: vec![-7] },
             PeerMessage::Fence { at_least: 1 << 52 },

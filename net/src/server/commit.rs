@@ -39,6 +39,8 @@ pub(super) struct PendingWrite {
     /// None: a client's `sync` or, with linearizable reads, a read (or a part of one): answered
     /// through a ReadIndex round once everything committed before it is applied here.
     pub(super) command: Option<Command>,
+    /// What other groups must have applied first (`ShardRequest::dependencies`).
+    pub(super) dependencies: Vec<(u16, Zxid)>,
 }
 
 /// Who waits for a write's outcome.
@@ -63,6 +65,8 @@ pub(super) struct CommitQueue {
     read_indexes: RefCell<Vec<(u64, u64)>>,
     /// Leader: lease probes to confirm with a ReadIndex round (`lease.rs`).
     lease_rounds: RefCell<Vec<LeaseRound>>,
+    /// Committed entries wait for other groups of this node to apply what they depend on.
+    waiting_for_other_groups: Cell<bool>,
     /// This node leads the core's group (only a leader assigns zxids and may reserve them).
     leading: Cell<bool>,
     /// Highest zxid handed out by this core or seen in its log (a log's zxids strictly
@@ -88,6 +92,7 @@ impl CommitQueue {
             inbox: RefCell::new(Vec::new()),
             read_indexes: RefCell::new(Vec::new()),
             lease_rounds: RefCell::new(Vec::new()),
+            waiting_for_other_groups: Cell::new(false),
             leading: Cell::new(false),
             zxid_assigned: Cell::new(last_zxid),
             in_flight: Cell::new(0),
@@ -125,13 +130,15 @@ impl CommitQueue {
     }
 
     /// Queues a write for the next batch and wakes the replication loop.
-    pub(super) fn propose(&self, request: ShardRequest, command: Command) {
+    pub(super) fn propose(&self, mut request: ShardRequest, command: Command) {
         let shard = request.shard;
+        let dependencies = std::mem::take(&mut request.dependencies);
         self.pending.borrow_mut().push(PendingWrite {
             queued_at: std::time::Instant::now(),
             shard,
             from: WriteFrom::Local(request),
             command: Some(command),
+            dependencies,
         });
         let _ = self.signal.try_send(());
     }
@@ -145,14 +152,23 @@ impl CommitQueue {
             shard,
             from: WriteFrom::Local(request),
             command: None,
+            dependencies: Vec::new(),
         });
         let _ = self.signal.try_send(());
     }
 
     /// Queues a write forwarded by a follower (this node led the group when it was sent).
-    pub(super) fn propose_forwarded(&self, origin: NodeId, token: u64, shard: ShardId, command: Option<Command>) {
+    pub(super) fn propose_forwarded(
+        &self,
+        origin: NodeId,
+        token: u64,
+        shard: ShardId,
+        command: Option<Command>,
+        dependencies: Vec<(u16, Zxid)>,
+    ) {
         let from = WriteFrom::Peer { origin, token };
-        self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), shard, from, command });
+        let queued_at = std::time::Instant::now();
+        self.pending.borrow_mut().push(PendingWrite { queued_at, shard, from, command, dependencies });
         let _ = self.signal.try_send(());
     }
 
@@ -164,6 +180,17 @@ impl CommitQueue {
     pub(super) fn ask_lease(&self, round: LeaseRound) {
         self.lease_rounds.borrow_mut().push(round);
         let _ = self.signal.try_send(());
+    }
+
+    pub(super) fn set_waiting_for_other_groups(&self, waiting: bool) {
+        self.waiting_for_other_groups.set(waiting);
+    }
+
+    /// Another core applied more: wakes the replication loop if entries wait for that.
+    pub(super) fn other_group_applied(&self) {
+        if self.waiting_for_other_groups.get() {
+            let _ = self.signal.try_send(());
+        }
     }
 
     pub(super) fn take_lease_rounds(&self) -> Vec<LeaseRound> {
@@ -342,6 +369,7 @@ mod tests {
             session: 0,
             auth: Default::default(),
             op: ShardOp::Sync,
+            dependencies: Vec::new(),
         };
         queue.propose(request, command);
     }

@@ -262,6 +262,7 @@ impl Core {
     ) -> Core {
         let sessions = (id == 0).then(|| RefCell::new(SessionTracker::new()));
         let last_applied = shards.values().map(|slot| slot.shard.last_zxid()).max().unwrap_or(0);
+        cluster.group_leaders.set_applied(id, last_applied);
         // ZooKeeper's scheme: node id in the top byte, start time below it, so session ids of
         // different nodes and of different runs of one node do not collide; cores interleave.
         let base = ((unix_millis() << 24) as u64 >> 8) as i64 | ((config.node_id as i64) << 56);
@@ -332,12 +333,12 @@ impl Core {
             PeerMessage::Raft(message) => {
                 tracing::warn!(core = self.id, from, to = message.to, "Raft message for another node; dropped")
             }
-            PeerMessage::Forward { origin, token, shard, command } => {
+            PeerMessage::Forward { origin, token, shard, command, dependencies } => {
                 if core_of_shard(shard, self.cores()) != self.id {
                     tracing::warn!(core = self.id, from, shard, "forwarded write for a shard of another core; dropped");
                     return;
                 }
-                self.commit.propose_forwarded(origin, token, shard, command);
+                self.commit.propose_forwarded(origin, token, shard, command, dependencies);
             }
             PeerMessage::Touch { token, sessions } => self.on_lease_probe(from, token, &sessions),
             PeerMessage::Touched { token, unknown } => self.on_lease_confirmed(token, &unknown),
@@ -506,6 +507,7 @@ impl Core {
                 }
             }
             Msg::Applied { core, zxid } => {
+                self.commit.other_group_applied();
                 self.watermark.borrow_mut().on_applied(core, zxid);
                 if core != self.id {
                     self.announce_applied();
@@ -809,6 +811,7 @@ impl Core {
             session: 0,
             auth: Default::default(),
             op: ShardOp::Write(command),
+            dependencies: Vec::new(),
         };
         self.send_to_shard(request);
     }
@@ -1088,7 +1091,16 @@ mod tests {
 
     /// Request `seq` of session 1 in shard 0.
     fn request(seq: u64, op: ShardOp) -> ShardRequest {
-        ShardRequest { shard: 0, conn: 0, seq, part: 0, session: 1, auth: Default::default(), op }
+        ShardRequest {
+            shard: 0,
+            conn: 0,
+            seq,
+            part: 0,
+            session: 1,
+            auth: Default::default(),
+            op,
+            dependencies: Vec::new(),
+        }
     }
 
     fn arrive(order: &mut SessionOrder, lane: Lane, seq: u64) -> bool {

@@ -95,6 +95,10 @@ pub struct ShardRequest {
     pub session: SessionId,
     pub auth: Arc<Vec<Id>>,
     pub op: ShardOp,
+    /// A write in a cluster: (group, zxid) pairs that every replica must have applied before
+    /// it applies this write (what this node had applied when the write was sent; `replica.rs`,
+    /// "one order across groups"). Empty otherwise.
+    pub dependencies: Vec<(u16, Zxid)>,
 }
 
 pub enum ShardOp {

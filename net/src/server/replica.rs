@@ -17,11 +17,17 @@
 //! node that holds the client's request answers it and every other node only applies it:
 //!
 //! ```text
-//!   0  origin  u64   node id of the proposer
+//!   0  origin  u64   node id of the proposer (bit 63: a dependency list follows)
 //!   8  token   u64   the proposer's handle of the waiting request
 //!  16  zxid    i64   the LogEntry's zxid (read without decoding the archive)
-//!  24  LogEntry rkyv archive
+//!  24  [dependencies: count u64, (group u64, zxid i64) × count]   (`encode_proposal_after`)
+//!  ..  LogEntry rkyv archive
 //! ```
+//!
+//! One order across groups: a write's dependencies are what its node had applied in every other
+//! group when the client's write was sent; every replica applies an entry only once its own
+//! other groups have applied through them (`apply_unapplied`), so a reader on any node that sees
+//! a session's later write in one group sees its earlier writes in the others.
 //!
 //! A failed WAL write stops the node (`server::stop_on_wal_failure`): nothing of the batch is
 //! applied or answered.
@@ -69,23 +75,79 @@ pub fn encode_fence(zxid: Zxid) -> Vec<u8> {
 }
 
 /// An entry's data: who proposed it, their handle of the request, the zxid and the archive.
+#[cfg(test)]
 pub fn encode_proposal(origin: NodeId, token: u64, entry: &LogEntry) -> Vec<u8> {
+    encode_proposal_after(origin, token, entry, &[])
+}
+
+/// Set in the origin word when a list of dependencies follows the header.
+const DEPENDENCIES_FLAG: u64 = 1 << 63;
+
+/// A proposal that other groups must have applied through `dependencies` (group, zxid) before
+/// any replica applies it (see `Dependencies`). The list sits between the header and the
+/// archive, 8-byte aligned so the archive stays aligned:
+///
+/// ```text
+///  24  count   u64
+///  32  (group u64, zxid i64) × count
+/// ```
+pub fn encode_proposal_after(origin: NodeId, token: u64, entry: &LogEntry, dependencies: &[(u16, Zxid)]) -> Vec<u8> {
     let archive = entry.to_bytes();
-    let mut data = Vec::with_capacity(PROPOSAL_HEADER_BYTES + archive.len());
-    data.extend_from_slice(&origin.to_le_bytes());
+    let list_bytes = if dependencies.is_empty() { 0 } else { 8 + 16 * dependencies.len() };
+    let mut data = Vec::with_capacity(PROPOSAL_HEADER_BYTES + list_bytes + archive.len());
+    let flagged = if dependencies.is_empty() { origin } else { origin | DEPENDENCIES_FLAG };
+    data.extend_from_slice(&flagged.to_le_bytes());
     data.extend_from_slice(&token.to_le_bytes());
     data.extend_from_slice(&entry.zxid.to_le_bytes());
+    if !dependencies.is_empty() {
+        data.extend_from_slice(&(dependencies.len() as u64).to_le_bytes());
+        for (group, zxid) in dependencies {
+            data.extend_from_slice(&u64::from(*group).to_le_bytes());
+            data.extend_from_slice(&zxid.to_le_bytes());
+        }
+    }
     data.extend_from_slice(&archive);
     data
 }
 
 /// The parts of a proposal: (origin, token, zxid, LogEntry archive); a fence has no archive.
 pub fn decode_proposal(data: &[u8]) -> Result<(NodeId, u64, Zxid, &[u8]), String> {
+    let (origin, token, zxid, list, archive) = split_proposal(data)?;
+    let _ = list;
+    Ok((origin, token, zxid, archive))
+}
+
+/// The dependencies of a proposal: (group, zxid) pairs (see `encode_proposal_after`).
+pub fn proposal_dependencies(data: &[u8]) -> Result<Vec<(u16, Zxid)>, String> {
+    let (_, _, _, list, _) = split_proposal(data)?;
+    list.chunks_exact(16)
+        .map(|pair| {
+            let group = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
+            let zxid = i64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
+            u16::try_from(group).map(|group| (group, zxid)).map_err(|_| format!("dependency on group {group}"))
+        })
+        .collect()
+}
+
+/// (origin, token, zxid, dependency list bytes, archive).
+fn split_proposal(data: &[u8]) -> Result<(NodeId, u64, Zxid, &[u8], &[u8]), String> {
     if data.len() < PROPOSAL_HEADER_BYTES {
         return Err(format!("an entry of {} bytes is shorter than a proposal", data.len()));
     }
     let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
-    Ok((u64_at(0), u64_at(8), u64_at(16) as Zxid, &data[PROPOSAL_HEADER_BYTES..]))
+    let (flagged, token, zxid) = (u64_at(0), u64_at(8), u64_at(16) as Zxid);
+    let rest = &data[PROPOSAL_HEADER_BYTES..];
+    if flagged & DEPENDENCIES_FLAG == 0 {
+        return Ok((flagged, token, zxid, &[], rest));
+    }
+    let count =
+        rest.get(..8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).ok_or("cut dependency list")?;
+    let list_bytes = usize::try_from(count)
+        .ok()
+        .and_then(|n| n.checked_mul(16))
+        .filter(|bytes| 8 + bytes <= rest.len())
+        .ok_or_else(|| format!("a dependency list of {count} does not fit in the entry"))?;
+    Ok((flagged & !DEPENDENCIES_FLAG, token, zxid, &rest[8..8 + list_bytes], &rest[8 + list_bytes..]))
 }
 
 /// The zxid of a log entry's proposal, 0 for a leader's no-op.
@@ -196,6 +258,12 @@ pub(super) struct Replica {
     misplaced_ticks: u32,
     /// `Transport::losses_total` when last looked at.
     seen_link_losses: u64,
+    /// Committed entries not applied yet because one depends on what another group of this
+    /// node has not applied yet (`apply_unapplied`), in log order.
+    unapplied: std::collections::VecDeque<Entry>,
+    /// The index of the last entry applied to the shards (Raft's own applied index runs ahead
+    /// of it while entries wait in `unapplied`).
+    state_applied: u64,
 }
 
 impl Replica {
@@ -219,6 +287,8 @@ impl Replica {
             placement,
             misplaced_ticks: 0,
             seen_link_losses: 0,
+            unapplied: std::collections::VecDeque::new(),
+            state_applied: commit_written,
         }
     }
 
@@ -262,6 +332,9 @@ impl Replica {
             tracing::info!(core = core.id, term = self.raft.term(), leader = ?self.raft.leader(), "group leadership changed");
             queue.set_leading(leading);
             core.on_leadership(leading);
+        }
+        if !self.unapplied.is_empty() {
+            self.apply_unapplied(core);
         }
         self.answer_ready_syncs(core);
         if !self.raft.has_ready() {
@@ -333,7 +406,7 @@ impl Replica {
             first_index: self.raft.log().first_index(),
             last_index: self.raft.log().last_index(),
             commit_index: self.raft.commit_index(),
-            applied_index: self.raft.applied_index(),
+            applied_index: self.state_applied,
             follower_lag: self.raft.follower_lag(),
         }
     }
@@ -510,7 +583,7 @@ impl Replica {
             if batch.is_empty() {
                 break;
             }
-            for PendingWrite { queued_at, shard, from, command } in batch {
+            for PendingWrite { queued_at, shard, from, command, dependencies } in batch {
                 core.metrics.borrow_mut().commit_queue_us.record(micros(now.saturating_duration_since(queued_at)));
                 let from = match from {
                     // Per-session order: nothing after an abandoned request of its connection.
@@ -535,8 +608,9 @@ impl Replica {
                         let forwarded_to = Some((leader, transport.losses_with(leader)));
                         self.waiting.insert(token, Waiting { request, entry: None, forwarded_to });
                         queue.proposed();
+                        let command = Some(command);
                         transport
-                            .send(leader, PeerMessage::Forward { origin: me, token, shard, command: Some(command) });
+                            .send(leader, PeerMessage::Forward { origin: me, token, shard, command, dependencies });
                     }
                     (Some(_), WriteFrom::Peer { origin, .. }, Some(_)) => {
                         // Sent when this node led; the sender learns of the new term and
@@ -548,12 +622,14 @@ impl Replica {
                         let data = match from {
                             WriteFrom::Local(request) => {
                                 let token = self.next_token();
-                                let data = encode_proposal(me, token, &entry);
+                                let data = encode_proposal_after(me, token, &entry, &dependencies);
                                 self.waiting.insert(token, Waiting { request, entry: Some(entry), forwarded_to: None });
                                 queue.proposed();
                                 data
                             }
-                            WriteFrom::Peer { origin, token } => encode_proposal(origin, token, &entry),
+                            WriteFrom::Peer { origin, token } => {
+                                encode_proposal_after(origin, token, &entry, &dependencies)
+                            }
                         };
                         self.raft.propose(data).unwrap_or_else(|e| panic!("the leader refused a proposal: {e:?}"));
                     }
@@ -591,7 +667,9 @@ impl Replica {
                 reads.asked = Some((leader, transport.losses_with(leader)));
                 self.read_batches.insert(token, reads);
                 let me = self.raft.id();
-                transport.send(leader, PeerMessage::Forward { origin: me, token, shard, command: None });
+                let forward =
+                    PeerMessage::Forward { origin: me, token, shard, command: None, dependencies: Vec::new() };
+                transport.send(leader, forward);
             }
             None => {
                 self.read_batches.insert(token, reads);
@@ -628,7 +706,7 @@ impl Replica {
         if self.ready_syncs.is_empty() {
             return;
         }
-        let applied = self.raft.applied_index();
+        let applied = self.state_applied;
         let (done, waiting): (Vec<_>, Vec<_>) = self.ready_syncs.drain(..).partition(|(index, _)| *index <= applied);
         self.ready_syncs = waiting;
         for (_, request) in done {
@@ -676,10 +754,24 @@ impl Replica {
         appended
     }
 
+    /// Committed entries join the ones waiting to apply, which apply in log order.
     fn apply(&mut self, core: &Core, committed: Vec<Entry>) {
+        self.unapplied.extend(committed);
+        self.apply_unapplied(core);
+    }
+
+    /// Applies the committed entries whose dependencies on other groups this node has applied
+    /// (one order across groups): the first that must wait stops the rest behind it, until
+    /// another core applies more (`Msg::Applied` pokes this loop, and ticks retry).
+    fn apply_unapplied(&mut self, core: &Core) {
         let queue = &core.commit;
         let mut applied_any = false;
-        for entry in committed {
+        while let Some(entry) = self.unapplied.front() {
+            if !entry.data.is_empty() && !dependencies_applied(core, entry) {
+                break;
+            }
+            let entry = self.unapplied.pop_front().expect("looked at");
+            self.state_applied = entry.index;
             if entry.data.is_empty() {
                 continue;
             }
@@ -688,6 +780,7 @@ impl Replica {
             if archive.is_empty() {
                 // A fence: nothing below its zxid is still to come.
                 queue.set_last_applied(zxid);
+                core.group_leaders.set_applied(core.id, zxid);
                 applied_any = true;
                 continue;
             }
@@ -711,13 +804,26 @@ impl Replica {
                     core.apply_replicated(log_entry);
                 }
             }
+            core.group_leaders.set_applied(core.id, zxid);
             applied_any = true;
         }
+        queue.set_waiting_for_other_groups(!self.unapplied.is_empty());
         if applied_any {
             core.announce_applied();
             core.serve_cut_waiters();
         }
     }
+}
+
+/// Whether this node's other groups have applied everything `entry` depends on.
+fn dependencies_applied(core: &Core, entry: &Entry) -> bool {
+    let dependencies = proposal_dependencies(&entry.data)
+        .unwrap_or_else(|e| panic!("committed entry {} of core {}: {e}", entry.index, core.id));
+    dependencies.into_iter().all(|(group, zxid)| {
+        usize::from(group) == core.id
+            || usize::from(group) >= core.group_leaders.groups()
+            || core.group_leaders.applied(usize::from(group)) >= zxid
+    })
 }
 
 /// Encodes `record` in `buf` and appends it to the WAL's pending batch.
@@ -757,6 +863,22 @@ mod tests {
         assert_eq!(LogEntry::from_bytes(archive).unwrap(), log_entry(1234));
         assert!(decode_proposal(&data[..PROPOSAL_HEADER_BYTES - 1]).is_err(), "cut header");
         assert_eq!(decode_proposal(&encode_fence(99)).unwrap(), (0, 0, 99, &[][..]), "a fence has no archive");
+    }
+
+    #[test]
+    fn a_proposal_with_dependencies_round_trips_and_keeps_its_archive_aligned() {
+        let dependencies = [(0, 17), (3, i64::MAX)];
+        let data = encode_proposal_after(2, 77, &log_entry(1234), &dependencies);
+        let (origin, token, zxid, archive) = decode_proposal(&data).unwrap();
+        assert_eq!((origin, token, zxid), (2, 77, 1234), "the flag is not part of the origin");
+        assert_eq!(LogEntry::from_bytes(archive).unwrap(), log_entry(1234));
+        assert_eq!((data.len() - archive.len()) % 8, 0, "the archive starts 8-byte aligned");
+        assert_eq!(proposal_dependencies(&data).unwrap(), dependencies.to_vec());
+        assert_eq!(proposal_dependencies(&encode_proposal(2, 77, &log_entry(1))).unwrap(), vec![]);
+        assert!(decode_proposal(&data[..PROPOSAL_HEADER_BYTES + 20]).is_err(), "cut list");
+        let mut huge = data.clone();
+        huge[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_proposal(&huge).is_err(), "a count that does not fit is an error, not a panic");
     }
 
     #[test]

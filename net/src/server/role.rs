@@ -2,7 +2,7 @@
 //! `Mode:`, `mntr` `zk_server_state`). One place decides it, so that replication only has to
 //! change what `Core::role` returns.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// ZooKeeper's server states. A node without peers is standalone; in a cluster each core's
@@ -28,6 +28,9 @@ pub struct GroupLeaders {
     /// microseconds after `epoch` plus one (0: never); see `lease.rs`.
     contact: Vec<AtomicU64>,
     epoch: Instant,
+    /// Per group: the zxid of the last entry this node applied (writes in a cluster wait for
+    /// their dependencies on them, `replica.rs`).
+    applied: Vec<AtomicI64>,
 }
 
 impl GroupLeaders {
@@ -39,7 +42,18 @@ impl GroupLeaders {
             stopping: AtomicBool::new(false),
             contact: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
+            applied: (0..groups).map(|_| AtomicI64::new(0)).collect(),
         }
+    }
+
+    /// This node applied `group`'s entries through `zxid`.
+    pub fn set_applied(&self, group: usize, zxid: i64) {
+        self.applied[group].fetch_max(zxid, Ordering::Release);
+    }
+
+    /// The zxid of the last entry of `group` this node applied.
+    pub fn applied(&self, group: usize) -> i64 {
+        self.applied[group].load(Ordering::Acquire)
     }
 
     /// A leader of `group`, confirmed by a majority, heard from this node at `at` or later

@@ -193,7 +193,7 @@ impl Node {
     pub fn receive(&mut self, message: PeerMessage) {
         match message {
             PeerMessage::Raft(message) => self.raft.step(message),
-            PeerMessage::Forward { origin, token, shard, command } => {
+            PeerMessage::Forward { origin, token, shard, command, .. } => {
                 assert_eq!(shard, SHARD);
                 self.pending.push_back(Pending { from: From::Peer { origin, token }, command });
             }
@@ -325,7 +325,13 @@ impl Node {
                     self.waiting.insert(token, client);
                     out.push((
                         leader,
-                        PeerMessage::Forward { origin: me, token, shard: SHARD, command: Some(command) },
+                        PeerMessage::Forward {
+                            origin: me,
+                            token,
+                            shard: SHARD,
+                            command: Some(command),
+                            dependencies: Vec::new(),
+                        },
                     ));
                 }
                 // Forwarded to this node when it led: the sender learns of the new term.
@@ -360,7 +366,9 @@ impl Node {
                 assert!(reads.remote.is_empty(), "a follower answers no read index");
                 self.read_batches.insert(token, reads);
                 let me = self.raft.id();
-                out.push((leader, PeerMessage::Forward { origin: me, token, shard: SHARD, command: None }));
+                let forward =
+                    PeerMessage::Forward { origin: me, token, shard: SHARD, command: None, dependencies: Vec::new() };
+                out.push((leader, forward));
             }
             None => {
                 self.read_batches.insert(token, reads);

@@ -175,9 +175,26 @@ impl Conn {
             self.write_target.set(Some(target));
             self.write_parts_in_flight.set(self.write_parts_in_flight.get() + held.requests.len());
         }
-        for request in held.requests {
+        let ordered_after_other_groups = held.write_target.is_some() && self.core.is_clustered();
+        for mut request in held.requests {
+            if ordered_after_other_groups && matches!(request.op, ShardOp::Write(_)) {
+                request.dependencies = self.applied_in_other_groups(request.shard);
+            }
             self.core.send_to_shard(request);
         }
+    }
+
+    /// One order across groups: a write depends on everything this node has applied in the
+    /// other groups when it is sent (the session's earlier writes, which were answered, and
+    /// whatever its reads saw), so no replica shows it without them (`replica.rs`).
+    fn applied_in_other_groups(&self, shard: ShardId) -> Vec<(u16, Zxid)> {
+        let leaders = &self.core.group_leaders;
+        let own = crate::server::core::core_of_shard(shard, self.core.cores());
+        (0..leaders.groups())
+            .filter(|&group| group != own)
+            .map(|group| (group as u16, leaders.applied(group)))
+            .filter(|&(_, zxid)| zxid > 0)
+            .collect()
     }
 
     /// A write part came back: once no write is in flight, held requests go out in order.
@@ -271,7 +288,7 @@ impl Conn {
     /// Part `part` of the request in slot `seq`, for `shard`, as this connection's session.
     pub(super) fn shard_request(&self, seq: u64, part: usize, shard: ShardId, op: ShardOp) -> ShardRequest {
         let (conn, session, auth) = (self.id, self.session.get(), self.caller_auth());
-        ShardRequest { shard, conn, seq, part: part as u32, session, auth, op }
+        ShardRequest { shard, conn, seq, part: part as u32, session, auth, op, dependencies: Vec::new() }
     }
 
     /// Sends the parts of a read gathered from every shard; returns the slot's seq.
