@@ -20,11 +20,20 @@ impl SessionInfo {
     }
 }
 
+/// How long a closed session is remembered (`SessionTable::recently_closed`), in the time of
+/// the log entries that closed them.
+pub const CLOSED_KEPT_MS: i64 = 600_000;
+/// At most this many closed sessions are remembered (the oldest are forgotten first).
+pub const CLOSED_KEPT_MAX: usize = 100_000;
+
 /// Open sessions by id, sorted so listings and close order are deterministic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionTable {
     sessions: BTreeMap<SessionId, SessionInfo>,
     ephemeral_count: u64,
+    /// Sessions closed within `CLOSED_KEPT_MS` of the newest close, oldest first, with the time
+    /// of the entry that closed them: a tombstone in the log's own state, rebuilt by replay.
+    closed: std::collections::VecDeque<(SessionId, i64)>,
 }
 
 impl SessionTable {
@@ -41,6 +50,21 @@ impl SessionTable {
         let info = self.sessions.remove(&id)?;
         assert!(info.ephemerals.is_empty(), "session {id:#x} closed with ephemerals left");
         Some(info)
+    }
+
+    /// Remembers that an entry of time `time_ms` closed session `id`, and forgets closes
+    /// older than `CLOSED_KEPT_MS` before it.
+    pub(crate) fn record_closed(&mut self, id: SessionId, time_ms: i64) {
+        let too_old = |at: i64| at < time_ms.saturating_sub(CLOSED_KEPT_MS);
+        while self.closed.front().is_some_and(|&(_, at)| too_old(at)) || self.closed.len() >= CLOSED_KEPT_MAX {
+            self.closed.pop_front();
+        }
+        self.closed.push_back((id, time_ms));
+    }
+
+    /// Sessions closed recently (see `closed`), oldest first.
+    pub fn recently_closed(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.closed.iter().map(|(id, _)| *id)
     }
 
     pub fn get(&self, id: SessionId) -> Option<&SessionInfo> {
@@ -92,6 +116,25 @@ impl SessionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closes_are_remembered_for_ten_minutes_of_log_time_and_a_bounded_count() {
+        let mut table = SessionTable::default();
+        table.open(1, 1000, b"p");
+        table.open(2, 1000, b"p");
+        table.close(1);
+        table.record_closed(1, 1_000);
+        table.close(2);
+        table.record_closed(2, 1_000 + CLOSED_KEPT_MS);
+        assert_eq!(table.recently_closed().collect::<Vec<_>>(), vec![1, 2], "exactly ten minutes are kept");
+        table.record_closed(3, 1_001 + CLOSED_KEPT_MS);
+        assert_eq!(table.recently_closed().collect::<Vec<_>>(), vec![2, 3]);
+        for id in 0..CLOSED_KEPT_MAX as SessionId {
+            table.record_closed(10 + id, 2_000 + CLOSED_KEPT_MS);
+        }
+        assert_eq!(table.recently_closed().count(), CLOSED_KEPT_MAX);
+        assert_eq!(table.recently_closed().next(), Some(10), "the oldest went first");
+    }
 
     #[test]
     fn open_is_idempotent_and_keeps_ephemerals() {

@@ -98,6 +98,12 @@ impl Shard {
         self.sessions.iter().collect()
     }
 
+    /// Sessions this shard closed recently (`session::CLOSED_KEPT_MS` of log time), oldest
+    /// first: shard 0's are the cluster's tombstones (every shard must close them).
+    pub fn recently_closed_sessions(&self) -> Vec<SessionId> {
+        self.sessions.recently_closed().collect()
+    }
+
     /// Forgets every watch of a closed connection.
     pub fn drop_connection(&mut self, conn: ConnId) {
         self.watches.drop_connection(conn);

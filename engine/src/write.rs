@@ -271,7 +271,9 @@ impl<'a> Txn<'a> {
         for path in self.sessions.ephemerals(session) {
             self.remove_node(&path);
         }
-        self.sessions.close(session);
+        if self.sessions.close(session).is_some() {
+            self.sessions.record_closed(session, self.time_ms);
+        }
     }
 
     fn reap(&mut self, path: &str) -> bool {
@@ -392,6 +394,27 @@ mod tests {
         op.path = "/e2".into();
         assert_eq!(err(h.apply(Command::Create(op)).result), ZkError::SessionExpired);
         h.shard.tree().assert_consistent();
+    }
+
+    #[test]
+    fn a_close_leaves_a_tombstone_that_replaying_the_log_rebuilds() {
+        let mut h = Harness::new();
+        let mut log = Vec::new();
+        for command in [
+            Command::CreateSession { session: 5, timeout_ms: 30_000, passwd: vec![0; 16] },
+            Command::CloseSession { session: 5 },
+            Command::CloseSession { session: 6 },
+        ] {
+            let entry = h.entry(command);
+            h.shard.apply(&entry);
+            log.push(entry);
+        }
+        assert_eq!(h.shard.recently_closed_sessions(), vec![5], "a close of a session never opened leaves none");
+        let mut replayed = crate::Shard::new(0, 1);
+        for entry in &log {
+            replayed.apply(entry);
+        }
+        assert_eq!(replayed.recently_closed_sessions(), vec![5]);
     }
 
     #[test]

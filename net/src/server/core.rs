@@ -599,6 +599,25 @@ impl Core {
         self.sessions.as_ref().map(|tracker| f(&mut tracker.borrow_mut()))
     }
 
+    /// Start-up, core 0 of a cluster: shard 0's tombstones (sessions it closed recently, as
+    /// replayed from the log) go to every core, as when their closes applied, so a close that
+    /// this node's other groups had not applied before a restart is still finished
+    /// (`finish_closes_loop`) by whichever node leads them.
+    pub fn announce_closed_sessions(&self) {
+        if !self.is_clustered() {
+            return;
+        }
+        let closed = {
+            let shards = self.shards.borrow();
+            shards.get(&0).expect("shard 0 lives on core 0").shard.recently_closed_sessions()
+        };
+        for session in closed {
+            for core in 0..self.cores() {
+                self.send(core, Msg::SessionGone { session });
+            }
+        }
+    }
+
     pub(super) fn with_tracker<T>(&self, f: impl FnOnce(&mut SessionTracker) -> T) -> Option<T> {
         match &self.sessions {
             Some(tracker) => Some(f(&mut tracker.borrow_mut())),

@@ -252,6 +252,7 @@ async fn run_core(
     core.announce_applied();
     if core_id == 0 {
         core.send_root_acl();
+        core.announce_closed_sessions();
     }
     glommio::spawn_local(replica::replication_loop(core.clone(), replica, write_rx)).detach();
     glommio::spawn_local(tick_loop(core.clone())).detach();

@@ -112,8 +112,7 @@ pub fn encode_proposal_after(origin: NodeId, token: u64, entry: &LogEntry, depen
 
 /// The parts of a proposal: (origin, token, zxid, LogEntry archive); a fence has no archive.
 pub fn decode_proposal(data: &[u8]) -> Result<(NodeId, u64, Zxid, &[u8]), String> {
-    let (origin, token, zxid, list, archive) = split_proposal(data)?;
-    let _ = list;
+    let (origin, token, zxid, _, archive) = split_proposal(data)?;
     Ok((origin, token, zxid, archive))
 }
 
@@ -130,7 +129,9 @@ pub fn proposal_dependencies(data: &[u8]) -> Result<Vec<(u16, Zxid)>, String> {
 }
 
 /// (origin, token, zxid, dependency list bytes, archive).
-fn split_proposal(data: &[u8]) -> Result<(NodeId, u64, Zxid, &[u8], &[u8]), String> {
+type ProposalParts<'a> = (NodeId, u64, Zxid, &'a [u8], &'a [u8]);
+
+fn split_proposal(data: &[u8]) -> Result<ProposalParts<'_>, String> {
     if data.len() < PROPOSAL_HEADER_BYTES {
         return Err(format!("an entry of {} bytes is shorter than a proposal", data.len()));
     }
