@@ -463,14 +463,39 @@ impl Raft {
         Ok(())
     }
 
+    /// `read_index` for a read that can wait a heartbeat interval (a lease probe): its round
+    /// rides on the next regular heartbeat instead of a broadcast of its own, so it costs no
+    /// message. Equally safe: that heartbeat is sent after the call, and only acks carrying
+    /// this read's context (or a later one's) confirm it.
+    pub fn read_index_at_next_heartbeat(&mut self, context: u64) -> Result<(), RaftError> {
+        assert_ne!(context, 0, "read context 0 means none");
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader { leader: self.leader });
+        }
+        if self.log.term(self.log.committed) != Some(self.term) {
+            self.reads_before_term_commit.push(context);
+            return Ok(());
+        }
+        self.register_read(context);
+        Ok(())
+    }
+
     fn start_read(&mut self, context: u64) {
+        if self.register_read(context) {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Records a read at the commit index; returns whether it waits for a heartbeat quorum
+    /// (with one voter it is confirmed at once).
+    fn register_read(&mut self, context: u64) -> bool {
         let index = self.log.committed;
         if self.quorum() == 1 {
             self.ready_reads.push(ReadState { index, context });
-            return;
+            return false;
         }
         self.pending_reads.push_back(PendingRead { context, index, acks: BTreeSet::from([self.config.id]) });
-        self.broadcast_heartbeat();
+        true
     }
 
     /// Forgets applied entries through `index` (their durable copy is the runtime's). A follower

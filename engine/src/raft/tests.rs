@@ -521,6 +521,28 @@ fn read_index_answers_only_after_a_heartbeat_quorum() {
 }
 
 #[test]
+fn a_read_at_the_next_heartbeat_sends_nothing_and_is_confirmed_by_that_heartbeat() {
+    let mut c = Cluster::new(3, 10);
+    c.elect(1);
+    c.propose(1, b"w");
+    c.stabilize();
+    let commit = c.raft(1).commit_index();
+    c.raft(1).read_index_at_next_heartbeat(43).unwrap();
+    c.process(1);
+    assert!(c.queue.is_empty(), "the read sent messages of its own: {:?}", c.queue);
+    c.stabilize();
+    assert!(c.nodes[&1].reads.is_empty(), "confirmed before any heartbeat carried it");
+    c.isolate(1);
+    c.tick(1);
+    c.stabilize();
+    assert!(c.nodes[&1].reads.is_empty(), "a leader cut off from its followers confirmed a read");
+    c.heal();
+    c.tick(1);
+    c.stabilize();
+    assert_eq!(c.nodes[&1].reads, vec![ReadState { index: commit, context: 43 }]);
+}
+
+#[test]
 fn a_deposed_leader_never_confirms_a_read() {
     let mut c = Cluster::new(3, 11);
     c.elect(1);

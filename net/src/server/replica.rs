@@ -673,8 +673,14 @@ impl Replica {
                 transport.send(leader, forward);
             }
             None => {
+                // Lease probes alone can wait for the next heartbeat (every tick): no messages.
+                let lazy = reads.local.is_empty() && reads.remote.is_empty();
                 self.read_batches.insert(token, reads);
-                self.raft.read_index(token).unwrap_or_else(|e| panic!("the leader refused a read index: {e:?}"));
+                let asked = match lazy {
+                    true => self.raft.read_index_at_next_heartbeat(token),
+                    false => self.raft.read_index(token),
+                };
+                asked.unwrap_or_else(|e| panic!("the leader refused a read index: {e:?}"));
             }
         }
     }
