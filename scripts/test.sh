@@ -2,7 +2,7 @@
 # THE test command (README, CI): setup, one release build of every binary, then every suite
 # against target/release/warren:
 #   1. cargo nextest run --workspace --release   (unit tests + tests/ integration suites)
-#   2. .venv/bin/pytest -q tests/python           (kazoo recipes; again on a 3-node cluster)
+#   2. .venv/bin/pytest -q tests/python           (kazoo recipes; again on a 3-node cluster, 2 cores each)
 #   3. tests/zkcli_smoke.sh                      (Apache ZooKeeper's zkCli.sh)
 #   4. tests/curator_suite.sh                    (Apache Curator 5 recipes and the Java client;
 #                                                 again on a 3-node cluster)
@@ -51,11 +51,11 @@ passed=$((passed + p)); failed=$((failed + f + t))
 if [[ $rc != 0 && $((f + t)) == 0 ]]; then failed=$((failed + 1)); fi
 record "rust (cargo nextest)" "$rc"
 
-pytest_suite() { # name, log name, nodes
+pytest_suite() { # name, log name, nodes, cores per node
   local name="$1" log="$logs/$2.log" rc line p f
   echo "== python: kazoo suite ($name)"
   set +e
-  WARREN_NODES="$3" .venv/bin/pytest -q tests/python 2>&1 | tee "$log"
+  WARREN_NODES="$3" WARREN_CORES="$4" .venv/bin/pytest -q tests/python 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   line="$(grep -E '[0-9]+ (passed|failed|errors?)' "$log" | tail -1 || true)"
@@ -65,8 +65,9 @@ pytest_suite() { # name, log name, nodes
   if [[ $rc != 0 && $f == 0 ]]; then failed=$((failed + 1)); fi
   record "$name" "$rc"
 }
-pytest_suite "python (pytest + kazoo)" pytest 1
-pytest_suite "kazoo on 3 nodes" pytest3 3
+pytest_suite "python (pytest + kazoo)" pytest 1 1
+# Two Raft groups per node: recipes cross groups (leases, one order across groups).
+pytest_suite "kazoo on 3 nodes" pytest3 3 2
 
 # A suite script that prints `ok   - ` / `FAIL - ` lines: args name, log name, time limit (s), command.
 script_suite() {

@@ -1,8 +1,9 @@
 """pytest fixtures: a warren server per test module, kazoo clients on it.
 
 The server binary is $WARREN_BIN, else <repo>/target/release/warren, else target/debug/warren.
-With WARREN_NODES=3 the server is a 3-node cluster (`warren dev-cluster`) and every client lists
-all three nodes (kazoo picks one at random), so recipes run across nodes. With
+With WARREN_NODES=3 the server is a 3-node cluster (`warren dev-cluster`, WARREN_CORES executors
+and Raft groups per node, 1 unless set) and every client lists all three nodes (kazoo picks one
+at random), so recipes run across nodes. With
 ZK_TEST_SERVER=host:port[,host:port...] set, no server is started and the suite runs against
 that one (for comparing with Apache ZooKeeper).
 """
@@ -123,8 +124,9 @@ class WarrenCluster(Child):
         self.addrs = []
 
     def start(self):
-        args = [warren_bin(), "dev-cluster", "--nodes", str(self.nodes), "--data-dir", os.path.join(self.tmp, "data"),
-                "--", "--min-session-timeout", "1000", "--max-session-timeout", "40000", "--reap-interval-ms", "200"]
+        cores = os.environ.get("WARREN_CORES", "1")
+        args = [warren_bin(), "dev-cluster", "--nodes", str(self.nodes), "--cores", cores,
+                "--data-dir", os.path.join(self.tmp, "data"), "--", "--min-session-timeout", "1000", "--max-session-timeout", "40000", "--reap-interval-ms", "200"]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True)
         deadline = time.monotonic() + 2 * READY_TIMEOUT_S
