@@ -496,6 +496,9 @@ impl Core {
             Msg::SessionAttached { session, timeout_ms, conn, create } => {
                 self.attach_session(session, timeout_ms, conn, create)
             }
+            Msg::SessionDetached { session, conn } => {
+                self.with_tracker(|t| t.detach_conn(session, conn));
+            }
             Msg::SessionClosed { session } => {
                 self.with_tracker(|t| t.remove(session));
             }

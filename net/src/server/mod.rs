@@ -529,6 +529,10 @@ async fn serve_connection(core: Rc<Core>, mut stream: TcpStream) -> std::io::Res
     for other in 0..core.cores() {
         core.send(other, Msg::DropConn { conn: conn.id });
     }
+    if let Some(session) = conn.session_id() {
+        // Its lease no longer needs renewing from here, nor its connection closing.
+        core.send(0, Msg::SessionDetached { session, conn: conn.id });
+    }
     result
 }
 

@@ -54,6 +54,12 @@ pub enum Msg {
     SessionClosed {
         session: SessionId,
     },
+    /// Connection core → session core: the connection of a session ended (the session lives
+    /// on until it expires or its client reattaches).
+    SessionDetached {
+        session: SessionId,
+        conn: ConnId,
+    },
     /// Session core → every core (itself included), in a cluster: shard 0 applied the close
     /// of this session, so every other shard must close it too (`finish_closes_loop`).
     SessionGone {

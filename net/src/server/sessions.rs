@@ -89,6 +89,16 @@ impl SessionTracker {
         sessions
     }
 
+    /// Connection `conn` of `session` ended: the session has no connection here any more
+    /// (unless it already moved to another one).
+    pub fn detach_conn(&mut self, session: SessionId, conn: ConnId) {
+        if let Some(tracked) = self.sessions.get_mut(&session) {
+            if tracked.owner == Some(conn) {
+                tracked.owner = None;
+            }
+        }
+    }
+
     /// Detaches a session from its connection here; returns that connection.
     pub fn detach(&mut self, session: SessionId) -> Option<ConnId> {
         self.sessions.get_mut(&session)?.owner.take()
@@ -199,5 +209,11 @@ mod tests {
         assert_eq!(tracker.to_renew(), vec![2]);
         assert_eq!(tracker.detach(2), Some(8));
         assert!(tracker.to_renew().is_empty());
+        tracker.touch(&[1], start + ms(30));
+        tracker.detach_conn(1, 99);
+        assert_eq!(tracker.to_renew(), vec![1], "another connection's end leaves the session attached");
+        tracker.detach_conn(1, 7);
+        assert!(tracker.to_renew().is_empty(), "its own connection ended");
+        assert!(tracker.lapsed_leases(start + ms(60_000), 0.5).is_empty(), "no connection here to close");
     }
 }

@@ -116,6 +116,11 @@ impl Conn {
         }
     }
 
+    /// The session of this connection, once its handshake gave it one.
+    pub fn session_id(&self) -> Option<SessionId> {
+        Some(self.session.get()).filter(|&session| session != 0)
+    }
+
     pub fn outstanding(&self) -> usize {
         self.slots.borrow().len()
     }
