@@ -352,6 +352,59 @@ async fn a_reader_lagging_in_one_group_never_sees_ready_before_the_config_it_ann
     );
 }
 
+/// A follower further behind than its leader keeps in memory (`--retained-log-entries`; no
+/// snapshots yet) cannot catch up: it must stop serving rather than serve its old state for
+/// ever (before, it kept answering reads with the value it had when it was cut off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_too_far_behind_to_catch_up_stops_serving_its_old_state() {
+    if warren_tests::is_zookeeper() {
+        eprintln!("skipped: Warren's own retained log (ZooKeeper sends such a follower a snapshot)");
+        return;
+    }
+    let mut opts = WarrenOpts::default().cores(1).session_timeouts_ms(1000, 40000);
+    opts.extra_args.extend(["--retained-log-entries".to_string(), "1000".to_string()]);
+    let c3 = WarrenCluster::start_behind_proxies(3, opts);
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let lagging = (1..=3).find(|&id| id != leader).expect("a follower");
+    let writer = session_on(&c3.nodes[leader - 1].connect_string(), Duration::from_secs(10)).await;
+    let key = format!("/{}", unique("behind"));
+    writer.create(&key, b"old", &persistent()).await.unwrap();
+    let reader = session_on(&c3.nodes[lagging - 1].connect_string(), Duration::from_secs(10)).await;
+    reader.sync(&key).await.unwrap();
+    assert_eq!(reader.get_data(&key).await.unwrap().0, b"old");
+    drop(reader);
+    c3.set_isolated(lagging, true);
+    // More than the leader keeps: it compacts 4,096 entries at a time beyond the 1,000 kept.
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let (writer, key) = (writer.clone(), key.clone());
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    writer.set_data(&key, format!("{t}-{i}").as_bytes(), None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        bounded(120, "writes while the follower is cut off", task).await.unwrap();
+    }
+    writer.set_data(&key, b"new", None).await.unwrap();
+    c3.set_isolated(lagging, false);
+    let compacted = wait_until(Duration::from_secs(10), || {
+        c3.nodes[leader - 1].stderr_tail().contains("followers need entries no longer held")
+    });
+    assert!(compacted, "the leader never found the follower too far behind:\n{}", c3.nodes[leader - 1].stderr_tail());
+    // Back in touch with the leader, but unable to catch up: it must not serve.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(mntr_value(&c3, lagging, "warren_serving"), 0, "a follower that cannot catch up serves");
+    let address = c3.nodes[lagging - 1].connect_string();
+    let connect = zk::Client::connector().with_fail_eagerly().connect(&address);
+    if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await {
+        let seen = client.get_data(&key).await.map(|(data, _)| data);
+        panic!("the follower that cannot catch up opened a session and answered {seen:?}");
+    }
+}
+
 /// Every node of a cluster must run the same number of shards (a path's shard, so the group
 /// that orders it, follows from it). A node started with another is refused at its hello and
 /// never serves; the others keep serving and never apply anything it sent.

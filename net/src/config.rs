@@ -42,6 +42,11 @@ pub struct Config {
     /// closes its client connections and refuses new ones until it is back in contact, so a
     /// node cut off from the majority never keeps serving its old state.
     pub leader_contact_timeout_ms: u64,
+    /// In a cluster, applied entries each group keeps in memory for followers that fall behind
+    /// (about 50 MB of small writes at the default). A follower further behind cannot catch up
+    /// until snapshots exist: its leader stops answering its lease probes, so it stops serving
+    /// rather than serve its old state.
+    pub retained_log_entries: u64,
     /// Size of one WAL segment file.
     pub wal_segment_bytes: u64,
     /// This node's id: its id among the peers and the high byte of its session ids.
@@ -95,6 +100,7 @@ impl Default for Config {
             linearizable_reads: false,
             leader_placement_delay_ms: 60_000,
             leader_contact_timeout_ms: 2000,
+            retained_log_entries: 200_000,
             wal_segment_bytes: 64 << 20,
             node_id: 1,
             peers: Vec::new(),
@@ -133,6 +139,9 @@ impl Config {
         }
         if !(500..=60_000).contains(&self.leader_contact_timeout_ms) {
             bail!("leader-contact-timeout-ms = {} must be between 500 and 60000", self.leader_contact_timeout_ms);
+        }
+        if self.retained_log_entries < 1000 {
+            bail!("retained-log-entries = {} must be at least 1000", self.retained_log_entries);
         }
         if self.reap_interval_ms == 0 {
             bail!("reap-interval-ms must be positive");

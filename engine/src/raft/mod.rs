@@ -509,6 +509,16 @@ impl Raft {
         self.needs_snapshot.iter().copied().collect()
     }
 
+    /// Leader: the voters not known to hold every entry before this node's first one (one that
+    /// was just elected knows of none yet): they need a snapshot, or must first answer an append.
+    pub fn behind_the_log(&self) -> Vec<NodeId> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let first = self.log.first_index();
+        self.others().filter(|id| self.progress[id].match_index + 1 < first).collect()
+    }
+
     /// Leader: whether voter `id` has every entry of the log and was heard from since the last
     /// quorum check (a transfer to it would complete at once).
     pub fn is_caught_up(&self, id: NodeId) -> bool {

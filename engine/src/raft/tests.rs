@@ -543,6 +543,24 @@ fn a_read_at_the_next_heartbeat_sends_nothing_and_is_confirmed_by_that_heartbeat
 }
 
 #[test]
+fn a_follower_missing_compacted_entries_is_behind_the_log_until_it_answers() {
+    let mut c = Cluster::new(3, 15);
+    c.elect(1);
+    c.stabilize();
+    assert!(c.raft(1).behind_the_log().is_empty());
+    c.isolate(3);
+    for i in 0..20 {
+        c.propose(1, format!("w{i}").as_bytes());
+        c.stabilize();
+    }
+    let applied = c.raft(1).applied_index();
+    assert!(c.raft(1).behind_the_log().is_empty(), "nothing compacted yet: node 3 can still be sent all");
+    c.raft(1).compact(applied - 2);
+    assert_eq!(c.raft(1).behind_the_log(), vec![3]);
+    assert!(c.raft(2).behind_the_log().is_empty(), "only a leader knows");
+}
+
+#[test]
 fn a_deposed_leader_never_confirms_a_read() {
     let mut c = Cluster::new(3, 11);
     c.elect(1);

@@ -120,6 +120,10 @@ struct StartArgs {
     /// back [default: 2000]
     #[arg(long)]
     leader_contact_timeout_ms: Option<u64>,
+    /// In a cluster, applied entries each group keeps in memory for followers that fall behind
+    /// [default: 200000]
+    #[arg(long)]
+    retained_log_entries: Option<u64>,
     /// This node's id among the peers [default: 1]
     #[arg(long)]
     node_id: Option<u8>,
@@ -170,6 +174,9 @@ impl StartArgs {
         }
         if let Some(v) = self.leader_contact_timeout_ms {
             config.leader_contact_timeout_ms = v;
+        }
+        if let Some(v) = self.retained_log_entries {
+            config.retained_log_entries = v;
         }
         if let Some(v) = self.node_id {
             config.node_id = v;

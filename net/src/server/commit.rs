@@ -67,6 +67,9 @@ pub(super) struct CommitQueue {
     lease_rounds: RefCell<Vec<LeaseRound>>,
     /// Committed entries wait for other groups of this node to apply what they depend on.
     waiting_for_other_groups: Cell<bool>,
+    /// Leader: followers that need entries no longer held (a snapshot, which does not exist
+    /// yet); their lease probes go unanswered.
+    needing_snapshot: RefCell<Vec<NodeId>>,
     /// This node leads the core's group (only a leader assigns zxids and may reserve them).
     leading: Cell<bool>,
     /// Highest zxid handed out by this core or seen in its log (a log's zxids strictly
@@ -93,6 +96,7 @@ impl CommitQueue {
             read_indexes: RefCell::new(Vec::new()),
             lease_rounds: RefCell::new(Vec::new()),
             waiting_for_other_groups: Cell::new(false),
+            needing_snapshot: RefCell::new(Vec::new()),
             leading: Cell::new(false),
             zxid_assigned: Cell::new(last_zxid),
             in_flight: Cell::new(0),
@@ -180,6 +184,15 @@ impl CommitQueue {
     pub(super) fn ask_lease(&self, round: LeaseRound) {
         self.lease_rounds.borrow_mut().push(round);
         let _ = self.signal.try_send(());
+    }
+
+    pub(super) fn set_needing_snapshot(&self, followers: &[NodeId]) {
+        *self.needing_snapshot.borrow_mut() = followers.to_vec();
+    }
+
+    /// Whether `follower` needs entries this leader no longer holds.
+    pub(super) fn needs_snapshot(&self, follower: NodeId) -> bool {
+        self.needing_snapshot.borrow().contains(&follower)
     }
 
     pub(super) fn set_waiting_for_other_groups(&self, waiting: bool) {

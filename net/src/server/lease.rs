@@ -154,7 +154,8 @@ impl Core {
     /// The leader of this core's group: a follower's probe. Its sessions are renewed now and
     /// the answer waits for the next ReadIndex round to confirm the leadership.
     pub(super) fn on_lease_probe(&self, from: NodeId, token: u64, sessions: &[SessionId]) {
-        if !self.commit.leading() {
+        // A follower that cannot catch up (it needs a snapshot) must not serve its old state.
+        if !self.commit.leading() || self.commit.needs_snapshot(from) {
             return;
         }
         let unknown = if sessions.is_empty() {

@@ -54,9 +54,6 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(30);
 
 const PROPOSAL_HEADER_BYTES: usize = 24;
-/// Applied entries a cluster node keeps in memory for followers that fall behind (about 50 MB
-/// of 250-byte writes); a single node keeps none.
-const RETAIN_ENTRIES: u64 = 200_000;
 /// Entries dropped at a time (dropping moves the rest of the in-memory log).
 const COMPACT_EVERY: u64 = 4096;
 /// Ticks without a known leader after which this node's waiting writes fail (their clients
@@ -369,10 +366,11 @@ impl Replica {
     }
 
     /// Bounds the Raft log held in memory: applied entries are dropped (the WAL keeps them),
-    /// but for the last `RETAIN_ENTRIES` in a cluster, which a leader sends to a follower that
-    /// fell behind. One further behind needs a snapshot, which does not exist yet: logged.
+    /// but for the last `retained-log-entries` in a cluster (a single node keeps none), which a
+    /// leader sends to a follower that fell behind. One further behind needs a snapshot, which
+    /// does not exist yet: logged, and its lease probes go unanswered (it stops serving).
     fn compact(&mut self, core: &Core) {
-        let retain = if core.is_clustered() { RETAIN_ENTRIES } else { 0 };
+        let retain = if core.is_clustered() { core.config.retained_log_entries } else { 0 };
         let to = self.raft.applied_index().saturating_sub(retain);
         if to >= self.raft.log().first_index() + COMPACT_EVERY {
             self.raft.compact(to);
@@ -380,12 +378,17 @@ impl Replica {
         let behind = self.raft.needs_snapshot();
         if behind != self.reported_behind {
             if !behind.is_empty() {
-                tracing::error!(core = core.id, followers = ?behind, retained = RETAIN_ENTRIES,
+                tracing::error!(core = core.id, followers = ?behind, retained = retain,
                     "followers need entries no longer held in memory; they cannot catch up until snapshots exist \
-                     (restart them from a copy of a current node's data dir)");
+                     and stop serving (restart them from a copy of a current node's data dir)");
             }
             self.reported_behind = behind;
         }
+        // Also a follower that has not answered since entries it lacks were compacted (it was
+        // cut off): it must not be confirmed in touch before it could catch up.
+        let mut cannot_catch_up = self.raft.behind_the_log();
+        cannot_catch_up.extend(self.reported_behind.iter().copied());
+        core.commit.set_needing_snapshot(&cannot_catch_up);
     }
 
     /// mntr: the batches committed through `last` (proposal to commit), and the apply time.
