@@ -1264,24 +1264,40 @@ impl Proxy {
     }
 }
 
+/// Copies `from` to `to` until either side closes. With a delay set, every chunk is passed on
+/// `delay_ms` after it arrived (a second thread writes, so the delay adds latency and never
+/// limits throughput).
 fn pipe(mut from: TcpStream, mut to: TcpStream, delay_ms: Arc<AtomicU64>) {
+    let (chunks, due_chunks) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer_from = from.try_clone().ok();
+    std::thread::spawn(move || {
+        for (due, chunk) in due_chunks {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        if let Some(from) = writer_from {
+            let _ = from.shutdown(Shutdown::Both);
+        }
+    });
     std::thread::spawn(move || {
         let mut buf = [0u8; 16384];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let delay = delay_ms.load(Ordering::SeqCst);
-                    if delay > 0 {
-                        std::thread::sleep(Duration::from_millis(delay));
-                    }
-                    if to.write_all(&buf[..n]).is_err() {
+                    let due = Instant::now() + Duration::from_millis(delay_ms.load(Ordering::SeqCst));
+                    if chunks.send((due, buf[..n].to_vec())).is_err() {
                         break;
                     }
                 }
             }
         }
-        let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     });
 }
