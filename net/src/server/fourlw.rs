@@ -215,6 +215,7 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         rows.push((format!("warren_group_{g}_commit_index"), status.commit_index.to_string()));
         rows.push((format!("warren_group_{g}_applied_index"), status.applied_index.to_string()));
         rows.push((format!("warren_group_{g}_follower_lag"), status.follower_lag.to_string()));
+        rows.push((format!("warren_group_{g}_applies_held"), status.applies_held.to_string()));
     }
     rows.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect()
 }

@@ -117,6 +117,9 @@ pub struct GroupStatus {
     pub applied_index: u64,
     /// Leader: entries the furthest-behind follower lacks (0 on a follower).
     pub follower_lag: u64,
+    /// Committed entries that had to wait before applying for another group of this node to
+    /// apply what they depend on (one order across groups), since start.
+    pub applies_held: u64,
 }
 
 impl Default for CoreMetrics {

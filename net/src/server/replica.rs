@@ -262,6 +262,9 @@ pub(super) struct Replica {
     /// The index of the last entry applied to the shards (Raft's own applied index runs ahead
     /// of it while entries wait in `unapplied`).
     state_applied: u64,
+    /// Entries that had to wait for other groups (mntr), and the last one counted.
+    applies_held: u64,
+    held_index: u64,
 }
 
 impl Replica {
@@ -287,6 +290,8 @@ impl Replica {
             seen_link_losses: 0,
             unapplied: std::collections::VecDeque::new(),
             state_applied: commit_written,
+            applies_held: 0,
+            held_index: 0,
         }
     }
 
@@ -412,6 +417,7 @@ impl Replica {
             commit_index: self.raft.commit_index(),
             applied_index: self.state_applied,
             follower_lag: self.raft.follower_lag(),
+            applies_held: self.applies_held,
         }
     }
 
@@ -778,6 +784,10 @@ impl Replica {
         let mut applied_any = false;
         while let Some(entry) = self.unapplied.front() {
             if !entry.data.is_empty() && !dependencies_applied(core, entry) {
+                if entry.index != self.held_index {
+                    self.held_index = entry.index;
+                    self.applies_held += 1;
+                }
                 break;
             }
             let entry = self.unapplied.pop_front().expect("looked at");
