@@ -32,7 +32,9 @@ pub enum PeerMessage {
     /// signs of life on the sender since its last probe (the leader of the session group
     /// renews them). The leader answers `Touched` once a ReadIndex round started after it
     /// arrived confirmed that a majority still follows it.
-    Touch { token: u64, sessions: Vec<SessionId> },
+    /// `urgent`: a reattach waits for it; the leader confirms it with a heartbeat round of its
+    /// own rather than the next regular heartbeat.
+    Touch { token: u64, sessions: Vec<SessionId>, urgent: bool },
     /// The answer to `Touch`: a confirmed leader of the group heard the probe; `unknown` are
     /// the probe's sessions it no longer tracks (expired or closed).
     Touched { token: u64, unknown: Vec<SessionId> },
@@ -145,7 +147,7 @@ mod tests {
                 dependencies: vec![(1, 1 << 52)],
             },
             PeerMessage::Forward { origin: 3, token: 100, shard: 5, command: None, dependencies: Vec::new() },
-            PeerMessage::Touch { token: 3, sessions: vec![1, -7, i64::MAX] },
+            PeerMessage::Touch { token: 3, sessions: vec![1, -7, i64::MAX], urgent: true },
             PeerMessage::Touched { token: 3, unknown: vec![-7] },
             PeerMessage::Fence { at_least: 1 << 52 },
             PeerMessage::ReadIndex { token: 7, index: 1 << 40 },

@@ -340,7 +340,7 @@ impl Core {
                 }
                 self.commit.propose_forwarded(origin, token, shard, command, dependencies);
             }
-            PeerMessage::Touch { token, sessions } => self.on_lease_probe(from, token, &sessions),
+            PeerMessage::Touch { token, sessions, urgent } => self.on_lease_probe(from, token, &sessions, urgent),
             PeerMessage::Touched { token, unknown } => self.on_lease_confirmed(token, &unknown),
             PeerMessage::Fence { at_least } => self.commit.want_fence(at_least),
             PeerMessage::ReadIndex { token, index } => self.commit.deliver_read_index(token, index),

@@ -63,6 +63,8 @@ pub struct LeaseRound {
     pub token: u64,
     /// The probe's sessions the session group's leader does not track.
     pub unknown: Vec<SessionId>,
+    /// A reattach waits for it: a heartbeat round of its own, not the next regular one.
+    pub urgent: bool,
 }
 
 /// One probe sent and not answered yet.
@@ -115,7 +117,7 @@ impl Core {
         loop {
             glommio::timer::sleep(LEASE_PROBE_INTERVAL).await;
             let now = Instant::now();
-            self.probe_leader(now);
+            self.probe_leader(now, false);
             if self.sessions.is_some() {
                 self.close_lapsed_sessions(now);
             }
@@ -123,7 +125,7 @@ impl Core {
         }
     }
 
-    fn probe_leader(&self, now: Instant) {
+    fn probe_leader(&self, now: Instant, urgent: bool) {
         let me = NodeId::from(self.config.node_id);
         let Some(leader) = self.group_leaders.leader(self.id) else { return };
         let mut sessions = self.with_tracker_if_any(|t| t.to_renew()).unwrap_or_default();
@@ -143,17 +145,17 @@ impl Core {
                     unknown
                 })
                 .unwrap_or_default();
-            self.commit.ask_lease(LeaseRound { asker: None, token, unknown });
+            self.commit.ask_lease(LeaseRound { asker: None, token, unknown, urgent });
         } else {
             let Some(transport) = &self.transport else { return };
-            transport.send(leader, PeerMessage::Touch { token, sessions: sessions.clone() });
+            transport.send(leader, PeerMessage::Touch { token, sessions: sessions.clone(), urgent });
         }
         self.lease_probes.borrow_mut().sent(Probe { token, sent_at: now, sessions });
     }
 
     /// The leader of this core's group: a follower's probe. Its sessions are renewed now and
     /// the answer waits for the next ReadIndex round to confirm the leadership.
-    pub(super) fn on_lease_probe(&self, from: NodeId, token: u64, sessions: &[SessionId]) {
+    pub(super) fn on_lease_probe(&self, from: NodeId, token: u64, sessions: &[SessionId], urgent: bool) {
         // A follower that cannot catch up (it needs a snapshot) must not serve its old state.
         if !self.commit.leading() || self.commit.needs_snapshot(from) {
             return;
@@ -169,7 +171,7 @@ impl Core {
             })
             .unwrap_or_default()
         };
-        self.commit.ask_lease(LeaseRound { asker: Some(from), token, unknown });
+        self.commit.ask_lease(LeaseRound { asker: Some(from), token, unknown, urgent });
     }
 
     /// A confirmed leader of this core's group answered probe `token`: contact as of its send
@@ -212,7 +214,10 @@ impl Core {
         if !self.is_clustered() {
             return self.reply(&request, ReplyBody::Synced);
         }
-        self.renewals.borrow_mut().push(Renewal { request, since: Instant::now() });
+        let now = Instant::now();
+        self.renewals.borrow_mut().push(Renewal { request, since: now });
+        // The client waits for this renewal: probe now, not at the next interval.
+        self.probe_leader(now, true);
     }
 
     fn close_lapsed_sessions(&self, now: Instant) {

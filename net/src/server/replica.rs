@@ -682,8 +682,9 @@ impl Replica {
                 transport.send(leader, forward);
             }
             None => {
-                // Lease probes alone can wait for the next heartbeat (every tick): no messages.
-                let lazy = reads.local.is_empty() && reads.remote.is_empty();
+                // Lease probes alone can wait for the next heartbeat (every tick): no messages,
+                // unless a reattach waits for one.
+                let lazy = reads.local.is_empty() && reads.remote.is_empty() && !reads.leases.iter().any(|l| l.urgent);
                 self.read_batches.insert(token, reads);
                 let asked = match lazy {
                     true => self.raft.read_index_at_next_heartbeat(token),
@@ -704,7 +705,7 @@ impl Replica {
                 let transport = core.transport.as_ref().expect("a read index for another node means peers");
                 transport.send(origin, PeerMessage::ReadIndex { token, index: state.index });
             }
-            for LeaseRound { asker, token, unknown } in batch.leases {
+            for LeaseRound { asker, token, unknown, .. } in batch.leases {
                 match asker {
                     None => core.on_lease_confirmed(token, &unknown),
                     Some(follower) => {
