@@ -33,10 +33,17 @@ pub struct SessionTable {
     ephemeral_count: u64,
     /// Sessions closed within `CLOSED_KEPT_MS` of the newest close, oldest first, with the time
     /// of the entry that closed them: a tombstone in the log's own state, rebuilt by replay.
+    /// Kept by shard 0 only (`keeps_tombstones`), whose closes are the cluster's.
     closed: std::collections::VecDeque<(SessionId, i64)>,
+    keeps_tombstones: bool,
 }
 
 impl SessionTable {
+    /// An empty table; `keeps_tombstones` for shard 0's (see `closed`).
+    pub fn new(keeps_tombstones: bool) -> SessionTable {
+        SessionTable { keeps_tombstones, ..SessionTable::default() }
+    }
+
     /// Opens a session; opening an open session again only refreshes timeout and password
     /// (the command may be re-proposed), its ephemerals stay.
     pub fn open(&mut self, id: SessionId, timeout_ms: i32, passwd: &[u8]) {
@@ -55,6 +62,9 @@ impl SessionTable {
     /// Remembers that an entry of time `time_ms` closed session `id`, and forgets closes
     /// older than `CLOSED_KEPT_MS` before it.
     pub(crate) fn record_closed(&mut self, id: SessionId, time_ms: i64) {
+        if !self.keeps_tombstones {
+            return;
+        }
         let too_old = |at: i64| at < time_ms.saturating_sub(CLOSED_KEPT_MS);
         while self.closed.front().is_some_and(|&(_, at)| too_old(at)) || self.closed.len() >= CLOSED_KEPT_MAX {
             self.closed.pop_front();
@@ -119,7 +129,10 @@ mod tests {
 
     #[test]
     fn closes_are_remembered_for_ten_minutes_of_log_time_and_a_bounded_count() {
-        let mut table = SessionTable::default();
+        let mut other_shard = SessionTable::default();
+        other_shard.record_closed(1, 1_000);
+        assert_eq!(other_shard.recently_closed().count(), 0, "only shard 0 keeps tombstones");
+        let mut table = SessionTable::new(true);
         table.open(1, 1000, b"p");
         table.open(2, 1000, b"p");
         table.close(1);

@@ -44,7 +44,8 @@ impl Shard {
         if path::shard_of("/zookeeper", shard_count) == id {
             add_system_nodes(&mut tree);
         }
-        Shard { id, last_zxid: 0, tree, sessions: SessionTable::default(), watches: WatchRegistry::default() }
+        let sessions = SessionTable::new(id == 0);
+        Shard { id, last_zxid: 0, tree, sessions, watches: WatchRegistry::default() }
     }
 
     pub fn id(&self) -> ShardId {

@@ -38,6 +38,8 @@ pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
 /// How long after shard 0 closed a session another shard may still hold it before its group's
 /// leader closes it again (`Core::finish_closes_loop`).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection with an abandoned request stays marked (`Core::abandoned_conns`).
+const ABANDONED_KEPT: Duration = Duration::from_secs(60);
 /// The expiry loop re-arms every session when one of its rounds comes this much later than
 /// due (a pause or a stall; see `expiry_loop`).
 const EXPIRY_GAP_MAX: Duration = Duration::from_secs(1);
@@ -224,9 +226,10 @@ pub struct Core {
     /// does not, `lease.rs`); for logging the changes.
     pub(super) serving: Cell<bool>,
     /// Connections one of whose requests was abandoned here (their client sees the connection
-    /// close): none of their later requests may apply, or a session's writes could apply out
-    /// of order. Forgotten when the connection is gone (`Msg::DropConn`).
-    abandoned_conns: RefCell<ahash::AHashSet<ConnId>>,
+    /// close), with when: none of their later requests may apply, or a session's writes could
+    /// apply out of order. Kept `ABANDONED_KEPT` (requests of a gone connection still counted
+    /// in a session's order start when the requests before them finish), then forgotten.
+    abandoned_conns: RefCell<AHashMap<ConnId, Instant>>,
     /// Every voter's node id, this node's included.
     voters: Vec<NodeId>,
     pub group_leaders: Arc<GroupLeaders>,
@@ -294,7 +297,7 @@ impl Core {
             renewals: RefCell::new(Vec::new()),
             session_leases_lapsed: Cell::new(0),
             serving: Cell::new(cluster.voters.len() <= 1),
-            abandoned_conns: RefCell::new(ahash::AHashSet::new()),
+            abandoned_conns: RefCell::new(AHashMap::new()),
             voters: cluster.voters,
             group_leaders: cluster.group_leaders,
             group_status: Cell::new(GroupStatus::default()),
@@ -336,6 +339,15 @@ impl Core {
             PeerMessage::Forward { origin, token, shard, command, dependencies } => {
                 if core_of_shard(shard, self.cores()) != self.id {
                     tracing::warn!(core = self.id, from, shard, "forwarded write for a shard of another core; dropped");
+                    return;
+                }
+                if dependencies.len() >= self.cores() {
+                    tracing::warn!(
+                        core = self.id,
+                        from,
+                        count = dependencies.len(),
+                        "forwarded write with more dependencies than other groups; dropped"
+                    );
                     return;
                 }
                 self.commit.propose_forwarded(origin, token, shard, command, dependencies);
@@ -383,7 +395,10 @@ impl Core {
     /// `abandon_write` with the request's shard at hand.
     fn abandon_in(&self, slot: &mut ShardSlot, request: ShardRequest, reason: &'static str) {
         if request.conn != INTERNAL_CONN {
-            self.abandoned_conns.borrow_mut().insert(request.conn);
+            let now = Instant::now();
+            let mut abandoned = self.abandoned_conns.borrow_mut();
+            abandoned.retain(|_, since| now.duration_since(*since) < ABANDONED_KEPT);
+            abandoned.entry(request.conn).or_insert(now);
         }
         self.finish(slot, request.session);
         if request.conn == INTERNAL_CONN {
@@ -478,7 +493,6 @@ impl Core {
                 }
             }
             Msg::DropConn { conn } => {
-                self.abandoned_conns.borrow_mut().remove(&conn);
                 self.cut_waiters.borrow_mut().retain(|request| request.conn != conn);
                 for slot in self.shards.borrow_mut().values_mut() {
                     // Deferred local reads of the connection would register watches nobody
@@ -633,7 +647,7 @@ impl Core {
 
     /// Whether a request of `conn` was abandoned here: its later ones must not apply.
     pub(super) fn is_abandoned(&self, conn: ConnId) -> bool {
-        conn != INTERNAL_CONN && self.abandoned_conns.borrow().contains(&conn)
+        conn != INTERNAL_CONN && self.abandoned_conns.borrow().contains_key(&conn)
     }
 
     /// Reads are linearizable here: the option is on and this node has peers.

@@ -117,7 +117,7 @@ impl Core {
         loop {
             glommio::timer::sleep(LEASE_PROBE_INTERVAL).await;
             let now = Instant::now();
-            self.probe_leader(now, false);
+            self.probe_leader(now, None);
             if self.sessions.is_some() {
                 self.close_lapsed_sessions(now);
             }
@@ -125,13 +125,22 @@ impl Core {
         }
     }
 
-    fn probe_leader(&self, now: Instant, urgent: bool) {
+    /// `only`: an urgent probe for one reattach, carrying that session alone; otherwise every
+    /// session to renew and every reattach still waiting.
+    fn probe_leader(&self, now: Instant, only: Option<SessionId>) {
+        let urgent = only.is_some();
         let me = NodeId::from(self.config.node_id);
         let Some(leader) = self.group_leaders.leader(self.id) else { return };
-        let mut sessions = self.with_tracker_if_any(|t| t.to_renew()).unwrap_or_default();
-        sessions.extend(self.renewals.borrow().iter().map(|r| r.request.session));
-        sessions.sort_unstable();
-        sessions.dedup();
+        let sessions = match only {
+            Some(session) => vec![session],
+            None => {
+                let mut sessions = self.with_tracker_if_any(|t| t.to_renew()).unwrap_or_default();
+                sessions.extend(self.renewals.borrow().iter().map(|r| r.request.session));
+                sessions.sort_unstable();
+                sessions.dedup();
+                sessions
+            }
+        };
         let token = self.new_token();
         if leader == me {
             if !self.commit.leading() {
@@ -182,30 +191,25 @@ impl Core {
         if self.sessions.is_none() {
             return;
         }
-        let renewed: Vec<SessionId> = probe.sessions.iter().copied().filter(|s| !unknown.contains(s)).collect();
-        let expired_here: Vec<_> = self
-            .with_tracker_if_any(|t| {
-                t.confirm(&renewed, probe.sent_at);
-                unknown.iter().filter_map(|s| t.detach(*s)).collect()
-            })
-            .unwrap_or_default();
-        for conn in expired_here {
-            self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session expired" });
-        }
+        // `unknown`: not renewed (the leader does not track them: expired, closed, or created
+        // too recently for it to have applied the create). Their leases are not confirmed, so
+        // their connections close once the lease lapses, or when their close applies here;
+        // their reattaches keep waiting (and fail with ConnectionLoss after RENEW_GIVE_UP).
+        let unknown: ahash::AHashSet<SessionId> = unknown.iter().copied().collect();
+        let renewed: ahash::AHashSet<SessionId> =
+            probe.sessions.iter().copied().filter(|s| !unknown.contains(s)).collect();
+        let confirmed: Vec<SessionId> = renewed.iter().copied().collect();
+        self.with_tracker_if_any(|t| t.confirm(&confirmed, probe.sent_at));
         let answered: Vec<Renewal> = {
             let mut renewals = self.renewals.borrow_mut();
             let (answered, waiting) = std::mem::take(&mut *renewals)
                 .into_iter()
-                .partition(|r| r.since <= probe.sent_at && probe.sessions.contains(&r.request.session));
+                .partition(|r| r.since <= probe.sent_at && renewed.contains(&r.request.session));
             *renewals = waiting;
             answered
         };
         for renewal in answered {
-            let body = match unknown.contains(&renewal.request.session) {
-                true => ReplyBody::Session(None),
-                false => ReplyBody::Synced,
-            };
-            self.reply(&renewal.request, body);
+            self.reply(&renewal.request, ReplyBody::Synced);
         }
     }
 
@@ -215,9 +219,10 @@ impl Core {
             return self.reply(&request, ReplyBody::Synced);
         }
         let now = Instant::now();
+        let session = request.session;
         self.renewals.borrow_mut().push(Renewal { request, since: now });
         // The client waits for this renewal: probe now, not at the next interval.
-        self.probe_leader(now, true);
+        self.probe_leader(now, Some(session));
     }
 
     fn close_lapsed_sessions(&self, now: Instant) {

@@ -240,6 +240,10 @@ async fn run_core(
         voters: voters.iter().map(|p| NodeId::from(p.id)).collect(),
         group_leaders,
     };
+    // What this group has applied, fences included (the shards know only their own entries'
+    // zxids): other nodes' writes may depend on a fence's zxid, and must not wait for ever.
+    let committed = &recovered.log.entries[..recovered.log.commit as usize];
+    cluster.group_leaders.set_applied(core_id, replica::highest_zxid(committed));
     let core = Rc::new(Core::new(core_id, config.clone(), recovered.shards, outboxes, write_tx, log_zxid, cluster));
     connect_mesh(&core, channels.outgoing, channels.incoming, outbox_receivers);
     let mut replica = start_replica(core_id, &config, &voters, recovered.wal, recovered.log)?;
