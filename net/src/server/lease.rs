@@ -209,14 +209,14 @@ impl Core {
             answered
         };
         for renewal in answered {
-            self.reply(&renewal.request, ReplyBody::Synced);
+            self.reply(&renewal.request, ReplyBody::Renewed(probe.sent_at));
         }
     }
 
     /// A reattach in a cluster: answered once a probe carrying the session is confirmed.
     pub(super) fn renew_session(&self, request: ShardRequest) {
         if !self.is_clustered() {
-            return self.reply(&request, ReplyBody::Synced);
+            return self.reply(&request, ReplyBody::Renewed(Instant::now()));
         }
         let now = Instant::now();
         let session = request.session;

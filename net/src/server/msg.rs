@@ -124,9 +124,8 @@ pub enum ShardOp {
     CheckSession {
         passwd: Vec<u8>,
     },
-    /// Shard 0, a reattach in a cluster: answered `Synced` once the session group's leader
-    /// confirmed it renewed the session (`lease.rs`), `Session(None)` if it no longer tracks
-    /// it (expired).
+    /// Shard 0, a reattach in a cluster: answered `Renewed` once the session group's leader
+    /// confirmed it renewed the session (`lease.rs`).
     RenewSession,
 }
 
@@ -145,6 +144,9 @@ pub enum ReplyBody {
     Write(Result<WriteResult, ZkError>),
     Synced,
     Session(Option<i32>),
+    /// A reattach's session was renewed by the session group's leader as of this time (the
+    /// send time of the probe that carried it, `lease.rs`).
+    Renewed(std::time::Instant),
 }
 
 /// What one core reports for the four-letter words.

@@ -73,12 +73,37 @@ impl Conn {
         parts: &[Option<ReplyBody>],
     ) -> (Vec<u8>, bool) {
         let granted = parts.iter().all(|part| {
-            matches!(part, Some(ReplyBody::Write(Ok(_))) | Some(ReplyBody::Session(Some(_))) | Some(ReplyBody::Synced))
+            matches!(
+                part,
+                Some(ReplyBody::Write(Ok(_)))
+                    | Some(ReplyBody::Session(Some(_)))
+                    | Some(ReplyBody::Synced)
+                    | Some(ReplyBody::Renewed(_))
+            )
         });
         let stored_timeout = parts.iter().find_map(|part| match part {
             Some(ReplyBody::Session(Some(timeout))) => Some(*timeout),
             _ => None,
         });
+        let renewed_at = parts.iter().find_map(|part| match part {
+            Some(ReplyBody::Renewed(at)) => Some(*at),
+            _ => None,
+        });
+        if let (true, Some(timeout_ms), Some(at)) = (granted, stored_timeout, renewed_at) {
+            // The syncs of the handshake took long after the renewal: the lease it gave may
+            // have lapsed, so the client is not told it is connected (ConnectionLoss; it tries
+            // again) rather than connected to a session the majority may have expired.
+            let lease = std::time::Duration::from_millis(timeout_ms.max(0) as u64)
+                .mul_f64(crate::server::lease::LEASE_FRACTION);
+            if at.elapsed() > lease {
+                tracing::info!(
+                    session = format!("{session:#x}"),
+                    "reattach took longer than its renewed lease; closing"
+                );
+                self.handshake.set(Handshake::Refused);
+                return (Vec::new(), true);
+            }
+        }
         let mut frame = Vec::new();
         if !granted {
             // ZooKeeper's answer to an expired or unknown session: timeout 0, then close.

@@ -37,7 +37,7 @@ pub(super) fn merge(kind: Kind, parts: Parts) -> Result<Response, ZkError> {
             match body {
                 ReplyBody::Read(result) => Ok(read_response(opcode, result?)),
                 ReplyBody::Write(result) => Ok(write_response(opcode, result?)),
-                ReplyBody::Synced | ReplyBody::Session(_) => Ok(Response::Empty),
+                ReplyBody::Synced | ReplyBody::Session(_) | ReplyBody::Renewed(_) => Ok(Response::Empty),
             }
         }
         Kind::Broadcast(opcode) => {
