@@ -531,6 +531,7 @@ impl Core {
                 }
             }
             Msg::RootAcl { acl } => self.copy_root_acl_where_it_differs(acl),
+            Msg::OtherGroupApplied => self.commit.other_group_applied(),
             Msg::StatsQuery { reply_core, token } => {
                 let stats = Box::new(self.stats());
                 self.send(reply_core, Msg::StatsReply { token, stats });

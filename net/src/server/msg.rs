@@ -76,6 +76,9 @@ pub enum Msg {
         core: usize,
         zxid: Zxid,
     },
+    /// A core that applied entries → a core whose group waits for other groups (`replica.rs`):
+    /// look again.
+    OtherGroupApplied,
     /// Core 0 → every core at start-up: shard 0's ACL of "/". A shard whose local "/" differs
     /// (a setACL("/") cut by a crash between its two stages) copies it.
     RootAcl {

@@ -788,6 +788,12 @@ impl Replica {
                 if entry.index != self.held_index {
                     self.held_index = entry.index;
                     self.applies_held += 1;
+                    tracing::debug!(
+                        core = core.id,
+                        index = entry.index,
+                        dependencies = ?proposal_dependencies(&entry.data),
+                        "a committed entry waits for another group of this node"
+                    );
                 }
                 break;
             }
@@ -828,8 +834,17 @@ impl Replica {
             core.group_leaders.set_applied(core.id, zxid);
             applied_any = true;
         }
-        queue.set_waiting_for_other_groups(!self.unapplied.is_empty());
+        let waiting = !self.unapplied.is_empty();
+        queue.set_waiting_for_other_groups(waiting);
+        core.group_leaders.set_waiting(core.id, waiting);
         if applied_any {
+            // A group held back for this one looks again now, not at its next tick: catching
+            // up interleaved groups goes step by step, each step a wake-up.
+            for group in (0..core.group_leaders.groups()).filter(|&g| g != core.id) {
+                if core.group_leaders.waiting(group) {
+                    core.send(group, super::msg::Msg::OtherGroupApplied);
+                }
+            }
             core.announce_applied();
             core.serve_cut_waiters();
         }

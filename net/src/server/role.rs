@@ -31,6 +31,9 @@ pub struct GroupLeaders {
     /// Per group: the zxid of the last entry this node applied (writes in a cluster wait for
     /// their dependencies on them, `replica.rs`).
     applied: Vec<AtomicI64>,
+    /// Per group: committed entries wait for another group of this node (`replica.rs`); a
+    /// core that applies something wakes the groups that wait.
+    waiting: Vec<AtomicBool>,
 }
 
 impl GroupLeaders {
@@ -43,7 +46,17 @@ impl GroupLeaders {
             contact: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             applied: (0..groups).map(|_| AtomicI64::new(0)).collect(),
+            waiting: (0..groups).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    pub fn set_waiting(&self, group: usize, waiting: bool) {
+        self.waiting[group].store(waiting, Ordering::Release);
+    }
+
+    /// Whether `group` holds committed entries back for another group of this node.
+    pub fn waiting(&self, group: usize) -> bool {
+        self.waiting[group].load(Ordering::Acquire)
     }
 
     /// This node applied `group`'s entries through `zxid`.
