@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use warren_tests::zk::{self, Acls, CreateMode, EventType};
-use warren_tests::{bounded, unique, wait_until, Proxy, WarrenCluster, WarrenOpts, WarrenProcess};
+use warren_tests::{
+    bounded, mntr_value, top_level_in_shard, unique, wait_until, Proxy, WarrenCluster, WarrenOpts, WarrenProcess,
+};
 
 fn persistent() -> zk::CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all())
@@ -456,13 +458,6 @@ fn linearizable_reads(opts: WarrenOpts) -> WarrenOpts {
 }
 
 /// One value of `node`'s mntr.
-fn mntr_value(node: &WarrenProcess, key: &str) -> u64 {
-    let mntr = node.four_letter("mntr");
-    let prefix = format!("{key}\t");
-    let value = mntr.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap_or_else(|| panic!("{key} in mntr"));
-    value.parse().unwrap_or_else(|e| panic!("{key} = {value:?}: {e}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_reads_through_a_follower_see_every_write_acknowledged_before_them() {
     if warren_tests::is_zookeeper() {
@@ -596,14 +591,6 @@ fn group_leader_seen_by(c3: &WarrenCluster, id: usize, group: usize) -> usize {
     mntr_value(&c3.nodes[id - 1], &format!("warren_group_{group}_leader")) as usize
 }
 
-/// A top-level name (with `tag`) whose shard, of 2, is `shard`.
-fn top_level_in_shard(tag: &str, shard: u16) -> String {
-    (0..)
-        .map(|i| format!("/{}-{i}", unique(tag)))
-        .find(|path| engine::path::shard_of(path, 2) == shard)
-        .expect("some name lands in every shard")
-}
-
 /// A session's close is one entry per group. Its close in group 1 is abandoned (the session
 /// group's leader, which proposed it, lost group 1's leader) while group 0 commits its own: the
 /// session's ephemeral in group 1 must still go. It stayed for good before the leader of every
@@ -646,8 +633,8 @@ async fn a_session_close_abandoned_in_one_group_still_removes_its_ephemerals_the
     let connect = zk::Client::connector().with_session_timeout(Duration::from_millis(2000)).connect(&through_proxy);
     let session = bounded(20, "connect through the proxy", connect).await.unwrap();
     let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-    let in_group0 = top_level_in_shard("close0", 0);
-    let in_group1 = top_level_in_shard("close1", 1);
+    let in_group0 = top_level_in_shard("close0", 0, 2);
+    let in_group1 = top_level_in_shard("close1", 1, 2);
     session.create(&in_group0, b"", &ephemeral).await.unwrap();
     session.create(&in_group1, b"", &ephemeral).await.unwrap();
     // The session group's leader loses group 1: its core-1 links to group 1's leader are cut.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use warren_tests::zk::{self, Acls, CreateMode, SessionState};
-use warren_tests::{bounded, unique, wait_until, WarrenCluster, WarrenOpts};
+use warren_tests::{bounded, mntr_value, top_level_in_shard, unique, wait_until, WarrenCluster, WarrenOpts};
 
 fn persistent() -> zk::CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all())
@@ -27,15 +27,6 @@ fn persistent() -> zk::CreateOptions<'static> {
 
 fn ephemeral() -> zk::CreateOptions<'static> {
     CreateMode::Ephemeral.with_acls(Acls::anyone_all())
-}
-
-fn mntr_value(c3: &WarrenCluster, id: usize, key: &str) -> u64 {
-    let mntr = c3.nodes[id - 1].four_letter("mntr");
-    mntr.lines()
-        .filter_map(|l| l.split_once('\t'))
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("mntr of node {id} has no {key}:\n{mntr}"))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -145,7 +136,7 @@ async fn lock_holder_is_told_before_the_lock_moves(cut: Cut, timeout: Duration) 
         let connect = zk::Client::connector().with_fail_eagerly().connect(&address);
         let refused = !matches!(tokio::time::timeout(Duration::from_secs(3), connect).await, Ok(Ok(_)));
         assert!(refused, "a node cut off from the majority still opened a session");
-        assert_eq!(mntr_value(&c3, 3, "warren_serving"), 0);
+        assert_eq!(mntr_value(&c3.nodes[2], "warren_serving"), 0);
     }
     // Healed, node 3 serves again and agrees that B holds the lock.
     c3.set_isolated(3, false);
@@ -233,14 +224,6 @@ async fn a_paused_session_group_leader_resumed_after_twice_the_timeout_keeps_eve
     }
 }
 
-/// A name of `tag` whose top-level shard, of `shards`, is `shard`.
-fn top_level_in_shard(tag: &str, shard: u16, shards: u16) -> String {
-    (0..)
-        .map(|i| format!("/{}-{i}", unique(tag)))
-        .find(|path| engine::path::shard_of(path, shards) == shard)
-        .expect("some name lands in every shard")
-}
-
 /// ZooKeeper's sync brings the whole server up to date: after a sync of a path in one group, a
 /// read through the same node of a path in another group sees every write acknowledged before
 /// the sync. The reader's node lags in the written path's group (what that group's leader
@@ -257,7 +240,7 @@ async fn a_sync_of_one_path_makes_a_read_of_another_group_see_every_acknowledged
         }
         let mut leader = 0;
         let known = wait_until(Duration::from_secs(10), || {
-            leader = mntr_value(&c3, 1, &format!("warren_group_{group}_leader")) as usize;
+            leader = mntr_value(&c3.nodes[0], &format!("warren_group_{group}_leader")) as usize;
             leader != 0
         });
         assert!(known, "group {group} has no leader");
@@ -309,7 +292,7 @@ async fn a_reader_lagging_in_one_group_never_sees_ready_before_the_config_it_ann
     } else {
         let mut leader = 0;
         let known = wait_until(Duration::from_secs(10), || {
-            leader = mntr_value(&c3, 1, "warren_group_0_leader") as usize;
+            leader = mntr_value(&c3.nodes[0], "warren_group_0_leader") as usize;
             leader != 0
         });
         assert!(known, "group 0 has no leader");
@@ -372,7 +355,7 @@ async fn a_reader_lagging_in_one_group_never_sees_ready_before_the_config_it_ann
     eprintln!("{reads} reads of /ready then /cfg on the lagging node");
     assert!(reads >= 10, "the reader barely read ({reads})");
     if !warren_tests::is_zookeeper() {
-        let held = mntr_value(&c3, reader_node, "warren_group_1_applies_held");
+        let held = mntr_value(&c3.nodes[reader_node - 1], "warren_group_1_applies_held");
         assert!(held > 0, "the lagging node never held a /ready write back: the scenario did not happen");
         eprintln!("the lagging node held back {held} entries of group 1 for group 0");
     }
@@ -428,7 +411,7 @@ async fn a_follower_too_far_behind_to_catch_up_stops_serving_its_old_state() {
     assert!(compacted, "the leader never found the follower too far behind:\n{}", c3.nodes[leader - 1].stderr_tail());
     // Back in touch with the leader, but unable to catch up: it must not serve.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(mntr_value(&c3, lagging, "warren_serving"), 0, "a follower that cannot catch up serves");
+    assert_eq!(mntr_value(&c3.nodes[lagging - 1], "warren_serving"), 0, "a follower that cannot catch up serves");
     let address = c3.nodes[lagging - 1].connect_string();
     let connect = zk::Client::connector().with_fail_eagerly().connect(&address);
     if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await {

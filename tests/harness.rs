@@ -668,6 +668,25 @@ fn sockets_on_port(port: u16) -> String {
         .unwrap_or_else(|e| format!("(ss: {e})"))
 }
 
+/// The value of `key` in `node`'s `mntr` (panics if it is missing or not a number).
+pub fn mntr_value(node: &WarrenProcess, key: &str) -> u64 {
+    let mntr = node.four_letter("mntr");
+    let prefix = format!("{key}\t");
+    let value = mntr
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("mntr of {} has no {key}:\n{mntr}", node.addr()));
+    value.trim().parse().unwrap_or_else(|e| panic!("{key} = {value:?}: {e}"))
+}
+
+/// A top-level path (with `tag`) whose shard, of `shards`, is `shard`.
+pub fn top_level_in_shard(tag: &str, shard: u16, shards: u16) -> String {
+    (0..)
+        .map(|i| format!("/{}-{i}", unique(tag)))
+        .find(|path| engine::path::shard_of(path, shards) == shard)
+        .expect("some name lands in every shard")
+}
+
 /// Sends `word` and reads to EOF.
 pub fn four_letter_at(addr: SocketAddr, word: &str, timeout: Duration) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;

@@ -451,16 +451,7 @@ impl Raft {
     /// pending requests, not 0) comes out of `ready` once a majority confirmed this node was
     /// still the leader after the call.
     pub fn read_index(&mut self, context: u64) -> Result<(), RaftError> {
-        assert_ne!(context, 0, "read context 0 means none");
-        if self.role != Role::Leader {
-            return Err(RaftError::NotLeader { leader: self.leader });
-        }
-        if self.log.term(self.log.committed) != Some(self.term) {
-            self.reads_before_term_commit.push(context);
-            return Ok(());
-        }
-        self.start_read(context);
-        Ok(())
+        self.request_read(context, true)
     }
 
     /// `read_index` for a read that can wait a heartbeat interval (a lease probe): its round
@@ -468,6 +459,12 @@ impl Raft {
     /// message. Equally safe: that heartbeat is sent after the call, and only acks carrying
     /// this read's context (or a later one's) confirm it.
     pub fn read_index_at_next_heartbeat(&mut self, context: u64) -> Result<(), RaftError> {
+        self.request_read(context, false)
+    }
+
+    /// A read of either kind: held until the first commit of the term (then started with a
+    /// broadcast), else registered, with a heartbeat broadcast of its own if `broadcast`.
+    fn request_read(&mut self, context: u64, broadcast: bool) -> Result<(), RaftError> {
         assert_ne!(context, 0, "read context 0 means none");
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader { leader: self.leader });
@@ -476,7 +473,9 @@ impl Raft {
             self.reads_before_term_commit.push(context);
             return Ok(());
         }
-        self.register_read(context);
+        if self.register_read(context) && broadcast {
+            self.broadcast_heartbeat();
+        }
         Ok(())
     }
 

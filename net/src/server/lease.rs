@@ -94,14 +94,6 @@ impl Probes {
         let at = self.sent.iter().position(|p| p.token == token)?;
         self.sent.remove(at)
     }
-
-    pub fn len(&self) -> usize {
-        self.sent.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
-    }
 }
 
 /// A reattach waiting for the session group's leader to renew its session.
@@ -147,13 +139,7 @@ impl Core {
                 return;
             }
             // This node's own session clock: renewed now, confirmed by the round.
-            let unknown = self
-                .with_tracker_if_any(|t| {
-                    let unknown = t.unknown(&sessions);
-                    t.touch(&sessions, now);
-                    unknown
-                })
-                .unwrap_or_default();
+            let unknown = self.renew_as_leader(&sessions, now);
             self.commit.ask_lease(LeaseRound { asker: None, token, unknown, urgent });
         } else {
             let Some(transport) = &self.transport else { return };
@@ -169,18 +155,22 @@ impl Core {
         if !self.commit.leading() || self.commit.needs_snapshot(from) {
             return;
         }
-        let unknown = if sessions.is_empty() {
-            Vec::new()
-        } else {
-            let now = Instant::now();
-            self.with_tracker_if_any(|t| {
-                let unknown = t.unknown(sessions);
-                t.touch(sessions, now);
-                unknown
-            })
-            .unwrap_or_default()
-        };
+        let unknown = self.renew_as_leader(sessions, Instant::now());
         self.commit.ask_lease(LeaseRound { asker: Some(from), token, unknown, urgent });
+    }
+
+    /// The session group's leader renews `sessions` in its tracker as of `now` and returns
+    /// those it does not track (nothing to do on the other cores).
+    fn renew_as_leader(&self, sessions: &[SessionId], now: Instant) -> Vec<SessionId> {
+        if sessions.is_empty() {
+            return Vec::new();
+        }
+        let renew = |t: &mut super::sessions::SessionTracker| {
+            let unknown = t.unknown(sessions);
+            t.touch(sessions, now);
+            unknown
+        };
+        self.with_tracker_if_any(renew).unwrap_or_default()
     }
 
     /// A confirmed leader of this core's group answered probe `token`: contact as of its send
@@ -302,6 +292,6 @@ mod tests {
         assert_eq!(probes.answered(9), None, "an answer to a probe never sent");
         probes.sent(probe(3, start + PROBE_FORGET + Duration::from_millis(1)));
         assert_eq!(probes.answered(1), None, "forgotten");
-        assert_eq!(probes.len(), 1);
+        assert!(probes.answered(3).is_some(), "the newest stays");
     }
 }

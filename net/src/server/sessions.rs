@@ -99,11 +99,6 @@ impl SessionTracker {
         }
     }
 
-    /// Detaches a session from its connection here; returns that connection.
-    pub fn detach(&mut self, session: SessionId) -> Option<ConnId> {
-        self.sessions.get_mut(&session)?.owner.take()
-    }
-
     /// The session group's leader confirmed it heard of these sessions at `at` or later.
     pub fn confirm(&mut self, sessions: &[SessionId], at: Instant) {
         for session in sessions {
@@ -207,7 +202,7 @@ mod tests {
         assert_eq!(tracker.to_renew(), vec![1, 2], "a probe sent before the touch does not cover it");
         tracker.confirm(&[1], start + ms(20));
         assert_eq!(tracker.to_renew(), vec![2]);
-        assert_eq!(tracker.detach(2), Some(8));
+        tracker.detach_conn(2, 8);
         assert!(tracker.to_renew().is_empty());
         tracker.touch(&[1], start + ms(30));
         tracker.detach_conn(1, 99);
