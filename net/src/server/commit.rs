@@ -15,9 +15,9 @@
 //! - a failed flush: `server::stop_on_wal_failure` (the batch is neither applied nor answered).
 
 use super::core::unix_micros;
-use super::lease::LeaseRound;
+use super::driver::{LeaseRound, Write, WriteFrom};
 use super::msg::ShardRequest;
-use engine::command::{Command, MultiOp, ShardId};
+use engine::command::{Command, ShardId};
 use engine::raft::{Message, NodeId};
 use engine::types::Zxid;
 use glommio::channels::local_channel::LocalSender;
@@ -26,30 +26,10 @@ use std::cell::{Cell, RefCell};
 /// A fence asked of the leader and not seen applied is asked again after this long.
 const FENCE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Most entries proposed in one batch.
-const BATCH_ENTRIES_MAX: usize = 4096;
-/// Most request bytes proposed in one batch; the rest waits for the next batch.
-const BATCH_BYTES_MAX: usize = 64 << 20;
-
+/// A write waiting for the replication loop, and when it was queued (mntr's commit queue time).
 pub(super) struct PendingWrite {
-    /// When it was queued (mntr's commit queue time).
     pub(super) queued_at: std::time::Instant,
-    pub(super) shard: ShardId,
-    pub(super) from: WriteFrom,
-    /// None: a client's `sync` or, with linearizable reads, a read (or a part of one): answered
-    /// through a ReadIndex round once everything committed before it is applied here.
-    pub(super) command: Option<Command>,
-    /// What other groups must have applied first (`ShardRequest::dependencies`).
-    pub(super) dependencies: Vec<(u16, Zxid)>,
-}
-
-/// Who waits for a write's outcome.
-pub(super) enum WriteFrom {
-    /// A request of this node (a client's, or the server's own with `INTERNAL_CONN`).
-    Local(ShardRequest),
-    /// A write another node forwarded to this one as the group's leader; that node answers it
-    /// when it applies the entry, which names it as `origin` with its `token`.
-    Peer { origin: NodeId, token: u64 },
+    pub(super) write: Write<ShardRequest>,
 }
 
 /// The writes waiting for this core's replication loop, what else wakes it, and the zxids it
@@ -137,13 +117,8 @@ impl CommitQueue {
     pub(super) fn propose(&self, mut request: ShardRequest, command: Command) {
         let shard = request.shard;
         let dependencies = std::mem::take(&mut request.dependencies);
-        self.pending.borrow_mut().push(PendingWrite {
-            queued_at: std::time::Instant::now(),
-            shard,
-            from: WriteFrom::Local(request),
-            command: Some(command),
-            dependencies,
-        });
+        let write = Write { shard, from: WriteFrom::Local(request), command: Some(command), dependencies };
+        self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), write });
         let _ = self.signal.try_send(());
     }
 
@@ -151,13 +126,8 @@ impl CommitQueue {
     /// group (`replica.rs`), then `Core::answer_sync`.
     pub(super) fn propose_sync(&self, request: ShardRequest) {
         let shard = request.shard;
-        self.pending.borrow_mut().push(PendingWrite {
-            queued_at: std::time::Instant::now(),
-            shard,
-            from: WriteFrom::Local(request),
-            command: None,
-            dependencies: Vec::new(),
-        });
+        let write = Write { shard, from: WriteFrom::Local(request), command: None, dependencies: Vec::new() };
+        self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), write });
         let _ = self.signal.try_send(());
     }
 
@@ -170,14 +140,9 @@ impl CommitQueue {
         command: Option<Command>,
         dependencies: Vec<(u16, Zxid)>,
     ) {
-        let from = WriteFrom::Peer { origin, token };
-        let queued_at = std::time::Instant::now();
-        self.pending.borrow_mut().push(PendingWrite { queued_at, shard, from, command, dependencies });
+        let write = Write { shard, from: WriteFrom::Peer { origin, token }, command, dependencies };
+        self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), write });
         let _ = self.signal.try_send(());
-    }
-
-    pub(super) fn has_pending(&self) -> bool {
-        !self.pending.borrow().is_empty() || self.fence_wanted.get() > 0 || !self.lease_rounds.borrow().is_empty()
     }
 
     /// A lease probe (this node's own or a follower's) for the next ReadIndex round.
@@ -282,79 +247,30 @@ impl CommitQueue {
         self.zxid_assigned.set(self.zxid_assigned.get().max(zxid));
     }
 
-    /// An entry of this node was proposed; `applied_own` when it is applied.
-    pub(super) fn proposed(&self) {
-        self.in_flight.set(self.in_flight.get() + 1);
-    }
-
-    pub(super) fn applied_own(&self) {
-        let in_flight = self.in_flight.get();
-        assert!(in_flight > 0, "applied more own entries than proposed");
-        self.in_flight.set(in_flight - 1);
-    }
-
-    /// One entry of this node will not be answered here (its forward may have been lost): it
-    /// no longer counts as in flight.
-    pub(super) fn abandoned_one_own(&self) {
-        self.applied_own();
-    }
-
-    /// Entries this node proposed will not be answered (leadership changed): nothing of
-    /// this node's own is in flight any more.
-    pub(super) fn abandoned_own(&self) {
-        self.in_flight.set(0);
+    /// Requests of this node proposed or forwarded and not applied yet (the replication loop
+    /// counts them: `GroupHost::in_flight`).
+    pub(super) fn set_in_flight(&self, requests: usize) {
+        self.in_flight.set(requests);
     }
 
     /// zxid for a new entry: above every earlier one of this core (so of each of its shards)
     /// and, when the clock allows, the current time in microseconds, so zxids of different
     /// cores are ordered roughly as real time (see docs/architecture.md, "zxid").
     pub(super) fn next_zxid(&self) -> Zxid {
-        let zxid = (self.zxid_assigned.get() + 1).max(unix_micros());
+        let zxid = super::driver::next_zxid(self.zxid_assigned.get(), unix_micros());
         self.zxid_assigned.set(zxid);
         zxid
     }
 
-    pub(super) fn take_batch(&self) -> Vec<PendingWrite> {
-        let mut pending = self.pending.borrow_mut();
-        let mut bytes = 0;
-        let mut count = 0;
-        for write in pending.iter().take(BATCH_ENTRIES_MAX) {
-            bytes += write.command.as_ref().map_or(0, command_bytes);
-            if count > 0 && bytes > BATCH_BYTES_MAX {
-                break;
-            }
-            count += 1;
-        }
-        pending.drain(..count).collect()
-    }
-}
-
-/// Roughly the bytes a command adds to a batch (its data dominates).
-fn command_bytes(command: &Command) -> usize {
-    const OVERHEAD: usize = 256;
-    OVERHEAD
-        + match command {
-            Command::Create(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
-            Command::SetData(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
-            Command::Multi { ops, .. } => ops.len() * OVERHEAD + ops.iter().map(multi_op_bytes).sum::<usize>(),
-            _ => 0,
-        }
-}
-
-fn multi_op_bytes(op: &MultiOp) -> usize {
-    match op {
-        MultiOp::Create(c) => c.data.as_ref().map_or(0, Vec::len) + c.path.len(),
-        MultiOp::SetData(s) => s.data.as_ref().map_or(0, Vec::len) + s.path.len(),
-        MultiOp::Delete(d) => d.path.len(),
-        MultiOp::Check { path, .. } => path.len(),
+    /// Every write queued since the loop last looked.
+    pub(super) fn take_pending(&self) -> Vec<PendingWrite> {
+        std::mem::take(&mut *self.pending.borrow_mut())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::msg::{ShardOp, INTERNAL_CONN};
-    use engine::command::SetDataOp;
     use glommio::channels::local_channel;
 
     fn queue(last_zxid: Zxid) -> CommitQueue {
@@ -364,58 +280,14 @@ mod tests {
         queue
     }
 
-    fn set_data(data_bytes: usize) -> Command {
-        Command::SetData(SetDataOp {
-            path: "/a".into(),
-            data: Some(vec![0; data_bytes]),
-            version: -1,
-            auth: Vec::new(),
-        })
-    }
-
-    fn propose(queue: &CommitQueue, command: Command) {
-        let request = ShardRequest {
-            shard: 0,
-            conn: INTERNAL_CONN,
-            seq: 0,
-            part: 0,
-            session: 0,
-            auth: Default::default(),
-            op: ShardOp::Sync,
-            dependencies: Vec::new(),
-        };
-        queue.propose(request, command);
-    }
-
-    #[test]
-    fn a_batch_holds_at_most_batch_entries_max_entries() {
-        let queue = queue(0);
-        for _ in 0..BATCH_ENTRIES_MAX + 10 {
-            propose(&queue, set_data(0));
-        }
-        assert_eq!(queue.take_batch().len(), BATCH_ENTRIES_MAX);
-        assert_eq!(queue.take_batch().len(), 10);
-        assert!(queue.take_batch().is_empty());
-    }
-
-    #[test]
-    fn a_batch_stops_below_batch_bytes_max_but_always_takes_one_entry() {
-        let queue = queue(0);
-        propose(&queue, set_data(BATCH_BYTES_MAX));
-        propose(&queue, set_data(BATCH_BYTES_MAX / 2));
-        propose(&queue, set_data(BATCH_BYTES_MAX / 4));
-        assert_eq!(queue.take_batch().len(), 1, "an entry over the limit still goes, alone");
-        assert_eq!(queue.take_batch().len(), 2);
-    }
-
     #[test]
     fn zxids_increase_and_nothing_is_promised_while_an_entry_is_in_flight() {
         let queue = queue(1 << 60);
         let first = queue.next_zxid();
         assert!(queue.next_zxid() > first);
-        queue.proposed();
+        queue.set_in_flight(1);
         assert_eq!(queue.applied_through(first + 100), None);
-        queue.applied_own();
+        queue.set_in_flight(0);
         assert_eq!(queue.applied_through(first + 100), Some(first + 100));
         assert!(queue.next_zxid() > first + 100, "a promised zxid is never assigned");
         assert_eq!(queue.applied_through(0), Some(first + 101), "it promises what it assigned");

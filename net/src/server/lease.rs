@@ -31,6 +31,7 @@
 //! assumes their rates agree (as every lease does).
 
 use super::core::Core;
+use super::driver::LeaseRound;
 use super::msg::{core_of_conn, Msg, ReplyBody, ShardRequest};
 use crate::peer::PeerMessage;
 use engine::raft::NodeId;
@@ -53,19 +54,6 @@ pub const RENEW_GIVE_UP: Duration = Duration::from_secs(2);
 /// The session group's leader expires sessions only while it confirmed its leadership this
 /// recently (a paused or cut-off leader that has not yet heard of its successor must not).
 pub const EXPIRY_CONTACT_MAX: Duration = Duration::from_secs(1);
-
-/// A probe asked of this node's own Raft group as its leader, or of a follower: answered when a
-/// ReadIndex round started after it confirms the leadership (`replica.rs`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseRound {
-    /// The follower that asked; None: this node's own probe.
-    pub asker: Option<NodeId>,
-    pub token: u64,
-    /// The probe's sessions the session group's leader does not track.
-    pub unknown: Vec<SessionId>,
-    /// A reattach waits for it: a heartbeat round of its own, not the next regular one.
-    pub urgent: bool,
-}
 
 /// One probe sent and not answered yet.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,10 +7,12 @@ pub mod conn;
 pub mod core;
 pub mod cut;
 pub mod data_dir;
+pub(crate) mod driver;
 pub mod fourlw;
 pub mod lease;
 pub mod metrics;
 pub mod msg;
+pub(crate) mod proposal;
 pub mod repair;
 pub(crate) mod replica;
 pub mod role;
@@ -63,6 +65,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let voters = config.voters()?;
     crate::signals::block_stop_signals();
     let group_leaders = Arc::new(GroupLeaders::new(cores, u64::from(config.node_id), voters.len() > 1));
+    let replay = Arc::new(ReplayExchange::new(cores));
     let (mut senders, mut receivers) = channel_matrix(cores);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
@@ -71,12 +74,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let outgoing = std::mem::take(&mut senders[core]);
         let incoming = std::mem::take(&mut receivers[core]);
         let ready = ready_tx.clone();
-        let (voters, group_leaders) = (voters.clone(), group_leaders.clone());
+        let (voters, group_leaders, replay) = (voters.clone(), group_leaders.clone(), replay.clone());
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("warren-core-{core}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
-                let channels = CoreChannels { outgoing, incoming };
+                let channels = CoreChannels { outgoing, incoming, replay };
                 if let Err(error) = run_core(core, config, channels, voters, group_leaders, ready.clone()).await {
                     let _ = ready.send(Err(format!("core {core}: {error:#}")));
                 }
@@ -202,6 +205,7 @@ fn channel_matrix(cores: usize) -> (Senders, Receivers) {
 struct CoreChannels {
     outgoing: Vec<Option<SharedSender<Vec<Msg>>>>,
     incoming: Vec<Option<SharedReceiver<Vec<Msg>>>>,
+    replay: Arc<ReplayExchange>,
 }
 
 async fn run_core(
@@ -225,7 +229,7 @@ async fn run_core(
         }
         _ => None,
     };
-    let recovered = recover(core_id, &config).await?;
+    let recovered = recover(core_id, &config, &channels.replay).await?;
     let (write_tx, write_rx) = local_channel::new_bounded(1);
     let mut outboxes = Vec::with_capacity(config.cores);
     let mut outbox_receivers = Vec::with_capacity(config.cores);
@@ -234,7 +238,7 @@ async fn run_core(
         outboxes.push(tx);
         outbox_receivers.push(rx);
     }
-    let log_zxid = replica::highest_zxid(&recovered.log.entries);
+    let log_zxid = proposal::highest_zxid(&recovered.log.entries);
     let cluster = Cluster {
         transport: clustered.then(|| Transport::start(core_id, &config, &voters)),
         voters: voters.iter().map(|p| NodeId::from(p.id)).collect(),
@@ -243,10 +247,12 @@ async fn run_core(
     // What this group has applied, fences included (the shards know only their own entries'
     // zxids): other nodes' writes may depend on a fence's zxid, and must not wait for ever.
     let committed = &recovered.log.entries[..recovered.log.commit as usize];
-    cluster.group_leaders.set_applied(core_id, replica::highest_zxid(committed));
+    let (replayed, held) = committed.split_at(recovered.replayed);
+    cluster.group_leaders.set_applied(core_id, proposal::highest_zxid(replayed));
+    let held = held.to_vec();
     let core = Rc::new(Core::new(core_id, config.clone(), recovered.shards, outboxes, write_tx, log_zxid, cluster));
     connect_mesh(&core, channels.outgoing, channels.incoming, outbox_receivers);
-    let mut replica = start_replica(core_id, &config, &voters, recovered.wal, recovered.log)?;
+    let mut replica = start_replica(core_id, &config, &voters, recovered.wal, recovered.log, held)?;
     if let Some(listener) = peer_listener {
         glommio::spawn_local(transport::accept_loop(core.clone(), listener)).detach();
     } else {
@@ -316,13 +322,48 @@ struct RecoveredCore {
     wal: Wal,
     /// The core's shards with every entry applied that the log records as committed.
     shards: AHashMap<ShardId, ShardSlot>,
-    /// The core's Raft log; entries through `log.commit` are applied to `shards`.
+    /// The core's Raft log; its first `replayed` entries are applied to `shards`, the rest
+    /// through `log.commit` wait for other groups (`driver::replay_limits`).
     log: raft_log::RecoveredLog,
+    replayed: usize,
+}
+
+/// How long a core waits at start-up for the other cores to read their logs.
+const REPLAY_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The cores' committed entries at start-up, gathered so that each replays only what keeps one
+/// order across groups (`driver::replay_limits`).
+pub(crate) struct ReplayExchange {
+    logs: std::sync::Mutex<Vec<Option<driver::ReplayLog>>>,
+    all_in: std::sync::Condvar,
+}
+
+impl ReplayExchange {
+    fn new(cores: usize) -> ReplayExchange {
+        ReplayExchange { logs: std::sync::Mutex::new(vec![None; cores]), all_in: std::sync::Condvar::new() }
+    }
+
+    /// Hands in `core`'s committed entries, waits for every core's, and says how many of them
+    /// `core` replays. Blocks the core's thread: nothing else runs on it yet.
+    fn limit_of(&self, core: usize, log: driver::ReplayLog) -> anyhow::Result<usize> {
+        let mut logs = self.logs.lock().map_err(|_| anyhow!("another core failed while reading its log"))?;
+        logs[core] = Some(log);
+        self.all_in.notify_all();
+        let (logs, timeout) = self
+            .all_in
+            .wait_timeout_while(logs, REPLAY_EXCHANGE_TIMEOUT, |logs| logs.iter().any(Option::is_none))
+            .map_err(|_| anyhow!("another core failed while reading its log"))?;
+        if timeout.timed_out() {
+            bail!("the other cores did not read their logs within {}s", REPLAY_EXCHANGE_TIMEOUT.as_secs());
+        }
+        let logs: Vec<driver::ReplayLog> = logs.iter().map(|log| log.clone().expect("every core's")).collect();
+        Ok(driver::replay_limits(&logs)[core])
+    }
 }
 
 /// Opens this core's WAL, rebuilds its Raft log and applies what is recorded as committed to
 /// the shards this core owns; the replication loop commits and applies the rest.
-async fn recover(core_id: usize, config: &Config) -> anyhow::Result<RecoveredCore> {
+async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> anyhow::Result<RecoveredCore> {
     let started = Instant::now();
     let wal_config = WalConfig {
         dir: data_dir::wal_dir(&config.data_dir),
@@ -345,33 +386,37 @@ async fn recover(core_id: usize, config: &Config) -> anyhow::Result<RecoveredCor
         .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
         .map(|s| (s, Shard::new(s, config.shards)))
         .collect();
-    apply_committed(core_id, &log, &mut shards)?;
+    let committed = &log.entries[..log.commit as usize];
+    let replay_log = driver::ReplayLog::of(committed).map_err(|e| anyhow!("the WAL of core {core_id}: {e}"))?;
+    let replayed = exchange.limit_of(core_id, replay_log)?;
+    apply_committed(core_id, &committed[..replayed], &mut shards)?;
     tracing::info!(
         core = core_id,
         records = recovered.records.len(),
         entries = log.entries.len(),
         commit = log.commit,
+        held_for_other_groups = committed.len() - replayed,
         truncated_bytes = recovered.truncated_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "WAL replayed"
     );
     let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
-    Ok(RecoveredCore { wal, shards, log })
+    Ok(RecoveredCore { wal, shards, log, replayed })
 }
 
-/// Start-up replay: applies the entries `log` records as committed to the core's shards, in
-/// log order (the replication loop commits and applies the rest).
+/// Start-up replay: applies committed `entries` to the core's shards, in log order (the
+/// replication loop applies the rest).
 pub(crate) fn apply_committed(
     core_id: usize,
-    log: &raft_log::RecoveredLog,
+    entries: &[engine::raft::Entry],
     shards: &mut AHashMap<ShardId, Shard>,
 ) -> anyhow::Result<()> {
-    for entry in &log.entries[..log.commit as usize] {
+    for entry in entries {
         if entry.data.is_empty() {
             continue;
         }
         let fail = |e: String| anyhow!("Raft entry {} of core {core_id}: {e}", entry.index);
-        let (_, _, _, archive) = replica::decode_proposal(&entry.data).map_err(fail)?;
+        let (_, _, _, archive) = proposal::decode_proposal(&entry.data).map_err(fail)?;
         if archive.is_empty() {
             continue; // a fence
         }
@@ -392,6 +437,7 @@ fn start_replica(
     voters: &[Peer],
     wal: Wal,
     log: raft_log::RecoveredLog,
+    held: Vec<engine::raft::Entry>,
 ) -> anyhow::Result<replica::Replica> {
     let state_path = data_dir::raft_state_path(&config.data_dir, core_id);
     let (term, vote) = raft_state::load(&state_path)?;
@@ -401,13 +447,19 @@ fn start_replica(
     if ids.is_empty() {
         ids.push(node);
     }
-    let placement = replica::Placement::of_group(core_id, &ids, config.leader_placement_delay_ms);
+    let placement = driver::Placement::of_group(core_id, &ids, config.leader_placement_delay_ms);
+    let clustered = ids.len() > 1;
     let mut raft_config = RaftConfig::new(node, ids, seed);
     raft_config.election_priority = placement.election_priority(node);
     let hard_state = HardState { term, vote, commit: log.commit };
     let mut raft = Raft::new(raft_config, hard_state, log.entries);
     raft.restore_applied(log.commit);
-    Ok(replica::Replica::new(raft, wal, state_path, log.commit, placement))
+    // A single node keeps no log in memory for followers.
+    let retained_entries = if clustered { config.retained_log_entries } else { 0 };
+    let driver_config =
+        driver::DriverConfig { group: core_id, placement, retained_entries, compact_every: driver::COMPACT_EVERY };
+    let first_token = proposal::first_token(self::core::unix_micros());
+    Ok(replica::Replica::new(driver::GroupDriver::new(raft, driver_config, first_token, held), wal, state_path))
 }
 
 /// Election jitter differs between runs (the Raft core itself stays deterministic in its seed).

@@ -1,20 +1,25 @@
 //! Deterministic simulation of whole Warren clusters, in one thread, from one seed.
 //!
-//! Each node is the pure Raft core plus the real shard state machine (`engine::shard::Shard`)
-//! behind a runtime that follows `server/replica.rs` (`node.rs`), with a simulated disk that
+//! Each node runs one to three Raft groups, each the runtime's own group driver
+//! (`server/driver.rs`, what `server/replica.rs` runs on a core) over the real shard state
+//! machine (`engine::shard::Shard`, shard g in group g), with a simulated disk per group that
 //! holds the WAL's own batch bytes (`disk.rs`). Peer messages travel as the real peer frames
 //! (`peer::encode_frame` / `decode_frame`) through a simulated network that loses, delays,
 //! reorders and (Raft messages only; TCP never duplicates a forward) duplicates them, and cuts
 //! links one way or both. Nodes crash (also in the middle of a Ready, with the WAL write lost,
 //! torn or whole) and restart from their disks, pause (SIGSTOP: no ticks, nothing heard) and run
-//! their clocks at different rates and offsets; leaders hand over as on SIGTERM.
+//! their clocks at different rates and offsets; nodes stop as on SIGTERM (handing their groups
+//! over) and restart; leaders are placed and handed back to their preferred node; links that
+//! lose a frame count as broken (the driver abandons what it forwarded over them).
 //!
 //! Clients write registers (setData of /k0../k3) and read them with sync + getData (a ReadIndex
 //! round, then a local read: what the linearizable read mode does too) through any node; other
 //! clients open and close sessions with ephemerals and sequential nodes. Checked after every
-//! step: at most one leader per term; every node applies the one committed sequence in order
-//! (a restart's replay included: no committed entry is lost or changed) with the same state
-//! digest after the same index; zxids increase. At the end: the cluster heals and converges,
+//! step: at most one leader per group and term; every node applies each group's one committed
+//! sequence in order (a restart's replay included: no committed entry is lost or changed) with
+//! the same state digest after the same index; zxids increase; and one order across groups:
+//! a node that shows a client's write shows every write the client was answered before it
+//! sent that one through the same node (the ready-znode pattern, `check_prefix`). At the end: the cluster heals and converges,
 //! every node restarted from its disk has the same state, and every register's history of what
 //! clients were told is linearizable (`engine::linearizability`).
 //!
@@ -28,13 +33,13 @@ mod tests;
 use crate::peer::{decode_frame, encode_frame, PeerMessage};
 use engine::command::{Command, CreateOp, SetDataOp};
 use engine::linearizability::{Action, Op};
-use engine::raft::{ElectionPriority, Index, NodeId, Role, Term};
-use engine::request::{Caller, ReadOp, ReadResult};
-use engine::types::{Acl, CreateMode};
-use node::{Answer, AppliedEntry, ClientId, CrashAt, Node};
+use engine::raft::{Index, NodeId, Role, Term};
+use engine::request::{Caller, ReadOp, ReadResult, WriteResult};
+use engine::types::{Acl, CreateMode, Zxid};
+use node::{Answer, AppliedEntry, ClientId, CrashAt, Node, Setup};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Registers clients write and read.
+/// Registers clients write and read; register k lives in shard (and group) k mod groups.
 const KEYS: u64 = 4;
 /// Client requests in flight at once (each client has one): the checker's search grows with
 /// how many overlap.
@@ -43,6 +48,8 @@ const CLIENTS: usize = 6;
 const CLIENT_TIMEOUT: u64 = 600;
 /// Simulated microseconds per step.
 const STEP_US: i64 = 1000;
+/// Steps a SIGTERM'd node takes to hand its groups over before it exits and restarts.
+const STOP_STEPS: u64 = 100;
 
 /// A seeded xorshift: `next(below)` draws from 0..below.
 struct Rng(u64);
@@ -64,6 +71,8 @@ impl Rng {
 struct Frame {
     from: NodeId,
     to: NodeId,
+    /// The group (core) whose connection carries it.
+    group: usize,
     bytes: Vec<u8>,
     /// Raft messages may be duplicated; forwards and read indexes may not (TCP).
     raft: bool,
@@ -78,6 +87,17 @@ struct InFlight {
     recorded: Option<(u64, usize)>,
 }
 
+/// What a client was answered, for the order across groups: its writes answered on one
+/// connection (to one node, until it switches nodes or the node restarts), by key: (value, zxid).
+#[derive(Default, Clone)]
+struct ClientChain {
+    node: NodeId,
+    answered: Answered,
+}
+
+/// Writes answered to a client, by key: (value, zxid).
+type Answered = BTreeMap<u64, (u32, Zxid)>;
+
 /// How a run went, for the tests' not-vacuous checks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Summary {
@@ -86,11 +106,29 @@ pub struct Summary {
     pub answered: usize,
     pub crashes: usize,
     pub torn_bytes: usize,
+    /// Seeds with more than one group, and writes that carried another group's write before them.
+    pub multi_group: usize,
+    pub ordered_writes: usize,
+    pub stops: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, other: &Summary) {
+        self.leaders += other.leaders;
+        self.committed += other.committed;
+        self.answered += other.answered;
+        self.crashes += other.crashes;
+        self.torn_bytes += other.torn_bytes;
+        self.multi_group += other.multi_group;
+        self.ordered_writes += other.ordered_writes;
+        self.stops += other.stops;
+    }
 }
 
 pub struct World {
     seed: u64,
     n: u64,
+    setup: Setup,
     rng: Rng,
     now: u64,
     nodes: BTreeMap<NodeId, Node>,
@@ -101,20 +139,27 @@ pub struct World {
     network: Vec<Frame>,
     cut: BTreeSet<(NodeId, NodeId)>,
     paused: BTreeMap<NodeId, u64>,
-    leaders: BTreeMap<Term, NodeId>,
-    /// The committed sequence as first applied anywhere: (term, data hash) per index.
-    committed: Vec<(Term, u64)>,
-    /// The state digest after each index, as first seen.
-    digests: BTreeMap<Index, u64>,
-    applied_through: BTreeMap<NodeId, Index>,
+    /// Nodes stopping as on SIGTERM, and the step they exit (and restart) at.
+    stopping: BTreeMap<NodeId, u64>,
+    leaders: BTreeMap<(usize, Term), NodeId>,
+    /// Per group, the committed sequence as first applied anywhere: (term, data hash) per index.
+    committed: Vec<Vec<(Term, u64)>>,
+    /// The state digest after each (group, index), as first seen.
+    digests: BTreeMap<(usize, Index), u64>,
+    applied_through: BTreeMap<(NodeId, usize), Index>,
     requests: BTreeMap<ClientId, InFlight>,
     next_request: ClientId,
     busy_clients: BTreeSet<usize>,
     history: BTreeMap<u64, Vec<Op<u32>>>,
+    /// Per written value: its key and the client's writes answered before it was sent.
+    written: BTreeMap<u32, (u64, Answered)>,
+    chains: BTreeMap<usize, ClientChain>,
+    ordered_writes: usize,
     next_value: u32,
     next_session: i64,
     answered: usize,
     crashes: usize,
+    stops: usize,
     trace: bool,
     /// Set while a crash point is prepared: requests and frames are taken, not processed.
     hold: bool,
@@ -125,9 +170,20 @@ impl World {
         let mut rng = Rng::new(seed);
         let rates = (0..n).map(|_| 1 + rng.below(4)).collect();
         let offsets_us = (0..n).map(|_| rng.below(3_000_000) as i64).collect();
+        // Most seeds run two or three groups; every third places the leaders on one node.
+        let groups = [1, 2, 2, 3][(seed % 4) as usize];
+        let preferred = seed.is_multiple_of(3).then(|| 1 + seed % n);
+        let setup = Setup {
+            groups,
+            preferred,
+            hand_back_ticks: 40 + (seed % 5) as u32 * 20,
+            retained_entries: 2000,
+            compact_every: 64,
+        };
         let mut world = World {
             seed,
             n,
+            setup,
             rng,
             now: 0,
             nodes: BTreeMap::new(),
@@ -137,23 +193,29 @@ impl World {
             network: Vec::new(),
             cut: BTreeSet::new(),
             paused: BTreeMap::new(),
+            stopping: BTreeMap::new(),
             leaders: BTreeMap::new(),
-            committed: Vec::new(),
+            committed: vec![Vec::new(); groups],
             digests: BTreeMap::new(),
             applied_through: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 1,
             busy_clients: BTreeSet::new(),
             history: BTreeMap::new(),
+            written: BTreeMap::new(),
+            chains: BTreeMap::new(),
+            ordered_writes: 0,
             next_value: 1,
             next_session: 1,
             answered: 0,
             crashes: 0,
+            stops: 0,
             trace,
             hold: false,
         };
         for id in 1..=n {
-            world.boot(id, disk::Disk::default());
+            let disks = (0..groups).map(|_| disk::Disk::default()).collect();
+            world.boot(id, disks);
         }
         world
     }
@@ -168,20 +230,23 @@ impl World {
         1_700_000_000_000_000 + self.now as i64 * STEP_US + self.offsets_us[id as usize - 1]
     }
 
-    fn boot(&mut self, id: NodeId, disk: disk::Disk) {
+    fn groups(&self) -> usize {
+        self.setup.groups
+    }
+
+    fn group_of(&self, key: u64) -> usize {
+        (key % self.groups() as u64) as usize
+    }
+
+    fn boot(&mut self, id: NodeId, disks: Vec<disk::Disk>) {
         self.restarts += 1;
         let voters = (1..=self.n).collect();
-        // Every third seed places the leader (`replica::Placement`): node 1 + seed mod n is
-        // preferred, the others defer.
-        let priority = match (self.seed % 3, 1 + self.seed % self.n) {
-            (0, preferred) if preferred == id => ElectionPriority::Preferred,
-            (0, _) => ElectionPriority::Deferring,
-            _ => ElectionPriority::Neutral,
-        };
         let seed = self.seed ^ (self.restarts << 20) ^ id;
-        let node = Node::boot(id, voters, seed, priority, disk, self.now_us(id));
+        let node = Node::boot(id, voters, seed, self.setup, disks, self.now_us(id));
         self.nodes.insert(id, node);
-        self.applied_through.insert(id, 0);
+        for group in 0..self.groups() {
+            self.applied_through.insert((id, group), 0);
+        }
         self.check(id);
     }
 
@@ -194,16 +259,22 @@ impl World {
         if self.hold || self.paused.contains_key(&id) {
             return;
         }
-        self.turns(id, None);
+        // A group that applies can let another group's held entries apply: go round until
+        // no group moves.
+        while (0..self.groups()).fold(false, |moved, group| self.turns(id, group, None) | moved) {}
+        self.check_prefix(id);
     }
 
-    fn turns(&mut self, id: NodeId, mut crash: Option<CrashAt>) {
+    /// Turns of one group until it is idle; whether it did anything. With `crash`, the first
+    /// turn that has a Ready stops there and the node restarts.
+    fn turns(&mut self, id: NodeId, group: usize, mut crash: Option<CrashAt>) -> bool {
         let now_us = self.now_us(id);
+        let mut moved = false;
         loop {
             let (mut out, mut answers) = (Vec::new(), Vec::new());
-            let busy = self.node(id).turn(now_us, crash, &mut out, &mut answers);
+            let busy = self.node(id).turn(group, now_us, crash, &mut out, &mut answers);
             for (to, message) in out {
-                self.send(id, to, &message);
+                self.send(id, to, group, &message);
             }
             self.check(id);
             for answer in answers {
@@ -211,21 +282,22 @@ impl World {
             }
             if let Some(at) = crash.take() {
                 if busy {
-                    self.note(|| format!("node {id} crashes mid-Ready ({at:?})"));
+                    self.note(|| format!("node {id} crashes mid-Ready of group {group} ({at:?})"));
                     self.crash(id);
-                    return;
+                    return true;
                 }
             }
             if !busy {
-                return;
+                return moved;
             }
+            moved = true;
         }
     }
 
-    fn send(&mut self, from: NodeId, to: NodeId, message: &PeerMessage) {
+    fn send(&mut self, from: NodeId, to: NodeId, group: usize, message: &PeerMessage) {
         let mut bytes = Vec::new();
         encode_frame(&mut bytes, message);
-        self.network.push(Frame { from, to, bytes, raft: matches!(message, PeerMessage::Raft(_)) });
+        self.network.push(Frame { from, to, group, bytes, raft: matches!(message, PeerMessage::Raft(_)) });
     }
 
     fn deliver(&mut self, frame: Frame) {
@@ -234,43 +306,85 @@ impl World {
             other => panic!("a frame sent whole does not decode: {other:?}"),
         };
         assert_eq!(used, frame.bytes.len());
-        self.note(|| format!("{} -> {}: {message:?}", frame.from, frame.to).chars().take(240).collect());
-        self.node(frame.to).receive(message);
+        self.note(|| {
+            format!("{} -> {} g{}: {message:?}", frame.from, frame.to, frame.group).chars().take(240).collect()
+        });
+        self.node(frame.to).receive(frame.group, message);
         self.process(frame.to);
+    }
+
+    /// A frame is lost: the connection it travelled on broke, which both ends notice.
+    fn lose(&mut self, frame: &Frame) {
+        if let Some(node) = self.nodes.get_mut(&frame.from) {
+            node.lost_with(frame.to);
+        }
+        if let Some(node) = self.nodes.get_mut(&frame.to) {
+            node.lost_with(frame.from);
+        }
     }
 
     /// Raft's safety properties and the state machine's agreement, after every turn of `id`.
     fn check(&mut self, id: NodeId) {
         let seed = self.seed;
         let node = self.nodes.get_mut(&id).expect("node exists");
-        if node.raft.role() == Role::Leader {
-            let term = node.raft.term();
-            let leader = *self.leaders.entry(term).or_insert(id);
-            assert_eq!(leader, id, "seed {seed}: two leaders in term {term}");
+        for (group, g) in node.groups.iter().enumerate() {
+            let raft = g.driver.raft();
+            if raft.role() == Role::Leader {
+                let term = raft.term();
+                let leader = *self.leaders.entry((group, term)).or_insert(id);
+                assert_eq!(leader, id, "seed {seed}: two leaders of group {group} in term {term}");
+            }
         }
-        for AppliedEntry { index, term, data_hash, digest } in node.take_applied() {
-            let through = self.applied_through.get_mut(&id).expect("booted");
-            assert_eq!(index, *through + 1, "seed {seed}: node {id} applies in order");
+        for AppliedEntry { group, index, term, data_hash, digest } in node.take_applied() {
+            let through = self.applied_through.get_mut(&(id, group)).expect("booted");
+            assert_eq!(index, *through + 1, "seed {seed}: node {id} applies group {group} in order");
             *through = index;
-            match self.committed.get(index as usize - 1) {
+            let committed = &mut self.committed[group];
+            match committed.get(index as usize - 1) {
                 Some(&seen) => assert_eq!(
                     seen,
                     (term, data_hash),
-                    "seed {seed}: node {id} applied another entry at index {index} than was committed there"
+                    "seed {seed}: node {id} applied another entry at index {index} of group {group} than was committed there"
                 ),
                 None => {
-                    assert_eq!(index as usize, self.committed.len() + 1, "seed {seed}: committed log has a gap");
-                    self.committed.push((term, data_hash));
+                    assert_eq!(index as usize, committed.len() + 1, "seed {seed}: committed log has a gap");
+                    committed.push((term, data_hash));
                 }
             }
             if let Some(digest) = digest {
-                let seen = *self.digests.entry(index).or_insert(digest);
-                assert_eq!(seen, digest, "seed {seed}: node {id} has another state after index {index}");
+                let seen = *self.digests.entry((group, index)).or_insert(digest);
+                assert_eq!(
+                    seen, digest,
+                    "seed {seed}: node {id} has another state after index {index} of group {group}"
+                );
             }
         }
     }
 
-    /// A node crashes and restarts from its disk; what was on its way to it is lost, and its
+    /// One order across groups, as a reader of `id` sees it: for every register value the
+    /// node shows, every write its client was answered before sending it (through the same
+    /// node) is visible too (the register shows that write or a later one).
+    fn check_prefix(&mut self, id: NodeId) {
+        if !self.nodes.contains_key(&id) {
+            return;
+        }
+        let shown: BTreeMap<u64, Option<(u32, Zxid)>> = (0..KEYS).map(|key| (key, self.read_stat(id, key))).collect();
+        for (key, value) in &shown {
+            let Some((value, _)) = value else { continue };
+            let Some((_, before)) = self.written.get(value) else { continue };
+            for (earlier_key, (earlier_value, earlier_zxid)) in before {
+                let visible = shown[earlier_key].is_some_and(|(_, zxid)| zxid >= *earlier_zxid);
+                assert!(
+                    visible,
+                    "seed {}: node {id} shows /k{key} = {value} but not /k{earlier_key} = {earlier_value} \
+                     (zxid {earlier_zxid:#x}) written and answered before it; it shows {:?}",
+                    self.seed, shown[earlier_key]
+                );
+            }
+        }
+    }
+
+    /// A node crashes and restarts from its disks; what was on its way to it is lost, and its
     /// clients get no answer.
     fn crash(&mut self, id: NodeId) {
         self.crashes += 1;
@@ -278,10 +392,16 @@ impl World {
         for request in node.clients() {
             self.abandon(request);
         }
-        self.network.retain(|f| f.to != id);
+        let lost: Vec<Frame> = self.network.extract_if(.., |f| f.to == id || f.from == id).collect();
+        for frame in &lost {
+            self.lose(frame);
+        }
         self.paused.remove(&id);
-        self.boot(id, node.disk);
-        self.note(|| format!("node {id} restarted from its disk"));
+        self.stopping.remove(&id);
+        // Its clients' connections broke: what they write next goes on a new connection.
+        self.chains.retain(|_, chain| chain.node != id);
+        self.boot(id, node.groups.into_iter().map(|g| g.disk).collect());
+        self.note(|| format!("node {id} restarted from its disks"));
     }
 
     fn abandon(&mut self, request: ClientId) {
@@ -304,14 +424,23 @@ impl World {
             Answer::Write { result, .. } => {
                 self.note(|| format!("request {request}: {result:?}"));
                 if let Some((key, op)) = flight.recorded {
-                    result.unwrap_or_else(|e| panic!("seed {seed}: a setData of /k{key} failed: {e:?}"));
-                    self.history.get_mut(&key).expect("recorded")[op].answer = Some(now);
+                    let stat = match result {
+                        Ok(WriteResult::Stat(stat)) => stat,
+                        other => panic!("seed {seed}: a setData of /k{key} answered {other:?}"),
+                    };
+                    let history = &mut self.history.get_mut(&key).expect("recorded")[op];
+                    history.answer = Some(now);
+                    let Action::Write(value) = history.action else { unreachable!("a write's history op") };
+                    let chain = self.chains.entry(flight.client).or_default();
+                    if chain.node == id {
+                        chain.answered.insert(key, (value, stat.mzxid));
+                    }
                     self.answered += 1;
                 }
             }
             Answer::Synced { .. } => {
                 let (key, op) = flight.recorded.expect("syncs are recorded reads");
-                let value = self.read(id, key);
+                let value = self.read_stat(id, key).map(|(value, _)| value);
                 self.note(|| format!("request {request}: /k{key} read {value:?} on node {id}"));
                 let slot = &mut self.history.get_mut(&key).expect("recorded")[op];
                 slot.action = Action::Read(value);
@@ -321,23 +450,31 @@ impl World {
         }
     }
 
-    /// getData of /k`key` from `id`'s replica.
-    fn read(&mut self, id: NodeId, key: u64) -> Option<u32> {
+    /// getData of /k`key` from `id`'s replica: its value and mzxid.
+    fn read_stat(&mut self, id: NodeId, key: u64) -> Option<(u32, Zxid)> {
         let caller = Caller { session: 0, conn: 0, auth: &[] };
         let op = ReadOp::GetData { path: format!("/k{key}"), watch: false };
-        let (result, _) = self.node(id).shard.read(caller, &op);
+        let group = self.group_of(key);
+        let (result, _) = self.node(id).groups[group].shard.read(caller, &op);
         match result {
-            Ok(ReadResult::Data { data, .. }) => {
-                data.map(|d| u32::from_be_bytes(d.as_slice().try_into().expect("4-byte values")))
+            Ok(ReadResult::Data { data, stat }) => {
+                data.map(|d| (u32::from_be_bytes(d.as_slice().try_into().expect("4-byte values")), stat.mzxid))
             }
+            // Before the bootstrap created it.
+            Err(engine::error::ZkError::NoNode) => None,
             other => panic!("seed {}: getData /k{key} on node {id}: {other:?}", self.seed),
         }
     }
 
-    /// A client sends `command` (None: sync then read `key`) to node `id`.
-    fn request(&mut self, id: NodeId, command: Option<Command>, recorded: Option<(u64, Action<u32>)>) {
-        let client = (0..CLIENTS).find(|c| !self.busy_clients.contains(c));
-        let Some(client) = client else { return };
+    /// A client sends `command` (None: sync then read `key`) to `group` of node `id`.
+    fn request(
+        &mut self,
+        id: NodeId,
+        group: usize,
+        command: Option<Command>,
+        recorded: Option<(u64, Action<u32>)>,
+    ) -> Option<usize> {
+        let client = (0..CLIENTS).find(|c| !self.busy_clients.contains(c))?;
         self.busy_clients.insert(client);
         let request = self.next_request;
         self.next_request += 1;
@@ -347,9 +484,10 @@ impl World {
             (key, ops.len() - 1)
         });
         self.requests.insert(request, InFlight { client, node: id, called: self.now, recorded });
-        self.note(|| format!("request {request} to node {id}: {command:?} {recorded:?}"));
-        self.node(id).request(request, command);
+        self.note(|| format!("request {request} to node {id} g{group}: {command:?} {recorded:?}"));
+        self.node(id).request(request, group, command);
         self.process(id);
+        Some(client)
     }
 
     fn write(&mut self, id: NodeId, key: u64) {
@@ -361,15 +499,30 @@ impl World {
             version: -1,
             auth: Vec::new(),
         });
-        self.request(id, Some(command), Some((key, Action::Write(value))));
+        let Some(client) = (0..CLIENTS).find(|c| !self.busy_clients.contains(c)) else { return };
+        // What this client was answered through this node before: a reader that sees this
+        // write must see those.
+        let chain = self.chains.entry(client).or_default();
+        if chain.node != id {
+            *chain = ClientChain { node: id, answered: BTreeMap::new() };
+        }
+        let mut before = chain.answered.clone();
+        before.remove(&key);
+        if before.keys().any(|&k| self.group_of(k) != self.group_of(key)) {
+            self.ordered_writes += 1;
+        }
+        self.written.insert(value, (key, before));
+        let group = self.group_of(key);
+        self.request(id, group, Some(command), Some((key, Action::Write(value))));
     }
 
     fn sync_read(&mut self, id: NodeId, key: u64) {
-        self.request(id, None, Some((key, Action::Read(None))));
+        let group = self.group_of(key);
+        self.request(id, group, None, Some((key, Action::Read(None))));
     }
 
     /// Session traffic outside the histories, for the state machine's agreement checks:
-    /// sessions opened and closed, ephemerals, sequential nodes.
+    /// sessions opened and closed, ephemerals, sequential nodes (all in shard 0).
     fn session_traffic(&mut self, id: NodeId) {
         let session = 1 + self.rng.below(self.next_session as u64) as i64;
         let create = |path: String, mode, session| {
@@ -392,7 +545,7 @@ impl World {
             2 => create("/s/n-".to_string(), CreateMode::PersistentSequential, 0),
             _ => Command::CloseSession { session },
         };
-        self.request(id, Some(command), None);
+        self.request(id, 0, Some(command), None);
     }
 
     fn tick(&mut self, id: NodeId) {
@@ -415,22 +568,25 @@ impl World {
             return;
         }
         if self.cut.contains(&(frame.from, frame.to)) {
+            self.lose(&frame);
             return;
         }
         match self.rng.below(20) {
-            0 => {}
+            0 => self.lose(&frame),
             1 if frame.raft => {
-                self.network.push(Frame { from: frame.from, to: frame.to, bytes: frame.bytes.clone(), raft: true });
+                let (from, to, group, bytes) = (frame.from, frame.to, frame.group, frame.bytes.clone());
+                self.network.push(Frame { from, to, group, bytes, raft: true });
                 self.deliver(frame);
             }
             // The receiver crashes while carrying out what the frame made it do (a follower
             // in the middle of appending, a candidate in the middle of voting).
             2 if self.rng.below(5) == 0 => {
-                let (to, at) = (frame.to, self.crash_point());
+                let (to, group, at) = (frame.to, frame.group, self.crash_point());
                 self.hold = true;
                 self.deliver(frame);
                 self.hold = false;
-                self.turns(to, Some(at));
+                self.turns(to, group, Some(at));
+                self.process(to);
             }
             _ => self.deliver(frame),
         }
@@ -456,23 +612,27 @@ impl World {
                 return;
             }
             let frame = self.network.remove(0);
-            if !self.cut.contains(&(frame.from, frame.to)) {
+            if self.cut.contains(&(frame.from, frame.to)) {
+                self.lose(&frame);
+            } else {
                 self.deliver(frame);
             }
         }
         panic!("seed {}: the cluster never settled", self.seed);
     }
 
-    fn leader(&self) -> Option<NodeId> {
+    /// The node that leads `group` in the highest term.
+    fn leader(&self, group: usize) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter(|(_, n)| n.raft.role() == Role::Leader)
-            .max_by_key(|(_, n)| n.raft.term())
+            .filter(|(_, n)| n.groups[group].driver.raft().role() == Role::Leader)
+            .max_by_key(|(_, n)| n.groups[group].driver.raft().term())
             .map(|(&id, _)| id)
     }
 
-    fn believers(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|(_, n)| n.raft.role() == Role::Leader).map(|(&id, _)| id).collect()
+    fn believers(&self, group: usize) -> Vec<NodeId> {
+        let leads = |n: &Node| n.groups[group].driver.raft().role() == Role::Leader;
+        self.nodes.iter().filter(|(_, n)| leads(n)).map(|(&id, _)| id).collect()
     }
 
     /// Ticks every node `ticks` times, settling the network after each round.
@@ -486,11 +646,18 @@ impl World {
         }
     }
 
-    /// Elects a leader and creates the registers and "/s" before any fault.
+    /// Elects leaders and creates the registers and "/s" before any fault.
     fn bootstrap(&mut self) {
-        self.tick_all(40);
-        let leader = self.leader().unwrap_or_else(|| panic!("seed {}: no first leader", self.seed));
-        for path in (0..KEYS).map(|k| format!("/k{k}")).chain(["/s".to_string()]) {
+        // Ticks in lockstep can split a group's votes again and again: give every group time.
+        for _ in 0..40 {
+            self.tick_all(10);
+            if (0..self.groups()).all(|group| self.leader(group).is_some()) {
+                break;
+            }
+        }
+        let paths = (0..KEYS).map(|k| (format!("/k{k}"), self.group_of(k))).chain([("/s".to_string(), 0)]);
+        for (path, group) in paths.collect::<Vec<_>>() {
+            let leader = self.leader(group).unwrap_or_else(|| panic!("seed {}: no first leader of {group}", self.seed));
             let create = CreateOp {
                 path,
                 data: None,
@@ -500,7 +667,7 @@ impl World {
                 session: 0,
                 auth: Vec::new(),
             };
-            self.request(leader, Some(Command::Create(create)), None);
+            self.request(leader, group, Some(Command::Create(create)), None);
             self.stabilize();
         }
     }
@@ -515,6 +682,15 @@ impl World {
         }
     }
 
+    /// Stopping nodes whose time is up exit and restart.
+    fn stops_done(&mut self) {
+        let done: Vec<NodeId> = self.stopping.iter().filter(|(_, &at)| at <= self.now).map(|(&id, _)| id).collect();
+        for id in done {
+            self.note(|| format!("node {id} exits after SIGTERM and restarts"));
+            self.crash(id);
+        }
+    }
+
     /// One random step of the fault schedule.
     fn step(&mut self) {
         self.now += 1;
@@ -525,13 +701,17 @@ impl World {
             self.note(|| format!("node {id} resumes"));
             // Back from a pause, a node that still believes it leads gets a read at once,
             // before it hears of a newer leader: only ReadIndex keeps it from stale answers.
-            if self.nodes[&id].raft.role() == Role::Leader {
-                let key = self.rng.below(KEYS);
-                self.sync_read(id, key);
+            for key in 0..KEYS {
+                let group = self.group_of(key);
+                if self.nodes[&id].groups[group].driver.raft().role() == Role::Leader {
+                    self.sync_read(id, key);
+                    break;
+                }
             }
             self.process(id);
         }
         self.gave_up();
+        self.stops_done();
         let n = self.n;
         match self.rng.below(100) {
             0..=29 => {
@@ -549,18 +729,18 @@ impl World {
             }
             30..=64 | 91..=92 | 99 => {
                 // Heartbeats alone add a frame or two per tick: deliver faster than that.
-                for _ in 0..1 + self.rng.below(4) {
+                for _ in 0..1 + self.rng.below(4 * self.groups() as u64) {
                     self.network_step();
                 }
             }
             65..=84 => {
-                let believers = self.believers();
+                let key = self.rng.below(KEYS);
+                let believers = self.believers(self.group_of(key));
                 let id = if believers.is_empty() || self.rng.below(2) == 0 {
                     1 + self.rng.below(n)
                 } else {
                     believers[self.rng.below(believers.len() as u64) as usize]
                 };
-                let key = self.rng.below(KEYS);
                 match self.rng.below(10) {
                     0..=3 => self.write(id, key),
                     4..=7 => self.sync_read(id, key),
@@ -584,14 +764,16 @@ impl World {
             94..=95 => {
                 // A leader takes a write and crashes while carrying out the Ready it makes.
                 let id = 1 + self.rng.below(n);
-                let leads = self.nodes[&id].raft.role() == Role::Leader;
+                let key = self.rng.below(KEYS);
+                let group = self.group_of(key);
+                let leads = self.nodes[&id].groups[group].driver.raft().role() == Role::Leader;
                 if leads && !self.paused.contains_key(&id) && self.rng.below(3) == 0 {
-                    let key = self.rng.below(KEYS);
                     self.hold = true;
                     self.write(id, key);
                     self.hold = false;
                     let at = self.crash_point();
-                    self.turns(id, Some(at));
+                    self.turns(id, group, Some(at));
+                    self.process(id);
                 }
             }
             96..=97 if self.rng.below(4) == 0 => {
@@ -602,13 +784,15 @@ impl World {
             }
             93 | 96..=97 => {}
             _ => {
-                // 98: a SIGTERM-style handover by the leader.
-                if let Some(leader) = self.leader() {
-                    let raft = &mut self.node(leader).raft;
-                    if let Some(to) = raft.best_transferee() {
-                        if raft.transfer_leadership(to).is_ok() {
-                            self.note(|| format!("node {leader} hands leadership to {to}"));
-                        }
+                // 98: SIGTERM to a node that leads a group: it hands its groups over, then
+                // exits and restarts.
+                let group = self.rng.below(self.groups() as u64) as usize;
+                if let Some(leader) = self.leader(group) {
+                    if !self.stopping.contains_key(&leader) {
+                        self.note(|| format!("node {leader} stops (SIGTERM)"));
+                        self.stops += 1;
+                        self.stopping.insert(leader, self.now + STOP_STEPS);
+                        self.node(leader).stopping = true;
                         self.process(leader);
                     }
                 }
@@ -616,33 +800,53 @@ impl World {
         }
     }
 
-    /// Faults stop: the cluster must elect a leader, commit a last write everywhere and end
-    /// with one state on every node, also after every node restarts from its disk.
+    /// Faults stop: every group must elect a leader, commit a last write everywhere and end
+    /// with one state on every node, also after every node restarts from its disks.
     fn converge(&mut self) {
         self.paused.clear();
         self.cut.clear();
-        self.tick_all(80);
-        let leader = self.leader().unwrap_or_else(|| panic!("seed {}: no leader after healing", self.seed));
-        let key = self.rng.below(KEYS);
-        self.write(leader, key);
-        self.stabilize();
-        self.tick_all(5);
-        let last = self.nodes[&leader].raft.applied_index();
-        for id in 1..=self.n {
-            assert_eq!(self.applied_through[&id], last, "seed {}: node {id} did not catch up", self.seed);
+        let stopping: Vec<NodeId> = self.stopping.keys().copied().collect();
+        for id in stopping {
+            self.crash(id);
         }
-        // Every node restarts from its disk: its replay is checked against the committed
+        self.tick_all(80);
+        for group in 0..self.groups() {
+            let leader =
+                self.leader(group).unwrap_or_else(|| panic!("seed {}: no leader of {group} after healing", self.seed));
+            let key = (0..KEYS).find(|&k| self.group_of(k) == group).expect("a key per group");
+            self.write(leader, key);
+            self.stabilize();
+        }
+        let lasts = self.caught_up("after healing");
+        // Every node restarts from its disks: its replay is checked against the committed
         // sequence and the digests (`check`), and the cluster goes on from there.
         for id in 1..=self.n {
             self.crash(id);
         }
         self.tick_all(80);
-        let leader = self.leader().unwrap_or_else(|| panic!("seed {}: no leader after the restarts", self.seed));
-        let last_again = self.nodes[&leader].raft.applied_index();
-        assert!(last_again > last, "seed {}: the new term's no-op did not commit", self.seed);
-        for id in 1..=self.n {
-            assert_eq!(self.applied_through[&id], last_again, "seed {}: node {id} after the restarts", self.seed);
+        let lasts_again = self.caught_up("after the restarts");
+        for (group, (last, again)) in lasts.iter().zip(&lasts_again).enumerate() {
+            assert!(again > last, "seed {}: the new term's no-op did not commit in group {group}", self.seed);
         }
+    }
+
+    /// Ticks until every node has applied the same entries of every group (a leader handed
+    /// back meanwhile commits one more no-op); the last index of each group.
+    fn caught_up(&mut self, when: &str) -> Vec<Index> {
+        for _ in 0..50 {
+            self.tick_all(1);
+            let lasts: Vec<Option<Index>> = (0..self.groups())
+                .map(|group| {
+                    let through: BTreeSet<Index> = (1..=self.n).map(|id| self.applied_through[&(id, group)]).collect();
+                    (through.len() == 1).then(|| *through.first().expect("nodes"))
+                })
+                .collect();
+            if lasts.iter().all(Option::is_some) {
+                return lasts.into_iter().map(|last| last.expect("all")).collect();
+            }
+        }
+        let through: Vec<_> = self.applied_through.iter().collect();
+        panic!("seed {}: the nodes did not catch up {when}: applied through {through:?}", self.seed);
     }
 
     /// Every register's history must be linearizable; unanswered reads say nothing.
@@ -659,10 +863,13 @@ impl World {
     pub fn summary(&self) -> Summary {
         Summary {
             leaders: self.leaders.len(),
-            committed: self.committed.len(),
+            committed: self.committed.iter().map(Vec::len).sum(),
             answered: self.answered,
             crashes: self.crashes,
-            torn_bytes: self.nodes.values().map(|n| n.disk.torn_cut).sum(),
+            torn_bytes: self.nodes.values().flat_map(|n| &n.groups).map(|g| g.disk.torn_cut).sum(),
+            multi_group: usize::from(self.groups() > 1),
+            ordered_writes: self.ordered_writes,
+            stops: self.stops,
         }
     }
 }

@@ -1,49 +1,26 @@
-//! One simulated node: the pure Raft core, the real shard state machine, a simulated disk, and
-//! a runtime that follows `server/replica.rs` step for step (propose as leader or forward to the
-//! leader, a sync as a ReadIndex round, Ready carried out in the order it demands, apply and
-//! answer by origin and token), with the real entry and WAL record encodings. What it does not
-//! have is IO: time is the simulation's clock, messages go to the simulated network.
+//! One simulated node: several Raft groups, each the runtime's own `GroupDriver` (the code
+//! `server/replica.rs` runs) over the real shard state machine and a simulated disk, with the
+//! real entry and WAL record encodings. What it does not have is IO: time is the simulation's
+//! clock, messages go to the simulated network, and `SimHost` carries out the driver's effects
+//! as `replica.rs`'s `CoreHost` does on a core.
 
 use super::disk::Disk;
 use crate::peer::PeerMessage;
-use crate::raft_log::ready_records;
-use crate::server::replica::{decode_proposal, encode_proposal, first_token, highest_zxid};
+use crate::raft_log::Record;
+use crate::server::driver::{
+    self, replay_limits, DriverConfig, GroupDriver, GroupHost, Placement, ReplayLog, Write, WriteFrom,
+};
+use crate::server::proposal::{first_token, highest_zxid};
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
 use engine::error::ZkError;
-use engine::raft::{Config, ElectionPriority, HardState, Index, Message, NodeId, Raft, ReadState, Role, Term};
+use engine::raft::{Config, Entry, HardState, Index, NodeId, Raft, Term};
 use engine::request::WriteResult;
 use engine::shard::Shard;
-use engine::types::Zxid;
-use std::collections::{BTreeMap, VecDeque};
+use engine::types::{SessionId, Zxid};
+use std::collections::BTreeMap;
 
 pub type ClientId = usize;
-
-/// The one shard of the simulated group.
-pub const SHARD: ShardId = 0;
-
-/// As in `replica.rs`: waiting writes fail after this many ticks without a leader.
-const LEADERLESS_TICKS_MAX: u32 = 40;
-
-/// Where a request came from (`commit::WriteFrom`).
-enum From {
-    Local(ClientId),
-    Peer { origin: NodeId, token: u64 },
-}
-
-/// A request waiting to be proposed or forwarded; no command: a sync.
-struct Pending {
-    from: From,
-    command: Option<Command>,
-}
-
-/// The syncs of one turn, sharing one ReadIndex round (`replica.rs`'s `ReadBatch`).
-#[derive(Default)]
-struct ReadBatch {
-    local: Vec<ClientId>,
-    /// Leader: the rounds followers asked for, as (node, its token).
-    remote: Vec<(NodeId, u64)>,
-}
 
 /// What a node tells its clients.
 #[derive(Debug)]
@@ -62,9 +39,10 @@ pub enum Answer {
     },
 }
 
-/// An entry a node applied (or replayed at start-up), for the simulation's checks.
+/// An entry a group applied (or replayed at start-up), for the simulation's checks.
 #[derive(Debug, Clone, Copy)]
 pub struct AppliedEntry {
+    pub group: usize,
     pub index: Index,
     pub term: Term,
     pub data_hash: u64,
@@ -85,26 +63,36 @@ pub enum CrashAt {
     AfterWrite,
 }
 
-pub struct Node {
-    pub raft: Raft,
+/// How a node is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub groups: usize,
+    /// The preferred leader of every group (leader placement with hand-back), if any.
+    pub preferred: Option<NodeId>,
+    pub hand_back_ticks: u32,
+    pub retained_entries: u64,
+    pub compact_every: u64,
+}
+
+/// One group of a node: its driver, its one shard (shard g of group g) and its disk.
+pub struct Group {
+    pub driver: GroupDriver<ClientId>,
     pub shard: Shard,
     pub disk: Disk,
-    /// The term and vote last stored.
-    stored: (Term, Option<NodeId>),
-    commit_written: Index,
     zxid_assigned: Zxid,
-    next_token: u64,
-    ticks: u32,
-    pending: VecDeque<Pending>,
-    /// Writes of this node's clients, proposed or forwarded, by token.
-    waiting: BTreeMap<u64, ClientId>,
-    /// ReadIndex rounds waiting for their index, by read context (leader) or token (follower).
-    read_batches: BTreeMap<u64, ReadBatch>,
-    ready_syncs: Vec<(Index, ClientId)>,
-    seen_term: Term,
-    leaderless_ticks: u32,
+}
+
+pub struct Node {
+    pub groups: Vec<Group>,
+    /// What each group has applied (its last applied zxid, fences included).
+    applied_zxids: Vec<Zxid>,
+    /// Frames lost on each link with a peer, either way (`GroupHost::link_losses`).
+    losses: BTreeMap<NodeId, u64>,
+    losses_total: u64,
     /// Applied since the simulation last looked (`take_applied`).
     applied: Vec<AppliedEntry>,
+    /// SIGTERM: the node hands over the groups it leads.
+    pub stopping: bool,
 }
 
 pub fn data_hash(data: &[u8]) -> u64 {
@@ -115,55 +103,59 @@ pub fn data_hash(data: &[u8]) -> u64 {
 }
 
 impl Node {
-    /// Starts node `id` from what its disk holds, as `server::recover` and `start_replica` do:
-    /// recover the log, apply what it records as committed, and start Raft after it.
-    pub fn boot(
-        id: NodeId,
-        voters: Vec<NodeId>,
-        seed: u64,
-        priority: ElectionPriority,
-        mut disk: Disk,
-        now_us: i64,
-    ) -> Node {
-        let log = disk.recover();
-        let mut shards = AHashMap::from_iter([(SHARD, Shard::new(SHARD, 1))]);
-        crate::server::apply_committed(0, &log, &mut shards).unwrap_or_else(|e| panic!("node {id}: replay: {e}"));
-        let shard = shards.remove(&SHARD).expect("the shard");
-        let (term, vote) = disk.term_vote;
-        let replayed = log.entries[..log.commit as usize].iter().map(|e| AppliedEntry {
-            index: e.index,
-            term: e.term,
-            data_hash: data_hash(&e.data),
-            digest: None,
-        });
-        let mut applied: Vec<AppliedEntry> = replayed.collect();
-        if let Some(last) = applied.last_mut() {
-            last.digest = Some(shard.digest());
+    /// Starts node `id` from what its disks hold, as `server::recover` and `start_replica` do:
+    /// recover each group's log, apply what it records as committed as far as one order across
+    /// groups allows (`driver::replay_limits`; the driver holds the rest), and start Raft.
+    pub fn boot(id: NodeId, voters: Vec<NodeId>, seed: u64, setup: Setup, disks: Vec<Disk>, now_us: i64) -> Node {
+        assert_eq!(disks.len(), setup.groups);
+        let mut disks = disks;
+        let logs: Vec<_> = disks.iter_mut().map(Disk::recover).collect();
+        let replay: Vec<ReplayLog> =
+            logs.iter().map(|log| ReplayLog::of(&log.entries[..log.commit as usize]).expect("valid entries")).collect();
+        let limits = replay_limits(&replay);
+        let mut applied = Vec::new();
+        let mut applied_zxids = Vec::new();
+        let mut groups = Vec::new();
+        for (g, (disk, log)) in disks.into_iter().zip(logs).enumerate() {
+            let shard_id = ShardId::try_from(g).expect("few groups");
+            let shard_count = u16::try_from(setup.groups).expect("few groups");
+            let mut shards = AHashMap::from_iter([(shard_id, Shard::new(shard_id, shard_count))]);
+            let committed = &log.entries[..log.commit as usize];
+            let (replayed, held) = committed.split_at(limits[g]);
+            crate::server::apply_committed(g, replayed, &mut shards)
+                .unwrap_or_else(|e| panic!("node {id} group {g}: replay: {e}"));
+            let shard = shards.remove(&shard_id).expect("the shard");
+            let start = applied.len();
+            applied.extend(replayed.iter().map(|e| AppliedEntry {
+                group: g,
+                index: e.index,
+                term: e.term,
+                data_hash: data_hash(&e.data),
+                digest: None,
+            }));
+            if applied.len() > start {
+                applied.last_mut().expect("replayed").digest = Some(shard.digest());
+            }
+            applied_zxids.push(highest_zxid(replayed));
+            let held = held.to_vec();
+            let zxid_assigned = highest_zxid(&log.entries);
+            let (term, vote) = disk.term_vote;
+            let placement = Placement { preferred: setup.preferred, delay_ticks: setup.hand_back_ticks };
+            let mut config = Config::new(id, voters.clone(), seed ^ (g as u64) << 40);
+            config.election_priority = placement.election_priority(id);
+            let commit = log.commit;
+            let mut raft = Raft::new(config, HardState { term, vote, commit }, log.entries);
+            raft.restore_applied(commit);
+            let driver_config = DriverConfig {
+                group: g,
+                placement,
+                retained_entries: setup.retained_entries,
+                compact_every: setup.compact_every,
+            };
+            let driver = GroupDriver::new(raft, driver_config, first_token(now_us), held);
+            groups.push(Group { driver, shard, disk, zxid_assigned });
         }
-        let zxid_assigned = highest_zxid(&log.entries);
-        let hard_state = HardState { term, vote, commit: log.commit };
-        let commit = log.commit;
-        let mut config = Config::new(id, voters, seed);
-        config.election_priority = priority;
-        let mut raft = Raft::new(config, hard_state, log.entries);
-        raft.restore_applied(commit);
-        Node {
-            seen_term: raft.term(),
-            raft,
-            shard,
-            disk,
-            stored: (term, vote),
-            commit_written: commit,
-            zxid_assigned,
-            next_token: first_token(now_us),
-            ticks: 0,
-            pending: VecDeque::new(),
-            waiting: BTreeMap::new(),
-            read_batches: BTreeMap::new(),
-            ready_syncs: Vec::new(),
-            leaderless_ticks: 0,
-            applied,
-        }
+        Node { groups, applied_zxids, losses: BTreeMap::new(), losses_total: 0, applied, stopping: false }
     }
 
     /// The entries applied (or replayed) since the last call.
@@ -172,258 +164,224 @@ impl Node {
     }
 
     pub fn tick(&mut self) {
-        self.ticks += 1;
+        for group in &mut self.groups {
+            group.driver.tick();
+        }
     }
 
-    /// A client's write or (no command) sync.
-    pub fn request(&mut self, client: ClientId, command: Option<Command>) {
-        self.pending.push_back(Pending { from: From::Local(client), command });
+    /// A client's write or (no command) sync for `group`'s shard. A write depends on what this
+    /// node applied in its other groups when it was sent (`conn/slots.rs`).
+    pub fn request(&mut self, client: ClientId, group: usize, command: Option<Command>) {
+        let dependencies = match command {
+            Some(_) => self
+                .applied_zxids
+                .iter()
+                .enumerate()
+                .filter(|&(g, &zxid)| g != group && zxid > 0)
+                .map(|(g, &zxid)| (u16::try_from(g).expect("few groups"), zxid))
+                .collect(),
+            None => Vec::new(),
+        };
+        let shard = ShardId::try_from(group).expect("few groups");
+        let write = Write { shard, from: WriteFrom::Local(client), command, dependencies };
+        self.groups[group].driver.queue(write);
     }
 
     /// Clients waiting for this node: their answers are lost when it crashes.
     pub fn clients(&self) -> Vec<ClientId> {
-        let pending = self.pending.iter().filter_map(|p| match p.from {
-            From::Local(client) => Some(client),
-            From::Peer { .. } => None,
-        });
-        let syncs = self.read_batches.values().flat_map(|b| &b.local).chain(self.ready_syncs.iter().map(|(_, c)| c));
-        pending.chain(self.waiting.values().copied()).chain(syncs.copied()).collect()
+        self.groups.iter().flat_map(|g| g.driver.requests().copied()).collect()
     }
 
-    pub fn receive(&mut self, message: PeerMessage) {
+    /// A frame was lost on the link with `peer` (the connection broke).
+    pub fn lost_with(&mut self, peer: NodeId) {
+        *self.losses.entry(peer).or_default() += 1;
+        self.losses_total += 1;
+    }
+
+    pub fn receive(&mut self, group: usize, message: PeerMessage) {
+        let driver = &mut self.groups[group].driver;
         match message {
-            PeerMessage::Raft(message) => self.raft.step(message),
-            PeerMessage::Forward { origin, token, shard, command, .. } => {
-                assert_eq!(shard, SHARD);
-                self.pending.push_back(Pending { from: From::Peer { origin, token }, command });
+            PeerMessage::Raft(message) => driver.step(message),
+            PeerMessage::Forward { origin, token, shard, command, dependencies } => {
+                assert_eq!(usize::from(shard), group);
+                driver.queue(Write { shard, from: WriteFrom::Peer { origin, token }, command, dependencies });
             }
-            PeerMessage::ReadIndex { token, index } => {
-                if let Some(batch) = self.read_batches.remove(&token) {
-                    self.ready_syncs.extend(batch.local.into_iter().map(|client| (index, client)));
-                }
-            }
+            PeerMessage::ReadIndex { token, index } => driver.read_index_answered(token, index),
             other => panic!("the simulation sends no {other:?}"),
         }
     }
 
-    /// One turn of `Replica::turn`; false if there was nothing to do. With `crash`, the Ready
-    /// stops there (the caller then restarts the node from its disk).
+    /// One turn of `group` (`Replica::turn`); false if it did nothing. With `crash`, the Ready
+    /// stops there (the caller then restarts the node from its disks).
     pub fn turn(
         &mut self,
+        group: usize,
         now_us: i64,
         crash: Option<CrashAt>,
         out: &mut Vec<(NodeId, PeerMessage)>,
         answers: &mut Vec<Answer>,
     ) -> bool {
-        let ticks = std::mem::take(&mut self.ticks);
-        for _ in 0..ticks {
-            self.raft.tick();
-        }
-        self.watch_leadership(ticks, answers);
-        self.propose_waiting(now_us, out);
-        self.answer_ready_syncs(answers);
-        if !self.raft.has_ready() {
-            return false;
-        }
-        let ready = self.raft.ready();
-        send(out, ready.messages);
+        let Node { groups, applied_zxids, losses, losses_total, applied, stopping, .. } = self;
+        let Group { driver, shard, disk, zxid_assigned } = &mut groups[group];
+        let mut host = SimHost {
+            group,
+            now_us,
+            zxid_assigned,
+            shard,
+            applied_zxids,
+            losses,
+            losses_total: *losses_total,
+            stopping: *stopping,
+            out,
+            answers,
+            applied,
+            term_vote: None,
+            records: Vec::new(),
+            did_apply: false,
+        };
+        let Some(_) = driver.start_turn(&mut host) else { return host.did_apply };
+        let (term_vote, records) = (host.term_vote.take(), std::mem::take(&mut host.records));
         if matches!(crash, Some(CrashAt::AfterSend)) {
             return true;
         }
-        if let Some(HardState { term, vote, .. }) = ready.hard_state {
-            self.stored = (term, vote);
-            self.disk.term_vote = (term, vote);
+        if let Some(term_vote) = term_vote {
+            disk.term_vote = term_vote;
         }
         if matches!(crash, Some(CrashAt::AfterTermVote)) {
             return true;
         }
-        let records = self.records(&ready.entries, ready.truncate_from);
         if !records.is_empty() {
-            let batch = self.disk.batch(&records);
+            let batch = disk.batch(&records);
             if let Some(CrashAt::DuringWrite { kept_permille }) = crash {
                 let kept = batch.len() * kept_permille as usize / 1000;
-                self.disk.interrupted(batch, kept);
+                disk.interrupted(batch, kept);
                 return true;
             }
-            self.disk.write(batch, records.len());
+            disk.write(batch, records.len());
         }
         if crash.is_some() {
             return true;
         }
-        self.zxid_assigned = self.zxid_assigned.max(highest_zxid(&ready.entries));
-        send(out, ready.messages_after_persist);
-        for entry in &ready.committed {
-            self.apply(entry.index, entry.term, &entry.data, answers);
-        }
-        self.on_read_states(ready.read_states, out);
-        self.answer_ready_syncs(answers);
-        self.raft.advance();
+        driver.finish_turn(&mut host);
         true
-    }
-
-    /// The WAL records of a Ready, encoded (`raft_log::ready_records`, as `Replica::append`).
-    fn records(&mut self, entries: &[engine::raft::Entry], truncate_from: Option<Index>) -> Vec<Vec<u8>> {
-        let mut records = Vec::new();
-        let commit = self.raft.commit_index();
-        self.commit_written = ready_records(entries, truncate_from, commit, self.commit_written, |record| {
-            let mut bytes = Vec::new();
-            record.encode_into(&mut bytes);
-            records.push(bytes);
-        });
-        records
-    }
-
-    fn watch_leadership(&mut self, ticks: u32, answers: &mut Vec<Answer>) {
-        if self.raft.term() != self.seen_term {
-            self.seen_term = self.raft.term();
-            self.abandon_waiting(answers);
-        }
-        if self.raft.leader().is_some() {
-            self.leaderless_ticks = 0;
-            return;
-        }
-        self.leaderless_ticks += ticks;
-        if self.leaderless_ticks >= LEADERLESS_TICKS_MAX {
-            self.leaderless_ticks = 0;
-            self.abandon_waiting(answers);
-            let pending = std::mem::take(&mut self.pending);
-            for p in pending {
-                if let From::Local(client) = p.from {
-                    answers.push(Answer::Abandoned { client });
-                }
-            }
-        }
-    }
-
-    fn abandon_waiting(&mut self, answers: &mut Vec<Answer>) {
-        let batches = std::mem::take(&mut self.read_batches).into_values().flat_map(|b| b.local);
-        let syncs = batches.chain(self.ready_syncs.drain(..).map(|(_, c)| c));
-        let writes = std::mem::take(&mut self.waiting).into_values();
-        answers.extend(syncs.chain(writes).map(|client| Answer::Abandoned { client }));
-    }
-
-    fn propose_waiting(&mut self, now_us: i64, out: &mut Vec<(NodeId, PeerMessage)>) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let me = self.raft.id();
-        let forward_to = match (self.raft.role(), self.raft.leader()) {
-            (Role::Leader, _) if self.raft.transferring() => return,
-            (Role::Leader, _) => None,
-            (_, Some(leader)) => Some(leader),
-            (_, None) => return,
-        };
-        let mut reads = ReadBatch::default();
-        while let Some(Pending { from, command }) = self.pending.pop_front() {
-            match (command, from, forward_to) {
-                (None, From::Local(client), _) => reads.local.push(client),
-                (None, From::Peer { origin, token }, None) => reads.remote.push((origin, token)),
-                // Asked of this node when it led: the asker learns of the new term.
-                (None, From::Peer { .. }, Some(_)) => {}
-                (Some(command), From::Local(client), Some(leader)) => {
-                    let token = self.next_token();
-                    self.waiting.insert(token, client);
-                    out.push((
-                        leader,
-                        PeerMessage::Forward {
-                            origin: me,
-                            token,
-                            shard: SHARD,
-                            command: Some(command),
-                            dependencies: Vec::new(),
-                        },
-                    ));
-                }
-                // Forwarded to this node when it led: the sender learns of the new term.
-                (Some(_), From::Peer { .. }, Some(_)) => {}
-                (Some(command), from, None) => {
-                    let zxid = (self.zxid_assigned + 1).max(now_us);
-                    self.zxid_assigned = zxid;
-                    let entry = LogEntry { shard: SHARD, zxid, time_ms: now_us / 1000, command };
-                    let data = match from {
-                        From::Local(client) => {
-                            let token = self.next_token();
-                            self.waiting.insert(token, client);
-                            encode_proposal(me, token, &entry)
-                        }
-                        From::Peer { origin, token } => encode_proposal(origin, token, &entry),
-                    };
-                    self.raft.propose(data).unwrap_or_else(|e| panic!("the leader refused a proposal: {e:?}"));
-                }
-            }
-        }
-        self.start_read_index(reads, forward_to, out);
-    }
-
-    /// One ReadIndex round for the turn's syncs (`Replica::start_read_index`).
-    fn start_read_index(&mut self, reads: ReadBatch, leader: Option<NodeId>, out: &mut Vec<(NodeId, PeerMessage)>) {
-        if reads.local.is_empty() && reads.remote.is_empty() {
-            return;
-        }
-        let token = self.next_token();
-        match leader {
-            Some(leader) => {
-                assert!(reads.remote.is_empty(), "a follower answers no read index");
-                self.read_batches.insert(token, reads);
-                let me = self.raft.id();
-                let forward =
-                    PeerMessage::Forward { origin: me, token, shard: SHARD, command: None, dependencies: Vec::new() };
-                out.push((leader, forward));
-            }
-            None => {
-                self.read_batches.insert(token, reads);
-                self.raft.read_index(token).unwrap_or_else(|e| panic!("the leader refused a read index: {e:?}"));
-            }
-        }
-    }
-
-    fn on_read_states(&mut self, read_states: Vec<ReadState>, out: &mut Vec<(NodeId, PeerMessage)>) {
-        for state in read_states {
-            let Some(batch) = self.read_batches.remove(&state.context) else { continue };
-            self.ready_syncs.extend(batch.local.into_iter().map(|client| (state.index, client)));
-            for (origin, token) in batch.remote {
-                out.push((origin, PeerMessage::ReadIndex { token, index: state.index }));
-            }
-        }
-    }
-
-    fn answer_ready_syncs(&mut self, answers: &mut Vec<Answer>) {
-        let applied = self.raft.applied_index();
-        self.ready_syncs.retain(|&(index, client)| {
-            if index > applied {
-                return true;
-            }
-            answers.push(Answer::Synced { client });
-            false
-        });
-    }
-
-    fn apply(&mut self, index: Index, term: Term, data: &[u8], answers: &mut Vec<Answer>) {
-        if !data.is_empty() {
-            let (origin, token, zxid, archive) =
-                decode_proposal(data).unwrap_or_else(|e| panic!("committed entry {index}: {e}"));
-            if !archive.is_empty() {
-                let entry = LogEntry::from_bytes(archive).unwrap_or_else(|e| panic!("committed entry {index}: {e}"));
-                assert_eq!(entry.zxid, zxid, "a proposal's header and archive agree on the zxid");
-                let applied = self.shard.apply(&entry);
-                if origin == self.raft.id() {
-                    if let Some(client) = self.waiting.remove(&token) {
-                        answers.push(Answer::Write { client, result: applied.result });
-                    }
-                }
-            }
-        }
-        let digest = self.shard.digest();
-        self.applied.push(AppliedEntry { index, term, data_hash: data_hash(data), digest: Some(digest) });
-    }
-
-    fn next_token(&mut self) -> u64 {
-        let token = self.next_token;
-        self.next_token += 1;
-        token
     }
 }
 
-fn send(out: &mut Vec<(NodeId, PeerMessage)>, messages: Vec<Message>) {
-    out.extend(messages.into_iter().map(|m| (m.to, PeerMessage::Raft(m))));
+/// The driver's effects on a simulated node (`replica.rs`'s `CoreHost` on a real core).
+struct SimHost<'a> {
+    group: usize,
+    now_us: i64,
+    zxid_assigned: &'a mut Zxid,
+    shard: &'a mut Shard,
+    applied_zxids: &'a mut [Zxid],
+    losses: &'a BTreeMap<NodeId, u64>,
+    losses_total: u64,
+    stopping: bool,
+    out: &'a mut Vec<(NodeId, PeerMessage)>,
+    answers: &'a mut Vec<Answer>,
+    applied: &'a mut Vec<AppliedEntry>,
+    /// The turn's term and vote and WAL records, made durable (or not: a crash) by `Node::turn`.
+    term_vote: Option<(Term, Option<NodeId>)>,
+    records: Vec<Vec<u8>>,
+    did_apply: bool,
+}
+
+impl GroupHost for SimHost<'_> {
+    type Request = ClientId;
+
+    fn next_zxid(&mut self) -> Zxid {
+        *self.zxid_assigned = driver::next_zxid(*self.zxid_assigned, self.now_us);
+        *self.zxid_assigned
+    }
+
+    fn note_log_zxid(&mut self, zxid: Zxid) {
+        *self.zxid_assigned = (*self.zxid_assigned).max(zxid);
+    }
+
+    fn take_fence(&mut self) -> Option<Zxid> {
+        None
+    }
+
+    fn applied_in_group(&self, group: usize) -> Option<Zxid> {
+        self.applied_zxids.get(group).copied()
+    }
+
+    fn link_losses(&self, peer: NodeId) -> u64 {
+        self.losses.get(&peer).copied().unwrap_or(0)
+    }
+
+    fn link_losses_total(&self) -> u64 {
+        self.losses_total
+    }
+
+    fn connection_abandoned(&self, _request: &ClientId) -> bool {
+        false
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    fn time_ms(&self) -> i64 {
+        self.now_us / 1000
+    }
+
+    fn send(&mut self, to: NodeId, message: PeerMessage) {
+        self.out.push((to, message));
+    }
+
+    fn store_term_and_vote(&mut self, term: Term, vote: Option<NodeId>) {
+        self.term_vote = Some((term, vote));
+    }
+
+    fn append(&mut self, record: Record<'_>) {
+        let mut bytes = Vec::new();
+        record.encode_into(&mut bytes);
+        self.records.push(bytes);
+    }
+
+    fn leader_known(&mut self, _leader: Option<NodeId>) {}
+
+    fn leadership_changed(&mut self, _leading: bool, _term: Term, _leader: Option<NodeId>) {}
+
+    fn in_flight(&mut self, _requests: usize) {}
+
+    fn apply(&mut self, entry: LogEntry, answer: Option<ClientId>) {
+        let applied = self.shard.apply(&entry);
+        self.applied_zxids[self.group] = entry.zxid;
+        if let Some(client) = answer {
+            self.answers.push(Answer::Write { client, result: applied.result });
+        }
+    }
+
+    fn apply_fence(&mut self, zxid: Zxid) {
+        self.applied_zxids[self.group] = zxid;
+    }
+
+    fn entry_applied(&mut self, entry: &Entry) {
+        self.did_apply = true;
+        self.applied.push(AppliedEntry {
+            group: self.group,
+            index: entry.index,
+            term: entry.term,
+            data_hash: data_hash(&entry.data),
+            digest: Some(self.shard.digest()),
+        });
+    }
+
+    fn applied_run_done(&mut self) {}
+
+    fn waiting_for_other_groups(&mut self, _waiting: bool) {}
+
+    fn answer_sync(&mut self, client: ClientId) {
+        self.answers.push(Answer::Synced { client });
+    }
+
+    fn abandon(&mut self, client: ClientId, _reason: &'static str) {
+        self.answers.push(Answer::Abandoned { client });
+    }
+
+    fn lease_confirmed(&mut self, _token: u64, _unknown: &[SessionId]) {}
+
+    fn followers_needing_snapshot(&mut self, _followers: &[NodeId]) {}
 }
