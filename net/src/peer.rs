@@ -25,8 +25,16 @@ pub enum PeerMessage {
     /// `token` come back in the entry so that the follower answers its client. No command: a
     /// ReadIndex round for the follower's syncs and linearizable reads of one turn, answered
     /// with `ReadIndex`.
-    /// `dependencies`: see `ShardRequest::dependencies`.
-    Forward { origin: NodeId, token: u64, shard: ShardId, command: Option<Command>, dependencies: Vec<(u16, Zxid)> },
+    /// `dependencies`: see `ShardRequest::dependencies`. `term`: the term of the leader it is
+    /// sent to; any other term's leader drops it (per-session order, `driver.rs`).
+    Forward {
+        origin: NodeId,
+        token: u64,
+        term: u64,
+        shard: ShardId,
+        command: Option<Command>,
+        dependencies: Vec<(u16, Zxid)>,
+    },
     /// A lease probe to the group's leader (`server/lease.rs`), sent by each core of a
     /// follower every `LEASE_PROBE_INTERVAL`; from core 0, with the sessions that showed
     /// signs of life on the sender since its last probe (the leader of the session group
@@ -142,11 +150,12 @@ mod tests {
             PeerMessage::Forward {
                 origin: 3,
                 token: 99,
+                term: 4,
                 shard: 5,
                 command: Some(Command::SetData(set_data)),
                 dependencies: vec![(1, 1 << 52)],
             },
-            PeerMessage::Forward { origin: 3, token: 100, shard: 5, command: None, dependencies: Vec::new() },
+            PeerMessage::Forward { origin: 3, token: 100, term: 4, shard: 5, command: None, dependencies: Vec::new() },
             PeerMessage::Touch { token: 3, sessions: vec![1, -7, i64::MAX], urgent: true },
             PeerMessage::Touched { token: 3, unknown: vec![-7] },
             PeerMessage::Fence { at_least: 1 << 52 },

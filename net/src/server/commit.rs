@@ -136,11 +136,12 @@ impl CommitQueue {
         &self,
         origin: NodeId,
         token: u64,
+        term: u64,
         shard: ShardId,
         command: Option<Command>,
         dependencies: Vec<(u16, Zxid)>,
     ) {
-        let write = Write { shard, from: WriteFrom::Peer { origin, token }, command, dependencies };
+        let write = Write { shard, from: WriteFrom::Peer { origin, token, term }, command, dependencies };
         self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), write });
         let _ = self.signal.try_send(());
     }

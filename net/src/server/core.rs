@@ -336,7 +336,7 @@ impl Core {
             PeerMessage::Raft(message) => {
                 tracing::warn!(core = self.id, from, to = message.to, "Raft message for another node; dropped")
             }
-            PeerMessage::Forward { origin, token, shard, command, dependencies } => {
+            PeerMessage::Forward { origin, token, term, shard, command, dependencies } => {
                 if core_of_shard(shard, self.cores()) != self.id {
                     tracing::warn!(core = self.id, from, shard, "forwarded write for a shard of another core; dropped");
                     return;
@@ -350,7 +350,7 @@ impl Core {
                     );
                     return;
                 }
-                self.commit.propose_forwarded(origin, token, shard, command, dependencies);
+                self.commit.propose_forwarded(origin, token, term, shard, command, dependencies);
             }
             PeerMessage::Touch { token, sessions, urgent } => self.on_lease_probe(from, token, &sessions, urgent),
             PeerMessage::Touched { token, unknown } => self.on_lease_confirmed(token, &unknown),

@@ -58,9 +58,9 @@ pub struct Write<R> {
 pub enum WriteFrom<R> {
     /// A request of this node.
     Local(R),
-    /// A write another node forwarded to this one as the group's leader; that node answers it
-    /// when it applies the entry, which names it as `origin` with its `token`.
-    Peer { origin: NodeId, token: u64 },
+    /// A write another node forwarded to this one as the group's leader of `term`; that node
+    /// answers it when it applies the entry, which names it as `origin` with its `token`.
+    Peer { origin: NodeId, token: u64, term: Term },
 }
 
 /// A lease probe to confirm with a ReadIndex round (`lease.rs`).
@@ -598,6 +598,19 @@ impl<R> GroupDriver<R> {
                         host.abandon(request, "an earlier request of its connection was abandoned");
                         continue;
                     }
+                    // Per-session order across leader changes: forwards sent to the leader of
+                    // another term are dropped, also by a node that leads again in a later term
+                    // (it dropped earlier ones of the same sender while it did not lead; the
+                    // sender abandons them all when it learns of the new term).
+                    WriteFrom::Peer { origin, term, .. } if term != self.raft.term() => {
+                        tracing::debug!(
+                            core = self.config.group,
+                            origin,
+                            term,
+                            "a request forwarded to the leader of another term is dropped"
+                        );
+                        continue;
+                    }
                     from => from,
                 };
                 match (command, from, forward_to) {
@@ -605,7 +618,7 @@ impl<R> GroupDriver<R> {
                         read_shard = Some(shard);
                         reads.local.push(request);
                     }
-                    (None, WriteFrom::Peer { origin, token }, None) => reads.remote.push((origin, token)),
+                    (None, WriteFrom::Peer { origin, token, .. }, None) => reads.remote.push((origin, token)),
                     (None, WriteFrom::Peer { origin, .. }, Some(_)) => {
                         tracing::debug!(
                             core = self.config.group,
@@ -618,8 +631,9 @@ impl<R> GroupDriver<R> {
                         let forwarded_to = Some((leader, host.link_losses(leader)));
                         self.waiting.insert(token, Waiting { request, entry: None, forwarded_to });
                         host.in_flight(self.waiting.len());
-                        let command = Some(command);
-                        host.send(leader, PeerMessage::Forward { origin: me, token, shard, command, dependencies });
+                        let (command, term) = (Some(command), self.raft.term());
+                        let forward = PeerMessage::Forward { origin: me, token, term, shard, command, dependencies };
+                        host.send(leader, forward);
                     }
                     (Some(_), WriteFrom::Peer { origin, .. }, Some(_)) => {
                         // Sent when this node led; the sender learns of the new term and
@@ -640,7 +654,7 @@ impl<R> GroupDriver<R> {
                                 host.in_flight(self.waiting.len());
                                 data
                             }
-                            WriteFrom::Peer { origin, token } => {
+                            WriteFrom::Peer { origin, token, .. } => {
                                 encode_proposal_after(origin, token, &entry, &dependencies)
                             }
                         };
@@ -695,8 +709,9 @@ impl<R> GroupDriver<R> {
                 reads.asked = Some((leader, host.link_losses(leader)));
                 self.read_batches.insert(token, reads);
                 let me = self.raft.id();
+                let term = self.raft.term();
                 let forward =
-                    PeerMessage::Forward { origin: me, token, shard, command: None, dependencies: Vec::new() };
+                    PeerMessage::Forward { origin: me, token, term, shard, command: None, dependencies: Vec::new() };
                 host.send(leader, forward);
             }
             None => {

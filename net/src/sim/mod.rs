@@ -36,13 +36,13 @@ use engine::linearizability::{Action, Op};
 use engine::raft::{Index, NodeId, Role, Term};
 use engine::request::{Caller, ReadOp, ReadResult, WriteResult};
 use engine::types::{Acl, CreateMode, Zxid};
-use node::{Answer, AppliedEntry, ClientId, CrashAt, Node, Setup};
+use node::{Answer, AppliedEntry, ClientId, CrashAt, Node, Setup, SimRequest};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Registers clients write and read; register k lives in shard (and group) k mod groups.
 const KEYS: u64 = 4;
-/// Client requests in flight at once (each client has one): the checker's search grows with
-/// how many overlap.
+/// Clients, each with up to `Setup`'s pipeline of requests in flight: the checker's search
+/// grows with how many overlap.
 const CLIENTS: usize = 6;
 /// Steps a client waits for an answer before it gives up (a timeout: maybe applied).
 const CLIENT_TIMEOUT: u64 = 600;
@@ -74,24 +74,35 @@ struct Frame {
     /// The group (core) whose connection carries it.
     group: usize,
     bytes: Vec<u8>,
-    /// Raft messages may be duplicated; forwards and read indexes may not (TCP).
+    /// Raft messages may be duplicated and reordered; forwards and read indexes arrive once and
+    /// in the order sent (TCP), or are lost with every later one in flight on their link.
     raft: bool,
+    /// Send order.
+    sent: u64,
 }
 
 /// A client request in flight: where its answer goes in the history.
 struct InFlight {
     client: usize,
+    conn: u64,
     node: NodeId,
     called: u64,
     /// (key, op index in that key's history); None for requests outside the histories.
     recorded: Option<(u64, usize)>,
 }
 
-/// What a client was answered, for the order across groups: its writes answered on one
-/// connection (to one node, until it switches nodes or the node restarts), by key: (value, zxid).
-#[derive(Default, Clone)]
-struct ClientChain {
+/// A client: one connection at a time, to one node, with up to `World::pipeline` requests in
+/// flight on it, all to one group (a connection holds a request to another shard until the
+/// earlier ones are answered, `conn/slots.rs`). A request given up or abandoned ends the
+/// connection (ConnectionLoss): the client stops waiting for the others and connects again.
+struct Client {
+    conn: u64,
     node: NodeId,
+    group: usize,
+    in_flight: BTreeSet<ClientId>,
+    /// Register writes sent on this connection, per group.
+    writes_sent: BTreeMap<usize, u64>,
+    /// For the order across groups: the writes answered on this connection, by key.
     answered: Answered,
 }
 
@@ -110,6 +121,8 @@ pub struct Summary {
     pub multi_group: usize,
     pub ordered_writes: usize,
     pub stops: usize,
+    /// Requests sent while others of their connection were in flight.
+    pub pipelined: usize,
 }
 
 impl Summary {
@@ -122,6 +135,7 @@ impl Summary {
         self.multi_group += other.multi_group;
         self.ordered_writes += other.ordered_writes;
         self.stops += other.stops;
+        self.pipelined += other.pipelined;
     }
 }
 
@@ -137,6 +151,7 @@ pub struct World {
     rates: Vec<u64>,
     offsets_us: Vec<i64>,
     network: Vec<Frame>,
+    frames_sent: u64,
     cut: BTreeSet<(NodeId, NodeId)>,
     paused: BTreeMap<NodeId, u64>,
     /// Nodes stopping as on SIGTERM, and the step they exit (and restart) at.
@@ -149,11 +164,19 @@ pub struct World {
     applied_through: BTreeMap<(NodeId, usize), Index>,
     requests: BTreeMap<ClientId, InFlight>,
     next_request: ClientId,
-    busy_clients: BTreeSet<usize>,
+    clients: Vec<Client>,
+    next_conn: u64,
+    /// Requests a client may have in flight on its connection (1-3 by seed).
+    pipeline: usize,
+    /// Per register write value: its connection, group and number among that connection's
+    /// writes to the group (per-session FIFO: every node applies them in order, no gaps).
+    fifo: BTreeMap<u32, (u64, usize, u64)>,
+    /// Per (node, connection, group): the number of the last write applied there.
+    fifo_applied: BTreeMap<(NodeId, u64, usize), u64>,
+    pipelined: usize,
     history: BTreeMap<u64, Vec<Op<u32>>>,
     /// Per written value: its key and the client's writes answered before it was sent.
     written: BTreeMap<u32, (u64, Answered)>,
-    chains: BTreeMap<usize, ClientChain>,
     ordered_writes: usize,
     next_value: u32,
     next_session: i64,
@@ -191,6 +214,7 @@ impl World {
             rates,
             offsets_us,
             network: Vec::new(),
+            frames_sent: 0,
             cut: BTreeSet::new(),
             paused: BTreeMap::new(),
             stopping: BTreeMap::new(),
@@ -200,10 +224,23 @@ impl World {
             applied_through: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 1,
-            busy_clients: BTreeSet::new(),
+            clients: (0..CLIENTS as u64)
+                .map(|conn| Client {
+                    conn,
+                    node: 1,
+                    group: 0,
+                    in_flight: BTreeSet::new(),
+                    writes_sent: BTreeMap::new(),
+                    answered: BTreeMap::new(),
+                })
+                .collect(),
+            next_conn: CLIENTS as u64,
+            pipeline: 1 + (seed / 4 % 3) as usize,
+            fifo: BTreeMap::new(),
+            fifo_applied: BTreeMap::new(),
+            pipelined: 0,
             history: BTreeMap::new(),
             written: BTreeMap::new(),
-            chains: BTreeMap::new(),
             ordered_writes: 0,
             next_value: 1,
             next_session: 1,
@@ -247,6 +284,8 @@ impl World {
         for group in 0..self.groups() {
             self.applied_through.insert((id, group), 0);
         }
+        // The replay applies every write again from the start.
+        self.fifo_applied.retain(|&(node, _, _), _| node != id);
         self.check(id);
     }
 
@@ -297,7 +336,9 @@ impl World {
     fn send(&mut self, from: NodeId, to: NodeId, group: usize, message: &PeerMessage) {
         let mut bytes = Vec::new();
         encode_frame(&mut bytes, message);
-        self.network.push(Frame { from, to, group, bytes, raft: matches!(message, PeerMessage::Raft(_)) });
+        self.frames_sent += 1;
+        let raft = matches!(message, PeerMessage::Raft(_));
+        self.network.push(Frame { from, to, group, bytes, raft, sent: self.frames_sent });
     }
 
     fn deliver(&mut self, frame: Frame) {
@@ -313,8 +354,29 @@ impl World {
         self.process(frame.to);
     }
 
-    /// A frame is lost: the connection it travelled on broke, which both ends notice.
+    /// Takes the frame at `at` off the network; for a forward or read index, the oldest one on
+    /// its link instead (TCP keeps their order).
+    fn take_frame(&mut self, at: usize) -> Frame {
+        let picked = &self.network[at];
+        let at = match picked.raft {
+            true => at,
+            false => {
+                let link = (picked.from, picked.to, picked.group);
+                let on_link = |f: &&Frame| !f.raft && (f.from, f.to, f.group) == link;
+                let oldest = self.network.iter().filter(on_link).map(|f| f.sent).min().expect("the picked one");
+                self.network.iter().position(|f| f.sent == oldest).expect("present")
+            }
+        };
+        self.network.swap_remove(at)
+    }
+
+    /// A frame is lost: the connection it travelled on broke, which both ends notice; the
+    /// forwards and read indexes behind it on that link are lost with it.
     fn lose(&mut self, frame: &Frame) {
+        if !frame.raft {
+            let link = (frame.from, frame.to, frame.group);
+            self.network.retain(|f| f.raft || (f.from, f.to, f.group) != link);
+        }
         if let Some(node) = self.nodes.get_mut(&frame.from) {
             node.lost_with(frame.to);
         }
@@ -335,7 +397,7 @@ impl World {
                 assert_eq!(leader, id, "seed {seed}: two leaders of group {group} in term {term}");
             }
         }
-        for AppliedEntry { group, index, term, data_hash, digest } in node.take_applied() {
+        for AppliedEntry { group, index, term, data_hash, digest, written } in node.take_applied() {
             let through = self.applied_through.get_mut(&(id, group)).expect("booted");
             assert_eq!(index, *through + 1, "seed {seed}: node {id} applies group {group} in order");
             *through = index;
@@ -350,6 +412,15 @@ impl World {
                     assert_eq!(index as usize, committed.len() + 1, "seed {seed}: committed log has a gap");
                     committed.push((term, data_hash));
                 }
+            }
+            if let Some(&(conn, write_group, number)) = written.and_then(|value| self.fifo.get(&value)) {
+                let last = self.fifo_applied.entry((id, conn, write_group)).or_insert(0);
+                assert_eq!(
+                    number,
+                    *last + 1,
+                    "seed {seed}: node {id} applied write {number} of connection {conn} to group {write_group} after write {last}"
+                );
+                *last = number;
             }
             if let Some(digest) = digest {
                 let seen = *self.digests.entry((group, index)).or_insert(digest);
@@ -398,16 +469,55 @@ impl World {
         }
         self.paused.remove(&id);
         self.stopping.remove(&id);
-        // Its clients' connections broke: what they write next goes on a new connection.
-        self.chains.retain(|_, chain| chain.node != id);
+        // Its clients' connections broke: what they send next goes on a new connection.
+        let clients: Vec<usize> = (0..CLIENTS).filter(|&c| self.clients[c].node == id).collect();
+        for client in clients {
+            self.connection_lost(client);
+        }
         self.boot(id, node.groups.into_iter().map(|g| g.disk).collect());
         self.note(|| format!("node {id} restarted from its disks"));
     }
 
+    /// The client gets no answer (given up, or its node crashed): its connection is lost.
     fn abandon(&mut self, request: ClientId) {
         if let Some(flight) = self.requests.remove(&request) {
-            self.busy_clients.remove(&flight.client);
+            if self.clients[flight.client].conn == flight.conn {
+                self.connection_lost(flight.client);
+            }
         }
+    }
+
+    /// ConnectionLoss: the client stops waiting for what it sent and connects again.
+    fn connection_lost(&mut self, client: usize) {
+        let in_flight = std::mem::take(&mut self.clients[client].in_flight);
+        for request in in_flight {
+            self.requests.remove(&request);
+        }
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let client = &mut self.clients[client];
+        client.conn = conn;
+        client.writes_sent.clear();
+        client.answered.clear();
+    }
+
+    /// A client whose connection to `id` can take a request for `group` now, if any: one
+    /// connected there with room in its pipeline, else an idle one (connecting to `id`).
+    fn client_for(&mut self, id: NodeId, group: usize) -> Option<usize> {
+        let pipeline = self.pipeline;
+        let open =
+            |c: &Client| !c.in_flight.is_empty() && c.node == id && c.group == group && c.in_flight.len() < pipeline;
+        if let Some(client) = self.clients.iter().position(open) {
+            self.pipelined += 1;
+            return Some(client);
+        }
+        let client = self.clients.iter().position(|c| c.in_flight.is_empty())?;
+        if self.clients[client].node != id {
+            self.connection_lost(client);
+            self.clients[client].node = id;
+        }
+        self.clients[client].group = group;
+        Some(client)
     }
 
     fn answer(&mut self, id: NodeId, answer: Answer) {
@@ -416,11 +526,14 @@ impl World {
         };
         let Some(flight) = self.requests.remove(&request) else { return };
         assert_eq!(flight.node, id, "answered by the node that took the request");
-        self.busy_clients.remove(&flight.client);
+        self.clients[flight.client].in_flight.remove(&request);
         let now = self.now;
         let seed = self.seed;
         match answer {
-            Answer::Abandoned { .. } => self.note(|| format!("request {request} abandoned by node {id}")),
+            Answer::Abandoned { .. } => {
+                self.note(|| format!("request {request} abandoned by node {id}"));
+                self.connection_lost(flight.client);
+            }
             Answer::Write { result, .. } => {
                 self.note(|| format!("request {request}: {result:?}"));
                 if let Some((key, op)) = flight.recorded {
@@ -431,10 +544,7 @@ impl World {
                     let history = &mut self.history.get_mut(&key).expect("recorded")[op];
                     history.answer = Some(now);
                     let Action::Write(value) = history.action else { unreachable!("a write's history op") };
-                    let chain = self.chains.entry(flight.client).or_default();
-                    if chain.node == id {
-                        chain.answered.insert(key, (value, stat.mzxid));
-                    }
+                    self.clients[flight.client].answered.insert(key, (value, stat.mzxid));
                     self.answered += 1;
                 }
             }
@@ -466,16 +576,15 @@ impl World {
         }
     }
 
-    /// A client sends `command` (None: sync then read `key`) to `group` of node `id`.
+    /// `client` sends `command` (None: sync then read `key`) to `group` of node `id`.
     fn request(
         &mut self,
+        client: usize,
         id: NodeId,
         group: usize,
         command: Option<Command>,
         recorded: Option<(u64, Action<u32>)>,
-    ) -> Option<usize> {
-        let client = (0..CLIENTS).find(|c| !self.busy_clients.contains(c))?;
-        self.busy_clients.insert(client);
+    ) {
         let request = self.next_request;
         self.next_request += 1;
         let recorded = recorded.map(|(key, action)| {
@@ -483,11 +592,12 @@ impl World {
             ops.push(Op { call: self.now, answer: None, action });
             (key, ops.len() - 1)
         });
-        self.requests.insert(request, InFlight { client, node: id, called: self.now, recorded });
-        self.note(|| format!("request {request} to node {id} g{group}: {command:?} {recorded:?}"));
-        self.node(id).request(request, group, command);
+        let conn = self.clients[client].conn;
+        self.clients[client].in_flight.insert(request);
+        self.requests.insert(request, InFlight { client, conn, node: id, called: self.now, recorded });
+        self.note(|| format!("request {request} to node {id} g{group} on connection {conn}: {command:?} {recorded:?}"));
+        self.node(id).request(SimRequest { id: request, conn }, group, command);
         self.process(id);
-        Some(client)
     }
 
     fn write(&mut self, id: NodeId, key: u64) {
@@ -499,26 +609,27 @@ impl World {
             version: -1,
             auth: Vec::new(),
         });
-        let Some(client) = (0..CLIENTS).find(|c| !self.busy_clients.contains(c)) else { return };
-        // What this client was answered through this node before: a reader that sees this
+        let group = self.group_of(key);
+        let Some(client) = self.client_for(id, group) else { return };
+        // What this client was answered on this connection before: a reader that sees this
         // write must see those.
-        let chain = self.chains.entry(client).or_default();
-        if chain.node != id {
-            *chain = ClientChain { node: id, answered: BTreeMap::new() };
-        }
-        let mut before = chain.answered.clone();
+        let mut before = self.clients[client].answered.clone();
         before.remove(&key);
-        if before.keys().any(|&k| self.group_of(k) != self.group_of(key)) {
+        if before.keys().any(|&k| self.group_of(k) != group) {
             self.ordered_writes += 1;
         }
         self.written.insert(value, (key, before));
-        let group = self.group_of(key);
-        self.request(id, group, Some(command), Some((key, Action::Write(value))));
+        let Client { conn, writes_sent, .. } = &mut self.clients[client];
+        let sent = writes_sent.entry(group).or_insert(0);
+        *sent += 1;
+        self.fifo.insert(value, (*conn, group, *sent));
+        self.request(client, id, group, Some(command), Some((key, Action::Write(value))));
     }
 
     fn sync_read(&mut self, id: NodeId, key: u64) {
         let group = self.group_of(key);
-        self.request(id, group, None, Some((key, Action::Read(None))));
+        let Some(client) = self.client_for(id, group) else { return };
+        self.request(client, id, group, None, Some((key, Action::Read(None))));
     }
 
     /// Session traffic outside the histories, for the state machine's agreement checks:
@@ -545,7 +656,8 @@ impl World {
             2 => create("/s/n-".to_string(), CreateMode::PersistentSequential, 0),
             _ => Command::CloseSession { session },
         };
-        self.request(id, 0, Some(command), None);
+        let Some(client) = self.client_for(id, 0) else { return };
+        self.request(client, id, 0, Some(command), None);
     }
 
     fn tick(&mut self, id: NodeId) {
@@ -562,7 +674,7 @@ impl World {
             return;
         }
         let at = self.rng.below(self.network.len() as u64) as usize;
-        let frame = self.network.swap_remove(at);
+        let frame = self.take_frame(at);
         if self.paused.contains_key(&frame.to) {
             self.network.push(frame);
             return;
@@ -575,7 +687,8 @@ impl World {
             0 => self.lose(&frame),
             1 if frame.raft => {
                 let (from, to, group, bytes) = (frame.from, frame.to, frame.group, frame.bytes.clone());
-                self.network.push(Frame { from, to, group, bytes, raft: true });
+                self.frames_sent += 1;
+                self.network.push(Frame { from, to, group, bytes, raft: true, sent: self.frames_sent });
                 self.deliver(frame);
             }
             // The receiver crashes while carrying out what the frame made it do (a follower
@@ -611,7 +724,7 @@ impl World {
             if self.network.is_empty() {
                 return;
             }
-            let frame = self.network.remove(0);
+            let frame = self.take_frame(0);
             if self.cut.contains(&(frame.from, frame.to)) {
                 self.lose(&frame);
             } else {
@@ -667,7 +780,8 @@ impl World {
                 session: 0,
                 auth: Vec::new(),
             };
-            self.request(leader, group, Some(Command::Create(create)), None);
+            let client = self.client_for(leader, group).expect("idle clients at the start");
+            self.request(client, leader, group, Some(Command::Create(create)), None);
             self.stabilize();
         }
     }
@@ -870,6 +984,7 @@ impl World {
             multi_group: usize::from(self.groups() > 1),
             ordered_writes: self.ordered_writes,
             stops: self.stops,
+            pipelined: self.pipelined,
         }
     }
 }

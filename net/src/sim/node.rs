@@ -10,7 +10,7 @@ use crate::raft_log::Record;
 use crate::server::driver::{
     self, replay_limits, DriverConfig, GroupDriver, GroupHost, Placement, ReplayLog, Write, WriteFrom,
 };
-use crate::server::proposal::{first_token, highest_zxid};
+use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
 use engine::error::ZkError;
@@ -18,9 +18,17 @@ use engine::raft::{Config, Entry, HardState, Index, NodeId, Raft, Term};
 use engine::request::WriteResult;
 use engine::shard::Shard;
 use engine::types::{SessionId, Zxid};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub type ClientId = usize;
+
+/// A client request as a node holds it: the simulation's request id and the connection it came
+/// on (`ShardRequest`'s conn: a connection with an abandoned request sends nothing more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimRequest {
+    pub id: ClientId,
+    pub conn: u64,
+}
 
 /// What a node tells its clients.
 #[derive(Debug)]
@@ -48,6 +56,8 @@ pub struct AppliedEntry {
     pub data_hash: u64,
     /// The shard's digest after this entry (a replay knows it after its last entry only).
     pub digest: Option<u64>,
+    /// The value a register write (setData of 4 bytes) set.
+    pub written: Option<u32>,
 }
 
 /// Where a crash stops a Ready.
@@ -76,7 +86,7 @@ pub struct Setup {
 
 /// One group of a node: its driver, its one shard (shard g of group g) and its disk.
 pub struct Group {
-    pub driver: GroupDriver<ClientId>,
+    pub driver: GroupDriver<SimRequest>,
     pub shard: Shard,
     pub disk: Disk,
     zxid_assigned: Zxid,
@@ -93,6 +103,8 @@ pub struct Node {
     applied: Vec<AppliedEntry>,
     /// SIGTERM: the node hands over the groups it leads.
     pub stopping: bool,
+    /// Connections with an abandoned request (`Core::is_abandoned`).
+    abandoned_conns: BTreeSet<u64>,
 }
 
 pub fn data_hash(data: &[u8]) -> u64 {
@@ -132,6 +144,7 @@ impl Node {
                 term: e.term,
                 data_hash: data_hash(&e.data),
                 digest: None,
+                written: register_write(&e.data),
             }));
             if applied.len() > start {
                 applied.last_mut().expect("replayed").digest = Some(shard.digest());
@@ -155,7 +168,15 @@ impl Node {
             let driver = GroupDriver::new(raft, driver_config, first_token(now_us), held);
             groups.push(Group { driver, shard, disk, zxid_assigned });
         }
-        Node { groups, applied_zxids, losses: BTreeMap::new(), losses_total: 0, applied, stopping: false }
+        Node {
+            groups,
+            applied_zxids,
+            losses: BTreeMap::new(),
+            losses_total: 0,
+            applied,
+            stopping: false,
+            abandoned_conns: BTreeSet::new(),
+        }
     }
 
     /// The entries applied (or replayed) since the last call.
@@ -171,7 +192,7 @@ impl Node {
 
     /// A client's write or (no command) sync for `group`'s shard. A write depends on what this
     /// node applied in its other groups when it was sent (`conn/slots.rs`).
-    pub fn request(&mut self, client: ClientId, group: usize, command: Option<Command>) {
+    pub fn request(&mut self, request: SimRequest, group: usize, command: Option<Command>) {
         let dependencies = match command {
             Some(_) => self
                 .applied_zxids
@@ -183,13 +204,13 @@ impl Node {
             None => Vec::new(),
         };
         let shard = ShardId::try_from(group).expect("few groups");
-        let write = Write { shard, from: WriteFrom::Local(client), command, dependencies };
+        let write = Write { shard, from: WriteFrom::Local(request), command, dependencies };
         self.groups[group].driver.queue(write);
     }
 
     /// Clients waiting for this node: their answers are lost when it crashes.
     pub fn clients(&self) -> Vec<ClientId> {
-        self.groups.iter().flat_map(|g| g.driver.requests().copied()).collect()
+        self.groups.iter().flat_map(|g| g.driver.requests().map(|r| r.id)).collect()
     }
 
     /// A frame was lost on the link with `peer` (the connection broke).
@@ -202,9 +223,9 @@ impl Node {
         let driver = &mut self.groups[group].driver;
         match message {
             PeerMessage::Raft(message) => driver.step(message),
-            PeerMessage::Forward { origin, token, shard, command, dependencies } => {
+            PeerMessage::Forward { origin, token, term, shard, command, dependencies } => {
                 assert_eq!(usize::from(shard), group);
-                driver.queue(Write { shard, from: WriteFrom::Peer { origin, token }, command, dependencies });
+                driver.queue(Write { shard, from: WriteFrom::Peer { origin, token, term }, command, dependencies });
             }
             PeerMessage::ReadIndex { token, index } => driver.read_index_answered(token, index),
             other => panic!("the simulation sends no {other:?}"),
@@ -221,7 +242,7 @@ impl Node {
         out: &mut Vec<(NodeId, PeerMessage)>,
         answers: &mut Vec<Answer>,
     ) -> bool {
-        let Node { groups, applied_zxids, losses, losses_total, applied, stopping, .. } = self;
+        let Node { groups, applied_zxids, losses, losses_total, applied, stopping, abandoned_conns } = self;
         let Group { driver, shard, disk, zxid_assigned } = &mut groups[group];
         let mut host = SimHost {
             group,
@@ -232,6 +253,7 @@ impl Node {
             losses,
             losses_total: *losses_total,
             stopping: *stopping,
+            abandoned_conns,
             out,
             answers,
             applied,
@@ -277,6 +299,7 @@ struct SimHost<'a> {
     losses: &'a BTreeMap<NodeId, u64>,
     losses_total: u64,
     stopping: bool,
+    abandoned_conns: &'a mut BTreeSet<u64>,
     out: &'a mut Vec<(NodeId, PeerMessage)>,
     answers: &'a mut Vec<Answer>,
     applied: &'a mut Vec<AppliedEntry>,
@@ -287,7 +310,7 @@ struct SimHost<'a> {
 }
 
 impl GroupHost for SimHost<'_> {
-    type Request = ClientId;
+    type Request = SimRequest;
 
     fn next_zxid(&mut self) -> Zxid {
         *self.zxid_assigned = driver::next_zxid(*self.zxid_assigned, self.now_us);
@@ -314,8 +337,8 @@ impl GroupHost for SimHost<'_> {
         self.losses_total
     }
 
-    fn connection_abandoned(&self, _request: &ClientId) -> bool {
-        false
+    fn connection_abandoned(&self, request: &SimRequest) -> bool {
+        self.abandoned_conns.contains(&request.conn)
     }
 
     fn stopping(&self) -> bool {
@@ -346,11 +369,11 @@ impl GroupHost for SimHost<'_> {
 
     fn in_flight(&mut self, _requests: usize) {}
 
-    fn apply(&mut self, entry: LogEntry, answer: Option<ClientId>) {
+    fn apply(&mut self, entry: LogEntry, answer: Option<SimRequest>) {
         let applied = self.shard.apply(&entry);
         self.applied_zxids[self.group] = entry.zxid;
-        if let Some(client) = answer {
-            self.answers.push(Answer::Write { client, result: applied.result });
+        if let Some(request) = answer {
+            self.answers.push(Answer::Write { client: request.id, result: applied.result });
         }
     }
 
@@ -366,6 +389,7 @@ impl GroupHost for SimHost<'_> {
             term: entry.term,
             data_hash: data_hash(&entry.data),
             digest: Some(self.shard.digest()),
+            written: register_write(&entry.data),
         });
     }
 
@@ -373,15 +397,25 @@ impl GroupHost for SimHost<'_> {
 
     fn waiting_for_other_groups(&mut self, _waiting: bool) {}
 
-    fn answer_sync(&mut self, client: ClientId) {
-        self.answers.push(Answer::Synced { client });
+    fn answer_sync(&mut self, request: SimRequest) {
+        self.answers.push(Answer::Synced { client: request.id });
     }
 
-    fn abandon(&mut self, client: ClientId, _reason: &'static str) {
-        self.answers.push(Answer::Abandoned { client });
+    fn abandon(&mut self, request: SimRequest, _reason: &'static str) {
+        self.abandoned_conns.insert(request.conn);
+        self.answers.push(Answer::Abandoned { client: request.id });
     }
 
     fn lease_confirmed(&mut self, _token: u64, _unknown: &[SessionId]) {}
 
     fn followers_needing_snapshot(&mut self, _followers: &[NodeId]) {}
+}
+
+/// The value of a register write (a setData of 4 bytes) in an entry's data.
+fn register_write(data: &[u8]) -> Option<u32> {
+    let (_, _, _, archive) = decode_proposal(data).ok()?;
+    match LogEntry::from_bytes(archive).ok()?.command {
+        Command::SetData(op) => op.data.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes),
+        _ => None,
+    }
 }

@@ -53,14 +53,15 @@ fn whole_clusters_keep_raft_safety_state_agreement_and_linearizable_histories() 
     }
     eprintln!("{count} seeds from {first}: {total:?}");
     // Not vacuous: leaders changed, entries committed, clients were answered, crashes tore
-    // writes, most seeds ran several groups with writes ordered across them, nodes stopped.
+    // writes, most seeds ran several groups with writes ordered across them, nodes stopped,
+    // clients pipelined.
     let runs = count as usize;
     assert!(total.leaders >= 3 * runs, "{total:?}");
     assert!(total.committed >= 100 * runs, "{total:?}");
     assert!(total.answered >= 50 * runs, "{total:?}");
     assert!(total.crashes >= 5 * runs && total.torn_bytes > 0, "{total:?}");
     assert!(total.multi_group * 2 >= runs && total.ordered_writes >= runs, "{total:?}");
-    assert!(total.stops >= runs / 2, "{total:?}");
+    assert!(total.stops >= runs / 2 && total.pipelined >= runs, "{total:?}");
 }
 
 /// Replays `WARREN_SIM_SEED` with a trace (does nothing without it).
