@@ -128,9 +128,23 @@ pub fn warren_bin() -> PathBuf {
 }
 
 /// A loopback port nobody listens on right now.
+/// A loopback port for a server to listen on: below the kernel's ephemeral range (32768 and
+/// up here), so no socket bound to port 0 meanwhile (a proxy, a client) can take it before the
+/// server binds it, free now, and never handed out before in this process. Test binaries run
+/// in parallel, each starting from its own place in the range.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = (std::process::id() * 7919) % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = (FIRST + (start + n * 13) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// A node name no other test (or earlier run against a shared external server) uses.

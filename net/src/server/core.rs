@@ -11,7 +11,7 @@ use super::metrics::{CoreMetrics, GroupStatus};
 use super::msg::*;
 use super::role::GroupLeaders;
 use super::role::Role;
-use super::sessions::SessionTracker;
+use super::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses, CLOSE_GRACE};
 use super::transport::Transport;
 use super::watermark::Watermark;
 use crate::config::Config;
@@ -35,14 +35,8 @@ pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
     shard as usize % cores
 }
 
-/// How long after shard 0 closed a session another shard may still hold it before its group's
-/// leader closes it again (`Core::finish_closes_loop`).
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a connection with an abandoned request stays marked (`Core::abandoned_conns`).
 const ABANDONED_KEPT: Duration = Duration::from_secs(60);
-/// The expiry loop re-arms every session when one of its rounds comes this much later than
-/// due (a pause or a stall; see `expiry_loop`).
-const EXPIRY_GAP_MAX: Duration = Duration::from_secs(1);
 
 /// A shard with the runtime bookkeeping that orders a session's requests in it.
 pub struct ShardSlot {
@@ -187,7 +181,7 @@ pub struct Core {
     touched: RefCell<Vec<SessionId>>,
     /// Sessions shard 0 closed, and since when this core has waited for its own shards to
     /// close them too (a cluster only; `finish_closes_loop`).
-    closed_in_shard0: RefCell<Vec<(SessionId, Instant)>>,
+    closed_in_shard0: RefCell<UnfinishedCloses>,
     /// Closes this core proposed again because a session shard 0 closed was still open here.
     pub session_closes_redone: Cell<u64>,
     pub sessions: Option<RefCell<SessionTracker>>,
@@ -276,7 +270,7 @@ impl Core {
             outboxes,
             commit: CommitQueue::new(write_signal, last_applied.max(log_zxid), last_applied),
             touched: RefCell::new(Vec::new()),
-            closed_in_shard0: RefCell::new(Vec::new()),
+            closed_in_shard0: RefCell::new(UnfinishedCloses::default()),
             session_closes_redone: Cell::new(0),
             sessions,
             next_conn: Cell::new(0),
@@ -369,18 +363,12 @@ impl Core {
         if !leading || self.sessions.is_none() {
             return;
         }
-        let now = Instant::now();
         let open: Vec<(SessionId, i32)> = {
             let shards = self.shards.borrow();
             let shard0 = &shards.get(&0).expect("shard 0 lives on core 0").shard;
             shard0.sessions().into_iter().map(|(session, info)| (session, info.timeout_ms)).collect()
         };
-        self.with_tracker(|t| {
-            for (session, timeout_ms) in open {
-                t.create(session, timeout_ms, INTERNAL_CONN, now);
-            }
-            t.rearm_all(now);
-        });
+        self.with_tracker(|t| t.take_over(open, Instant::now()));
     }
 
     /// A write, sync or linearizable read that will get no answer: its session's later
@@ -516,7 +504,9 @@ impl Core {
             Msg::SessionClosed { session } => {
                 self.with_tracker(|t| t.remove(session));
             }
-            Msg::SessionGone { session } => self.closed_in_shard0.borrow_mut().push((session, Instant::now())),
+            Msg::SessionGone { session } => {
+                self.closed_in_shard0.borrow_mut().closed_in_shard0(session, Instant::now())
+            }
             Msg::CloseConn { conn, reason } => {
                 let found = self.conns.borrow().get(&conn).cloned();
                 if let Some(found) = found {
@@ -912,16 +902,8 @@ impl Core {
     /// each is opened and closed), so whichever node leads the session group can expire them.
     /// A session closed elsewhere (expired by the leader) closes its connection here.
     fn track_sessions_of(&self, command: &Command) {
-        match command {
-            Command::CreateSession { session, timeout_ms, .. } => {
-                self.with_tracker(|t| t.create(*session, *timeout_ms, INTERNAL_CONN, Instant::now()));
-            }
-            Command::CloseSession { session } => {
-                if let Some(Some(Some(conn))) = self.with_tracker(|t| t.remove(*session)) {
-                    self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session expired" });
-                }
-            }
-            _ => {}
+        if let Some(Some(conn)) = self.with_tracker(|t| t.apply(command, Instant::now())) {
+            self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session expired" });
         }
     }
 
@@ -961,27 +943,14 @@ impl Core {
     pub async fn finish_closes_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(CLOSE_GRACE / 2).await;
-            let now = Instant::now();
-            let leading = self.commit.leading();
-            let mut redo = Vec::new();
-            {
+            let redo = {
                 let shards = self.shards.borrow();
-                self.closed_in_shard0.borrow_mut().retain_mut(|(session, since)| {
-                    let open: Vec<ShardId> = shards
-                        .iter()
-                        .filter(|(_, slot)| slot.shard.session(*session).is_some())
-                        .map(|(id, _)| *id)
-                        .collect();
-                    if open.is_empty() {
-                        return false;
-                    }
-                    if leading && now.duration_since(*since) >= CLOSE_GRACE {
-                        redo.extend(open.into_iter().map(|shard| (shard, *session)));
-                        *since = now;
-                    }
-                    true
-                });
-            }
+                let open_in = |session| {
+                    let open = shards.iter().filter(|(_, slot)| slot.shard.session(session).is_some());
+                    open.map(|(id, _)| *id).collect()
+                };
+                self.closed_in_shard0.borrow_mut().to_close_again(self.commit.leading(), Instant::now(), open_in)
+            };
             for (shard, session) in redo {
                 tracing::warn!(
                     core = self.id,
@@ -1012,15 +981,12 @@ impl Core {
     /// Session core only: closes sessions whose clients went silent for their timeout.
     pub async fn expiry_loop(self: Rc<Self>) {
         let tick = Duration::from_millis((self.config.min_session_timeout_ms as u64 / 4).clamp(10, 250));
-        let mut last_round = Instant::now();
+        let mut clock = ExpiryClock::new(Instant::now());
         loop {
             glommio::timer::sleep(tick).await;
             let now = Instant::now();
-            let gap = now.duration_since(std::mem::replace(&mut last_round, now));
-            if gap > EXPIRY_GAP_MAX.max(tick * 4) {
-                // Paused (SIGSTOP, a VM stall) or starved: the sessions' clients could not reach
-                // this node either, and a resumed leader that has not yet heard of its successor
-                // must not expire them all. Each gets a full timeout from now.
+            if let Some(gap) = clock.round(now, tick) {
+                // Paused (SIGSTOP, a VM stall) or starved: each session gets a full timeout.
                 tracing::warn!(
                     gap_ms = gap.as_millis() as u64,
                     "the expiry loop was held up; every session gets a full timeout"
@@ -1028,10 +994,8 @@ impl Core {
                 self.with_tracker(|t| t.rearm_all(now));
                 continue;
             }
-            // In a cluster only the session group's leader expires sessions, and only while a
-            // ReadIndex round confirmed its leadership recently (`lease.rs`): a node that
-            // cannot reach a majority stops leading, so no session expires for lack of quorum.
-            if self.is_clustered() && !(self.commit.leading() && self.leadership_confirmed_recently(now)) {
+            let confirmed = self.group_leaders.contact(self.id);
+            if !may_expire(self.is_clustered(), self.commit.leading(), confirmed, now) {
                 continue;
             }
             let expired = self.with_tracker(|t| t.expire(now)).unwrap_or_default();
@@ -1045,14 +1009,6 @@ impl Core {
                 }
             }
         }
-    }
-
-    /// The session group's leadership was confirmed by a ReadIndex round within
-    /// `EXPIRY_CONTACT_MAX` (its own lease probe, `lease.rs`).
-    fn leadership_confirmed_recently(&self, now: Instant) -> bool {
-        self.group_leaders
-            .contact(self.id)
-            .is_some_and(|at| now.saturating_duration_since(at) <= super::lease::EXPIRY_CONTACT_MAX)
     }
 
     /// Gathers `CoreStats` from every core (for the four-letter words).

@@ -51,9 +51,17 @@ const PROBE_FORGET: Duration = Duration::from_secs(5);
 /// A reattach whose renewal is not confirmed within this long fails (ConnectionLoss: the
 /// client tries again, maybe elsewhere).
 pub const RENEW_GIVE_UP: Duration = Duration::from_secs(2);
-/// The session group's leader expires sessions only while it confirmed its leadership this
-/// recently (a paused or cut-off leader that has not yet heard of its successor must not).
-pub const EXPIRY_CONTACT_MAX: Duration = Duration::from_secs(1);
+
+/// The first group whose newest contact with a confirmed leader (`contacts`, by group) is
+/// older than `bound`, or never came: a node of a cluster serves clients only while there is
+/// none.
+pub fn first_out_of_contact(
+    contacts: impl IntoIterator<Item = Option<Instant>>,
+    now: Instant,
+    bound: Duration,
+) -> Option<usize> {
+    contacts.into_iter().position(|contact| contact.is_none_or(|at| now.saturating_duration_since(at) > bound))
+}
 
 /// One probe sent and not answered yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,12 +161,7 @@ impl Core {
         if sessions.is_empty() {
             return Vec::new();
         }
-        let renew = |t: &mut super::sessions::SessionTracker| {
-            let unknown = t.unknown(sessions);
-            t.touch(sessions, now);
-            unknown
-        };
-        self.with_tracker_if_any(renew).unwrap_or_default()
+        self.with_tracker_if_any(|t| t.renew_for_probe(sessions, now)).unwrap_or_default()
     }
 
     /// A confirmed leader of this core's group answered probe `token`: contact as of its send
@@ -173,11 +176,8 @@ impl Core {
         // too recently for it to have applied the create). Their leases are not confirmed, so
         // their connections close once the lease lapses, or when their close applies here;
         // their reattaches keep waiting (and fail with ConnectionLoss after RENEW_GIVE_UP).
-        let unknown: ahash::AHashSet<SessionId> = unknown.iter().copied().collect();
-        let renewed: ahash::AHashSet<SessionId> =
-            probe.sessions.iter().copied().filter(|s| !unknown.contains(s)).collect();
-        let confirmed: Vec<SessionId> = renewed.iter().copied().collect();
-        self.with_tracker_if_any(|t| t.confirm(&confirmed, probe.sent_at));
+        let renewed = self.with_tracker_if_any(|t| t.confirm_probe(&probe.sessions, unknown, probe.sent_at));
+        let renewed: ahash::AHashSet<SessionId> = renewed.unwrap_or_default().into_iter().collect();
         let answered: Vec<Renewal> = {
             let mut renewals = self.renewals.borrow_mut();
             let (answered, waiting) = std::mem::take(&mut *renewals)

@@ -89,10 +89,7 @@ impl GroupLeaders {
         if !self.clustered {
             return None;
         }
-        (0..self.groups()).find(|&group| match self.contact(group) {
-            Some(at) => now.saturating_duration_since(at) > bound,
-            None => true,
-        })
+        super::lease::first_out_of_contact((0..self.groups()).map(|group| self.contact(group)), now, bound)
     }
 
     pub fn set(&self, group: usize, leader: Option<u64>) {

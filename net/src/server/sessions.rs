@@ -4,8 +4,16 @@
 //! `lease.rs`).
 
 use ahash::AHashMap;
+use engine::command::{Command, ShardId};
 use engine::types::{ConnId, SessionId};
 use std::time::{Duration, Instant};
+
+/// The expiry loop re-arms every session when one of its rounds comes this much later than
+/// due (a pause or a stall; see `ExpiryClock`).
+pub const EXPIRY_GAP_MAX: Duration = Duration::from_secs(1);
+/// The session group's leader expires sessions only while it confirmed its leadership this
+/// recently (a paused or cut-off leader that has not yet heard of its successor must not).
+pub const EXPIRY_CONTACT_MAX: Duration = Duration::from_secs(1);
 
 struct Tracked {
     timeout: Duration,
@@ -125,7 +133,49 @@ impl SessionTracker {
                 lapsed.push((*session, conn));
             }
         }
+        lapsed.sort_unstable();
         lapsed
+    }
+
+    /// The session group's leader, for a lease probe carrying `sessions`: renews the ones it
+    /// tracks as of `now` and returns the ones it does not (expired, closed, or created too
+    /// recently for it to have applied the create): those are not renewed.
+    pub fn renew_for_probe(&mut self, sessions: &[SessionId], now: Instant) -> Vec<SessionId> {
+        let unknown = self.unknown(sessions);
+        self.touch(sessions, now);
+        unknown
+    }
+
+    /// A probe carrying `sessions` and sent at `sent_at` was answered by a confirmed leader:
+    /// the leases of all but `unknown` hold from `sent_at`. Returns the sessions renewed.
+    pub fn confirm_probe(&mut self, sessions: &[SessionId], unknown: &[SessionId], sent_at: Instant) -> Vec<SessionId> {
+        let renewed: Vec<SessionId> = sessions.iter().copied().filter(|s| !unknown.contains(s)).collect();
+        self.confirm(&renewed, sent_at);
+        renewed
+    }
+
+    /// This node now leads the session group: it tracks every session open in shard 0 and gives
+    /// each a full timeout from `now`, as ZooKeeper does after an election (the old leader's
+    /// clock of when each was last heard from is gone).
+    pub fn take_over(&mut self, open: impl IntoIterator<Item = (SessionId, i32)>, now: Instant) {
+        for (session, timeout_ms) in open {
+            self.create(session, timeout_ms, super::msg::INTERNAL_CONN, now);
+        }
+        self.rearm_all(now);
+    }
+
+    /// A session command shard 0 applied: every node tracks every session, so whichever leads
+    /// the session group can expire them. Returns the connection of a session closed (expired
+    /// by the leader, or closed by its client elsewhere) that is still attached here.
+    pub fn apply(&mut self, command: &Command, now: Instant) -> Option<ConnId> {
+        match command {
+            Command::CreateSession { session, timeout_ms, .. } => {
+                self.create(*session, *timeout_ms, super::msg::INTERNAL_CONN, now);
+                None
+            }
+            Command::CloseSession { session } => self.remove(*session).flatten(),
+            _ => None,
+        }
     }
 
     /// Gives every session a full timeout from `now` (a new owner of the sessions).
@@ -142,10 +192,92 @@ impl SessionTracker {
 
     /// Removes and returns the sessions whose deadline passed, with their connection.
     pub fn expire(&mut self, now: Instant) -> Vec<(SessionId, Option<ConnId>)> {
-        let expired: Vec<SessionId> =
+        let mut expired: Vec<SessionId> =
             self.sessions.iter().filter(|(_, t)| t.deadline <= now).map(|(id, _)| *id).collect();
+        expired.sort_unstable();
         expired.into_iter().map(|id| (id, self.sessions.remove(&id).and_then(|t| t.owner))).collect()
     }
+}
+
+/// When the expiry loop last ran: a round that comes much later than due (a pause, a stall)
+/// re-arms every session rather than expiring them. The sessions' clients could not reach this
+/// node either, and a resumed leader that has not yet heard of its successor must not expire
+/// them all.
+pub struct ExpiryClock {
+    last_round: Instant,
+}
+
+impl ExpiryClock {
+    pub fn new(now: Instant) -> ExpiryClock {
+        ExpiryClock { last_round: now }
+    }
+
+    /// A round at `now`, due every `tick`: Some(gap) if it came so late that every session
+    /// must get a full timeout instead.
+    pub fn round(&mut self, now: Instant, tick: Duration) -> Option<Duration> {
+        let gap = now.saturating_duration_since(std::mem::replace(&mut self.last_round, now));
+        (gap > EXPIRY_GAP_MAX.max(tick * 4)).then_some(gap)
+    }
+}
+
+/// How long after shard 0 closed a session another shard may still hold it before its group's
+/// leader closes it again (`UnfinishedCloses`).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a session closed in shard 0 stays listed in `UnfinishedCloses` after no shard
+/// here holds it: its create in another shard may still be on its way (held for a leader, or
+/// by a paused node), and must then be closed too.
+pub const UNFINISHED_CLOSE_KEPT: Duration = Duration::from_secs(60);
+
+/// Sessions shard 0 closed that a core's other shards may still hold: each shard's close is an
+/// entry of its own group, and one abandoned by a leader change while shard 0's committed would
+/// leave the session's ephemerals there for good. Every node keeps the list (every node applies
+/// shard 0), so whichever node leads a group later finishes the close.
+#[derive(Default)]
+pub struct UnfinishedCloses {
+    /// (session, when shard 0 closed it, when it was last closed here again).
+    closed: Vec<(SessionId, Instant, Instant)>,
+}
+
+impl UnfinishedCloses {
+    pub fn closed_in_shard0(&mut self, session: SessionId, now: Instant) {
+        self.closed.push((session, now, now));
+    }
+
+    /// `open_in(session)`: the shards here that still hold it. As the group's leader, the
+    /// sessions shard 0 closed more than `CLOSE_GRACE` ago (the first close had time to commit;
+    /// a duplicate close is a no-op) are returned to be closed again, shard by shard, at most
+    /// once per grace. Sessions no shard holds are forgotten `UNFINISHED_CLOSE_KEPT` after
+    /// shard 0 closed them.
+    pub fn to_close_again(
+        &mut self,
+        leading: bool,
+        now: Instant,
+        open_in: impl Fn(SessionId) -> Vec<ShardId>,
+    ) -> Vec<(ShardId, SessionId)> {
+        let mut again = Vec::new();
+        self.closed.retain_mut(|(session, closed_at, last)| {
+            let open = open_in(*session);
+            if open.is_empty() {
+                return now.saturating_duration_since(*closed_at) < UNFINISHED_CLOSE_KEPT;
+            }
+            if leading && now.saturating_duration_since(*last) >= CLOSE_GRACE {
+                again.extend(open.into_iter().map(|shard| (shard, *session)));
+                *last = now;
+            }
+            true
+        });
+        again
+    }
+}
+
+/// Whether this node may expire sessions now: a single node always; in a cluster only the
+/// session group's leader, and only while a ReadIndex round confirmed its leadership within
+/// `EXPIRY_CONTACT_MAX` (a node that cannot reach a majority stops leading, so no session
+/// expires for lack of quorum).
+pub fn may_expire(clustered: bool, leading: bool, leadership_confirmed: Option<Instant>, now: Instant) -> bool {
+    !clustered
+        || (leading && leadership_confirmed.is_some_and(|at| now.saturating_duration_since(at) <= EXPIRY_CONTACT_MAX))
 }
 
 #[cfg(test)]

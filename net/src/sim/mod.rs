@@ -38,6 +38,7 @@ use engine::request::{Caller, ReadOp, ReadResult, WriteResult};
 use engine::types::{Acl, CreateMode, Zxid};
 use node::{Answer, AppliedEntry, ClientId, CrashAt, Node, Setup, SimRequest};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 /// Registers clients write and read; register k lives in shard (and group) k mod groups.
 const KEYS: u64 = 4;
@@ -50,6 +51,37 @@ const CLIENT_TIMEOUT: u64 = 600;
 const STEP_US: i64 = 1000;
 /// Steps a SIGTERM'd node takes to hand its groups over before it exits and restarts.
 const STOP_STEPS: u64 = 100;
+/// Length of the schedule's phases, stormy and calm in turn (`World::calm`): a session expires
+/// only under a leader that stays for its timeout (a new leader gives every session a full
+/// one), so the calm is longer than the longest timeout.
+const STORM_STEPS: u64 = 1500;
+const CALM_STEPS: u64 = 3500;
+/// Clients that hold a session each, ping it and keep an ephemeral in every group.
+const SESSION_CLIENTS: usize = 2;
+/// Session ids of those clients start here (below: `session_traffic`'s).
+const FIRST_CLIENT_SESSION: i64 = 1 << 40;
+/// Steps between lease rounds, expiry rounds and close-finishing rounds of each node. A step
+/// is a millisecond of every clock, but Raft ticks come every ten steps or so (three times
+/// the runtime's rate) and faults far more often than on any network: the lease rounds keep
+/// the runtime's ratio to Raft's ticks (`LEASE_PROBE_INTERVAL` is 3.3 ticks) rather than its
+/// period, or a node hit by the schedule's crashes and cuts would never serve.
+const LEASE_ROUND_STEPS: u64 = 20;
+const EXPIRY_ROUND_STEPS: u64 = 250;
+const CLOSES_ROUND_STEPS: u64 = 500;
+
+/// A client with a session: opens it through one node, pings it every third of its timeout,
+/// and when the connection is lost leaves it to expire and opens a new one later.
+struct SessionClient {
+    session: i64,
+    node: NodeId,
+    conn: u64,
+    connected: bool,
+    /// The handshake's creates in every group not answered yet.
+    handshake: BTreeSet<ClientId>,
+    /// The step of its next ping, or of its next attempt to open a session.
+    next_at: u64,
+    timeout_ms: i32,
+}
 
 /// A seeded xorshift: `next(below)` draws from 0..below.
 struct Rng(u64);
@@ -123,6 +155,9 @@ pub struct Summary {
     pub stops: usize,
     /// Requests sent while others of their connection were in flight.
     pub pipelined: usize,
+    /// Pings of session clients answered, and their sessions closed (expired).
+    pub pings_answered: usize,
+    pub sessions_closed: usize,
 }
 
 impl Summary {
@@ -136,6 +171,8 @@ impl Summary {
         self.ordered_writes += other.ordered_writes;
         self.stops += other.stops;
         self.pipelined += other.pipelined;
+        self.pings_answered += other.pings_answered;
+        self.sessions_closed += other.sessions_closed;
     }
 }
 
@@ -153,6 +190,13 @@ pub struct World {
     network: Vec<Frame>,
     frames_sent: u64,
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Nodes cut off from every other for a long while (past session timeouts), which `heal`
+    /// does not end: (until, which way: 0 both, 1 its frames out lost, 2 frames to it lost).
+    isolated: BTreeMap<NodeId, (u64, u64)>,
+    /// Per node, the steps its next lease, expiry and close-finishing rounds are due at.
+    duties_due: BTreeMap<NodeId, [u64; 3]>,
+    /// Nodes that applied a register write since their last `check_prefix`.
+    shown_changed: BTreeSet<NodeId>,
     paused: BTreeMap<NodeId, u64>,
     /// Nodes stopping as on SIGTERM, and the step they exit (and restart) at.
     stopping: BTreeMap<NodeId, u64>,
@@ -174,6 +218,15 @@ pub struct World {
     /// Per (node, connection, group): the number of the last write applied there.
     fifo_applied: BTreeMap<(NodeId, u64, usize), u64>,
     pipelined: usize,
+    /// The simulation's monotonic clock starts here (the same rate on every node).
+    base: Instant,
+    session_clients: Vec<SessionClient>,
+    next_client_session: i64,
+    /// Whether session clients still open sessions (not while the cluster converges).
+    sessions_open: bool,
+    /// The step at which each session's close first applied in shard 0 anywhere (committed).
+    session_closed_at: BTreeMap<i64, u64>,
+    pings_answered: usize,
     history: BTreeMap<u64, Vec<Op<u32>>>,
     /// Per written value: its key and the client's writes answered before it was sent.
     written: BTreeMap<u32, (u64, Answered)>,
@@ -216,6 +269,9 @@ impl World {
             network: Vec::new(),
             frames_sent: 0,
             cut: BTreeSet::new(),
+            isolated: BTreeMap::new(),
+            shown_changed: BTreeSet::new(),
+            duties_due: BTreeMap::new(),
             paused: BTreeMap::new(),
             stopping: BTreeMap::new(),
             leaders: BTreeMap::new(),
@@ -224,7 +280,7 @@ impl World {
             applied_through: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 1,
-            clients: (0..CLIENTS as u64)
+            clients: (1..=CLIENTS as u64)
                 .map(|conn| Client {
                     conn,
                     node: 1,
@@ -234,11 +290,27 @@ impl World {
                     answered: BTreeMap::new(),
                 })
                 .collect(),
-            next_conn: CLIENTS as u64,
+            next_conn: CLIENTS as u64 + 1,
             pipeline: 1 + (seed / 4 % 3) as usize,
             fifo: BTreeMap::new(),
             fifo_applied: BTreeMap::new(),
             pipelined: 0,
+            base: Instant::now(),
+            session_clients: (0..SESSION_CLIENTS)
+                .map(|_| SessionClient {
+                    session: 0,
+                    node: 1,
+                    conn: 0,
+                    connected: false,
+                    handshake: BTreeSet::new(),
+                    next_at: 0,
+                    timeout_ms: 0,
+                })
+                .collect(),
+            next_client_session: FIRST_CLIENT_SESSION,
+            sessions_open: true,
+            session_closed_at: BTreeMap::new(),
+            pings_answered: 0,
             history: BTreeMap::new(),
             written: BTreeMap::new(),
             ordered_writes: 0,
@@ -263,6 +335,11 @@ impl World {
         }
     }
 
+    /// The monotonic clock of every node (leases assume their rates agree).
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_micros(self.now * STEP_US as u64)
+    }
+
     fn now_us(&self, id: NodeId) -> i64 {
         1_700_000_000_000_000 + self.now as i64 * STEP_US + self.offsets_us[id as usize - 1]
     }
@@ -279,7 +356,7 @@ impl World {
         self.restarts += 1;
         let voters = (1..=self.n).collect();
         let seed = self.seed ^ (self.restarts << 20) ^ id;
-        let node = Node::boot(id, voters, seed, self.setup, disks, self.now_us(id));
+        let node = Node::boot(id, voters, seed, self.setup, disks, self.now_us(id), self.instant());
         self.nodes.insert(id, node);
         for group in 0..self.groups() {
             self.applied_through.insert((id, group), 0);
@@ -304,6 +381,24 @@ impl World {
         self.check_prefix(id);
     }
 
+    /// Runs the turns of `group` of `id` after a frame for it, then those of the groups that
+    /// hold entries for another group (`Msg::OtherGroupApplied` in the runtime).
+    fn process_group(&mut self, id: NodeId, group: usize) {
+        if self.hold || self.paused.contains_key(&id) {
+            return;
+        }
+        if self.turns(id, group, None) {
+            loop {
+                let Some(node) = self.nodes.get(&id) else { return };
+                let held: Vec<usize> = (0..self.groups()).filter(|&g| node.groups[g].driver.holds_entries()).collect();
+                if !held.into_iter().fold(false, |moved, g| self.turns(id, g, None) | moved) {
+                    break;
+                }
+            }
+        }
+        self.check_prefix(id);
+    }
+
     /// Turns of one group until it is idle; whether it did anything. With `crash`, the first
     /// turn that has a Ready stops there and the node restarts.
     fn turns(&mut self, id: NodeId, group: usize, mut crash: Option<CrashAt>) -> bool {
@@ -311,11 +406,14 @@ impl World {
         let mut moved = false;
         loop {
             let (mut out, mut answers) = (Vec::new(), Vec::new());
-            let busy = self.node(id).turn(group, now_us, crash, &mut out, &mut answers);
+            let instant = self.instant();
+            let busy = self.node(id).turn(group, now_us, instant, crash, &mut out, &mut answers);
             for (to, message) in out {
                 self.send(id, to, group, &message);
             }
-            self.check(id);
+            if busy {
+                self.check(id);
+            }
             for answer in answers {
                 self.answer(id, answer);
             }
@@ -350,8 +448,9 @@ impl World {
         self.note(|| {
             format!("{} -> {} g{}: {message:?}", frame.from, frame.to, frame.group).chars().take(240).collect()
         });
-        self.node(frame.to).receive(frame.group, message);
-        self.process(frame.to);
+        let instant = self.instant();
+        self.node(frame.to).receive(frame.group, frame.from, message, instant);
+        self.process_group(frame.to, frame.group);
     }
 
     /// Takes the frame at `at` off the network; for a forward or read index, the oldest one on
@@ -397,7 +496,14 @@ impl World {
                 assert_eq!(leader, id, "seed {seed}: two leaders of group {group} in term {term}");
             }
         }
-        for AppliedEntry { group, index, term, data_hash, digest, written } in node.take_applied() {
+        let applied = node.take_applied();
+        if applied.iter().any(|entry| entry.written.is_some()) {
+            self.shown_changed.insert(id);
+        }
+        for AppliedEntry { group, index, term, data_hash, digest, written, closed_session } in applied {
+            if let Some(session) = closed_session {
+                self.session_closed_at.entry(session).or_insert(self.now);
+            }
             let through = self.applied_through.get_mut(&(id, group)).expect("booted");
             assert_eq!(index, *through + 1, "seed {seed}: node {id} applies group {group} in order");
             *through = index;
@@ -436,7 +542,8 @@ impl World {
     /// node shows, every write its client was answered before sending it (through the same
     /// node) is visible too (the register shows that write or a later one).
     fn check_prefix(&mut self, id: NodeId) {
-        if !self.nodes.contains_key(&id) {
+        // What a node shows changes only when it applies a register write (or replays).
+        if !self.nodes.contains_key(&id) || !self.shown_changed.remove(&id) {
             return;
         }
         let shown: BTreeMap<u64, Option<(u32, Zxid)>> = (0..KEYS).map(|key| (key, self.read_stat(id, key))).collect();
@@ -469,6 +576,11 @@ impl World {
         }
         self.paused.remove(&id);
         self.stopping.remove(&id);
+        for client in self.session_clients.iter_mut().filter(|c| c.node == id) {
+            client.connected = false;
+            client.handshake.clear();
+            client.next_at = client.next_at.min(self.now + 100);
+        }
         // Its clients' connections broke: what they send next goes on a new connection.
         let clients: Vec<usize> = (0..CLIENTS).filter(|&c| self.clients[c].node == id).collect();
         for client in clients {
@@ -524,6 +636,10 @@ impl World {
         let request = match answer {
             Answer::Write { client, .. } | Answer::Synced { client } | Answer::Abandoned { client } => client,
         };
+        let opened = matches!(answer, Answer::Write { result: Ok(_), .. });
+        if self.handshake_answer(id, request, opened) {
+            return;
+        }
         let Some(flight) = self.requests.remove(&request) else { return };
         assert_eq!(flight.node, id, "answered by the node that took the request");
         self.clients[flight.client].in_flight.remove(&request);
@@ -679,11 +795,15 @@ impl World {
             self.network.push(frame);
             return;
         }
-        if self.cut.contains(&(frame.from, frame.to)) {
+        if self.link_down(frame.from, frame.to) {
             self.lose(&frame);
             return;
         }
-        match self.rng.below(20) {
+        let fault = match self.calm() {
+            true => 20,
+            false => self.rng.below(20),
+        };
+        match fault {
             0 => self.lose(&frame),
             1 if frame.raft => {
                 let (from, to, group, bytes) = (frame.from, frame.to, frame.group, frame.bytes.clone());
@@ -693,7 +813,7 @@ impl World {
             }
             // The receiver crashes while carrying out what the frame made it do (a follower
             // in the middle of appending, a candidate in the middle of voting).
-            2 if self.rng.below(5) == 0 => {
+            2 if self.rng.below(5) == 0 && !self.isolated.contains_key(&frame.to) => {
                 let (to, group, at) = (frame.to, frame.group, self.crash_point());
                 self.hold = true;
                 self.deliver(frame);
@@ -725,7 +845,7 @@ impl World {
                 return;
             }
             let frame = self.take_frame(0);
-            if self.cut.contains(&(frame.from, frame.to)) {
+            if self.link_down(frame.from, frame.to) {
                 self.lose(&frame);
             } else {
                 self.deliver(frame);
@@ -750,13 +870,162 @@ impl World {
 
     /// Ticks every node `ticks` times, settling the network after each round.
     fn tick_all(&mut self, ticks: u32) {
+        self.tick_all_every(ticks, 1);
+    }
+
+    /// `tick_all` with `steps` of every clock between two Raft ticks.
+    fn tick_all_every(&mut self, ticks: u32, steps: u64) {
         for _ in 0..ticks {
-            self.now += 1;
+            self.now += steps;
             for id in 1..=self.n {
                 self.tick(id);
+                self.session_duties(id);
             }
+            self.session_clients_step();
             self.stabilize();
         }
+    }
+
+    /// What each node's cores do on their own timers: lease rounds, expiry rounds, finishing
+    /// closes (a paused node does nothing).
+    fn session_duties(&mut self, id: NodeId) {
+        if self.paused.contains_key(&id) || self.hold {
+            return;
+        }
+        let instant = self.instant();
+        let now = self.now;
+        let due = self.duties_due.entry(id).or_insert([id * 7, id * 37, id * 59]);
+        let mut at = |duty: usize, every: u64| {
+            let is_due = now >= due[duty];
+            if is_due {
+                due[duty] = now + every;
+            }
+            is_due
+        };
+        let (lease, expiry, closes) = (at(0, LEASE_ROUND_STEPS), at(1, EXPIRY_ROUND_STEPS), at(2, CLOSES_ROUND_STEPS));
+        if !(lease || expiry || closes) {
+            return;
+        }
+        if lease {
+            let mut out = Vec::new();
+            self.node(id).lease_round(id, instant, &mut out);
+            for (group, to, message) in out {
+                self.send(id, to, group, &message);
+            }
+            let contact: Vec<Option<u128>> = self.nodes[&id]
+                .sessions
+                .contact
+                .iter()
+                .map(|c| c.map(|at| instant.duration_since(at).as_millis()))
+                .collect();
+            self.note(|| format!("node {id} lease round: contact ages {contact:?}"));
+            self.note_closed(id);
+        }
+        if expiry {
+            self.node(id).expiry_round(instant);
+            self.note_closed(id);
+        }
+        if closes {
+            self.node(id).finish_closes(instant);
+        }
+        self.process(id);
+    }
+
+    /// Connections the node closed: their session clients learn it at their next ping.
+    fn note_closed(&mut self, id: NodeId) {
+        let closed = std::mem::take(&mut self.node(id).sessions.closed);
+        for (conn, reason) in closed {
+            self.note(|| format!("node {id} closes connection {conn}: {reason}"));
+        }
+    }
+
+    /// Session clients ping, or open a new session after losing one.
+    fn session_clients_step(&mut self) {
+        for c in 0..SESSION_CLIENTS {
+            if self.now < self.session_clients[c].next_at {
+                continue;
+            }
+            let client = &mut self.session_clients[c];
+            if client.connected {
+                self.ping(c);
+            } else if !client.handshake.is_empty() {
+                client.handshake.clear();
+                client.next_at = self.now + 100;
+            } else if self.sessions_open {
+                self.open_session(c);
+            }
+        }
+    }
+
+    fn open_session(&mut self, c: usize) {
+        let id = 1 + self.rng.below(self.n);
+        self.session_clients[c].next_at = self.now + 100;
+        if self.paused.contains_key(&id) {
+            return;
+        }
+        let (session, conn) = (self.next_client_session, self.next_conn);
+        self.next_client_session += 1;
+        self.next_conn += 1;
+        let timeout_ms = 1500 + self.rng.below(1500) as i32;
+        let instant = self.instant();
+        let ids: Vec<ClientId> = (0..self.groups()).map(|g| self.next_request + g).collect();
+        if !self.node(id).open_session(conn, session, timeout_ms, instant, &ids) {
+            self.note(|| format!("node {id} refuses a handshake: not serving"));
+            return;
+        }
+        self.next_request += ids.len();
+        self.note(|| format!("session client {c} opens session {session} on node {id} (connection {conn})"));
+        let handshake = ids.into_iter().collect();
+        // The client gives the handshake up after this long.
+        let next_at = self.now + 3000;
+        self.session_clients[c] =
+            SessionClient { session, node: id, conn, connected: false, handshake, next_at, timeout_ms };
+        self.process(id);
+    }
+
+    /// An answer to a session client's handshake: once every group opened the session, the
+    /// client is connected, pings, and creates its ephemerals; a failed handshake leaves the
+    /// session to expire (ConnectionLoss: the client opens another later).
+    fn handshake_answer(&mut self, id: NodeId, request: ClientId, opened: bool) -> bool {
+        let Some(c) = self.session_clients.iter().position(|c| c.handshake.contains(&request)) else { return false };
+        self.note(|| format!("session client {c}: handshake part {request} answered (opened: {opened})"));
+        let client = &mut self.session_clients[c];
+        client.handshake.remove(&request);
+        if !opened {
+            client.handshake.clear();
+            client.next_at = self.now + 100;
+            return true;
+        }
+        if client.handshake.is_empty() && client.node == id {
+            client.connected = true;
+            client.next_at = self.now + client.timeout_ms as u64 / 3;
+            let (conn, session) = (client.conn, client.session);
+            self.node(id).create_ephemerals(conn, session);
+        }
+        true
+    }
+
+    /// A ping: a paused node does not answer (the client gives the connection up); a node
+    /// answers only while the connection is open there. **Checked**: no ping of a session is
+    /// answered after its close committed (the client is told before the majority expires it).
+    fn ping(&mut self, c: usize) {
+        let SessionClient { session, node, conn, timeout_ms, .. } = self.session_clients[c];
+        let instant = self.instant();
+        let answered = !self.paused.contains_key(&node) && self.node(node).ping(conn, instant);
+        if !answered {
+            self.note(|| format!("session client {c} lost session {session} on node {node}"));
+            self.session_clients[c].connected = false;
+            self.session_clients[c].next_at = self.now + 100;
+            return;
+        }
+        if let Some(&closed_at) = self.session_closed_at.get(&session) {
+            panic!(
+                "seed {}: node {node} answered a ping of session {session} at step {}, after its close committed at step {closed_at}",
+                self.seed, self.now
+            );
+        }
+        self.pings_answered += 1;
+        self.session_clients[c].next_at = self.now + timeout_ms as u64 / 3;
     }
 
     /// Elects leaders and creates the registers and "/s" before any fault.
@@ -805,6 +1074,18 @@ impl World {
         }
     }
 
+    /// Frames from `from` to `to` are lost: the link is cut, or one end is isolated that way.
+    fn link_down(&self, from: NodeId, to: NodeId) -> bool {
+        let isolated = |id: NodeId, way: u64| self.isolated.get(&id).is_some_and(|&(_, w)| w == 0 || w == way);
+        self.cut.contains(&(from, to)) || isolated(from, 1) || isolated(to, 2)
+    }
+
+    /// Storms and calms in turn: in a calm the schedule makes no new faults, as sessions need
+    /// their leases confirmed for a while to stay connected and a stable leader to expire.
+    fn calm(&self) -> bool {
+        self.now % (STORM_STEPS + CALM_STEPS) >= STORM_STEPS
+    }
+
     /// One random step of the fault schedule.
     fn step(&mut self) {
         self.now += 1;
@@ -826,8 +1107,32 @@ impl World {
         }
         self.gave_up();
         self.stops_done();
+        let now = self.now;
+        self.isolated.retain(|_, &mut (until, _)| until > now);
+        for id in 1..=self.n {
+            self.session_duties(id);
+        }
+        self.session_clients_step();
         let n = self.n;
-        match self.rng.below(100) {
+        if self.calm() && !self.cut.is_empty() {
+            self.note(|| "calm: heal".to_string());
+            self.cut.clear();
+        }
+        // Calm phases: no new faults (only ticks, deliveries and clients), but for now and then
+        // the node of a connected session client cut off from all others, both ways or one
+        // way, past session timeouts: a stable leader then expires the session.
+        if self.calm() && self.isolated.is_empty() && self.rng.below(200) == 0 {
+            if let Some(id) = self.session_clients.iter().find(|c| c.connected).map(|c| c.node) {
+                let (until, way) = (self.now + 2500 + self.rng.below(3000), self.rng.below(3));
+                self.note(|| format!("node {id} isolated (way {way}) until {until}"));
+                self.isolated.insert(id, (until, way));
+            }
+        }
+        let event = match self.rng.below(100) {
+            85..=87 | 93..=98 if self.calm() => 30,
+            event => event,
+        };
+        match event {
             0..=29 => {
                 let total: u64 = self.rates.iter().sum();
                 let mut draw = self.rng.below(total);
@@ -871,9 +1176,12 @@ impl World {
                 self.cut.clear();
             }
             93 if self.rng.below(4) == 0 => {
+                // An isolated node lives through its isolation (its sessions' fate is the point).
                 let id = 1 + self.rng.below(n);
-                self.note(|| format!("node {id} crashes"));
-                self.crash(id);
+                if !self.isolated.contains_key(&id) {
+                    self.note(|| format!("node {id} crashes"));
+                    self.crash(id);
+                }
             }
             94..=95 => {
                 // A leader takes a write and crashes while carrying out the Ready it makes.
@@ -881,7 +1189,8 @@ impl World {
                 let key = self.rng.below(KEYS);
                 let group = self.group_of(key);
                 let leads = self.nodes[&id].groups[group].driver.raft().role() == Role::Leader;
-                if leads && !self.paused.contains_key(&id) && self.rng.below(3) == 0 {
+                let quiet = self.paused.contains_key(&id) || self.isolated.contains_key(&id);
+                if leads && !quiet && self.rng.below(3) == 0 {
                     self.hold = true;
                     self.write(id, key);
                     self.hold = false;
@@ -892,7 +1201,14 @@ impl World {
             }
             96..=97 if self.rng.below(4) == 0 => {
                 let id = 1 + self.rng.below(n);
-                let until = self.now + 50 + self.rng.below(300);
+                if self.isolated.contains_key(&id) {
+                    return;
+                }
+                // Now and then past every session's timeout.
+                let until = match self.rng.below(4) {
+                    0 => self.now + 2000 + self.rng.below(4000),
+                    _ => self.now + 50 + self.rng.below(300),
+                };
                 self.note(|| format!("node {id} pauses until {until}"));
                 self.paused.insert(id, until);
             }
@@ -902,7 +1218,7 @@ impl World {
                 // exits and restarts.
                 let group = self.rng.below(self.groups() as u64) as usize;
                 if let Some(leader) = self.leader(group) {
-                    if !self.stopping.contains_key(&leader) {
+                    if !self.stopping.contains_key(&leader) && !self.isolated.contains_key(&leader) {
                         self.note(|| format!("node {leader} stops (SIGTERM)"));
                         self.stops += 1;
                         self.stopping.insert(leader, self.now + STOP_STEPS);
@@ -919,6 +1235,7 @@ impl World {
     fn converge(&mut self) {
         self.paused.clear();
         self.cut.clear();
+        self.isolated.clear();
         let stopping: Vec<NodeId> = self.stopping.keys().copied().collect();
         for id in stopping {
             self.crash(id);
@@ -932,6 +1249,7 @@ impl World {
             self.stabilize();
         }
         let lasts = self.caught_up("after healing");
+        self.sessions_expire_everywhere();
         // Every node restarts from its disks: its replay is checked against the committed
         // sequence and the digests (`check`), and the cluster goes on from there.
         for id in 1..=self.n {
@@ -942,6 +1260,46 @@ impl World {
         for (group, (last, again)) in lasts.iter().zip(&lasts_again).enumerate() {
             assert!(again > last, "seed {}: the new term's no-op did not commit in group {group}", self.seed);
         }
+    }
+
+    /// The session clients stop: every node must close their sessions in every shard, and
+    /// with them their ephemerals (a closed session's ephemerals are gone in every group; none
+    /// outlives its session once the cluster heals).
+    fn sessions_expire_everywhere(&mut self) {
+        self.sessions_open = false;
+        for client in &mut self.session_clients {
+            client.connected = false;
+        }
+        // Raft ticks every ten steps here, as in the schedule (not every step as `tick_all`).
+        for _ in 0..100 {
+            self.tick_all_every(10, 10);
+            if self.open_client_sessions().is_empty() {
+                return;
+            }
+        }
+        panic!(
+            "seed {}: sessions of clients gone for 10 s are still open (node, shard, session, ephemerals): {:?}",
+            self.seed,
+            self.open_client_sessions()
+        );
+    }
+
+    /// Sessions of session clients still open somewhere: in shard 0, or with ephemerals in any
+    /// shard. (A session whose create failed in shard 0 but committed in another shard stays
+    /// there without ephemerals: its client was never told it is connected, so it created
+    /// none; nothing closes that record yet.)
+    fn open_client_sessions(&self) -> Vec<(NodeId, usize, i64, usize)> {
+        let mut open = Vec::new();
+        for (&id, node) in &self.nodes {
+            for (shard, group) in node.groups.iter().enumerate() {
+                for (session, info) in group.shard.sessions() {
+                    if session >= FIRST_CLIENT_SESSION && (shard == 0 || !info.ephemerals.is_empty()) {
+                        open.push((id, shard, session, info.ephemerals.len()));
+                    }
+                }
+            }
+        }
+        open
     }
 
     /// Ticks until every node has applied the same entries of every group (a leader handed
@@ -985,6 +1343,8 @@ impl World {
             ordered_writes: self.ordered_writes,
             stops: self.stops,
             pipelined: self.pipelined,
+            pings_answered: self.pings_answered,
+            sessions_closed: self.session_closed_at.keys().filter(|&&s| s >= FIRST_CLIENT_SESSION).count(),
         }
     }
 }

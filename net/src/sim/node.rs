@@ -1,6 +1,8 @@
 //! One simulated node: several Raft groups, each the runtime's own `GroupDriver` (the code
 //! `server/replica.rs` runs) over the real shard state machine and a simulated disk, with the
-//! real entry and WAL record encodings. What it does not have is IO: time is the simulation's
+//! real entry and WAL record encodings, and the session side of its core 0 (`SessionSide`: the
+//! real `SessionTracker`, lease `Probes`, `ExpiryClock` and `UnfinishedCloses`, driven as
+//! `lease.rs` and `core.rs` drive them). What it does not have is IO: time is the simulation's
 //! clock, messages go to the simulated network, and `SimHost` carries out the driver's effects
 //! as `replica.rs`'s `CoreHost` does on a core.
 
@@ -8,17 +10,30 @@ use super::disk::Disk;
 use crate::peer::PeerMessage;
 use crate::raft_log::Record;
 use crate::server::driver::{
-    self, replay_limits, DriverConfig, GroupDriver, GroupHost, Placement, ReplayLog, Write, WriteFrom,
+    self, replay_limits, DriverConfig, GroupDriver, GroupHost, LeaseRound, Placement, ReplayLog, Write, WriteFrom,
 };
+use crate::server::lease::{first_out_of_contact, Probe, Probes, LEASE_FRACTION};
 use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
+use crate::server::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses};
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
 use engine::error::ZkError;
-use engine::raft::{Config, Entry, HardState, Index, NodeId, Raft, Term};
+use engine::raft::{Config, Entry, HardState, Index, NodeId, Raft, Role, Term};
 use engine::request::WriteResult;
 use engine::shard::Shard;
 use engine::types::{SessionId, Zxid};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// The connection of the server's own requests (expiry closes): never marked abandoned, its
+/// answers go to nobody (`msg::INTERNAL_CONN`).
+pub const INTERNAL: u64 = 0;
+const INTERNAL_CONN: engine::types::ConnId = crate::server::msg::INTERNAL_CONN;
+/// As `server::lease`: a node out of contact with a leader of some group for this long stops
+/// serving (`leader-contact-timeout-ms`, default 2000).
+const LEADER_CONTACT_TIMEOUT: Duration = Duration::from_millis(2000);
+/// As `Core::expiry_loop`'s round for the sessions' timeouts.
+pub const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
 pub type ClientId = usize;
 
@@ -58,6 +73,8 @@ pub struct AppliedEntry {
     pub digest: Option<u64>,
     /// The value a register write (setData of 4 bytes) set.
     pub written: Option<u32>,
+    /// The session a close in shard 0 closed.
+    pub closed_session: Option<SessionId>,
 }
 
 /// Where a crash stops a Ready.
@@ -105,6 +122,61 @@ pub struct Node {
     pub stopping: bool,
     /// Connections with an abandoned request (`Core::is_abandoned`).
     abandoned_conns: BTreeSet<u64>,
+    pub sessions: SessionSide,
+}
+
+/// The session side of a node's core 0, and each core's lease of its group.
+pub struct SessionSide {
+    pub tracker: SessionTracker,
+    /// Per group: the lease probes sent and not answered, and the send time of the newest one
+    /// a confirmed leader answered.
+    probes: Vec<Probes>,
+    pub contact: Vec<Option<Instant>>,
+    expiry: ExpiryClock,
+    /// Per group: closes shard 0 applied that the group's shard may still have to finish.
+    closes: Vec<UnfinishedCloses>,
+    /// Per group, as its leader: followers that cannot catch up (their probes go unanswered).
+    needing_snapshot: Vec<Vec<NodeId>>,
+    /// Client connections with a session, open here: connection → session.
+    pub conns: BTreeMap<u64, SessionId>,
+    /// Connections closed here since the simulation last looked, with why.
+    pub closed: Vec<(u64, &'static str)>,
+    serving: bool,
+    next_token: u64,
+}
+
+impl SessionSide {
+    fn new(groups: usize, now: Instant, first_token: u64) -> SessionSide {
+        SessionSide {
+            tracker: SessionTracker::new(),
+            probes: (0..groups).map(|_| Probes::default()).collect(),
+            contact: vec![None; groups],
+            expiry: ExpiryClock::new(now),
+            closes: (0..groups).map(|_| UnfinishedCloses::default()).collect(),
+            needing_snapshot: vec![Vec::new(); groups],
+            conns: BTreeMap::new(),
+            closed: Vec::new(),
+            serving: false,
+            next_token: first_token,
+        }
+    }
+
+    fn close(&mut self, conn: u64, reason: &'static str) {
+        if let Some(session) = self.conns.remove(&conn) {
+            self.tracker.detach_conn(session, conn);
+            self.closed.push((conn, reason));
+        }
+    }
+
+    /// A confirmed leader of `group` answered probe `token` (`Core::on_lease_confirmed`).
+    fn confirmed(&mut self, group: usize, token: u64, unknown: &[SessionId]) {
+        let Some(Probe { sent_at, sessions, .. }) = self.probes[group].answered(token) else { return };
+        let contact = &mut self.contact[group];
+        *contact = Some(contact.map_or(sent_at, |at| at.max(sent_at)));
+        if group == 0 {
+            self.tracker.confirm_probe(&sessions, unknown, sent_at);
+        }
+    }
 }
 
 pub fn data_hash(data: &[u8]) -> u64 {
@@ -118,7 +190,15 @@ impl Node {
     /// Starts node `id` from what its disks hold, as `server::recover` and `start_replica` do:
     /// recover each group's log, apply what it records as committed as far as one order across
     /// groups allows (`driver::replay_limits`; the driver holds the rest), and start Raft.
-    pub fn boot(id: NodeId, voters: Vec<NodeId>, seed: u64, setup: Setup, disks: Vec<Disk>, now_us: i64) -> Node {
+    pub fn boot(
+        id: NodeId,
+        voters: Vec<NodeId>,
+        seed: u64,
+        setup: Setup,
+        disks: Vec<Disk>,
+        now_us: i64,
+        now: Instant,
+    ) -> Node {
         assert_eq!(disks.len(), setup.groups);
         let mut disks = disks;
         let logs: Vec<_> = disks.iter_mut().map(Disk::recover).collect();
@@ -145,6 +225,7 @@ impl Node {
                 data_hash: data_hash(&e.data),
                 digest: None,
                 written: register_write(&e.data),
+                closed_session: (g == 0).then(|| closed_session(&e.data)).flatten(),
             }));
             if applied.len() > start {
                 applied.last_mut().expect("replayed").digest = Some(shard.digest());
@@ -168,7 +249,7 @@ impl Node {
             let driver = GroupDriver::new(raft, driver_config, first_token(now_us), held);
             groups.push(Group { driver, shard, disk, zxid_assigned });
         }
-        Node {
+        let mut node = Node {
             groups,
             applied_zxids,
             losses: BTreeMap::new(),
@@ -176,7 +257,22 @@ impl Node {
             applied,
             stopping: false,
             abandoned_conns: BTreeSet::new(),
+            sessions: SessionSide::new(setup.groups, now, first_token(now_us)),
+        };
+        // `Core::announce_closed_sessions`: closes shard 0 made recently are finished in every
+        // group by whichever node leads it.
+        for session in node.groups[0].shard.recently_closed_sessions() {
+            for closes in &mut node.sessions.closes {
+                closes.closed_in_shard0(session, now);
+            }
         }
+        // `Core::rearm_sessions`: every session found in the shards gets a full timeout.
+        for group in &node.groups {
+            for (session, info) in group.shard.sessions() {
+                node.sessions.tracker.create(session, info.timeout_ms, INTERNAL_CONN, now);
+            }
+        }
+        node
     }
 
     /// The entries applied (or replayed) since the last call.
@@ -208,6 +304,133 @@ impl Node {
         self.groups[group].driver.queue(write);
     }
 
+    /// `Core::lease_loop` on every core: each group's leader is probed (core 0's probe carries
+    /// the sessions to renew); core 0 closes the connections of sessions whose lease lapsed;
+    /// a node out of contact with a leader of some group stops serving. Touch messages go to
+    /// `out` as (group, to, message).
+    pub fn lease_round(&mut self, me: NodeId, now: Instant, out: &mut Vec<(usize, NodeId, PeerMessage)>) {
+        for group in 0..self.groups.len() {
+            self.probe_leader(me, group, now, out);
+        }
+        let side = &mut self.sessions;
+        for (_, conn) in side.tracker.lapsed_leases(now, LEASE_FRACTION) {
+            side.close(conn, "session lease not renewed");
+        }
+        side.serving = first_out_of_contact(side.contact.iter().copied(), now, LEADER_CONTACT_TIMEOUT).is_none();
+        if !side.serving {
+            let conns: Vec<u64> = side.conns.keys().copied().collect();
+            for conn in conns {
+                side.close(conn, "not serving: no contact with a current leader");
+            }
+        }
+    }
+
+    /// `Core::probe_leader` for one group.
+    fn probe_leader(&mut self, me: NodeId, group: usize, now: Instant, out: &mut Vec<(usize, NodeId, PeerMessage)>) {
+        let driver = &mut self.groups[group].driver;
+        let Some(leader) = driver.raft().leader() else { return };
+        let side = &mut self.sessions;
+        let sessions = if group == 0 { side.tracker.to_renew() } else { Vec::new() };
+        let token = side.next_token;
+        side.next_token += 1;
+        if leader == me {
+            if driver.raft().role() != Role::Leader {
+                return;
+            }
+            let unknown = if group == 0 { side.tracker.renew_for_probe(&sessions, now) } else { Vec::new() };
+            driver.ask_lease(LeaseRound { asker: None, token, unknown, urgent: false });
+        } else {
+            out.push((group, leader, PeerMessage::Touch { token, sessions: sessions.clone(), urgent: false }));
+        }
+        side.probes[group].sent(Probe { token, sent_at: now, sessions });
+    }
+
+    /// `Core::expiry_loop`, one round: a late round re-arms every session; otherwise the
+    /// session group's leader, while its leadership was confirmed recently, closes the sessions
+    /// whose clients went silent, in every shard.
+    pub fn expiry_round(&mut self, now: Instant) {
+        let side = &mut self.sessions;
+        if side.expiry.round(now, EXPIRY_TICK).is_some() {
+            side.tracker.rearm_all(now);
+            return;
+        }
+        let leading = self.groups[0].driver.raft().role() == Role::Leader;
+        if !may_expire(true, leading, side.contact[0], now) {
+            return;
+        }
+        for (session, owner) in side.tracker.expire(now) {
+            if let Some(conn) = owner {
+                self.sessions.close(conn, "session expired");
+            }
+            for group in 0..self.groups.len() {
+                self.request(SimRequest { id: 0, conn: INTERNAL }, group, Some(Command::CloseSession { session }));
+            }
+        }
+    }
+
+    /// `Core::finish_closes_loop` on every core: the leader of a group closes again, in its
+    /// shard, a session shard 0 closed more than a grace ago.
+    pub fn finish_closes(&mut self, now: Instant) {
+        for group in 0..self.groups.len() {
+            let leading = self.groups[group].driver.raft().role() == Role::Leader;
+            let shard = &self.groups[group].shard;
+            let open_in = |session| if shard.session(session).is_some() { vec![shard.id()] } else { Vec::new() };
+            let again = self.sessions.closes[group].to_close_again(leading, now, open_in);
+            for (_, session) in again {
+                self.request(SimRequest { id: 0, conn: INTERNAL }, group, Some(Command::CloseSession { session }));
+            }
+        }
+    }
+
+    /// A client's handshake for a new session on connection `conn` (`Conn::start_handshake`):
+    /// tracked here at once, opened in every shard by the requests `ids` (one per group).
+    /// False if this node does not serve.
+    pub fn open_session(
+        &mut self,
+        conn: u64,
+        session: SessionId,
+        timeout_ms: i32,
+        now: Instant,
+        ids: &[ClientId],
+    ) -> bool {
+        if !self.sessions.serving {
+            return false;
+        }
+        self.sessions.tracker.create(session, timeout_ms, conn, now);
+        self.sessions.conns.insert(conn, session);
+        for (group, &id) in ids.iter().enumerate() {
+            let open = Command::CreateSession { session, timeout_ms, passwd: vec![2; 16] };
+            self.request(SimRequest { id, conn }, group, Some(open));
+        }
+        true
+    }
+
+    /// The client of a session opened on `conn` creates an ephemeral in every shard.
+    pub fn create_ephemerals(&mut self, conn: u64, session: SessionId) {
+        for group in 0..self.groups.len() {
+            let request = SimRequest { id: 0, conn };
+            let ephemeral = Command::Create(engine::command::CreateOp {
+                path: format!("/eph-{session}"),
+                data: None,
+                acl: engine::types::Acl::open_unsafe(),
+                mode: engine::types::CreateMode::Ephemeral,
+                ttl_ms: 0,
+                session,
+                auth: Vec::new(),
+            });
+            self.request(request, group, Some(ephemeral));
+        }
+    }
+
+    /// A client's ping on `conn`: answered (the session touched) only while the connection is
+    /// open here.
+    pub fn ping(&mut self, conn: u64, now: Instant) -> bool {
+        let side = &mut self.sessions;
+        let Some(&session) = side.conns.get(&conn) else { return false };
+        side.tracker.touch(&[session], now);
+        true
+    }
+
     /// Clients waiting for this node: their answers are lost when it crashes.
     pub fn clients(&self) -> Vec<ClientId> {
         self.groups.iter().flat_map(|g| g.driver.requests().map(|r| r.id)).collect()
@@ -219,7 +442,7 @@ impl Node {
         self.losses_total += 1;
     }
 
-    pub fn receive(&mut self, group: usize, message: PeerMessage) {
+    pub fn receive(&mut self, group: usize, from: NodeId, message: PeerMessage, now: Instant) {
         let driver = &mut self.groups[group].driver;
         match message {
             PeerMessage::Raft(message) => driver.step(message),
@@ -228,21 +451,37 @@ impl Node {
                 driver.queue(Write { shard, from: WriteFrom::Peer { origin, token, term }, command, dependencies });
             }
             PeerMessage::ReadIndex { token, index } => driver.read_index_answered(token, index),
+            // `Core::on_lease_probe`: the leader renews the probe's sessions and answers once a
+            // ReadIndex round confirms it still leads.
+            PeerMessage::Touch { token, sessions, urgent } => {
+                let side = &mut self.sessions;
+                if driver.raft().role() != Role::Leader || side.needing_snapshot[group].contains(&from) {
+                    return;
+                }
+                let unknown = match group {
+                    0 => side.tracker.renew_for_probe(&sessions, now),
+                    _ => Vec::new(),
+                };
+                driver.ask_lease(LeaseRound { asker: Some(from), token, unknown, urgent });
+            }
+            PeerMessage::Touched { token, unknown } => self.sessions.confirmed(group, token, &unknown),
             other => panic!("the simulation sends no {other:?}"),
         }
     }
 
     /// One turn of `group` (`Replica::turn`); false if it did nothing. With `crash`, the Ready
     /// stops there (the caller then restarts the node from its disks).
+    #[allow(clippy::too_many_arguments)]
     pub fn turn(
         &mut self,
         group: usize,
         now_us: i64,
+        now: Instant,
         crash: Option<CrashAt>,
         out: &mut Vec<(NodeId, PeerMessage)>,
         answers: &mut Vec<Answer>,
     ) -> bool {
-        let Node { groups, applied_zxids, losses, losses_total, applied, stopping, abandoned_conns } = self;
+        let Node { groups, applied_zxids, losses, losses_total, applied, stopping, abandoned_conns, sessions } = self;
         let Group { driver, shard, disk, zxid_assigned } = &mut groups[group];
         let mut host = SimHost {
             group,
@@ -254,6 +493,8 @@ impl Node {
             losses_total: *losses_total,
             stopping: *stopping,
             abandoned_conns,
+            side: sessions,
+            now,
             out,
             answers,
             applied,
@@ -300,6 +541,8 @@ struct SimHost<'a> {
     losses_total: u64,
     stopping: bool,
     abandoned_conns: &'a mut BTreeSet<u64>,
+    side: &'a mut SessionSide,
+    now: Instant,
     out: &'a mut Vec<(NodeId, PeerMessage)>,
     answers: &'a mut Vec<Answer>,
     applied: &'a mut Vec<AppliedEntry>,
@@ -338,7 +581,7 @@ impl GroupHost for SimHost<'_> {
     }
 
     fn connection_abandoned(&self, request: &SimRequest) -> bool {
-        self.abandoned_conns.contains(&request.conn)
+        request.conn != INTERNAL && self.abandoned_conns.contains(&request.conn)
     }
 
     fn stopping(&self) -> bool {
@@ -365,11 +608,28 @@ impl GroupHost for SimHost<'_> {
 
     fn leader_known(&mut self, _leader: Option<NodeId>) {}
 
-    fn leadership_changed(&mut self, _leading: bool, _term: Term, _leader: Option<NodeId>) {}
+    /// `Core::on_leadership`: the session group's new leader tracks every open session.
+    fn leadership_changed(&mut self, leading: bool, _term: Term, _leader: Option<NodeId>) {
+        if leading && self.group == 0 {
+            let open = self.shard.sessions().into_iter().map(|(session, info)| (session, info.timeout_ms));
+            self.side.tracker.take_over(open.collect::<Vec<_>>(), self.now);
+        }
+    }
 
     fn in_flight(&mut self, _requests: usize) {}
 
     fn apply(&mut self, entry: LogEntry, answer: Option<SimRequest>) {
+        // `Core::apply_replicated` / `track_sessions_of` / `on_applied_close`.
+        if self.group == 0 {
+            if let Some(conn) = self.side.tracker.apply(&entry.command, self.now) {
+                self.side.close(conn, "session expired");
+            }
+            if let Command::CloseSession { session } = entry.command {
+                for closes in &mut self.side.closes {
+                    closes.closed_in_shard0(session, self.now);
+                }
+            }
+        }
         let applied = self.shard.apply(&entry);
         self.applied_zxids[self.group] = entry.zxid;
         if let Some(request) = answer {
@@ -390,6 +650,7 @@ impl GroupHost for SimHost<'_> {
             data_hash: data_hash(&entry.data),
             digest: Some(self.shard.digest()),
             written: register_write(&entry.data),
+            closed_session: (self.group == 0).then(|| closed_session(&entry.data)).flatten(),
         });
     }
 
@@ -402,13 +663,19 @@ impl GroupHost for SimHost<'_> {
     }
 
     fn abandon(&mut self, request: SimRequest, _reason: &'static str) {
-        self.abandoned_conns.insert(request.conn);
+        if request.conn != INTERNAL {
+            self.abandoned_conns.insert(request.conn);
+        }
         self.answers.push(Answer::Abandoned { client: request.id });
     }
 
-    fn lease_confirmed(&mut self, _token: u64, _unknown: &[SessionId]) {}
+    fn lease_confirmed(&mut self, token: u64, unknown: &[SessionId]) {
+        self.side.confirmed(self.group, token, unknown);
+    }
 
-    fn followers_needing_snapshot(&mut self, _followers: &[NodeId]) {}
+    fn followers_needing_snapshot(&mut self, followers: &[NodeId]) {
+        self.side.needing_snapshot[self.group] = followers.to_vec();
+    }
 }
 
 /// The value of a register write (a setData of 4 bytes) in an entry's data.
@@ -416,6 +683,15 @@ fn register_write(data: &[u8]) -> Option<u32> {
     let (_, _, _, archive) = decode_proposal(data).ok()?;
     match LogEntry::from_bytes(archive).ok()?.command {
         Command::SetData(op) => op.data.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes),
+        _ => None,
+    }
+}
+
+/// The session a close in an entry's data closes.
+fn closed_session(data: &[u8]) -> Option<SessionId> {
+    let (_, _, _, archive) = decode_proposal(data).ok()?;
+    match LogEntry::from_bytes(archive).ok()?.command {
+        Command::CloseSession { session } => Some(session),
         _ => None,
     }
 }
