@@ -130,21 +130,29 @@ pub fn warren_bin() -> PathBuf {
 /// A loopback port nobody listens on right now.
 /// A loopback port for a server to listen on: below the kernel's ephemeral range (32768 and
 /// up here), so no socket bound to port 0 meanwhile (a proxy, a client) can take it before the
-/// server binds it, free now, and never handed out before in this process. Test binaries run
-/// in parallel, each starting from its own place in the range.
+/// server binds it; free now; and reserved for the life of this process by a lock on
+/// `<tmp>/warren-test-ports/<port>`, so tests running in parallel in other processes never
+/// get the same one.
 pub fn free_port() -> u16 {
-    const FIRST: u32 = 10_000;
-    const COUNT: u32 = 22_000;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let start = (std::process::id() * 7919) % COUNT;
-    for _ in 0..COUNT {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
-        let port = (FIRST + (start + n * 13) % COUNT) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
+    free_port_run(1)
+}
+
+/// Reserves `port` for this process (see `free_port`): false if another process holds it or
+/// something listens on it.
+fn reserve_port(port: u16) -> bool {
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("warren-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let Ok(file) =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string()))
+    else {
+        return false;
+    };
+    if file.try_lock().is_err() || TcpListener::bind(("127.0.0.1", port)).is_err() {
+        return false;
     }
-    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT)
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+    true
 }
 
 /// A node name no other test (or earlier run against a shared external server) uses.
@@ -454,15 +462,25 @@ impl WarrenProcess {
         self.client_with(zk::Client::connector()).await
     }
 
+    /// Connects, trying again for up to 20 s while the node refuses handshakes (a cluster node
+    /// that is not in contact with a leader of every group, for a moment after a failure),
+    /// as ZooKeeper clients keep trying.
     pub async fn client_with(&self, connector: zk::Connector) -> zk::Client {
-        let c = tokio::time::timeout(
-            Duration::from_secs(20),
-            connector.with_fail_eagerly().connect(&self.connect_string()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("connect to {} timed out\n{}", self.addr, self.stderr_tail()))
-        .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", self.addr, self.stderr_tail()));
-        c
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let connect_string = self.connect_string();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = connector.clone().with_fail_eagerly().connect(&connect_string);
+            match tokio::time::timeout(left, attempt).await {
+                Ok(Ok(client)) => return client,
+                Ok(Err(e)) if Instant::now() + Duration::from_millis(100) < deadline => {
+                    eprintln!("connect to {}: {e}; trying again", self.addr);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => panic!("connect to {}: {e}\n{}", self.addr, self.stderr_tail()),
+                Err(_) => panic!("connect to {} timed out\n{}", self.addr, self.stderr_tail()),
+            }
+        }
     }
 }
 
@@ -656,15 +674,21 @@ impl LinkProxy {
 
 /// A free loopback port followed by `run - 1` more free ones (a node's peer ports).
 pub fn free_port_run(run: usize) -> u16 {
-    for _ in 0..100 {
-        let port = free_port();
-        if (1..run).all(|i| {
-            u16::try_from(port as usize + i).is_ok_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        }) {
-            return port;
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = std::process::id().wrapping_mul(7919) % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(run as u64, Ordering::Relaxed) as u32;
+        let port = FIRST + (start + n) % COUNT;
+        if port + run as u32 > FIRST + COUNT {
+            continue;
+        }
+        if (0..run as u32).all(|i| reserve_port((port + i) as u16)) {
+            return port as u16;
         }
     }
-    panic!("no {run} consecutive free loopback ports")
+    panic!("no {run} consecutive free loopback ports in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// `ss -tanp` lines for a port (diagnostics when a bind fails).

@@ -14,7 +14,7 @@
 //!   every zxid this core promised;
 //! - a failed flush: `server::stop_on_wal_failure` (the batch is neither applied nor answered).
 
-use super::core::unix_micros;
+use super::clock::unix_micros;
 use super::driver::{LeaseRound, Write, WriteFrom};
 use super::msg::ShardRequest;
 use engine::command::{Command, ShardId};

@@ -28,7 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The core that runs shard `shard`.
 pub fn core_of_shard(shard: ShardId, cores: usize) -> usize {
@@ -238,14 +238,7 @@ pub struct Cluster {
     pub group_leaders: Arc<GroupLeaders>,
 }
 
-/// Microseconds since the Unix epoch.
-pub fn unix_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
-}
-
-pub fn unix_millis() -> i64 {
-    unix_micros() / 1000
-}
+pub use super::clock::{unix_micros, unix_millis};
 
 impl Core {
     pub fn new(

@@ -2,6 +2,7 @@
 //! `s mod cores == core`, its WAL and the connections the kernel hands it (SO_REUSEPORT).
 //! See docs/architecture.md for the threads and the path of a read and of a write.
 
+pub(crate) mod clock;
 mod commit;
 pub mod conn;
 pub mod core;
@@ -10,6 +11,7 @@ pub mod data_dir;
 pub(crate) mod driver;
 pub mod fourlw;
 pub mod lease;
+mod lease_loop;
 pub mod metrics;
 pub mod msg;
 pub(crate) mod proposal;

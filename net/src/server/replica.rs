@@ -11,8 +11,9 @@
 //! A failed WAL write stops the node (`server::stop_on_wal_failure`): nothing of the batch is
 //! applied or answered.
 
+use super::clock::unix_millis;
 use super::commit::PendingWrite;
-use super::core::{unix_millis, Core};
+use super::core::Core;
 use super::driver::{self, GroupDriver, GroupHost};
 use super::metrics::micros;
 use super::msg::{Msg, ShardRequest};

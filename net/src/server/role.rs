@@ -89,7 +89,7 @@ impl GroupLeaders {
         if !self.clustered {
             return None;
         }
-        super::lease::first_out_of_contact((0..self.groups()).map(|group| self.contact(group)), now, bound)
+        first_out_of_contact((0..self.groups()).map(|group| self.contact(group)), now, bound)
     }
 
     pub fn set(&self, group: usize, leader: Option<u64>) {
@@ -136,6 +136,17 @@ impl Role {
             Role::Follower => "follower",
         }
     }
+}
+
+/// The first group whose newest contact with a confirmed leader (`contacts`, by group) is
+/// older than `bound`, or never came: a node of a cluster serves clients only while there is
+/// none.
+pub fn first_out_of_contact(
+    contacts: impl IntoIterator<Item = Option<Instant>>,
+    now: Instant,
+    bound: Duration,
+) -> Option<usize> {
+    contacts.into_iter().position(|contact| contact.is_none_or(|at| now.saturating_duration_since(at) > bound))
 }
 
 #[cfg(test)]

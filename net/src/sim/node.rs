@@ -12,8 +12,9 @@ use crate::raft_log::Record;
 use crate::server::driver::{
     self, replay_limits, DriverConfig, GroupDriver, GroupHost, LeaseRound, Placement, ReplayLog, Write, WriteFrom,
 };
-use crate::server::lease::{first_out_of_contact, Probe, Probes, LEASE_FRACTION};
+use crate::server::lease::{Probe, Probes, LEASE_FRACTION};
 use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
+use crate::server::role::first_out_of_contact;
 use crate::server::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses};
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
