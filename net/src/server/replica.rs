@@ -238,13 +238,15 @@ impl GroupHost for CoreHost<'_> {
 
     fn apply(&mut self, entry: LogEntry, answer: Option<ShardRequest>) {
         let zxid = entry.zxid;
-        // Set first: reads served while this entry applies see it applied.
+        // Set first: reads served while this entry applies see it applied, and a connection
+        // answered for it (on another core) that sends its next write at once makes that write
+        // depend on it. Nothing of this core is served before the apply below ends.
         self.core.commit.set_last_applied(zxid);
+        self.core.group_leaders.set_applied(self.core.id, zxid);
         match answer {
             Some(request) => self.core.apply_and_reply(request, entry),
             None => self.core.apply_replicated(entry),
         }
-        self.core.group_leaders.set_applied(self.core.id, zxid);
     }
 
     fn apply_fence(&mut self, zxid: Zxid) {

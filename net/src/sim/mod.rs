@@ -76,8 +76,10 @@ struct SessionClient {
     node: NodeId,
     conn: u64,
     connected: bool,
-    /// The handshake's creates in every group not answered yet.
+    /// The handshake's creates not answered yet, and those of the groups after 0 to send once
+    /// shard 0 opened the session.
     handshake: BTreeSet<ClientId>,
+    handshake_rest: Vec<ClientId>,
     /// The step of its next ping, or of its next attempt to open a session.
     next_at: u64,
     timeout_ms: i32,
@@ -303,6 +305,7 @@ impl World {
                     conn: 0,
                     connected: false,
                     handshake: BTreeSet::new(),
+                    handshake_rest: Vec::new(),
                     next_at: 0,
                     timeout_ms: 0,
                 })
@@ -579,6 +582,7 @@ impl World {
         for client in self.session_clients.iter_mut().filter(|c| c.node == id) {
             client.connected = false;
             client.handshake.clear();
+            client.handshake_rest.clear();
             client.next_at = client.next_at.min(self.now + 100);
         }
         // Its clients' connections broke: what they send next goes on a new connection.
@@ -950,6 +954,7 @@ impl World {
                 self.ping(c);
             } else if !client.handshake.is_empty() {
                 client.handshake.clear();
+                client.handshake_rest.clear();
                 client.next_at = self.now + 100;
             } else if self.sessions_open {
                 self.open_session(c);
@@ -968,18 +973,19 @@ impl World {
         self.next_conn += 1;
         let timeout_ms = 1500 + self.rng.below(1500) as i32;
         let instant = self.instant();
-        let ids: Vec<ClientId> = (0..self.groups()).map(|g| self.next_request + g).collect();
-        if !self.node(id).open_session(conn, session, timeout_ms, instant, &ids) {
+        let mut ids: Vec<ClientId> = (0..self.groups()).map(|g| self.next_request + g).collect();
+        if !self.node(id).open_session(conn, session, timeout_ms, instant, ids[0]) {
             self.note(|| format!("node {id} refuses a handshake: not serving"));
             return;
         }
         self.next_request += ids.len();
         self.note(|| format!("session client {c} opens session {session} on node {id} (connection {conn})"));
+        let handshake_rest = ids.split_off(1);
         let handshake = ids.into_iter().collect();
         // The client gives the handshake up after this long.
         let next_at = self.now + 3000;
         self.session_clients[c] =
-            SessionClient { session, node: id, conn, connected: false, handshake, next_at, timeout_ms };
+            SessionClient { session, node: id, conn, connected: false, handshake, handshake_rest, next_at, timeout_ms };
         self.process(id);
     }
 
@@ -993,7 +999,15 @@ impl World {
         client.handshake.remove(&request);
         if !opened {
             client.handshake.clear();
+            client.handshake_rest.clear();
             client.next_at = self.now + 100;
+            return true;
+        }
+        if client.handshake.is_empty() && !client.handshake_rest.is_empty() {
+            let rest = std::mem::take(&mut client.handshake_rest);
+            client.handshake.extend(rest.iter().copied());
+            let (conn, session, timeout_ms) = (client.conn, client.session, client.timeout_ms);
+            self.node(id).open_in_other_groups(conn, session, timeout_ms, &rest);
             return true;
         }
         if client.handshake.is_empty() && client.node == id {
@@ -1284,16 +1298,14 @@ impl World {
         );
     }
 
-    /// Sessions of session clients still open somewhere: in shard 0, or with ephemerals in any
-    /// shard. (A session whose create failed in shard 0 but committed in another shard stays
-    /// there without ephemerals: its client was never told it is connected, so it created
-    /// none; nothing closes that record yet.)
+    /// Sessions of session clients still open in some shard of some node, with their
+    /// ephemerals there.
     fn open_client_sessions(&self) -> Vec<(NodeId, usize, i64, usize)> {
         let mut open = Vec::new();
         for (&id, node) in &self.nodes {
             for (shard, group) in node.groups.iter().enumerate() {
                 for (session, info) in group.shard.sessions() {
-                    if session >= FIRST_CLIENT_SESSION && (shard == 0 || !info.ephemerals.is_empty()) {
+                    if session >= FIRST_CLIENT_SESSION {
                         open.push((id, shard, session, info.ephemerals.len()));
                     }
                 }

@@ -384,26 +384,26 @@ impl Node {
     }
 
     /// A client's handshake for a new session on connection `conn` (`Conn::start_handshake`):
-    /// tracked here at once, opened in every shard by the requests `ids` (one per group).
-    /// False if this node does not serve.
-    pub fn open_session(
-        &mut self,
-        conn: u64,
-        session: SessionId,
-        timeout_ms: i32,
-        now: Instant,
-        ids: &[ClientId],
-    ) -> bool {
+    /// tracked here at once and opened in shard 0 by request `id`. False if this node does not
+    /// serve.
+    pub fn open_session(&mut self, conn: u64, session: SessionId, timeout_ms: i32, now: Instant, id: ClientId) -> bool {
         if !self.sessions.serving {
             return false;
         }
         self.sessions.tracker.create(session, timeout_ms, conn, now);
         self.sessions.conns.insert(conn, session);
-        for (group, &id) in ids.iter().enumerate() {
+        let open = Command::CreateSession { session, timeout_ms, passwd: vec![2; 16] };
+        self.request(SimRequest { id, conn }, 0, Some(open));
+        true
+    }
+
+    /// Shard 0 opened the session: the other shards open it too, by the requests `ids` (one per
+    /// group from group 1), each depending on shard 0's create (`Conn::open_in_other_shards`).
+    pub fn open_in_other_groups(&mut self, conn: u64, session: SessionId, timeout_ms: i32, ids: &[ClientId]) {
+        for (group, &id) in (1..).zip(ids) {
             let open = Command::CreateSession { session, timeout_ms, passwd: vec![2; 16] };
             self.request(SimRequest { id, conn }, group, Some(open));
         }
-        true
     }
 
     /// The client of a session opened on `conn` creates an ephemeral in every shard.

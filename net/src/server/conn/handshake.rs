@@ -1,7 +1,7 @@
 //! The session handshake of a connection: opening a new session in every shard or checking a
 //! reconnect's session and password, and the ConnectResponse (granted, or refused and closed).
 
-use super::slots::Kind;
+use super::slots::{Held, Kind, Slot, WriteTarget};
 use super::Conn;
 use crate::jute::{self, ConnectRequest, ConnectResponse};
 use crate::server::msg::*;
@@ -22,8 +22,8 @@ impl Conn {
         self.handshake.get() == Handshake::Pending
     }
 
-    /// Starts the session handshake: a new session is opened in every shard; a reconnect is
-    /// checked against the session table.
+    /// Starts the session handshake: a new session is opened in shard 0, then (once shard 0
+    /// has it) in every other shard; a reconnect is checked against the session table.
     pub fn start_handshake(&self, request: &ConnectRequest) {
         let timeout_ms = self.core.config.negotiate_timeout_ms(request.timeout_ms);
         if request.session_id == 0 {
@@ -34,13 +34,15 @@ impl Conn {
             // Tracked before it exists anywhere, so a session whose client vanishes before the
             // handshake ends still expires (and its ephemerals with it).
             self.core.send(0, Msg::SessionAttached { session, timeout_ms, conn: self.id, create: true });
-            let ops = (0..self.shard_count())
-                .map(|shard| {
-                    let command = Command::CreateSession { session, timeout_ms, passwd: passwd.clone() };
-                    (shard, ShardOp::Write(command))
-                })
-                .collect();
-            self.submit(0, Kind::Connect { session, passwd }, ops);
+            // Shard 0 decides: the other shards' creates go out once it has the session
+            // (`open_in_other_shards`), each depending on shard 0's create, so no shard holds a
+            // session shard 0 never opened, and one that shard 0 no longer holds is closed.
+            let command = Command::CreateSession { session, timeout_ms, passwd: passwd.clone() };
+            let kind = match self.shard_count() {
+                1 => Kind::Connect { session, passwd },
+                _ => Kind::OpenSession { session, passwd, timeout_ms },
+            };
+            self.submit(0, kind, vec![(0, ShardOp::Write(command))]);
         } else {
             self.session.set(request.session_id);
             let check = ShardOp::CheckSession { passwd: request.passwd.clone() };
@@ -140,4 +142,28 @@ fn random_passwd() -> Vec<u8> {
     let n = unsafe { libc::getrandom(passwd.as_mut_ptr().cast(), passwd.len(), 0) };
     assert_eq!(n, 16, "getrandom failed to produce a session password");
     passwd
+}
+
+impl Conn {
+    /// Shard 0 answered a new session's create: the slot becomes the handshake's `Connect`, and
+    /// if shard 0 opened the session, the other shards' creates go out as its further parts
+    /// (sent before this write part counts as done, so nothing held behind it slips in between).
+    pub(super) fn open_in_other_shards(&self, seq: u64, slot: &mut Slot) {
+        let Kind::OpenSession { session, passwd, timeout_ms } = std::mem::replace(&mut slot.kind, Kind::Done) else {
+            unreachable!("called for OpenSession slots")
+        };
+        slot.kind = Kind::Connect { session, passwd: passwd.clone() };
+        if !matches!(slot.parts[0], Some(ReplyBody::Write(Ok(_)))) {
+            return;
+        }
+        let requests: Vec<ShardRequest> = (1..self.shard_count())
+            .map(|shard| {
+                let create = Command::CreateSession { session, timeout_ms, passwd: passwd.clone() };
+                self.shard_request(seq, shard as usize, shard, ShardOp::Write(create))
+            })
+            .collect();
+        slot.parts.extend(requests.iter().map(|_| None));
+        slot.missing += requests.len();
+        self.send_now(Held { requests, write_target: Some(WriteTarget::Many) });
+    }
 }

@@ -48,6 +48,13 @@ pub(super) enum Kind {
         session: SessionId,
         passwd: Vec<u8>,
     },
+    /// A new session's create in shard 0 (part 0); becomes `Connect` when shard 0 answers, and
+    /// the creates in the other shards follow (`Conn::open_in_other_shards`).
+    OpenSession {
+        session: SessionId,
+        passwd: Vec<u8>,
+        timeout_ms: i32,
+    },
     /// Answered without asking a shard.
     Ready {
         err: i32,
@@ -102,7 +109,7 @@ impl Slot {
     /// an update if any part was a write, else a read; a connect handshake does not count.
     fn latency_class(&self) -> Option<RequestClass> {
         match self.kind {
-            Kind::Connect { .. } => None,
+            Kind::Connect { .. } | Kind::OpenSession { .. } => None,
             _ if self.parts.iter().flatten().any(|body| matches!(body, ReplyBody::Write(_))) => {
                 Some(RequestClass::Update)
             }
@@ -249,6 +256,9 @@ impl Conn {
                 // Sent before this write part counts as done, so no write held behind it slips
                 // in between the two stages.
                 self.copy_root_acl(reply.seq, slot);
+            }
+            if let Kind::OpenSession { .. } = slot.kind {
+                self.open_in_other_shards(reply.seq, slot);
             }
             if let Some(last) = self.last_reply_seq.borrow_mut().get_mut(reply.shard as usize) {
                 *last = Some(reply.seq);
