@@ -6,7 +6,7 @@
 use super::commit::CommitQueue;
 use super::conn::Conn;
 use super::cut::PartStamp;
-use super::lease::{Probes, Renewal};
+use super::lease::{Probes, Renewals};
 use super::metrics::{CoreMetrics, GroupStatus};
 use super::msg::*;
 use super::role::GroupLeaders;
@@ -213,7 +213,7 @@ pub struct Core {
     /// Lease probes to the group's leader waiting for their answer (`lease.rs`).
     pub(super) lease_probes: RefCell<Probes>,
     /// Core 0 of a cluster: reattaches waiting for the leader to renew their session.
-    pub(super) renewals: RefCell<Vec<Renewal>>,
+    pub(super) renewals: RefCell<Renewals<ShardRequest>>,
     /// Connections closed because their session's lease was not renewed in time.
     pub session_leases_lapsed: Cell<u64>,
     /// Whether this core serves clients (a cluster node out of contact with a group's leader
@@ -281,7 +281,7 @@ impl Core {
             gathered_read_timeouts: Cell::new(0),
             transport: cluster.transport,
             lease_probes: RefCell::new(Probes::default()),
-            renewals: RefCell::new(Vec::new()),
+            renewals: RefCell::new(Renewals::default()),
             session_leases_lapsed: Cell::new(0),
             serving: Cell::new(cluster.voters.len() <= 1),
             abandoned_conns: RefCell::new(AHashMap::new()),

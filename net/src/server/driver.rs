@@ -237,6 +237,11 @@ pub struct GroupDriver<R> {
     /// The highest commit index written to the WAL.
     commit_written: Index,
     ticks_due: u32,
+    /// Peer messages and the leader's answers to forwarded ReadIndex rounds, stepped in a turn
+    /// after its ticks (a follower whose turn was held up by a slow WAL write counts the time
+    /// that passed before it hears the heartbeats that came meanwhile, not after).
+    inbox: Vec<Message>,
+    read_indexes: Vec<(u64, Index)>,
     /// Writes not yet proposed or forwarded, oldest first.
     pending: VecDeque<Write<R>>,
     /// Lease probes for the next ReadIndex round.
@@ -290,6 +295,8 @@ impl<R> GroupDriver<R> {
             raft,
             config,
             ticks_due: 0,
+            inbox: Vec::new(),
+            read_indexes: Vec::new(),
             pending: VecDeque::new(),
             lease_rounds: Vec::new(),
             waiting: AHashMap::new(),
@@ -327,7 +334,7 @@ impl<R> GroupDriver<R> {
     }
 
     pub fn step(&mut self, message: Message) {
-        self.raft.step(message);
+        self.inbox.push(message);
     }
 
     pub fn queue(&mut self, write: Write<R>) {
@@ -340,9 +347,7 @@ impl<R> GroupDriver<R> {
 
     /// The leader answered a forwarded ReadIndex round.
     pub fn read_index_answered(&mut self, token: u64, index: Index) {
-        if let Some(batch) = self.read_batches.remove(&token) {
-            self.ready_syncs.extend(batch.local.into_iter().map(|request| (index, request)));
-        }
+        self.read_indexes.push((token, index));
     }
 
     /// Requests of this node the driver holds, in any state: their answers are lost if the
@@ -377,6 +382,14 @@ impl<R> GroupDriver<R> {
         let ticks = std::mem::take(&mut self.ticks_due);
         for _ in 0..ticks {
             self.raft.tick();
+        }
+        for message in std::mem::take(&mut self.inbox) {
+            self.raft.step(message);
+        }
+        for (token, index) in std::mem::take(&mut self.read_indexes) {
+            if let Some(batch) = self.read_batches.remove(&token) {
+                self.ready_syncs.extend(batch.local.into_iter().map(|request| (index, request)));
+            }
         }
         self.watch_leadership(host, ticks);
         self.abandon_lost_requests(host);

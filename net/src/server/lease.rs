@@ -30,7 +30,6 @@
 //! The clocks are the nodes' monotonic clocks: wall-clock jumps change nothing; the argument
 //! assumes their rates agree (as every lease does).
 
-use super::msg::ShardRequest;
 use engine::types::SessionId;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -76,10 +75,50 @@ impl Probes {
     }
 }
 
-/// A reattach waiting for the session group's leader to renew its session.
-pub struct Renewal {
-    pub request: ShardRequest,
-    pub since: Instant,
+/// Reattaches waiting for the session group's leader to renew their session (`R`: the
+/// reattach's request), each with its session and when it asked.
+pub struct Renewals<R> {
+    waiting: Vec<(R, SessionId, Instant)>,
+}
+
+impl<R> Default for Renewals<R> {
+    fn default() -> Self {
+        Renewals { waiting: Vec::new() }
+    }
+}
+
+impl<R> Renewals<R> {
+    pub fn push(&mut self, request: R, session: SessionId, since: Instant) {
+        self.waiting.push((request, session, since));
+    }
+
+    /// The sessions waiting: every probe carries them until they are renewed.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.waiting.iter().map(|(_, session, _)| *session)
+    }
+
+    /// A probe sent at `sent_at` renewed `renewed`: the reattaches of those sessions that asked
+    /// at or before then are answered (the lease holds from `sent_at`).
+    pub fn answered(&mut self, sent_at: Instant, renewed: &[SessionId]) -> Vec<R> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        let renewed: ahash::AHashSet<SessionId> = renewed.iter().copied().collect();
+        let (answered, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(_, session, since)| *since <= sent_at && renewed.contains(session));
+        self.waiting = waiting;
+        answered.into_iter().map(|(request, _, _)| request).collect()
+    }
+
+    /// The reattaches that waited longer than `RENEW_GIVE_UP`: they fail (ConnectionLoss).
+    pub fn given_up(&mut self, now: Instant) -> Vec<R> {
+        let (given_up, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(_, _, since)| now.saturating_duration_since(*since) > RENEW_GIVE_UP);
+        self.waiting = waiting;
+        given_up.into_iter().map(|(request, _, _)| request).collect()
+    }
 }
 
 #[cfg(test)]

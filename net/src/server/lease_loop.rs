@@ -4,7 +4,7 @@
 
 use super::core::Core;
 use super::driver::LeaseRound;
-use super::lease::{Probe, Renewal, LEASE_FRACTION, LEASE_PROBE_INTERVAL, RENEW_GIVE_UP};
+use super::lease::{Probe, LEASE_FRACTION, LEASE_PROBE_INTERVAL};
 use super::msg::{core_of_conn, Msg, ReplyBody, ShardRequest};
 use crate::peer::PeerMessage;
 use engine::raft::NodeId;
@@ -37,7 +37,7 @@ impl Core {
             Some(session) => vec![session],
             None => {
                 let mut sessions = self.with_tracker_if_any(|t| t.to_renew()).unwrap_or_default();
-                sessions.extend(self.renewals.borrow().iter().map(|r| r.request.session));
+                sessions.extend(self.renewals.borrow().sessions());
                 sessions.sort_unstable();
                 sessions.dedup();
                 sessions
@@ -91,17 +91,9 @@ impl Core {
         // their connections close once the lease lapses, or when their close applies here;
         // their reattaches keep waiting (and fail with ConnectionLoss after RENEW_GIVE_UP).
         let renewed = self.with_tracker_if_any(|t| t.confirm_probe(&probe.sessions, unknown, probe.sent_at));
-        let renewed: ahash::AHashSet<SessionId> = renewed.unwrap_or_default().into_iter().collect();
-        let answered: Vec<Renewal> = {
-            let mut renewals = self.renewals.borrow_mut();
-            let (answered, waiting) = std::mem::take(&mut *renewals)
-                .into_iter()
-                .partition(|r| r.since <= probe.sent_at && renewed.contains(&r.request.session));
-            *renewals = waiting;
-            answered
-        };
-        for renewal in answered {
-            self.reply(&renewal.request, ReplyBody::Renewed(probe.sent_at));
+        let answered = self.renewals.borrow_mut().answered(probe.sent_at, &renewed.unwrap_or_default());
+        for request in answered {
+            self.reply(&request, ReplyBody::Renewed(probe.sent_at));
         }
     }
 
@@ -112,7 +104,7 @@ impl Core {
         }
         let now = Instant::now();
         let session = request.session;
-        self.renewals.borrow_mut().push(Renewal { request, since: now });
+        self.renewals.borrow_mut().push(request, session, now);
         // The client waits for this renewal: probe now, not at the next interval.
         self.probe_leader(now, Some(session));
     }
@@ -128,14 +120,8 @@ impl Core {
             self.session_leases_lapsed.set(self.session_leases_lapsed.get() + 1);
             self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session lease not renewed" });
         }
-        let given_up: Vec<Renewal> = {
-            let mut renewals = self.renewals.borrow_mut();
-            let (given_up, waiting) =
-                std::mem::take(&mut *renewals).into_iter().partition(|r| now.duration_since(r.since) > RENEW_GIVE_UP);
-            *renewals = waiting;
-            given_up
-        };
-        for Renewal { request, .. } in given_up {
+        let given_up = self.renewals.borrow_mut().given_up(now);
+        for request in given_up {
             let conn = request.conn;
             self.send(core_of_conn(conn), Msg::CloseConn { conn, reason: "session not renewed by the leader" });
         }

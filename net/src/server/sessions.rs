@@ -149,6 +149,7 @@ impl SessionTracker {
     /// A probe carrying `sessions` and sent at `sent_at` was answered by a confirmed leader:
     /// the leases of all but `unknown` hold from `sent_at`. Returns the sessions renewed.
     pub fn confirm_probe(&mut self, sessions: &[SessionId], unknown: &[SessionId], sent_at: Instant) -> Vec<SessionId> {
+        let unknown: ahash::AHashSet<SessionId> = unknown.iter().copied().collect();
         let renewed: Vec<SessionId> = sessions.iter().copied().filter(|s| !unknown.contains(s)).collect();
         self.confirm(&renewed, sent_at);
         renewed

@@ -83,7 +83,16 @@ struct SessionClient {
     /// The step of its next ping, or of its next attempt to open a session.
     next_at: u64,
     timeout_ms: i32,
+    /// The step its session was last known alive to it (connected, or a ping answered).
+    alive_at: u64,
+    /// A reattach to another node in progress: the syncs not answered yet, then (empty) the
+    /// renewal, waited for since the step given.
+    reattach: Option<(BTreeSet<ClientId>, u64)>,
 }
+
+/// A session client starts a reattach at most this long after its session was last alive
+/// (then it gives the session up); a reattach waits this long at most.
+const REATTACH_WAIT_STEPS: u64 = 3000;
 
 /// A seeded xorshift: `next(below)` draws from 0..below.
 struct Rng(u64);
@@ -160,6 +169,7 @@ pub struct Summary {
     /// Pings of session clients answered, and their sessions closed (expired).
     pub pings_answered: usize,
     pub sessions_closed: usize,
+    pub reattaches: usize,
 }
 
 impl Summary {
@@ -175,6 +185,7 @@ impl Summary {
         self.pipelined += other.pipelined;
         self.pings_answered += other.pings_answered;
         self.sessions_closed += other.sessions_closed;
+        self.reattaches += other.reattaches;
     }
 }
 
@@ -229,6 +240,7 @@ pub struct World {
     /// The step at which each session's close first applied in shard 0 anywhere (committed).
     session_closed_at: BTreeMap<i64, u64>,
     pings_answered: usize,
+    reattaches: usize,
     history: BTreeMap<u64, Vec<Op<u32>>>,
     /// Per written value: its key and the client's writes answered before it was sent.
     written: BTreeMap<u32, (u64, Answered)>,
@@ -308,12 +320,15 @@ impl World {
                     handshake_rest: Vec::new(),
                     next_at: 0,
                     timeout_ms: 0,
+                    alive_at: 0,
+                    reattach: None,
                 })
                 .collect(),
             next_client_session: FIRST_CLIENT_SESSION,
             sessions_open: true,
             session_closed_at: BTreeMap::new(),
             pings_answered: 0,
+            reattaches: 0,
             history: BTreeMap::new(),
             written: BTreeMap::new(),
             ordered_writes: 0,
@@ -581,6 +596,7 @@ impl World {
         self.stopping.remove(&id);
         for client in self.session_clients.iter_mut().filter(|c| c.node == id) {
             client.connected = false;
+            client.reattach = None;
             client.handshake.clear();
             client.handshake_rest.clear();
             client.next_at = client.next_at.min(self.now + 100);
@@ -642,6 +658,9 @@ impl World {
         };
         let opened = matches!(answer, Answer::Write { result: Ok(_), .. });
         if self.handshake_answer(id, request, opened) {
+            return;
+        }
+        if self.reattach_answer(id, request, matches!(answer, Answer::Synced { .. })) {
             return;
         }
         let Some(flight) = self.requests.remove(&request) else { return };
@@ -946,7 +965,7 @@ impl World {
     /// Session clients ping, or open a new session after losing one.
     fn session_clients_step(&mut self) {
         for c in 0..SESSION_CLIENTS {
-            if self.now < self.session_clients[c].next_at {
+            if self.now < self.session_clients[c].next_at || !self.sessions_open {
                 continue;
             }
             let client = &mut self.session_clients[c];
@@ -956,6 +975,10 @@ impl World {
                 client.handshake.clear();
                 client.handshake_rest.clear();
                 client.next_at = self.now + 100;
+            } else if client.reattach.is_some() {
+                self.reattach_step(c);
+            } else if client.session != 0 && self.now < client.alive_at + client.timeout_ms as u64 {
+                self.start_reattach(c);
             } else if self.sessions_open {
                 self.open_session(c);
             }
@@ -984,8 +1007,18 @@ impl World {
         let handshake = ids.into_iter().collect();
         // The client gives the handshake up after this long.
         let next_at = self.now + 3000;
-        self.session_clients[c] =
-            SessionClient { session, node: id, conn, connected: false, handshake, handshake_rest, next_at, timeout_ms };
+        self.session_clients[c] = SessionClient {
+            session,
+            node: id,
+            conn,
+            connected: false,
+            handshake,
+            handshake_rest,
+            next_at,
+            timeout_ms,
+            alive_at: self.now,
+            reattach: None,
+        };
         self.process(id);
     }
 
@@ -1012,9 +1045,104 @@ impl World {
         }
         if client.handshake.is_empty() && client.node == id {
             client.connected = true;
+            client.alive_at = self.now;
             client.next_at = self.now + client.timeout_ms as u64 / 3;
             let (conn, session) = (client.conn, client.session);
             self.node(id).create_ephemerals(conn, session);
+        }
+        true
+    }
+
+    /// A client that lost its connection reattaches its session through a random node, as
+    /// ZooKeeper clients do: syncs of every group, then the check and the renewal.
+    fn start_reattach(&mut self, c: usize) {
+        let id = 1 + self.rng.below(self.n);
+        self.session_clients[c].next_at = self.now + 50;
+        if self.paused.contains_key(&id) || !self.sessions_open {
+            return;
+        }
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let ids: Vec<ClientId> = (0..self.groups()).map(|g| self.next_request + g).collect();
+        if !self.node(id).reattach_syncs(conn, &ids) {
+            return;
+        }
+        self.next_request += ids.len();
+        let session = self.session_clients[c].session;
+        self.note(|| format!("session client {c} reattaches session {session} on node {id} (connection {conn})"));
+        let client = &mut self.session_clients[c];
+        (client.node, client.conn) = (id, conn);
+        client.reattach = Some((ids.into_iter().collect(), self.now));
+        self.process(id);
+    }
+
+    /// A reattach waiting for its renewal: granted once the renewing probe is answered, if its
+    /// lease still holds. **Checked**: never granted after the session's close committed.
+    fn reattach_step(&mut self, c: usize) {
+        let SessionClient { session, node, conn, timeout_ms, .. } = self.session_clients[c];
+        let Some((syncs, since)) = self.session_clients[c].reattach.clone() else { return };
+        let failed = |world: &mut World| {
+            world.note(|| format!("session client {c}: reattach of {session} on node {node} failed"));
+            let client = &mut world.session_clients[c];
+            client.reattach = None;
+            client.next_at = world.now + 50;
+        };
+        if self.now > since + REATTACH_WAIT_STEPS || self.paused.contains_key(&node) {
+            return failed(self);
+        }
+        if !syncs.is_empty() {
+            return;
+        }
+        let given_up = std::mem::take(&mut self.node(node).sessions.renewals_given_up);
+        if given_up.contains(&conn) {
+            return failed(self);
+        }
+        let Some(renewed_at) = self.node(node).reattach_renewed(conn) else { return };
+        let instant = self.instant();
+        if !self.node(node).reattach_grant(conn, session, timeout_ms, renewed_at, instant) {
+            return failed(self);
+        }
+        if let Some(&closed_at) = self.session_closed_at.get(&session) {
+            panic!(
+                "seed {}: node {node} granted a reattach of session {session} at step {}, after its close committed at step {closed_at}",
+                self.seed, self.now
+            );
+        }
+        self.note(|| format!("session client {c}: session {session} reattached on node {node}"));
+        self.reattaches += 1;
+        let client = &mut self.session_clients[c];
+        client.reattach = None;
+        client.connected = true;
+        client.alive_at = self.now;
+        client.next_at = self.now + timeout_ms as u64 / 3;
+    }
+
+    /// An answer to a reattach's sync: once every group synced, the check and the renewal.
+    fn reattach_answer(&mut self, id: NodeId, request: ClientId, synced: bool) -> bool {
+        let owner =
+            self.session_clients.iter().position(|c| c.reattach.as_ref().is_some_and(|(s, _)| s.contains(&request)));
+        let Some(c) = owner else { return false };
+        let client = &mut self.session_clients[c];
+        let (syncs, _) = client.reattach.as_mut().expect("found");
+        syncs.remove(&request);
+        if !synced || client.node != id {
+            client.reattach = None;
+            client.next_at = self.now + 50;
+            return true;
+        }
+        if syncs.is_empty() {
+            let (conn, session) = (client.conn, client.session);
+            let (instant, mut out) = (self.instant(), Vec::new());
+            let checked = self.node(id).reattach_check(id, conn, session, instant, &mut out);
+            for (group, to, message) in out {
+                self.send(id, to, group, &message);
+            }
+            if !checked {
+                self.note(|| format!("session client {c}: node {id} refuses the reattach of {session}"));
+                self.session_clients[c].reattach = None;
+                self.session_clients[c].next_at = self.now + 50;
+            }
+            self.process(id);
         }
         true
     }
@@ -1039,6 +1167,7 @@ impl World {
             );
         }
         self.pings_answered += 1;
+        self.session_clients[c].alive_at = self.now;
         self.session_clients[c].next_at = self.now + timeout_ms as u64 / 3;
     }
 
@@ -1283,6 +1412,7 @@ impl World {
         self.sessions_open = false;
         for client in &mut self.session_clients {
             client.connected = false;
+            client.reattach = None;
         }
         // Raft ticks every ten steps here, as in the schedule (not every step as `tick_all`).
         for _ in 0..100 {
@@ -1357,6 +1487,7 @@ impl World {
             pipelined: self.pipelined,
             pings_answered: self.pings_answered,
             sessions_closed: self.session_closed_at.keys().filter(|&&s| s >= FIRST_CLIENT_SESSION).count(),
+            reattaches: self.reattaches,
         }
     }
 }

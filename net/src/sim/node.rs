@@ -12,7 +12,7 @@ use crate::raft_log::Record;
 use crate::server::driver::{
     self, replay_limits, DriverConfig, GroupDriver, GroupHost, LeaseRound, Placement, ReplayLog, Write, WriteFrom,
 };
-use crate::server::lease::{Probe, Probes, LEASE_FRACTION};
+use crate::server::lease::{Probe, Probes, Renewals, LEASE_FRACTION};
 use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
 use crate::server::role::first_out_of_contact;
 use crate::server::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses};
@@ -142,6 +142,12 @@ pub struct SessionSide {
     pub conns: BTreeMap<u64, SessionId>,
     /// Connections closed here since the simulation last looked, with why.
     pub closed: Vec<(u64, &'static str)>,
+    /// Reattaches waiting for the session group's leader to renew their session (by
+    /// connection), and those answered: connection → the renewing probe's send time.
+    renewals: Renewals<u64>,
+    renewed: BTreeMap<u64, Instant>,
+    /// Reattaches whose renewal was given up since the simulation last looked.
+    pub renewals_given_up: Vec<u64>,
     serving: bool,
     next_token: u64,
 }
@@ -157,6 +163,9 @@ impl SessionSide {
             needing_snapshot: vec![Vec::new(); groups],
             conns: BTreeMap::new(),
             closed: Vec::new(),
+            renewals: Renewals::default(),
+            renewed: BTreeMap::new(),
+            renewals_given_up: Vec::new(),
             serving: false,
             next_token: first_token,
         }
@@ -175,7 +184,10 @@ impl SessionSide {
         let contact = &mut self.contact[group];
         *contact = Some(contact.map_or(sent_at, |at| at.max(sent_at)));
         if group == 0 {
-            self.tracker.confirm_probe(&sessions, unknown, sent_at);
+            let renewed = self.tracker.confirm_probe(&sessions, unknown, sent_at);
+            for conn in self.renewals.answered(sent_at, &renewed) {
+                self.renewed.insert(conn, sent_at);
+            }
         }
     }
 }
@@ -311,12 +323,14 @@ impl Node {
     /// `out` as (group, to, message).
     pub fn lease_round(&mut self, me: NodeId, now: Instant, out: &mut Vec<(usize, NodeId, PeerMessage)>) {
         for group in 0..self.groups.len() {
-            self.probe_leader(me, group, now, out);
+            self.probe_leader(me, group, now, None, out);
         }
         let side = &mut self.sessions;
         for (_, conn) in side.tracker.lapsed_leases(now, LEASE_FRACTION) {
             side.close(conn, "session lease not renewed");
         }
+        let given_up = side.renewals.given_up(now);
+        side.renewals_given_up.extend(given_up);
         side.serving = first_out_of_contact(side.contact.iter().copied(), now, LEADER_CONTACT_TIMEOUT).is_none();
         if !side.serving {
             let conns: Vec<u64> = side.conns.keys().copied().collect();
@@ -327,11 +341,31 @@ impl Node {
     }
 
     /// `Core::probe_leader` for one group.
-    fn probe_leader(&mut self, me: NodeId, group: usize, now: Instant, out: &mut Vec<(usize, NodeId, PeerMessage)>) {
+    /// `Core::probe_leader` for one group; `only`: an urgent probe for one reattach, carrying
+    /// that session alone.
+    fn probe_leader(
+        &mut self,
+        me: NodeId,
+        group: usize,
+        now: Instant,
+        only: Option<SessionId>,
+        out: &mut Vec<(usize, NodeId, PeerMessage)>,
+    ) {
         let driver = &mut self.groups[group].driver;
         let Some(leader) = driver.raft().leader() else { return };
         let side = &mut self.sessions;
-        let sessions = if group == 0 { side.tracker.to_renew() } else { Vec::new() };
+        let urgent = only.is_some();
+        let sessions = match (group, only) {
+            (_, Some(session)) => vec![session],
+            (0, None) => {
+                let mut sessions = side.tracker.to_renew();
+                sessions.extend(side.renewals.sessions());
+                sessions.sort_unstable();
+                sessions.dedup();
+                sessions
+            }
+            _ => Vec::new(),
+        };
         let token = side.next_token;
         side.next_token += 1;
         if leader == me {
@@ -339,11 +373,75 @@ impl Node {
                 return;
             }
             let unknown = if group == 0 { side.tracker.renew_for_probe(&sessions, now) } else { Vec::new() };
-            driver.ask_lease(LeaseRound { asker: None, token, unknown, urgent: false });
+            driver.ask_lease(LeaseRound { asker: None, token, unknown, urgent });
         } else {
-            out.push((group, leader, PeerMessage::Touch { token, sessions: sessions.clone(), urgent: false }));
+            out.push((group, leader, PeerMessage::Touch { token, sessions: sessions.clone(), urgent }));
         }
         side.probes[group].sent(Probe { token, sent_at: now, sessions });
+    }
+
+    /// A reattach of `session` on connection `conn` (`Conn::start_handshake` with a session id):
+    /// first a sync of every group by the requests `ids`. False if this node does not serve.
+    pub fn reattach_syncs(&mut self, conn: u64, ids: &[ClientId]) -> bool {
+        if !self.sessions.serving {
+            return false;
+        }
+        for (group, &id) in ids.iter().enumerate() {
+            self.request(SimRequest { id, conn }, group, None);
+        }
+        true
+    }
+
+    /// The reattach's syncs are done: shard 0 must know the session and the tracker must not
+    /// have decided its expiry (CheckSession); then the session group's leader renews it
+    /// (RenewSession: an urgent probe). False if refused.
+    pub fn reattach_check(
+        &mut self,
+        me: NodeId,
+        conn: u64,
+        session: SessionId,
+        now: Instant,
+        out: &mut Vec<(usize, NodeId, PeerMessage)>,
+    ) -> bool {
+        let known = self.groups[0].shard.session(session).is_some() && self.sessions.tracker.contains(session);
+        if !known || !self.sessions.serving {
+            return false;
+        }
+        self.sessions.renewals.push(conn, session, now);
+        self.probe_leader(me, 0, now, Some(session), out);
+        true
+    }
+
+    /// The send time of the probe that renewed the reattach on `conn`, once it was answered.
+    pub fn reattach_renewed(&mut self, conn: u64) -> Option<Instant> {
+        self.sessions.renewed.remove(&conn)
+    }
+
+    /// `Conn::finish_connect` and `Msg::SessionAttached`: granted only while the renewal's lease
+    /// holds (half the timeout from the renewing probe) and the tracker still has the session.
+    pub fn reattach_grant(
+        &mut self,
+        conn: u64,
+        session: SessionId,
+        timeout_ms: i32,
+        renewed_at: Instant,
+        now: Instant,
+    ) -> bool {
+        let lease = Duration::from_millis(timeout_ms.max(0) as u64).mul_f64(LEASE_FRACTION);
+        if !self.sessions.serving || now.saturating_duration_since(renewed_at) > lease {
+            return false;
+        }
+        let side = &mut self.sessions;
+        match side.tracker.reattach(session, conn, now) {
+            Some(previous) => {
+                if let Some(previous) = previous.filter(|&p| p != conn) {
+                    side.close(previous, "session moved");
+                }
+                side.conns.insert(conn, session);
+                true
+            }
+            None => false,
+        }
     }
 
     /// `Core::expiry_loop`, one round: a late round re-arms every session; otherwise the
