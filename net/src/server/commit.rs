@@ -17,7 +17,7 @@
 use super::clock::unix_micros;
 use super::driver::{LeaseRound, Write, WriteFrom};
 use super::msg::ShardRequest;
-use engine::command::{Command, ShardId};
+use engine::command::Command;
 use engine::raft::{Message, NodeId};
 use engine::types::Zxid;
 use glommio::channels::local_channel::LocalSender;
@@ -117,31 +117,19 @@ impl CommitQueue {
     pub(super) fn propose(&self, mut request: ShardRequest, command: Command) {
         let shard = request.shard;
         let dependencies = std::mem::take(&mut request.dependencies);
-        let write = Write { shard, from: WriteFrom::Local(request), command: Some(command), dependencies };
-        self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), write });
-        let _ = self.signal.try_send(());
+        self.queue(Write { shard, from: WriteFrom::Local(request), command: Some(command), dependencies });
     }
 
     /// Queues a client's `sync`, or a linearizable read, in a cluster: a ReadIndex round of the
     /// group (`replica.rs`), then `Core::answer_sync`.
     pub(super) fn propose_sync(&self, request: ShardRequest) {
         let shard = request.shard;
-        let write = Write { shard, from: WriteFrom::Local(request), command: None, dependencies: Vec::new() };
-        self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), write });
-        let _ = self.signal.try_send(());
+        self.queue(Write { shard, from: WriteFrom::Local(request), command: None, dependencies: Vec::new() });
     }
 
-    /// Queues a write forwarded by a follower (this node led the group when it was sent).
-    pub(super) fn propose_forwarded(
-        &self,
-        origin: NodeId,
-        token: u64,
-        term: u64,
-        shard: ShardId,
-        command: Option<Command>,
-        dependencies: Vec<(u16, Zxid)>,
-    ) {
-        let write = Write { shard, from: WriteFrom::Peer { origin, token, term }, command, dependencies };
+    /// Queues a write (or sync) for the next batch and wakes the replication loop; a peer's
+    /// (`WriteFrom::Peer`) was forwarded to this node as the group's leader of its term.
+    pub(super) fn queue(&self, write: Write<ShardRequest>) {
         self.pending.borrow_mut().push(PendingWrite { queued_at: std::time::Instant::now(), write });
         let _ = self.signal.try_send(());
     }

@@ -6,6 +6,7 @@
 use super::commit::CommitQueue;
 use super::conn::Conn;
 use super::cut::PartStamp;
+use super::driver::{Write, WriteFrom};
 use super::lease::{Probes, Renewals};
 use super::metrics::{CoreMetrics, GroupStatus};
 use super::msg::*;
@@ -337,7 +338,8 @@ impl Core {
                     );
                     return;
                 }
-                self.commit.propose_forwarded(origin, token, term, shard, command, dependencies);
+                let from = WriteFrom::Peer { origin, token, term };
+                self.commit.queue(Write { shard, from, command, dependencies });
             }
             PeerMessage::Touch { token, sessions, urgent } => self.on_lease_probe(from, token, &sessions, urgent),
             PeerMessage::Touched { token, unknown } => self.on_lease_confirmed(token, &unknown),

@@ -883,6 +883,13 @@ fn send<H: GroupHost>(host: &mut H, messages: Vec<Message>) {
     }
 }
 
+/// One order across groups: a write to group `own` depends on what its node has applied in
+/// every other group (`applied[g]`, 0 for nothing yet) when it is sent.
+pub fn dependencies_on_other_groups(own: usize, applied: impl IntoIterator<Item = Zxid>) -> Vec<(u16, Zxid)> {
+    let groups = applied.into_iter().enumerate().filter(|&(group, zxid)| group != own && zxid > 0);
+    groups.map(|(group, zxid)| (u16::try_from(group).expect("groups fit a u16"), zxid)).collect()
+}
+
 /// The zxid rule: above every earlier zxid of the group and, when the clock allows, the current
 /// time in microseconds, so zxids of different groups are ordered roughly as real time (see
 /// docs/architecture.md, "zxid").

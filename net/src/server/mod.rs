@@ -336,30 +336,42 @@ const REPLAY_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The cores' committed entries at start-up, gathered so that each replays only what keeps one
 /// order across groups (`driver::replay_limits`).
 pub(crate) struct ReplayExchange {
-    logs: std::sync::Mutex<Vec<Option<driver::ReplayLog>>>,
+    logs: std::sync::Mutex<ReplayLogs>,
     all_in: std::sync::Condvar,
+}
+
+/// The cores' logs as they hand them in, and the limits once every core has (computed once).
+struct ReplayLogs {
+    logs: Vec<Option<driver::ReplayLog>>,
+    limits: Option<Vec<usize>>,
 }
 
 impl ReplayExchange {
     fn new(cores: usize) -> ReplayExchange {
-        ReplayExchange { logs: std::sync::Mutex::new(vec![None; cores]), all_in: std::sync::Condvar::new() }
+        let logs = ReplayLogs { logs: vec![None; cores], limits: None };
+        ReplayExchange { logs: std::sync::Mutex::new(logs), all_in: std::sync::Condvar::new() }
     }
 
     /// Hands in `core`'s committed entries, waits for every core's, and says how many of them
     /// `core` replays. Blocks the core's thread: nothing else runs on it yet.
     fn limit_of(&self, core: usize, log: driver::ReplayLog) -> anyhow::Result<usize> {
         let mut logs = self.logs.lock().map_err(|_| anyhow!("another core failed while reading its log"))?;
-        logs[core] = Some(log);
-        self.all_in.notify_all();
+        logs.logs[core] = Some(log);
+        if logs.logs.iter().all(Option::is_some) {
+            // The last core in computes the limits for all; the logs are not needed after.
+            let all: Vec<driver::ReplayLog> =
+                logs.logs.iter_mut().map(|log| log.take().expect("every core's")).collect();
+            logs.limits = Some(driver::replay_limits(&all));
+            self.all_in.notify_all();
+        }
         let (logs, timeout) = self
             .all_in
-            .wait_timeout_while(logs, REPLAY_EXCHANGE_TIMEOUT, |logs| logs.iter().any(Option::is_none))
+            .wait_timeout_while(logs, REPLAY_EXCHANGE_TIMEOUT, |logs| logs.limits.is_none())
             .map_err(|_| anyhow!("another core failed while reading its log"))?;
         if timeout.timed_out() {
             bail!("the other cores did not read their logs within {}s", REPLAY_EXCHANGE_TIMEOUT.as_secs());
         }
-        let logs: Vec<driver::ReplayLog> = logs.iter().map(|log| log.clone().expect("every core's")).collect();
-        Ok(driver::replay_limits(&logs)[core])
+        Ok(logs.limits.as_ref().expect("computed")[core])
     }
 }
 

@@ -231,15 +231,7 @@ impl Node {
                 .unwrap_or_else(|e| panic!("node {id} group {g}: replay: {e}"));
             let shard = shards.remove(&shard_id).expect("the shard");
             let start = applied.len();
-            applied.extend(replayed.iter().map(|e| AppliedEntry {
-                group: g,
-                index: e.index,
-                term: e.term,
-                data_hash: data_hash(&e.data),
-                digest: None,
-                written: register_write(&e.data),
-                closed_session: (g == 0).then(|| closed_session(&e.data)).flatten(),
-            }));
+            applied.extend(replayed.iter().map(|e| AppliedEntry::of(g, e, None)));
             if applied.len() > start {
                 applied.last_mut().expect("replayed").digest = Some(shard.digest());
             }
@@ -303,13 +295,7 @@ impl Node {
     /// node applied in its other groups when it was sent (`conn/slots.rs`).
     pub fn request(&mut self, request: SimRequest, group: usize, command: Option<Command>) {
         let dependencies = match command {
-            Some(_) => self
-                .applied_zxids
-                .iter()
-                .enumerate()
-                .filter(|&(g, &zxid)| g != group && zxid > 0)
-                .map(|(g, &zxid)| (u16::try_from(g).expect("few groups"), zxid))
-                .collect(),
+            Some(_) => driver::dependencies_on_other_groups(group, self.applied_zxids.iter().copied()),
             None => Vec::new(),
         };
         let shard = ShardId::try_from(group).expect("few groups");
@@ -742,15 +728,7 @@ impl GroupHost for SimHost<'_> {
 
     fn entry_applied(&mut self, entry: &Entry) {
         self.did_apply = true;
-        self.applied.push(AppliedEntry {
-            group: self.group,
-            index: entry.index,
-            term: entry.term,
-            data_hash: data_hash(&entry.data),
-            digest: Some(self.shard.digest()),
-            written: register_write(&entry.data),
-            closed_session: (self.group == 0).then(|| closed_session(&entry.data)).flatten(),
-        });
+        self.applied.push(AppliedEntry::of(self.group, entry, Some(self.shard.digest())));
     }
 
     fn applied_run_done(&mut self) {}
@@ -777,20 +755,26 @@ impl GroupHost for SimHost<'_> {
     }
 }
 
-/// The value of a register write (a setData of 4 bytes) in an entry's data.
-fn register_write(data: &[u8]) -> Option<u32> {
-    let (_, _, _, archive) = decode_proposal(data).ok()?;
-    match LogEntry::from_bytes(archive).ok()?.command {
-        Command::SetData(op) => op.data.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes),
-        _ => None,
-    }
-}
-
-/// The session a close in an entry's data closes.
-fn closed_session(data: &[u8]) -> Option<SessionId> {
-    let (_, _, _, archive) = decode_proposal(data).ok()?;
-    match LogEntry::from_bytes(archive).ok()?.command {
-        Command::CloseSession { session } => Some(session),
-        _ => None,
+impl AppliedEntry {
+    /// `entry` of `group` as the checks see it: a register write's value, shard 0's closes.
+    fn of(group: usize, entry: &Entry, digest: Option<u64>) -> AppliedEntry {
+        let command = decode_proposal(&entry.data)
+            .ok()
+            .and_then(|(_, _, _, archive)| LogEntry::from_bytes(archive).ok())
+            .map(|log_entry| log_entry.command);
+        let (written, closed_session) = match command {
+            Some(Command::SetData(op)) => (op.data.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes), None),
+            Some(Command::CloseSession { session }) if group == 0 => (None, Some(session)),
+            _ => (None, None),
+        };
+        AppliedEntry {
+            group,
+            index: entry.index,
+            term: entry.term,
+            data_hash: data_hash(&entry.data),
+            digest,
+            written,
+            closed_session,
+        }
     }
 }

@@ -197,11 +197,7 @@ impl Conn {
     fn applied_in_other_groups(&self, shard: ShardId) -> Vec<(u16, Zxid)> {
         let leaders = &self.core.group_leaders;
         let own = crate::server::core::core_of_shard(shard, self.core.cores());
-        (0..leaders.groups())
-            .filter(|&group| group != own)
-            .map(|group| (group as u16, leaders.applied(group)))
-            .filter(|&(_, zxid)| zxid > 0)
-            .collect()
+        crate::server::driver::dependencies_on_other_groups(own, (0..leaders.groups()).map(|g| leaders.applied(g)))
     }
 
     /// A write part came back: once no write is in flight, held requests go out in order.
