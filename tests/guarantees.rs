@@ -466,6 +466,52 @@ async fn no_write_of_a_connection_applies_after_one_of_its_writes_was_given_up()
     assert_eq!(value, i64::from(stat.version), "a later write applied after an earlier one was lost");
 }
 
+/// A write sent by a connection its session has left (the client reattached through another
+/// node meanwhile) never applies: ZooKeeper's SESSIONMOVED, which ZooKeeper answers by closing
+/// that connection (FinalRequestProcessor), so the client reconnects to find its session. The
+/// session hops node 1 → node 2 → node 3; each old connection then writes, once to a path in
+/// shard 0 and once in shard 1, and the new connection keeps working. Also runs against a
+/// ZooKeeper 3.8 ensemble.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_of_a_connection_its_session_left_never_applies() {
+    let c3 = WarrenCluster::start(3, WarrenOpts::default().cores(2).shards(2));
+    c3.wait_leader(Duration::from_secs(10));
+    let addrs: Vec<_> = c3.nodes.iter().map(|node| node.addr()).collect();
+    let late = [top_level_in_shard("moved", 0, 2), top_level_in_shard("moved", 1, 2)];
+    let outcome = tokio::task::spawn_blocking({
+        let late = late.clone();
+        move || {
+            use warren_tests::{op, RawSession};
+            let mut old = RawSession::connect(addrs[0], 10_000);
+            assert_eq!(old.create(&format!("{}-first", late[0]), b"", 0).err, 0);
+            let mut answers = Vec::new();
+            for (late_path, next_addr) in late.iter().zip(&addrs[1..]) {
+                let new = RawSession::reattach(*next_addr, old.session_id, &old.password, 0);
+                let xid = old.next_xid();
+                old.send(xid, op::CREATE, &warren_tests::Jute::new().str(late_path).buf(b"").open_acl().i32(0));
+                // Closed without an answer (ZooKeeper), or answered; never with success.
+                let answer = old.read_reply().map(|reply| reply.err).ok();
+                answers.push(answer);
+                old = new;
+            }
+            assert_eq!(old.create(&format!("{}-last", late[0]), b"", 0).err, 0, "the newest connection writes");
+            answers
+        }
+    });
+    let answers = bounded(60, "the session's hops", outcome).await.unwrap();
+    eprintln!("the old connections' writes were answered {answers:?} (None: closed unanswered)");
+    assert!(answers.iter().all(|answer| *answer != Some(0)), "a write of a left connection succeeded: {answers:?}");
+    let checker = session_on(&c3.nodes[2].connect_string(), Duration::from_secs(10)).await;
+    for path in &late {
+        checker.sync(path).await.unwrap();
+        assert!(
+            checker.check_stat(path).await.unwrap().is_none(),
+            "{path} was created by a connection its session left"
+        );
+    }
+    assert!(checker.check_stat(&format!("{}-last", late[0])).await.unwrap().is_some());
+}
+
 /// Every node of a cluster must run the same number of shards (a path's shard, so the group
 /// that orders it, follows from it). A node started with another is refused at its hello and
 /// never serves; the others keep serving and never apply anything it sent.

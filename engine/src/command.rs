@@ -23,6 +23,11 @@ pub struct LogEntry {
 
 /// One mutation.
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+// `OfConnection` holds a Command: the derive's bounds must not recurse (rkyv's recursive-type
+// recipe), so the bounds the containers need are spelled out.
+#[rkyv(serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, __S::Error: rkyv::rancor::Source))]
+#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
+#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext)))]
 pub enum Command {
     Create(CreateOp),
     Delete(DeleteOp),
@@ -62,6 +67,28 @@ pub enum Command {
     /// `time_ms` (checked again at apply, so a late reap of a node that got a child is a no-op).
     Reap {
         path: String,
+    },
+    /// A client's write sent by one connection of its session: applied only if the session has
+    /// not moved to a newer connection in this shard since (`MoveSession`), else it fails with
+    /// SESSIONMOVED, as on ZooKeeper. Wraps Create, Delete, SetData, SetAcl and Multi in a
+    /// cluster, where a write can linger in a forward queue while its client reattaches
+    /// elsewhere.
+    OfConnection {
+        session: SessionId,
+        /// The connection's epoch: the zxid of shard 0's `MoveSession` that granted it, 0 for
+        /// the connection that created the session.
+        epoch: Zxid,
+        #[rkyv(omit_bounds)]
+        command: Box<Command>,
+    },
+    /// A session moved to a new connection (a reattach in a cluster): writes of its older
+    /// connections fail from here on in this shard. `epoch` None in shard 0, which decides the
+    /// order of moves: the epoch is this entry's zxid, returned as `WriteResult::Moved`. Every
+    /// other shard gets Some(that epoch) and keeps the highest it has seen. A no-op for a
+    /// session this shard does not hold open.
+    MoveSession {
+        session: SessionId,
+        epoch: Option<Zxid>,
     },
 }
 

@@ -2,7 +2,7 @@
 //! the results of reads and of applied commands.
 
 use crate::error::ZkError;
-use crate::types::{Acl, AddWatchMode, ConnId, Id, SessionId, Stat, WatcherType};
+use crate::types::{Acl, AddWatchMode, ConnId, Id, SessionId, Stat, WatcherType, Zxid};
 
 /// Who is asking: the session, the connection (watches belong to it) and its identities.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +112,8 @@ pub enum WriteResult {
     SessionClosed,
     /// A Reap: whether the node was deleted.
     Reaped(bool),
+    /// A MoveSession: the session's connection epoch in this shard after it.
+    Moved(Zxid),
 }
 
 #[derive(Debug, Clone, PartialEq)]

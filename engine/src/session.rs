@@ -12,11 +12,14 @@ pub struct SessionInfo {
     /// zxid of the last entry that added or removed one of them (0: none yet): how old a
     /// getEphemerals answer of this shard is (see `Shard::last_change_read_by`).
     pub ephemerals_changed_zxid: Zxid,
+    /// The epoch of the session's current connection (`Command::MoveSession`), 0 until it
+    /// moves: writes of an older connection fail with SESSIONMOVED.
+    pub connection_epoch: Zxid,
 }
 
 impl SessionInfo {
     pub fn new(timeout_ms: i32, passwd: Vec<u8>) -> SessionInfo {
-        SessionInfo { timeout_ms, passwd, ephemerals: BTreeSet::new(), ephemerals_changed_zxid: 0 }
+        SessionInfo { timeout_ms, passwd, ephemerals: BTreeSet::new(), ephemerals_changed_zxid: 0, connection_epoch: 0 }
     }
 }
 
@@ -50,6 +53,14 @@ impl SessionTable {
         let info = self.sessions.entry(id).or_insert_with(|| SessionInfo::new(timeout_ms, Vec::new()));
         info.timeout_ms = timeout_ms;
         info.passwd = passwd.to_vec();
+    }
+
+    /// Raises an open session's connection epoch to `epoch` (never lowers it); returns the
+    /// epoch after, or None for a session not open here.
+    pub fn move_to(&mut self, id: SessionId, epoch: Zxid) -> Option<Zxid> {
+        let info = self.sessions.get_mut(&id)?;
+        info.connection_epoch = info.connection_epoch.max(epoch);
+        Some(info.connection_epoch)
     }
 
     /// Forgets a session. Its ephemerals MUST have been deleted from the tree first.

@@ -172,6 +172,7 @@ impl Shard {
             info.timeout_ms.hash(&mut hasher);
             info.passwd.hash(&mut hasher);
             info.ephemerals.hash(&mut hasher);
+            info.connection_epoch.hash(&mut hasher);
         }
         hasher.finish()
     }

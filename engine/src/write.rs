@@ -75,6 +75,20 @@ impl<'a> Txn<'a> {
                 Ok(WriteResult::SessionClosed)
             }
             Command::Reap { path } => Ok(WriteResult::Reaped(self.reap(path))),
+            Command::OfConnection { command, .. } if matches!(**command, Command::OfConnection { .. }) => {
+                Err(ZkError::BadArguments)
+            }
+            Command::OfConnection { session, epoch, command } => {
+                let moved_on = self.sessions.get(*session).is_some_and(|info| info.connection_epoch > *epoch);
+                if moved_on {
+                    return Err(ZkError::SessionMoved);
+                }
+                self.dispatch(command)
+            }
+            Command::MoveSession { session, epoch } => {
+                let epoch = epoch.unwrap_or(self.zxid);
+                self.sessions.move_to(*session, epoch).map(WriteResult::Moved).ok_or(ZkError::SessionExpired)
+            }
         }
     }
 
@@ -393,6 +407,52 @@ mod tests {
         assert!(h.shard.session(7).is_none());
         op.path = "/e2".into();
         assert_eq!(err(h.apply(Command::Create(op)).result), ZkError::SessionExpired);
+        h.shard.tree().assert_consistent();
+    }
+
+    #[test]
+    fn a_write_of_a_connection_the_session_left_fails_with_session_moved() {
+        let mut h = Harness::new();
+        h.open_session(7);
+        let of = |epoch, path: &str| Command::OfConnection {
+            session: 7,
+            epoch,
+            command: Box::new(Command::Create(create_op(path, b"", CreateMode::Persistent))),
+        };
+        h.apply(of(0, "/before")).result.unwrap();
+        let first_move = h.next_zxid;
+        assert_eq!(
+            h.apply(Command::MoveSession { session: 7, epoch: None }).result,
+            Ok(WriteResult::Moved(first_move))
+        );
+        assert_eq!(err(h.apply(of(0, "/late")).result), ZkError::SessionMoved);
+        assert!(h.shard.node("/late").is_none(), "a refused write changes nothing");
+        h.apply(of(first_move, "/after")).result.unwrap();
+        // Another shard keeps the highest epoch shard 0 decided, whatever order moves arrive in.
+        assert_eq!(
+            h.apply(Command::MoveSession { session: 7, epoch: Some(first_move + 100) }).result,
+            Ok(WriteResult::Moved(first_move + 100))
+        );
+        assert_eq!(
+            h.apply(Command::MoveSession { session: 7, epoch: Some(first_move) }).result,
+            Ok(WriteResult::Moved(first_move + 100))
+        );
+        assert_eq!(err(h.apply(of(first_move, "/older")).result), ZkError::SessionMoved);
+        h.apply(of(first_move + 100, "/newest")).result.unwrap();
+        assert_eq!(err(h.apply(Command::MoveSession { session: 8, epoch: None }).result), ZkError::SessionExpired);
+        let nested = Command::OfConnection {
+            session: 7,
+            epoch: first_move + 100,
+            command: Box::new(of(first_move + 100, "/n")),
+        };
+        assert_eq!(err(h.apply(nested).result), ZkError::BadArguments);
+        // A write of a session this shard does not hold (a persistent node needs none) applies.
+        let unknown = Command::OfConnection {
+            session: 9,
+            epoch: 0,
+            command: Box::new(Command::Create(create_op("/u", b"", CreateMode::Persistent))),
+        };
+        h.apply(unknown).result.unwrap();
         h.shard.tree().assert_consistent();
     }
 

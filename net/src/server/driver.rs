@@ -905,6 +905,7 @@ fn command_bytes(command: &Command) -> usize {
             Command::Create(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
             Command::SetData(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
             Command::Multi { ops, .. } => ops.len() * OVERHEAD + ops.iter().map(multi_op_bytes).sum::<usize>(),
+            Command::OfConnection { command, .. } => command_bytes(command),
             _ => 0,
         }
 }

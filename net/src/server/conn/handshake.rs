@@ -6,6 +6,7 @@ use super::Conn;
 use crate::jute::{self, ConnectRequest, ConnectResponse};
 use crate::server::msg::*;
 use engine::command::{Command, ShardId};
+use engine::request::WriteResult;
 use engine::types::SessionId;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,11 @@ impl Conn {
         } else {
             self.session.set(request.session_id);
             let check = ShardOp::CheckSession { passwd: request.passwd.clone() };
-            let kind = Kind::Connect { session: request.session_id, passwd: request.passwd.clone() };
+            let (session, passwd) = (request.session_id, request.passwd.clone());
+            let kind = match self.core.is_clustered() {
+                true => Kind::Reattach { session, passwd },
+                false => Kind::Connect { session, passwd },
+            };
             let mut ops = Vec::new();
             if self.core.is_clustered() {
                 // Never older state after switching server: before the session is served here,
@@ -132,6 +137,65 @@ impl Conn {
             ConnectResponse { protocol_version: 0, timeout_ms, session_id: session, passwd, read_only: false };
         jute::encode_connect_response(&mut frame, &response);
         (frame, false)
+    }
+}
+
+impl Conn {
+    /// A reconnect in a cluster, once its syncs, check and renewal are all answered: the
+    /// session moves to this connection, first in shard 0, whose log orders the moves and
+    /// whose entry's zxid becomes the connection's epoch, then in every other shard, each move
+    /// depending on shard 0's. Only then is the client told it is connected, so no write its
+    /// session's earlier connections still have in flight applies after that anywhere.
+    pub(super) fn move_session_here(&self, seq: u64, slot: &mut Slot) {
+        let moved = |part: &Option<ReplyBody>| {
+            matches!(
+                part,
+                Some(ReplyBody::Write(Ok(_)))
+                    | Some(ReplyBody::Session(Some(_)))
+                    | Some(ReplyBody::Synced)
+                    | Some(ReplyBody::Renewed(_))
+            )
+        };
+        match std::mem::replace(&mut slot.kind, Kind::Done) {
+            Kind::Reattach { session, passwd } if slot.missing > 0 => slot.kind = Kind::Reattach { session, passwd },
+            Kind::Reattach { session, passwd } => {
+                if !slot.parts.iter().all(moved) {
+                    slot.kind = Kind::Connect { session, passwd };
+                    return;
+                }
+                slot.kind = Kind::MoveSession { session, passwd };
+                let request = self.shard_request(
+                    seq,
+                    slot.parts.len(),
+                    0,
+                    ShardOp::Write(Command::MoveSession { session, epoch: None }),
+                );
+                slot.parts.push(None);
+                slot.missing += 1;
+                self.send_now(Held { requests: vec![request], write_target: Some(WriteTarget::Shard(0)) });
+            }
+            Kind::MoveSession { session, passwd } => {
+                slot.kind = Kind::Connect { session, passwd };
+                let Some(Some(ReplyBody::Write(Ok(WriteResult::Moved(epoch))))) = slot.parts.last() else { return };
+                let epoch = *epoch;
+                self.connection_epoch.set(epoch);
+                let first_part = slot.parts.len();
+                let requests: Vec<ShardRequest> = (1..self.shard_count())
+                    .enumerate()
+                    .map(|(i, shard)| {
+                        let op = ShardOp::Write(Command::MoveSession { session, epoch: Some(epoch) });
+                        self.shard_request(seq, first_part + i, shard as ShardId, op)
+                    })
+                    .collect();
+                if requests.is_empty() {
+                    return;
+                }
+                slot.parts.extend(requests.iter().map(|_| None));
+                slot.missing += requests.len();
+                self.send_now(Held { requests, write_target: Some(WriteTarget::Many) });
+            }
+            _ => unreachable!("called for Reattach and MoveSession slots"),
+        }
     }
 }
 

@@ -78,6 +78,9 @@ pub(super) fn merge(kind: Kind, parts: Parts) -> Result<Response, ZkError> {
         Kind::CloseSession | Kind::Connect { .. } | Kind::Ready { .. } => unreachable!("finished by Conn::finish"),
         Kind::RootAcl { .. } => unreachable!("a RootAcl slot becomes Broadcast when shard 0 answers"),
         Kind::OpenSession { .. } => unreachable!("an OpenSession slot becomes Connect when shard 0 answers"),
+        Kind::Reattach { .. } | Kind::MoveSession { .. } => {
+            unreachable!("a reattach slot becomes Connect once its move in shard 0 is answered")
+        }
     }
 }
 
@@ -118,9 +121,11 @@ fn write_response(opcode: i32, result: WriteResult) -> Response {
         },
         WriteResult::Stat(stat) => Response::Stat(stat),
         WriteResult::Multi(results) => Response::Multi(results.into_iter().map(|r| (opcode, r)).collect()),
-        WriteResult::Deleted | WriteResult::SessionCreated | WriteResult::SessionClosed | WriteResult::Reaped(_) => {
-            Response::Empty
-        }
+        WriteResult::Deleted
+        | WriteResult::SessionCreated
+        | WriteResult::SessionClosed
+        | WriteResult::Reaped(_)
+        | WriteResult::Moved(_) => Response::Empty,
     }
 }
 

@@ -83,6 +83,9 @@ pub struct Conn {
     write_target: Cell<Option<WriteTarget>>,
     /// Events waiting in some slot's `events_after` (skips the scan for the zxid cap).
     held_events: Cell<usize>,
+    /// The epoch its session moved to when this connection reattached it in a cluster (0 for
+    /// the connection that created it): its writes carry it (`Command::OfConnection`).
+    connection_epoch: Cell<Zxid>,
 }
 
 impl Conn {
@@ -113,6 +116,7 @@ impl Conn {
             write_parts_in_flight: Cell::new(0),
             write_target: Cell::new(None),
             held_events: Cell::new(0),
+            connection_epoch: Cell::new(0),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::jute::{self, ReplyHeader, Response};
 use crate::server::cut::{check_cut, PartStamp};
 use crate::server::metrics::RequestClass;
 use crate::server::msg::*;
-use engine::command::ShardId;
+use engine::command::{Command, ShardId};
 use engine::request::{Caller, ReadOp};
 use engine::types::{SessionId, Zxid};
 use engine::ZkError;
@@ -45,6 +45,18 @@ pub(super) enum Kind {
     AddWatch,
     CloseSession,
     Connect {
+        session: SessionId,
+        passwd: Vec<u8>,
+    },
+    /// A reconnect in a cluster while its syncs, check and renewal are out; once all of them
+    /// succeeded the session moves to this connection (`Conn::move_session_here`).
+    Reattach {
+        session: SessionId,
+        passwd: Vec<u8>,
+    },
+    /// A reconnect's move in shard 0 (the last part); becomes `Connect` when shard 0 answers,
+    /// and the moves in the other shards follow.
+    MoveSession {
         session: SessionId,
         passwd: Vec<u8>,
     },
@@ -109,7 +121,7 @@ impl Slot {
     /// an update if any part was a write, else a read; a connect handshake does not count.
     fn latency_class(&self) -> Option<RequestClass> {
         match self.kind {
-            Kind::Connect { .. } | Kind::OpenSession { .. } => None,
+            Kind::Connect { .. } | Kind::OpenSession { .. } | Kind::Reattach { .. } | Kind::MoveSession { .. } => None,
             _ if self.parts.iter().flatten().any(|body| matches!(body, ReplyBody::Write(_))) => {
                 Some(RequestClass::Update)
             }
@@ -186,9 +198,31 @@ impl Conn {
         for mut request in held.requests {
             if ordered_after_other_groups && matches!(request.op, ShardOp::Write(_)) {
                 request.dependencies = self.applied_in_other_groups(request.shard);
+                self.stamp_connection(&mut request.op);
             }
             self.core.send_to_shard(request);
         }
+    }
+
+    /// A client's write in a cluster names this connection's epoch, so it fails with
+    /// SESSIONMOVED if it applies after its session moved to a newer connection: a write can
+    /// linger in a forward queue while its client reattaches elsewhere (`Command::OfConnection`).
+    fn stamp_connection(&self, op: &mut ShardOp) {
+        let ShardOp::Write(command) = op else { return };
+        if !matches!(
+            command,
+            Command::Create(_)
+                | Command::Delete(_)
+                | Command::SetData(_)
+                | Command::SetAcl { .. }
+                | Command::Multi { .. }
+        ) {
+            return;
+        }
+        let placeholder = Command::Reap { path: String::new() };
+        let inner = Box::new(std::mem::replace(command, placeholder));
+        *command =
+            Command::OfConnection { session: self.session.get(), epoch: self.connection_epoch.get(), command: inner };
     }
 
     /// One order across groups: a write depends on everything this node has applied in the
@@ -255,6 +289,9 @@ impl Conn {
             }
             if let Kind::OpenSession { .. } = slot.kind {
                 self.open_in_other_shards(reply.seq, slot);
+            }
+            if let Kind::Reattach { .. } | Kind::MoveSession { .. } = slot.kind {
+                self.move_session_here(reply.seq, slot);
             }
             if let Some(last) = self.last_reply_seq.borrow_mut().get_mut(reply.shard as usize) {
                 *last = Some(reply.seq);
@@ -422,6 +459,17 @@ impl Conn {
             Kind::Ready { err, response } => (err, response),
             kind => match merge(kind, std::mem::take(&mut slot.parts)) {
                 Ok(response) => (0, response),
+                Err(ZkError::SessionMoved) => {
+                    // As ZooKeeper: a connection-level error, the client is not answered but
+                    // disconnected, and learns where its session is by reconnecting.
+                    tracing::info!(
+                        conn = self.id,
+                        session = format!("{:#x}", self.session.get()),
+                        "a write of a connection its session left; closing"
+                    );
+                    slot.close_after = true;
+                    return;
+                }
                 Err(e) => (e.code(), Response::Empty),
             },
         };
