@@ -35,7 +35,7 @@ use engine::command::{Command, CreateOp, SetDataOp};
 use engine::linearizability::{Action, Op};
 use engine::raft::{Index, NodeId, Role, Term};
 use engine::request::{Caller, ReadOp, ReadResult, WriteResult};
-use engine::types::{Acl, CreateMode, Zxid};
+use engine::types::{Acl, CreateMode, SessionId, Zxid};
 use node::{Answer, AppliedEntry, ClientId, CrashAt, Node, Setup, SimRequest};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -86,8 +86,15 @@ struct SessionClient {
     /// The step its session was last known alive to it (connected, or a ping answered).
     alive_at: u64,
     /// A reattach to another node in progress: the syncs not answered yet, then (empty) the
-    /// renewal, waited for since the step given.
+    /// renewal, then the moves, waited for since the step given.
     reattach: Option<(BTreeSet<ClientId>, u64)>,
+    /// A reattach's renewal was answered (the probe's send time): its moves are out.
+    renewed_at: Option<Instant>,
+    /// A reattach's moves not answered yet (`Conn::move_session_here`), and shard 0's.
+    moves: BTreeSet<ClientId>,
+    shard0_move: Option<ClientId>,
+    /// The epoch of its connection (0: the one that opened the session); its writes carry it.
+    epoch: Zxid,
 }
 
 /// A session client starts a reattach at most this long after its session was last alive
@@ -170,6 +177,8 @@ pub struct Summary {
     pub pings_answered: usize,
     pub sessions_closed: usize,
     pub reattaches: usize,
+    /// Writes of session clients (stamped with their connection's epoch) applied.
+    pub session_writes_applied: usize,
 }
 
 impl Summary {
@@ -186,6 +195,7 @@ impl Summary {
         self.pings_answered += other.pings_answered;
         self.sessions_closed += other.sessions_closed;
         self.reattaches += other.reattaches;
+        self.session_writes_applied += other.session_writes_applied;
     }
 }
 
@@ -241,6 +251,12 @@ pub struct World {
     session_closed_at: BTreeMap<i64, u64>,
     pings_answered: usize,
     reattaches: usize,
+    /// Per session client write: its session and the step it was sent.
+    session_writes: BTreeMap<u32, (SessionId, u64)>,
+    /// Per session: its reattaches granted, with the step and, per group, the index the
+    /// granting node had applied through (its moves included).
+    grants: BTreeMap<SessionId, Vec<(u64, Vec<Index>)>>,
+    session_writes_applied: usize,
     history: BTreeMap<u64, Vec<Op<u32>>>,
     /// Per written value: its key and the client's writes answered before it was sent.
     written: BTreeMap<u32, (u64, Answered)>,
@@ -253,6 +269,9 @@ pub struct World {
     trace: bool,
     /// Set while a crash point is prepared: requests and frames are taken, not processed.
     hold: bool,
+    /// A scripted scenario: no faults but the script's, and new sessions open on this node.
+    scripted: bool,
+    sessions_on: Option<NodeId>,
 }
 
 impl World {
@@ -322,6 +341,10 @@ impl World {
                     timeout_ms: 0,
                     alive_at: 0,
                     reattach: None,
+                    renewed_at: None,
+                    moves: BTreeSet::new(),
+                    shard0_move: None,
+                    epoch: 0,
                 })
                 .collect(),
             next_client_session: FIRST_CLIENT_SESSION,
@@ -329,6 +352,9 @@ impl World {
             session_closed_at: BTreeMap::new(),
             pings_answered: 0,
             reattaches: 0,
+            session_writes: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            session_writes_applied: 0,
             history: BTreeMap::new(),
             written: BTreeMap::new(),
             ordered_writes: 0,
@@ -339,6 +365,8 @@ impl World {
             stops: 0,
             trace,
             hold: false,
+            scripted: false,
+            sessions_on: None,
         };
         for id in 1..=n {
             let disks = (0..groups).map(|_| disk::Disk::default()).collect();
@@ -518,7 +546,10 @@ impl World {
         if applied.iter().any(|entry| entry.written.is_some()) {
             self.shown_changed.insert(id);
         }
-        for AppliedEntry { group, index, term, data_hash, digest, written, closed_session } in applied {
+        for AppliedEntry { group, index, term, data_hash, digest, written, closed_session, session_write } in applied {
+            if let Some(write) = session_write {
+                self.check_session_write(id, write, group, index);
+            }
             if let Some(session) = closed_session {
                 self.session_closed_at.entry(session).or_insert(self.now);
             }
@@ -661,6 +692,9 @@ impl World {
             return;
         }
         if self.reattach_answer(id, request, matches!(answer, Answer::Synced { .. })) {
+            return;
+        }
+        if self.move_answer(id, request, &answer) {
             return;
         }
         let Some(flight) = self.requests.remove(&request) else { return };
@@ -822,7 +856,7 @@ impl World {
             self.lose(&frame);
             return;
         }
-        let fault = match self.calm() {
+        let fault = match self.calm() || self.scripted {
             true => 20,
             false => self.rng.below(20),
         };
@@ -986,7 +1020,10 @@ impl World {
     }
 
     fn open_session(&mut self, c: usize) {
-        let id = 1 + self.rng.below(self.n);
+        let id = match self.sessions_on {
+            Some(id) => id,
+            None => 1 + self.rng.below(self.n),
+        };
         self.session_clients[c].next_at = self.now + 100;
         if self.paused.contains_key(&id) {
             return;
@@ -1018,6 +1055,10 @@ impl World {
             timeout_ms,
             alive_at: self.now,
             reattach: None,
+            renewed_at: None,
+            moves: BTreeSet::new(),
+            shard0_move: None,
+            epoch: 0,
         };
         self.process(id);
     }
@@ -1073,11 +1114,15 @@ impl World {
         let client = &mut self.session_clients[c];
         (client.node, client.conn) = (id, conn);
         client.reattach = Some((ids.into_iter().collect(), self.now));
+        (client.renewed_at, client.shard0_move) = (None, None);
+        client.moves.clear();
         self.process(id);
     }
 
-    /// A reattach waiting for its renewal: granted once the renewing probe is answered, if its
-    /// lease still holds. **Checked**: never granted after the session's close committed.
+    /// A reattach waiting for its renewal: once the renewing probe is answered, the session
+    /// moves to the new connection (shard 0, then the others: `Conn::move_session_here`), and
+    /// the reattach is granted if the renewal's lease still holds. **Checked**: never granted
+    /// after the session's close committed.
     fn reattach_step(&mut self, c: usize) {
         let SessionClient { session, node, conn, timeout_ms, .. } = self.session_clients[c];
         let Some((syncs, since)) = self.session_clients[c].reattach.clone() else { return };
@@ -1093,11 +1138,19 @@ impl World {
         if !syncs.is_empty() {
             return;
         }
-        let given_up = std::mem::take(&mut self.node(node).sessions.renewals_given_up);
-        if given_up.contains(&conn) {
-            return failed(self);
+        let Some(renewed_at) = self.session_clients[c].renewed_at else {
+            let given_up = std::mem::take(&mut self.node(node).sessions.renewals_given_up);
+            if given_up.contains(&conn) {
+                return failed(self);
+            }
+            let Some(renewed_at) = self.node(node).reattach_renewed(conn) else { return };
+            self.session_clients[c].renewed_at = Some(renewed_at);
+            self.send_moves(c, &[(0, None)]);
+            return;
+        };
+        if !self.session_clients[c].moves.is_empty() {
+            return;
         }
-        let Some(renewed_at) = self.node(node).reattach_renewed(conn) else { return };
         let instant = self.instant();
         if !self.node(node).reattach_grant(conn, session, timeout_ms, renewed_at, instant) {
             return failed(self);
@@ -1108,6 +1161,9 @@ impl World {
                 self.seed, self.now
             );
         }
+        self.check(node);
+        let applied_through = (0..self.groups()).map(|group| self.applied_through[&(node, group)]).collect();
+        self.grants.entry(session).or_default().push((self.now, applied_through));
         self.note(|| format!("session client {c}: session {session} reattached on node {node}"));
         self.reattaches += 1;
         let client = &mut self.session_clients[c];
@@ -1115,6 +1171,69 @@ impl World {
         client.connected = true;
         client.alive_at = self.now;
         client.next_at = self.now + timeout_ms as u64 / 3;
+    }
+
+    /// A reattach's moves of its session to the new connection: (group, epoch) each.
+    fn send_moves(&mut self, c: usize, moves: &[(usize, Option<Zxid>)]) {
+        let SessionClient { session, node, conn, .. } = self.session_clients[c];
+        for &(group, epoch) in moves {
+            let id = self.next_request;
+            self.next_request += 1;
+            self.session_clients[c].moves.insert(id);
+            if group == 0 {
+                self.session_clients[c].shard0_move = Some(id);
+            }
+            self.note(|| format!("session client {c}: request {id} moves {session} to connection {conn} in g{group}"));
+            self.node(node).request(SimRequest { id, conn }, group, Some(Command::MoveSession { session, epoch }));
+        }
+        self.process(node);
+    }
+
+    /// An answer to a reattach's move: shard 0's gives the epoch the other shards move to; a
+    /// move not applied fails the reattach.
+    fn move_answer(&mut self, id: NodeId, request: ClientId, answer: &Answer) -> bool {
+        let Some(c) = self.session_clients.iter().position(|c| c.moves.contains(&request)) else { return false };
+        self.session_clients[c].moves.remove(&request);
+        let moved = match answer {
+            Answer::Write { result: Ok(WriteResult::Moved(epoch)), .. } => Some(*epoch),
+            _ => None,
+        };
+        if moved.is_none() {
+            self.note(|| format!("session client {c}: move {request} failed: {answer:?}"));
+        }
+        let client = &mut self.session_clients[c];
+        match moved {
+            Some(epoch) if client.node == id && client.reattach.is_some() => {
+                if client.shard0_move == Some(request) {
+                    // Shard 0 decided the epoch: the other groups follow.
+                    client.epoch = epoch;
+                    let rest: Vec<(usize, Option<Zxid>)> = (1..self.groups()).map(|g| (g, Some(epoch))).collect();
+                    self.send_moves(c, &rest);
+                }
+            }
+            _ => {
+                client.reattach = None;
+                client.moves.clear();
+                client.next_at = self.now + 50;
+            }
+        }
+        true
+    }
+
+    /// **Checked**: no write a session client sent on a connection applies after the session
+    /// moved to a newer one: its log index is below what the node that granted any later
+    /// reattach had applied (SESSIONMOVED).
+    fn check_session_write(&mut self, id: NodeId, write: u32, group: usize, index: Index) {
+        let Some(&(session, sent_at)) = self.session_writes.get(&write) else { return };
+        self.session_writes_applied += 1;
+        for (granted_at, applied_through) in self.grants.get(&session).into_iter().flatten() {
+            assert!(
+                *granted_at <= sent_at || index <= applied_through[group],
+                "seed {}: node {id} applied write {write} of session {session} (sent at step {sent_at}) at index {index} of group {group}, after a reattach granted at step {granted_at} had applied through {}",
+                self.seed,
+                applied_through[group]
+            );
+        }
     }
 
     /// An answer to a reattach's sync: once every group synced, the check and the renewal.
@@ -1169,6 +1288,49 @@ impl World {
         self.pings_answered += 1;
         self.session_clients[c].alive_at = self.now;
         self.session_clients[c].next_at = self.now + timeout_ms as u64 / 3;
+        let quiet = self.calm() && self.paused.is_empty() && self.isolated.is_empty() && !self.scripted;
+        match self.rng.below(8) {
+            0 | 1 if quiet => {
+                // SIGSTOP between taking the write and handing it on, past the session's
+                // timeout: the client reattaches elsewhere meanwhile, and the node forwards
+                // the write when it resumes (ZOOKEEPER-710's shape).
+                self.hold = true;
+                self.session_write(c);
+                self.hold = false;
+                let until = self.now + timeout_ms as u64 + self.rng.below(1000);
+                self.note(|| format!("node {node} pauses until {until} with a write of session {session}"));
+                self.paused.insert(node, until);
+            }
+            0..=3 => self.session_write(c),
+            _ => {}
+        }
+    }
+
+    /// A session client writes on its connection (a sequential node in a random group), as
+    /// `Conn` sends a client's write in a cluster: stamped with the connection's epoch.
+    fn session_write(&mut self, c: usize) {
+        let group = self.rng.below(self.groups() as u64) as usize;
+        self.session_write_to(c, group);
+    }
+
+    fn session_write_to(&mut self, c: usize, group: usize) {
+        let SessionClient { session, node, conn, epoch, .. } = self.session_clients[c];
+        let write = self.next_value;
+        self.next_value += 1;
+        self.session_writes.insert(write, (session, self.now));
+        let create = Command::Create(CreateOp {
+            path: format!("/sw{session}-"),
+            data: Some(write.to_be_bytes().to_vec()),
+            acl: Acl::open_unsafe(),
+            mode: CreateMode::PersistentSequential,
+            ttl_ms: 0,
+            session: 0,
+            auth: Vec::new(),
+        });
+        let command = Command::OfConnection { session, epoch, command: Box::new(create) };
+        self.note(|| format!("session client {c} writes {write} to g{group} on connection {conn}"));
+        self.node(node).request(SimRequest { id: 0, conn }, group, Some(command));
+        self.process(node);
     }
 
     /// Elects leaders and creates the registers and "/s" before any fault.
@@ -1264,6 +1426,20 @@ impl World {
         // Calm phases: no new faults (only ticks, deliveries and clients), but for now and then
         // the node of a connected session client cut off from all others, both ways or one
         // way, past session timeouts: a stable leader then expires the session.
+        if self.scripted {
+            match self.rng.below(100) {
+                0..=29 => {
+                    let id = 1 + self.rng.below(n);
+                    self.tick(id);
+                }
+                _ => {
+                    for _ in 0..1 + self.rng.below(4 * self.groups() as u64) {
+                        self.network_step();
+                    }
+                }
+            }
+            return;
+        }
         if self.calm() && self.isolated.is_empty() && self.rng.below(200) == 0 {
             if let Some(id) = self.session_clients.iter().find(|c| c.connected).map(|c| c.node) {
                 let (until, way) = (self.now + 2500 + self.rng.below(3000), self.rng.below(3));
@@ -1488,11 +1664,53 @@ impl World {
             pings_answered: self.pings_answered,
             sessions_closed: self.session_closed_at.keys().filter(|&&s| s >= FIRST_CLIENT_SESSION).count(),
             reattaches: self.reattaches,
+            session_writes_applied: self.session_writes_applied,
         }
     }
 }
 
 /// One whole run of `seed` on `n` nodes.
+/// The scenario of ZOOKEEPER-710, scripted: a session client connected to node A writes to a
+/// group A does not lead, and A is paused (SIGSTOP) after taking the write and before handing
+/// it on, for longer than the session's timeout. The client reattaches through another node
+/// meanwhile; when A resumes it forwards the write. **Checked** (`check_session_write`): it
+/// never applies after the reattach was granted. Returns whether a reattach was granted while
+/// A was paused (the scenario happened).
+pub fn run_moved_session_scenario(seed: u64, trace: bool) -> bool {
+    let mut world = World::new(seed, 3, trace);
+    world.scripted = true;
+    world.bootstrap();
+    let leaders: Vec<NodeId> = (0..world.groups()).filter_map(|group| world.leader(group)).collect();
+    let Some(node) = (1..=3).find(|id| !leaders.contains(id)).or(Some(1 + seed % 3)) else { return false };
+    let Some(group) = (0..world.groups()).find(|&group| world.leader(group) != Some(node)) else { return false };
+    world.sessions_on = Some(node);
+    for _ in 0..3000 {
+        world.step();
+        if world.session_clients[0].connected {
+            break;
+        }
+    }
+    world.sessions_on = None;
+    let client = &world.session_clients[0];
+    if !client.connected || client.node != node {
+        return false;
+    }
+    let (session, timeout_ms) = (client.session, client.timeout_ms);
+    world.hold = true;
+    world.session_write_to(0, group);
+    world.hold = false;
+    let until = world.now + timeout_ms as u64 + 500;
+    world.note(|| format!("node {node} pauses until {until} with a write of session {session} for g{group}"));
+    world.paused.insert(node, until);
+    for _ in 0..until - world.now + 3000 {
+        world.step();
+    }
+    let moved_while_paused = world.grants.get(&session).is_some_and(|grants| grants.iter().any(|(at, _)| *at < until));
+    world.converge();
+    world.check_histories();
+    moved_while_paused
+}
+
 pub fn run(seed: u64, n: u64, steps: u64, trace: bool) -> Summary {
     let mut world = World::new(seed, n, trace);
     world.bootstrap();

@@ -76,6 +76,8 @@ pub struct AppliedEntry {
     pub written: Option<u32>,
     /// The session a close in shard 0 closed.
     pub closed_session: Option<SessionId>,
+    /// A session client's write (its 4-byte data) that applied, not refused as SESSIONMOVED.
+    pub session_write: Option<u32>,
 }
 
 /// Where a crash stops a Ready.
@@ -231,7 +233,9 @@ impl Node {
                 .unwrap_or_else(|e| panic!("node {id} group {g}: replay: {e}"));
             let shard = shards.remove(&shard_id).expect("the shard");
             let start = applied.len();
-            applied.extend(replayed.iter().map(|e| AppliedEntry::of(g, e, None)));
+            // A replay's results are not kept: a session write was checked when it first applied.
+            let replayed_entry = |e| AppliedEntry { session_write: None, ..AppliedEntry::of(g, e, None) };
+            applied.extend(replayed.iter().map(replayed_entry));
             if applied.len() > start {
                 applied.last_mut().expect("replayed").digest = Some(shard.digest());
             }
@@ -503,6 +507,7 @@ impl Node {
                 session,
                 auth: Vec::new(),
             });
+            let ephemeral = Command::OfConnection { session, epoch: 0, command: Box::new(ephemeral) };
             self.request(request, group, Some(ephemeral));
         }
     }
@@ -586,6 +591,7 @@ impl Node {
             term_vote: None,
             records: Vec::new(),
             did_apply: false,
+            last_applied_ok: false,
         };
         let Some(_) = driver.start_turn(&mut host) else { return host.did_apply };
         let (term_vote, records) = (host.term_vote.take(), std::mem::take(&mut host.records));
@@ -635,6 +641,8 @@ struct SimHost<'a> {
     term_vote: Option<(Term, Option<NodeId>)>,
     records: Vec<Vec<u8>>,
     did_apply: bool,
+    /// Whether the last entry applied succeeded (a session write refused as SESSIONMOVED did not).
+    last_applied_ok: bool,
 }
 
 impl GroupHost for SimHost<'_> {
@@ -716,6 +724,7 @@ impl GroupHost for SimHost<'_> {
             }
         }
         let applied = self.shard.apply(&entry);
+        self.last_applied_ok = applied.result.is_ok();
         self.applied_zxids[self.group] = entry.zxid;
         if let Some(request) = answer {
             self.answers.push(Answer::Write { client: request.id, result: applied.result });
@@ -728,7 +737,9 @@ impl GroupHost for SimHost<'_> {
 
     fn entry_applied(&mut self, entry: &Entry) {
         self.did_apply = true;
-        self.applied.push(AppliedEntry::of(self.group, entry, Some(self.shard.digest())));
+        let mut applied = AppliedEntry::of(self.group, entry, Some(self.shard.digest()));
+        applied.session_write = applied.session_write.filter(|_| std::mem::take(&mut self.last_applied_ok));
+        self.applied.push(applied);
     }
 
     fn applied_run_done(&mut self) {}
@@ -762,10 +773,15 @@ impl AppliedEntry {
             .ok()
             .and_then(|(_, _, _, archive)| LogEntry::from_bytes(archive).ok())
             .map(|log_entry| log_entry.command);
-        let (written, closed_session) = match command {
-            Some(Command::SetData(op)) => (op.data.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes), None),
-            Some(Command::CloseSession { session }) if group == 0 => (None, Some(session)),
-            _ => (None, None),
+        let value = |data: Option<Vec<u8>>| data.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes);
+        let (written, closed_session, session_write) = match command {
+            Some(Command::SetData(op)) => (value(op.data), None, None),
+            Some(Command::CloseSession { session }) if group == 0 => (None, Some(session), None),
+            Some(Command::OfConnection { command, .. }) => match *command {
+                Command::Create(op) => (None, None, value(op.data)),
+                _ => (None, None, None),
+            },
+            _ => (None, None, None),
         };
         AppliedEntry {
             group,
@@ -775,6 +791,7 @@ impl AppliedEntry {
             digest,
             written,
             closed_session,
+            session_write,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The simulation's seeds. `WARREN_SIM_SEED=N` replays one seed with a trace of every event;
 //! `WARREN_SIM_SEEDS=COUNT` (and `WARREN_SIM_FIRST=N`) runs more seeds than CI does (a soak).
 
-use super::{run, Summary};
+use super::{run, run_moved_session_scenario, Summary};
 
 /// Steps of one run after the bootstrap.
 const STEPS: u64 = 6000;
@@ -62,6 +62,7 @@ fn whole_clusters_keep_raft_safety_state_agreement_and_linearizable_histories() 
     assert!(total.crashes >= 5 * runs && total.torn_bytes > 0, "{total:?}");
     assert!(total.multi_group * 2 >= runs && total.ordered_writes >= runs, "{total:?}");
     assert!(total.stops >= runs / 2 && total.pipelined >= runs, "{total:?}");
+    assert!(total.reattaches * 4 >= runs && total.session_writes_applied >= runs, "{total:?}");
 }
 
 /// Replays `WARREN_SIM_SEED` with a trace (does nothing without it).
@@ -77,4 +78,17 @@ fn the_same_seed_gives_the_same_run() {
     let a = run(7, 3, 1500, false);
     let b = run(7, 3, 1500, false);
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
+}
+
+/// ZOOKEEPER-710's shape on the real driver: a write held by a node paused past its session's
+/// timeout, forwarded when the node resumes, after the session moved elsewhere.
+#[test]
+fn a_write_held_by_a_paused_node_never_applies_after_its_session_moved() {
+    if let Some(seed) = env_u64("WARREN_SIM_MOVED_SEED") {
+        run_moved_session_scenario(seed, true);
+        return;
+    }
+    let moved = (0..40).filter(|&seed| run_moved_session_scenario(seed, false)).count();
+    eprintln!("{moved} of 40 seeds moved the session while the node held its write");
+    assert!(moved >= 10, "the scenario happened in {moved} of 40 seeds only");
 }
