@@ -179,6 +179,8 @@ pub struct Summary {
     pub reattaches: usize,
     /// Writes of session clients (stamped with their connection's epoch) applied.
     pub session_writes_applied: usize,
+    /// Steps of a node's wall clock, forward or back.
+    pub clock_jumps: usize,
 }
 
 impl Summary {
@@ -196,6 +198,7 @@ impl Summary {
         self.sessions_closed += other.sessions_closed;
         self.reattaches += other.reattaches;
         self.session_writes_applied += other.session_writes_applied;
+        self.clock_jumps += other.clock_jumps;
     }
 }
 
@@ -257,6 +260,7 @@ pub struct World {
     /// granting node had applied through (its moves included).
     grants: BTreeMap<SessionId, Vec<(u64, Vec<Index>)>>,
     session_writes_applied: usize,
+    clock_jumps: usize,
     history: BTreeMap<u64, Vec<Op<u32>>>,
     /// Per written value: its key and the client's writes answered before it was sent.
     written: BTreeMap<u32, (u64, Answered)>,
@@ -355,6 +359,7 @@ impl World {
             session_writes: BTreeMap::new(),
             grants: BTreeMap::new(),
             session_writes_applied: 0,
+            clock_jumps: 0,
             history: BTreeMap::new(),
             written: BTreeMap::new(),
             ordered_writes: 0,
@@ -1531,6 +1536,16 @@ impl World {
                 self.note(|| format!("node {id} pauses until {until}"));
                 self.paused.insert(id, until);
             }
+            93 if self.rng.below(3) == 0 => {
+                // A node's wall clock steps (an operator, an NTP step), forward or back, by up
+                // to a minute: zxid floors and entry times follow it; leases, timeouts and Raft
+                // ticks run on the monotonic clock, which does not step.
+                let id = 1 + self.rng.below(n);
+                let jump_us = self.rng.below(120_000_000) as i64 - 60_000_000;
+                self.note(|| format!("node {id}'s wall clock jumps by {jump_us} µs"));
+                self.offsets_us[id as usize - 1] += jump_us;
+                self.clock_jumps += 1;
+            }
             93 | 96..=97 => {}
             _ => {
                 // 98: SIGTERM to a node that leads a group: it hands its groups over, then
@@ -1665,6 +1680,7 @@ impl World {
             sessions_closed: self.session_closed_at.keys().filter(|&&s| s >= FIRST_CLIENT_SESSION).count(),
             reattaches: self.reattaches,
             session_writes_applied: self.session_writes_applied,
+            clock_jumps: self.clock_jumps,
         }
     }
 }

@@ -63,6 +63,7 @@ fn whole_clusters_keep_raft_safety_state_agreement_and_linearizable_histories() 
     assert!(total.multi_group * 2 >= runs && total.ordered_writes >= runs, "{total:?}");
     assert!(total.stops >= runs / 2 && total.pipelined >= runs, "{total:?}");
     assert!(total.reattaches * 4 >= runs && total.session_writes_applied >= runs, "{total:?}");
+    assert!(total.clock_jumps >= runs / 2, "{total:?}");
 }
 
 /// Replays `WARREN_SIM_SEED` with a trace (does nothing without it).
