@@ -75,20 +75,20 @@ pub enum Command {
     /// elsewhere.
     OfConnection {
         session: SessionId,
-        /// The connection's epoch: the zxid of shard 0's `MoveSession` that granted it, 0 for
-        /// the connection that created the session.
+        /// The connection's epoch (`MoveSession`), 0 for the connection that created the
+        /// session.
         epoch: Zxid,
         #[rkyv(omit_bounds)]
         command: Box<Command>,
     },
     /// A session moved to a new connection (a reattach in a cluster): writes of its older
-    /// connections fail from here on in this shard. `epoch` None in shard 0, which decides the
-    /// order of moves: the epoch is this entry's zxid, returned as `WriteResult::Moved`. Every
-    /// other shard gets Some(that epoch) and keeps the highest it has seen. A no-op for a
-    /// session this shard does not hold open.
+    /// connections fail from here on in this shard. Every shard keeps the highest epoch it has
+    /// seen; the reattaching node picks one above the epoch shard 0 held when it checked the
+    /// session (`sessions::next_connection_epoch`). A no-op for a session this shard does not
+    /// hold open.
     MoveSession {
         session: SessionId,
-        epoch: Option<Zxid>,
+        epoch: Zxid,
     },
 }
 

@@ -86,8 +86,7 @@ impl<'a> Txn<'a> {
                 self.dispatch(command)
             }
             Command::MoveSession { session, epoch } => {
-                let epoch = epoch.unwrap_or(self.zxid);
-                self.sessions.move_to(*session, epoch).map(WriteResult::Moved).ok_or(ZkError::SessionExpired)
+                self.sessions.move_to(*session, *epoch).map(WriteResult::Moved).ok_or(ZkError::SessionExpired)
             }
         }
     }
@@ -420,26 +419,26 @@ mod tests {
             command: Box::new(Command::Create(create_op(path, b"", CreateMode::Persistent))),
         };
         h.apply(of(0, "/before")).result.unwrap();
-        let first_move = h.next_zxid;
+        let first_move = 50;
         assert_eq!(
-            h.apply(Command::MoveSession { session: 7, epoch: None }).result,
+            h.apply(Command::MoveSession { session: 7, epoch: first_move }).result,
             Ok(WriteResult::Moved(first_move))
         );
         assert_eq!(err(h.apply(of(0, "/late")).result), ZkError::SessionMoved);
         assert!(h.shard.node("/late").is_none(), "a refused write changes nothing");
         h.apply(of(first_move, "/after")).result.unwrap();
-        // Another shard keeps the highest epoch shard 0 decided, whatever order moves arrive in.
+        // A shard keeps the highest epoch, whatever order moves arrive in.
         assert_eq!(
-            h.apply(Command::MoveSession { session: 7, epoch: Some(first_move + 100) }).result,
+            h.apply(Command::MoveSession { session: 7, epoch: first_move + 100 }).result,
             Ok(WriteResult::Moved(first_move + 100))
         );
         assert_eq!(
-            h.apply(Command::MoveSession { session: 7, epoch: Some(first_move) }).result,
+            h.apply(Command::MoveSession { session: 7, epoch: first_move }).result,
             Ok(WriteResult::Moved(first_move + 100))
         );
         assert_eq!(err(h.apply(of(first_move, "/older")).result), ZkError::SessionMoved);
         h.apply(of(first_move + 100, "/newest")).result.unwrap();
-        assert_eq!(err(h.apply(Command::MoveSession { session: 8, epoch: None }).result), ZkError::SessionExpired);
+        assert_eq!(err(h.apply(Command::MoveSession { session: 8, epoch: 1 }).result), ZkError::SessionExpired);
         let nested = Command::OfConnection {
             session: 7,
             epoch: first_move + 100,

@@ -31,6 +31,7 @@ mod node;
 mod tests;
 
 use crate::peer::{decode_frame, encode_frame, PeerMessage};
+use crate::server::sessions::next_connection_epoch;
 use engine::command::{Command, CreateOp, SetDataOp};
 use engine::linearizability::{Action, Op};
 use engine::raft::{Index, NodeId, Role, Term};
@@ -90,9 +91,10 @@ struct SessionClient {
     reattach: Option<(BTreeSet<ClientId>, u64)>,
     /// A reattach's renewal was answered (the probe's send time): its moves are out.
     renewed_at: Option<Instant>,
-    /// A reattach's moves not answered yet (`Conn::move_session_here`), and shard 0's.
+    /// A reattach's moves not answered yet (`Conn::move_session_here`), and the epoch shard 0
+    /// held when the reattach checked the session.
     moves: BTreeSet<ClientId>,
-    shard0_move: Option<ClientId>,
+    checked_epoch: Zxid,
     /// The epoch of its connection (0: the one that opened the session); its writes carry it.
     epoch: Zxid,
 }
@@ -347,7 +349,7 @@ impl World {
                     reattach: None,
                     renewed_at: None,
                     moves: BTreeSet::new(),
-                    shard0_move: None,
+                    checked_epoch: 0,
                     epoch: 0,
                 })
                 .collect(),
@@ -1062,7 +1064,7 @@ impl World {
             reattach: None,
             renewed_at: None,
             moves: BTreeSet::new(),
-            shard0_move: None,
+            checked_epoch: 0,
             epoch: 0,
         };
         self.process(id);
@@ -1119,7 +1121,7 @@ impl World {
         let client = &mut self.session_clients[c];
         (client.node, client.conn) = (id, conn);
         client.reattach = Some((ids.into_iter().collect(), self.now));
-        (client.renewed_at, client.shard0_move) = (None, None);
+        client.renewed_at = None;
         client.moves.clear();
         self.process(id);
     }
@@ -1149,8 +1151,11 @@ impl World {
                 return failed(self);
             }
             let Some(renewed_at) = self.node(node).reattach_renewed(conn) else { return };
-            self.session_clients[c].renewed_at = Some(renewed_at);
-            self.send_moves(c, &[(0, None)]);
+            let now_us = self.now_us(node);
+            let client = &mut self.session_clients[c];
+            client.renewed_at = Some(renewed_at);
+            client.epoch = next_connection_epoch(client.checked_epoch, now_us);
+            self.send_moves(c);
             return;
         };
         if !self.session_clients[c].moves.is_empty() {
@@ -1178,50 +1183,33 @@ impl World {
         client.next_at = self.now + timeout_ms as u64 / 3;
     }
 
-    /// A reattach's moves of its session to the new connection: (group, epoch) each.
-    fn send_moves(&mut self, c: usize, moves: &[(usize, Option<Zxid>)]) {
-        let SessionClient { session, node, conn, .. } = self.session_clients[c];
-        for &(group, epoch) in moves {
+    /// A reattach's moves of its session to the new connection, in every group at once.
+    fn send_moves(&mut self, c: usize) {
+        let SessionClient { session, node, conn, epoch, .. } = self.session_clients[c];
+        for group in 0..self.groups() {
             let id = self.next_request;
             self.next_request += 1;
             self.session_clients[c].moves.insert(id);
-            if group == 0 {
-                self.session_clients[c].shard0_move = Some(id);
-            }
             self.note(|| format!("session client {c}: request {id} moves {session} to connection {conn} in g{group}"));
             self.node(node).request(SimRequest { id, conn }, group, Some(Command::MoveSession { session, epoch }));
         }
         self.process(node);
     }
 
-    /// An answer to a reattach's move: shard 0's gives the epoch the other shards move to; a
-    /// move not applied fails the reattach.
+    /// An answer to a reattach's move: a move not applied fails the reattach.
     fn move_answer(&mut self, id: NodeId, request: ClientId, answer: &Answer) -> bool {
         let Some(c) = self.session_clients.iter().position(|c| c.moves.contains(&request)) else { return false };
         self.session_clients[c].moves.remove(&request);
-        let moved = match answer {
-            Answer::Write { result: Ok(WriteResult::Moved(epoch)), .. } => Some(*epoch),
-            _ => None,
-        };
-        if moved.is_none() {
-            self.note(|| format!("session client {c}: move {request} failed: {answer:?}"));
+        let moved = matches!(answer, Answer::Write { result: Ok(WriteResult::Moved(_)), .. });
+        let client = &self.session_clients[c];
+        if moved && client.node == id && client.reattach.is_some() {
+            return true;
         }
+        self.note(|| format!("session client {c}: move {request} failed: {answer:?}"));
         let client = &mut self.session_clients[c];
-        match moved {
-            Some(epoch) if client.node == id && client.reattach.is_some() => {
-                if client.shard0_move == Some(request) {
-                    // Shard 0 decided the epoch: the other groups follow.
-                    client.epoch = epoch;
-                    let rest: Vec<(usize, Option<Zxid>)> = (1..self.groups()).map(|g| (g, Some(epoch))).collect();
-                    self.send_moves(c, &rest);
-                }
-            }
-            _ => {
-                client.reattach = None;
-                client.moves.clear();
-                client.next_at = self.now + 50;
-            }
-        }
+        client.reattach = None;
+        client.moves.clear();
+        client.next_at = self.now + 50;
         true
     }
 
@@ -1258,6 +1246,8 @@ impl World {
             let (conn, session) = (client.conn, client.session);
             let (instant, mut out) = (self.instant(), Vec::new());
             let checked = self.node(id).reattach_check(id, conn, session, instant, &mut out);
+            let checked_epoch = self.node(id).groups[0].shard.session(session).map_or(0, |s| s.connection_epoch);
+            self.session_clients[c].checked_epoch = checked_epoch;
             for (group, to, message) in out {
                 self.send(id, to, group, &message);
             }

@@ -5,8 +5,8 @@ use super::slots::{Held, Kind, Slot, WriteTarget};
 use super::Conn;
 use crate::jute::{self, ConnectRequest, ConnectResponse};
 use crate::server::msg::*;
+use crate::server::sessions::next_connection_epoch;
 use engine::command::{Command, ShardId};
-use engine::request::WriteResult;
 use engine::types::SessionId;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,17 +79,9 @@ impl Conn {
         passwd: Vec<u8>,
         parts: &[Option<ReplyBody>],
     ) -> (Vec<u8>, bool) {
-        let granted = parts.iter().all(|part| {
-            matches!(
-                part,
-                Some(ReplyBody::Write(Ok(_)))
-                    | Some(ReplyBody::Session(Some(_)))
-                    | Some(ReplyBody::Synced)
-                    | Some(ReplyBody::Renewed(_))
-            )
-        });
+        let granted = parts.iter().all(answered_well);
         let stored_timeout = parts.iter().find_map(|part| match part {
-            Some(ReplyBody::Session(Some(timeout))) => Some(*timeout),
+            Some(ReplyBody::Session(Some(checked))) => Some(checked.timeout_ms),
             _ => None,
         });
         let renewed_at = parts.iter().find_map(|part| match part {
@@ -142,61 +134,51 @@ impl Conn {
 
 impl Conn {
     /// A reconnect in a cluster, once its syncs, check and renewal are all answered: the
-    /// session moves to this connection, first in shard 0, whose log orders the moves and
-    /// whose entry's zxid becomes the connection's epoch, then in every other shard, each move
-    /// depending on shard 0's. Only then is the client told it is connected, so no write its
-    /// session's earlier connections still have in flight applies after that anywhere.
+    /// session moves to this connection in every shard at once, to an epoch above the one
+    /// shard 0 held at the check (`sessions::next_connection_epoch`). Only then is the client
+    /// told it is connected, so no write its session's earlier connections still have in
+    /// flight applies after that anywhere (`Command::OfConnection`).
     pub(super) fn move_session_here(&self, seq: u64, slot: &mut Slot) {
-        let moved = |part: &Option<ReplyBody>| {
-            matches!(
-                part,
-                Some(ReplyBody::Write(Ok(_)))
-                    | Some(ReplyBody::Session(Some(_)))
-                    | Some(ReplyBody::Synced)
-                    | Some(ReplyBody::Renewed(_))
-            )
-        };
-        match std::mem::replace(&mut slot.kind, Kind::Done) {
-            Kind::Reattach { session, passwd } if slot.missing > 0 => slot.kind = Kind::Reattach { session, passwd },
-            Kind::Reattach { session, passwd } => {
-                if !slot.parts.iter().all(moved) {
-                    slot.kind = Kind::Connect { session, passwd };
-                    return;
-                }
-                slot.kind = Kind::MoveSession { session, passwd };
-                let request = self.shard_request(
-                    seq,
-                    slot.parts.len(),
-                    0,
-                    ShardOp::Write(Command::MoveSession { session, epoch: None }),
-                );
-                slot.parts.push(None);
-                slot.missing += 1;
-                self.send_now(Held { requests: vec![request], write_target: Some(WriteTarget::Shard(0)) });
-            }
-            Kind::MoveSession { session, passwd } => {
-                slot.kind = Kind::Connect { session, passwd };
-                let Some(Some(ReplyBody::Write(Ok(WriteResult::Moved(epoch))))) = slot.parts.last() else { return };
-                let epoch = *epoch;
-                self.connection_epoch.set(epoch);
-                let first_part = slot.parts.len();
-                let requests: Vec<ShardRequest> = (1..self.shard_count())
-                    .enumerate()
-                    .map(|(i, shard)| {
-                        let op = ShardOp::Write(Command::MoveSession { session, epoch: Some(epoch) });
-                        self.shard_request(seq, first_part + i, shard as ShardId, op)
-                    })
-                    .collect();
-                if requests.is_empty() {
-                    return;
-                }
-                slot.parts.extend(requests.iter().map(|_| None));
-                slot.missing += requests.len();
-                self.send_now(Held { requests, write_target: Some(WriteTarget::Many) });
-            }
-            _ => unreachable!("called for Reattach and MoveSession slots"),
+        if slot.missing > 0 {
+            return;
         }
+        let Kind::Reattach { session, passwd } = std::mem::replace(&mut slot.kind, Kind::Done) else {
+            unreachable!("called for Reattach slots")
+        };
+        slot.kind = Kind::Connect { session, passwd };
+        let checked = slot.parts.iter().find_map(|part| match part {
+            Some(ReplyBody::Session(Some(checked))) => Some(*checked),
+            _ => None,
+        });
+        let Some(checked) = checked.filter(|_| slot.parts.iter().all(answered_well)) else { return };
+        let epoch = next_connection_epoch(checked.connection_epoch, crate::server::clock::unix_micros());
+        self.connection_epoch.set(epoch);
+        let first_part = slot.parts.len();
+        let requests: Vec<ShardRequest> = (0..self.shard_count())
+            .map(|shard| {
+                let op = ShardOp::Write(Command::MoveSession { session, epoch });
+                self.shard_request(seq, first_part + shard as usize, shard as ShardId, op)
+            })
+            .collect();
+        slot.parts.extend(requests.iter().map(|_| None));
+        slot.missing += requests.len();
+        let write_target = match requests.len() {
+            1 => WriteTarget::Shard(0),
+            _ => WriteTarget::Many,
+        };
+        self.send_now(Held { requests, write_target: Some(write_target) });
     }
+}
+
+/// A handshake part that lets the session be served here.
+fn answered_well(part: &Option<ReplyBody>) -> bool {
+    matches!(
+        part,
+        Some(ReplyBody::Write(Ok(_)))
+            | Some(ReplyBody::Session(Some(_)))
+            | Some(ReplyBody::Synced)
+            | Some(ReplyBody::Renewed(_))
+    )
 }
 
 /// 16 random bytes from the kernel: the session password a reconnect must present.

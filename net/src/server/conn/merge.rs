@@ -78,9 +78,7 @@ pub(super) fn merge(kind: Kind, parts: Parts) -> Result<Response, ZkError> {
         Kind::CloseSession | Kind::Connect { .. } | Kind::Ready { .. } => unreachable!("finished by Conn::finish"),
         Kind::RootAcl { .. } => unreachable!("a RootAcl slot becomes Broadcast when shard 0 answers"),
         Kind::OpenSession { .. } => unreachable!("an OpenSession slot becomes Connect when shard 0 answers"),
-        Kind::Reattach { .. } | Kind::MoveSession { .. } => {
-            unreachable!("a reattach slot becomes Connect once its move in shard 0 is answered")
-        }
+        Kind::Reattach { .. } => unreachable!("a Reattach slot becomes Connect once its parts are answered"),
     }
 }
 

@@ -49,14 +49,9 @@ pub(super) enum Kind {
         passwd: Vec<u8>,
     },
     /// A reconnect in a cluster while its syncs, check and renewal are out; once all of them
-    /// succeeded the session moves to this connection (`Conn::move_session_here`).
+    /// are answered it becomes `Connect`, and if they succeeded the session's moves to this
+    /// connection go out as its further parts (`Conn::move_session_here`).
     Reattach {
-        session: SessionId,
-        passwd: Vec<u8>,
-    },
-    /// A reconnect's move in shard 0 (the last part); becomes `Connect` when shard 0 answers,
-    /// and the moves in the other shards follow.
-    MoveSession {
         session: SessionId,
         passwd: Vec<u8>,
     },
@@ -121,7 +116,7 @@ impl Slot {
     /// an update if any part was a write, else a read; a connect handshake does not count.
     fn latency_class(&self) -> Option<RequestClass> {
         match self.kind {
-            Kind::Connect { .. } | Kind::OpenSession { .. } | Kind::Reattach { .. } | Kind::MoveSession { .. } => None,
+            Kind::Connect { .. } | Kind::OpenSession { .. } | Kind::Reattach { .. } => None,
             _ if self.parts.iter().flatten().any(|body| matches!(body, ReplyBody::Write(_))) => {
                 Some(RequestClass::Update)
             }
@@ -290,7 +285,7 @@ impl Conn {
             if let Kind::OpenSession { .. } = slot.kind {
                 self.open_in_other_shards(reply.seq, slot);
             }
-            if let Kind::Reattach { .. } | Kind::MoveSession { .. } = slot.kind {
+            if let Kind::Reattach { .. } = slot.kind {
                 self.move_session_here(reply.seq, slot);
             }
             if let Some(last) = self.last_reply_seq.borrow_mut().get_mut(reply.shard as usize) {
