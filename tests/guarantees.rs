@@ -469,8 +469,9 @@ async fn no_write_of_a_connection_applies_after_one_of_its_writes_was_given_up()
 /// A write sent by a connection its session has left (the client reattached through another
 /// node meanwhile) never applies: ZooKeeper's SESSIONMOVED, which ZooKeeper answers by closing
 /// that connection (FinalRequestProcessor), so the client reconnects to find its session. The
-/// session hops node 1 → node 2 → node 3; each old connection then writes, once to a path in
-/// shard 0 and once in shard 1, and the new connection keeps working. Also runs against a
+/// session hops node 1 → node 2 → node 3; each old connection then sends two writes back to
+/// back (shard 0 then 1, then shard 1 then 0): none applies or is answered with success, and
+/// the new connection keeps working. Also runs against a
 /// ZooKeeper 3.8 ensemble.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_of_a_connection_its_session_left_never_applies() {
@@ -485,13 +486,18 @@ async fn a_write_of_a_connection_its_session_left_never_applies() {
             let mut old = RawSession::connect(addrs[0], 10_000);
             assert_eq!(old.create(&format!("{}-first", late[0]), b"", 0).err, 0);
             let mut answers = Vec::new();
-            for (late_path, next_addr) in late.iter().zip(&addrs[1..]) {
+            for (shard_of_hop, (late_path, next_addr)) in late.iter().zip(&addrs[1..]).enumerate() {
                 let new = RawSession::reattach(*next_addr, old.session_id, &old.password, 0);
-                let xid = old.next_xid();
-                old.send(xid, op::CREATE, &warren_tests::Jute::new().str(late_path).buf(b"").open_acl().i32(0));
+                // Two writes back to back, the second to the other shard (held behind the first).
+                for path in [late_path.clone(), format!("{}-second", late[1 - shard_of_hop])] {
+                    let xid = old.next_xid();
+                    old.send(xid, op::CREATE, &warren_tests::Jute::new().str(&path).buf(b"").open_acl().i32(0));
+                }
                 // Closed without an answer (ZooKeeper), or answered; never with success.
-                let answer = old.read_reply().map(|reply| reply.err).ok();
-                answers.push(answer);
+                while let Ok(reply) = old.read_reply() {
+                    answers.push(Some(reply.err));
+                }
+                answers.push(None);
                 old = new;
             }
             assert_eq!(old.create(&format!("{}-last", late[0]), b"", 0).err, 0, "the newest connection writes");

@@ -23,11 +23,6 @@ pub struct LogEntry {
 
 /// One mutation.
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
-// `OfConnection` holds a Command: the derive's bounds must not recurse (rkyv's recursive-type
-// recipe), so the bounds the containers need are spelled out.
-#[rkyv(serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, __S::Error: rkyv::rancor::Source))]
-#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
-#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext)))]
 pub enum Command {
     Create(CreateOp),
     Delete(DeleteOp),
@@ -70,26 +65,49 @@ pub enum Command {
     },
     /// A client's write sent by one connection of its session: applied only if the session has
     /// not moved to a newer connection in this shard since (`MoveSession`), else it fails with
-    /// SESSIONMOVED, as on ZooKeeper. Wraps Create, Delete, SetData, SetAcl and Multi in a
-    /// cluster, where a write can linger in a forward queue while its client reattaches
-    /// elsewhere.
+    /// SESSIONMOVED, as on ZooKeeper. A cluster sends every client write this way: a write can
+    /// linger in a forward queue while its client reattaches elsewhere.
     OfConnection {
         session: SessionId,
-        /// The connection's epoch (`MoveSession`), 0 for the connection that created the
-        /// session.
+        /// The session's epoch in this shard when the connection got it (the `Moved` answer of
+        /// its `MoveSession` here), 0 for the connection that created the session.
         epoch: Zxid,
-        #[rkyv(omit_bounds)]
-        command: Box<Command>,
+        write: ClientWrite,
     },
-    /// A session moved to a new connection (a reattach in a cluster): writes of its older
-    /// connections fail from here on in this shard. Every shard keeps the highest epoch it has
-    /// seen; the reattaching node picks one above the epoch shard 0 held when it checked the
-    /// session (`sessions::next_connection_epoch`). A no-op for a session this shard does not
-    /// hold open.
+    /// A session moved to a new connection (a reattach in a cluster): its epoch in this shard
+    /// goes up by one, so writes of its earlier connections fail from here on in this shard.
+    /// Answered `Moved(epoch after)`; SessionExpired for a session this shard does not hold.
     MoveSession {
         session: SessionId,
-        epoch: Zxid,
     },
+}
+
+/// A client's data write as `Command::OfConnection` carries it: the commands of the same name
+/// (not a `Command`, so a command never holds a command and decoding one never recurses).
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub enum ClientWrite {
+    Create(CreateOp),
+    Delete(DeleteOp),
+    SetData(SetDataOp),
+    SetAcl { path: String, acl: Vec<Acl>, version: i32, auth: Vec<Id> },
+    Multi { ops: Vec<MultiOp>, session: SessionId, auth: Vec<Id> },
+}
+
+impl ClientWrite {
+    /// `command` as a client's data write, or back unchanged if it is another command.
+    // The Err is the command moved back, no larger than what came in: boxing it would cost an
+    // allocation per write for nothing.
+    #[allow(clippy::result_large_err)]
+    pub fn of(command: Command) -> Result<ClientWrite, Command> {
+        match command {
+            Command::Create(op) => Ok(ClientWrite::Create(op)),
+            Command::Delete(op) => Ok(ClientWrite::Delete(op)),
+            Command::SetData(op) => Ok(ClientWrite::SetData(op)),
+            Command::SetAcl { path, acl, version, auth } => Ok(ClientWrite::SetAcl { path, acl, version, auth }),
+            Command::Multi { ops, session, auth } => Ok(ClientWrite::Multi { ops, session, auth }),
+            other => Err(other),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]

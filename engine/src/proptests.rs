@@ -1,7 +1,7 @@
 //! Property tests: the shard against a simple model of the tree, and log replay through the
 //! rkyv bytes reproducing the same shard.
 
-use crate::command::{Command, CreateOp, DeleteOp, LogEntry, MultiOp, SetDataOp};
+use crate::command::{ClientWrite, Command, CreateOp, DeleteOp, LogEntry, MultiOp, SetDataOp};
 use crate::error::ZkError;
 use crate::request::{MultiResult, WriteResult};
 use crate::shard::{Applied, Shard};
@@ -226,10 +226,10 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         1 => session.clone().prop_map(|session| Command::CloseSession { session }),
         1 => path_strategy().prop_map(|path| Command::Reap { path }),
         1 => root_acl_strategy().prop_map(|acl| Command::CopyRootAcl { acl, auth: vec![] }),
-        1 => (session.clone(), 0i64..3).prop_map(|(session, epoch)| Command::MoveSession { session, epoch }),
+        1 => session.clone().prop_map(|session| Command::MoveSession { session }),
         2 => (path_strategy(), data_strategy(), version_strategy(), session, 0i64..3).prop_map(|(path, data, version, session, epoch)| {
-            let command = Box::new(Command::SetData(SetDataOp { path, data, version, auth: vec![] }));
-            Command::OfConnection { session, epoch, command }
+            let write = ClientWrite::SetData(SetDataOp { path, data, version, auth: vec![] });
+            Command::OfConnection { session, epoch, write }
         }),
     ]
 }

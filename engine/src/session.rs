@@ -55,11 +55,11 @@ impl SessionTable {
         info.passwd = passwd.to_vec();
     }
 
-    /// Raises an open session's connection epoch to `epoch` (never lowers it); returns the
-    /// epoch after, or None for a session not open here.
-    pub fn move_to(&mut self, id: SessionId, epoch: Zxid) -> Option<Zxid> {
+    /// Moves an open session to a new connection: its connection epoch goes up by one. Returns
+    /// the epoch after, or None for a session not open here.
+    pub fn move_on(&mut self, id: SessionId) -> Option<Zxid> {
         let info = self.sessions.get_mut(&id)?;
-        info.connection_epoch = info.connection_epoch.max(epoch);
+        info.connection_epoch += 1;
         Some(info.connection_epoch)
     }
 

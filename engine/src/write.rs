@@ -5,7 +5,7 @@
 //! only after the whole command succeeded (a failed multi fires nothing).
 
 use crate::acl;
-use crate::command::{Command, CreateOp, MultiOp};
+use crate::command::{ClientWrite, Command, CreateOp, MultiOp};
 use crate::error::ZkError;
 use crate::path;
 use crate::request::{MultiResult, WriteResult};
@@ -54,9 +54,7 @@ impl<'a> Txn<'a> {
 
     fn dispatch(&mut self, command: &Command) -> Result<WriteResult, ZkError> {
         match command {
-            Command::Create(op) => {
-                self.create(op, op.session, &op.auth).map(|(path, stat)| WriteResult::Created { path, stat })
-            }
+            Command::Create(op) => self.create_node(op),
             Command::Delete(op) => self.delete(&op.path, op.version, &op.auth).map(|()| WriteResult::Deleted),
             Command::SetData(op) => {
                 self.set_data(&op.path, op.data.as_deref(), op.version, &op.auth).map(WriteResult::Stat)
@@ -75,20 +73,36 @@ impl<'a> Txn<'a> {
                 Ok(WriteResult::SessionClosed)
             }
             Command::Reap { path } => Ok(WriteResult::Reaped(self.reap(path))),
-            Command::OfConnection { command, .. } if matches!(**command, Command::OfConnection { .. }) => {
-                Err(ZkError::BadArguments)
-            }
-            Command::OfConnection { session, epoch, command } => {
+            Command::OfConnection { session, epoch, write } => {
                 let moved_on = self.sessions.get(*session).is_some_and(|info| info.connection_epoch > *epoch);
                 if moved_on {
                     return Err(ZkError::SessionMoved);
                 }
-                self.dispatch(command)
+                self.client_write(write)
             }
-            Command::MoveSession { session, epoch } => {
-                self.sessions.move_to(*session, *epoch).map(WriteResult::Moved).ok_or(ZkError::SessionExpired)
+            Command::MoveSession { session } => {
+                self.sessions.move_on(*session).map(WriteResult::Moved).ok_or(ZkError::SessionExpired)
             }
         }
+    }
+
+    /// A client's write of `Command::OfConnection`, as the command of the same name.
+    fn client_write(&mut self, write: &ClientWrite) -> Result<WriteResult, ZkError> {
+        match write {
+            ClientWrite::Create(op) => self.create_node(op),
+            ClientWrite::Delete(op) => self.delete(&op.path, op.version, &op.auth).map(|()| WriteResult::Deleted),
+            ClientWrite::SetData(op) => {
+                self.set_data(&op.path, op.data.as_deref(), op.version, &op.auth).map(WriteResult::Stat)
+            }
+            ClientWrite::SetAcl { path, acl, version, auth } => {
+                self.set_acl(path, acl, *version, auth).map(WriteResult::Stat)
+            }
+            ClientWrite::Multi { ops, session, auth } => Ok(WriteResult::Multi(self.multi(ops, *session, auth))),
+        }
+    }
+
+    fn create_node(&mut self, op: &CreateOp) -> Result<WriteResult, ZkError> {
+        self.create(op, op.session, &op.auth).map(|(path, stat)| WriteResult::Created { path, stat })
     }
 
     fn create(&mut self, op: &CreateOp, session: SessionId, auth: &[Id]) -> Result<(String, Stat), ZkError> {
@@ -416,40 +430,22 @@ mod tests {
         let of = |epoch, path: &str| Command::OfConnection {
             session: 7,
             epoch,
-            command: Box::new(Command::Create(create_op(path, b"", CreateMode::Persistent))),
+            write: ClientWrite::Create(create_op(path, b"", CreateMode::Persistent)),
         };
         h.apply(of(0, "/before")).result.unwrap();
-        let first_move = 50;
-        assert_eq!(
-            h.apply(Command::MoveSession { session: 7, epoch: first_move }).result,
-            Ok(WriteResult::Moved(first_move))
-        );
+        assert_eq!(h.apply(Command::MoveSession { session: 7 }).result, Ok(WriteResult::Moved(1)));
         assert_eq!(err(h.apply(of(0, "/late")).result), ZkError::SessionMoved);
         assert!(h.shard.node("/late").is_none(), "a refused write changes nothing");
-        h.apply(of(first_move, "/after")).result.unwrap();
-        // A shard keeps the highest epoch, whatever order moves arrive in.
-        assert_eq!(
-            h.apply(Command::MoveSession { session: 7, epoch: first_move + 100 }).result,
-            Ok(WriteResult::Moved(first_move + 100))
-        );
-        assert_eq!(
-            h.apply(Command::MoveSession { session: 7, epoch: first_move }).result,
-            Ok(WriteResult::Moved(first_move + 100))
-        );
-        assert_eq!(err(h.apply(of(first_move, "/older")).result), ZkError::SessionMoved);
-        h.apply(of(first_move + 100, "/newest")).result.unwrap();
-        assert_eq!(err(h.apply(Command::MoveSession { session: 8, epoch: 1 }).result), ZkError::SessionExpired);
-        let nested = Command::OfConnection {
-            session: 7,
-            epoch: first_move + 100,
-            command: Box::new(of(first_move + 100, "/n")),
-        };
-        assert_eq!(err(h.apply(nested).result), ZkError::BadArguments);
+        h.apply(of(1, "/after")).result.unwrap();
+        assert_eq!(h.apply(Command::MoveSession { session: 7 }).result, Ok(WriteResult::Moved(2)));
+        assert_eq!(err(h.apply(of(1, "/older")).result), ZkError::SessionMoved);
+        h.apply(of(2, "/newest")).result.unwrap();
+        assert_eq!(err(h.apply(Command::MoveSession { session: 8 }).result), ZkError::SessionExpired);
         // A write of a session this shard does not hold (a persistent node needs none) applies.
         let unknown = Command::OfConnection {
             session: 9,
             epoch: 0,
-            command: Box::new(Command::Create(create_op("/u", b"", CreateMode::Persistent))),
+            write: ClientWrite::Create(create_op("/u", b"", CreateMode::Persistent)),
         };
         h.apply(unknown).result.unwrap();
         h.shard.tree().assert_consistent();

@@ -710,10 +710,8 @@ impl Core {
                 // (its close not yet applied) is not handed out again.
                 let tracked = self.sessions.as_ref().is_none_or(|t| t.borrow().contains(request.session));
                 let info = slot.shard.session(request.session).filter(|_| tracked);
-                let checked = info
-                    .filter(|s| s.passwd == *passwd)
-                    .map(|s| CheckedSession { timeout_ms: s.timeout_ms, connection_epoch: s.connection_epoch });
-                (ReplyBody::Session(checked), Vec::new())
+                let timeout = info.filter(|s| s.passwd == *passwd).map(|s| s.timeout_ms);
+                (ReplyBody::Session(timeout), Vec::new())
             }
             ShardOp::Write(_) => unreachable!("writes go through the commit loop"),
             ShardOp::RenewSession => unreachable!("renewals are handled by renew_session"),

@@ -24,7 +24,7 @@ use super::proposal::{decode_proposal, encode_fence, encode_proposal_after, high
 use crate::peer::PeerMessage;
 use crate::raft_log::{self, Record};
 use ahash::AHashMap;
-use engine::command::{Command, LogEntry, MultiOp, ShardId};
+use engine::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId};
 use engine::raft::{ElectionPriority, Entry, HardState, Index, Message, NodeId, Raft, ReadState, Role, Term};
 use engine::types::{SessionId, Zxid};
 use std::collections::VecDeque;
@@ -902,10 +902,15 @@ fn command_bytes(command: &Command) -> usize {
     const OVERHEAD: usize = 256;
     OVERHEAD
         + match command {
-            Command::Create(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
-            Command::SetData(op) => op.data.as_ref().map_or(0, Vec::len) + op.path.len(),
-            Command::Multi { ops, .. } => ops.len() * OVERHEAD + ops.iter().map(multi_op_bytes).sum::<usize>(),
-            Command::OfConnection { command, .. } => command_bytes(command),
+            Command::Create(op) | Command::OfConnection { write: ClientWrite::Create(op), .. } => {
+                op.data.as_ref().map_or(0, Vec::len) + op.path.len()
+            }
+            Command::SetData(op) | Command::OfConnection { write: ClientWrite::SetData(op), .. } => {
+                op.data.as_ref().map_or(0, Vec::len) + op.path.len()
+            }
+            Command::Multi { ops, .. } | Command::OfConnection { write: ClientWrite::Multi { ops, .. }, .. } => {
+                ops.len() * OVERHEAD + ops.iter().map(multi_op_bytes).sum::<usize>()
+            }
             _ => 0,
         }
 }

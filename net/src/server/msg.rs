@@ -146,19 +146,11 @@ pub enum ReplyBody {
     Read(Result<ReadResult, ZkError>),
     Write(Result<WriteResult, ZkError>),
     Synced,
-    /// A reconnect's session as shard 0 holds it, if it is open and the password matches.
-    Session(Option<CheckedSession>),
+    /// A reconnect's session timeout as shard 0 holds it, if it is open and the password matches.
+    Session(Option<i32>),
     /// A reattach's session was renewed by the session group's leader as of this time (the
     /// send time of the probe that carried it, `lease.rs`).
     Renewed(std::time::Instant),
-}
-
-/// A reconnect's session as shard 0 holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckedSession {
-    pub timeout_ms: i32,
-    /// The epoch of its latest connection (`Command::MoveSession`).
-    pub connection_epoch: engine::types::Zxid,
 }
 
 /// What one core reports for the four-letter words.

@@ -272,15 +272,6 @@ impl UnfinishedCloses {
     }
 }
 
-/// The epoch a reattach moves its session to (`Command::MoveSession`): above the epoch shard 0
-/// held when the reattach checked the session, which is that of every connection granted
-/// before the reattach began (its syncs came first), so each later connection gets a higher
-/// one whatever the node's clock; the wall clock only keeps two handshakes of one session that
-/// overlap from sharing an epoch.
-pub fn next_connection_epoch(seen: engine::types::Zxid, now_micros: i64) -> engine::types::Zxid {
-    (seen + 1).max(now_micros)
-}
-
 /// Whether this node may expire sessions now: a single node always; in a cluster only the
 /// session group's leader, and only while a ReadIndex round confirmed its leadership within
 /// `EXPIRY_CONTACT_MAX` (a node that cannot reach a majority stops leading, so no session
@@ -294,16 +285,6 @@ pub fn may_expire(clustered: bool, leading: bool, leadership_confirmed: Option<I
 mod tests {
     use super::super::msg::INTERNAL_CONN;
 
-    #[test]
-    fn a_later_connection_gets_a_higher_epoch_whatever_the_clock() {
-        assert_eq!(next_connection_epoch(0, 1_700_000_000_000_000), 1_700_000_000_000_000);
-        assert_eq!(
-            next_connection_epoch(1_800_000_000_000_000, 1_700_000_000_000_000),
-            1_800_000_000_000_001,
-            "a clock behind"
-        );
-        assert_eq!(next_connection_epoch(5, -3), 6, "a clock before the epoch");
-    }
     use super::*;
 
     #[test]

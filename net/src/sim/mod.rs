@@ -31,8 +31,7 @@ mod node;
 mod tests;
 
 use crate::peer::{decode_frame, encode_frame, PeerMessage};
-use crate::server::sessions::next_connection_epoch;
-use engine::command::{Command, CreateOp, SetDataOp};
+use engine::command::{ClientWrite, Command, CreateOp, SetDataOp};
 use engine::linearizability::{Action, Op};
 use engine::raft::{Index, NodeId, Role, Term};
 use engine::request::{Caller, ReadOp, ReadResult, WriteResult};
@@ -91,12 +90,11 @@ struct SessionClient {
     reattach: Option<(BTreeSet<ClientId>, u64)>,
     /// A reattach's renewal was answered (the probe's send time): its moves are out.
     renewed_at: Option<Instant>,
-    /// A reattach's moves not answered yet (`Conn::move_session_here`), and the epoch shard 0
-    /// held when the reattach checked the session.
-    moves: BTreeSet<ClientId>,
-    checked_epoch: Zxid,
-    /// The epoch of its connection (0: the one that opened the session); its writes carry it.
-    epoch: Zxid,
+    /// A reattach's moves not answered yet (`Conn::move_session_here`), with their groups.
+    moves: BTreeMap<ClientId, usize>,
+    /// Per group: its connection's epoch there (0: the connection that opened the session);
+    /// its writes carry it.
+    epochs: Vec<Zxid>,
 }
 
 /// A session client starts a reattach at most this long after its session was last alive
@@ -262,6 +260,9 @@ pub struct World {
     /// granting node had applied through (its moves included).
     grants: BTreeMap<SessionId, Vec<(u64, Vec<Index>)>>,
     session_writes_applied: usize,
+    /// Session client writes refused (SESSIONMOVED) on some node.
+    session_writes_refused: BTreeSet<u32>,
+    session_writes_ok: BTreeSet<u32>,
     clock_jumps: usize,
     history: BTreeMap<u64, Vec<Op<u32>>>,
     /// Per written value: its key and the client's writes answered before it was sent.
@@ -348,9 +349,8 @@ impl World {
                     alive_at: 0,
                     reattach: None,
                     renewed_at: None,
-                    moves: BTreeSet::new(),
-                    checked_epoch: 0,
-                    epoch: 0,
+                    moves: BTreeMap::new(),
+                    epochs: Vec::new(),
                 })
                 .collect(),
             next_client_session: FIRST_CLIENT_SESSION,
@@ -361,6 +361,8 @@ impl World {
             session_writes: BTreeMap::new(),
             grants: BTreeMap::new(),
             session_writes_applied: 0,
+            session_writes_refused: BTreeSet::new(),
+            session_writes_ok: BTreeSet::new(),
             clock_jumps: 0,
             history: BTreeMap::new(),
             written: BTreeMap::new(),
@@ -553,9 +555,14 @@ impl World {
         if applied.iter().any(|entry| entry.written.is_some()) {
             self.shown_changed.insert(id);
         }
-        for AppliedEntry { group, index, term, data_hash, digest, written, closed_session, session_write } in applied {
-            if let Some(write) = session_write {
-                self.check_session_write(id, write, group, index);
+        for entry in applied {
+            let AppliedEntry { group, index, term, data_hash, digest, written, closed_session, .. } = entry;
+            match entry.session_write {
+                Some((write, true)) => self.check_session_write(id, write, group, index),
+                Some((write, false)) => {
+                    self.session_writes_refused.insert(write);
+                }
+                None => {}
             }
             if let Some(session) = closed_session {
                 self.session_closed_at.entry(session).or_insert(self.now);
@@ -1063,9 +1070,8 @@ impl World {
             alive_at: self.now,
             reattach: None,
             renewed_at: None,
-            moves: BTreeSet::new(),
-            checked_epoch: 0,
-            epoch: 0,
+            moves: BTreeMap::new(),
+            epochs: vec![0; self.groups()],
         };
         self.process(id);
     }
@@ -1127,7 +1133,7 @@ impl World {
     }
 
     /// A reattach waiting for its renewal: once the renewing probe is answered, the session
-    /// moves to the new connection (shard 0, then the others: `Conn::move_session_here`), and
+    /// moves to the new connection (every group at once: `Conn::move_session_here`), and
     /// the reattach is granted if the renewal's lease still holds. **Checked**: never granted
     /// after the session's close committed.
     fn reattach_step(&mut self, c: usize) {
@@ -1151,10 +1157,7 @@ impl World {
                 return failed(self);
             }
             let Some(renewed_at) = self.node(node).reattach_renewed(conn) else { return };
-            let now_us = self.now_us(node);
-            let client = &mut self.session_clients[c];
-            client.renewed_at = Some(renewed_at);
-            client.epoch = next_connection_epoch(client.checked_epoch, now_us);
+            self.session_clients[c].renewed_at = Some(renewed_at);
             self.send_moves(c);
             return;
         };
@@ -1185,25 +1188,28 @@ impl World {
 
     /// A reattach's moves of its session to the new connection, in every group at once.
     fn send_moves(&mut self, c: usize) {
-        let SessionClient { session, node, conn, epoch, .. } = self.session_clients[c];
+        let SessionClient { session, node, conn, .. } = self.session_clients[c];
         for group in 0..self.groups() {
             let id = self.next_request;
             self.next_request += 1;
-            self.session_clients[c].moves.insert(id);
+            self.session_clients[c].moves.insert(id, group);
             self.note(|| format!("session client {c}: request {id} moves {session} to connection {conn} in g{group}"));
-            self.node(node).request(SimRequest { id, conn }, group, Some(Command::MoveSession { session, epoch }));
+            self.node(node).request(SimRequest { id, conn }, group, Some(Command::MoveSession { session }));
         }
         self.process(node);
     }
 
-    /// An answer to a reattach's move: a move not applied fails the reattach.
+    /// An answer to a reattach's move: the connection's epoch in that group (its writes there
+    /// carry it once granted); a move not applied fails the reattach.
     fn move_answer(&mut self, id: NodeId, request: ClientId, answer: &Answer) -> bool {
-        let Some(c) = self.session_clients.iter().position(|c| c.moves.contains(&request)) else { return false };
-        self.session_clients[c].moves.remove(&request);
-        let moved = matches!(answer, Answer::Write { result: Ok(WriteResult::Moved(_)), .. });
-        let client = &self.session_clients[c];
-        if moved && client.node == id && client.reattach.is_some() {
-            return true;
+        let Some(c) = self.session_clients.iter().position(|c| c.moves.contains_key(&request)) else { return false };
+        let group = self.session_clients[c].moves.remove(&request).expect("found");
+        let client = &mut self.session_clients[c];
+        if let Answer::Write { result: Ok(WriteResult::Moved(epoch)), .. } = answer {
+            if client.node == id && client.reattach.is_some() {
+                client.epochs[group] = *epoch;
+                return true;
+            }
         }
         self.note(|| format!("session client {c}: move {request} failed: {answer:?}"));
         let client = &mut self.session_clients[c];
@@ -1219,6 +1225,7 @@ impl World {
     fn check_session_write(&mut self, id: NodeId, write: u32, group: usize, index: Index) {
         let Some(&(session, sent_at)) = self.session_writes.get(&write) else { return };
         self.session_writes_applied += 1;
+        self.session_writes_ok.insert(write);
         for (granted_at, applied_through) in self.grants.get(&session).into_iter().flatten() {
             assert!(
                 *granted_at <= sent_at || index <= applied_through[group],
@@ -1246,8 +1253,6 @@ impl World {
             let (conn, session) = (client.conn, client.session);
             let (instant, mut out) = (self.instant(), Vec::new());
             let checked = self.node(id).reattach_check(id, conn, session, instant, &mut out);
-            let checked_epoch = self.node(id).groups[0].shard.session(session).map_or(0, |s| s.connection_epoch);
-            self.session_clients[c].checked_epoch = checked_epoch;
             for (group, to, message) in out {
                 self.send(id, to, group, &message);
             }
@@ -1308,12 +1313,14 @@ impl World {
         self.session_write_to(c, group);
     }
 
-    fn session_write_to(&mut self, c: usize, group: usize) {
-        let SessionClient { session, node, conn, epoch, .. } = self.session_clients[c];
+    /// Returns the write's number (its data).
+    fn session_write_to(&mut self, c: usize, group: usize) -> u32 {
+        let SessionClient { session, node, conn, .. } = self.session_clients[c];
+        let epoch = self.session_clients[c].epochs[group];
         let write = self.next_value;
         self.next_value += 1;
         self.session_writes.insert(write, (session, self.now));
-        let create = Command::Create(CreateOp {
+        let create = CreateOp {
             path: format!("/sw{session}-"),
             data: Some(write.to_be_bytes().to_vec()),
             acl: Acl::open_unsafe(),
@@ -1321,11 +1328,12 @@ impl World {
             ttl_ms: 0,
             session: 0,
             auth: Vec::new(),
-        });
-        let command = Command::OfConnection { session, epoch, command: Box::new(create) };
+        };
+        let command = Command::OfConnection { session, epoch, write: ClientWrite::Create(create) };
         self.note(|| format!("session client {c} writes {write} to g{group} on connection {conn}"));
         self.node(node).request(SimRequest { id: 0, conn }, group, Some(command));
         self.process(node);
+        write
     }
 
     /// Elects leaders and creates the registers and "/s" before any fault.
@@ -1675,20 +1683,19 @@ impl World {
     }
 }
 
-/// One whole run of `seed` on `n` nodes.
 /// The scenario of ZOOKEEPER-710, scripted: a session client connected to node A writes to a
 /// group A does not lead, and A is paused (SIGSTOP) after taking the write and before handing
 /// it on, for longer than the session's timeout. The client reattaches through another node
 /// meanwhile; when A resumes it forwards the write. **Checked** (`check_session_write`): it
-/// never applies after the reattach was granted. Returns whether a reattach was granted while
-/// A was paused (the scenario happened).
-pub fn run_moved_session_scenario(seed: u64, trace: bool) -> bool {
+/// never applies after the reattach was granted.
+pub fn run_moved_session_scenario(seed: u64, trace: bool) -> MovedSessionRun {
     let mut world = World::new(seed, 3, trace);
     world.scripted = true;
     world.bootstrap();
     let leaders: Vec<NodeId> = (0..world.groups()).filter_map(|group| world.leader(group)).collect();
-    let Some(node) = (1..=3).find(|id| !leaders.contains(id)).or(Some(1 + seed % 3)) else { return false };
-    let Some(group) = (0..world.groups()).find(|&group| world.leader(group) != Some(node)) else { return false };
+    let not_run = MovedSessionRun::default();
+    let Some(node) = (1..=3).find(|id| !leaders.contains(id)).or(Some(1 + seed % 3)) else { return not_run };
+    let Some(group) = (0..world.groups()).find(|&group| world.leader(group) != Some(node)) else { return not_run };
     world.sessions_on = Some(node);
     for _ in 0..3000 {
         world.step();
@@ -1699,11 +1706,11 @@ pub fn run_moved_session_scenario(seed: u64, trace: bool) -> bool {
     world.sessions_on = None;
     let client = &world.session_clients[0];
     if !client.connected || client.node != node {
-        return false;
+        return not_run;
     }
     let (session, timeout_ms) = (client.session, client.timeout_ms);
     world.hold = true;
-    world.session_write_to(0, group);
+    let held = world.session_write_to(0, group);
     world.hold = false;
     let until = world.now + timeout_ms as u64 + 500;
     world.note(|| format!("node {node} pauses until {until} with a write of session {session} for g{group}"));
@@ -1711,11 +1718,32 @@ pub fn run_moved_session_scenario(seed: u64, trace: bool) -> bool {
     for _ in 0..until - world.now + 3000 {
         world.step();
     }
-    let moved_while_paused = world.grants.get(&session).is_some_and(|grants| grants.iter().any(|(at, _)| *at < until));
+    let granted = world.grants.get(&session).and_then(|grants| grants.iter().map(|(at, _)| *at).min());
+    let newest_wrote = granted.is_some_and(|granted_at| {
+        world.session_writes_ok.iter().any(|write| world.session_writes[write].1 > granted_at)
+    });
+    let run = MovedSessionRun {
+        moved_while_paused: granted.is_some_and(|at| at < until),
+        held_write_refused: world.session_writes_refused.contains(&held),
+        newest_wrote,
+    };
     world.converge();
     world.check_histories();
-    moved_while_paused
+    run
 }
+
+/// What `run_moved_session_scenario` saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MovedSessionRun {
+    /// A reattach was granted while the node held the write (the scenario happened).
+    pub moved_while_paused: bool,
+    /// The held write reached the log and was refused (SESSIONMOVED).
+    pub held_write_refused: bool,
+    /// A write the client sent on its new connection applied.
+    pub newest_wrote: bool,
+}
+
+/// One whole run of `seed` on `n` nodes.
 
 pub fn run(seed: u64, n: u64, steps: u64, trace: bool) -> Summary {
     let mut world = World::new(seed, n, trace);

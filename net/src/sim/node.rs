@@ -17,7 +17,7 @@ use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
 use crate::server::role::first_out_of_contact;
 use crate::server::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses};
 use ahash::AHashMap;
-use engine::command::{Command, LogEntry, ShardId};
+use engine::command::{ClientWrite, Command, LogEntry, ShardId};
 use engine::error::ZkError;
 use engine::raft::{Config, Entry, HardState, Index, NodeId, Raft, Role, Term};
 use engine::request::WriteResult;
@@ -76,8 +76,9 @@ pub struct AppliedEntry {
     pub written: Option<u32>,
     /// The session a close in shard 0 closed.
     pub closed_session: Option<SessionId>,
-    /// A session client's write (its 4-byte data) that applied, not refused as SESSIONMOVED.
-    pub session_write: Option<u32>,
+    /// A session client's write (its 4-byte data), and whether it applied (else it was refused
+    /// as SESSIONMOVED); unknown for a replayed entry, which is not reported.
+    pub session_write: Option<(u32, bool)>,
 }
 
 /// Where a crash stops a Ready.
@@ -498,7 +499,7 @@ impl Node {
     pub fn create_ephemerals(&mut self, conn: u64, session: SessionId) {
         for group in 0..self.groups.len() {
             let request = SimRequest { id: 0, conn };
-            let ephemeral = Command::Create(engine::command::CreateOp {
+            let ephemeral = engine::command::CreateOp {
                 path: format!("/eph-{session}"),
                 data: None,
                 acl: engine::types::Acl::open_unsafe(),
@@ -506,8 +507,8 @@ impl Node {
                 ttl_ms: 0,
                 session,
                 auth: Vec::new(),
-            });
-            let ephemeral = Command::OfConnection { session, epoch: 0, command: Box::new(ephemeral) };
+            };
+            let ephemeral = Command::OfConnection { session, epoch: 0, write: ClientWrite::Create(ephemeral) };
             self.request(request, group, Some(ephemeral));
         }
     }
@@ -738,7 +739,8 @@ impl GroupHost for SimHost<'_> {
     fn entry_applied(&mut self, entry: &Entry) {
         self.did_apply = true;
         let mut applied = AppliedEntry::of(self.group, entry, Some(self.shard.digest()));
-        applied.session_write = applied.session_write.filter(|_| std::mem::take(&mut self.last_applied_ok));
+        let ok = std::mem::take(&mut self.last_applied_ok);
+        applied.session_write = applied.session_write.map(|(write, _)| (write, ok));
         self.applied.push(applied);
     }
 
@@ -777,10 +779,9 @@ impl AppliedEntry {
         let (written, closed_session, session_write) = match command {
             Some(Command::SetData(op)) => (value(op.data), None, None),
             Some(Command::CloseSession { session }) if group == 0 => (None, Some(session), None),
-            Some(Command::OfConnection { command, .. }) => match *command {
-                Command::Create(op) => (None, None, value(op.data)),
-                _ => (None, None, None),
-            },
+            Some(Command::OfConnection { write: ClientWrite::Create(op), .. }) => {
+                (None, None, value(op.data).map(|write| (write, true)))
+            }
             _ => (None, None, None),
         };
         AppliedEntry {

@@ -5,8 +5,8 @@ use super::slots::{Held, Kind, Slot, WriteTarget};
 use super::Conn;
 use crate::jute::{self, ConnectRequest, ConnectResponse};
 use crate::server::msg::*;
-use crate::server::sessions::next_connection_epoch;
 use engine::command::{Command, ShardId};
+use engine::request::WriteResult;
 use engine::types::SessionId;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,7 @@ impl Conn {
     ) -> (Vec<u8>, bool) {
         let granted = parts.iter().all(answered_well);
         let stored_timeout = parts.iter().find_map(|part| match part {
-            Some(ReplyBody::Session(Some(checked))) => Some(checked.timeout_ms),
+            Some(ReplyBody::Session(Some(timeout))) => Some(*timeout),
             _ => None,
         });
         let renewed_at = parts.iter().find_map(|part| match part {
@@ -119,6 +119,7 @@ impl Conn {
             return (frame, true);
         }
         self.handshake.set(Handshake::Granted);
+        self.adopt_moved_epochs(parts);
         if let Some(timeout_ms) = stored_timeout {
             // A reconnect: the session tracker re-checks that it did not expire meanwhile.
             self.timeout_ms.set(timeout_ms);
@@ -134,10 +135,10 @@ impl Conn {
 
 impl Conn {
     /// A reconnect in a cluster, once its syncs, check and renewal are all answered: the
-    /// session moves to this connection in every shard at once, to an epoch above the one
-    /// shard 0 held at the check (`sessions::next_connection_epoch`). Only then is the client
-    /// told it is connected, so no write its session's earlier connections still have in
-    /// flight applies after that anywhere (`Command::OfConnection`).
+    /// session moves to this connection in every shard at once (each shard's epoch for it goes
+    /// up by one; this connection's writes to that shard carry the new one). Only then is the
+    /// client told it is connected, so no write its session's earlier connections still have
+    /// in flight applies after that anywhere (`Command::OfConnection`).
     pub(super) fn move_session_here(&self, seq: u64, slot: &mut Slot) {
         if slot.missing > 0 {
             return;
@@ -146,17 +147,13 @@ impl Conn {
             unreachable!("called for Reattach slots")
         };
         slot.kind = Kind::Connect { session, passwd };
-        let checked = slot.parts.iter().find_map(|part| match part {
-            Some(ReplyBody::Session(Some(checked))) => Some(*checked),
-            _ => None,
-        });
-        let Some(checked) = checked.filter(|_| slot.parts.iter().all(answered_well)) else { return };
-        let epoch = next_connection_epoch(checked.connection_epoch, crate::server::clock::unix_micros());
-        self.connection_epoch.set(epoch);
+        if !slot.parts.iter().all(answered_well) {
+            return;
+        }
         let first_part = slot.parts.len();
         let requests: Vec<ShardRequest> = (0..self.shard_count())
             .map(|shard| {
-                let op = ShardOp::Write(Command::MoveSession { session, epoch });
+                let op = ShardOp::Write(Command::MoveSession { session });
                 self.shard_request(seq, first_part + shard as usize, shard as ShardId, op)
             })
             .collect();
@@ -167,6 +164,19 @@ impl Conn {
             _ => WriteTarget::Many,
         };
         self.send_now(Held { requests, write_target: Some(write_target) });
+    }
+
+    /// A granted reconnect's moves (its last parts, one per shard): each shard's epoch is what
+    /// this connection's writes to it carry from now on.
+    fn adopt_moved_epochs(&self, parts: &[Option<ReplyBody>]) {
+        let shards = self.shard_count() as usize;
+        let moves = &parts[parts.len().saturating_sub(shards)..];
+        let mut epochs = self.connection_epochs.borrow_mut();
+        for (shard, part) in moves.iter().enumerate() {
+            if let Some(ReplyBody::Write(Ok(WriteResult::Moved(epoch)))) = part {
+                epochs[shard] = *epoch;
+            }
+        }
     }
 }
 

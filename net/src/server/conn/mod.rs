@@ -83,9 +83,12 @@ pub struct Conn {
     write_target: Cell<Option<WriteTarget>>,
     /// Events waiting in some slot's `events_after` (skips the scan for the zxid cap).
     held_events: Cell<usize>,
-    /// The epoch its session moved to when this connection reattached it in a cluster (0 for
-    /// the connection that created it): its writes carry it (`Command::OfConnection`).
-    connection_epoch: Cell<Zxid>,
+    /// Per shard: the session's epoch there when this connection reattached it in a cluster
+    /// (0 for the connection that created it): its writes carry it (`Command::OfConnection`).
+    connection_epochs: RefCell<Vec<Zxid>>,
+    /// A write came back SESSIONMOVED: nothing more leaves or is sent (ZooKeeper cuts such a
+    /// connection at once).
+    cut_off: Cell<bool>,
 }
 
 impl Conn {
@@ -116,7 +119,8 @@ impl Conn {
             write_parts_in_flight: Cell::new(0),
             write_target: Cell::new(None),
             held_events: Cell::new(0),
-            connection_epoch: Cell::new(0),
+            connection_epochs: RefCell::new(vec![0; shards]),
+            cut_off: Cell::new(false),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::jute::{self, ReplyHeader, Response};
 use crate::server::cut::{check_cut, PartStamp};
 use crate::server::metrics::RequestClass;
 use crate::server::msg::*;
-use engine::command::{Command, ShardId};
+use engine::command::{ClientWrite, Command, ShardId};
 use engine::request::{Caller, ReadOp};
 use engine::types::{SessionId, Zxid};
 use engine::ZkError;
@@ -193,31 +193,26 @@ impl Conn {
         for mut request in held.requests {
             if ordered_after_other_groups && matches!(request.op, ShardOp::Write(_)) {
                 request.dependencies = self.applied_in_other_groups(request.shard);
-                self.stamp_connection(&mut request.op);
+                self.stamp_connection(&mut request);
             }
             self.core.send_to_shard(request);
         }
     }
 
-    /// A client's write in a cluster names this connection's epoch, so it fails with
-    /// SESSIONMOVED if it applies after its session moved to a newer connection: a write can
-    /// linger in a forward queue while its client reattaches elsewhere (`Command::OfConnection`).
-    fn stamp_connection(&self, op: &mut ShardOp) {
-        let ShardOp::Write(command) = op else { return };
-        if !matches!(
-            command,
-            Command::Create(_)
-                | Command::Delete(_)
-                | Command::SetData(_)
-                | Command::SetAcl { .. }
-                | Command::Multi { .. }
-        ) {
-            return;
-        }
+    /// A client's write in a cluster names this connection's epoch in its shard, so it fails
+    /// with SESSIONMOVED if it applies after its session moved to a newer connection: a write
+    /// can linger in a forward queue while its client reattaches elsewhere
+    /// (`Command::OfConnection`).
+    fn stamp_connection(&self, request: &mut ShardRequest) {
+        let ShardOp::Write(command) = &mut request.op else { return };
         let placeholder = Command::Reap { path: String::new() };
-        let inner = Box::new(std::mem::replace(command, placeholder));
-        *command =
-            Command::OfConnection { session: self.session.get(), epoch: self.connection_epoch.get(), command: inner };
+        match ClientWrite::of(std::mem::replace(command, placeholder)) {
+            Ok(write) => {
+                let epoch = self.connection_epochs.borrow()[request.shard as usize];
+                *command = Command::OfConnection { session: self.session.get(), epoch, write };
+            }
+            Err(other) => *command = other,
+        }
     }
 
     /// One order across groups: a write depends on everything this node has applied in the
@@ -238,6 +233,9 @@ impl Conn {
             return;
         }
         self.write_target.set(None);
+        if self.cut_off.get() {
+            return;
+        }
         loop {
             let next = {
                 let mut held = self.held.borrow_mut();
@@ -373,6 +371,9 @@ impl Conn {
     pub(super) fn pump(&self) {
         let mut wrote = false;
         loop {
+            if self.cut_off.get() {
+                break;
+            }
             let mut slots = self.slots.borrow_mut();
             let Some(front) = slots.front_mut() else { break };
             if front.missing > 0 {
@@ -462,7 +463,8 @@ impl Conn {
                         session = format!("{:#x}", self.session.get()),
                         "a write of a connection its session left; closing"
                     );
-                    slot.close_after = true;
+                    self.cut_off.set(true);
+                    self.close("session moved");
                     return;
                 }
                 Err(e) => (e.code(), Response::Empty),
