@@ -1744,7 +1744,6 @@ pub struct MovedSessionRun {
 }
 
 /// One whole run of `seed` on `n` nodes.
-
 pub fn run(seed: u64, n: u64, steps: u64, trace: bool) -> Summary {
     let mut world = World::new(seed, n, trace);
     world.bootstrap();
