@@ -16,6 +16,7 @@ mod read;
 pub mod request;
 pub mod session;
 pub mod shard;
+pub mod snapshot;
 pub mod tree;
 pub mod types;
 pub mod watch;

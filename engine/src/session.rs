@@ -83,6 +83,19 @@ impl SessionTable {
         self.closed.push_back((id, time_ms));
     }
 
+    /// Sessions closed recently with the time of their closing entry, oldest first.
+    pub(crate) fn closed_with_times(&self) -> impl Iterator<Item = (SessionId, i64)> + '_ {
+        self.closed.iter().copied()
+    }
+
+    /// A restored session's marks (a snapshot's): when its ephemerals last changed, and its
+    /// connection epoch.
+    pub(crate) fn restore_marks(&mut self, id: SessionId, ephemerals_changed_zxid: Zxid, connection_epoch: Zxid) {
+        let info = self.sessions.get_mut(&id).expect("opened just before");
+        info.ephemerals_changed_zxid = ephemerals_changed_zxid;
+        info.connection_epoch = connection_epoch;
+    }
+
     /// Sessions closed recently (see `closed`), oldest first.
     pub fn recently_closed(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.closed.iter().map(|(id, _)| *id)

@@ -48,6 +48,11 @@ impl Shard {
         Shard { id, last_zxid: 0, tree, sessions, watches: WatchRegistry::default() }
     }
 
+    /// A shard restored from its parts (`snapshot.rs`); no watches.
+    pub(crate) fn from_parts(id: ShardId, last_zxid: Zxid, tree: Tree, sessions: SessionTable) -> Shard {
+        Shard { id, last_zxid, tree, sessions, watches: WatchRegistry::default() }
+    }
+
     pub fn id(&self) -> ShardId {
         self.id
     }

@@ -185,8 +185,21 @@ impl Tree {
         tree
     }
 
+    /// A tree holding only `root` (a snapshot's "/").
+    pub(crate) fn with_root(root: Node) -> Tree {
+        let mut tree = Tree::new();
+        tree.approximate_bytes = node_bytes("/", &root);
+        tree.nodes.insert(CompactString::const_new("/"), root);
+        tree
+    }
+
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
+    }
+
+    /// Every path, in no particular order.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(CompactString::as_str)
     }
 
     pub fn contains(&self, path: &str) -> bool {
