@@ -118,6 +118,11 @@ impl Shard {
     pub fn restore(bytes: &[u8], shard: ShardId, shard_count: u16) -> Result<Shard, String> {
         let image = rkyv::access::<ArchivedShardImage, rkyv::rancor::Error>(bytes)
             .map_err(|e| format!("invalid shard image: {e}"))?;
+        Shard::restore_archived(image, shard, shard_count)
+    }
+
+    /// `restore` from an image inside an archive already validated (a group's snapshot file).
+    pub fn restore_archived(image: &ArchivedShardImage, shard: ShardId, shard_count: u16) -> Result<Shard, String> {
         if image.shard.to_native() != shard || image.shard_count.to_native() != shard_count {
             return Err(format!(
                 "the image is of shard {} of {}, not of shard {shard} of {shard_count}",

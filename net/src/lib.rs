@@ -14,4 +14,5 @@ pub mod server;
 pub mod signals;
 #[cfg(test)]
 mod sim;
+pub mod snapshot_file;
 pub mod wal;
