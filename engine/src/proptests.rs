@@ -178,7 +178,7 @@ fn assert_matches_model(shard: &Shard, model: &Model) {
             .filter(|p| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
             .map(|p| &p[prefix.len()..])
             .collect();
-        let actual: Vec<&str> = node.children.iter().map(String::as_str).collect();
+        let actual: Vec<&str> = node.children.iter().map(|name| name.as_str()).collect();
         assert_eq!(actual, expected, "children of {path}");
     }
 }

@@ -98,7 +98,7 @@ impl Shard {
         watch: bool,
     ) -> Result<(Vec<String>, crate::types::Stat), ZkError> {
         let node = self.readable(caller, path, perms::READ)?;
-        let children = node.children.iter().cloned().collect();
+        let children = node.children.iter().map(|name| name.to_string()).collect();
         let stat = node.stat();
         if watch {
             self.watches.add(WatchKind::Child, path, caller.conn);

@@ -69,7 +69,10 @@ impl Harness {
     }
 
     pub fn children(&mut self, path: &str) -> Vec<String> {
-        self.shard.node(path).map(|node| node.children.iter().cloned().collect()).unwrap_or_default()
+        self.shard
+            .node(path)
+            .map(|node| node.children.iter().map(|name| name.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// Registers a one-shot data watch (getData) of `conn` on `path`.

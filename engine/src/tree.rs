@@ -9,6 +9,7 @@ use ahash::AHashMap;
 use compact_str::CompactString;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock};
 
 /// ZooKeeper's ephemeralOwner of a container node (EphemeralType.CONTAINER_EPHEMERAL_OWNER).
 pub const CONTAINER_EPHEMERAL_OWNER: i64 = i64::MIN;
@@ -88,21 +89,24 @@ impl NodeMeta {
 pub struct Node {
     /// None = null data: a client that stored null reads null back (ZooKeeper's DataNode).
     pub data: Option<Vec<u8>>,
-    acl: Vec<Acl>,
+    /// Shared: most nodes carry world:anyone with every permission and hold a reference to one
+    /// copy of it, not a vector and two strings of their own (ZooKeeper interns ACLs too).
+    acl: Arc<[Acl]>,
     /// The permissions `acl` grants world:anyone (all of them for an empty ACL), kept in the
     /// node itself: most nodes are open to everyone, and this answers their permission check
     /// without following the ACL's heap entries (three cache misses per read otherwise).
     world_perms: i32,
     pub kind: NodeKind,
     pub meta: NodeMeta,
-    /// Child names, sorted: getChildren answers in this order.
-    pub children: BTreeSet<String>,
+    /// Child names, sorted: getChildren answers in this order. Inline strings: a name of up to
+    /// 24 bytes needs no heap allocation of its own.
+    pub children: BTreeSet<CompactString>,
 }
 
 impl Node {
     pub fn new(data: Option<Vec<u8>>, acl: Vec<Acl>, kind: NodeKind, meta: NodeMeta) -> Node {
         let world_perms = acl::world_perms(&acl);
-        Node { data, acl, world_perms, kind, meta, children: BTreeSet::new() }
+        Node { data, acl: shared_acl(acl), world_perms, kind, meta, children: BTreeSet::new() }
     }
 
     pub fn acl(&self) -> &[Acl] {
@@ -111,7 +115,7 @@ impl Node {
 
     pub fn set_acl(&mut self, acl: Vec<Acl>) {
         self.world_perms = acl::world_perms(&acl);
-        self.acl = acl;
+        self.acl = shared_acl(acl);
     }
 
     /// ZooKeeper's checkACL of this node for one of the bits of `perm`.
@@ -156,13 +160,25 @@ pub fn create_parent(path: &str) -> &str {
     }
 }
 
+/// `acl` as a node keeps it: the open ACL is one copy shared by every node that has it.
+fn shared_acl(acl: Vec<Acl>) -> Arc<[Acl]> {
+    static OPEN: LazyLock<Arc<[Acl]>> = LazyLock::new(|| Arc::from(Acl::open_unsafe()));
+    if acl[..] == OPEN[..] {
+        OPEN.clone()
+    } else {
+        Arc::from(acl)
+    }
+}
+
 /// Nodes by path. Every node but "/" has its parent in the map and its name in the parent's
 /// children (checked by `assert_linked` in tests and debug builds).
 #[derive(Debug, Clone)]
 pub struct Tree {
     /// Keyed by inline strings: a path of up to 24 bytes lives in the map's own slot, so a
     /// lookup compares it without another cache miss on a heap copy of the key.
-    nodes: AHashMap<CompactString, Node>,
+    /// Nodes are boxed: a map of large values wastes the empty half of its slots after every
+    /// doubling (at 1M nodes about 170 B per node); a slot of key and pointer wastes 32 B.
+    nodes: AHashMap<CompactString, Box<Node>>,
     /// Containers and TTL nodes, sorted so reap candidates come out deterministically.
     reapable: BTreeSet<String>,
     /// Sum of path length + data length over nodes (ZooKeeper's approximateDataSize).
@@ -181,7 +197,7 @@ impl Tree {
         let root = Node::new(Some(Vec::new()), Acl::open_unsafe(), NodeKind::Persistent, NodeMeta::default());
         let mut tree = Tree { nodes: AHashMap::new(), reapable: BTreeSet::new(), approximate_bytes: 0 };
         tree.approximate_bytes = node_bytes("/", &root);
-        tree.nodes.insert(CompactString::const_new("/"), root);
+        tree.nodes.insert(CompactString::const_new("/"), Box::new(root));
         tree
     }
 
@@ -189,12 +205,12 @@ impl Tree {
     pub(crate) fn with_root(root: Node) -> Tree {
         let mut tree = Tree::new();
         tree.approximate_bytes = node_bytes("/", &root);
-        tree.nodes.insert(CompactString::const_new("/"), root);
+        tree.nodes.insert(CompactString::const_new("/"), Box::new(root));
         tree
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        self.nodes.get(path).map(|node| &**node)
     }
 
     /// Every path, in no particular order.
@@ -246,21 +262,21 @@ impl Tree {
     pub(crate) fn link(&mut self, path: String, node: Node) {
         assert!(path != "/", "the root is never linked");
         let parent = crate::path::parent(&path);
-        let name = crate::path::name(&path).to_string();
+        let name = CompactString::from(crate::path::name(&path));
         let inserted = self.node_mut(parent).children.insert(name);
         assert!(inserted, "link of {path}: name already present in its parent");
         self.approximate_bytes += node_bytes(&path, &node);
         if node.kind.is_reapable() {
             self.reapable.insert(path.clone());
         }
-        let previous = self.nodes.insert(CompactString::from(path), node);
+        let previous = self.nodes.insert(CompactString::from(path), Box::new(node));
         assert!(previous.is_none(), "link of an existing node");
     }
 
     /// Removes a childless node from the map and from its parent's children.
     pub(crate) fn unlink(&mut self, path: &str) -> Node {
         assert!(path != "/", "the root is never unlinked");
-        let node = self.nodes.remove(path).unwrap_or_else(|| panic!("unlink of missing {path}"));
+        let node = *self.nodes.remove(path).unwrap_or_else(|| panic!("unlink of missing {path}"));
         assert!(node.children.is_empty(), "unlink of {path} that has children");
         let removed = self.node_mut(crate::path::parent(path)).children.remove(crate::path::name(path));
         assert!(removed, "unlink of {path}: not in its parent's children");
@@ -364,6 +380,19 @@ mod tests {
     }
 
     #[test]
+    fn nodes_with_the_open_acl_share_one_copy_of_it() {
+        let open = |_| Node::new(None, Acl::open_unsafe(), NodeKind::Persistent, NodeMeta::default());
+        let (a, b) = (open(1), open(2));
+        assert!(std::ptr::eq(a.acl().as_ptr(), b.acl().as_ptr()));
+        let read_only = vec![Acl { perms: crate::types::perms::READ, id: Id::world_anyone() }];
+        let mut c = Node::new(None, read_only.clone(), NodeKind::Persistent, NodeMeta::default());
+        assert_eq!(c.acl(), &read_only[..]);
+        assert!(!std::ptr::eq(a.acl().as_ptr(), c.acl().as_ptr()));
+        c.set_acl(Acl::open_unsafe());
+        assert!(std::ptr::eq(a.acl().as_ptr(), c.acl().as_ptr()), "set to the open ACL, it shares it too");
+    }
+
+    #[test]
     fn the_permission_check_kept_in_the_node_follows_its_acl() {
         use crate::types::perms;
         let bob = Id::new("digest", "bob:hash");
@@ -389,7 +418,7 @@ mod tests {
         tree.link("/a".into(), leaf(NodeKind::Persistent));
         tree.link("/a/b".into(), leaf(NodeKind::Container));
         tree.assert_consistent();
-        assert_eq!(tree.get("/a").unwrap().children.iter().collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(tree.get("/a").unwrap().children.iter().map(CompactString::as_str).collect::<Vec<_>>(), vec!["b"]);
         assert_eq!(tree.reapable().collect::<Vec<_>>(), vec!["/a/b"]);
         assert_eq!(tree.descendant_count("/"), 2);
         let removed = tree.unlink("/a/b");

@@ -515,7 +515,10 @@ mod tests {
     #[test]
     fn system_nodes_exist_only_in_their_shard() {
         let h = Harness::new();
-        assert_eq!(h.shard.node("/").unwrap().children.iter().collect::<Vec<_>>(), vec!["zookeeper"]);
+        assert_eq!(
+            h.shard.node("/").unwrap().children.iter().map(|name| name.as_str()).collect::<Vec<_>>(),
+            vec!["zookeeper"]
+        );
         let config = h.shard.node("/zookeeper/config").unwrap();
         assert_eq!(config.acl(), vec![Acl { perms: perms::READ, id: Id::world_anyone() }]);
         assert_eq!(config.stat().aversion, -1);
