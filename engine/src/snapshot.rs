@@ -39,14 +39,7 @@ pub struct NodeImage {
     /// as a TTL in it.
     pub kind: u8,
     pub kind_value: i64,
-    pub czxid: Zxid,
-    pub mzxid: Zxid,
-    pub ctime: i64,
-    pub mtime: i64,
-    pub version: i32,
-    pub child_creates: i32,
-    pub aversion: i32,
-    pub pzxid: Zxid,
+    pub meta: NodeMeta,
 }
 
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
@@ -74,21 +67,13 @@ impl Shard {
             .into_iter()
             .map(|path| {
                 let node = self.tree.get(path).expect("listed");
-                let meta = node.meta;
                 NodeImage {
                     path: path.to_string(),
                     data: node.data.clone(),
                     acl: node.acl().to_vec(),
                     kind: kind_code(node.kind).0,
                     kind_value: kind_code(node.kind).1,
-                    czxid: meta.czxid,
-                    mzxid: meta.mzxid,
-                    ctime: meta.ctime,
-                    mtime: meta.mtime,
-                    version: meta.version,
-                    child_creates: meta.child_creates,
-                    aversion: meta.aversion,
-                    pzxid: meta.pzxid,
+                    meta: node.meta,
                 }
             })
             .collect();
@@ -184,16 +169,8 @@ fn node_of(image: &ArchivedNodeImage) -> Result<Node, String> {
         (3, ttl_ms) => NodeKind::Ttl { ttl_ms },
         (code, _) => return Err(format!("node {} has an unknown kind {code}", image.path)),
     };
-    let meta = NodeMeta {
-        czxid: image.czxid.to_native(),
-        mzxid: image.mzxid.to_native(),
-        ctime: image.ctime.to_native(),
-        mtime: image.mtime.to_native(),
-        version: image.version.to_native(),
-        child_creates: image.child_creates.to_native(),
-        aversion: image.aversion.to_native(),
-        pzxid: image.pzxid.to_native(),
-    };
+    let meta = rkyv::deserialize::<NodeMeta, rkyv::rancor::Error>(&image.meta)
+        .map_err(|e| format!("the stat of {} does not decode: {e}", image.path))?;
     let data = image.data.as_ref().map(|data| data.to_vec());
     let acl = rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(&image.acl)
         .map_err(|e| format!("the ACL of {} does not decode: {e}", image.path))?;

@@ -63,8 +63,8 @@ impl NodeKind {
     }
 }
 
-/// The stored metadata of a node (ZooKeeper's StatPersisted).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// The stored metadata of a node (ZooKeeper's StatPersisted); archived as is in snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct NodeMeta {
     pub czxid: Zxid,
     pub mzxid: Zxid,
