@@ -5,7 +5,7 @@
 //! only after the whole command succeeded (a failed multi fires nothing).
 
 use crate::acl;
-use crate::command::{ClientWrite, Command, CreateOp, MultiOp};
+use crate::command::{ClientWrite, Command, CreateOp, DeleteOp, MultiOp, SetDataOp};
 use crate::error::ZkError;
 use crate::path;
 use crate::request::{MultiResult, WriteResult};
@@ -55,15 +55,11 @@ impl<'a> Txn<'a> {
     fn dispatch(&mut self, command: &Command) -> Result<WriteResult, ZkError> {
         match command {
             Command::Create(op) => self.create_node(op),
-            Command::Delete(op) => self.delete(&op.path, op.version, &op.auth).map(|()| WriteResult::Deleted),
-            Command::SetData(op) => {
-                self.set_data(&op.path, op.data.as_deref(), op.version, &op.auth).map(WriteResult::Stat)
-            }
-            Command::SetAcl { path, acl, version, auth } => {
-                self.set_acl(path, acl, *version, auth).map(WriteResult::Stat)
-            }
+            Command::Delete(op) => self.delete_node(op),
+            Command::SetData(op) => self.set_node_data(op),
+            Command::SetAcl { path, acl, version, auth } => self.set_node_acl(path, acl, *version, auth),
             Command::CopyRootAcl { acl, auth } => self.copy_root_acl(acl, auth).map(WriteResult::Stat),
-            Command::Multi { ops, session, auth } => Ok(WriteResult::Multi(self.multi(ops, *session, auth))),
+            Command::Multi { ops, session, auth } => Ok(self.run_multi(ops, *session, auth)),
             Command::CreateSession { session, timeout_ms, passwd } => {
                 self.sessions.open(*session, *timeout_ms, passwd);
                 Ok(WriteResult::SessionCreated)
@@ -90,19 +86,31 @@ impl<'a> Txn<'a> {
     fn client_write(&mut self, write: &ClientWrite) -> Result<WriteResult, ZkError> {
         match write {
             ClientWrite::Create(op) => self.create_node(op),
-            ClientWrite::Delete(op) => self.delete(&op.path, op.version, &op.auth).map(|()| WriteResult::Deleted),
-            ClientWrite::SetData(op) => {
-                self.set_data(&op.path, op.data.as_deref(), op.version, &op.auth).map(WriteResult::Stat)
-            }
-            ClientWrite::SetAcl { path, acl, version, auth } => {
-                self.set_acl(path, acl, *version, auth).map(WriteResult::Stat)
-            }
-            ClientWrite::Multi { ops, session, auth } => Ok(WriteResult::Multi(self.multi(ops, *session, auth))),
+            ClientWrite::Delete(op) => self.delete_node(op),
+            ClientWrite::SetData(op) => self.set_node_data(op),
+            ClientWrite::SetAcl { path, acl, version, auth } => self.set_node_acl(path, acl, *version, auth),
+            ClientWrite::Multi { ops, session, auth } => Ok(self.run_multi(ops, *session, auth)),
         }
     }
 
     fn create_node(&mut self, op: &CreateOp) -> Result<WriteResult, ZkError> {
         self.create(op, op.session, &op.auth).map(|(path, stat)| WriteResult::Created { path, stat })
+    }
+
+    fn delete_node(&mut self, op: &DeleteOp) -> Result<WriteResult, ZkError> {
+        self.delete(&op.path, op.version, &op.auth).map(|()| WriteResult::Deleted)
+    }
+
+    fn set_node_data(&mut self, op: &SetDataOp) -> Result<WriteResult, ZkError> {
+        self.set_data(&op.path, op.data.as_deref(), op.version, &op.auth).map(WriteResult::Stat)
+    }
+
+    fn set_node_acl(&mut self, path: &str, acl: &[Acl], version: i32, auth: &[Id]) -> Result<WriteResult, ZkError> {
+        self.set_acl(path, acl, version, auth).map(WriteResult::Stat)
+    }
+
+    fn run_multi(&mut self, ops: &[MultiOp], session: SessionId, auth: &[Id]) -> WriteResult {
+        WriteResult::Multi(self.multi(ops, session, auth))
     }
 
     fn create(&mut self, op: &CreateOp, session: SessionId, auth: &[Id]) -> Result<(String, Stat), ZkError> {

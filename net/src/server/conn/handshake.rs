@@ -1,7 +1,7 @@
 //! The session handshake of a connection: opening a new session in every shard or checking a
 //! reconnect's session and password, and the ConnectResponse (granted, or refused and closed).
 
-use super::slots::{Held, Kind, Slot, WriteTarget};
+use super::slots::{Kind, Slot, WriteTarget};
 use super::Conn;
 use crate::jute::{self, ConnectRequest, ConnectResponse};
 use crate::server::msg::*;
@@ -150,20 +150,13 @@ impl Conn {
         if !slot.parts.iter().all(answered_well) {
             return;
         }
-        let first_part = slot.parts.len();
-        let requests: Vec<ShardRequest> = (0..self.shard_count())
-            .map(|shard| {
-                let op = ShardOp::Write(Command::MoveSession { session });
-                self.shard_request(seq, first_part + shard as usize, shard as ShardId, op)
-            })
-            .collect();
-        slot.parts.extend(requests.iter().map(|_| None));
-        slot.missing += requests.len();
-        let write_target = match requests.len() {
+        let moves =
+            (0..self.shard_count()).map(|shard| (shard, ShardOp::Write(Command::MoveSession { session }))).collect();
+        let write_target = match self.shard_count() {
             1 => WriteTarget::Shard(0),
             _ => WriteTarget::Many,
         };
-        self.send_now(Held { requests, write_target: Some(write_target) });
+        self.send_further_parts(seq, slot, moves, write_target);
     }
 
     /// A granted reconnect's moves (its last parts, one per shard): each shard's epoch is what
@@ -212,14 +205,11 @@ impl Conn {
         if !matches!(slot.parts[0], Some(ReplyBody::Write(Ok(_)))) {
             return;
         }
-        let requests: Vec<ShardRequest> = (1..self.shard_count())
+        let creates = (1..self.shard_count())
             .map(|shard| {
-                let create = Command::CreateSession { session, timeout_ms, passwd: passwd.clone() };
-                self.shard_request(seq, shard as usize, shard, ShardOp::Write(create))
+                (shard, ShardOp::Write(Command::CreateSession { session, timeout_ms, passwd: passwd.clone() }))
             })
             .collect();
-        slot.parts.extend(requests.iter().map(|_| None));
-        slot.missing += requests.len();
-        self.send_now(Held { requests, write_target: Some(WriteTarget::Many) });
+        self.send_further_parts(seq, slot, creates, WriteTarget::Many);
     }
 }

@@ -3,7 +3,7 @@
 //! within one shard, multiRead and setWatches split per shard, and the second stage of
 //! setACL("/").
 
-use super::slots::{Held, Kind, Slot, WriteTarget};
+use super::slots::{Kind, Slot, WriteTarget};
 use super::Conn;
 use crate::jute::{self, Request, Response};
 use crate::server::msg::*;
@@ -252,15 +252,10 @@ impl Conn {
             return;
         }
         let auth = self.auth_vec();
-        let requests: Vec<ShardRequest> = (1..self.shard_count())
-            .map(|shard| {
-                let copy = Command::CopyRootAcl { acl: acl.clone(), auth: auth.clone() };
-                self.shard_request(seq, shard as usize, shard, ShardOp::Write(copy))
-            })
+        let copies = (1..self.shard_count())
+            .map(|shard| (shard, ShardOp::Write(Command::CopyRootAcl { acl: acl.clone(), auth: auth.clone() })))
             .collect();
-        slot.parts.extend(requests.iter().map(|_| None));
-        slot.missing += requests.len();
-        self.send_now(Held { requests, write_target: Some(WriteTarget::Many) });
+        self.send_further_parts(seq, slot, copies, WriteTarget::Many);
     }
 }
 

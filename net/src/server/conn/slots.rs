@@ -184,6 +184,31 @@ impl Conn {
         }
     }
 
+    /// Adds a write part to `slot` (request `seq`) for each of `ops`, numbered after its parts so
+    /// far, and sends them at once: the second stage of a request whose first stage just
+    /// answered (sent before that part counts as done, so nothing held behind the request slips
+    /// in between the stages).
+    pub(super) fn send_further_parts(
+        &self,
+        seq: u64,
+        slot: &mut Slot,
+        ops: Vec<(ShardId, ShardOp)>,
+        write_target: WriteTarget,
+    ) {
+        let first_part = slot.parts.len();
+        let requests: Vec<ShardRequest> = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, (shard, op))| self.shard_request(seq, first_part + i, shard, op))
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        slot.parts.extend(requests.iter().map(|_| None));
+        slot.missing += requests.len();
+        self.send_now(Held { requests, write_target: Some(write_target) });
+    }
+
     pub(super) fn send_now(&self, held: Held) {
         if let Some(target) = held.write_target {
             self.write_target.set(Some(target));
