@@ -4,36 +4,55 @@
 //! (`rkyv::access`, validated) and builds the live structures from it, with no second decode.
 //!
 //! What is not in it: watches (local to a node, re-registered by clients) and each session's
-//! set of ephemerals (rebuilt from the nodes' owners). The image is taken between two applies,
-//! so it is the state exactly after `last_zxid`.
+//! set of ephemerals (rebuilt from the nodes' owners). The image is the state exactly after
+//! `last_zxid`, the last entry applied when it began, even when its nodes are collected in
+//! steps between later applies (the tree keeps a node's older state for the walk when it
+//! changes before the walk reached it: `Tree::walk_step`).
 
 use crate::command::ShardId;
 use crate::session::SessionTable;
 use crate::shard::Shard;
-use crate::tree::{Node, NodeKind, NodeMeta, Tree};
+use crate::tree::{Node, NodeKind, NodeMeta, NodeState, Tree};
 use crate::types::{Acl, SessionId, Zxid};
+use ahash::AHashMap;
 use rkyv::{Archive, Deserialize, Serialize};
+use std::sync::Arc;
 
-/// A shard's state after `last_zxid`.
+/// A shard's state after `last_zxid`, whole (tests, and small shards); a snapshot file holds
+/// the same parts as a head and a stream of node batches (`begin_image`, `image_step`).
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
 pub struct ShardImage {
+    pub head: ShardHead,
+    pub nodes: NodeBatch,
+}
+
+/// Everything of a shard's image but its nodes: taken at once when the image begins.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct ShardHead {
     pub shard: ShardId,
     pub shard_count: u16,
     pub last_zxid: Zxid,
-    /// Every node, "/" first and each parent before its children (sorted by path: a parent's
-    /// path is a prefix of its children's).
-    pub nodes: Vec<NodeImage>,
     /// Open sessions, by id.
     pub sessions: Vec<SessionImage>,
     /// Shard 0's close tombstones, oldest first: (session, time of the closing entry).
     pub closed: Vec<(SessionId, i64)>,
 }
 
+/// Nodes of an image in walk order (`tree::walk_order`: "/" first, each parent before its
+/// children), then those deleted since the image began that the walk had not reached (also
+/// parents first). ACLs are listed once per batch and named by position.
+#[derive(Debug, Clone, Default, PartialEq, Archive, Serialize, Deserialize)]
+pub struct NodeBatch {
+    pub acls: Vec<Vec<Acl>>,
+    pub nodes: Vec<NodeImage>,
+}
+
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
 pub struct NodeImage {
     pub path: String,
     pub data: Option<Vec<u8>>,
-    pub acl: Vec<Acl>,
+    /// Position in the batch's `acls`.
+    pub acl: u32,
     /// 0 persistent, 1 ephemeral (`kind_value` its session), 2 container, 3 TTL (`kind_value`
     /// its TTL in ms). Not ZooKeeper's one-word ephemeralOwner: a session of node 255 would read
     /// as a TTL in it.
@@ -58,25 +77,67 @@ impl ShardImage {
     }
 }
 
+/// Builds a `NodeBatch`, listing each distinct ACL (by the node's shared copy) once.
+#[derive(Default)]
+pub struct NodeBatchBuilder {
+    batch: NodeBatch,
+    /// The shared copies named so far, kept alive so that their addresses stay theirs.
+    acls: Vec<Arc<[Acl]>>,
+    acl_positions: AHashMap<usize, u32>,
+}
+
+impl NodeBatchBuilder {
+    pub fn push(&mut self, path: &str, state: NodeState) {
+        let address = state.acl.as_ptr() as usize;
+        let acl = match self.acl_positions.get(&address) {
+            Some(&position) => position,
+            None => {
+                let position = u32::try_from(self.acls.len()).expect("fewer than 2^32 ACLs in a batch");
+                self.batch.acls.push(state.acl.to_vec());
+                self.acls.push(state.acl.clone());
+                self.acl_positions.insert(address, position);
+                position
+            }
+        };
+        let (kind, kind_value) = kind_code(state.kind);
+        self.batch.nodes.push(NodeImage {
+            path: path.to_string(),
+            data: state.data,
+            acl,
+            kind,
+            kind_value,
+            meta: state.meta,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.nodes.is_empty()
+    }
+
+    /// The batch so far; the builder starts a new one.
+    pub fn take(&mut self) -> NodeBatch {
+        self.acls.clear();
+        self.acl_positions.clear();
+        std::mem::take(&mut self.batch)
+    }
+}
+
+impl NodeBatch {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("a node batch serializes").into_vec()
+    }
+}
+
 impl Shard {
-    /// The shard's replicated state now (between two applies).
-    pub fn image(&self, shard_count: u16) -> ShardImage {
-        let mut paths: Vec<&str> = self.tree.paths().collect();
-        paths.sort_unstable();
-        let nodes = paths
-            .into_iter()
-            .map(|path| {
-                let node = self.tree.get(path).expect("listed");
-                NodeImage {
-                    path: path.to_string(),
-                    data: node.data.clone(),
-                    acl: node.acl().to_vec(),
-                    kind: kind_code(node.kind).0,
-                    kind_value: kind_code(node.kind).1,
-                    meta: node.meta,
-                }
-            })
-            .collect();
+    /// Begins an image of the shard as it is now (between two applies): returns its head; its
+    /// nodes come from `image_step`, which may be called between later applies. An image in
+    /// progress is replaced.
+    pub fn begin_image(&mut self, shard_count: u16) -> ShardHead {
+        self.tree.walk_begin();
         let sessions = self
             .sessions
             .iter()
@@ -88,14 +149,36 @@ impl Shard {
                 connection_epoch: info.connection_epoch,
             })
             .collect();
-        ShardImage {
+        ShardHead {
             shard: self.id(),
             shard_count,
             last_zxid: self.last_zxid(),
-            nodes,
             sessions,
             closed: self.sessions.closed_with_times().collect(),
         }
+    }
+
+    /// Up to `max_nodes` more nodes of the image begun by `begin_image`, as they were when it
+    /// began; true once it is complete.
+    pub fn image_step(&mut self, max_nodes: usize, out: &mut NodeBatchBuilder) -> bool {
+        self.tree.walk_step(max_nodes, |path, state| out.push(path, state))
+    }
+
+    /// Drops an image in progress (its writer failed or gave up).
+    pub fn abandon_image(&mut self) {
+        self.tree.walk_abandon();
+    }
+
+    pub fn imaging(&self) -> bool {
+        self.tree.walking()
+    }
+
+    /// The shard's whole image now (between two applies).
+    pub fn image(&mut self, shard_count: u16) -> ShardImage {
+        let head = self.begin_image(shard_count);
+        let mut nodes = NodeBatchBuilder::default();
+        while !self.image_step(usize::MAX, &mut nodes) {}
+        ShardImage { head, nodes: nodes.take() }
     }
 
     /// The shard an image's archive bytes hold, checked: a damaged or inconsistent image is an
@@ -103,20 +186,33 @@ impl Shard {
     pub fn restore(bytes: &[u8], shard: ShardId, shard_count: u16) -> Result<Shard, String> {
         let image = rkyv::access::<ArchivedShardImage, rkyv::rancor::Error>(bytes)
             .map_err(|e| format!("invalid shard image: {e}"))?;
-        Shard::restore_archived(image, shard, shard_count)
+        let mut restore = ShardRestore::begin(&image.head, shard, shard_count)?;
+        restore.add(&image.nodes)?;
+        restore.finish()
     }
+}
 
-    /// `restore` from an image inside an archive already validated (a group's snapshot file).
-    pub fn restore_archived(image: &ArchivedShardImage, shard: ShardId, shard_count: u16) -> Result<Shard, String> {
-        if image.shard.to_native() != shard || image.shard_count.to_native() != shard_count {
+/// A shard being rebuilt from an image's head and its node batches, in order; every step
+/// checks what it reads, so a damaged image is an error, never a panic or a half-built shard.
+pub struct ShardRestore {
+    shard: ShardId,
+    last_zxid: Zxid,
+    sessions: SessionTable,
+    /// None until the batch holding "/" came.
+    tree: Option<Tree>,
+}
+
+impl ShardRestore {
+    pub fn begin(head: &ArchivedShardHead, shard: ShardId, shard_count: u16) -> Result<ShardRestore, String> {
+        if head.shard.to_native() != shard || head.shard_count.to_native() != shard_count {
             return Err(format!(
                 "the image is of shard {} of {}, not of shard {shard} of {shard_count}",
-                image.shard.to_native(),
-                image.shard_count.to_native()
+                head.shard.to_native(),
+                head.shard_count.to_native()
             ));
         }
         let mut sessions = SessionTable::new(shard == 0);
-        for s in image.sessions.iter() {
+        for s in head.sessions.iter() {
             let id = s.session.to_native();
             if sessions.is_open(id) {
                 return Err(format!("session {id:#x} twice in the image"));
@@ -124,14 +220,29 @@ impl Shard {
             sessions.open(id, s.timeout_ms.to_native(), &s.passwd);
             sessions.restore_marks(id, s.ephemerals_changed_zxid.to_native(), s.connection_epoch.to_native());
         }
-        for closed in image.closed.iter() {
+        for closed in head.closed.iter() {
             sessions.record_closed(closed.0.to_native(), closed.1.to_native());
         }
-        let mut nodes = image.nodes.iter();
-        let root = nodes.next().filter(|root| root.path.as_str() == "/").ok_or("the image does not start with /")?;
-        let mut tree = Tree::with_root(node_of(root)?);
-        for archived in nodes {
+        Ok(ShardRestore { shard, last_zxid: head.last_zxid.to_native(), sessions, tree: None })
+    }
+
+    /// The next batch of the image's nodes.
+    pub fn add(&mut self, batch: &ArchivedNodeBatch) -> Result<(), String> {
+        let acls = batch
+            .acls
+            .iter()
+            .map(|acl| rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(acl).map_err(|e| format!("an ACL: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        for archived in batch.nodes.iter() {
+            let node = node_of(archived, &acls)?;
             let path = archived.path.as_str();
+            let Some(tree) = self.tree.as_mut() else {
+                if path != "/" {
+                    return Err(format!("the image starts with {path:?}, not /"));
+                }
+                self.tree = Some(Tree::with_root(node));
+                continue;
+            };
             crate::path::validate(path, false).map_err(|e| format!("node {path:?} in the image: {e:?}"))?;
             if tree.contains(path) {
                 return Err(format!("node {path} twice in the image"));
@@ -139,16 +250,21 @@ impl Shard {
             if !tree.contains(crate::path::parent(path)) {
                 return Err(format!("node {path} comes before its parent in the image"));
             }
-            let node = node_of(archived)?;
             if let NodeKind::Ephemeral(owner) = node.kind {
-                if !sessions.is_open(owner) {
+                let Some(session) = self.sessions.get(owner) else {
                     return Err(format!("ephemeral {path} of session {owner:#x}, which the image does not hold"));
-                }
-                sessions.add_ephemeral(owner, path, sessions.get(owner).expect("open").ephemerals_changed_zxid);
+                };
+                let changed = session.ephemerals_changed_zxid;
+                self.sessions.add_ephemeral(owner, path, changed);
             }
             tree.link(path.to_string(), node);
         }
-        Ok(Shard::from_parts(shard, image.last_zxid.to_native(), tree, sessions))
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Shard, String> {
+        let tree = self.tree.ok_or("the image holds no nodes, not even /")?;
+        Ok(Shard::from_parts(self.shard, self.last_zxid, tree, self.sessions))
     }
 }
 
@@ -161,7 +277,7 @@ fn kind_code(kind: NodeKind) -> (u8, i64) {
     }
 }
 
-fn node_of(image: &ArchivedNodeImage) -> Result<Node, String> {
+fn node_of(image: &ArchivedNodeImage, acls: &[Vec<Acl>]) -> Result<Node, String> {
     let kind = match (image.kind, image.kind_value.to_native()) {
         (0, _) => NodeKind::Persistent,
         (1, session) => NodeKind::Ephemeral(session),
@@ -172,7 +288,9 @@ fn node_of(image: &ArchivedNodeImage) -> Result<Node, String> {
     let meta = rkyv::deserialize::<NodeMeta, rkyv::rancor::Error>(&image.meta)
         .map_err(|e| format!("the stat of {} does not decode: {e}", image.path))?;
     let data = image.data.as_ref().map(|data| data.to_vec());
-    let acl = rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(&image.acl)
-        .map_err(|e| format!("the ACL of {} does not decode: {e}", image.path))?;
+    let acl = acls
+        .get(image.acl.to_native() as usize)
+        .ok_or_else(|| format!("node {} names ACL {} of {}", image.path, image.acl.to_native(), acls.len()))?
+        .clone();
     Ok(Node::new(data, acl, kind, meta))
 }

@@ -183,6 +183,51 @@ pub struct Tree {
     reapable: BTreeSet<String>,
     /// Sum of path length + data length over nodes (ZooKeeper's approximateDataSize).
     approximate_bytes: u64,
+    /// A snapshot's walk in progress (`walk_*`): boxed, as trees without one are the rule.
+    walk: Option<Box<Walk>>,
+}
+
+/// A node's state without its children (a snapshot lists nodes, and rebuilds the links).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    pub data: Option<Vec<u8>>,
+    pub acl: Arc<[Acl]>,
+    pub kind: NodeKind,
+    pub meta: NodeMeta,
+}
+
+impl NodeState {
+    fn of(node: &Node) -> NodeState {
+        NodeState { data: node.data.clone(), acl: node.acl.clone(), kind: node.kind, meta: node.meta }
+    }
+}
+
+/// A walk over the tree as it was when the walk began, taken in steps while the tree changes
+/// between them (a snapshot written in the background). Nodes are visited in depth-first order
+/// with children by name (`walk_order`); a node changed before the walk reached it keeps its
+/// state from the walk's start here, the first time it changes (copy on write, one node at a
+/// time: no copy of the tree, no pause longer than a step).
+#[derive(Debug, Clone, Default)]
+struct Walk {
+    /// The last path visited (None: not even "/" yet). Every path after it in `walk_order`
+    /// is still to visit.
+    cursor: Option<CompactString>,
+    /// Nodes changed since the walk began and not visited yet, as they were when it began
+    /// (None: the node did not exist).
+    saved: AHashMap<CompactString, Option<NodeState>>,
+}
+
+impl Walk {
+    fn visited(&self, path: &str) -> bool {
+        self.cursor.as_deref().is_some_and(|cursor| walk_order(path, cursor).is_le())
+    }
+}
+
+/// Depth-first order with children by name: a parent before its children, siblings' subtrees
+/// in the order of their names (component by component, not byte by byte: "/a/b" before "/a-c").
+pub fn walk_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let components = |path| str::split(path, '/').filter(|c: &&str| !c.is_empty());
+    components(a).cmp(components(b))
 }
 
 impl Default for Tree {
@@ -195,7 +240,7 @@ impl Tree {
     /// A tree holding only "/", open to everyone, all stat fields zero.
     pub fn new() -> Tree {
         let root = Node::new(Some(Vec::new()), Acl::open_unsafe(), NodeKind::Persistent, NodeMeta::default());
-        let mut tree = Tree { nodes: AHashMap::new(), reapable: BTreeSet::new(), approximate_bytes: 0 };
+        let mut tree = Tree { nodes: AHashMap::new(), reapable: BTreeSet::new(), approximate_bytes: 0, walk: None };
         tree.approximate_bytes = node_bytes("/", &root);
         tree.nodes.insert(CompactString::const_new("/"), Box::new(root));
         tree
@@ -245,7 +290,75 @@ impl Tree {
     }
 
     pub(crate) fn node_mut(&mut self, path: &str) -> &mut Node {
+        self.before_change(path);
         self.nodes.get_mut(path).unwrap_or_else(|| panic!("node {path} must exist"))
+    }
+
+    /// Every change of a node goes through here first: a walk that has not visited it yet
+    /// keeps its state from the walk's start.
+    fn before_change(&mut self, path: &str) {
+        let Some(walk) = self.walk.as_deref_mut() else { return };
+        if walk.visited(path) || walk.saved.contains_key(path) {
+            return;
+        }
+        walk.saved.insert(CompactString::from(path), self.nodes.get(path).map(|node| NodeState::of(node)));
+    }
+
+    /// Starts a walk over the tree as it is now (`walk_step`); replaces one in progress.
+    pub(crate) fn walk_begin(&mut self) {
+        self.walk = Some(Box::default());
+    }
+
+    pub(crate) fn walk_abandon(&mut self) {
+        self.walk = None;
+    }
+
+    pub(crate) fn walking(&self) -> bool {
+        self.walk.is_some()
+    }
+
+    /// Visits up to `max_nodes` more paths of the walk, handing `emit` each node that existed
+    /// when the walk began, with its state then. Returns true once the walk is over (it then
+    /// hands out the nodes deleted since it began that it had not reached, sorted).
+    pub(crate) fn walk_step(&mut self, max_nodes: usize, mut emit: impl FnMut(&str, NodeState)) -> bool {
+        let mut walk = self.walk.take().expect("walk_step during a walk");
+        for _ in 0..max_nodes {
+            let Some(path) = self.path_after(walk.cursor.as_deref()) else {
+                let mut deleted: Vec<(CompactString, NodeState)> =
+                    walk.saved.drain().filter_map(|(path, state)| Some((path, state?))).collect();
+                deleted.sort_unstable_by(|a, b| walk_order(&a.0, &b.0));
+                for (path, state) in deleted {
+                    emit(&path, state);
+                }
+                return true;
+            };
+            match walk.saved.remove(path.as_str()) {
+                Some(Some(state)) => emit(&path, state),
+                Some(None) => {}
+                None => emit(&path, NodeState::of(&self.nodes[path.as_str()])),
+            }
+            walk.cursor = Some(CompactString::from(path));
+        }
+        self.walk = Some(walk);
+        false
+    }
+
+    /// The first path of the live tree after `cursor` in `walk_order` (None: "/" comes first).
+    fn path_after(&self, cursor: Option<&str>) -> Option<String> {
+        let Some(cursor) = cursor else { return Some("/".to_string()) };
+        if let Some(first) = self.nodes.get(cursor).and_then(|node| node.children.first()) {
+            return Some(crate::path::join(cursor, first));
+        }
+        let mut below = cursor;
+        while below != "/" {
+            let (parent, name) = (crate::path::parent(below), crate::path::name(below));
+            let after = (std::ops::Bound::Excluded(name), std::ops::Bound::Unbounded);
+            if let Some(next) = self.nodes.get(parent).and_then(|node| node.children.range::<str, _>(after).next()) {
+                return Some(crate::path::join(parent, next));
+            }
+            below = parent;
+        }
+        None
     }
 
     /// Replaces the data of a node, returning the old data.
@@ -261,6 +374,7 @@ impl Tree {
     /// apply ZooKeeper's rules for that).
     pub(crate) fn link(&mut self, path: String, node: Node) {
         assert!(path != "/", "the root is never linked");
+        self.before_change(&path);
         let parent = crate::path::parent(&path);
         let name = CompactString::from(crate::path::name(&path));
         let inserted = self.node_mut(parent).children.insert(name);
@@ -276,6 +390,7 @@ impl Tree {
     /// Removes a childless node from the map and from its parent's children.
     pub(crate) fn unlink(&mut self, path: &str) -> Node {
         assert!(path != "/", "the root is never unlinked");
+        self.before_change(path);
         let node = *self.nodes.remove(path).unwrap_or_else(|| panic!("unlink of missing {path}"));
         assert!(node.children.is_empty(), "unlink of {path} that has children");
         let removed = self.node_mut(crate::path::parent(path)).children.remove(crate::path::name(path));
@@ -453,6 +568,37 @@ mod tests {
         assert_eq!(a.digest(), b.digest());
         b.replace_data("/x", Some(b"changed".to_vec()));
         assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn walk_order_is_depth_first_with_children_by_name() {
+        let mut paths = vec!["/a-c", "/a/b", "/", "/b", "/a", "/a/b/c", "/a/a"];
+        paths.sort_by(|a, b| walk_order(a, b));
+        assert_eq!(paths, vec!["/", "/a", "/a/a", "/a/b", "/a/b/c", "/a-c", "/b"]);
+    }
+
+    /// "/a-" comes after "/a/b" in the walk though before it byte by byte: a change of it while
+    /// the walk is inside "/a" must keep its old state for the walk.
+    #[test]
+    fn a_walk_keeps_the_old_state_of_a_node_it_has_not_reached() {
+        let mut tree = Tree::new();
+        for path in ["/a", "/a/b", "/a-", "/b"] {
+            tree.link(path.to_string(), leaf(NodeKind::Persistent));
+        }
+        tree.walk_begin();
+        let mut seen = Vec::new();
+        assert!(!tree.walk_step(3, |path, state| seen.push((path.to_string(), state.data))));
+        tree.replace_data("/a-", Some(b"new".to_vec()));
+        tree.replace_data("/a", Some(b"new".to_vec()));
+        tree.unlink("/b");
+        tree.link("/c".to_string(), leaf(NodeKind::Persistent));
+        assert!(tree.walk_step(100, |path, state| seen.push((path.to_string(), state.data))));
+        let old = leaf(NodeKind::Persistent).data;
+        let expected: Vec<_> = ["/", "/a", "/a/b", "/a-", "/b"].iter().map(|p| (p.to_string(), old.clone())).collect();
+        let root_data = tree.get("/").unwrap().data.clone();
+        assert_eq!(seen[0].1, root_data);
+        assert_eq!(seen[1..], expected[1..]);
+        assert!(!tree.walking());
     }
 
     #[test]

@@ -1,46 +1,72 @@
 //! A group's snapshot on disk: every shard of the group as of one applied Raft entry, one file
-//! per snapshot, `DIR/{index:020}.snap` (DIR is the group's snapshot directory):
+//! per snapshot, `DIR/{index:020}.snap` (DIR is the group's snapshot directory). The file is a
+//! stream of checksummed frames, so that a snapshot is written while it is collected (the tree
+//! is walked in steps between applies: `Shard::image_step`) and never held whole in memory:
 //!
 //! ```text
-//!   0  magic    u32  "WSN1" little endian; the digit is the format version
-//!   4  crc      u32  crc32c of the archive
-//!   8  length   u64  of the archive
-//!  16  zeros to 64
-//!  64  archive  rkyv `GroupImage`
+//!   0  magic    u32  "WSN2" little endian; the digit is the format version
+//!   4  zeros to 64
+//!  64  frames, each 16-aligned:
+//!        0  kind   u16  1 head (rkyv `GroupHead`), 2 nodes (rkyv `NodeBatch` of `shard`), 3 end
+//!        2  shard  u16  a nodes frame's shard; 0 otherwise
+//!        4  length u32  of the archive
+//!        8  crc    u32  crc32c of bytes 0..8 and the archive
+//!       12  zero   u32
+//!       16  archive, zero padded to a multiple of 16
+//!      the head first, nodes frames of each shard in walk order, the end (rkyv `End`) last
+//!  zero padding to a multiple of 4096 (the file is written with O_DIRECT)
 //! ```
 //!
-//! A snapshot is written whole to a temporary name, fsync'd, renamed and its directory fsync'd
-//! (`durable_file::write_atomic`): after a crash the file is absent or complete. Loading takes
-//! the newest snapshot whose checksum and archive check out and restores its shards from the
-//! archive in place (`Shard::restore_archived`); a damaged one is skipped, said, and the one
-//! before it is tried, so a node never starts from silently wrong data.
+//! A snapshot is written under a temporary name through a glommio DMA stream, fdatasync'd,
+//! renamed, and its directory fsync'd: after a crash the file is absent or complete. Loading
+//! takes the newest snapshot whose frames all check out and restores its shards from the
+//! archives in place (rkyv's validated access, no second decode: `ShardRestore`); a damaged one
+//! is skipped, said, and the one before it is tried, so a node never starts from silently wrong
+//! data.
 
 use crate::durable_file;
 use engine::raft::{Index, Term};
 use engine::shard::Shard;
-use engine::snapshot::ShardImage;
+use engine::snapshot::{ArchivedNodeBatch, NodeBatch, ShardHead, ShardRestore};
 use engine::types::Zxid;
 use rkyv::{Archive, Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// "WSN1": the snapshot format, version 1.
-const MAGIC: u32 = u32::from_le_bytes(*b"WSN1");
-/// Bytes before the archive; a multiple of 16, so the archive is aligned in a 16-aligned buffer.
-const HEADER_BYTES: usize = 64;
+/// "WSN2": the snapshot format, version 2.
+const MAGIC: u32 = u32::from_le_bytes(*b"WSN2");
+const FILE_HEADER_BYTES: usize = 64;
+const FRAME_HEADER_BYTES: usize = 16;
+const FRAME_ALIGN: usize = 16;
+/// The file's length is a multiple of this (O_DIRECT writes whole blocks, and a file that needs
+/// no truncation after its fdatasync needs no second one).
+pub const FILE_ALIGN: usize = 4096;
 const SUFFIX: &str = ".snap";
 
-/// A group's shards after its entry `index` (of `term`).
+const KIND_HEAD: u16 = 1;
+const KIND_NODES: u16 = 2;
+const KIND_END: u16 = 3;
+
+/// What a snapshot holds beside its nodes: the group's shards after its entry `index` (of
+/// `term`).
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
-pub struct GroupImage {
+pub struct GroupHead {
     pub group: u16,
+    pub shard_count: u16,
     pub term: Term,
     pub index: Index,
-    /// Per group of the node (this one included): the zxid it had applied when the image was
-    /// taken. Entries of this group in the image may depend on other groups up to these, and
+    /// Per group of the node (this one included): the zxid it had applied when the snapshot
+    /// began. Entries of this group in the image may depend on other groups up to these, and
     /// those were applied here, so committed: start-up replays the other groups through them.
     pub applied_zxids: Vec<Zxid>,
-    pub shards: Vec<ShardImage>,
+    pub shards: Vec<ShardHead>,
+}
+
+/// The last frame: what came before it, so a file cut at a frame boundary is not taken whole.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+struct End {
+    frames: u64,
+    nodes: u64,
 }
 
 /// A snapshot loaded and restored.
@@ -52,23 +78,83 @@ pub struct Loaded {
     pub shards: Vec<Shard>,
 }
 
-/// The bytes of a snapshot file holding `image`.
-pub fn encode(image: &GroupImage) -> Vec<u8> {
-    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(image).expect("a group image serializes");
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + archive.len());
-    bytes.extend_from_slice(&MAGIC.to_le_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
-    bytes.extend_from_slice(&(archive.len() as u64).to_le_bytes());
-    bytes.resize(HEADER_BYTES, 0);
-    bytes.extend_from_slice(&archive);
-    bytes
+/// A snapshot file's bytes as they are produced, frame by frame; `take` hands out what is
+/// ready to be written (the writer drains it as it goes).
+#[derive(Default)]
+pub struct Frames {
+    bytes: Vec<u8>,
+    frames: u64,
+    nodes: u64,
+    started: bool,
 }
 
-/// Writes `image` as a snapshot in `dir` (created if missing), durably; returns its path.
-pub fn write(dir: &Path, image: &GroupImage) -> std::io::Result<PathBuf> {
+impl Frames {
+    pub fn new(head: &GroupHead) -> Frames {
+        let mut frames = Frames::default();
+        frames.bytes.extend_from_slice(&MAGIC.to_le_bytes());
+        frames.bytes.resize(FILE_HEADER_BYTES, 0);
+        frames.started = true;
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(head).expect("a group head serializes");
+        frames.push(KIND_HEAD, 0, &archive);
+        frames
+    }
+
+    pub fn nodes(&mut self, shard: u16, batch: &NodeBatch) {
+        if batch.nodes.is_empty() {
+            return;
+        }
+        self.nodes += batch.nodes.len() as u64;
+        self.push(KIND_NODES, shard, &batch.to_bytes());
+    }
+
+    /// The end frame and the padding after it: the file is complete.
+    pub fn end(&mut self) {
+        let end = End { frames: self.frames, nodes: self.nodes };
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&end).expect("an end serializes");
+        self.push(KIND_END, 0, &archive);
+        let written = self.bytes.len();
+        self.bytes.resize(written.next_multiple_of(FILE_ALIGN), 0);
+    }
+
+    /// Bytes produced since the last `take`, a multiple of `FILE_ALIGN` but at the end (the
+    /// rest stays for the next call).
+    pub fn take(&mut self, all: bool) -> Vec<u8> {
+        let ready = if all { self.bytes.len() } else { self.bytes.len() / FILE_ALIGN * FILE_ALIGN };
+        let rest = self.bytes.split_off(ready);
+        std::mem::replace(&mut self.bytes, rest)
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn push(&mut self, kind: u16, shard: u16, archive: &[u8]) {
+        assert!(self.started, "frames follow the file header");
+        let length = u32::try_from(archive.len()).expect("a frame's archive is under 4 GiB");
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        header[0..2].copy_from_slice(&kind.to_le_bytes());
+        header[2..4].copy_from_slice(&shard.to_le_bytes());
+        header[4..8].copy_from_slice(&length.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..8]), archive);
+        header[8..12].copy_from_slice(&crc.to_le_bytes());
+        self.bytes.extend_from_slice(&header);
+        self.bytes.extend_from_slice(archive);
+        let end = self.bytes.len().next_multiple_of(FRAME_ALIGN);
+        self.bytes.resize(end, 0);
+        self.frames += 1;
+    }
+}
+
+/// The file a snapshot after `index` has in `dir`.
+pub fn path_of(dir: &Path, index: Index) -> PathBuf {
+    dir.join(format!("{index:020}{SUFFIX}"))
+}
+
+/// Writes a whole snapshot's bytes (`Frames`, ended) durably with blocking IO: tests and tools.
+pub fn write_bytes(dir: &Path, index: Index, bytes: &[u8]) -> std::io::Result<PathBuf> {
     durable_file::create_dir_all(dir)?;
-    let path = dir.join(format!("{:020}{SUFFIX}", image.index));
-    durable_file::write_atomic(&path, &encode(image))?;
+    let path = path_of(dir, index);
+    durable_file::write_atomic(&path, bytes)?;
     Ok(path)
 }
 
@@ -111,51 +197,108 @@ pub fn load_newest(dir: &Path, group: u16, shard_count: u16) -> std::io::Result<
     Ok((None, skipped))
 }
 
-/// One snapshot file, checked and restored.
+/// One snapshot file, checked frame by frame and restored.
 pub fn load(path: &Path, group: u16, shard_count: u16) -> Result<Loaded, String> {
     let bytes = read_aligned(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let archive = checked_archive(&bytes)?;
-    let image = rkyv::access::<ArchivedGroupImage, rkyv::rancor::Error>(archive)
-        .map_err(|e| format!("invalid archive: {e}"))?;
-    if image.group.to_native() != group {
-        return Err(format!("a snapshot of group {}, not {group}", image.group.to_native()));
+    if bytes.len() < FILE_HEADER_BYTES || bytes[0..4] != MAGIC.to_le_bytes() {
+        return Err("not a snapshot of this format (bad magic or too short)".to_string());
     }
-    let shards = image
-        .shards
-        .iter()
-        .map(|shard| Shard::restore_archived(shard, shard.shard.to_native(), shard_count))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut frames = FrameReader { bytes: &bytes, at: FILE_HEADER_BYTES, count: 0 };
+    let (kind, _, archive) = frames.next()?;
+    if kind != KIND_HEAD {
+        return Err(format!("the first frame is of kind {kind}, not the head"));
+    }
+    let head =
+        rkyv::access::<ArchivedGroupHead, rkyv::rancor::Error>(archive).map_err(|e| format!("invalid head: {e}"))?;
+    if head.group.to_native() != group || head.shard_count.to_native() != shard_count {
+        return Err(format!(
+            "a snapshot of group {} of a {}-shard node, not of group {group} of {shard_count} shards",
+            head.group.to_native(),
+            head.shard_count.to_native()
+        ));
+    }
+    let mut restores = Vec::with_capacity(head.shards.len());
+    for shard in head.shards.iter() {
+        let id = shard.shard.to_native();
+        if restores.iter().any(|(other, _)| *other == id) {
+            return Err(format!("shard {id} twice in the head"));
+        }
+        restores.push((id, ShardRestore::begin(shard, id, shard_count)?));
+    }
+    let mut nodes = 0u64;
+    loop {
+        let (kind, shard, archive) = frames.next()?;
+        match kind {
+            KIND_NODES => {
+                let batch = rkyv::access::<ArchivedNodeBatch, rkyv::rancor::Error>(archive)
+                    .map_err(|e| format!("invalid nodes of shard {shard}: {e}"))?;
+                let (_, restore) = restores
+                    .iter_mut()
+                    .find(|(id, _)| *id == shard)
+                    .ok_or_else(|| format!("nodes of shard {shard}, which the head does not list"))?;
+                restore.add(batch).map_err(|e| format!("shard {shard}: {e}"))?;
+                nodes += batch.nodes.len() as u64;
+            }
+            KIND_END => {
+                let end = rkyv::access::<ArchivedEnd, rkyv::rancor::Error>(archive)
+                    .map_err(|e| format!("invalid end: {e}"))?;
+                let expected = (end.frames.to_native(), end.nodes.to_native());
+                if expected != (frames.count - 1, nodes) {
+                    return Err(format!(
+                        "the end counts {} frames and {} nodes, the file holds {} and {nodes}",
+                        expected.0,
+                        expected.1,
+                        frames.count - 1
+                    ));
+                }
+                break;
+            }
+            other => return Err(format!("a frame of kind {other} after the head")),
+        }
+    }
+    let shards = restores.into_iter().map(|(_, restore)| restore.finish()).collect::<Result<Vec<_>, _>>()?;
     Ok(Loaded {
         path: path.to_path_buf(),
-        term: image.term.to_native(),
-        index: image.index.to_native(),
-        applied_zxids: image.applied_zxids.iter().map(|zxid| zxid.to_native()).collect(),
+        term: head.term.to_native(),
+        index: head.index.to_native(),
+        applied_zxids: head.applied_zxids.iter().map(|zxid| zxid.to_native()).collect(),
         shards,
     })
 }
 
-/// The archive of a snapshot file's bytes, once magic, length and checksum agree.
-fn checked_archive(bytes: &[u8]) -> Result<&[u8], String> {
-    if bytes.len() < HEADER_BYTES {
-        return Err(format!("{} bytes is shorter than a snapshot header", bytes.len()));
-    }
-    let magic = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
-    if magic != MAGIC {
-        return Err(format!("bad magic {magic:#010x}"));
-    }
-    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    let length = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    let archive = &bytes[HEADER_BYTES..];
-    if archive.len() as u64 != length {
-        return Err(format!("the archive is {} bytes, the header says {length}", archive.len()));
-    }
-    if crc32c::crc32c(archive) != crc {
-        return Err("checksum mismatch".to_string());
-    }
-    Ok(archive)
+/// Walks a file's frames, checking each one's bounds and checksum.
+struct FrameReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    count: u64,
 }
 
-/// A file's bytes in a 16-aligned buffer (rkyv reads the archive in place).
+impl<'a> FrameReader<'a> {
+    fn next(&mut self) -> Result<(u16, u16, &'a [u8]), String> {
+        let at = self.at;
+        let header = self
+            .bytes
+            .get(at..at + FRAME_HEADER_BYTES)
+            .ok_or_else(|| format!("cut short: no frame at byte {at} (frame {})", self.count))?;
+        let kind = u16::from_le_bytes([header[0], header[1]]);
+        let shard = u16::from_le_bytes([header[2], header[3]]);
+        let length = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        let start = at + FRAME_HEADER_BYTES;
+        let archive = self
+            .bytes
+            .get(start..start.saturating_add(length))
+            .ok_or_else(|| format!("cut short: frame {} at byte {at} claims {length} bytes", self.count))?;
+        if crc32c::crc32c_append(crc32c::crc32c(&header[0..8]), archive) != crc || header[12..16] != [0; 4] {
+            return Err(format!("checksum mismatch in frame {} at byte {at}", self.count));
+        }
+        self.at = (start + length).next_multiple_of(FRAME_ALIGN);
+        self.count += 1;
+        Ok((kind, shard, archive))
+    }
+}
+
+/// A file's bytes in a 16-aligned buffer (rkyv reads the archives in place).
 fn read_aligned(path: &Path) -> std::io::Result<rkyv::util::AlignedVec<16>> {
     let mut file = std::fs::File::open(path)?;
     let length = file.metadata()?.len() as usize;
@@ -190,10 +333,12 @@ pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
     use engine::command::{Command, CreateOp, LogEntry};
+    use engine::snapshot::NodeBatchBuilder;
     use engine::types::{Acl, CreateMode};
 
-    /// Group 1 of a 4-shard node holding shards 1 and 3, after `writes` creates in each.
-    fn image(index: Index, writes: i64) -> (GroupImage, Vec<u64>) {
+    /// A snapshot file of group 1 of a 4-shard node holding shards 1 and 3, after `writes`
+    /// creates in each, with nodes in batches of 7.
+    fn image(index: Index, writes: i64) -> (Vec<u8>, Vec<u64>) {
         let mut shards = Vec::new();
         let mut digests = Vec::new();
         for id in [1u16, 3] {
@@ -211,16 +356,40 @@ mod tests {
                 shard.apply(&LogEntry { shard: id, zxid, time_ms: 1000 + zxid, command: Command::Create(create) });
             }
             digests.push(shard.digest());
-            shards.push(shard.image(4));
+            shards.push(shard);
         }
-        (GroupImage { group: 1, term: 3, index, applied_zxids: vec![7, writes], shards }, digests)
+        let heads = shards.iter_mut().map(|shard| shard.begin_image(4)).collect();
+        let mut frames = Frames::new(&GroupHead {
+            group: 1,
+            shard_count: 4,
+            term: 3,
+            index,
+            applied_zxids: vec![7, writes],
+            shards: heads,
+        });
+        for shard in &mut shards {
+            let mut batch = NodeBatchBuilder::default();
+            while !shard.image_step(7, &mut batch) {
+                frames.nodes(shard.id(), &batch.take());
+            }
+            frames.nodes(shard.id(), &batch.take());
+        }
+        frames.end();
+        let bytes = frames.take(true);
+        assert_eq!(bytes.len() % FILE_ALIGN, 0);
+        (bytes, digests)
+    }
+
+    fn write(dir: &Path, (bytes, _): &(Vec<u8>, Vec<u64>), index: Index) -> PathBuf {
+        write_bytes(dir, index, bytes).unwrap()
     }
 
     #[test]
     fn a_snapshot_written_is_loaded_back_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let (group_image, digests) = image(40, 25);
-        let path = write(dir.path(), &group_image).unwrap();
+        let written = image(40, 25);
+        let digests = written.1.clone();
+        let path = write(dir.path(), &written, 40);
         assert!(path.ends_with("00000000000000000040.snap"));
         let (loaded, skipped) = load_newest(dir.path(), 1, 4).unwrap();
         let loaded = loaded.expect("a snapshot");
@@ -235,10 +404,10 @@ mod tests {
     #[test]
     fn a_damaged_newest_snapshot_is_skipped_for_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
-        let (older, older_digests) = image(40, 25);
-        write(dir.path(), &older).unwrap();
-        let (newer, _) = image(90, 60);
-        let newest = write(dir.path(), &newer).unwrap();
+        let older = image(40, 25);
+        let older_digests = older.1.clone();
+        write(dir.path(), &older, 40);
+        let newest = write(dir.path(), &image(90, 60), 90);
         let mut bytes = std::fs::read(&newest).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x01;
@@ -251,8 +420,14 @@ mod tests {
         assert_eq!(skipped[0].0, newest);
         assert!(skipped[0].1.contains("checksum"), "{}", skipped[0].1);
         // Cut short, or not a snapshot at all: skipped too, never a panic.
-        std::fs::write(&newest, &bytes[..HEADER_BYTES + 10]).unwrap();
+        std::fs::write(&newest, &bytes[..FILE_HEADER_BYTES + 10]).unwrap();
         assert_eq!(load_newest(dir.path(), 1, 4).unwrap().1.len(), 1);
+        let (whole, _) = image(90, 60);
+        let last_frame = whole.iter().rposition(|b| *b != 0).unwrap() / FRAME_ALIGN * FRAME_ALIGN - FRAME_HEADER_BYTES;
+        std::fs::write(&newest, &whole[..last_frame]).unwrap();
+        let (loaded, skipped) = load_newest(dir.path(), 1, 4).unwrap();
+        assert_eq!(loaded.expect("older").index, 40, "a file cut before its end frame is not taken");
+        assert!(skipped[0].1.contains("cut short"), "{}", skipped[0].1);
         std::fs::write(&newest, b"garbage").unwrap();
         assert_eq!(load_newest(dir.path(), 1, 4).unwrap().0.expect("older").index, 40);
     }
@@ -263,7 +438,7 @@ mod tests {
         let missing = dir.path().join("none");
         assert!(load_newest(&missing, 1, 4).unwrap().0.is_none());
         for index in [10, 20, 30, 40] {
-            write(dir.path(), &image(index, 3).0).unwrap();
+            write(dir.path(), &image(index, 3), index);
         }
         let leftover = dir.path().join("00000000000000000050.snap.tmp");
         std::fs::write(&leftover, b"half a snapshot").unwrap();
