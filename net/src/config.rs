@@ -47,6 +47,16 @@ pub struct Config {
     /// until snapshots exist: its leader stops answering its lease probes, so it stops serving
     /// rather than serve its old state.
     pub retained_log_entries: u64,
+    /// A group takes a snapshot once its log grew by about this many entries since its last
+    /// one: at a random point between half and all of it, drawn anew each time, so the nodes
+    /// of a cluster do not snapshot at once (ZooKeeper's snapCount does the same).
+    pub snapshot_entries: u64,
+    /// ... or by about this many bytes of entries, whichever comes first.
+    pub snapshot_bytes: u64,
+    /// Snapshots kept per group (at least 1). The WAL keeps every entry the oldest of them
+    /// needs (and, in a cluster, the last `retained_log_entries`), so a damaged newest snapshot
+    /// falls back to the one before it with nothing lost.
+    pub snapshots_kept: usize,
     /// Size of one WAL segment file.
     pub wal_segment_bytes: u64,
     /// This node's id: its id among the peers and the high byte of its session ids.
@@ -101,6 +111,9 @@ impl Default for Config {
             leader_placement_delay_ms: 60_000,
             leader_contact_timeout_ms: 2000,
             retained_log_entries: 200_000,
+            snapshot_entries: 100_000,
+            snapshot_bytes: 256 << 20,
+            snapshots_kept: 2,
             wal_segment_bytes: 64 << 20,
             node_id: 1,
             peers: Vec::new(),
@@ -142,6 +155,16 @@ impl Config {
         }
         if self.retained_log_entries < 1000 {
             bail!("retained-log-entries = {} must be at least 1000", self.retained_log_entries);
+        }
+        if self.snapshot_entries < 100 || self.snapshot_bytes < (1 << 20) {
+            bail!(
+                "snapshot-entries = {} must be at least 100 and snapshot-bytes = {} at least 1 MiB",
+                self.snapshot_entries,
+                self.snapshot_bytes
+            );
+        }
+        if self.snapshots_kept == 0 {
+            bail!("snapshots-kept must be at least 1");
         }
         if self.reap_interval_ms == 0 {
             bail!("reap-interval-ms must be positive");

@@ -99,20 +99,42 @@ pub fn ready_records(
 /// A group's log as recovery rebuilt it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RecoveredLog {
-    /// Dense from index 1.
+    /// The index the log continues after: a snapshot's (0: none).
+    pub base: Index,
+    /// Dense from index `base + 1`.
     pub entries: Vec<Entry>,
-    /// The highest commit index recorded (never past `entries`).
+    /// The highest commit index recorded, at least `base` (never past `entries`).
     pub commit: Index,
+}
+
+impl RecoveredLog {
+    pub fn last_index(&self) -> Index {
+        self.base + self.entries.len() as Index
+    }
+
+    /// The committed entries after the base.
+    pub fn committed(&self) -> &[Entry] {
+        &self.entries[..(self.commit - self.base) as usize]
+    }
 }
 
 /// Replays a group's records in WAL order. Fails on anything a correct writer never produces
 /// (a gap in the indexes, a term going down, a commit past the log's end, a cut below the
 /// commit): recovery refuses rather than guessing.
 pub fn recover<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<RecoveredLog, String> {
-    let mut log = RecoveredLog::default();
+    recover_after(0, payloads)
+}
+
+/// `recover` of the log after a snapshot of entries through `base`: records of entries at or
+/// below it are passed over (the WAL may still hold them, or only some of them: its older
+/// segments are released once a snapshot covers them), the first entry kept must be
+/// `base + 1`, and the commit index is at least `base`.
+pub fn recover_after<'a>(base: Index, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<RecoveredLog, String> {
+    let mut log = RecoveredLog { base, entries: Vec::new(), commit: 0 };
     for (position, payload) in payloads.into_iter().enumerate() {
         let fail = |why: String| format!("Raft record {position}: {why}");
         match Record::decode(payload).map_err(fail)? {
+            Record::Entry { index, .. } if index <= base => {}
             Record::Entry { term, index, data } => {
                 cut(&mut log, index).map_err(fail)?;
                 if log.entries.last().is_some_and(|last| last.term > term) {
@@ -120,26 +142,30 @@ pub fn recover<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<Recov
                 }
                 log.entries.push(Entry { term, index, data: data.to_vec() });
             }
-            Record::Truncate { from } => cut(&mut log, from).map_err(fail)?,
+            Record::Truncate { from } => cut(&mut log, from.max(base + 1)).map_err(fail)?,
             Record::Commit { index } => log.commit = log.commit.max(index),
         }
-        if log.commit > log.entries.len() as Index {
-            return Err(fail(format!("commit index {} is past the log's end {}", log.commit, log.entries.len())));
+        if log.commit > log.last_index() {
+            return Err(fail(format!("commit index {} is past the log's end {}", log.commit, log.last_index())));
         }
     }
+    log.commit = log.commit.max(base);
     Ok(log)
 }
 
 /// Drops the entries from `from` on, so that the next one appended gets index `from`.
 fn cut(log: &mut RecoveredLog, from: Index) -> Result<(), String> {
-    let len = log.entries.len() as Index;
-    if from == 0 || from > len + 1 {
-        return Err(format!("index {from} leaves a gap after the log's end {len}"));
+    let last = log.last_index();
+    if from <= log.base || from > last + 1 {
+        return Err(format!(
+            "index {from} leaves a gap after the log's end {last} (the log continues after {})",
+            log.base
+        ));
     }
     if from <= log.commit {
         return Err(format!("index {from} would replace a committed entry (commit {})", log.commit));
     }
-    log.entries.truncate(from as usize - 1);
+    log.entries.truncate((from - log.base) as usize - 1);
     Ok(())
 }
 
@@ -234,6 +260,33 @@ mod tests {
         assert!(commit_past_end.contains("past the log's end"), "{commit_past_end}");
         let committed_cut = recover_all(&[entry(1, 1), encode(Record::Commit { index: 1 }), entry(2, 1)]).unwrap_err();
         assert!(committed_cut.contains("committed"), "{committed_cut}");
+    }
+
+    #[test]
+    fn a_log_after_a_snapshot_keeps_only_the_entries_past_its_base() {
+        let all = [
+            entry(1, 1),
+            entry(1, 2),
+            entry(1, 3),
+            encode(Record::Truncate { from: 2 }),
+            entry(2, 2),
+            entry(2, 3),
+            encode(Record::Commit { index: 2 }),
+            entry(2, 4),
+        ];
+        let log = recover_after(2, all.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!((log.base, log.commit, log.last_index()), (2, 2, 4));
+        assert_eq!(terms(&log), vec![(2, 3), (2, 4)]);
+        assert_eq!(log.committed(), &[] as &[Entry]);
+        // The WAL's older segments released: the records start inside the snapshot.
+        let log = recover_after(2, all[4..].iter().map(Vec::as_slice)).unwrap();
+        assert_eq!(terms(&log), vec![(2, 3), (2, 4)]);
+        // Or right after it; but never after a gap.
+        assert!(recover_after(2, all[5..].iter().map(Vec::as_slice)).is_ok());
+        let gap = recover_after(1, all[5..].iter().map(Vec::as_slice)).unwrap_err();
+        assert!(gap.contains("gap"), "{gap}");
+        // A commit index at least the snapshot's.
+        assert_eq!(recover_after(9, std::iter::empty()).unwrap().commit, 9);
     }
 
     #[test]

@@ -28,18 +28,26 @@ pub struct RaftLog {
 impl RaftLog {
     /// A log restored from what the runtime persisted: entries with indexes 1, 2, ...
     pub fn restored(entries: Vec<Entry>, committed: Index) -> RaftLog {
+        RaftLog::restored_after(0, 0, entries, committed)
+    }
+
+    /// A log restored from a snapshot of the entries through `base` (of `base_term`) and the
+    /// entries persisted after it: indexes `base + 1`, `base + 2`, ...
+    pub fn restored_after(base: Index, base_term: Term, entries: Vec<Entry>, committed: Index) -> RaftLog {
         for (i, entry) in entries.iter().enumerate() {
-            assert_eq!(entry.index, i as Index + 1, "restored entries must be dense from 1");
-            assert!(i == 0 || entries[i - 1].term <= entry.term, "terms in a log never decrease");
+            assert_eq!(entry.index, base + i as Index + 1, "restored entries must be dense after {base}");
+            let previous_term = if i == 0 { base_term } else { entries[i - 1].term };
+            assert!(previous_term <= entry.term, "terms in a log never decrease");
         }
-        let last = entries.len() as Index;
+        let last = base + entries.len() as Index;
         assert!(committed <= last, "commit index {committed} past the restored log's end {last}");
+        assert!(committed >= base, "a snapshot holds only committed entries ({base}, commit {committed})");
         RaftLog {
             entries,
-            offset: 0,
-            offset_term: 0,
+            offset: base,
+            offset_term: base_term,
             committed,
-            applied: 0,
+            applied: base,
             persisted: last,
             handed_out: last,
             truncate_from: None,

@@ -178,8 +178,14 @@ pub struct Raft {
 impl Raft {
     /// A node starting from what it persisted: its hard state and its log.
     pub fn new(config: Config, hard_state: HardState, entries: Vec<Entry>) -> Raft {
+        Raft::after_snapshot(config, hard_state, (0, 0), entries)
+    }
+
+    /// A node starting from a snapshot of its log through `base` (index, term), and what it
+    /// persisted after it: its hard state and the entries after `base`.
+    pub fn after_snapshot(config: Config, hard_state: HardState, base: (Index, Term), entries: Vec<Entry>) -> Raft {
         config.validate();
-        let log = RaftLog::restored(entries, hard_state.commit);
+        let log = RaftLog::restored_after(base.0, base.1, entries, hard_state.commit);
         let mut raft = Raft {
             rng: config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             config,
@@ -216,7 +222,7 @@ impl Raft {
     /// The runtime applied its log through `index` itself while recovering (at most the
     /// restored commit index): committed entries are handed out from after it.
     pub fn restore_applied(&mut self, index: Index) {
-        assert_eq!(self.log.applied, 0, "restore_applied before anything was handed out");
+        assert_eq!(self.log.applied, self.log.first_index() - 1, "restore_applied before anything was handed out");
         assert!(index <= self.log.committed, "applied {index} past the commit index {}", self.log.committed);
         self.log.applied = index;
     }

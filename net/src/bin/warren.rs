@@ -124,6 +124,16 @@ struct StartArgs {
     /// [default: 200000]
     #[arg(long)]
     retained_log_entries: Option<u64>,
+    /// A group takes a snapshot after about this many entries since its last one (a random
+    /// point between half and all of it, so nodes do not snapshot at once) [default: 100000]
+    #[arg(long)]
+    snapshot_entries: Option<u64>,
+    /// ... or after about this many bytes of log entries [default: 268435456]
+    #[arg(long)]
+    snapshot_bytes: Option<u64>,
+    /// Snapshots kept per group; the WAL keeps what the oldest of them needs [default: 2]
+    #[arg(long)]
+    snapshots_kept: Option<usize>,
     /// This node's id among the peers [default: 1]
     #[arg(long)]
     node_id: Option<u8>,
@@ -177,6 +187,15 @@ impl StartArgs {
         }
         if let Some(v) = self.retained_log_entries {
             config.retained_log_entries = v;
+        }
+        if let Some(v) = self.snapshot_entries {
+            config.snapshot_entries = v;
+        }
+        if let Some(v) = self.snapshot_bytes {
+            config.snapshot_bytes = v;
+        }
+        if let Some(v) = self.snapshots_kept {
+            config.snapshots_kept = v;
         }
         if let Some(v) = self.node_id {
             config.node_id = v;

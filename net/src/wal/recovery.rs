@@ -75,6 +75,11 @@ pub async fn recover(config: &WalConfig) -> Result<RecoveredLog, WalError> {
         let file = open_segment(&segment.path).await?;
         let file_bytes = file_size(&file, &segment.path).await?;
         let mut reader = SegmentReader::new(&file, &segment.path, file_bytes);
+        if index == 0 && segment.first_lsn > 1 {
+            // The segments before it were released (`Wal::release_before`): the log starts
+            // with its first batch, chained to whatever came before.
+            last_lsn = first_prev_lsn(&mut reader).await?;
+        }
         let end = scan_segment(&mut reader, segment.first_lsn, &mut last_lsn, &mut recovered);
         let end = end.await?;
         let capacity = active_capacity(file_bytes, config.segment_bytes);
@@ -104,6 +109,16 @@ pub async fn recover(config: &WalConfig) -> Result<RecoveredLog, WalError> {
     assert_eq!(write_pos % BLOCK_BYTES, 0, "batches start block aligned");
     assert!(write_pos <= active.capacity);
     Ok(RecoveredLog { dir, active, write_pos, last_lsn, recovered })
+}
+
+/// The `prev_lsn` of a segment's first batch, 0 if it has no readable header (the scan then
+/// judges the damage as usual).
+async fn first_prev_lsn(reader: &mut SegmentReader<'_>) -> Result<u64, WalError> {
+    if reader.file_bytes() < BATCH_HEADER_BYTES as u64 {
+        return Ok(0);
+    }
+    let head = reader.bytes(0, BATCH_HEADER_BYTES).await?;
+    Ok(BatchHeader::decode(head).map_or(0, |header| header.prev_lsn))
 }
 
 /// Reads the batches of one segment, appending valid records to `recovered`.

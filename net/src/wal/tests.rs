@@ -844,3 +844,38 @@ fn bench_flush_latency_and_batch_throughput() {
         );
     });
 }
+
+/// Segments below a snapshot are released; the log then recovers from the first segment left
+/// (its first batch chains to a released one), appends continue, and nothing later is lost.
+#[test]
+fn released_segments_leave_a_log_that_recovers_from_the_first_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), SMALL_SEGMENT);
+    run(async {
+        let (mut wal, _) = open(&config).await;
+        let records: Vec<Vec<u8>> = (0..60).map(|i| payload(i, 3000)).collect();
+        let mut lsns = Vec::new();
+        for chunk in records.chunks(3) {
+            lsns.push(append_flush(&mut wal, chunk).await);
+        }
+        let before = segment_files(dir.path()).len();
+        assert!(before >= 3, "{before} segments");
+        let keep_from = lsns[lsns.len() / 2];
+        let released = wal.release_before(keep_from).unwrap();
+        assert!(released >= 1 && released < before, "{released} of {before}");
+        assert_eq!(segment_files(dir.path()).len(), before - released);
+        assert_eq!(wal.release_before(keep_from).unwrap(), 0, "released once");
+        wal.close().await.unwrap();
+        let recovered = reopen(&config).await;
+        assert_eq!(recovered.lsns.last(), lsns.last(), "the log's end is unchanged");
+        assert!(recovered.lsns[0] <= keep_from, "everything from the lsn asked for is kept");
+        let first = recovered.lsns[0] as usize - 1;
+        assert_eq!(recovered.records, records[first..].to_vec());
+        let (mut wal, _) = open(&config).await;
+        let last = append_flush(&mut wal, &[payload(99, 10)]).await;
+        wal.close().await.unwrap();
+        let recovered = reopen(&config).await;
+        assert_eq!(recovered.lsns.last(), Some(&last));
+        assert_eq!(recovered.records.last(), Some(&payload(99, 10)));
+    });
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::format::{decode_batch, encode_record, record_bytes, BatchHeader, BATCH_HEADER_BYTES, BLOCK_BYTES};
 use super::recovery::{close_quietly, recover, ActiveSegment};
-use super::segment::{create_segment, segment_name};
+use super::segment::{create_segment, list_segments, segment_name};
 use super::{Recovered, WalConfig, WalError};
 
 /// Upper bound of a pending batch's encoded records: bounds flush memory and fits the u32
@@ -282,6 +282,28 @@ impl Wal {
         self.active.capacity = self.write_pos;
         self.dirty_until = self.write_pos;
         Ok(())
+    }
+
+    /// Deletes the segments that hold only records below `lsn` (never the active one), and
+    /// makes that durable; returns how many. Recovery then starts at the first segment left.
+    /// Blocking (an unlink per segment and a directory fsync): called after a snapshot, at
+    /// most once per many segments.
+    pub fn release_before(&mut self, lsn: u64) -> Result<usize, WalError> {
+        let segments = list_segments(&self.config.dir, self.config.core)?;
+        let mut released = 0;
+        for pair in segments.windows(2) {
+            let (segment, next) = (&pair[0], &pair[1]);
+            if next.first_lsn > lsn || segment.path == self.active.path {
+                break;
+            }
+            std::fs::remove_file(&segment.path).map_err(|e| WalError::io("release segment", &segment.path, e))?;
+            released += 1;
+        }
+        if released > 0 {
+            crate::durable_file::sync_dir(&self.config.dir)
+                .map_err(|e| WalError::io("sync wal dir", &self.config.dir, e))?;
+        }
+        Ok(released)
     }
 
     /// Closes the active segment and the directory. Dropping a `Wal` also releases them.
