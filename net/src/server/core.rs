@@ -230,6 +230,8 @@ pub struct Core {
     pub group_leaders: Arc<GroupLeaders>,
     /// Where this core's Raft group stands (set by the replication loop, for mntr).
     group_status: Cell<GroupStatus>,
+    /// The group's snapshot in progress and the last one taken (`snapshots.rs`).
+    pub(super) snapshots: super::snapshots::SnapshotStatus,
 }
 
 /// What a core of a cluster node knows of the cluster.
@@ -289,6 +291,7 @@ impl Core {
             voters: cluster.voters,
             group_leaders: cluster.group_leaders,
             group_status: Cell::new(GroupStatus::default()),
+            snapshots: super::snapshots::SnapshotStatus::default(),
             config,
         }
     }

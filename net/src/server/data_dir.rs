@@ -46,6 +46,11 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("wal")
 }
 
+/// Where core `core`'s Raft group keeps its snapshots (`snapshot_file.rs`).
+pub fn snapshot_dir(data_dir: &Path, core: usize) -> PathBuf {
+    data_dir.join("snapshots").join(format!("group-{core:03}"))
+}
+
 /// Where core `core`'s Raft group keeps its term and vote (`raft_state.rs`).
 pub fn raft_state_path(data_dir: &Path, core: usize) -> PathBuf {
     data_dir.join(format!("raft-{core:03}.state"))

@@ -319,6 +319,12 @@ impl<R> GroupDriver<R> {
         &self.raft
     }
 
+    /// The last entry applied to the shards and its term: where a snapshot begun now stands.
+    pub fn applied_point(&self) -> (Index, Term) {
+        let term = self.raft.log().term(self.state_applied).expect("compaction keeps the last applied entry's term");
+        (self.state_applied, term)
+    }
+
     /// Committed entries wait for other groups of this node before they apply.
     pub fn holds_entries(&self) -> bool {
         !self.unapplied.is_empty()
@@ -856,7 +862,8 @@ impl<R> GroupDriver<R> {
     /// lease probes go unanswered (it stops serving).
     fn compact<H: GroupHost<Request = R>>(&mut self, host: &mut H) {
         let retain = self.config.retained_entries;
-        let to = self.raft.applied_index().saturating_sub(retain);
+        // Never past what the shards applied: a snapshot begun now needs its entry's term.
+        let to = self.state_applied.saturating_sub(retain);
         if to >= self.raft.log().first_index() + self.config.compact_every {
             self.raft.compact(to);
         }
@@ -927,15 +934,23 @@ fn multi_op_bytes(op: &MultiOp) -> usize {
 /// One group's committed entries as start-up replay sees them (`replay_limits`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReplayLog {
-    /// Each entry's zxid, in log order (0 for a leader's no-op).
+    /// The zxid the group's snapshot had applied through (0: no snapshot).
+    pub base_zxid: Zxid,
+    /// Each entry's zxid after the snapshot, in log order (0 for a leader's no-op).
     pub zxids: Vec<Zxid>,
     /// Every dependency on another group: (position in `zxids`, group, zxid), in log order.
     pub dependencies: Vec<(usize, u16, Zxid)>,
 }
 
 impl ReplayLog {
+    #[cfg(test)]
     pub fn of(entries: &[Entry]) -> Result<ReplayLog, String> {
-        let mut log = ReplayLog { zxids: Vec::with_capacity(entries.len()), dependencies: Vec::new() };
+        ReplayLog::after(0, entries)
+    }
+
+    /// The committed `entries` after a snapshot that had applied through `base_zxid`.
+    pub fn after(base_zxid: Zxid, entries: &[Entry]) -> Result<ReplayLog, String> {
+        let mut log = ReplayLog { base_zxid, zxids: Vec::with_capacity(entries.len()), dependencies: Vec::new() };
         for (position, entry) in entries.iter().enumerate() {
             if entry.data.is_empty() {
                 log.zxids.push(0);
@@ -959,8 +974,11 @@ impl ReplayLog {
 pub fn replay_limits(groups: &[ReplayLog]) -> Vec<usize> {
     let mut limits: Vec<usize> = groups.iter().map(|g| g.zxids.len()).collect();
     loop {
-        let through: Vec<Zxid> =
-            groups.iter().zip(&limits).map(|(g, &limit)| g.zxids[..limit].iter().copied().max().unwrap_or(0)).collect();
+        let through: Vec<Zxid> = groups
+            .iter()
+            .zip(&limits)
+            .map(|(g, &limit)| g.zxids[..limit].iter().copied().max().unwrap_or(0).max(g.base_zxid))
+            .collect();
         let mut moved = false;
         for (group, log) in groups.iter().enumerate() {
             let blocked = log.dependencies.iter().find(|&&(position, other, zxid)| {
@@ -1041,6 +1059,15 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_counts_as_applied_for_the_groups_that_depend_on_it() {
+        let group0 = replay_log(&[(30, &[(1, 20)])]);
+        let mut group1 = replay_log(&[]);
+        assert_eq!(replay_limits(&[group0.clone(), group1.clone()]), vec![0, 0]);
+        group1.base_zxid = 20;
+        assert_eq!(replay_limits(&[group0, group1]), vec![1, 0]);
+    }
+
+    #[test]
     fn replay_limits_follow_chains_across_groups() {
         // Group 1 waits for a zxid group 2's log does not commit; group 0 then waits for group 1.
         let group0 = replay_log(&[(10, &[]), (40, &[(1, 30)])]);
@@ -1060,7 +1087,7 @@ mod tests {
             entry(3, encode_proposal_after(1, 5, &log_entry, &[(2, 44)])),
         ];
         let log = ReplayLog::of(&entries).unwrap();
-        assert_eq!(log, ReplayLog { zxids: vec![0, 60, 77], dependencies: vec![(2, 2, 44)] });
+        assert_eq!(log, ReplayLog { base_zxid: 0, zxids: vec![0, 60, 77], dependencies: vec![(2, 2, 44)] });
         assert!(ReplayLog::of(&[entry(1, vec![1, 2, 3])]).is_err(), "a damaged entry is an error, not a panic");
     }
 }

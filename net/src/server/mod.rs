@@ -19,6 +19,7 @@ pub mod repair;
 pub(crate) mod replica;
 pub mod role;
 pub mod sessions;
+mod snapshots;
 mod transport;
 pub mod watermark;
 
@@ -31,11 +32,12 @@ use crate::config::Config;
 use crate::config::Peer;
 use crate::jute;
 use crate::wal::{Wal, WalConfig, WalError};
-use crate::{raft_log, raft_state};
+use crate::{raft_log, raft_state, snapshot_file};
 use ahash::AHashMap;
 use anyhow::{anyhow, bail};
 use engine::command::{LogEntry, ShardId};
 use engine::raft::{Config as RaftConfig, HardState, NodeId, Raft};
+use engine::types::Zxid;
 use engine::Shard;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver};
@@ -240,7 +242,7 @@ async fn run_core(
         outboxes.push(tx);
         outbox_receivers.push(rx);
     }
-    let log_zxid = proposal::highest_zxid(&recovered.log.entries);
+    let log_zxid = proposal::highest_zxid(&recovered.log.entries).max(recovered.base_zxid);
     let cluster = Cluster {
         transport: clustered.then(|| Transport::start(core_id, &config, &voters)),
         voters: voters.iter().map(|p| NodeId::from(p.id)).collect(),
@@ -248,13 +250,21 @@ async fn run_core(
     };
     // What this group has applied, fences included (the shards know only their own entries'
     // zxids): other nodes' writes may depend on a fence's zxid, and must not wait for ever.
-    let committed = &recovered.log.entries[..recovered.log.commit as usize];
+    let committed = recovered.log.committed();
     let (replayed, held) = committed.split_at(recovered.replayed);
-    cluster.group_leaders.set_applied(core_id, proposal::highest_zxid(replayed));
+    cluster.group_leaders.set_applied(core_id, proposal::highest_zxid(replayed).max(recovered.base_zxid));
     let held = held.to_vec();
     let core = Rc::new(Core::new(core_id, config.clone(), recovered.shards, outboxes, write_tx, log_zxid, cluster));
+    core.snapshots.set_loaded(recovered.log.base);
     connect_mesh(&core, channels.outgoing, channels.incoming, outbox_receivers);
-    let mut replica = start_replica(core_id, &config, &voters, recovered.wal, recovered.log, held)?;
+    let replica_start = ReplicaStart {
+        wal: recovered.wal,
+        log: recovered.log,
+        base_term: recovered.base_term,
+        held,
+        positions: recovered.positions,
+    };
+    let mut replica = start_replica(core_id, &config, &voters, replica_start)?;
     if let Some(listener) = peer_listener {
         glommio::spawn_local(transport::accept_loop(core.clone(), listener)).detach();
     } else {
@@ -319,9 +329,13 @@ fn bind_shared_listener(addr: &str) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-/// What a core recovered from its WAL.
+/// What a core recovered from its newest valid snapshot and its WAL.
 struct RecoveredCore {
     wal: Wal,
+    /// The snapshot's entry's term and the zxid its group had applied (0 without one).
+    base_term: engine::raft::Term,
+    base_zxid: Zxid,
+    positions: snapshots::WalPositions,
     /// The core's shards with every entry applied that the log records as committed.
     shards: AHashMap<ShardId, ShardSlot>,
     /// The core's Raft log; its first `replayed` entries are applied to `shards`, the rest
@@ -394,28 +408,77 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
         ),
         e => anyhow!("cannot open its WAL: {e}"),
     })?;
-    let log = raft_log::recover(recovered.records.iter().map(Vec::as_slice))
-        .map_err(|e| anyhow!("the WAL of core {core_id} holds an impossible Raft log: {e}"))?;
-    let mut shards: AHashMap<ShardId, Shard> = (0..config.shards)
-        .filter(|s| core::core_of_shard(*s, config.cores) == core_id)
-        .map(|s| (s, Shard::new(s, config.shards)))
-        .collect();
-    let committed = &log.entries[..log.commit as usize];
-    let replay_log = driver::ReplayLog::of(committed).map_err(|e| anyhow!("the WAL of core {core_id}: {e}"))?;
+    let snapshot = load_snapshot(core_id, config)?;
+    let base = snapshot.as_ref().map_or(0, |s| s.index);
+    let log = raft_log::recover_after(base, recovered.records.iter().map(Vec::as_slice)).map_err(|e| {
+        anyhow!(
+            "the WAL of core {core_id} holds an impossible Raft log{}: {e}",
+            if base > 0 { format!(" after its snapshot of entry {base}") } else { String::new() }
+        )
+    })?;
+    let positions = wal_positions(&recovered.records, &recovered.lsns);
+    let (base_term, base_zxid, mut shards) = match snapshot {
+        Some(loaded) => {
+            let base_zxid = loaded.applied_zxids.get(core_id).copied().unwrap_or(0);
+            let shards: AHashMap<ShardId, Shard> = loaded.shards.into_iter().map(|s| (s.id(), s)).collect();
+            (loaded.term, base_zxid, shards)
+        }
+        None => (0, 0, AHashMap::new()),
+    };
+    let owned: Vec<ShardId> = (0..config.shards).filter(|s| core::core_of_shard(*s, config.cores) == core_id).collect();
+    if base > 0 && (shards.len() != owned.len() || owned.iter().any(|s| !shards.contains_key(s))) {
+        bail!("the snapshot of core {core_id} holds shards {:?}, the core owns {owned:?}", shards.keys());
+    }
+    for shard in owned {
+        shards.entry(shard).or_insert_with(|| Shard::new(shard, config.shards));
+    }
+    let committed = log.committed();
+    let replay_log =
+        driver::ReplayLog::after(base_zxid, committed).map_err(|e| anyhow!("the WAL of core {core_id}: {e}"))?;
     let replayed = exchange.limit_of(core_id, replay_log)?;
     apply_committed(core_id, &committed[..replayed], &mut shards)?;
     tracing::info!(
         core = core_id,
+        snapshot = base,
         records = recovered.records.len(),
         entries = log.entries.len(),
         commit = log.commit,
         held_for_other_groups = committed.len() - replayed,
         truncated_bytes = recovered.truncated_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "WAL replayed"
+        "snapshot loaded and WAL replayed"
     );
     let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
-    Ok(RecoveredCore { wal, shards, log, replayed })
+    Ok(RecoveredCore { wal, base_term, base_zxid, positions, shards, log, replayed })
+}
+
+/// The newest snapshot of the core's group that checks out; each newer one that does not is
+/// said and skipped (the WAL still holds what the one before it needs).
+fn load_snapshot(core_id: usize, config: &Config) -> anyhow::Result<Option<snapshot_file::Loaded>> {
+    let dir = data_dir::snapshot_dir(&config.data_dir, core_id);
+    let group = u16::try_from(core_id).expect("cores fit a u16");
+    let (loaded, skipped) = snapshot_file::load_newest(&dir, group, config.shards)
+        .map_err(|e| anyhow!("cannot list the snapshots in {}: {e}", dir.display()))?;
+    for (path, why) in skipped {
+        tracing::error!(core = core_id, path = %path.display(), %why, "snapshot damaged: skipped for the one before it");
+    }
+    if let Some(loaded) = &loaded {
+        tracing::info!(core = core_id, index = loaded.index, path = %loaded.path.display(), "snapshot loaded");
+    }
+    Ok(loaded)
+}
+
+/// Where the recovered WAL's entries were last written.
+fn wal_positions(records: &[Vec<u8>], lsns: &[u64]) -> snapshots::WalPositions {
+    let mut positions = snapshots::WalPositions::default();
+    for (payload, &lsn) in records.iter().zip(lsns) {
+        match raft_log::Record::decode(payload) {
+            Ok(raft_log::Record::Entry { index, .. }) => positions.wrote(index, lsn),
+            Ok(raft_log::Record::Truncate { from }) => positions.truncated(from),
+            _ => {}
+        }
+    }
+    positions
 }
 
 /// Start-up replay: applies committed `entries` to the core's shards, in log order (the
@@ -443,16 +506,25 @@ pub(crate) fn apply_committed(
     Ok(())
 }
 
-/// The core's Raft group from its recovered log and its stored term and vote. A single node is
-/// a group of one voter.
+/// What a core's Raft group starts from.
+struct ReplicaStart {
+    wal: Wal,
+    log: raft_log::RecoveredLog,
+    base_term: engine::raft::Term,
+    /// Committed entries that wait for other groups (`driver::replay_limits`).
+    held: Vec<engine::raft::Entry>,
+    positions: snapshots::WalPositions,
+}
+
+/// The core's Raft group from its snapshot, its recovered log and its stored term and vote. A
+/// single node is a group of one voter.
 fn start_replica(
     core_id: usize,
     config: &Config,
     voters: &[Peer],
-    wal: Wal,
-    log: raft_log::RecoveredLog,
-    held: Vec<engine::raft::Entry>,
+    start: ReplicaStart,
 ) -> anyhow::Result<replica::Replica> {
+    let ReplicaStart { wal, log, base_term, held, positions } = start;
     let state_path = data_dir::raft_state_path(&config.data_dir, core_id);
     let (term, vote) = raft_state::load(&state_path)?;
     let node = NodeId::from(config.node_id);
@@ -466,14 +538,16 @@ fn start_replica(
     let mut raft_config = RaftConfig::new(node, ids, seed);
     raft_config.election_priority = placement.election_priority(node);
     let hard_state = HardState { term, vote, commit: log.commit };
-    let mut raft = Raft::new(raft_config, hard_state, log.entries);
+    let mut raft = Raft::after_snapshot(raft_config, hard_state, (log.base, base_term), log.entries);
     raft.restore_applied(log.commit);
     // A single node keeps no log in memory for followers.
     let retained_entries = if clustered { config.retained_log_entries } else { 0 };
     let driver_config =
         driver::DriverConfig { group: core_id, placement, retained_entries, compact_every: driver::COMPACT_EVERY };
     let first_token = proposal::first_token(self::core::unix_micros());
-    Ok(replica::Replica::new(driver::GroupDriver::new(raft, driver_config, first_token, held), wal, state_path))
+    let driver = driver::GroupDriver::new(raft, driver_config, first_token, held);
+    let policy = snapshots::SnapshotPolicy::new(config.snapshot_entries, config.snapshot_bytes, seed);
+    Ok(replica::Replica::new(driver, wal, positions, policy, state_path))
 }
 
 /// Election jitter differs between runs (the Raft core itself stays deterministic in its seed).

@@ -17,9 +17,12 @@ use super::core::Core;
 use super::driver::{self, GroupDriver, GroupHost};
 use super::metrics::micros;
 use super::msg::{Msg, ShardRequest};
+use super::snapshots::{SnapshotPolicy, WalPositions};
 use crate::peer::PeerMessage;
 use crate::raft_log::Record;
 use crate::raft_state;
+use crate::snapshot_file;
+use crate::snapshot_file::GroupHead;
 use crate::wal::Wal;
 use engine::command::LogEntry;
 use engine::raft::{NodeId, Role, Term};
@@ -45,6 +48,9 @@ pub(super) struct Replica {
 /// What the runtime keeps beside the driver.
 struct GroupIo {
     wal: Wal,
+    /// Where the entries' latest writes are in the WAL, and when the next snapshot is due.
+    positions: WalPositions,
+    policy: SnapshotPolicy,
     /// Where the group's term and vote live (`raft_state.rs`).
     state_path: PathBuf,
     record: Vec<u8>,
@@ -53,8 +59,68 @@ struct GroupIo {
 }
 
 impl Replica {
-    pub(super) fn new(driver: GroupDriver<ShardRequest>, wal: Wal, state_path: PathBuf) -> Replica {
-        Replica { driver, io: GroupIo { wal, state_path, record: Vec::new(), proposed_batches: VecDeque::new() } }
+    pub(super) fn new(
+        driver: GroupDriver<ShardRequest>,
+        wal: Wal,
+        positions: WalPositions,
+        policy: SnapshotPolicy,
+        state_path: PathBuf,
+    ) -> Replica {
+        let io = GroupIo { wal, positions, policy, state_path, record: Vec::new(), proposed_batches: VecDeque::new() };
+        Replica { driver, io }
+    }
+
+    /// Between turns: begins a snapshot when one is due, and once one is durable prunes the
+    /// older ones and releases the WAL segments no snapshot kept needs.
+    pub(super) fn look_after_snapshots(&mut self, core: &Rc<Core>) {
+        if let Some(index) = core.snapshots.take_finished() {
+            self.release_below_snapshots(core, index);
+        }
+        let status = &core.snapshots;
+        if status.running() || !(self.io.policy.due() || status.requested.get()) {
+            return;
+        }
+        let (index, term) = self.driver.applied_point();
+        if index <= status.last_index() {
+            status.requested.set(false);
+            return;
+        }
+        self.io.policy.rearm(core.config.snapshot_entries, core.config.snapshot_bytes);
+        let leaders = &core.group_leaders;
+        let applied_zxids = (0..leaders.groups()).map(|group| leaders.applied(group)).collect();
+        let group = u16::try_from(core.id).expect("cores fit a u16");
+        let shard_count = core.config.shards;
+        super::snapshots::begin_snapshot(core, |shards| GroupHead {
+            group,
+            shard_count,
+            term,
+            index,
+            applied_zxids,
+            shards,
+        });
+    }
+
+    fn release_below_snapshots(&mut self, core: &Core, index: u64) {
+        let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
+        let kept = match snapshot_file::prune(&dir, core.config.snapshots_kept).and_then(|_| snapshot_file::list(&dir))
+        {
+            Ok(kept) => kept,
+            Err(error) => {
+                tracing::warn!(core = core.id, %error, "cannot prune snapshots; the WAL keeps everything");
+                return;
+            }
+        };
+        let oldest = kept.last().map_or(0, |(oldest, _)| *oldest);
+        let tail = if core.is_clustered() { core.config.retained_log_entries } else { 0 };
+        let keep_from = oldest.min(index.saturating_sub(tail)) + 1;
+        let Some(lsn) = self.io.positions.lsn_keeping(keep_from) else { return };
+        match self.io.wal.release_before(lsn) {
+            Ok(0) => {}
+            Ok(released) => {
+                tracing::info!(core = core.id, released, keep_from, "WAL segments released below the snapshots")
+            }
+            Err(error) => tracing::warn!(core = core.id, %error, "cannot release WAL segments"),
+        }
     }
 
     /// Start-up: a node that is the only voter elects itself and commits (through its new
@@ -139,6 +205,8 @@ impl GroupIo {
             wal: &mut self.wal,
             record: &mut self.record,
             state_path: &self.state_path,
+            positions: &mut self.positions,
+            policy: &mut self.policy,
             proposed_batches: &mut self.proposed_batches,
             committed: false,
         }
@@ -151,6 +219,8 @@ struct CoreHost<'a> {
     wal: &'a mut Wal,
     record: &'a mut Vec<u8>,
     state_path: &'a Path,
+    positions: &'a mut WalPositions,
+    policy: &'a mut SnapshotPolicy,
     proposed_batches: &'a mut VecDeque<(u64, Instant)>,
     /// Entries committed in this turn (its apply time is recorded).
     committed: bool,
@@ -219,7 +289,15 @@ impl GroupHost for CoreHost<'_> {
         record.encode_into(self.record);
         // Config validation keeps a request below the WAL's record limit; a violation is a
         // bug, reported by the WAL's own check.
-        self.wal.try_append(self.record).unwrap_or_else(|e| panic!("WAL refused a record: {e}"));
+        let lsn = self.wal.try_append(self.record).unwrap_or_else(|e| panic!("WAL refused a record: {e}"));
+        match record {
+            Record::Entry { index, data, .. } => {
+                self.positions.wrote(index, lsn);
+                self.policy.note_entry(data.len());
+            }
+            Record::Truncate { from } => self.positions.truncated(from),
+            Record::Commit { .. } => {}
+        }
     }
 
     fn leader_known(&mut self, leader: Option<NodeId>) {
@@ -317,5 +395,6 @@ pub(super) async fn replication_loop(core: Rc<Core>, mut replica: Replica, signa
         // Let the writes of this loop turn gather into one batch.
         futures_lite::future::yield_now().await;
         while replica.turn(&core).await {}
+        replica.look_after_snapshots(&core);
     }
 }
