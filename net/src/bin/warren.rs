@@ -134,6 +134,9 @@ struct StartArgs {
     /// Snapshots kept per group; the WAL keeps what the oldest of them needs [default: 2]
     #[arg(long)]
     snapshots_kept: Option<usize>,
+    /// Size of one WAL segment file [default: 67108864]
+    #[arg(long)]
+    wal_segment_bytes: Option<u64>,
     /// This node's id among the peers [default: 1]
     #[arg(long)]
     node_id: Option<u8>,
@@ -196,6 +199,9 @@ impl StartArgs {
         }
         if let Some(v) = self.snapshots_kept {
             config.snapshots_kept = v;
+        }
+        if let Some(v) = self.wal_segment_bytes {
+            config.wal_segment_bytes = v;
         }
         if let Some(v) = self.node_id {
             config.node_id = v;
