@@ -53,6 +53,14 @@ pub enum PeerMessage {
     /// group (a consistent cut of a read across groups needs it): the leader commits a fence,
     /// an entry with a zxid above it and nothing to apply.
     Fence { at_least: Zxid },
+    /// A piece of the leader's snapshot file of the group for a follower that needs entries
+    /// the leader no longer holds (`server/snapshots.rs`): the file of the snapshot after entry
+    /// `index` (of `term`), `total` bytes long, from byte `offset` on. The follower answers
+    /// each with `SnapshotAck`; the leader sends the next piece once the last one is acked.
+    SnapshotChunk { index: u64, term: u64, offset: u64, total: u64, bytes: Vec<u8> },
+    /// The follower holds the first `received` bytes of the snapshot after `index`; with
+    /// `installed`, it has switched to it.
+    SnapshotAck { index: u64, received: u64, installed: bool },
 }
 
 impl PeerMessage {

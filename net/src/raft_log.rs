@@ -122,14 +122,20 @@ impl RecoveredLog {
 /// (a gap in the indexes, a term going down, a commit past the log's end, a cut below the
 /// commit): recovery refuses rather than guessing.
 pub fn recover<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<RecoveredLog, String> {
-    recover_after(0, payloads)
+    recover_after(0, 0, payloads)
 }
 
-/// `recover` of the log after a snapshot of entries through `base`: records of entries at or
-/// below it are passed over (the WAL may still hold them, or only some of them: its older
-/// segments are released once a snapshot covers them), the first entry kept must be
-/// `base + 1`, and the commit index is at least `base`.
-pub fn recover_after<'a>(base: Index, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<RecoveredLog, String> {
+/// `recover` of the log after a snapshot of entries through `base` (of `base_term`): records
+/// of entries at or below it are passed over (the WAL may still hold them, or only some of
+/// them: its older segments are released once a snapshot covers them), the first entry kept
+/// must be `base + 1`, and the commit index is at least `base`. Entries after `base` of a term
+/// below `base_term` are what the node held before it installed a leader's snapshot: never
+/// committed (a committed entry after `base` has a term of at least `base_term`), dropped.
+pub fn recover_after<'a>(
+    base: Index,
+    base_term: Term,
+    payloads: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<RecoveredLog, String> {
     let mut log = RecoveredLog { base, entries: Vec::new(), commit: 0 };
     for (position, payload) in payloads.into_iter().enumerate() {
         let fail = |why: String| format!("Raft record {position}: {why}");
@@ -149,7 +155,10 @@ pub fn recover_after<'a>(base: Index, payloads: impl IntoIterator<Item = &'a [u8
             return Err(fail(format!("commit index {} is past the log's end {}", log.commit, log.last_index())));
         }
     }
-    log.commit = log.commit.max(base);
+    if let Some(stale) = log.entries.iter().position(|entry| entry.term < base_term) {
+        log.entries.truncate(stale);
+    }
+    log.commit = log.commit.min(log.last_index()).max(base);
     Ok(log)
 }
 
@@ -274,19 +283,22 @@ mod tests {
             encode(Record::Commit { index: 2 }),
             entry(2, 4),
         ];
-        let log = recover_after(2, all.iter().map(Vec::as_slice)).unwrap();
+        let log = recover_after(2, 1, all.iter().map(Vec::as_slice)).unwrap();
         assert_eq!((log.base, log.commit, log.last_index()), (2, 2, 4));
         assert_eq!(terms(&log), vec![(2, 3), (2, 4)]);
         assert_eq!(log.committed(), &[] as &[Entry]);
         // The WAL's older segments released: the records start inside the snapshot.
-        let log = recover_after(2, all[4..].iter().map(Vec::as_slice)).unwrap();
+        let log = recover_after(2, 1, all[4..].iter().map(Vec::as_slice)).unwrap();
         assert_eq!(terms(&log), vec![(2, 3), (2, 4)]);
         // Or right after it; but never after a gap.
-        assert!(recover_after(2, all[5..].iter().map(Vec::as_slice)).is_ok());
-        let gap = recover_after(1, all[5..].iter().map(Vec::as_slice)).unwrap_err();
+        assert!(recover_after(2, 1, all[5..].iter().map(Vec::as_slice)).is_ok());
+        let gap = recover_after(1, 1, all[5..].iter().map(Vec::as_slice)).unwrap_err();
         assert!(gap.contains("gap"), "{gap}");
+        // Entries of an older term than the snapshot's were left from before it was installed.
+        let log = recover_after(2, 3, all.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!((log.entries.len(), log.commit), (0, 2));
         // A commit index at least the snapshot's.
-        assert_eq!(recover_after(9, std::iter::empty()).unwrap().commit, 9);
+        assert_eq!(recover_after(9, 1, std::iter::empty()).unwrap().commit, 9);
     }
 
     #[test]

@@ -197,6 +197,27 @@ pub fn load_newest(dir: &Path, group: u16, shard_count: u16) -> std::io::Result<
     Ok((None, skipped))
 }
 
+/// The term of the entry a snapshot file is after, from its head (checked).
+pub fn term_of(path: &Path) -> Result<Term, String> {
+    use std::os::unix::fs::FileExt;
+    let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(fail)?;
+    let mut header = [0u8; FILE_HEADER_BYTES + FRAME_HEADER_BYTES];
+    file.read_exact_at(&mut header, 0).map_err(fail)?;
+    let length = u32::from_le_bytes(header[FILE_HEADER_BYTES + 4..FILE_HEADER_BYTES + 8].try_into().expect("4 bytes"));
+    let mut start = rkyv::util::AlignedVec::<16>::with_capacity(header.len() + length as usize);
+    start.resize(header.len() + length as usize, 0);
+    file.read_exact_at(&mut start, 0).map_err(fail)?;
+    if start[0..4] != MAGIC.to_le_bytes() {
+        return Err("not a snapshot of this format".to_string());
+    }
+    let mut frames = FrameReader { bytes: &start, at: FILE_HEADER_BYTES, count: 0 };
+    let (_, _, archive) = frames.next()?;
+    let head =
+        rkyv::access::<ArchivedGroupHead, rkyv::rancor::Error>(archive).map_err(|e| format!("invalid head: {e}"))?;
+    Ok(head.term.to_native())
+}
+
 /// One snapshot file, checked frame by frame and restored.
 pub fn load(path: &Path, group: u16, shard_count: u16) -> Result<Loaded, String> {
     let bytes = read_aligned(path).map_err(|e| format!("cannot read it: {e}"))?;

@@ -110,6 +110,20 @@ impl RaftLog {
         self.offset = index;
     }
 
+    /// A snapshot of the leader's log through `index` (of `term`) replaced the state: the log
+    /// restarts after it, empty, with everything through it committed, applied and durable.
+    pub fn reset_after(&mut self, index: Index, term: Term) {
+        assert!(index > self.committed, "a snapshot through {index} below the commit index {}", self.committed);
+        self.entries.clear();
+        self.offset = index;
+        self.offset_term = term;
+        self.committed = index;
+        self.applied = index;
+        self.persisted = index;
+        self.handed_out = index;
+        self.truncate_from = None;
+    }
+
     /// Raft's election restriction (5.4.1): a log ending at (`last_index`, `last_term`) is at
     /// least as up to date as this one.
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {

@@ -509,6 +509,20 @@ impl Raft {
         self.log.compact(index);
     }
 
+    /// The runtime installed a snapshot of the leader's log through `index` (of `term`) and
+    /// made it durable: the log restarts after it (an older one is ignored: false). The leader
+    /// hears that this node matches through `index` and goes on from there.
+    pub fn install_snapshot(&mut self, index: Index, term: Term) -> bool {
+        if index <= self.log.committed {
+            return false;
+        }
+        self.log.reset_after(index, term);
+        if let Some(leader) = self.leader.filter(|_| self.role == Role::Follower) {
+            self.send(leader, Body::AppendResponse { success: true, index, last_index: index });
+        }
+        true
+    }
+
     /// Leader: the voters that need entries this node compacted away (they need a snapshot).
     pub fn needs_snapshot(&self) -> Vec<NodeId> {
         self.needs_snapshot.iter().copied().collect()

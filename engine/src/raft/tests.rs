@@ -561,6 +561,43 @@ fn a_follower_missing_compacted_entries_is_behind_the_log_until_it_answers() {
 }
 
 #[test]
+fn a_follower_that_installs_a_snapshot_catches_up_from_the_log_after_it() {
+    let mut c = Cluster::new(3, 15);
+    c.elect(1);
+    c.stabilize();
+    c.isolate(3);
+    for i in 0..20 {
+        c.propose(1, format!("w{i}").as_bytes());
+        c.stabilize();
+    }
+    let applied = c.raft(1).applied_index();
+    c.raft(1).compact(applied - 2);
+    c.heal();
+    c.tick_all(3);
+    assert_eq!(c.raft(1).needs_snapshot(), vec![3]);
+    // The runtime sends the leader's state through `applied - 2` and node 3 installs it.
+    let through = applied - 2;
+    let term = c.nodes[&1].durable[through as usize - 1].term;
+    let (durable, state) = {
+        let leader = &c.nodes[&1];
+        (leader.durable[..through as usize].to_vec(), leader.applied[..through as usize].to_vec())
+    };
+    let node = c.nodes.get_mut(&3).unwrap();
+    node.durable = durable;
+    node.applied = state;
+    assert!(c.raft(3).install_snapshot(through, term));
+    assert!(!c.raft(3).install_snapshot(through, term), "an older or the same snapshot again is ignored");
+    assert_eq!((c.raft(3).log().first_index(), c.raft(3).commit_index()), (through + 1, through));
+    c.stabilize();
+    c.propose(1, b"after");
+    c.stabilize();
+    c.tick_all(2);
+    assert!(c.raft(1).needs_snapshot().is_empty());
+    assert_eq!(c.applied_data(3), c.applied_data(1), "node 3 applied the rest from the log");
+    assert_eq!(c.applied_data(3).last().map(Vec::as_slice), Some(&b"after"[..]));
+}
+
+#[test]
 fn a_deposed_leader_never_confirms_a_read() {
     let mut c = Cluster::new(3, 11);
     c.elect(1);

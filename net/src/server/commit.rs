@@ -199,6 +199,12 @@ impl CommitQueue {
     }
 
     /// This node leads the core's group.
+    /// Starts a turn of the replication loop for something it must look at (a snapshot
+    /// received to switch to).
+    pub(super) fn wake(&self) {
+        let _ = self.signal.try_send(());
+    }
+
     pub(super) fn leading(&self) -> bool {
         self.leading.get()
     }

@@ -309,6 +309,16 @@ impl Core {
         self.voters.contains(&node)
     }
 
+    /// The group's term, as the replication loop last reported it.
+    pub(super) fn group_term(&self) -> u64 {
+        self.group_status.get().term
+    }
+
+    /// The last entry of the group applied here, as the replication loop last reported it.
+    pub(super) fn group_applied_index(&self) -> u64 {
+        self.group_status.get().applied_index
+    }
+
     pub(super) fn set_group_status(&self, status: GroupStatus) {
         self.group_status.set(status);
     }
@@ -347,6 +357,13 @@ impl Core {
             PeerMessage::Touch { token, sessions, urgent } => self.on_lease_probe(from, token, &sessions, urgent),
             PeerMessage::Touched { token, unknown } => self.on_lease_confirmed(token, &unknown),
             PeerMessage::Fence { at_least } => self.commit.want_fence(at_least),
+            PeerMessage::SnapshotChunk { index, term, offset, total, bytes } => {
+                let chunk = super::snapshots::Chunk { index, term, offset, total, bytes };
+                super::snapshots::on_chunk(self, from, chunk);
+            }
+            PeerMessage::SnapshotAck { index, received, installed } => {
+                super::snapshots::on_ack(self, from, index, received, installed)
+            }
             PeerMessage::ReadIndex { token, index } => self.commit.deliver_read_index(token, index),
             PeerMessage::Hello { .. } => {
                 tracing::warn!(core = self.id, from, "unexpected peer message; dropped");

@@ -319,6 +319,19 @@ impl<R> GroupDriver<R> {
         &self.raft
     }
 
+    /// The runtime made a leader's snapshot after `index` (of `term`) durable and switched the
+    /// shards to it: the log restarts after it. False (nothing changed) if this node already
+    /// has everything through `index` committed.
+    pub fn install_snapshot(&mut self, index: Index, term: Term) -> bool {
+        if !self.raft.install_snapshot(index, term) {
+            return false;
+        }
+        self.unapplied.clear();
+        self.state_applied = index;
+        self.commit_written = self.commit_written.max(index);
+        true
+    }
+
     /// The last entry applied to the shards and its term: where a snapshot begun now stands.
     pub fn applied_point(&self) -> (Index, Term) {
         let term = self.raft.log().term(self.state_applied).expect("compaction keeps the last applied entry's term");

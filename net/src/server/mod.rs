@@ -410,20 +410,21 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
     })?;
     let snapshot = load_snapshot(core_id, config)?;
     let base = snapshot.as_ref().map_or(0, |s| s.index);
-    let log = raft_log::recover_after(base, recovered.records.iter().map(Vec::as_slice)).map_err(|e| {
+    let base_term = snapshot.as_ref().map_or(0, |s| s.term);
+    let log = raft_log::recover_after(base, base_term, recovered.records.iter().map(Vec::as_slice)).map_err(|e| {
         anyhow!(
             "the WAL of core {core_id} holds an impossible Raft log{}: {e}",
             if base > 0 { format!(" after its snapshot of entry {base}") } else { String::new() }
         )
     })?;
     let positions = wal_positions(&recovered.records, &recovered.lsns);
-    let (base_term, base_zxid, mut shards) = match snapshot {
+    let (base_zxid, mut shards) = match snapshot {
         Some(loaded) => {
             let base_zxid = loaded.applied_zxids.get(core_id).copied().unwrap_or(0);
             let shards: AHashMap<ShardId, Shard> = loaded.shards.into_iter().map(|s| (s.id(), s)).collect();
-            (loaded.term, base_zxid, shards)
+            (base_zxid, shards)
         }
-        None => (0, 0, AHashMap::new()),
+        None => (0, AHashMap::new()),
     };
     let owned: Vec<ShardId> = (0..config.shards).filter(|s| core::core_of_shard(*s, config.cores) == core_id).collect();
     if base > 0 && (shards.len() != owned.len() || owned.iter().any(|s| !shards.contains_key(s))) {

@@ -17,7 +17,7 @@ use super::core::Core;
 use super::driver::{self, GroupDriver, GroupHost};
 use super::metrics::micros;
 use super::msg::{Msg, ShardRequest};
-use super::snapshots::{SnapshotPolicy, WalPositions};
+use super::snapshots::{self, SnapshotPolicy, WalPositions};
 use crate::peer::PeerMessage;
 use crate::raft_log::Record;
 use crate::raft_state;
@@ -70,9 +70,21 @@ impl Replica {
         Replica { driver, io }
     }
 
-    /// Between turns: begins a snapshot when one is due, and once one is durable prunes the
-    /// older ones and releases the WAL segments no snapshot kept needs.
-    pub(super) fn look_after_snapshots(&mut self, core: &Rc<Core>) {
+    /// Between turns: switches to a leader's snapshot received whole; as leader, sends
+    /// snapshots to followers that need entries no longer held; begins a snapshot when one is
+    /// due, and once one is durable prunes the older ones and releases the WAL segments no
+    /// snapshot kept needs.
+    pub(super) async fn look_after_snapshots(&mut self, core: &Rc<Core>) {
+        if let Some(loaded) = snapshots::take_to_install(core) {
+            self.install(core, loaded);
+            while self.turn(core).await {}
+        }
+        if self.driver.raft().role() == Role::Leader {
+            let compacted_through = self.driver.raft().log().first_index() - 1;
+            for follower in self.driver.raft().needs_snapshot() {
+                snapshots::send_to(core, follower, compacted_through);
+            }
+        }
         if let Some(index) = core.snapshots.take_finished() {
             self.release_below_snapshots(core, index);
         }
@@ -98,6 +110,46 @@ impl Replica {
             applied_zxids,
             shards,
         });
+    }
+
+    /// Switches the core's shards and the group's log to a leader's snapshot (durable and
+    /// checked already): the shards are replaced whole between two turns, so no apply sees a
+    /// mix; the log restarts after the snapshot's entry and the leader sends the rest.
+    fn install(&mut self, core: &Core, loaded: crate::snapshot_file::Loaded) {
+        let (index, term) = (loaded.index, loaded.term);
+        if index <= self.driver.raft().commit_index() {
+            return;
+        }
+        {
+            let mut slots = core.shards.borrow_mut();
+            if loaded.shards.len() != slots.len() || loaded.shards.iter().any(|s| !slots.contains_key(&s.id())) {
+                tracing::error!(
+                    core = core.id,
+                    index,
+                    "a leader's snapshot holds other shards than this core's; ignored"
+                );
+                return;
+            }
+            for shard in loaded.shards {
+                let id = shard.id();
+                slots.get_mut(&id).expect("checked").shard = shard;
+            }
+        }
+        assert!(self.driver.install_snapshot(index, term), "the commit index was checked");
+        let zxid = loaded.applied_zxids.get(core.id).copied().unwrap_or(0);
+        core.group_leaders.set_applied(core.id, zxid);
+        core.commit.note_log_zxid(zxid);
+        if zxid > core.commit.last_applied() {
+            core.commit.set_last_applied(zxid);
+        }
+        core.snapshots.set_loaded(index);
+        core.snapshots.installed.set(core.snapshots.installed.get() + 1);
+        core.rearm_sessions();
+        core.set_group_status(self.driver.status());
+        if let (Some(leader), Some(transport)) = (self.driver.raft().leader(), core.transport.as_ref()) {
+            transport.send(leader, PeerMessage::SnapshotAck { index, received: 0, installed: true });
+        }
+        tracing::info!(core = core.id, index, term, path = %loaded.path.display(), "switched to the leader's snapshot");
     }
 
     fn release_below_snapshots(&mut self, core: &Core, index: u64) {
@@ -395,6 +447,6 @@ pub(super) async fn replication_loop(core: Rc<Core>, mut replica: Replica, signa
         // Let the writes of this loop turn gather into one batch.
         futures_lite::future::yield_now().await;
         while replica.turn(&core).await {}
-        replica.look_after_snapshots(&core);
+        replica.look_after_snapshots(&core).await;
     }
 }

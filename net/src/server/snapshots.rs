@@ -10,8 +10,9 @@
 use super::core::Core;
 use crate::durable_file;
 use crate::snapshot_file::{self, Frames, GroupHead};
+use ahash::AHashMap;
 use engine::command::ShardId;
-use engine::raft::Index;
+use engine::raft::{Index, NodeId};
 use engine::snapshot::NodeBatchBuilder;
 use futures_lite::AsyncWriteExt;
 use glommio::io::{DmaFile, DmaStreamWriterBuilder};
@@ -122,7 +123,53 @@ pub(super) struct SnapshotStatus {
     pub(super) requested: Cell<bool>,
     /// (index, duration, bytes) of the last snapshot written, for mntr.
     pub(super) last_written: RefCell<Option<(Index, std::time::Duration, u64)>>,
+    /// Leader: snapshots being sent to followers, by follower.
+    sending: RefCell<AHashMap<NodeId, Sending>>,
+    /// Follower: the leader's snapshot being received.
+    receiving: RefCell<Option<Receiving>>,
+    /// Follower: a leader's snapshot received whole and durable, for the replication loop to
+    /// switch to.
+    to_install: RefCell<Option<snapshot_file::Loaded>>,
+    /// Snapshots sent whole to followers, and installed from a leader (mntr).
+    pub(super) sent: Cell<u64>,
+    pub(super) installed: Cell<u64>,
 }
+
+/// A snapshot file on its way to a follower.
+struct Sending {
+    index: Index,
+    /// Bytes the follower said it holds.
+    acked: u64,
+    installed: bool,
+}
+
+/// A leader's snapshot file arriving here.
+struct Receiving {
+    index: Index,
+    term: u64,
+    total: u64,
+    received: u64,
+    file: std::fs::File,
+    temp: PathBuf,
+}
+
+/// A piece of a leader's snapshot (`PeerMessage::SnapshotChunk`).
+pub(super) struct Chunk {
+    pub index: Index,
+    pub term: u64,
+    pub offset: u64,
+    pub total: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Bytes per `SnapshotChunk`.
+const CHUNK_BYTES: u64 = 1 << 20;
+/// A chunk not acknowledged within this is sent again (a dropped message, a reconnect).
+const CHUNK_RESEND: std::time::Duration = std::time::Duration::from_secs(1);
+/// A follower that acknowledges nothing new for this long is given up on for now (the next
+/// look after snapshots starts over): a dead follower does not keep a sender running, and
+/// the size of a snapshot is never capped by a timeout (each chunk has its own).
+const NO_PROGRESS_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SnapshotStatus {
     /// The node started from a snapshot after `index`.
@@ -223,6 +270,182 @@ async fn write_file(core: &Core, dir: &Path, head: GroupHead, shards: &[ShardId]
     std::fs::rename(&temp, &path)?;
     durable_file::sync_dir(dir)?;
     Ok((path, written))
+}
+
+/// Leader: starts sending the newest snapshot that covers what `follower` lacks (one whose
+/// index is at least `compacted_through`, the last entry no longer in the log); asks for a
+/// snapshot if there is none yet. Idempotent while a send to it is under way.
+pub(super) fn send_to(core: &Rc<Core>, follower: NodeId, compacted_through: Index) {
+    if core.snapshots.sending.borrow().contains_key(&follower) {
+        return;
+    }
+    let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
+    let newest = snapshot_file::list(&dir).ok().and_then(|list| list.into_iter().next());
+    let Some((index, path)) = newest.filter(|(index, _)| *index >= compacted_through) else {
+        if !core.snapshots.running() {
+            core.snapshots.requested.set(true);
+        }
+        return;
+    };
+    tracing::info!(core = core.id, follower, index, "sending a snapshot to a follower behind the log");
+    core.snapshots.sending.borrow_mut().insert(follower, Sending { index, acked: 0, installed: false });
+    glommio::spawn_local(send_snapshot(core.clone(), follower, index, path)).detach();
+}
+
+async fn send_snapshot(core: Rc<Core>, follower: NodeId, index: Index, path: PathBuf) {
+    let outcome = send_file(&core, follower, index, &path).await;
+    core.snapshots.sending.borrow_mut().remove(&follower);
+    match outcome {
+        Ok(total) => {
+            core.snapshots.sent.set(core.snapshots.sent.get() + 1);
+            tracing::info!(core = core.id, follower, index, bytes = total, "snapshot sent");
+        }
+        Err(why) => tracing::warn!(core = core.id, follower, index, %why, "snapshot not sent; retried while needed"),
+    }
+}
+
+async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> Result<u64, String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let total = file.metadata().map_err(|e| e.to_string())?.len();
+    // The snapshot's own term, from its head (the follower checks it again when it loads it).
+    let term = snapshot_file::term_of(path)?;
+    let transport = core.transport.as_ref().ok_or("a single node sends no snapshots")?;
+    let mut progress_at = Instant::now();
+    let mut acked_before = 0;
+    loop {
+        let (acked, installed) = {
+            let sending = core.snapshots.sending.borrow();
+            let state = sending.get(&follower).ok_or("the send was dropped")?;
+            (state.acked, state.installed)
+        };
+        if installed || acked >= total {
+            return Ok(total);
+        }
+        if !core.commit.leading() {
+            return Err("no longer leading".to_string());
+        }
+        if acked > acked_before {
+            acked_before = acked;
+            progress_at = Instant::now();
+        } else if progress_at.elapsed() > NO_PROGRESS_LIMIT {
+            return Err(format!("no progress for {}s at byte {acked} of {total}", NO_PROGRESS_LIMIT.as_secs()));
+        }
+        let mut bytes = vec![0; CHUNK_BYTES.min(total - acked) as usize];
+        file.read_exact_at(&mut bytes, acked).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        transport.send(follower, crate::peer::PeerMessage::SnapshotChunk { index, term, offset: acked, total, bytes });
+        let sent_at = Instant::now();
+        while sent_at.elapsed() < CHUNK_RESEND {
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            let moved = core.snapshots.sending.borrow().get(&follower).is_none_or(|s| s.acked != acked || s.installed);
+            if moved {
+                break;
+            }
+        }
+    }
+}
+
+/// Leader: a follower's answer to a chunk. Once it holds the state through `index` (it
+/// installed the snapshot, or had it already), Raft hears what the follower's own append
+/// answer would say: it matches through `index` (its Raft may not know the leader yet to
+/// say so itself), and the leader goes on with appends after it.
+pub(super) fn on_ack(core: &Core, from: NodeId, index: Index, received: u64, installed: bool) {
+    if let Some(state) = core.snapshots.sending.borrow_mut().get_mut(&from).filter(|s| s.index == index) {
+        state.acked = state.acked.max(received);
+        state.installed |= installed;
+    }
+    if installed && core.commit.leading() {
+        let me = NodeId::from(core.config.node_id);
+        let term = core.group_term();
+        let body = engine::raft::Body::AppendResponse { success: true, index, last_index: index };
+        core.commit.deliver(engine::raft::Message { from, to: me, term, body });
+    }
+}
+
+/// Follower: a piece of a leader's snapshot. Written to a temporary file as it comes; the
+/// whole file is fdatasync'd, renamed and loaded (checked frame by frame) before the
+/// replication loop switches to it, so a crash leaves the old state or the new, never a mix.
+pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
+    let Some(transport) = core.transport.as_ref() else { return };
+    if core.commit.leading() {
+        return;
+    }
+    let answer = |received: u64, installed: bool| {
+        transport.send(from, crate::peer::PeerMessage::SnapshotAck { index: chunk.index, received, installed })
+    };
+    if chunk.index <= core.group_applied_index() {
+        return answer(chunk.total, true);
+    }
+    match receive(core, &chunk) {
+        Ok(received) => answer(received, false),
+        Err(why) => {
+            tracing::warn!(core = core.id, from, index = chunk.index, %why, "a snapshot from the leader failed; starting over");
+            if let Some(receiving) = core.snapshots.receiving.borrow_mut().take() {
+                let _ = std::fs::remove_file(&receiving.temp);
+            }
+            answer(0, false);
+        }
+    }
+}
+
+/// Writes a chunk; returns the bytes held so far. The last one completes the file.
+fn receive(core: &Core, chunk: &Chunk) -> Result<u64, String> {
+    use std::io::Write;
+    let mut slot = core.snapshots.receiving.borrow_mut();
+    let fresh = slot.as_ref().is_none_or(|r| r.index != chunk.index || r.total != chunk.total || r.term != chunk.term);
+    if fresh {
+        if chunk.offset != 0 {
+            return Ok(0);
+        }
+        if let Some(old) = slot.take() {
+            let _ = std::fs::remove_file(&old.temp);
+        }
+        let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
+        durable_file::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let temp = durable_file::temp_path(&snapshot_file::path_of(&dir, chunk.index));
+        let file = std::fs::File::create(&temp).map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+        *slot = Some(Receiving { index: chunk.index, term: chunk.term, total: chunk.total, received: 0, file, temp });
+    }
+    let receiving = slot.as_mut().expect("set");
+    if chunk.offset != receiving.received {
+        return Ok(receiving.received);
+    }
+    if chunk.offset + chunk.bytes.len() as u64 > chunk.total {
+        return Err(format!("a chunk past the snapshot's {} bytes", chunk.total));
+    }
+    receiving.file.write_all(&chunk.bytes).map_err(|e| format!("cannot write {}: {e}", receiving.temp.display()))?;
+    receiving.received += chunk.bytes.len() as u64;
+    if receiving.received < receiving.total {
+        return Ok(receiving.received);
+    }
+    let receiving = slot.take().expect("set");
+    let loaded = complete(core, receiving)?;
+    *core.snapshots.to_install.borrow_mut() = Some(loaded);
+    core.commit.wake();
+    Ok(chunk.total)
+}
+
+/// The whole file: made durable under its real name, then loaded and checked.
+fn complete(core: &Core, receiving: Receiving) -> Result<snapshot_file::Loaded, String> {
+    let Receiving { index, term, file, temp, .. } = receiving;
+    file.sync_all().map_err(|e| format!("cannot sync {}: {e}", temp.display()))?;
+    drop(file);
+    let group = u16::try_from(core.id).expect("cores fit a u16");
+    // Checked before it gets its real name: a damaged transfer never becomes the newest snapshot.
+    let loaded = snapshot_file::load(&temp, group, core.config.shards)?;
+    if (loaded.index, loaded.term) != (index, term) {
+        return Err(format!("the file is of entry {} (term {}), not {index} ({term})", loaded.index, loaded.term));
+    }
+    let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
+    let path = snapshot_file::path_of(&dir, index);
+    std::fs::rename(&temp, &path).map_err(|e| format!("cannot rename {}: {e}", temp.display()))?;
+    durable_file::sync_dir(&dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    Ok(snapshot_file::Loaded { path, ..loaded })
+}
+
+/// Follower: a leader's snapshot to switch to, if one was received.
+pub(super) fn take_to_install(core: &Core) -> Option<snapshot_file::Loaded> {
+    core.snapshots.to_install.borrow_mut().take()
 }
 
 #[cfg(test)]
