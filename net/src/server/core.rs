@@ -476,6 +476,10 @@ impl Core {
     pub fn handle(self: &Rc<Self>, msg: Msg) {
         match msg {
             Msg::Shard(request) => self.handle_shard_request(request),
+            Msg::TakeSnapshot => {
+                self.snapshots.requested.set(true);
+                self.commit.wake();
+            }
             Msg::Reply(reply) => {
                 let conn = self.conns.borrow().get(&reply.conn).cloned();
                 match conn {
@@ -1061,6 +1065,7 @@ impl Core {
             gathered_read_timeouts: self.gathered_read_timeouts.get(),
             live_sessions: self.sessions.as_ref().map_or(0, |t| t.borrow().len() as u64),
             group: self.group_status.get(),
+            snapshots: self.snapshots.figures(),
             ..CoreStats::default()
         };
         for (id, slot) in shards.iter() {

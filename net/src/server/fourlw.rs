@@ -15,7 +15,7 @@ pub const VERSION_LINE: &str = concat!("3.8.4-warren-", env!("CARGO_PKG_VERSION"
 /// build.rs; `unknown` outside a git checkout) so a result can be traced to its code.
 pub const BUILT_ON: &str = concat!("built on warren commit ", env!("WARREN_GIT_COMMIT"));
 
-const WORDS: [&str; 10] = ["ruok", "srvr", "stat", "mntr", "conf", "cons", "wchs", "envi", "isro", "dump"];
+const WORDS: [&str; 11] = ["ruok", "srvr", "stat", "mntr", "conf", "cons", "wchs", "envi", "isro", "dump", "snap"];
 
 /// The word, if the first four bytes of a connection are one.
 pub fn word(first: &[u8; 4]) -> Option<&'static str> {
@@ -28,6 +28,13 @@ pub async fn answer(core: &Rc<Core>, word: &str, mut stream: TcpStream) -> std::
         "isro" => "rw".to_string(),
         "conf" => conf(core),
         "envi" => envi(),
+        // Warren's own: every group takes a snapshot now (one already under way counts).
+        "snap" => {
+            for other in 0..core.cores() {
+                core.send(other, super::msg::Msg::TakeSnapshot);
+            }
+            "snapshot requested of every group\n".to_string()
+        }
         _ => {
             let stats = core.gather_stats().await;
             match word {
@@ -216,6 +223,13 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         rows.push((format!("warren_group_{g}_applied_index"), status.applied_index.to_string()));
         rows.push((format!("warren_group_{g}_follower_lag"), status.follower_lag.to_string()));
         rows.push((format!("warren_group_{g}_applies_held"), status.applies_held.to_string()));
+        let snap = stats.snapshots;
+        rows.push((format!("warren_group_{g}_snapshot_index"), snap.index.to_string()));
+        rows.push((format!("warren_group_{g}_snapshot_last_write_ms"), snap.last_write_ms.to_string()));
+        rows.push((format!("warren_group_{g}_snapshot_last_bytes"), snap.last_bytes.to_string()));
+        rows.push((format!("warren_group_{g}_snapshot_running"), u8::from(snap.running).to_string()));
+        rows.push((format!("warren_group_{g}_snapshots_sent"), snap.sent.to_string()));
+        rows.push((format!("warren_group_{g}_snapshots_installed"), snap.installed.to_string()));
     }
     rows.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect()
 }

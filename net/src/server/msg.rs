@@ -24,6 +24,8 @@ pub fn core_of_conn(conn: ConnId) -> usize {
 pub enum Msg {
     /// Connection core → shard core.
     Shard(ShardRequest),
+    /// The `snap` four-letter word → every core: take a snapshot of the group now.
+    TakeSnapshot,
     /// Shard core → connection core: one part of the answer to request `seq`.
     Reply(Reply),
     /// Shard core → connection core: a watch fired.
@@ -179,6 +181,22 @@ pub struct CoreStats {
     pub live_sessions: u64,
     /// The core's Raft group.
     pub group: GroupStatus,
+    /// The group's snapshots (`snapshots.rs`).
+    pub snapshots: SnapshotFigures,
+}
+
+/// A group's snapshots, for mntr.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotFigures {
+    /// The entry the newest snapshot (taken, installed or loaded) is after; 0: none.
+    pub index: u64,
+    /// The last one this node wrote: how long it took and its size.
+    pub last_write_ms: u64,
+    pub last_bytes: u64,
+    pub running: bool,
+    /// Snapshots sent whole to followers, and installed from a leader, since start.
+    pub sent: u64,
+    pub installed: u64,
 }
 
 #[derive(Clone)]

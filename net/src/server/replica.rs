@@ -152,27 +152,47 @@ impl Replica {
         tracing::info!(core = core.id, index, term, path = %loaded.path.display(), "switched to the leader's snapshot");
     }
 
+    /// Once a snapshot is durable: the older ones beyond the kept number go, and so do the WAL
+    /// segments only they needed. The deletions and directory syncs run on glommio's blocking
+    /// pool, off the core's thread (an unlink of a large file and a directory fsync can take
+    /// milliseconds that requests would wait).
     fn release_below_snapshots(&mut self, core: &Core, index: u64) {
         let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
-        let kept = match snapshot_file::prune(&dir, core.config.snapshots_kept).and_then(|_| snapshot_file::list(&dir))
-        {
-            Ok(kept) => kept,
-            Err(error) => {
-                tracing::warn!(core = core.id, %error, "cannot prune snapshots; the WAL keeps everything");
-                return;
-            }
+        let listed = snapshot_file::list(&dir);
+        let kept = core.config.snapshots_kept;
+        let Ok(listed) = listed else {
+            tracing::warn!(core = core.id, "cannot list snapshots; the WAL keeps everything");
+            return;
         };
-        let oldest = kept.last().map_or(0, |(oldest, _)| *oldest);
+        let oldest_kept = listed.iter().take(kept).last().map_or(0, |(oldest, _)| *oldest);
         let tail = if core.is_clustered() { core.config.retained_log_entries } else { 0 };
-        let keep_from = oldest.min(index.saturating_sub(tail)) + 1;
-        let Some(lsn) = self.io.positions.lsn_keeping(keep_from) else { return };
-        match self.io.wal.release_before(lsn) {
-            Ok(0) => {}
-            Ok(released) => {
-                tracing::info!(core = core.id, released, keep_from, "WAL segments released below the snapshots")
+        let keep_from = oldest_kept.min(index.saturating_sub(tail)) + 1;
+        let segments = match self.io.positions.lsn_keeping(keep_from).map(|lsn| self.io.wal.segments_below(lsn)) {
+            Some(Ok(segments)) => segments,
+            Some(Err(error)) => {
+                tracing::warn!(core = core.id, %error, "cannot list WAL segments");
+                Vec::new()
             }
-            Err(error) => tracing::warn!(core = core.id, %error, "cannot release WAL segments"),
-        }
+            None => Vec::new(),
+        };
+        let wal_dir = super::data_dir::wal_dir(&core.config.data_dir);
+        let id = core.id;
+        let release = glommio::executor().spawn_blocking(move || {
+            if let Err(error) = snapshot_file::prune(&dir, kept) {
+                tracing::warn!(core = id, %error, "cannot prune snapshots");
+            }
+            match crate::wal::remove_segments(&wal_dir, &segments) {
+                Ok(()) if segments.is_empty() => {}
+                Ok(()) => tracing::info!(
+                    core = id,
+                    released = segments.len(),
+                    keep_from,
+                    "WAL segments released below the snapshots"
+                ),
+                Err(error) => tracing::warn!(core = id, %error, "cannot release WAL segments"),
+            }
+        });
+        glommio::spawn_local(release).detach();
     }
 
     /// Start-up: a node that is the only voter elects itself and commits (through its new

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 /// Nodes collected per step, between which the core serves others.
-const NODES_PER_STEP: usize = 1024;
+const NODES_PER_STEP: usize = 256;
 /// Nodes per frame of the file.
 const NODES_PER_FRAME: usize = 4096;
 
@@ -181,6 +181,18 @@ impl SnapshotStatus {
         self.running.get()
     }
 
+    pub(super) fn figures(&self) -> super::msg::SnapshotFigures {
+        let last = *self.last_written.borrow();
+        super::msg::SnapshotFigures {
+            index: self.last_index.get(),
+            last_write_ms: last.map_or(0, |(_, elapsed, _)| elapsed.as_millis() as u64),
+            last_bytes: last.map_or(0, |(_, _, bytes)| bytes),
+            running: self.running.get(),
+            sent: self.sent.get(),
+            installed: self.installed.get(),
+        }
+    }
+
     pub(super) fn last_index(&self) -> Index {
         self.last_index.get()
     }
@@ -267,8 +279,10 @@ async fn write_file(core: &Core, dir: &Path, head: GroupHead, shards: &[ShardId]
     writer.write_all(&rest).await?;
     // Closing fdatasyncs (the length is block aligned: no truncation after it).
     writer.close().await?;
-    std::fs::rename(&temp, &path)?;
-    durable_file::sync_dir(dir)?;
+    let (from, to, dir) = (temp.clone(), path.clone(), dir.to_path_buf());
+    glommio::executor()
+        .spawn_blocking(move || std::fs::rename(&from, &to).and_then(|()| durable_file::sync_dir(&dir)))
+        .await?;
     Ok((path, written))
 }
 

@@ -114,7 +114,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 pub use segment::prime_dma_probe;
-pub use writer::{Wal, MAX_BATCH_BYTES};
+pub use writer::{remove_segments, Wal, MAX_BATCH_BYTES};
 
 /// Segment size unless configured otherwise.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;

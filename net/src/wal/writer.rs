@@ -7,8 +7,7 @@
 //! written ahead below).
 
 use glommio::io::{Directory, DmaBuffer};
-#[cfg(test)]
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::format::{decode_batch, encode_record, record_bytes, BatchHeader, BATCH_HEADER_BYTES, BLOCK_BYTES};
 use super::recovery::{close_quietly, recover, ActiveSegment};
@@ -27,6 +26,19 @@ const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 /// extent and 170-200 µs into a written one. Extending one batch's write with zeros
 /// to this far ahead pays for that once per step instead of once per batch.
 pub(super) const ZERO_AHEAD_BYTES: u64 = 256 << 10;
+
+/// Deletes released segments (`Wal::segments_below`) and fsyncs their directory. Blocking:
+/// the server runs it on glommio's blocking pool. Safe beside appends: the segments below a
+/// later one are never written again.
+pub fn remove_segments(dir: &Path, segments: &[PathBuf]) -> Result<(), WalError> {
+    for segment in segments {
+        std::fs::remove_file(segment).map_err(|e| WalError::io("release segment", segment, e))?;
+    }
+    if !segments.is_empty() {
+        crate::durable_file::sync_dir(dir).map_err(|e| WalError::io("sync wal dir", dir, e))?;
+    }
+    Ok(())
+}
 
 /// One core's write-ahead log. Owned by one task on one glommio executor (not `Send`).
 pub struct Wal {
@@ -284,26 +296,27 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes the segments that hold only records below `lsn` (never the active one), and
-    /// makes that durable; returns how many. Recovery then starts at the first segment left.
-    /// Blocking (an unlink per segment and a directory fsync): called after a snapshot, at
-    /// most once per many segments.
-    pub fn release_before(&mut self, lsn: u64) -> Result<usize, WalError> {
+    /// The segments that hold only records below `lsn` (never the active one): a snapshot
+    /// made them unnecessary. `remove_segments` deletes them, off the executor's thread.
+    pub fn segments_below(&self, lsn: u64) -> Result<Vec<PathBuf>, WalError> {
         let segments = list_segments(&self.config.dir, self.config.core)?;
-        let mut released = 0;
+        let mut below = Vec::new();
         for pair in segments.windows(2) {
             let (segment, next) = (&pair[0], &pair[1]);
             if next.first_lsn > lsn || segment.path == self.active.path {
                 break;
             }
-            std::fs::remove_file(&segment.path).map_err(|e| WalError::io("release segment", &segment.path, e))?;
-            released += 1;
+            below.push(segment.path.clone());
         }
-        if released > 0 {
-            crate::durable_file::sync_dir(&self.config.dir)
-                .map_err(|e| WalError::io("sync wal dir", &self.config.dir, e))?;
-        }
-        Ok(released)
+        Ok(below)
+    }
+
+    /// Deletes `segments_below(lsn)` and makes that durable; returns how many. Recovery then
+    /// starts at the first segment left. Blocking.
+    pub fn release_before(&mut self, lsn: u64) -> Result<usize, WalError> {
+        let below = self.segments_below(lsn)?;
+        remove_segments(&self.config.dir, &below)?;
+        Ok(below.len())
     }
 
     /// Closes the active segment and the directory. Dropping a `Wal` also releases them.
