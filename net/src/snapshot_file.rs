@@ -221,10 +221,20 @@ pub fn term_of(path: &Path) -> Result<Term, String> {
 /// One snapshot file, checked frame by frame and restored.
 pub fn load(path: &Path, group: u16, shard_count: u16) -> Result<Loaded, String> {
     let bytes = read_aligned(path).map_err(|e| format!("cannot read it: {e}"))?;
+    load_bytes(&bytes, path, group, shard_count)
+}
+
+/// `load` of a snapshot file's bytes (`path` names it in the result).
+pub fn load_bytes(bytes: &[u8], path: &Path, group: u16, shard_count: u16) -> Result<Loaded, String> {
+    if !(bytes.as_ptr() as usize).is_multiple_of(FRAME_ALIGN) {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        return load_bytes(&aligned, path, group, shard_count);
+    }
     if bytes.len() < FILE_HEADER_BYTES || bytes[0..4] != MAGIC.to_le_bytes() {
         return Err("not a snapshot of this format (bad magic or too short)".to_string());
     }
-    let mut frames = FrameReader { bytes: &bytes, at: FILE_HEADER_BYTES, count: 0 };
+    let mut frames = FrameReader { bytes, at: FILE_HEADER_BYTES, count: 0 };
     let (kind, _, archive) = frames.next()?;
     if kind != KIND_HEAD {
         return Err(format!("the first frame is of kind {kind}, not the head"));

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Starts a node. Flags override the config file; the config file overrides defaults.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Repairs a WAL damaged before its end, which `start` refuses: cuts each damaged core's
     /// log at its first bad batch, DISCARDING that batch and every later write of that core
     /// (acknowledged ones included), and prints what it discarded. Run it only after reading

@@ -253,6 +253,14 @@ async fn run_core(
     let committed = recovered.log.committed();
     let (replayed, held) = committed.split_at(recovered.replayed);
     cluster.group_leaders.set_applied(core_id, proposal::highest_zxid(replayed).max(recovered.base_zxid));
+    // The snapshot's state may depend on what its node had applied of the other groups then,
+    // which their own replay may not reach (their commit records on disk can lag what this
+    // node applied): until they have, a cluster node serves no client (one order across groups).
+    for (group, &zxid) in recovered.snapshot_zxids.iter().enumerate() {
+        if group != core_id && group < cluster.group_leaders.groups() {
+            cluster.group_leaders.require_applied(group, zxid);
+        }
+    }
     let held = held.to_vec();
     let core = Rc::new(Core::new(core_id, config.clone(), recovered.shards, outboxes, write_tx, log_zxid, cluster));
     core.snapshots.set_loaded(recovered.log.base);
@@ -335,6 +343,8 @@ struct RecoveredCore {
     /// The snapshot's entry's term and the zxid its group had applied (0 without one).
     base_term: engine::raft::Term,
     base_zxid: Zxid,
+    /// What the snapshot's node had applied of every group when it began (empty without one).
+    snapshot_zxids: Vec<Zxid>,
     positions: snapshots::WalPositions,
     /// The core's shards with every entry applied that the log records as committed.
     shards: AHashMap<ShardId, ShardSlot>,
@@ -418,13 +428,13 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
         )
     })?;
     let positions = wal_positions(&recovered.records, &recovered.lsns);
-    let (base_zxid, mut shards) = match snapshot {
+    let (base_zxid, snapshot_zxids, mut shards) = match snapshot {
         Some(loaded) => {
             let base_zxid = loaded.applied_zxids.get(core_id).copied().unwrap_or(0);
             let shards: AHashMap<ShardId, Shard> = loaded.shards.into_iter().map(|s| (s.id(), s)).collect();
-            (base_zxid, shards)
+            (base_zxid, loaded.applied_zxids, shards)
         }
-        None => (0, AHashMap::new()),
+        None => (0, Vec::new(), AHashMap::new()),
     };
     let owned: Vec<ShardId> = (0..config.shards).filter(|s| core::core_of_shard(*s, config.cores) == core_id).collect();
     if base > 0 && (shards.len() != owned.len() || owned.iter().any(|s| !shards.contains_key(s))) {
@@ -450,7 +460,7 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
         "snapshot loaded and WAL replayed"
     );
     let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
-    Ok(RecoveredCore { wal, base_term, base_zxid, positions, shards, log, replayed })
+    Ok(RecoveredCore { wal, base_term, base_zxid, snapshot_zxids, positions, shards, log, replayed })
 }
 
 /// The newest snapshot of the core's group that checks out; each newer one that does not is

@@ -138,6 +138,14 @@ impl Replica {
         assert!(self.driver.install_snapshot(index, term), "the commit index was checked");
         let zxid = loaded.applied_zxids.get(core.id).copied().unwrap_or(0);
         core.group_leaders.set_applied(core.id, zxid);
+        // One order across groups: the snapshot may show effects of entries that depended on
+        // other groups up to what its node had applied of them; this node serves again once
+        // its own groups have applied that much (`GroupLeaders::required`).
+        for (group, &other) in loaded.applied_zxids.iter().enumerate() {
+            if group != core.id && group < core.group_leaders.groups() {
+                core.group_leaders.require_applied(group, other);
+            }
+        }
         core.commit.note_log_zxid(zxid);
         if zxid > core.commit.last_applied() {
             core.commit.set_last_applied(zxid);
@@ -145,6 +153,11 @@ impl Replica {
         core.snapshots.set_loaded(index);
         core.snapshots.installed.set(core.snapshots.installed.get() + 1);
         core.rearm_sessions();
+        if core.id == 0 {
+            // Closes shard 0 applied in the entries the snapshot skipped: every group of this
+            // node finishes them in its own shards (as at start-up).
+            core.announce_closed_sessions();
+        }
         core.set_group_status(self.driver.status());
         if let (Some(leader), Some(transport)) = (self.driver.raft().leader(), core.transport.as_ref()) {
             transport.send(leader, PeerMessage::SnapshotAck { index, received: 0, installed: true });
@@ -164,7 +177,7 @@ impl Replica {
             tracing::warn!(core = core.id, "cannot list snapshots; the WAL keeps everything");
             return;
         };
-        let oldest_kept = listed.iter().take(kept).last().map_or(0, |(oldest, _)| *oldest);
+        let oldest_kept = listed.get(kept.min(listed.len()).saturating_sub(1)).map_or(0, |(oldest, _)| *oldest);
         let tail = if core.is_clustered() { core.config.retained_log_entries } else { 0 };
         let keep_from = oldest_kept.min(index.saturating_sub(tail)) + 1;
         let segments = match self.io.positions.lsn_keeping(keep_from).map(|lsn| self.io.wal.segments_below(lsn)) {

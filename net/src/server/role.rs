@@ -34,6 +34,12 @@ pub struct GroupLeaders {
     /// Per group: committed entries wait for another group of this node (`replica.rs`); a
     /// core that applies something wakes the groups that wait.
     waiting: Vec<AtomicBool>,
+    /// Per group: the zxid it must have applied before this node serves again. A group that
+    /// switched to a leader's snapshot shows the effects of its entries through the snapshot's
+    /// point, which may depend on other groups up to what the snapshot's node had applied of
+    /// them then (one order across groups): until this node's groups have too, it serves no
+    /// client.
+    required: Vec<AtomicI64>,
 }
 
 impl GroupLeaders {
@@ -47,7 +53,18 @@ impl GroupLeaders {
             epoch: Instant::now(),
             applied: (0..groups).map(|_| AtomicI64::new(0)).collect(),
             waiting: (0..groups).map(|_| AtomicBool::new(false)).collect(),
+            required: (0..groups).map(|_| AtomicI64::new(0)).collect(),
         }
+    }
+
+    /// This node serves no client until `group` has applied through `zxid` (`required`).
+    pub fn require_applied(&self, group: usize, zxid: i64) {
+        self.required[group].fetch_max(zxid, Ordering::Release);
+    }
+
+    /// The first group that has not applied what an installed snapshot requires.
+    pub fn first_behind(&self) -> Option<usize> {
+        (0..self.groups()).find(|&group| self.applied(group) < self.required[group].load(Ordering::Acquire))
     }
 
     pub fn set_waiting(&self, group: usize, waiting: bool) {
@@ -89,7 +106,7 @@ impl GroupLeaders {
         if !self.clustered {
             return None;
         }
-        first_out_of_contact((0..self.groups()).map(|group| self.contact(group)), now, bound)
+        first_out_of_contact((0..self.groups()).map(|group| self.contact(group)), now, bound).or(self.first_behind())
     }
 
     pub fn set(&self, group: usize, leader: Option<u64>) {
@@ -196,5 +213,15 @@ mod tests {
         assert!(kept <= start + Duration::from_secs(1), "rounded down, never later than it was");
         assert_eq!(node.out_of_contact(start + Duration::from_millis(1999), bound), None);
         assert_eq!(node.out_of_contact(start + Duration::from_millis(2001), bound), Some(0));
+        node.set_contact(0, start + Duration::from_millis(2000));
+        node.set_contact(1, start + Duration::from_millis(2000));
+        node.require_applied(1, 50);
+        assert_eq!(
+            node.out_of_contact(start + Duration::from_millis(2001), bound),
+            Some(1),
+            "group 1 is behind a snapshot"
+        );
+        node.set_applied(1, 50);
+        assert_eq!(node.out_of_contact(start + Duration::from_millis(2001), bound), None);
     }
 }

@@ -339,7 +339,7 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
         if !core.commit.leading() {
             return Err("no longer leading".to_string());
         }
-        if acked > acked_before {
+        if acked != acked_before {
             acked_before = acked;
             progress_at = Instant::now();
         } else if progress_at.elapsed() > NO_PROGRESS_LIMIT {
@@ -365,7 +365,9 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
 /// say so itself), and the leader goes on with appends after it.
 pub(super) fn on_ack(core: &Core, from: NodeId, index: Index, received: u64, installed: bool) {
     if let Some(state) = core.snapshots.sending.borrow_mut().get_mut(&from).filter(|s| s.index == index) {
-        state.acked = state.acked.max(received);
+        // The follower's count is the truth (one chunk is in flight at a time): a follower that
+        // restarted mid-transfer holds nothing, and the leader starts over.
+        state.acked = received;
         state.installed |= installed;
     }
     if installed && core.commit.leading() {

@@ -181,6 +181,12 @@ pub struct Summary {
     pub session_writes_applied: usize,
     /// Steps of a node's wall clock, forward or back.
     pub clock_jumps: usize,
+    /// Snapshots completed, installed from a leader, and nodes started from one; WAL batches
+    /// released below snapshots.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub started_from_snapshot: usize,
+    pub batches_released: usize,
 }
 
 impl Summary {
@@ -199,6 +205,10 @@ impl Summary {
         self.reattaches += other.reattaches;
         self.session_writes_applied += other.session_writes_applied;
         self.clock_jumps += other.clock_jumps;
+        self.snapshots_taken += other.snapshots_taken;
+        self.snapshots_installed += other.snapshots_installed;
+        self.started_from_snapshot += other.started_from_snapshot;
+        self.batches_released += other.batches_released;
     }
 }
 
@@ -231,6 +241,13 @@ pub struct World {
     committed: Vec<Vec<(Term, u64)>>,
     /// The state digest after each (group, index), as first seen.
     digests: BTreeMap<(usize, Index), u64>,
+    /// The register value each committed entry wrote, by (group, index): where a node that
+    /// jumps to a snapshot stands in each connection's writes.
+    committed_values: BTreeMap<(usize, Index), u32>,
+    /// Counts of nodes gone (crashed or restarted) for the summary.
+    snapshots_taken: u64,
+    snapshots_installed: u64,
+    started_from_snapshot: usize,
     applied_through: BTreeMap<(NodeId, usize), Index>,
     requests: BTreeMap<ClientId, InFlight>,
     next_request: ClientId,
@@ -289,12 +306,19 @@ impl World {
         // Most seeds run two or three groups; every third places the leaders on one node.
         let groups = [1, 2, 2, 3][(seed % 4) as usize];
         let preferred = seed.is_multiple_of(3).then(|| 1 + seed % n);
+        // Snapshots: most seeds take them (every 30-150 entries, walked a few nodes per turn
+        // while applies go on); half of those keep so few entries for followers that one
+        // behind needs a snapshot sent (InstallSnapshot). Every seed sends one when needed.
+        let snapshot_entries = [0, 30, 60, 150][(seed / 4 % 4) as usize];
+        let retained_entries = if snapshot_entries > 0 && (seed / 16).is_multiple_of(2) { 20 } else { 2000 };
         let setup = Setup {
             groups,
             preferred,
             hand_back_ticks: 40 + (seed % 5) as u32 * 20,
-            retained_entries: 2000,
-            compact_every: 64,
+            retained_entries,
+            compact_every: if retained_entries < 100 { 8 } else { 64 },
+            snapshot_entries,
+            snapshot_step_nodes: 1 + (seed / 32 % 4) as usize,
         };
         let mut world = World {
             seed,
@@ -317,6 +341,10 @@ impl World {
             leaders: BTreeMap::new(),
             committed: vec![Vec::new(); groups],
             digests: BTreeMap::new(),
+            committed_values: BTreeMap::new(),
+            snapshots_taken: 0,
+            snapshots_installed: 0,
+            started_from_snapshot: 0,
             applied_through: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 1,
@@ -412,6 +440,7 @@ impl World {
         let voters = (1..=self.n).collect();
         let seed = self.seed ^ (self.restarts << 20) ^ id;
         let node = Node::boot(id, voters, seed, self.setup, disks, self.now_us(id), self.instant());
+        self.started_from_snapshot += node.groups.iter().filter(|g| g.disk.newest_snapshot().is_some()).count();
         self.nodes.insert(id, node);
         for group in 0..self.groups() {
             self.applied_through.insert((id, group), 0);
@@ -505,7 +534,18 @@ impl World {
         });
         let instant = self.instant();
         self.node(frame.to).receive(frame.group, frame.from, message, instant);
+        self.send_outbox(frame.to);
+        self.check(frame.to);
         self.process_group(frame.to, frame.group);
+    }
+
+    /// Snapshot chunks and acknowledgements a node queued.
+    fn send_outbox(&mut self, id: NodeId) {
+        let outbox = std::mem::take(&mut self.node(id).outbox);
+        for (group, to, message) in outbox {
+            self.note(|| format!("{id} sends {to} g{group}: {message:?}").chars().take(160).collect());
+            self.send(id, to, group, &message);
+        }
     }
 
     /// Takes the frame at `at` off the network; for a forward or read index, the oldest one on
@@ -556,6 +596,10 @@ impl World {
             self.shown_changed.insert(id);
         }
         for entry in applied {
+            if entry.snapshot {
+                self.jumped_to_snapshot(id, entry);
+                continue;
+            }
             let AppliedEntry { group, index, term, data_hash, digest, written, closed_session, .. } = entry;
             match entry.session_write {
                 Some((write, true)) => self.check_session_write(id, write, group, index),
@@ -580,6 +624,9 @@ impl World {
                 None => {
                     assert_eq!(index as usize, committed.len() + 1, "seed {seed}: committed log has a gap");
                     committed.push((term, data_hash));
+                    if let Some(value) = written {
+                        self.committed_values.insert((group, index), value);
+                    }
                 }
             }
             if let Some(&(conn, write_group, number)) = written.and_then(|value| self.fifo.get(&value)) {
@@ -601,12 +648,44 @@ impl World {
         }
     }
 
+    /// A node's shard became the state after `index` from a snapshot (loaded at start-up or
+    /// installed from the leader): it must be the state every node had after that entry, and
+    /// the node stands after each connection's writes through it.
+    fn jumped_to_snapshot(&mut self, id: NodeId, entry: AppliedEntry) {
+        let seed = self.seed;
+        let AppliedEntry { group, index, digest, .. } = entry;
+        let digest = digest.expect("a snapshot's digest");
+        let seen = *self.digests.entry((group, index)).or_insert(digest);
+        assert_eq!(
+            seen, digest,
+            "seed {seed}: node {id}'s snapshot after index {index} of group {group} is another state"
+        );
+        assert!(
+            index as usize <= self.committed[group].len(),
+            "seed {seed}: node {id} has a snapshot after index {index} of group {group}, past what was committed"
+        );
+        let through = self.applied_through.get_mut(&(id, group)).expect("booted");
+        assert!(index >= *through, "seed {seed}: node {id} went back to a snapshot at {index} from {through}");
+        *through = index;
+        self.fifo_applied.retain(|&(node, _, g), _| node != id || g != group);
+        for (_, value) in self.committed_values.range((group, 0)..=(group, index)) {
+            if let Some(&(conn, write_group, number)) = self.fifo.get(value) {
+                let last = self.fifo_applied.entry((id, conn, write_group)).or_insert(0);
+                *last = (*last).max(number);
+            }
+        }
+        self.shown_changed.insert(id);
+        self.note(|| format!("node {id} group {group} at the snapshot after index {index}"));
+    }
+
     /// One order across groups, as a reader of `id` sees it: for every register value the
     /// node shows, every write its client was answered before sending it (through the same
     /// node) is visible too (the register shows that write or a later one).
     fn check_prefix(&mut self, id: NodeId) {
-        // What a node shows changes only when it applies a register write (or replays).
-        if !self.nodes.contains_key(&id) || !self.shown_changed.remove(&id) {
+        // What a node shows changes only when it applies a register write (or replays). A
+        // node behind an installed snapshot in another group serves nobody: looked at once it
+        // has caught up.
+        if !self.nodes.get(&id).is_some_and(Node::current) || !self.shown_changed.remove(&id) {
             return;
         }
         let shown: BTreeMap<u64, Option<(u32, Zxid)>> = (0..KEYS).map(|key| (key, self.read_stat(id, key))).collect();
@@ -630,6 +709,8 @@ impl World {
     fn crash(&mut self, id: NodeId) {
         self.crashes += 1;
         let node = self.nodes.remove(&id).expect("node exists");
+        self.snapshots_taken += node.snapshots_taken;
+        self.snapshots_installed += node.snapshots_installed;
         for request in node.clients() {
             self.abandon(request);
         }
@@ -851,6 +932,9 @@ impl World {
         if !self.paused.contains_key(&id) {
             self.node(id).tick();
             self.process(id);
+            let instant = self.instant();
+            self.node(id).send_snapshots(instant);
+            self.send_outbox(id);
         }
     }
 
@@ -1679,6 +1763,11 @@ impl World {
             reattaches: self.reattaches,
             session_writes_applied: self.session_writes_applied,
             clock_jumps: self.clock_jumps,
+            snapshots_taken: self.snapshots_taken + self.nodes.values().map(|n| n.snapshots_taken).sum::<u64>(),
+            snapshots_installed: self.snapshots_installed
+                + self.nodes.values().map(|n| n.snapshots_installed).sum::<u64>(),
+            started_from_snapshot: self.started_from_snapshot,
+            batches_released: self.nodes.values().flat_map(|n| &n.groups).map(|g| g.disk.released).sum(),
         }
     }
 }

@@ -16,12 +16,14 @@ use crate::server::lease::{Probe, Probes, Renewals, LEASE_FRACTION};
 use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
 use crate::server::role::first_out_of_contact;
 use crate::server::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses};
+use crate::snapshot_file::{Frames, GroupHead};
 use ahash::AHashMap;
 use engine::command::{ClientWrite, Command, LogEntry, ShardId};
 use engine::error::ZkError;
 use engine::raft::{Config, Entry, HardState, Index, NodeId, Raft, Role, Term};
 use engine::request::WriteResult;
 use engine::shard::Shard;
+use engine::snapshot::NodeBatchBuilder;
 use engine::types::{SessionId, Zxid};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -79,6 +81,9 @@ pub struct AppliedEntry {
     /// A session client's write (its 4-byte data), and whether it applied (else it was refused
     /// as SESSIONMOVED); unknown for a replayed entry, which is not reported.
     pub session_write: Option<(u32, bool)>,
+    /// Not an entry: the shard became the state after `index` from a snapshot (loaded at
+    /// start-up or installed from the leader), with `digest`.
+    pub snapshot: bool,
 }
 
 /// Where a crash stops a Ready.
@@ -103,7 +108,19 @@ pub struct Setup {
     pub hand_back_ticks: u32,
     pub retained_entries: u64,
     pub compact_every: u64,
+    /// A group snapshots after this many entries since its last one (0: only when a follower
+    /// needs one); nodes collected per turn while it is taken.
+    pub snapshot_entries: u64,
+    pub snapshot_step_nodes: usize,
 }
+
+/// Snapshots kept per group, as `snapshots-kept`'s default.
+const SNAPSHOTS_KEPT: usize = 2;
+/// Bytes per snapshot chunk to a follower (small, so transfers take several).
+const CHUNK_BYTES: usize = 2048;
+/// A chunk not acknowledged within this is sent again (`snapshots::CHUNK_RESEND`, scaled to
+/// the simulation's few steps per Raft tick).
+const CHUNK_RESEND: Duration = Duration::from_millis(20);
 
 /// One group of a node: its driver, its one shard (shard g of group g) and its disk.
 pub struct Group {
@@ -111,6 +128,33 @@ pub struct Group {
     pub shard: Shard,
     pub disk: Disk,
     zxid_assigned: Zxid,
+    /// A snapshot being taken (`snapshots::write_snapshot`: the walk goes on between turns).
+    imaging: Option<Imaging>,
+    entries_since_snapshot: u64,
+    snapshot_wanted: bool,
+    /// As leader: snapshots on their way to followers. As follower: one arriving.
+    sending: BTreeMap<NodeId, Sending>,
+    receiving: Option<Receiving>,
+}
+
+struct Imaging {
+    index: Index,
+    term: Term,
+    frames: Frames,
+    batch: NodeBatchBuilder,
+}
+
+struct Sending {
+    index: Index,
+    acked: u64,
+    sent: Option<(u64, Instant)>,
+}
+
+struct Receiving {
+    index: Index,
+    term: Term,
+    total: u64,
+    bytes: Vec<u8>,
 }
 
 pub struct Node {
@@ -127,6 +171,14 @@ pub struct Node {
     /// Connections with an abandoned request (`Core::is_abandoned`).
     abandoned_conns: BTreeSet<u64>,
     pub sessions: SessionSide,
+    /// Snapshot chunks and acknowledgements to send: (group, to, message).
+    pub outbox: Vec<(usize, NodeId, PeerMessage)>,
+    /// Per group: what it must have applied before this node serves (`GroupLeaders::required`).
+    required_zxids: Vec<Zxid>,
+    setup: Setup,
+    /// Snapshots taken, sent whole and installed here (for the summary).
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
 }
 
 /// The session side of a node's core 0, and each core's lease of its group.
@@ -217,18 +269,52 @@ impl Node {
     ) -> Node {
         assert_eq!(disks.len(), setup.groups);
         let mut disks = disks;
-        let logs: Vec<_> = disks.iter_mut().map(Disk::recover).collect();
-        let replay: Vec<ReplayLog> =
-            logs.iter().map(|log| ReplayLog::of(&log.entries[..log.commit as usize]).expect("valid entries")).collect();
+        let shard_count = u16::try_from(setup.groups).expect("few groups");
+        // `server::load_snapshot`: the newest snapshot of each group, then its log after it.
+        let snapshots: Vec<_> =
+            disks.iter().enumerate().map(|(g, disk)| disk.load_snapshot(g as u16, shard_count)).collect();
+        let logs: Vec<_> = disks
+            .iter_mut()
+            .zip(&snapshots)
+            .map(|(disk, loaded)| {
+                disk.recover_after(loaded.as_ref().map_or(0, |l| l.index), loaded.as_ref().map_or(0, |l| l.term))
+            })
+            .collect();
+        let base_zxids: Vec<Zxid> = snapshots
+            .iter()
+            .enumerate()
+            .map(|(g, loaded)| loaded.as_ref().map_or(0, |l| l.applied_zxids.get(g).copied().unwrap_or(0)))
+            .collect();
+        let replay: Vec<ReplayLog> = logs
+            .iter()
+            .zip(&base_zxids)
+            .map(|(log, &base)| ReplayLog::after(base, log.committed()).expect("valid entries"))
+            .collect();
         let limits = replay_limits(&replay);
+        let mut required_zxids = vec![0; setup.groups];
         let mut applied = Vec::new();
         let mut applied_zxids = Vec::new();
         let mut groups = Vec::new();
-        for (g, (disk, log)) in disks.into_iter().zip(logs).enumerate() {
+        for (g, ((disk, log), loaded)) in disks.into_iter().zip(logs).zip(snapshots).enumerate() {
             let shard_id = ShardId::try_from(g).expect("few groups");
-            let shard_count = u16::try_from(setup.groups).expect("few groups");
-            let mut shards = AHashMap::from_iter([(shard_id, Shard::new(shard_id, shard_count))]);
-            let committed = &log.entries[..log.commit as usize];
+            let base_term = loaded.as_ref().map_or(0, |l| l.term);
+            let shard = match loaded {
+                Some(loaded) => {
+                    // `run_core`: the other groups must reach what the snapshot's node had
+                    // applied of them before this node serves.
+                    for (other, &zxid) in loaded.applied_zxids.iter().enumerate() {
+                        if other != g && other < setup.groups {
+                            required_zxids[other] = required_zxids[other].max(zxid);
+                        }
+                    }
+                    let shard = loaded.shards.into_iter().next().expect("one shard per group");
+                    applied.push(AppliedEntry::of_snapshot(g, loaded.index, shard.digest()));
+                    shard
+                }
+                None => Shard::new(shard_id, shard_count),
+            };
+            let mut shards = AHashMap::from_iter([(shard_id, shard)]);
+            let committed = log.committed();
             let (replayed, held) = committed.split_at(limits[g]);
             crate::server::apply_committed(g, replayed, &mut shards)
                 .unwrap_or_else(|e| panic!("node {id} group {g}: replay: {e}"));
@@ -240,15 +326,16 @@ impl Node {
             if applied.len() > start {
                 applied.last_mut().expect("replayed").digest = Some(shard.digest());
             }
-            applied_zxids.push(highest_zxid(replayed));
+            applied_zxids.push(highest_zxid(replayed).max(base_zxids[g]));
             let held = held.to_vec();
-            let zxid_assigned = highest_zxid(&log.entries);
+            let zxid_assigned = highest_zxid(&log.entries).max(base_zxids[g]);
             let (term, vote) = disk.term_vote;
             let placement = Placement { preferred: setup.preferred, delay_ticks: setup.hand_back_ticks };
             let mut config = Config::new(id, voters.clone(), seed ^ (g as u64) << 40);
             config.election_priority = placement.election_priority(id);
             let commit = log.commit;
-            let mut raft = Raft::new(config, HardState { term, vote, commit }, log.entries);
+            let base = (log.base, base_term);
+            let mut raft = Raft::after_snapshot(config, HardState { term, vote, commit }, base, log.entries);
             raft.restore_applied(commit);
             let driver_config = DriverConfig {
                 group: g,
@@ -257,7 +344,17 @@ impl Node {
                 compact_every: setup.compact_every,
             };
             let driver = GroupDriver::new(raft, driver_config, first_token(now_us), held);
-            groups.push(Group { driver, shard, disk, zxid_assigned });
+            groups.push(Group {
+                driver,
+                shard,
+                disk,
+                zxid_assigned,
+                imaging: None,
+                entries_since_snapshot: 0,
+                snapshot_wanted: false,
+                sending: BTreeMap::new(),
+                receiving: None,
+            });
         }
         let mut node = Node {
             groups,
@@ -268,6 +365,11 @@ impl Node {
             stopping: false,
             abandoned_conns: BTreeSet::new(),
             sessions: SessionSide::new(setup.groups, now, first_token(now_us)),
+            outbox: Vec::new(),
+            required_zxids,
+            setup,
+            snapshots_taken: 0,
+            snapshots_installed: 0,
         };
         // `Core::announce_closed_sessions`: closes shard 0 made recently are finished in every
         // group by whichever node leads it.
@@ -283,6 +385,12 @@ impl Node {
             }
         }
         node
+    }
+
+    /// Whether every group has applied what an installed snapshot requires (one order across
+    /// groups: until then the node serves no client).
+    pub fn current(&self) -> bool {
+        self.applied_zxids.iter().zip(&self.required_zxids).all(|(applied, required)| applied >= required)
     }
 
     /// The entries applied (or replayed) since the last call.
@@ -322,7 +430,8 @@ impl Node {
         }
         let given_up = side.renewals.given_up(now);
         side.renewals_given_up.extend(given_up);
-        side.serving = first_out_of_contact(side.contact.iter().copied(), now, LEADER_CONTACT_TIMEOUT).is_none();
+        side.serving = first_out_of_contact(side.contact.iter().copied(), now, LEADER_CONTACT_TIMEOUT).is_none()
+            && self.applied_zxids.iter().zip(&self.required_zxids).all(|(applied, required)| applied >= required);
         if !side.serving {
             let conns: Vec<u64> = side.conns.keys().copied().collect();
             for conn in conns {
@@ -556,6 +665,25 @@ impl Node {
                 driver.ask_lease(LeaseRound { asker: Some(from), token, unknown, urgent });
             }
             PeerMessage::Touched { token, unknown } => self.sessions.confirmed(group, token, &unknown),
+            PeerMessage::SnapshotChunk { index, term, offset, total, bytes } => {
+                self.on_chunk(group, from, index, term, offset, total, bytes, now)
+            }
+            PeerMessage::SnapshotAck { index, received, installed } => {
+                // `snapshots::on_ack`.
+                let g = &mut self.groups[group];
+                if let Some(sending) = g.sending.get_mut(&from).filter(|s| s.index == index) {
+                    // The follower's count is the truth: one that restarted holds nothing.
+                    sending.acked = received;
+                    if installed {
+                        g.sending.remove(&from);
+                    }
+                }
+                if installed && g.driver.raft().role() == Role::Leader {
+                    let (me, term) = (g.driver.raft().id(), g.driver.raft().term());
+                    let body = engine::raft::Body::AppendResponse { success: true, index, last_index: index };
+                    g.driver.step(engine::raft::Message { from, to: me, term, body });
+                }
+            }
             other => panic!("the simulation sends no {other:?}"),
         }
     }
@@ -572,8 +700,9 @@ impl Node {
         out: &mut Vec<(NodeId, PeerMessage)>,
         answers: &mut Vec<Answer>,
     ) -> bool {
-        let Node { groups, applied_zxids, losses, losses_total, applied, stopping, abandoned_conns, sessions } = self;
-        let Group { driver, shard, disk, zxid_assigned } = &mut groups[group];
+        let Node { groups, applied_zxids, losses, losses_total, applied, stopping, abandoned_conns, sessions, .. } =
+            self;
+        let Group { driver, shard, disk, zxid_assigned, entries_since_snapshot, .. } = &mut groups[group];
         let mut host = SimHost {
             group,
             now_us,
@@ -613,12 +742,180 @@ impl Node {
                 return true;
             }
             disk.write(batch, records.len());
+            let entries = records.iter().filter(|r| matches!(Record::decode(r), Ok(Record::Entry { .. }))).count();
+            *entries_since_snapshot += entries as u64;
         }
         if crash.is_some() {
             return true;
         }
         driver.finish_turn(&mut host);
+        self.look_after_snapshots(group);
         true
+    }
+
+    /// `Replica::look_after_snapshots`: begins a snapshot when one is due or wanted, and walks
+    /// the one under way a few nodes further (applies go on between turns, as on a core
+    /// between the writer's steps); a complete one is kept (the rename), the older ones beyond
+    /// the kept number go, and so do the WAL batches none of the kept ones needs.
+    fn look_after_snapshots(&mut self, group: usize) {
+        let Setup {
+            snapshot_entries: setup_entries, snapshot_step_nodes: step_nodes, retained_entries: retained, ..
+        } = self.setup;
+        let applied_zxids = self.applied_zxids.clone();
+        let shard_count = u16::try_from(self.groups.len()).expect("few groups");
+        let g = &mut self.groups[group];
+        let due = setup_entries > 0 && g.entries_since_snapshot >= setup_entries;
+        if g.imaging.is_none() && (due || g.snapshot_wanted) {
+            let (index, term) = g.driver.applied_point();
+            if index > g.disk.newest_snapshot().map_or(0, |(newest, _, _)| newest) {
+                let head = GroupHead {
+                    group: group as u16,
+                    shard_count,
+                    term,
+                    index,
+                    applied_zxids,
+                    shards: vec![g.shard.begin_image(shard_count)],
+                };
+                g.imaging =
+                    Some(Imaging { index, term, frames: Frames::new(&head), batch: NodeBatchBuilder::default() });
+            }
+            g.entries_since_snapshot = 0;
+            g.snapshot_wanted = false;
+        }
+        let Some(imaging) = g.imaging.as_mut() else { return };
+        let done = g.shard.image_step(step_nodes, &mut imaging.batch);
+        imaging.frames.nodes(g.shard.id(), &imaging.batch.take());
+        if !done {
+            return;
+        }
+        let Imaging { index, term, mut frames, .. } = g.imaging.take().expect("under way");
+        frames.end();
+        g.disk.save_snapshot(index, term, frames.take(true), SNAPSHOTS_KEPT);
+        self.snapshots_taken += 1;
+        let oldest = g.disk.oldest_snapshot().expect("just saved");
+        g.disk.release_below(oldest.min(index.saturating_sub(retained)) + 1);
+    }
+
+    /// `snapshots::send_to` and `send_file` for every group this node leads: each follower
+    /// that needs entries no longer held gets the newest snapshot that covers them, one chunk
+    /// at a time, a chunk sent again when not acknowledged in time; a snapshot is asked for
+    /// when none covers them.
+    pub fn send_snapshots(&mut self, now: Instant) {
+        for (group, g) in self.groups.iter_mut().enumerate() {
+            if g.driver.raft().role() != Role::Leader {
+                g.sending.clear();
+                continue;
+            }
+            let needing = g.driver.raft().needs_snapshot();
+            g.sending.retain(|follower, _| needing.contains(follower));
+            let compacted_through = g.driver.raft().log().first_index() - 1;
+            for follower in needing {
+                let newest = g.disk.newest_snapshot().filter(|(index, _, _)| *index >= compacted_through);
+                let Some((index, term, bytes)) = newest else {
+                    g.snapshot_wanted = true;
+                    continue;
+                };
+                let sending = g.sending.entry(follower).or_insert(Sending { index, acked: 0, sent: None });
+                if sending.index != index {
+                    *sending = Sending { index, acked: 0, sent: None };
+                }
+                let due = sending.sent.is_none_or(|(acked, at)| acked != sending.acked || now >= at + CHUNK_RESEND);
+                if !due || sending.acked >= bytes.len() as u64 {
+                    continue;
+                }
+                let from = sending.acked as usize;
+                let chunk = bytes[from..(from + CHUNK_BYTES).min(bytes.len())].to_vec();
+                sending.sent = Some((sending.acked, now));
+                let message = PeerMessage::SnapshotChunk {
+                    index,
+                    term,
+                    offset: from as u64,
+                    total: bytes.len() as u64,
+                    bytes: chunk,
+                };
+                self.outbox.push((group, follower, message));
+            }
+        }
+    }
+
+    /// `snapshots::on_chunk` and `Replica::install`: a follower keeps the chunks in order; the
+    /// whole file is checked, kept (the rename) and switched to at once: the shard replaced,
+    /// the log restarted after it; the leader hears it was installed.
+    #[allow(clippy::too_many_arguments)]
+    fn on_chunk(
+        &mut self,
+        group: usize,
+        from: NodeId,
+        index: Index,
+        term: Term,
+        offset: u64,
+        total: u64,
+        bytes: Vec<u8>,
+        now: Instant,
+    ) {
+        let shard_count = u16::try_from(self.groups.len()).expect("few groups");
+        let g = &mut self.groups[group];
+        if g.driver.raft().role() == Role::Leader {
+            return;
+        }
+        let ack = |received, installed| PeerMessage::SnapshotAck { index, received, installed };
+        if index <= g.driver.applied_point().0 {
+            self.outbox.push((group, from, ack(total, true)));
+            return;
+        }
+        let fresh = g.receiving.as_ref().is_none_or(|r| (r.index, r.term, r.total) != (index, term, total));
+        if fresh {
+            if offset != 0 {
+                self.outbox.push((group, from, ack(0, false)));
+                return;
+            }
+            g.receiving = Some(Receiving { index, term, total, bytes: Vec::new() });
+        }
+        let receiving = g.receiving.as_mut().expect("set");
+        if offset == receiving.bytes.len() as u64 && offset + bytes.len() as u64 <= total {
+            receiving.bytes.extend_from_slice(&bytes);
+        }
+        let received = receiving.bytes.len() as u64;
+        if received < total {
+            self.outbox.push((group, from, ack(received, false)));
+            return;
+        }
+        let Receiving { bytes, .. } = g.receiving.take().expect("complete");
+        let path = std::path::PathBuf::from(format!("sim/{group}/{index}.snap"));
+        let loaded = crate::snapshot_file::load_bytes(&bytes, &path, group as u16, shard_count)
+            .unwrap_or_else(|e| panic!("a snapshot sent whole does not load: {e}"));
+        assert_eq!((loaded.index, loaded.term), (index, term));
+        g.disk.save_snapshot(index, term, bytes, SNAPSHOTS_KEPT);
+        // Between two turns: no apply sees a mix.
+        if !g.driver.install_snapshot(index, term) {
+            return;
+        }
+        g.imaging = None;
+        let shard = loaded.shards.into_iter().next().expect("one shard per group");
+        g.shard = shard;
+        let zxid = loaded.applied_zxids.get(group).copied().unwrap_or(0);
+        self.applied_zxids[group] = self.applied_zxids[group].max(zxid);
+        g.zxid_assigned = g.zxid_assigned.max(zxid);
+        for (other, &required) in loaded.applied_zxids.iter().enumerate() {
+            if other != group && other < self.required_zxids.len() {
+                self.required_zxids[other] = self.required_zxids[other].max(required);
+            }
+        }
+        self.applied.push(AppliedEntry::of_snapshot(group, index, g.shard.digest()));
+        self.snapshots_installed += 1;
+        // `Core::rearm_sessions`, and for shard 0 `announce_closed_sessions`: closes applied
+        // in the entries the snapshot skipped are finished in every group.
+        for (session, info) in g.shard.sessions() {
+            self.sessions.tracker.create(session, info.timeout_ms, INTERNAL_CONN, now);
+        }
+        if group == 0 {
+            for session in g.shard.recently_closed_sessions() {
+                for closes in &mut self.sessions.closes {
+                    closes.closed_in_shard0(session, now);
+                }
+            }
+        }
+        self.outbox.push((group, from, ack(total, true)));
     }
 }
 
@@ -769,6 +1066,21 @@ impl GroupHost for SimHost<'_> {
 }
 
 impl AppliedEntry {
+    /// The shard of `group` became the state after `index` from a snapshot.
+    fn of_snapshot(group: usize, index: Index, digest: u64) -> AppliedEntry {
+        AppliedEntry {
+            group,
+            index,
+            term: 0,
+            data_hash: 0,
+            digest: Some(digest),
+            written: None,
+            closed_session: None,
+            session_write: None,
+            snapshot: true,
+        }
+    }
+
     /// `entry` of `group` as the checks see it: a register write's value, shard 0's closes.
     fn of(group: usize, entry: &Entry, digest: Option<u64>) -> AppliedEntry {
         let command = decode_proposal(&entry.data)
@@ -793,6 +1105,7 @@ impl AppliedEntry {
             written,
             closed_session,
             session_write,
+            snapshot: false,
         }
     }
 }

@@ -54,7 +54,7 @@ fn whole_clusters_keep_raft_safety_state_agreement_and_linearizable_histories() 
     eprintln!("{count} seeds from {first}: {total:?}");
     // Not vacuous: leaders changed, entries committed, clients were answered, crashes tore
     // writes, most seeds ran several groups with writes ordered across them, nodes stopped,
-    // clients pipelined.
+    // clients pipelined, snapshots were taken, loaded and installed.
     let runs = count as usize;
     assert!(total.leaders >= 3 * runs, "{total:?}");
     assert!(total.committed >= 100 * runs, "{total:?}");
@@ -64,6 +64,10 @@ fn whole_clusters_keep_raft_safety_state_agreement_and_linearizable_histories() 
     assert!(total.stops >= runs / 2 && total.pipelined >= runs, "{total:?}");
     assert!(total.reattaches * 4 >= runs && total.session_writes_applied >= runs, "{total:?}");
     assert!(total.clock_jumps >= runs / 2, "{total:?}");
+    // Snapshots: taken while writes went on, nodes restarted from them, WAL released below
+    // them, and followers behind the leaders' logs caught up by installing one.
+    assert!(total.snapshots_taken as usize >= runs && total.started_from_snapshot >= runs, "{total:?}");
+    assert!(total.batches_released >= runs && total.snapshots_installed as usize * 20 >= runs, "{total:?}");
 }
 
 /// Replays `WARREN_SIM_SEED` with a trace (does nothing without it).
