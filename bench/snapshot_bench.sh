@@ -136,7 +136,8 @@ for side in warren zookeeper; do
   if [[ $side == zookeeper ]]; then
     mntr=$(exec 3<>"/dev/tcp/127.0.0.1/$port"; printf mntr >&3; cat <&3)
     result[$side.snap_ms]="$(awk '/zk_avg_snapshottime/ {a=$2} /zk_max_snapshottime/ {m=$2} END {print a "/" m}' <<<"$mntr")"
-    newest=$(ls -t "$tmp"/zk/data/version-2/snapshot.* | head -1)
+    # The newest may still be being written (ZooKeeper writes in place): the one before it.
+    newest=$(ls -t "$tmp"/zk/data/version-2/snapshot.* | sed -n 2p)
     result[$side.snap_bytes]=$(stat -c %s "$newest")
   else
     result[$side.snap_ms]="$(grep 'snapshot written' "$tmp/warren.log" | sed 's/\x1b\[[0-9;]*m//g' |
@@ -167,7 +168,8 @@ done
 mkdir -p "$(dirname "$out")"
 {
   echo "# Snapshots and recovery: $znodes znodes of 100 B, then $writes setData; one node each, same run, $(date -u +%FT%TZ)"
-  echo "# Warren $(git rev-parse --short HEAD) --cores 1 (defaults: snapshot every 50-100% of 100k entries, 2 kept);"
+  echo "# Warren $(git rev-parse --short HEAD) --cores 1 (defaults: a snapshot every 50-100% of 100k entries and at least
+#   half the tree's node count, 2 kept);"
   echo "# ZooKeeper 3.8 standalone, fsync on, snapCount 100000, no autopurge (its defaults); loadgen 16 sessions x 8."
   printf '%-44s %14s %14s\n' "" Warren ZooKeeper
   row() { printf '%-44s %14s %14s\n' "$1" "${result[warren.$2]}" "${result[zookeeper.$2]}"; }

@@ -15,6 +15,7 @@ use crate::shard::Shard;
 use crate::tree::{Node, NodeKind, NodeMeta, NodeState, Tree};
 use crate::types::{Acl, SessionId, Zxid};
 use ahash::AHashMap;
+use compact_str::CompactString;
 use rkyv::{Archive, Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct ShardHead {
     pub shard: ShardId,
     pub shard_count: u16,
     pub last_zxid: Zxid,
+    /// Nodes when the image began: room to reserve when restoring.
+    pub node_count: u64,
     /// Open sessions, by id.
     pub sessions: Vec<SessionImage>,
     /// Shard 0's close tombstones, oldest first: (session, time of the closing entry).
@@ -87,7 +90,7 @@ pub struct NodeBatchBuilder {
 }
 
 impl NodeBatchBuilder {
-    pub fn push(&mut self, path: &str, state: NodeState) {
+    pub fn push(&mut self, path: String, state: NodeState) {
         let address = state.acl.as_ptr() as usize;
         let acl = match self.acl_positions.get(&address) {
             Some(&position) => position,
@@ -128,7 +131,10 @@ impl NodeBatchBuilder {
 
 impl NodeBatch {
     pub fn to_bytes(&self) -> Vec<u8> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("a node batch serializes").into_vec()
+        // Sized up front: growing the buffer by doubling copied it again and again.
+        let estimate: usize = self.nodes.iter().map(|n| n.path.len() + n.data.as_ref().map_or(0, Vec::len) + 112).sum();
+        let buffer = rkyv::util::AlignedVec::<16>::with_capacity(estimate + 4096);
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, buffer).expect("a node batch serializes").into_vec()
     }
 }
 
@@ -153,6 +159,7 @@ impl Shard {
             shard: self.id(),
             shard_count,
             last_zxid: self.last_zxid(),
+            node_count: self.tree.len() as u64,
             sessions,
             closed: self.sessions.closed_with_times().collect(),
         }
@@ -197,10 +204,19 @@ impl Shard {
 pub struct ShardRestore {
     shard: ShardId,
     last_zxid: Zxid,
+    /// Room to reserve for the nodes (a hint from the head, bounded).
+    node_count: usize,
     sessions: SessionTable,
     /// None until the batch holding "/" came.
     tree: Option<Tree>,
+    /// Each parent's child names as they came (in walk order: sorted, but for nodes deleted
+    /// while the image was taken, which come last); made into the parents' child sets at the
+    /// end in one go.
+    children: AHashMap<CompactString, Vec<CompactString>>,
 }
+
+/// Nodes reserved for at most, whatever a (damaged) head says.
+const RESERVE_MAX: usize = 1 << 26;
 
 impl ShardRestore {
     pub fn begin(head: &ArchivedShardHead, shard: ShardId, shard_count: u16) -> Result<ShardRestore, String> {
@@ -223,7 +239,14 @@ impl ShardRestore {
         for closed in head.closed.iter() {
             sessions.record_closed(closed.0.to_native(), closed.1.to_native());
         }
-        Ok(ShardRestore { shard, last_zxid: head.last_zxid.to_native(), sessions, tree: None })
+        Ok(ShardRestore {
+            shard,
+            last_zxid: head.last_zxid.to_native(),
+            node_count: (head.node_count.to_native() as usize).min(RESERVE_MAX),
+            sessions,
+            tree: None,
+            children: AHashMap::new(),
+        })
     }
 
     /// The next batch of the image's nodes.
@@ -231,8 +254,11 @@ impl ShardRestore {
         let acls = batch
             .acls
             .iter()
-            .map(|acl| rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(acl).map_err(|e| format!("an ACL: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|acl| {
+                let acl = rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(acl).map_err(|e| format!("an ACL: {e}"))?;
+                Ok(crate::tree::shared_acl(acl))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         for archived in batch.nodes.iter() {
             let node = node_of(archived, &acls)?;
             let path = archived.path.as_str();
@@ -240,14 +266,15 @@ impl ShardRestore {
                 if path != "/" {
                     return Err(format!("the image starts with {path:?}, not /"));
                 }
-                self.tree = Some(Tree::with_root(node));
+                self.tree = Some(Tree::with_root(node, self.node_count));
                 continue;
             };
             crate::path::validate(path, false).map_err(|e| format!("node {path:?} in the image: {e:?}"))?;
             if tree.contains(path) {
                 return Err(format!("node {path} twice in the image"));
             }
-            if !tree.contains(crate::path::parent(path)) {
+            let parent = crate::path::parent(path);
+            if !tree.contains(parent) {
                 return Err(format!("node {path} comes before its parent in the image"));
             }
             if let NodeKind::Ephemeral(owner) = node.kind {
@@ -257,13 +284,25 @@ impl ShardRestore {
                 let changed = session.ephemerals_changed_zxid;
                 self.sessions.add_ephemeral(owner, path, changed);
             }
-            tree.link(path.to_string(), node);
+            let name = CompactString::from(crate::path::name(path));
+            match self.children.get_mut(parent) {
+                Some(names) => names.push(name),
+                None => {
+                    self.children.insert(CompactString::from(parent), vec![name]);
+                }
+            }
+            tree.insert_unlinked(CompactString::from(path), node);
         }
         Ok(())
     }
 
     pub fn finish(self) -> Result<Shard, String> {
-        let tree = self.tree.ok_or("the image holds no nodes, not even /")?;
+        let mut tree = self.tree.ok_or("the image holds no nodes, not even /")?;
+        for (parent, names) in self.children {
+            // Sorted already but for the nodes deleted during the image: sorting a sorted
+            // run is linear, and the set is then built in bulk.
+            tree.set_children(&parent, names.into_iter().collect());
+        }
         Ok(Shard::from_parts(self.shard, self.last_zxid, tree, self.sessions))
     }
 }
@@ -277,7 +316,7 @@ fn kind_code(kind: NodeKind) -> (u8, i64) {
     }
 }
 
-fn node_of(image: &ArchivedNodeImage, acls: &[Vec<Acl>]) -> Result<Node, String> {
+fn node_of(image: &ArchivedNodeImage, acls: &[Arc<[Acl]>]) -> Result<Node, String> {
     let kind = match (image.kind, image.kind_value.to_native()) {
         (0, _) => NodeKind::Persistent,
         (1, session) => NodeKind::Ephemeral(session),
@@ -292,5 +331,5 @@ fn node_of(image: &ArchivedNodeImage, acls: &[Vec<Acl>]) -> Result<Node, String>
         .get(image.acl.to_native() as usize)
         .ok_or_else(|| format!("node {} names ACL {} of {}", image.path, image.acl.to_native(), acls.len()))?
         .clone();
-    Ok(Node::new(data, acl, kind, meta))
+    Ok(Node::with_shared_acl(data, acl, kind, meta))
 }

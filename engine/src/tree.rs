@@ -109,6 +109,13 @@ impl Node {
         Node { data, acl: shared_acl(acl), world_perms, kind, meta, children: BTreeSet::new() }
     }
 
+    /// A node whose ACL is a copy already shared (a snapshot's restore names each distinct ACL
+    /// once per batch).
+    pub(crate) fn with_shared_acl(data: Option<Vec<u8>>, acl: Arc<[Acl]>, kind: NodeKind, meta: NodeMeta) -> Node {
+        let world_perms = acl::world_perms(&acl);
+        Node { data, acl, world_perms, kind, meta, children: BTreeSet::new() }
+    }
+
     pub fn acl(&self) -> &[Acl] {
         &self.acl
     }
@@ -161,7 +168,7 @@ pub fn create_parent(path: &str) -> &str {
 }
 
 /// `acl` as a node keeps it: the open ACL is one copy shared by every node that has it.
-fn shared_acl(acl: Vec<Acl>) -> Arc<[Acl]> {
+pub(crate) fn shared_acl(acl: Vec<Acl>) -> Arc<[Acl]> {
     static OPEN: LazyLock<Arc<[Acl]>> = LazyLock::new(|| Arc::from(Acl::open_unsafe()));
     if acl[..] == OPEN[..] {
         OPEN.clone()
@@ -246,12 +253,29 @@ impl Tree {
         tree
     }
 
-    /// A tree holding only `root` (a snapshot's "/").
-    pub(crate) fn with_root(root: Node) -> Tree {
+    /// A tree holding only `root` (a snapshot's "/"), with room for `capacity` nodes.
+    pub(crate) fn with_root(root: Node, capacity: usize) -> Tree {
         let mut tree = Tree::new();
+        tree.nodes.reserve(capacity.saturating_sub(1));
         tree.approximate_bytes = node_bytes("/", &root);
         tree.nodes.insert(CompactString::const_new("/"), Box::new(root));
         tree
+    }
+
+    /// A snapshot's restore: adds a node whose parent is in the map, leaving the parent's
+    /// children to `set_children` (built at once from the names in order, not one by one).
+    pub(crate) fn insert_unlinked(&mut self, path: CompactString, node: Node) {
+        self.approximate_bytes += node_bytes(&path, &node);
+        if node.kind.is_reapable() {
+            self.reapable.insert(path.to_string());
+        }
+        let previous = self.nodes.insert(path, Box::new(node));
+        assert!(previous.is_none(), "insert of an existing node");
+    }
+
+    /// A snapshot's restore: the child names of a node added with `insert_unlinked`.
+    pub(crate) fn set_children(&mut self, path: &str, children: BTreeSet<CompactString>) {
+        self.node_mut(path).children = children;
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
@@ -320,27 +344,73 @@ impl Tree {
     /// Visits up to `max_nodes` more paths of the walk, handing `emit` each node that existed
     /// when the walk began, with its state then. Returns true once the walk is over (it then
     /// hands out the nodes deleted since it began that it had not reached, sorted).
-    pub(crate) fn walk_step(&mut self, max_nodes: usize, mut emit: impl FnMut(&str, NodeState)) -> bool {
+    pub(crate) fn walk_step(&mut self, max_nodes: usize, mut emit: impl FnMut(String, NodeState)) -> bool {
         let mut walk = self.walk.take().expect("walk_step during a walk");
-        for _ in 0..max_nodes {
+        let mut budget = max_nodes;
+        while budget > 0 {
+            // The common case, many leaves under one parent: run through the siblings after a
+            // leaf with one iterator over the parent's children, not a search per node.
+            let cursor = walk.cursor.clone();
+            if let Some(run) = self.leaf_siblings(cursor.as_deref()) {
+                let (parent, siblings) = run;
+                let mut last = None;
+                for name in siblings {
+                    if budget == 0 {
+                        break;
+                    }
+                    budget -= 1;
+                    let path = crate::path::join(parent, name);
+                    let node = &self.nodes[path.as_str()];
+                    let has_children = !node.children.is_empty();
+                    last = Some(CompactString::from(path.as_str()));
+                    Self::visit(&mut walk, path, node, &mut emit);
+                    if has_children {
+                        break;
+                    }
+                }
+                if let Some(last) = last {
+                    walk.cursor = Some(last);
+                    continue;
+                }
+            }
+            budget -= 1;
             let Some(path) = self.path_after(walk.cursor.as_deref()) else {
                 let mut deleted: Vec<(CompactString, NodeState)> =
                     walk.saved.drain().filter_map(|(path, state)| Some((path, state?))).collect();
                 deleted.sort_unstable_by(|a, b| walk_order(&a.0, &b.0));
                 for (path, state) in deleted {
-                    emit(&path, state);
+                    emit(path.to_string(), state);
                 }
                 return true;
             };
-            match walk.saved.remove(path.as_str()) {
-                Some(Some(state)) => emit(&path, state),
-                Some(None) => {}
-                None => emit(&path, NodeState::of(&self.nodes[path.as_str()])),
-            }
-            walk.cursor = Some(CompactString::from(path));
+            let cursor = CompactString::from(path.as_str());
+            Self::visit(&mut walk, path, &self.nodes[cursor.as_str()], &mut emit);
+            walk.cursor = Some(cursor);
         }
         self.walk = Some(walk);
         false
+    }
+
+    /// Hands `emit` the state of `path` as the walk must see it (a state kept from its start,
+    /// or none: the node did not exist then; else `node` as it is).
+    fn visit(walk: &mut Walk, path: String, node: &Node, emit: &mut impl FnMut(String, NodeState)) {
+        match walk.saved.remove(path.as_str()) {
+            Some(Some(state)) => emit(path, state),
+            Some(None) => {}
+            None => emit(path, NodeState::of(node)),
+        }
+    }
+
+    /// When the cursor is a leaf other than "/": its parent and the names after it.
+    fn leaf_siblings<'a>(&'a self, cursor: Option<&'a str>) -> Option<(&'a str, impl Iterator<Item = &'a CompactString>)> {
+        let cursor = cursor.filter(|&c| c != "/")?;
+        if self.nodes.get(cursor).is_some_and(|node| !node.children.is_empty()) {
+            return None;
+        }
+        let (parent, name) = (crate::path::parent(cursor), crate::path::name(cursor));
+        let after = (std::ops::Bound::Excluded(name), std::ops::Bound::Unbounded);
+        let siblings = self.nodes.get(parent)?.children.range::<str, _>(after);
+        Some((parent, siblings))
     }
 
     /// The first path of the live tree after `cursor` in `walk_order` (None: "/" comes first).
@@ -587,12 +657,12 @@ mod tests {
         }
         tree.walk_begin();
         let mut seen = Vec::new();
-        assert!(!tree.walk_step(3, |path, state| seen.push((path.to_string(), state.data))));
+        assert!(!tree.walk_step(3, |path, state| seen.push((path, state.data))));
         tree.replace_data("/a-", Some(b"new".to_vec()));
         tree.replace_data("/a", Some(b"new".to_vec()));
         tree.unlink("/b");
         tree.link("/c".to_string(), leaf(NodeKind::Persistent));
-        assert!(tree.walk_step(100, |path, state| seen.push((path.to_string(), state.data))));
+        assert!(tree.walk_step(100, |path, state| seen.push((path, state.data))));
         let old = leaf(NodeKind::Persistent).data;
         let expected: Vec<_> = ["/", "/a", "/a/b", "/a-", "/b"].iter().map(|p| (p.to_string(), old.clone())).collect();
         let root_data = tree.get("/").unwrap().data.clone();

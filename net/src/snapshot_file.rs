@@ -30,7 +30,6 @@ use engine::shard::Shard;
 use engine::snapshot::{ArchivedNodeBatch, NodeBatch, ShardHead, ShardRestore};
 use engine::types::Zxid;
 use rkyv::{Archive, Deserialize, Serialize};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// "WSN2": the snapshot format, version 2.
@@ -100,11 +99,17 @@ impl Frames {
     }
 
     pub fn nodes(&mut self, shard: u16, batch: &NodeBatch) {
-        if batch.nodes.is_empty() {
+        self.nodes_archive(shard, batch.nodes.len(), &batch.to_bytes());
+    }
+
+    /// `nodes` of a batch of `count` nodes already serialized (`NodeBatch::to_bytes`, done off
+    /// the executor's thread by the server).
+    pub fn nodes_archive(&mut self, shard: u16, count: usize, archive: &[u8]) {
+        if count == 0 {
             return;
         }
-        self.nodes += batch.nodes.len() as u64;
-        self.push(KIND_NODES, shard, &batch.to_bytes());
+        self.nodes += count as u64;
+        self.push(KIND_NODES, shard, archive);
     }
 
     /// The end frame and the padding after it: the file is complete.
@@ -220,8 +225,50 @@ pub fn term_of(path: &Path) -> Result<Term, String> {
 
 /// One snapshot file, checked frame by frame and restored.
 pub fn load(path: &Path, group: u16, shard_count: u16) -> Result<Loaded, String> {
-    let bytes = read_aligned(path).map_err(|e| format!("cannot read it: {e}"))?;
-    load_bytes(&bytes, path, group, shard_count)
+    let mapped = Mapped::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    load_bytes(mapped.bytes(), path, group, shard_count)
+}
+
+/// A file mapped read-only: the archives are read in place from the page cache, with no copy
+/// into (and no zeroing of) a buffer of the file's size.
+struct Mapped {
+    at: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn open(path: &Path) -> std::io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len == 0 {
+            return Ok(Mapped { at: std::ptr::null_mut(), len: 0 });
+        }
+        // SAFETY: a private read-only mapping of a file we opened; unmapped on drop. The file
+        // is not written while mapped (snapshots are written under another name, then renamed).
+        let at = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        if at == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapped { at, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `at` maps `len` readable bytes for the life of `self`.
+        unsafe { std::slice::from_raw_parts(self.at as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping the mapping `open` made, once.
+            unsafe { libc::munmap(self.at, self.len) };
+        }
+    }
 }
 
 /// `load` of a snapshot file's bytes (`path` names it in the result).
@@ -327,16 +374,6 @@ impl<'a> FrameReader<'a> {
         self.count += 1;
         Ok((kind, shard, archive))
     }
-}
-
-/// A file's bytes in a 16-aligned buffer (rkyv reads the archives in place).
-fn read_aligned(path: &Path) -> std::io::Result<rkyv::util::AlignedVec<16>> {
-    let mut file = std::fs::File::open(path)?;
-    let length = file.metadata()?.len() as usize;
-    let mut bytes = rkyv::util::AlignedVec::<16>::with_capacity(length);
-    bytes.resize(length, 0);
-    file.read_exact(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// Removes all but the `keep` newest snapshots of `dir`, and leftover temporary files; the

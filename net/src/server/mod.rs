@@ -403,6 +403,15 @@ impl ReplayExchange {
 /// the shards this core owns; the replication loop commits and applies the rest.
 async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> anyhow::Result<RecoveredCore> {
     let started = Instant::now();
+    // The snapshot loads on a thread of its own while this one reads the WAL (building a
+    // large tree is most of a restart).
+    let snapshot_job = {
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name(format!("warren-load-{core_id}"))
+            .spawn(move || load_snapshot(core_id, &config))
+            .map_err(|e| anyhow!("cannot start the snapshot loader: {e}"))?
+    };
     let wal_config = WalConfig {
         dir: data_dir::wal_dir(&config.data_dir),
         core: core_id,
@@ -418,7 +427,7 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
         ),
         e => anyhow!("cannot open its WAL: {e}"),
     })?;
-    let snapshot = load_snapshot(core_id, config)?;
+    let snapshot = snapshot_job.join().map_err(|_| anyhow!("the snapshot loader of core {core_id} panicked"))??;
     let base = snapshot.as_ref().map_or(0, |s| s.index);
     let base_term = snapshot.as_ref().map_or(0, |s| s.term);
     let log = raft_log::recover_after(base, base_term, recovered.records.iter().map(Vec::as_slice)).map_err(|e| {

@@ -97,7 +97,8 @@ impl Replica {
             status.requested.set(false);
             return;
         }
-        self.io.policy.rearm(core.config.snapshot_entries, core.config.snapshot_bytes);
+        let nodes: u64 = core.shards.borrow().values().map(|slot| slot.shard.tree().len() as u64).sum();
+        self.io.policy.rearm(core.config.snapshot_entries, core.config.snapshot_bytes, nodes);
         let leaders = &core.group_leaders;
         let applied_zxids = (0..leaders.groups()).map(|group| leaders.applied(group)).collect();
         let group = u16::try_from(core.id).expect("cores fit a u16");
