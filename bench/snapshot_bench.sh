@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 znodes=1M
 writes=5M
 quiet_writes=1M
+only=""
 out="results/0.1.0/snapshots-$(date -u +%Y%m%d).txt"
 while (( $# )); do
   case "$1" in
@@ -26,6 +27,7 @@ while (( $# )); do
     --writes) writes=$2; shift 2 ;;
     --compare-writes) quiet_writes=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
     *) echo "snapshot_bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -112,6 +114,12 @@ PY
 
 declare -A result
 for side in warren zookeeper; do
+  if [[ -n $only && $side != "$only" ]]; then
+    for key in rss_per_znode heap_per_znode snap_ms snap_bytes data_dir restart_ms snap_ops snap_cpu snap_p999 on_ops on_p99 on_p999 quiet_ops quiet_p99 quiet_p999; do
+      result[$side.$key]=-
+    done
+    continue
+  fi
   port=$(free_port)
   start "$side" "$port" on
   until_serving_ms "$port" >/dev/null
@@ -151,6 +159,7 @@ for side in warren zookeeper; do
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   start "$side" "$port" on
   result[$side.restart_ms]=$(until_serving_ms "$port")
+  [[ $side != warren ]] || sed 's/\x1b\[[0-9;]*m//g' "$tmp/warren.log" | grep 'WAL replayed' | tail -1 >&2
   echo "== $side: $quiet_writes setData with snapshots on" >&2
   json=$(run_json "$port" "$quiet_writes" 100w --no-preload)
   read -r ops p99 p999 cpu <<<"$(figures "$json")"

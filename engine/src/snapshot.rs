@@ -134,7 +134,9 @@ impl NodeBatch {
         // Sized up front: growing the buffer by doubling copied it again and again.
         let estimate: usize = self.nodes.iter().map(|n| n.path.len() + n.data.as_ref().map_or(0, Vec::len) + 112).sum();
         let buffer = rkyv::util::AlignedVec::<16>::with_capacity(estimate + 4096);
-        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, buffer).expect("a node batch serializes").into_vec()
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, buffer)
+            .expect("a node batch serializes")
+            .into_vec()
     }
 }
 
@@ -255,7 +257,8 @@ impl ShardRestore {
             .acls
             .iter()
             .map(|acl| {
-                let acl = rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(acl).map_err(|e| format!("an ACL: {e}"))?;
+                let acl =
+                    rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(acl).map_err(|e| format!("an ACL: {e}"))?;
                 Ok(crate::tree::shared_acl(acl))
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -402,7 +402,10 @@ impl Tree {
     }
 
     /// When the cursor is a leaf other than "/": its parent and the names after it.
-    fn leaf_siblings<'a>(&'a self, cursor: Option<&'a str>) -> Option<(&'a str, impl Iterator<Item = &'a CompactString>)> {
+    fn leaf_siblings<'a>(
+        &'a self,
+        cursor: Option<&'a str>,
+    ) -> Option<(&'a str, impl Iterator<Item = &'a CompactString>)> {
         let cursor = cursor.filter(|&c| c != "/")?;
         if self.nodes.get(cursor).is_some_and(|node| !node.children.is_empty()) {
             return None;

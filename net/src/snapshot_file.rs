@@ -246,7 +246,8 @@ impl Mapped {
         }
         // SAFETY: a private read-only mapping of a file we opened; unmapped on drop. The file
         // is not written while mapped (snapshots are written under another name, then renamed).
-        let at = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        let at =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
         if at == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
