@@ -178,7 +178,7 @@ mkdir -p "$(dirname "$out")"
 {
   echo "# Snapshots and recovery: $znodes znodes of 100 B, then $writes setData; one node each, same run, $(date -u +%FT%TZ)"
   echo "# Warren $(git rev-parse --short HEAD) --cores 1 (defaults: a snapshot every 50-100% of 100k entries and at least
-#   half the tree's node count, 2 kept);"
+#   a quarter of the tree's node count, 2 kept);"
   echo "# ZooKeeper 3.8 standalone, fsync on, snapCount 100000, no autopurge (its defaults); loadgen 16 sessions x 8."
   printf '%-44s %14s %14s\n' "" Warren ZooKeeper
   row() { printf '%-44s %14s %14s\n' "$1" "${result[warren.$2]}" "${result[zookeeper.$2]}"; }
