@@ -377,25 +377,44 @@ impl<'a> FrameReader<'a> {
     }
 }
 
-/// Removes all but the `keep` newest snapshots of `dir`, and leftover temporary files; the
-/// removals are made durable. Returns the paths removed.
+/// Removes all but the `keep` newest snapshots of `dir`; the removals are made durable.
+/// Returns the paths removed. Files being written are left alone (`remove_partial`).
 pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
-    let mut removed: Vec<PathBuf> = list(dir)?.into_iter().skip(keep).map(|(_, path)| path).collect();
+    let removed: Vec<PathBuf> = list(dir)?.into_iter().skip(keep).map(|(_, path)| path).collect();
+    remove_durably(dir, &removed)?;
+    Ok(removed)
+}
+
+/// The name a leader's snapshot after `index` is received under, until it is complete.
+pub fn receiving_path(dir: &Path, index: Index) -> PathBuf {
+    dir.join(format!("{index:020}{SUFFIX}.recv"))
+}
+
+/// Start-up: removes what a stopped node was writing (a snapshot under its temporary name, a
+/// leader's snapshot being received): incomplete, so as if never begun. Returns the paths.
+pub fn remove_partial(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut partial = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.to_str().is_some_and(|name| name.ends_with(".snap.tmp")) {
-                removed.push(path);
+            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("");
+            if name.ends_with(".snap.tmp") || name.ends_with(".snap.recv") {
+                partial.push(path);
             }
         }
     }
-    for path in &removed {
+    remove_durably(dir, &partial)?;
+    Ok(partial)
+}
+
+fn remove_durably(dir: &Path, paths: &[PathBuf]) -> std::io::Result<()> {
+    for path in paths {
         std::fs::remove_file(path)?;
     }
-    if !removed.is_empty() {
+    if !paths.is_empty() {
         durable_file::sync_dir(dir)?;
     }
-    Ok(removed)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -513,8 +532,12 @@ mod tests {
         std::fs::write(&leftover, b"half a snapshot").unwrap();
         assert_eq!(list(dir.path()).unwrap().iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![40, 30, 20, 10]);
         let removed = prune(dir.path(), 2).unwrap();
-        assert_eq!(removed.len(), 3, "{removed:?}");
-        assert!(!leftover.exists());
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(leftover.exists(), "a snapshot being written is not pruned");
+        let receiving = receiving_path(dir.path(), 60);
+        std::fs::write(&receiving, b"half a leader's snapshot").unwrap();
+        assert_eq!(remove_partial(dir.path()).unwrap().len(), 2);
+        assert!(!leftover.exists() && !receiving.exists());
         assert_eq!(list(dir.path()).unwrap().iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![40, 30]);
     }
 }

@@ -748,6 +748,11 @@ impl Raft {
         }
         let moved = progress.matched(index);
         let caught_up = progress.match_index == self.log.last_index();
+        if self.log.term(progress.next_index - 1).is_some() {
+            // It matches past what was compacted away (it installed a snapshot): it needs none,
+            // even when nothing is left to send it, which alone would never clear the mark.
+            self.needs_snapshot.remove(&from);
+        }
         if moved && self.maybe_commit() {
             self.broadcast_append();
         } else {

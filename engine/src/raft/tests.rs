@@ -597,6 +597,34 @@ fn a_follower_that_installs_a_snapshot_catches_up_from_the_log_after_it() {
     assert_eq!(c.applied_data(3).last().map(Vec::as_slice), Some(&b"after"[..]));
 }
 
+/// A follower that installs a snapshot of the leader's whole log (nothing left to send it)
+/// no longer needs one: the mark is cleared by its answer, not only by an append sent.
+#[test]
+fn a_follower_that_installs_a_snapshot_of_the_whole_log_needs_none() {
+    let mut c = Cluster::new(3, 15);
+    c.elect(1);
+    c.stabilize();
+    c.isolate(3);
+    for i in 0..20 {
+        c.propose(1, format!("w{i}").as_bytes());
+        c.stabilize();
+    }
+    let last = c.raft(1).log().last_index();
+    c.raft(1).compact(last);
+    c.heal();
+    c.tick_all(3);
+    assert_eq!(c.raft(1).needs_snapshot(), vec![3]);
+    let term = c.nodes[&1].durable[last as usize - 1].term;
+    let (durable, state) = (c.nodes[&1].durable.clone(), c.nodes[&1].applied.clone());
+    let node = c.nodes.get_mut(&3).unwrap();
+    node.durable = durable;
+    node.applied = state;
+    assert!(c.raft(3).install_snapshot(last, term));
+    c.stabilize();
+    c.tick_all(3);
+    assert!(c.raft(1).needs_snapshot().is_empty(), "node 3 has everything the leader has");
+}
+
 #[test]
 fn a_deposed_leader_never_confirms_a_read() {
     let mut c = Cluster::new(3, 11);

@@ -478,7 +478,7 @@ fn load_snapshot(core_id: usize, config: &Config) -> anyhow::Result<Option<snaps
     let dir = data_dir::snapshot_dir(&config.data_dir, core_id);
     let group = u16::try_from(core_id).expect("cores fit a u16");
     // A snapshot being written when the node stopped is incomplete: gone, as if never begun.
-    snapshot_file::prune(&dir, usize::MAX).map_err(|e| anyhow!("cannot clean {}: {e}", dir.display()))?;
+    snapshot_file::remove_partial(&dir).map_err(|e| anyhow!("cannot clean {}: {e}", dir.display()))?;
     let (loaded, skipped) = snapshot_file::load_newest(&dir, group, config.shards)
         .map_err(|e| anyhow!("cannot list the snapshots in {}: {e}", dir.display()))?;
     for (path, why) in skipped {

@@ -155,6 +155,9 @@ struct Sending {
 
 /// A leader's snapshot file arriving here.
 struct Receiving {
+    /// The leader sending it: two leaders' files of the same entry differ (each head records
+    /// what its own node had applied of the other groups).
+    from: NodeId,
     index: Index,
     term: u64,
     total: u64,
@@ -264,6 +267,7 @@ async fn write_snapshot(core: Rc<Core>, head: GroupHead, shards: Vec<ShardId>) {
             for id in &shards {
                 slots.get_mut(id).expect("the core's shard").shard.abandon_image();
             }
+            let _ = std::fs::remove_file(durable_file::temp_path(&snapshot_file::path_of(&dir, index)));
             tracing::error!(core = core.id, index, %error, "snapshot failed; the WAL keeps everything until one succeeds");
         }
     }
@@ -285,6 +289,10 @@ async fn write_file(core: &Core, dir: &Path, head: GroupHead, shards: &[ShardId]
             let done = {
                 let mut slots = core.shards.borrow_mut();
                 let slot = slots.get_mut(&shard).expect("the core's shard");
+                if !slot.shard.imaging() {
+                    // The shard was replaced meanwhile (a leader's snapshot was installed).
+                    return Err(std::io::Error::other("the shard was replaced by a leader's snapshot"));
+                }
                 slot.shard.image_step(NODES_PER_STEP, &mut batch)
             };
             if done || batch.len() >= NODES_PER_FRAME {
@@ -422,7 +430,7 @@ pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
     if chunk.index <= core.group_applied_index() {
         return answer(chunk.total, true);
     }
-    match receive(core, &chunk) {
+    match receive(core, from, &chunk) {
         Ok(received) => answer(received, false),
         Err(why) => {
             tracing::warn!(core = core.id, from, index = chunk.index, %why, "a snapshot from the leader failed; starting over");
@@ -435,10 +443,12 @@ pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
 }
 
 /// Writes a chunk; returns the bytes held so far. The last one completes the file.
-fn receive(core: &Core, chunk: &Chunk) -> Result<u64, String> {
+fn receive(core: &Core, from: NodeId, chunk: &Chunk) -> Result<u64, String> {
     use std::io::Write;
     let mut slot = core.snapshots.receiving.borrow_mut();
-    let fresh = slot.as_ref().is_none_or(|r| r.index != chunk.index || r.total != chunk.total || r.term != chunk.term);
+    let fresh = slot
+        .as_ref()
+        .is_none_or(|r| (r.from, r.index, r.total, r.term) != (from, chunk.index, chunk.total, chunk.term));
     if fresh {
         if chunk.offset != 0 {
             return Ok(0);
@@ -448,9 +458,10 @@ fn receive(core: &Core, chunk: &Chunk) -> Result<u64, String> {
         }
         let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
         durable_file::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let temp = durable_file::temp_path(&snapshot_file::path_of(&dir, chunk.index));
+        let temp = snapshot_file::receiving_path(&dir, chunk.index);
         let file = std::fs::File::create(&temp).map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
-        *slot = Some(Receiving { index: chunk.index, term: chunk.term, total: chunk.total, received: 0, file, temp });
+        *slot =
+            Some(Receiving { from, index: chunk.index, term: chunk.term, total: chunk.total, received: 0, file, temp });
     }
     let receiving = slot.as_mut().expect("set");
     if chunk.offset != receiving.received {

@@ -151,6 +151,7 @@ struct Sending {
 }
 
 struct Receiving {
+    from: NodeId,
     index: Index,
     term: Term,
     total: u64,
@@ -863,13 +864,14 @@ impl Node {
             self.outbox.push((group, from, ack(total, true)));
             return;
         }
-        let fresh = g.receiving.as_ref().is_none_or(|r| (r.index, r.term, r.total) != (index, term, total));
+        let fresh =
+            g.receiving.as_ref().is_none_or(|r| (r.from, r.index, r.term, r.total) != (from, index, term, total));
         if fresh {
             if offset != 0 {
                 self.outbox.push((group, from, ack(0, false)));
                 return;
             }
-            g.receiving = Some(Receiving { index, term, total, bytes: Vec::new() });
+            g.receiving = Some(Receiving { from, index, term, total, bytes: Vec::new() });
         }
         let receiving = g.receiving.as_mut().expect("set");
         if offset == receiving.bytes.len() as u64 && offset + bytes.len() as u64 <= total {
