@@ -871,8 +871,8 @@ impl<R> GroupDriver<R> {
 
     /// Bounds the Raft log held in memory: applied entries are dropped (the WAL keeps them),
     /// but for the last `retained_entries`, which a leader sends to a follower that fell
-    /// behind. One further behind needs a snapshot, which does not exist yet: logged, and its
-    /// lease probes go unanswered (it stops serving).
+    /// behind. One further behind needs a snapshot (sent by the runtime): logged, and its lease
+    /// probes go unanswered until it has caught up (it serves no client meanwhile).
     fn compact<H: GroupHost<Request = R>>(&mut self, host: &mut H) {
         let retain = self.config.retained_entries;
         // Never past what the shards applied: a snapshot begun now needs its entry's term.
@@ -883,9 +883,9 @@ impl<R> GroupDriver<R> {
         let behind = self.raft.needs_snapshot();
         if behind != self.reported_behind {
             if !behind.is_empty() {
-                tracing::error!(core = self.config.group, followers = ?behind, retained = retain,
-                    "followers need entries no longer held in memory; they cannot catch up until snapshots exist \
-                     and stop serving (restart them from a copy of a current node's data dir)");
+                tracing::warn!(core = self.config.group, followers = ?behind, retained = retain,
+                    "followers need entries no longer held in memory; they get a snapshot and serve no client \
+                     until they have caught up");
             }
             self.reported_behind = behind;
         }
