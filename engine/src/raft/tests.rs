@@ -560,8 +560,8 @@ fn a_follower_missing_compacted_entries_is_behind_the_log_until_it_answers() {
     assert!(c.raft(2).behind_the_log().is_empty(), "only a leader knows");
 }
 
-#[test]
-fn a_follower_that_installs_a_snapshot_catches_up_from_the_log_after_it() {
+/// A 3-node cluster led by node 1 that committed 20 writes while node 3 was cut off.
+fn cluster_with_node_3_behind() -> Cluster {
     let mut c = Cluster::new(3, 15);
     c.elect(1);
     c.stabilize();
@@ -570,6 +570,12 @@ fn a_follower_that_installs_a_snapshot_catches_up_from_the_log_after_it() {
         c.propose(1, format!("w{i}").as_bytes());
         c.stabilize();
     }
+    c
+}
+
+#[test]
+fn a_follower_that_installs_a_snapshot_catches_up_from_the_log_after_it() {
+    let mut c = cluster_with_node_3_behind();
     let applied = c.raft(1).applied_index();
     c.raft(1).compact(applied - 2);
     c.heal();
@@ -601,14 +607,7 @@ fn a_follower_that_installs_a_snapshot_catches_up_from_the_log_after_it() {
 /// no longer needs one: the mark is cleared by its answer, not only by an append sent.
 #[test]
 fn a_follower_that_installs_a_snapshot_of_the_whole_log_needs_none() {
-    let mut c = Cluster::new(3, 15);
-    c.elect(1);
-    c.stabilize();
-    c.isolate(3);
-    for i in 0..20 {
-        c.propose(1, format!("w{i}").as_bytes());
-        c.stabilize();
-    }
+    let mut c = cluster_with_node_3_behind();
     let last = c.raft(1).log().last_index();
     c.raft(1).compact(last);
     c.heal();
