@@ -106,6 +106,22 @@ async fn start_writers(
     (acked, handles, clients)
 }
 
+/// kill -9 of `s`; waits for its writers to notice and returns what they saw acknowledged.
+async fn kill_and_collect(
+    s: &mut WarrenProcess,
+    acked: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    clients: Vec<zk::Client>,
+) -> Vec<(String, Vec<u8>)> {
+    s.kill9();
+    for h in handles {
+        bounded(60, "writers stop after the server died", h).await.unwrap();
+    }
+    drop(clients);
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    acked
+}
+
 async fn wait_acked(acked: &Mutex<Vec<(String, Vec<u8>)>>, count: usize) {
     let started = Instant::now();
     while acked.lock().unwrap().len() < count && started.elapsed() < Duration::from_secs(60) {
@@ -125,12 +141,7 @@ async fn a_node_killed_while_taking_snapshots_serves_every_acknowledged_write_af
     let mut s = WarrenProcess::start(snapshotting());
     let (acked, handles, clients) = start_writers(&s, "snapkill").await;
     wait_acked(&acked, 6000).await;
-    s.kill9();
-    for h in handles {
-        bounded(60, "writers stop after the server died", h).await.unwrap();
-    }
-    drop(clients);
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = kill_and_collect(&mut s, acked, handles, clients).await;
     assert!(acked.len() >= 3000, "writes too slow: {} acknowledged", acked.len());
     let snapshots = snapshot_files(s.data_dir());
     let segments = wal_segments(s.data_dir());
@@ -176,13 +187,8 @@ async fn a_snapshot_with_a_flipped_byte_is_said_and_skipped_for_the_one_before_i
     let mut s = WarrenProcess::start(snapshotting());
     let (acked, handles, clients) = start_writers(&s, "snapflip").await;
     wait_acked(&acked, 4000).await;
-    // Stop writing, then let the last snapshots finish before the kill.
-    s.kill9();
-    for h in handles {
-        bounded(60, "writers stop after the server died", h).await.unwrap();
-    }
-    drop(clients);
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    // Kill mid-write: the newest complete snapshot of a group is the one damaged below.
+    let acked = kill_and_collect(&mut s, acked, handles, clients).await;
     // A group with two snapshots (the roots' shards are hashed from their random names: one
     // group may have had few writes).
     let of_group = |group: &str| -> Vec<PathBuf> {
