@@ -215,6 +215,59 @@ pub struct ShardRestore {
     /// while the image was taken, which come last); made into the parents' child sets at the
     /// end in one go.
     children: AHashMap<CompactString, Vec<CompactString>>,
+    /// The parent of the last node added and the names of its children since that parent
+    /// began to be filled: consecutive siblings, the common case, need no map lookup.
+    siblings: (CompactString, Vec<CompactString>),
+}
+
+/// A batch of an image's nodes decoded, checked on their own and allocated: the part of a
+/// restore that needs nothing of the shard, so a loader can prepare the next batches on other
+/// threads while it adds this one (building a large tree is most of a restart).
+pub struct PreparedBatch {
+    nodes: Vec<PreparedNode>,
+}
+
+struct PreparedNode {
+    path: CompactString,
+    node: Box<Node>,
+    /// The node's kind and `Tree`'s size estimate of it, taken here: the thread adding the node
+    /// need not read the node (a cache miss: another thread wrote it).
+    kind: NodeKind,
+    bytes: u64,
+}
+
+impl PreparedBatch {
+    pub fn of(batch: &ArchivedNodeBatch) -> Result<PreparedBatch, String> {
+        let acls = batch
+            .acls
+            .iter()
+            .map(|acl| {
+                let acl =
+                    rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(acl).map_err(|e| format!("an ACL: {e}"))?;
+                Ok(crate::tree::shared_acl(acl))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut nodes = Vec::with_capacity(batch.nodes.len());
+        for archived in batch.nodes.iter() {
+            let node = node_of(archived, &acls)?;
+            let path = archived.path.as_str();
+            if path != "/" {
+                crate::path::validate(path, false).map_err(|e| format!("node {path:?} in the image: {e:?}"))?;
+            }
+            let bytes = crate::tree::node_bytes(path, &node);
+            let kind = node.kind;
+            nodes.push(PreparedNode { path: CompactString::from(path), node: Box::new(node), kind, bytes });
+        }
+        Ok(PreparedBatch { nodes })
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
 }
 
 /// Nodes reserved for at most, whatever a (damaged) head says.
@@ -248,58 +301,55 @@ impl ShardRestore {
             sessions,
             tree: None,
             children: AHashMap::new(),
+            siblings: (CompactString::default(), Vec::new()),
         })
     }
 
     /// The next batch of the image's nodes.
     pub fn add(&mut self, batch: &ArchivedNodeBatch) -> Result<(), String> {
-        let acls = batch
-            .acls
-            .iter()
-            .map(|acl| {
-                let acl =
-                    rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(acl).map_err(|e| format!("an ACL: {e}"))?;
-                Ok(crate::tree::shared_acl(acl))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        for archived in batch.nodes.iter() {
-            let node = node_of(archived, &acls)?;
-            let path = archived.path.as_str();
+        self.add_prepared(PreparedBatch::of(batch)?)
+    }
+
+    /// The next batch of the image's nodes, prepared (on any thread) by `PreparedBatch::of`:
+    /// what is left is what needs the nodes before it (the map, the parents, the sessions).
+    pub fn add_prepared(&mut self, batch: PreparedBatch) -> Result<(), String> {
+        for PreparedNode { path, node, kind, bytes } in batch.nodes {
             let Some(tree) = self.tree.as_mut() else {
                 if path != "/" {
                     return Err(format!("the image starts with {path:?}, not /"));
                 }
-                self.tree = Some(Tree::with_root(node, self.node_count));
+                self.tree = Some(Tree::with_root(*node, self.node_count));
                 continue;
             };
-            crate::path::validate(path, false).map_err(|e| format!("node {path:?} in the image: {e:?}"))?;
-            if tree.contains(path) {
-                return Err(format!("node {path} twice in the image"));
+            if path == "/" {
+                return Err("node / twice in the image".to_string());
             }
-            let parent = crate::path::parent(path);
-            if !tree.contains(parent) {
-                return Err(format!("node {path} comes before its parent in the image"));
+            let parent = crate::path::parent(&path);
+            if self.siblings.0 != parent {
+                if !tree.contains(parent) {
+                    return Err(format!("node {path} comes before its parent in the image"));
+                }
+                flush_siblings(&mut self.siblings, &mut self.children);
+                self.siblings.0 = CompactString::from(parent);
             }
-            if let NodeKind::Ephemeral(owner) = node.kind {
+            if let NodeKind::Ephemeral(owner) = kind {
                 let Some(session) = self.sessions.get(owner) else {
                     return Err(format!("ephemeral {path} of session {owner:#x}, which the image does not hold"));
                 };
                 let changed = session.ephemerals_changed_zxid;
-                self.sessions.add_ephemeral(owner, path, changed);
+                self.sessions.add_ephemeral(owner, &path, changed);
             }
-            let name = CompactString::from(crate::path::name(path));
-            match self.children.get_mut(parent) {
-                Some(names) => names.push(name),
-                None => {
-                    self.children.insert(CompactString::from(parent), vec![name]);
-                }
+            let name = CompactString::from(crate::path::name(&path));
+            if !tree.insert_restored(path.clone(), node, kind.is_reapable(), bytes) {
+                return Err(format!("node {path} twice in the image"));
             }
-            tree.insert_unlinked(CompactString::from(path), node);
+            self.siblings.1.push(name);
         }
         Ok(())
     }
 
-    pub fn finish(self) -> Result<Shard, String> {
+    pub fn finish(mut self) -> Result<Shard, String> {
+        flush_siblings(&mut self.siblings, &mut self.children);
         let mut tree = self.tree.ok_or("the image holds no nodes, not even /")?;
         for (parent, names) in self.children {
             // Sorted already but for the nodes deleted during the image: sorting a sorted
@@ -307,6 +357,18 @@ impl ShardRestore {
             tree.set_children(&parent, names.into_iter().collect());
         }
         Ok(Shard::from_parts(self.shard, self.last_zxid, tree, self.sessions))
+    }
+}
+
+/// Moves the names of the parent being filled into `children` (a parent's children can come in
+/// several runs: a subtree of one of them comes between its siblings).
+fn flush_siblings(
+    siblings: &mut (CompactString, Vec<CompactString>),
+    children: &mut AHashMap<CompactString, Vec<CompactString>>,
+) {
+    let (parent, names) = std::mem::take(siblings);
+    if !names.is_empty() {
+        children.entry(parent).or_default().extend(names);
     }
 }
 

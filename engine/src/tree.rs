@@ -264,16 +264,24 @@ impl Tree {
 
     /// A snapshot's restore: adds a node whose parent is in the map, leaving the parent's
     /// children to `set_children` (built at once from the names in order, not one by one).
-    pub(crate) fn insert_unlinked(&mut self, path: CompactString, node: Node) {
-        self.approximate_bytes += node_bytes(&path, &node);
-        if node.kind.is_reapable() {
-            self.reapable.insert(path.to_string());
+    /// False, and nothing changed, if the path is in the tree already. `reapable` and `bytes`
+    /// are the node's kind's and its `node_bytes` (known to the caller without reading it).
+    pub(crate) fn insert_restored(&mut self, path: CompactString, node: Box<Node>, reapable: bool, bytes: u64) -> bool {
+        debug_assert_eq!((reapable, bytes), (node.kind.is_reapable(), node_bytes(&path, &node)));
+        match self.nodes.entry(path) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                if reapable {
+                    self.reapable.insert(vacant.key().to_string());
+                }
+                vacant.insert(node);
+                self.approximate_bytes += bytes;
+                true
+            }
         }
-        let previous = self.nodes.insert(path, Box::new(node));
-        assert!(previous.is_none(), "insert of an existing node");
     }
 
-    /// A snapshot's restore: the child names of a node added with `insert_unlinked`.
+    /// A snapshot's restore: the child names of a node added with `insert_restored`.
     pub(crate) fn set_children(&mut self, path: &str, children: BTreeSet<CompactString>) {
         self.node_mut(path).children = children;
     }
@@ -527,7 +535,7 @@ impl Tree {
     }
 }
 
-fn node_bytes(path: &str, node: &Node) -> u64 {
+pub(crate) fn node_bytes(path: &str, node: &Node) -> u64 {
     (path.len() + node.data_len()) as u64
 }
 

@@ -131,22 +131,27 @@ pub fn recover<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<Recov
 /// must be `base + 1`, and the commit index is at least `base`. Entries after `base` of a term
 /// below `base_term` are what the node held before it installed a leader's snapshot: never
 /// committed (a committed entry after `base` has a term of at least `base_term`), dropped.
-pub fn recover_after<'a>(
+///
+/// Payloads passed as owned vectors become the entries' data in place (no copy: a restart
+/// replays up to a snapshot interval of entries).
+pub fn recover_after<P: AsRef<[u8]> + Into<Vec<u8>>>(
     base: Index,
     base_term: Term,
-    payloads: impl IntoIterator<Item = &'a [u8]>,
+    payloads: impl IntoIterator<Item = P>,
 ) -> Result<RecoveredLog, String> {
     let mut log = RecoveredLog { base, entries: Vec::new(), commit: 0 };
     for (position, payload) in payloads.into_iter().enumerate() {
         let fail = |why: String| format!("Raft record {position}: {why}");
-        match Record::decode(payload).map_err(fail)? {
+        match Record::decode(payload.as_ref()).map_err(fail)? {
             Record::Entry { index, .. } if index <= base => {}
-            Record::Entry { term, index, data } => {
+            Record::Entry { term, index, .. } => {
                 cut(&mut log, index).map_err(fail)?;
                 if log.entries.last().is_some_and(|last| last.term > term) {
                     return Err(fail(format!("entry {index} has term {term}, below the entry before it")));
                 }
-                log.entries.push(Entry { term, index, data: data.to_vec() });
+                let mut data: Vec<u8> = payload.into();
+                data.drain(..HEADER_BYTES);
+                log.entries.push(Entry { term, index, data });
             }
             Record::Truncate { from } => cut(&mut log, from.max(base + 1)).map_err(fail)?,
             Record::Commit { index } => log.commit = log.commit.max(index),
@@ -298,7 +303,11 @@ mod tests {
         let log = recover_after(2, 3, all.iter().map(Vec::as_slice)).unwrap();
         assert_eq!((log.entries.len(), log.commit), (0, 2));
         // A commit index at least the snapshot's.
-        assert_eq!(recover_after(9, 1, std::iter::empty()).unwrap().commit, 9);
+        assert_eq!(recover_after(9, 1, std::iter::empty::<Vec<u8>>()).unwrap().commit, 9);
+        // Owned payloads become the entries' data as borrowed ones are copied.
+        let owned = recover_after(2, 1, all.to_vec()).unwrap();
+        let borrowed = recover_after(2, 1, all.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!((owned.entries, owned.commit), (borrowed.entries, borrowed.commit));
     }
 
     #[test]

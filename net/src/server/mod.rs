@@ -31,7 +31,7 @@ use self::transport::Transport;
 use crate::config::Config;
 use crate::config::Peer;
 use crate::jute;
-use crate::wal::{Wal, WalConfig, WalError};
+use crate::wal::{KeepWhole, Recovered, Wal, WalConfig, WalError};
 use crate::{raft_log, raft_state, snapshot_file};
 use ahash::AHashMap;
 use anyhow::{anyhow, bail};
@@ -412,31 +412,31 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
             .spawn(move || load_snapshot(core_id, &config))
             .map_err(|e| anyhow!("cannot start the snapshot loader: {e}"))?
     };
-    let wal_config = WalConfig {
-        dir: data_dir::wal_dir(&config.data_dir),
-        core: core_id,
-        segment_bytes: config.wal_segment_bytes,
-        truncate_corrupt: false,
-    };
-    let (wal, recovered) = Wal::open(wal_config).await.map_err(|e| match e {
-        WalError::Corrupt(_) => anyhow!(
-            "cannot open its WAL: {e}\nrefusing to start: acknowledged writes follow the damage. \
-             Restore the data dir from a copy, or discard the damaged batch and everything after it in this \
-             core's log with `warren wal-repair --data-dir {}` (see docs/operations.md, \"Damaged WAL\")",
-            config.data_dir.display()
-        ),
-        e => anyhow!("cannot open its WAL: {e}"),
-    })?;
+    // The entries the newest snapshot holds are read for their place in the log only: with
+    // snapshots kept as by default, they are most of the WAL.
+    let newest_snapshot = snapshot_file::list(&data_dir::snapshot_dir(&config.data_dir, core_id))
+        .ok()
+        .and_then(|snapshots| snapshots.first().map(|(index, _)| *index))
+        .unwrap_or(0);
+    let (mut wal, mut recovered) = open_wal(core_id, config, newest_snapshot).await?;
+    let wal_read = started.elapsed();
     let snapshot = snapshot_job.join().map_err(|_| anyhow!("the snapshot loader of core {core_id} panicked"))??;
+    let snapshot_loaded = started.elapsed();
     let base = snapshot.as_ref().map_or(0, |s| s.index);
     let base_term = snapshot.as_ref().map_or(0, |s| s.term);
-    let log = raft_log::recover_after(base, base_term, recovered.records.iter().map(Vec::as_slice)).map_err(|e| {
+    if base < newest_snapshot {
+        // The newest snapshot was damaged: the one before it needs the entries read short.
+        drop(wal);
+        (wal, recovered) = open_wal(core_id, config, base).await?;
+    }
+    let positions = wal_positions(&recovered.records, &recovered.lsns);
+    let records = recovered.records.len();
+    let log = raft_log::recover_after(base, base_term, std::mem::take(&mut recovered.records)).map_err(|e| {
         anyhow!(
             "the WAL of core {core_id} holds an impossible Raft log{}: {e}",
             if base > 0 { format!(" after its snapshot of entry {base}") } else { String::new() }
         )
     })?;
-    let positions = wal_positions(&recovered.records, &recovered.lsns);
     let (base_zxid, snapshot_zxids, mut shards) = match snapshot {
         Some(loaded) => {
             let base_zxid = loaded.applied_zxids.get(core_id).copied().unwrap_or(0);
@@ -460,16 +460,43 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
     tracing::info!(
         core = core_id,
         snapshot = base,
-        records = recovered.records.len(),
+        records,
         entries = log.entries.len(),
         commit = log.commit,
         held_for_other_groups = committed.len() - replayed,
         truncated_bytes = recovered.truncated_bytes,
+        wal_read_ms = wal_read.as_millis() as u64,
+        snapshot_loaded_ms = snapshot_loaded.as_millis() as u64,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "snapshot loaded and WAL replayed"
     );
     let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
     Ok(RecoveredCore { wal, base_term, base_zxid, snapshot_zxids, positions, shards, log, replayed })
+}
+
+/// Opens the core's WAL; the entries up to `snapshot` (a snapshot's index) are recovered with
+/// their Raft record header only.
+async fn open_wal(core_id: usize, config: &Config, snapshot: engine::raft::Index) -> anyhow::Result<(Wal, Recovered)> {
+    let whole = move |payload: &[u8]| match raft_log::Record::decode(payload) {
+        Ok(raft_log::Record::Entry { index, .. }) => index > snapshot,
+        _ => true,
+    };
+    let wal_config = WalConfig {
+        dir: data_dir::wal_dir(&config.data_dir),
+        core: core_id,
+        segment_bytes: config.wal_segment_bytes,
+        truncate_corrupt: false,
+        keep_whole: Some(KeepWhole { head_bytes: raft_log::HEADER_BYTES, whole: std::sync::Arc::new(whole) }),
+    };
+    Wal::open(wal_config).await.map_err(|e| match e {
+        WalError::Corrupt(_) => anyhow!(
+            "cannot open its WAL: {e}\nrefusing to start: acknowledged writes follow the damage. \
+             Restore the data dir from a copy, or discard the damaged batch and everything after it in this \
+             core's log with `warren wal-repair --data-dir {}` (see docs/operations.md, \"Damaged WAL\")",
+            config.data_dir.display()
+        ),
+        e => anyhow!("cannot open its WAL: {e}"),
+    })
 }
 
 /// The newest snapshot of the core's group that checks out; each newer one that does not is

@@ -24,6 +24,7 @@ pub fn repair_wal(config: &Config) -> anyhow::Result<Vec<String>> {
             core,
             segment_bytes: config.wal_segment_bytes,
             truncate_corrupt: true,
+            keep_whole: None,
         };
         let recovered = open_and_close(wal_config).with_context(|| format!("core {core}"))?;
         report.push(describe(core, &recovered));

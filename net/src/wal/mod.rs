@@ -132,18 +132,42 @@ pub struct WalConfig {
     /// discarding acknowledged records. Only the explicit repair (`warren wal-repair`) sets
     /// this; by default such damage makes `Wal::open` fail with `WalError::Corrupt`.
     pub truncate_corrupt: bool,
+    /// Which recovered records to keep whole (all without it).
+    pub keep_whole: Option<KeepWhole>,
 }
 
 impl WalConfig {
     pub fn new(dir: impl Into<PathBuf>, core: usize) -> WalConfig {
-        WalConfig { dir: dir.into(), core, segment_bytes: DEFAULT_SEGMENT_BYTES, truncate_corrupt: false }
+        WalConfig {
+            dir: dir.into(),
+            core,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            truncate_corrupt: false,
+            keep_whole: None,
+        }
+    }
+}
+
+/// Records for which `whole` is false are recovered with only their first `head_bytes` bytes:
+/// a caller that needs only the heads of most of its log (the Raft entries a snapshot holds
+/// already, whose index and place in the log still count) need not read them all into memory.
+/// Every record is checked as always; only what `Recovered` holds of it is shorter.
+#[derive(Clone)]
+pub struct KeepWhole {
+    pub head_bytes: usize,
+    pub whole: std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for KeepWhole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeepWhole {{ head_bytes: {} }}", self.head_bytes)
     }
 }
 
 /// What recovery found in the log.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Payloads of every valid record, in append (lsn) order.
+    /// Payloads of every valid record, in append (lsn) order (some only their head: `KeepWhole`).
     pub records: Vec<Vec<u8>>,
     /// `lsns[i]` is the lsn of `records[i]` (strictly increasing, possibly with gaps).
     pub lsns: Vec<u64>,

@@ -15,7 +15,7 @@ use super::segment::{
     create_segment, list_segments, list_temp_segments, open_segment, prime_dma_probe, segment_name, SegmentInfo,
     SegmentReader,
 };
-use super::{Damage, DataAfter, Recovered, WalConfig, WalError};
+use super::{Damage, DataAfter, KeepWhole, Recovered, WalConfig, WalError};
 
 /// The segment appends go to.
 pub struct ActiveSegment {
@@ -80,7 +80,7 @@ pub async fn recover(config: &WalConfig) -> Result<RecoveredLog, WalError> {
             // with its first batch, chained to whatever came before.
             last_lsn = first_prev_lsn(&mut reader).await?;
         }
-        let end = scan_segment(&mut reader, segment.first_lsn, &mut last_lsn, &mut recovered);
+        let end = scan_segment(&mut reader, segment.first_lsn, &mut last_lsn, config.keep_whole.as_ref(), &mut recovered);
         let end = end.await?;
         let capacity = active_capacity(file_bytes, config.segment_bytes);
         let active_segment = ActiveSegment { file, path: segment.path.clone(), first_lsn: segment.first_lsn, capacity };
@@ -126,6 +126,7 @@ async fn scan_segment(
     reader: &mut SegmentReader<'_>,
     segment_first_lsn: u64,
     last_lsn: &mut u64,
+    keep_whole: Option<&KeepWhole>,
     recovered: &mut Recovered,
 ) -> Result<SegmentEnd, WalError> {
     let mut pos = 0u64;
@@ -151,7 +152,12 @@ async fn scan_segment(
         };
         assert!(batch.header.first_lsn > *last_lsn, "lsns strictly increase");
         for range in &batch.records {
-            recovered.records.push(bytes[range.clone()].to_vec());
+            let payload = &bytes[range.clone()];
+            let kept = match keep_whole {
+                Some(keep) if !(keep.whole)(payload) => &payload[..keep.head_bytes.min(payload.len())],
+                _ => payload,
+            };
+            recovered.records.push(kept.to_vec());
         }
         recovered.lsns.extend(batch.header.first_lsn..=batch.header.last_lsn());
         *last_lsn = batch.header.last_lsn();

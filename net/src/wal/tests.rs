@@ -19,7 +19,7 @@ fn run<T>(future: impl Future<Output = T>) -> T {
 }
 
 fn config(dir: &Path, segment_bytes: u64) -> WalConfig {
-    WalConfig { dir: dir.to_path_buf(), core: 0, segment_bytes, truncate_corrupt: false }
+    WalConfig { dir: dir.to_path_buf(), core: 0, segment_bytes, truncate_corrupt: false, keep_whole: None }
 }
 
 /// A recognisable, mostly non-zero payload.
@@ -124,6 +124,36 @@ fn extents(path: &Path) -> Option<Vec<(u64, u64, bool)>> {
 /// Segments are opened O_DSYNC (a write is durable when it completes), and a flush writes
 /// zeros ahead of the log's end, so the next batches land in written extents and their syncs
 /// need no journal commit for the extent (see ZERO_AHEAD_BYTES).
+#[test]
+fn records_not_kept_whole_are_recovered_with_their_head_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 20);
+    let written: Vec<Vec<u8>> = (0..40).map(|i| payload(i, 100 + i)).collect();
+    let lsns = run(async {
+        let (mut wal, _) = open(&cfg).await;
+        let mut lsns = Vec::new();
+        for chunk in written.chunks(7) {
+            lsns.push(append_flush(&mut wal, chunk).await);
+        }
+        wal.close().await.expect("close");
+        lsns
+    });
+    // Keep whole only the records whose first byte is even.
+    let short = WalConfig {
+        keep_whole: Some(super::KeepWhole { head_bytes: 3, whole: std::sync::Arc::new(|p: &[u8]| p[0] % 2 == 0) }),
+        ..cfg.clone()
+    };
+    let recovered = run(reopen(&short));
+    assert_eq!(recovered.records.len(), written.len());
+    for (record, payload) in recovered.records.iter().zip(&written) {
+        let expected = if payload[0] % 2 == 0 { &payload[..] } else { &payload[..3] };
+        assert_eq!(record.as_slice(), expected);
+    }
+    assert!(written.iter().any(|p| p[0] % 2 == 1), "some records are cut short");
+    assert_eq!(*recovered.lsns.last().unwrap(), *lsns.last().unwrap(), "every record keeps its lsn");
+    assert_eq!(run(reopen(&cfg)).records, written, "the log itself is unchanged");
+}
+
 #[test]
 fn segments_sync_on_write_and_flushes_write_zeros_ahead() {
     use super::writer::ZERO_AHEAD_BYTES;
