@@ -152,7 +152,7 @@ leader_position() { # side i: the position a caught-up node must reach (Warren: 
   else
     local z
     z=$(fourlw 127.0.0.1 "${port[$2]}" srvr | awk '/^Zxid:/ {print $2}')
-    [[ -n $z ]] && echo $((z))
+    [[ -z $z ]] || echo $((z))
   fi
 }
 node_position() { # side i mntr-text
@@ -161,7 +161,7 @@ node_position() { # side i mntr-text
   else
     local z
     z=$(fourlw 127.0.0.1 "${port[$2]}" srvr | awk '/^Zxid:/ {print $2}')
-    [[ -n $z ]] && echo $((z))
+    [[ -z $z ]] || echo $((z))
   fi
 }
 

@@ -155,8 +155,11 @@ impl WalConfig {
 #[derive(Clone)]
 pub struct KeepWhole {
     pub head_bytes: usize,
-    pub whole: std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+    pub whole: WholeRecord,
 }
+
+/// Whether a record's payload is kept whole.
+pub type WholeRecord = std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for KeepWhole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

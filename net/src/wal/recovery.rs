@@ -80,7 +80,8 @@ pub async fn recover(config: &WalConfig) -> Result<RecoveredLog, WalError> {
             // with its first batch, chained to whatever came before.
             last_lsn = first_prev_lsn(&mut reader).await?;
         }
-        let end = scan_segment(&mut reader, segment.first_lsn, &mut last_lsn, config.keep_whole.as_ref(), &mut recovered);
+        let end =
+            scan_segment(&mut reader, segment.first_lsn, &mut last_lsn, config.keep_whole.as_ref(), &mut recovered);
         let end = end.await?;
         let capacity = active_capacity(file_bytes, config.segment_bytes);
         let active_segment = ActiveSegment { file, path: segment.path.clone(), first_lsn: segment.first_lsn, capacity };
