@@ -40,7 +40,7 @@ while (( $# )); do
     --writes) writes=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) echo "rejoin_bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -208,7 +208,7 @@ for side in warren zookeeper; do
   timeout 3600 "$loadgen" --servers "127.0.0.1:${port[${live[0]}]},127.0.0.1:${port[${live[1]}]}" --keys "$znodes" \
     --no-preload --ops "$writes" --mix 100w --results-dir "$tmp/lg" >"$tmp/lg.out" 2>&1 || { cat "$tmp/lg.out" >&2; exit 1; }
   grep '^overall' "$tmp/lg.out" >&2 || true
-  result[$side.write_ops]=$(python3 -c 'import json,sys; print(f"{json.load(open(sys.argv[1]))["ops"]["setData"]["throughput_ops_s"]:.0f}")' \
+  result[$side.write_ops]=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["ops"]["setData"]["throughput_ops_s"])' \
     "$(sed -n 's/^results: //p' "$tmp/lg.out" | tail -1)")
 
   target_count=$(mntr_value "$(fourlw 127.0.0.1 "${port[leader]}" mntr)" zk_znode_count)
@@ -298,6 +298,8 @@ mkdir -p "$(dirname "$out")"
   echo "# Rejoin = restart -> the node alone reports the leader's zk_znode_count in mntr AND a loadgen getData through"
   echo "#   it alone succeeds (polled every 50 ms, bounded at 300 s). Caught up = restart -> its position reaches the"
   echo "#   leader's before the restart (Warren mntr warren_group_0_applied_index >= commit index; ZooKeeper srvr Zxid)."
+  echo "# Both times include the process start (ZooKeeper: JVM start and leader election). Data dirs include preallocated"
+  echo "#   log space (Warren's 64 MiB WAL segment, ZooKeeper's 64 MiB preAllocSize)."
   printf '%-56s %20s %20s\n' "" Warren ZooKeeper
   row() { printf '%-56s %20s %20s\n' "$1" "${result[warren.$2]}" "${result[zookeeper.$2]}"; }
   row "znodes preloaded" znodes

@@ -82,8 +82,11 @@ until_serving_ms() {
   local port=$1 started now
   started=$(date +%s%N)
   for _ in $(seq 1 6000); do
-    if timeout 5 "$loadgen" --servers "127.0.0.1:$port" --no-preload --keys 1 --ops 1 --mix 100r --clients 1 --pipeline 1 \
-        --results-dir "$tmp/lg" >/dev/null 2>&1; then
+    # loadgen exits 0 once it connects, whatever its ops did: the getData must have succeeded.
+    local out
+    out=$(timeout 5 "$loadgen" --servers "127.0.0.1:$port" --no-preload --keys 1 --ops 1 --mix 100r --clients 1 --pipeline 1 \
+        --results-dir "$tmp/lg" 2>&1 || true)
+    if [[ $out == *"overall: 1 ops (0 errors)"* ]]; then
       now=$(date +%s%N)
       echo $(( (now - started) / 1000000 ))
       return

@@ -103,14 +103,7 @@ impl NodeBatchBuilder {
             }
         };
         let (kind, kind_value) = kind_code(state.kind);
-        self.batch.nodes.push(NodeImage {
-            path: path.to_string(),
-            data: state.data,
-            acl,
-            kind,
-            kind_value,
-            meta: state.meta,
-        });
+        self.batch.nodes.push(NodeImage { path, data: state.data, acl, kind, kind_value, meta: state.meta });
     }
 
     pub fn len(&self) -> usize {
@@ -130,13 +123,11 @@ impl NodeBatchBuilder {
 }
 
 impl NodeBatch {
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> rkyv::util::AlignedVec<16> {
         // Sized up front: growing the buffer by doubling copied it again and again.
         let estimate: usize = self.nodes.iter().map(|n| n.path.len() + n.data.as_ref().map_or(0, Vec::len) + 112).sum();
         let buffer = rkyv::util::AlignedVec::<16>::with_capacity(estimate + 4096);
-        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, buffer)
-            .expect("a node batch serializes")
-            .into_vec()
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, buffer).expect("a node batch serializes")
     }
 }
 

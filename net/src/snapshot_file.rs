@@ -82,6 +82,8 @@ pub struct Loaded {
 #[derive(Default)]
 pub struct Frames {
     bytes: Vec<u8>,
+    /// Bytes handed out by `take` or written by the caller (`nodes_frame_header`) before `bytes`.
+    offset: u64,
     frames: u64,
     nodes: u64,
     started: bool,
@@ -99,17 +101,27 @@ impl Frames {
     }
 
     pub fn nodes(&mut self, shard: u16, batch: &NodeBatch) {
-        self.nodes_archive(shard, batch.nodes.len(), &batch.to_bytes());
-    }
-
-    /// `nodes` of a batch of `count` nodes already serialized (`NodeBatch::to_bytes`, done off
-    /// the executor's thread by the server).
-    pub fn nodes_archive(&mut self, shard: u16, count: usize, archive: &[u8]) {
-        if count == 0 {
+        if batch.nodes.is_empty() {
             return;
         }
+        self.nodes += batch.nodes.len() as u64;
+        self.push(KIND_NODES, shard, &batch.to_bytes());
+    }
+
+    /// `nodes` of a batch of `count` nodes whose archive the caller writes itself, right after
+    /// the bytes returned (what `take(true)` had, then the frame's header), followed by
+    /// `padding` zero bytes: the server serializes and checksums a batch off its executor
+    /// (`nodes_crc`) and hands the archive to the file without copying it here.
+    pub fn nodes_frame_header(&mut self, shard: u16, count: usize, archive_len: usize, crc: u32) -> (Vec<u8>, usize) {
+        assert!(count > 0, "a nodes frame holds nodes");
         self.nodes += count as u64;
-        self.push(KIND_NODES, shard, archive);
+        self.frames += 1;
+        let mut out = self.take(true);
+        out.extend_from_slice(&frame_header(KIND_NODES, shard, archive_len, crc));
+        let unpadded = self.offset + (FRAME_HEADER_BYTES + archive_len) as u64;
+        let padding = (unpadded.next_multiple_of(FRAME_ALIGN as u64) - unpadded) as usize;
+        self.offset = unpadded + padding as u64;
+        (out, padding)
     }
 
     /// The end frame and the padding after it: the file is complete.
@@ -117,8 +129,8 @@ impl Frames {
         let end = End { frames: self.frames, nodes: self.nodes };
         let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&end).expect("an end serializes");
         self.push(KIND_END, 0, &archive);
-        let written = self.bytes.len();
-        self.bytes.resize(written.next_multiple_of(FILE_ALIGN), 0);
+        let end = (self.offset + self.bytes.len() as u64).next_multiple_of(FILE_ALIGN as u64);
+        self.bytes.resize((end - self.offset) as usize, 0);
     }
 
     /// Bytes produced since the last `take`, a multiple of `FILE_ALIGN` but at the end (the
@@ -126,6 +138,7 @@ impl Frames {
     pub fn take(&mut self, all: bool) -> Vec<u8> {
         let ready = if all { self.bytes.len() } else { self.bytes.len() / FILE_ALIGN * FILE_ALIGN };
         let rest = self.bytes.split_off(ready);
+        self.offset += ready as u64;
         std::mem::replace(&mut self.bytes, rest)
     }
 
@@ -135,19 +148,34 @@ impl Frames {
 
     fn push(&mut self, kind: u16, shard: u16, archive: &[u8]) {
         assert!(self.started, "frames follow the file header");
-        let length = u32::try_from(archive.len()).expect("a frame's archive is under 4 GiB");
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        header[0..2].copy_from_slice(&kind.to_le_bytes());
-        header[2..4].copy_from_slice(&shard.to_le_bytes());
-        header[4..8].copy_from_slice(&length.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..8]), archive);
-        header[8..12].copy_from_slice(&crc.to_le_bytes());
+        let header = frame_header(kind, shard, archive.len(), frame_crc(kind, shard, archive));
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(archive);
-        let end = self.bytes.len().next_multiple_of(FRAME_ALIGN);
-        self.bytes.resize(end, 0);
+        let end = (self.offset + self.bytes.len() as u64).next_multiple_of(FRAME_ALIGN as u64);
+        self.bytes.resize((end - self.offset) as usize, 0);
         self.frames += 1;
     }
+}
+
+/// The checksum of a frame of `kind` of `shard` holding `archive` (any thread may take it).
+pub fn frame_crc(kind: u16, shard: u16, archive: &[u8]) -> u32 {
+    let header = frame_header(kind, shard, archive.len(), 0);
+    crc32c::crc32c_append(crc32c::crc32c(&header[0..8]), archive)
+}
+
+/// The checksum of a nodes frame of `shard` holding `archive`.
+pub fn nodes_crc(shard: u16, archive: &[u8]) -> u32 {
+    frame_crc(KIND_NODES, shard, archive)
+}
+
+fn frame_header(kind: u16, shard: u16, archive_len: usize, crc: u32) -> [u8; FRAME_HEADER_BYTES] {
+    let length = u32::try_from(archive_len).expect("a frame's archive is under 4 GiB");
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    header[0..2].copy_from_slice(&kind.to_le_bytes());
+    header[2..4].copy_from_slice(&shard.to_le_bytes());
+    header[4..8].copy_from_slice(&length.to_le_bytes());
+    header[8..12].copy_from_slice(&crc.to_le_bytes());
+    header
 }
 
 /// The file a snapshot after `index` has in `dir`.
@@ -541,6 +569,48 @@ mod tests {
         assert_eq!(loaded.shards.iter().map(Shard::id).collect::<Vec<_>>(), vec![1, 3]);
         assert!(load(&path, 2, 4).is_err(), "another group's snapshot");
         assert!(load(&path, 1, 8).is_err(), "another shard count");
+    }
+
+    #[test]
+    fn frames_whose_archive_the_caller_writes_are_the_bytes_of_frames_pushed_whole() {
+        let mut shard = Shard::new(2, 4);
+        for zxid in 1..=30i64 {
+            let create = CreateOp {
+                path: format!("/n{}", "x".repeat(zxid as usize % 7)) + &zxid.to_string(),
+                data: Some(vec![7; zxid as usize % 13]),
+                acl: Acl::open_unsafe(),
+                mode: CreateMode::Persistent,
+                ttl_ms: 0,
+                session: 0,
+                auth: Vec::new(),
+            };
+            shard.apply(&LogEntry { shard: 2, zxid, time_ms: zxid, command: Command::Create(create) });
+        }
+        let head = GroupHead { group: 2, shard_count: 4, term: 1, index: 30, applied_zxids: vec![30], shards: vec![] };
+        let mut batches = Vec::new();
+        let mut builder = NodeBatchBuilder::default();
+        shard.begin_image(4);
+        while !shard.image_step(4, &mut builder) {
+            batches.push(builder.take());
+        }
+        batches.push(builder.take());
+        let mut whole = Frames::new(&head);
+        let mut by_parts = Frames::new(&head);
+        let mut parts = Vec::new();
+        for batch in batches.iter().filter(|b| !b.nodes.is_empty()) {
+            whole.nodes(2, batch);
+            let archive = batch.to_bytes();
+            let (header, padding) =
+                by_parts.nodes_frame_header(2, batch.nodes.len(), archive.len(), nodes_crc(2, &archive));
+            parts.extend_from_slice(&header);
+            parts.extend_from_slice(&archive);
+            parts.extend(std::iter::repeat_n(0, padding));
+        }
+        whole.end();
+        by_parts.end();
+        parts.extend(by_parts.take(true));
+        assert_eq!(parts, whole.take(true));
+        assert_eq!(parts.len() % FILE_ALIGN, 0);
     }
 
     #[test]

@@ -295,15 +295,23 @@ async fn write_file(core: &Core, dir: &Path, head: GroupHead, shards: &[ShardId]
                 }
                 slot.shard.image_step(NODES_PER_STEP, &mut batch)
             };
-            if done || batch.len() >= NODES_PER_FRAME {
-                // Serialized on glommio's blocking pool: the core only walks and copies.
+            if (done || batch.len() >= NODES_PER_FRAME) && batch.len() > 0 {
+                // Serialized and checksummed on glommio's blocking pool: the core only walks,
+                // copies the nodes out and hands the archive to the file.
                 let nodes = batch.take();
                 let count = nodes.nodes.len();
-                let archive = glommio::executor().spawn_blocking(move || nodes.to_bytes()).await;
-                frames.nodes_archive(shard, count, &archive);
-                let ready = frames.take(false);
-                written += ready.len() as u64;
-                writer.write_all(&ready).await?;
+                let (archive, crc) = glommio::executor()
+                    .spawn_blocking(move || {
+                        let archive = nodes.to_bytes();
+                        let crc = snapshot_file::nodes_crc(shard, &archive);
+                        (archive, crc)
+                    })
+                    .await;
+                let (header, padding) = frames.nodes_frame_header(shard, count, archive.len(), crc);
+                writer.write_all(&header).await?;
+                writer.write_all(&archive).await?;
+                writer.write_all(&[0; 16][..padding]).await?;
+                written += (header.len() + archive.len() + padding) as u64;
             }
             if done {
                 break;
