@@ -386,7 +386,13 @@ impl<'p> Recorder<'p> {
             self.interval_end = self.log.end_of(interval);
         }
         if c.err == 0 {
-            self.current[usize::from(c.tag)].saturating_record(latency_us(c, now));
+            // `record`, not `saturating_record`: the interval's histogram grows to hold the
+            // value (a saturating record clamped every second's latencies at its first bound).
+            let us = latency_us(c, now);
+            let interval = &mut self.current[usize::from(c.tag)];
+            if interval.record(us).is_err() {
+                interval.saturating_record(us);
+            }
         }
         self.unreported += 1;
         if self.unreported == 64 {
@@ -600,6 +606,17 @@ mod tests {
         assert_eq!(a.ops[0].successes(), 1);
         assert_eq!(a.ops[1].count, 1);
         assert_eq!(a.total_count(), 3);
+    }
+
+    #[test]
+    fn a_second_of_the_interval_log_keeps_latencies_past_its_histograms_first_bound() {
+        let log = IntervalLog::new(1, Instant::now());
+        let completed = AtomicU64::new(0);
+        let mut recorder = Recorder::new(0, &completed, &log);
+        let sent = Instant::now().checked_sub(Duration::from_millis(300)).expect("the clock is past 300 ms");
+        recorder.record(&Completion { tag: 0, sent, err: 0 }).unwrap();
+        // A stall of 300 ms shows as one, not as the 2 ms an unresized histogram holds.
+        assert!(recorder.current[0].max() >= 299_000, "{}", recorder.current[0].max());
     }
 
     #[test]
