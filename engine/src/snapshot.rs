@@ -87,23 +87,34 @@ pub struct NodeBatchBuilder {
     /// The shared copies named so far, kept alive so that their addresses stay theirs.
     acls: Vec<Arc<[Acl]>>,
     acl_positions: AHashMap<usize, u32>,
+    /// The address and position of the ACL of the node pushed last.
+    last_acl: Option<(usize, u32)>,
 }
 
 impl NodeBatchBuilder {
     pub fn push(&mut self, path: String, state: NodeState) {
         let address = state.acl.as_ptr() as usize;
-        let acl = match self.acl_positions.get(&address) {
-            Some(&position) => position,
-            None => {
-                let position = u32::try_from(self.acls.len()).expect("fewer than 2^32 ACLs in a batch");
-                self.batch.acls.push(state.acl.to_vec());
-                self.acls.push(state.acl.clone());
-                self.acl_positions.insert(address, position);
-                position
-            }
+        // Most nodes share one ACL with the node before them: no lookup.
+        let acl = match self.last_acl {
+            Some((last, position)) if last == address => position,
+            _ => self.acl_position(&state.acl),
         };
+        self.last_acl = Some((address, acl));
         let (kind, kind_value) = kind_code(state.kind);
         self.batch.nodes.push(NodeImage { path, data: state.data, acl, kind, kind_value, meta: state.meta });
+    }
+
+    /// Where the batch lists `acl`, listed now if it was not yet.
+    fn acl_position(&mut self, acl: &Arc<[Acl]>) -> u32 {
+        let address = acl.as_ptr() as usize;
+        if let Some(&position) = self.acl_positions.get(&address) {
+            return position;
+        }
+        let position = u32::try_from(self.acls.len()).expect("fewer than 2^32 ACLs in a batch");
+        self.batch.acls.push(acl.to_vec());
+        self.acls.push(acl.clone());
+        self.acl_positions.insert(address, position);
+        position
     }
 
     pub fn len(&self) -> usize {
@@ -118,6 +129,7 @@ impl NodeBatchBuilder {
     pub fn take(&mut self) -> NodeBatch {
         self.acls.clear();
         self.acl_positions.clear();
+        self.last_acl = None;
         std::mem::take(&mut self.batch)
     }
 }

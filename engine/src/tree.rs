@@ -370,14 +370,14 @@ impl Tree {
                     let path = crate::path::join(parent, name);
                     let node = &self.nodes[path.as_str()];
                     let has_children = !node.children.is_empty();
-                    last = Some(CompactString::from(path.as_str()));
+                    last = Some(name);
                     Self::visit(&mut walk, path, node, &mut emit);
                     if has_children {
                         break;
                     }
                 }
                 if let Some(last) = last {
-                    walk.cursor = Some(last);
+                    walk.cursor = Some(CompactString::from(crate::path::join(parent, last)));
                     continue;
                 }
             }
@@ -402,6 +402,9 @@ impl Tree {
     /// Hands `emit` the state of `path` as the walk must see it (a state kept from its start,
     /// or none: the node did not exist then; else `node` as it is).
     fn visit(walk: &mut Walk, path: String, node: &Node, emit: &mut impl FnMut(String, NodeState)) {
+        if walk.saved.is_empty() {
+            return emit(path, NodeState::of(node));
+        }
         match walk.saved.remove(path.as_str()) {
             Some(Some(state)) => emit(path, state),
             Some(None) => {}

@@ -316,7 +316,9 @@ async fn write_file(core: &Core, dir: &Path, head: GroupHead, shards: &[ShardId]
             if done {
                 break;
             }
-            futures_lite::future::yield_now().await;
+            // The queue, not just the task: a task that only yields keeps its queue on the core
+            // for the scheduler's whole slice (100 ms), and requests wait that long.
+            glommio::executor().yield_task_queue_now().await;
         }
     }
     frames.end();
