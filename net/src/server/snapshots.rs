@@ -177,7 +177,12 @@ pub(super) struct Chunk {
 
 /// Bytes per `SnapshotChunk`.
 const CHUNK_BYTES: u64 = 1 << 20;
-/// A chunk not acknowledged within this is sent again (a dropped message, a reconnect).
+/// Chunks sent ahead of the follower's acknowledgement: one at a time, a transfer waited a
+/// round trip and a wake-up per MiB (115 MB/s on loopback); the follower takes them in order
+/// (the link keeps it) and drops any that do not continue what it holds.
+const CHUNKS_IN_FLIGHT: u64 = 8;
+/// Chunks not acknowledged within this are sent again from what the follower holds (a
+/// dropped message, a reconnect).
 const CHUNK_RESEND: std::time::Duration = std::time::Duration::from_secs(1);
 /// A follower that acknowledges nothing new for this long is given up on for now (the next
 /// look after snapshots starts over): a dead follower does not keep a sender running, and
@@ -375,6 +380,9 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
     let transport = core.transport.as_ref().ok_or("a single node sends no snapshots")?;
     let mut progress_at = Instant::now();
     let mut acked_before = 0;
+    // Bytes sent so far (from the follower's count on), and when they last moved.
+    let mut sent = 0;
+    let mut sent_at = Instant::now();
     loop {
         let (acked, installed) = {
             let sending = core.snapshots.sending.borrow();
@@ -393,17 +401,20 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
         } else if progress_at.elapsed() > NO_PROGRESS_LIMIT {
             return Err(format!("no progress for {}s at byte {acked} of {total}", NO_PROGRESS_LIMIT.as_secs()));
         }
-        let mut bytes = vec![0; CHUNK_BYTES.min(total - acked) as usize];
-        file.read_exact_at(&mut bytes, acked).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        transport.send(follower, crate::peer::PeerMessage::SnapshotChunk { index, term, offset: acked, total, bytes });
-        let sent_at = Instant::now();
-        while sent_at.elapsed() < CHUNK_RESEND {
-            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
-            let moved = core.snapshots.sending.borrow().get(&follower).is_none_or(|s| s.acked != acked || s.installed);
-            if moved {
-                break;
-            }
+        // A follower that holds less than was sent and acknowledges nothing for a while lost
+        // chunks (or restarted): send again from what it holds.
+        if sent < acked || (sent > acked && sent_at.elapsed() > CHUNK_RESEND && progress_at.elapsed() > CHUNK_RESEND) {
+            sent = acked;
         }
+        while sent < total && sent < acked + CHUNKS_IN_FLIGHT * CHUNK_BYTES {
+            let mut bytes = vec![0; CHUNK_BYTES.min(total - sent) as usize];
+            file.read_exact_at(&mut bytes, sent).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let offset = sent;
+            sent += bytes.len() as u64;
+            transport.send(follower, crate::peer::PeerMessage::SnapshotChunk { index, term, offset, total, bytes });
+            sent_at = Instant::now();
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
