@@ -425,9 +425,13 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
     let base = snapshot.as_ref().map_or(0, |s| s.index);
     let base_term = snapshot.as_ref().map_or(0, |s| s.term);
     if base < newest_snapshot {
-        // The newest snapshot was damaged: the one before it needs the entries read short.
+        // The newest snapshot was damaged: the one before it needs the entries read short. A
+        // torn tail the first open cut is still said.
         drop(wal);
+        let (truncated_bytes, damage) = (recovered.truncated_bytes, recovered.damage.take());
         (wal, recovered) = open_wal(core_id, config, base).await?;
+        recovered.truncated_bytes += truncated_bytes;
+        recovered.damage = recovered.damage.or(damage);
     }
     let positions = wal_positions(&recovered.records, &recovered.lsns);
     let records = recovered.records.len();

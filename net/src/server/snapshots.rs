@@ -300,7 +300,7 @@ async fn write_file(core: &Core, dir: &Path, head: GroupHead, shards: &[ShardId]
                 }
                 slot.shard.image_step(NODES_PER_STEP, &mut batch)
             };
-            if (done || batch.len() >= NODES_PER_FRAME) && batch.len() > 0 {
+            if (done || batch.len() >= NODES_PER_FRAME) && !batch.is_empty() {
                 // Serialized and checksummed on glommio's blocking pool: the core only walks,
                 // copies the nodes out and hands the archive to the file.
                 let nodes = batch.take();
@@ -424,7 +424,7 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
 /// say so itself), and the leader goes on with appends after it.
 pub(super) fn on_ack(core: &Core, from: NodeId, index: Index, received: u64, installed: bool) {
     if let Some(state) = core.snapshots.sending.borrow_mut().get_mut(&from).filter(|s| s.index == index) {
-        // The follower's count is the truth (one chunk is in flight at a time): a follower that
+        // The follower's count is the truth (it takes chunks only in order): a follower that
         // restarted mid-transfer holds nothing, and the leader starts over.
         state.acked = received;
         state.installed |= installed;
@@ -450,6 +450,11 @@ pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
     };
     if chunk.index <= core.group_applied_index() {
         return answer(chunk.total, true);
+    }
+    // A chunk sent again while the whole file was being loaded: the transfer is over, and an
+    // answer of 0 bytes would make the leader start it again.
+    if core.snapshots.to_install.borrow().as_ref().is_some_and(|loaded| loaded.index == chunk.index) {
+        return answer(chunk.total, false);
     }
     match receive(core, from, &chunk) {
         Ok(received) => answer(received, false),
