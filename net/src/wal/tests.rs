@@ -140,7 +140,10 @@ fn records_not_kept_whole_are_recovered_with_their_head_only() {
     });
     // Keep whole only the records whose first byte is even.
     let short = WalConfig {
-        keep_whole: Some(super::KeepWhole { head_bytes: 3, whole: std::sync::Arc::new(|p: &[u8]| p[0].is_multiple_of(2)) }),
+        keep_whole: Some(super::KeepWhole {
+            head_bytes: 3,
+            whole: std::sync::Arc::new(|p: &[u8]| p[0].is_multiple_of(2)),
+        }),
         ..cfg.clone()
     };
     let recovered = run(reopen(&short));
