@@ -343,7 +343,7 @@ impl ShardRestore {
                 self.sessions.add_ephemeral(owner, &path, changed);
             }
             let name = CompactString::from(crate::path::name(&path));
-            if !tree.insert_restored(path.clone(), node, kind.is_reapable(), bytes) {
+            if let Err(path) = tree.insert_restored(path, node, kind.is_reapable(), bytes) {
                 return Err(format!("node {path} twice in the image"));
             }
             self.siblings.1.push(name);
@@ -400,4 +400,62 @@ fn node_of(image: &ArchivedNodeImage, acls: &[Arc<[Acl]>]) -> Result<Node, Strin
         .ok_or_else(|| format!("node {} names ACL {} of {}", image.path, image.acl.to_native(), acls.len()))?
         .clone();
     Ok(Node::with_shared_acl(data, acl, kind, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::Harness;
+
+    /// "/a" has children "x" and "y" with "x"'s subtree between them in walk order: its child
+    /// names come in two runs.
+    fn nested() -> Harness {
+        let mut h = Harness::new();
+        for path in ["/a", "/a/x", "/a/x/1", "/a/x/2", "/a/y", "/b", "/b/z"] {
+            h.create(path, path.as_bytes()).unwrap();
+        }
+        h
+    }
+
+    fn restore(image: &ShardImage) -> Result<Shard, String> {
+        Shard::restore(&image.to_bytes(), 0, 1)
+    }
+
+    fn refusal(image: &ShardImage) -> String {
+        restore(image).err().expect("a damaged image is refused")
+    }
+
+    #[test]
+    fn a_restore_takes_a_parents_children_in_several_runs() {
+        let mut h = nested();
+        let image = h.shard.image(1);
+        let restored = restore(&image).expect("a whole image restores");
+        assert_eq!(restored.digest(), h.shard.digest());
+        assert_eq!(restored.tree().get("/a").unwrap().children.len(), 2);
+    }
+
+    #[test]
+    fn a_restore_refuses_a_node_twice_or_before_its_parent() {
+        let mut h = nested();
+        let image = h.shard.image(1);
+        let position = |image: &ShardImage, path: &str| image.nodes.nodes.iter().position(|n| n.path == path).unwrap();
+
+        let mut twice = image.clone();
+        let again = twice.nodes.nodes[position(&image, "/a/y")].clone();
+        twice.nodes.nodes.push(again);
+        let error = refusal(&twice);
+        assert!(error.contains("/a/y twice"), "{error}");
+
+        let mut orphan = image.clone();
+        let child = orphan.nodes.nodes.remove(position(&image, "/b/z"));
+        let parent = position(&orphan, "/b");
+        orphan.nodes.nodes.insert(parent, child);
+        let error = refusal(&orphan);
+        assert!(error.contains("/b/z comes before its parent"), "{error}");
+
+        let mut root_twice = image.clone();
+        let root = root_twice.nodes.nodes[0].clone();
+        root_twice.nodes.nodes.push(root);
+        assert!(refusal(&root_twice).contains("/ twice"));
+    }
 }

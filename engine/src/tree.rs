@@ -264,19 +264,25 @@ impl Tree {
 
     /// A snapshot's restore: adds a node whose parent is in the map, leaving the parent's
     /// children to `set_children` (built at once from the names in order, not one by one).
-    /// False, and nothing changed, if the path is in the tree already. `reapable` and `bytes`
+    /// The path back, and nothing changed, if it is in the tree already. `reapable` and `bytes`
     /// are the node's kind's and its `node_bytes` (known to the caller without reading it).
-    pub(crate) fn insert_restored(&mut self, path: CompactString, node: Box<Node>, reapable: bool, bytes: u64) -> bool {
+    pub(crate) fn insert_restored(
+        &mut self,
+        path: CompactString,
+        node: Box<Node>,
+        reapable: bool,
+        bytes: u64,
+    ) -> Result<(), CompactString> {
         debug_assert_eq!((reapable, bytes), (node.kind.is_reapable(), node_bytes(&path, &node)));
         match self.nodes.entry(path) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Occupied(occupied) => Err(occupied.key().clone()),
             std::collections::hash_map::Entry::Vacant(vacant) => {
                 if reapable {
                     self.reapable.insert(vacant.key().to_string());
                 }
                 vacant.insert(node);
                 self.approximate_bytes += bytes;
-                true
+                Ok(())
             }
         }
     }
@@ -402,10 +408,9 @@ impl Tree {
     /// Hands `emit` the state of `path` as the walk must see it (a state kept from its start,
     /// or none: the node did not exist then; else `node` as it is).
     fn visit(walk: &mut Walk, path: String, node: &Node, emit: &mut impl FnMut(String, NodeState)) {
-        if walk.saved.is_empty() {
-            return emit(path, NodeState::of(node));
-        }
-        match walk.saved.remove(path.as_str()) {
+        // No search while nothing changed since the walk began (most of a walk).
+        let saved = if walk.saved.is_empty() { None } else { walk.saved.remove(path.as_str()) };
+        match saved {
             Some(Some(state)) => emit(path, state),
             Some(None) => {}
             None => emit(path, NodeState::of(node)),
