@@ -459,11 +459,12 @@ impl<'a> FrameReader<'a> {
     }
 }
 
-/// Removes all but the `keep` newest snapshots of `dir`; the removals are made durable.
-/// Returns the paths removed. Files being written are left alone (`remove_partial`).
+/// Removes all but the `keep` newest snapshots of `dir`, a few MiB at a time
+/// (`durable_file::remove_gradually`: a crash midway leaves a temp name that `remove_partial`
+/// deletes). Returns the paths removed. Files being written are left alone.
 pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
     let removed: Vec<PathBuf> = list(dir)?.into_iter().skip(keep).map(|(_, path)| path).collect();
-    remove_durably(dir, &removed)?;
+    durable_file::remove_gradually(dir, &removed)?;
     Ok(removed)
 }
 

@@ -27,17 +27,13 @@ const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 /// to this far ahead pays for that once per step instead of once per batch.
 pub(super) const ZERO_AHEAD_BYTES: u64 = 256 << 10;
 
-/// Deletes released segments (`Wal::segments_below`) and fsyncs their directory. Blocking:
-/// the server runs it on glommio's blocking pool. Safe beside appends: the segments below a
-/// later one are never written again.
+/// Deletes released segments (`Wal::segments_below`) a few MiB at a time
+/// (`durable_file::remove_gradually`, so the active segment's fdatasyncs do not wait for the
+/// filesystem to free them; a crash midway leaves a temp segment name, removed at the next
+/// open). Blocking: the server runs it on glommio's blocking pool. Safe beside appends: the
+/// segments below a later one are never written again.
 pub fn remove_segments(dir: &Path, segments: &[PathBuf]) -> Result<(), WalError> {
-    for segment in segments {
-        std::fs::remove_file(segment).map_err(|e| WalError::io("release segment", segment, e))?;
-    }
-    if !segments.is_empty() {
-        crate::durable_file::sync_dir(dir).map_err(|e| WalError::io("sync wal dir", dir, e))?;
-    }
-    Ok(())
+    crate::durable_file::remove_gradually(dir, segments).map_err(|e| WalError::io("release segments", dir, e))
 }
 
 /// One core's write-ahead log. Owned by one task on one glommio executor (not `Send`).
