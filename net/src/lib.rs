@@ -15,4 +15,5 @@ pub mod signals;
 #[cfg(test)]
 mod sim;
 pub mod snapshot_file;
+pub mod snapshot_transfer;
 pub mod wal;

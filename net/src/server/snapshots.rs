@@ -10,6 +10,7 @@
 use super::core::Core;
 use crate::durable_file;
 use crate::snapshot_file::{self, Frames, GroupHead};
+use crate::snapshot_transfer::{self, ChunkHeader, Receipt, SendStep, Sender};
 use ahash::AHashMap;
 use engine::command::ShardId;
 use engine::raft::{Index, NodeId};
@@ -132,7 +133,7 @@ pub(super) struct SnapshotStatus {
     /// (index, duration, bytes) of the last snapshot written, for mntr.
     pub(super) last_written: RefCell<Option<(Index, std::time::Duration, u64)>>,
     /// Leader: snapshots being sent to followers, by follower.
-    sending: RefCell<AHashMap<NodeId, Sending>>,
+    sending: RefCell<AHashMap<NodeId, Sender>>,
     /// Follower: the leader's snapshot being received.
     receiving: RefCell<Option<Receiving>>,
     /// Follower: a leader's snapshot received whole and durable, for the replication loop to
@@ -145,23 +146,9 @@ pub(super) struct SnapshotStatus {
     queue: std::cell::OnceCell<glommio::TaskQueueHandle>,
 }
 
-/// A snapshot file on its way to a follower.
-struct Sending {
-    index: Index,
-    /// Bytes the follower said it holds.
-    acked: u64,
-    installed: bool,
-}
-
 /// A leader's snapshot file arriving here.
 struct Receiving {
-    /// The leader sending it: two leaders' files of the same entry differ (each head records
-    /// what its own node had applied of the other groups).
-    from: NodeId,
-    index: Index,
-    term: u64,
-    total: u64,
-    received: u64,
+    transfer: snapshot_transfer::Receiving,
     file: std::fs::File,
     temp: PathBuf,
 }
@@ -174,20 +161,6 @@ pub(super) struct Chunk {
     pub total: u64,
     pub bytes: Vec<u8>,
 }
-
-/// Bytes per `SnapshotChunk`.
-const CHUNK_BYTES: u64 = 1 << 20;
-/// Chunks sent ahead of the follower's acknowledgement: one at a time, a transfer waited a
-/// round trip and a wake-up per MiB (115 MB/s on loopback); the follower takes them in order
-/// (the link keeps it) and drops any that do not continue what it holds.
-const CHUNKS_IN_FLIGHT: u64 = 8;
-/// Chunks not acknowledged within this are sent again from what the follower holds (a
-/// dropped message, a reconnect).
-const CHUNK_RESEND: std::time::Duration = std::time::Duration::from_secs(1);
-/// A follower that acknowledges nothing new for this long is given up on for now (the next
-/// look after snapshots starts over): a dead follower does not keep a sender running, and
-/// the size of a snapshot is never capped by a timeout (each chunk has its own).
-const NO_PROGRESS_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SnapshotStatus {
     /// The node started from a snapshot after `index`.
@@ -354,8 +327,15 @@ pub(super) fn send_to(core: &Rc<Core>, follower: NodeId, compacted_through: Inde
         }
         return;
     };
+    let total = match std::fs::metadata(&path) {
+        Ok(metadata) => metadata.len(),
+        Err(error) => {
+            return tracing::warn!(core = core.id, path = %path.display(), %error, "cannot read a snapshot's size")
+        }
+    };
     tracing::info!(core = core.id, follower, index, "sending a snapshot to a follower behind the log");
-    core.snapshots.sending.borrow_mut().insert(follower, Sending { index, acked: 0, installed: false });
+    let sender = Sender::new(index, total, snapshot_transfer::PACE, Instant::now());
+    core.snapshots.sending.borrow_mut().insert(follower, sender);
     glommio::spawn_local(send_snapshot(core.clone(), follower, index, path)).detach();
 }
 
@@ -378,41 +358,28 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
     // The snapshot's own term, from its head (the follower checks it again when it loads it).
     let term = snapshot_file::term_of(path)?;
     let transport = core.transport.as_ref().ok_or("a single node sends no snapshots")?;
-    let mut progress_at = Instant::now();
-    let mut acked_before = 0;
-    // Bytes sent so far (from the follower's count on), and when they last moved.
-    let mut sent = 0;
-    let mut sent_at = Instant::now();
     loop {
-        let (acked, installed) = {
-            let sending = core.snapshots.sending.borrow();
-            let state = sending.get(&follower).ok_or("the send was dropped")?;
-            (state.acked, state.installed)
+        let step = {
+            let mut sending = core.snapshots.sending.borrow_mut();
+            sending
+                .get_mut(&follower)
+                .filter(|sender| sender.index == index)
+                .ok_or("the send was dropped")?
+                .step(Instant::now())
         };
-        if installed || acked >= total {
-            return Ok(total);
-        }
+        let ranges = match step {
+            SendStep::Done => return Ok(total),
+            SendStep::GiveUp(why) => return Err(why),
+            SendStep::Send(ranges) => ranges,
+        };
         if !core.commit.leading() {
             return Err("no longer leading".to_string());
         }
-        if acked != acked_before {
-            acked_before = acked;
-            progress_at = Instant::now();
-        } else if progress_at.elapsed() > NO_PROGRESS_LIMIT {
-            return Err(format!("no progress for {}s at byte {acked} of {total}", NO_PROGRESS_LIMIT.as_secs()));
-        }
-        // A follower that holds less than was sent and acknowledges nothing for a while lost
-        // chunks (or restarted): send again from what it holds.
-        if sent < acked || (sent > acked && sent_at.elapsed() > CHUNK_RESEND && progress_at.elapsed() > CHUNK_RESEND) {
-            sent = acked;
-        }
-        while sent < total && sent < acked + CHUNKS_IN_FLIGHT * CHUNK_BYTES {
-            let mut bytes = vec![0; CHUNK_BYTES.min(total - sent) as usize];
-            file.read_exact_at(&mut bytes, sent).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let offset = sent;
-            sent += bytes.len() as u64;
-            transport.send(follower, crate::peer::PeerMessage::SnapshotChunk { index, term, offset, total, bytes });
-            sent_at = Instant::now();
+        for range in ranges {
+            let mut bytes = vec![0; (range.end - range.start) as usize];
+            file.read_exact_at(&mut bytes, range.start).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let message = crate::peer::PeerMessage::SnapshotChunk { index, term, offset: range.start, total, bytes };
+            transport.send(follower, message);
         }
         glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     }
@@ -423,11 +390,8 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
 /// answer would say: it matches through `index` (its Raft may not know the leader yet to
 /// say so itself), and the leader goes on with appends after it.
 pub(super) fn on_ack(core: &Core, from: NodeId, index: Index, received: u64, installed: bool) {
-    if let Some(state) = core.snapshots.sending.borrow_mut().get_mut(&from).filter(|s| s.index == index) {
-        // The follower's count is the truth (it takes chunks only in order): a follower that
-        // restarted mid-transfer holds nothing, and the leader starts over.
-        state.acked = received;
-        state.installed |= installed;
+    if let Some(sender) = core.snapshots.sending.borrow_mut().get_mut(&from).filter(|s| s.index == index) {
+        sender.on_ack(received, installed, Instant::now());
     }
     if installed && core.commit.leading() {
         let me = NodeId::from(core.config.node_id);
@@ -448,15 +412,20 @@ pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
     let answer = |received: u64, installed: bool| {
         transport.send(from, crate::peer::PeerMessage::SnapshotAck { index: chunk.index, received, installed })
     };
-    if chunk.index <= core.group_applied_index() {
-        return answer(chunk.total, true);
-    }
-    // A chunk sent again while the whole file was being loaded: the transfer is over, and an
-    // answer of 0 bytes would make the leader start it again.
-    if core.snapshots.to_install.borrow().as_ref().is_some_and(|loaded| loaded.index == chunk.index) {
-        return answer(chunk.total, false);
-    }
-    match receive(core, from, &chunk) {
+    let header = ChunkHeader { from, index: chunk.index, term: chunk.term, offset: chunk.offset, total: chunk.total };
+    let loading = core.snapshots.to_install.borrow().as_ref().map(|loaded| loaded.index);
+    let receipt = {
+        let slot = core.snapshots.receiving.borrow();
+        let under_way = slot.as_ref().map(|receiving| &receiving.transfer);
+        snapshot_transfer::receive(under_way, header, chunk.bytes.len() as u64, core.group_applied_index(), loading)
+    };
+    let outcome = match receipt {
+        Receipt::Answer { received, installed } => return answer(received, installed),
+        Receipt::Begin => begin_receiving(core, header).and_then(|()| append(core, &chunk.bytes)),
+        Receipt::Append => append(core, &chunk.bytes),
+        Receipt::Refuse(why) => Err(why),
+    };
+    match outcome {
         Ok(received) => answer(received, false),
         Err(why) => {
             tracing::warn!(core = core.id, from, index = chunk.index, %why, "a snapshot from the leader failed; starting over");
@@ -468,49 +437,42 @@ pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
     }
 }
 
-/// Writes a chunk; returns the bytes held so far. The last one completes the file.
-fn receive(core: &Core, from: NodeId, chunk: &Chunk) -> Result<u64, String> {
+/// Drops the transfer under way, if any, and creates the file of the one `header` begins.
+fn begin_receiving(core: &Core, header: ChunkHeader) -> Result<(), String> {
+    let mut slot = core.snapshots.receiving.borrow_mut();
+    if let Some(old) = slot.take() {
+        let _ = std::fs::remove_file(&old.temp);
+    }
+    let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
+    durable_file::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let temp = snapshot_file::receiving_path(&dir, header.index);
+    let file = std::fs::File::create(&temp).map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+    *slot = Some(Receiving { transfer: snapshot_transfer::Receiving::begun(header), file, temp });
+    Ok(())
+}
+
+/// Writes a chunk after what the file holds; returns the bytes held. The last one completes
+/// the file, which is then loaded for the replication loop to switch to.
+fn append(core: &Core, bytes: &[u8]) -> Result<u64, String> {
     use std::io::Write;
     let mut slot = core.snapshots.receiving.borrow_mut();
-    let fresh = slot
-        .as_ref()
-        .is_none_or(|r| (r.from, r.index, r.total, r.term) != (from, chunk.index, chunk.total, chunk.term));
-    if fresh {
-        if chunk.offset != 0 {
-            return Ok(0);
-        }
-        if let Some(old) = slot.take() {
-            let _ = std::fs::remove_file(&old.temp);
-        }
-        let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
-        durable_file::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let temp = snapshot_file::receiving_path(&dir, chunk.index);
-        let file = std::fs::File::create(&temp).map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
-        *slot =
-            Some(Receiving { from, index: chunk.index, term: chunk.term, total: chunk.total, received: 0, file, temp });
+    let receiving = slot.as_mut().expect("a transfer under way");
+    receiving.file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", receiving.temp.display()))?;
+    if !receiving.transfer.appended(bytes.len() as u64) {
+        return Ok(receiving.transfer.received);
     }
-    let receiving = slot.as_mut().expect("set");
-    if chunk.offset != receiving.received {
-        return Ok(receiving.received);
-    }
-    if chunk.offset + chunk.bytes.len() as u64 > chunk.total {
-        return Err(format!("a chunk past the snapshot's {} bytes", chunk.total));
-    }
-    receiving.file.write_all(&chunk.bytes).map_err(|e| format!("cannot write {}: {e}", receiving.temp.display()))?;
-    receiving.received += chunk.bytes.len() as u64;
-    if receiving.received < receiving.total {
-        return Ok(receiving.received);
-    }
-    let receiving = slot.take().expect("set");
+    let receiving = slot.take().expect("under way");
+    drop(slot);
+    let total = receiving.transfer.total;
     let loaded = complete(core, receiving)?;
     *core.snapshots.to_install.borrow_mut() = Some(loaded);
     core.commit.wake();
-    Ok(chunk.total)
+    Ok(total)
 }
 
 /// The whole file: made durable under its real name, then loaded and checked.
 fn complete(core: &Core, receiving: Receiving) -> Result<snapshot_file::Loaded, String> {
-    let Receiving { index, term, file, temp, .. } = receiving;
+    let Receiving { transfer: snapshot_transfer::Receiving { index, term, .. }, file, temp } = receiving;
     file.sync_all().map_err(|e| format!("cannot sync {}: {e}", temp.display()))?;
     drop(file);
     let group = u16::try_from(core.id).expect("cores fit a u16");

@@ -17,6 +17,7 @@ use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
 use crate::server::role::first_out_of_contact;
 use crate::server::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses};
 use crate::snapshot_file::{Frames, GroupHead};
+use crate::snapshot_transfer::{self, ChunkHeader, Pace, Receipt, SendStep, Sender};
 use ahash::AHashMap;
 use engine::command::{ClientWrite, Command, LogEntry, ShardId};
 use engine::error::ZkError;
@@ -116,11 +117,14 @@ pub struct Setup {
 
 /// Snapshots kept per group, as `snapshots-kept`'s default.
 const SNAPSHOTS_KEPT: usize = 2;
-/// Bytes per snapshot chunk to a follower (small, so transfers take several).
-const CHUNK_BYTES: usize = 2048;
-/// A chunk not acknowledged within this is sent again (`snapshots::CHUNK_RESEND`, scaled to
-/// the simulation's few steps per Raft tick).
-const CHUNK_RESEND: Duration = Duration::from_millis(20);
+/// How snapshots go to followers: small chunks, so a transfer takes several and its window
+/// fills; `snapshot_transfer::PACE`'s times scaled to the simulation's few steps per Raft tick.
+const PACE: Pace = Pace {
+    chunk_bytes: 2048,
+    chunks_in_flight: 4,
+    resend_after: Duration::from_millis(20),
+    give_up_after: Duration::from_millis(600),
+};
 
 /// One group of a node: its driver, its one shard (shard g of group g) and its disk.
 pub struct Group {
@@ -133,7 +137,7 @@ pub struct Group {
     entries_since_snapshot: u64,
     snapshot_wanted: bool,
     /// As leader: snapshots on their way to followers. As follower: one arriving.
-    sending: BTreeMap<NodeId, Sending>,
+    sending: BTreeMap<NodeId, Sender>,
     receiving: Option<Receiving>,
 }
 
@@ -144,17 +148,8 @@ struct Imaging {
     batch: NodeBatchBuilder,
 }
 
-struct Sending {
-    index: Index,
-    acked: u64,
-    sent: Option<(u64, Instant)>,
-}
-
 struct Receiving {
-    from: NodeId,
-    index: Index,
-    term: Term,
-    total: u64,
+    transfer: snapshot_transfer::Receiving,
     bytes: Vec<u8>,
 }
 
@@ -672,9 +667,8 @@ impl Node {
             PeerMessage::SnapshotAck { index, received, installed } => {
                 // `snapshots::on_ack`.
                 let g = &mut self.groups[group];
-                if let Some(sending) = g.sending.get_mut(&from).filter(|s| s.index == index) {
-                    // The follower's count is the truth: one that restarted holds nothing.
-                    sending.acked = received;
+                if let Some(sender) = g.sending.get_mut(&from).filter(|s| s.index == index) {
+                    sender.on_ack(received, installed, now);
                     if installed {
                         g.sending.remove(&from);
                     }
@@ -798,9 +792,8 @@ impl Node {
     }
 
     /// `snapshots::send_to` and `send_file` for every group this node leads: each follower
-    /// that needs entries no longer held gets the newest snapshot that covers them, one chunk
-    /// at a time, a chunk sent again when not acknowledged in time; a snapshot is asked for
-    /// when none covers them.
+    /// that needs entries no longer held gets the newest snapshot that covers them, paced by
+    /// the node's `Sender`; a snapshot is asked for when none covers them.
     pub fn send_snapshots(&mut self, now: Instant) {
         for (group, g) in self.groups.iter_mut().enumerate() {
             if g.driver.raft().role() != Role::Leader {
@@ -816,25 +809,26 @@ impl Node {
                     g.snapshot_wanted = true;
                     continue;
                 };
-                let sending = g.sending.entry(follower).or_insert(Sending { index, acked: 0, sent: None });
-                if sending.index != index {
-                    *sending = Sending { index, acked: 0, sent: None };
+                let total = bytes.len() as u64;
+                let sender = g.sending.entry(follower).or_insert_with(|| Sender::new(index, total, PACE, now));
+                if sender.index != index {
+                    *sender = Sender::new(index, total, PACE, now);
                 }
-                let due = sending.sent.is_none_or(|(acked, at)| acked != sending.acked || now >= at + CHUNK_RESEND);
-                if !due || sending.acked >= bytes.len() as u64 {
-                    continue;
+                match sender.step(now) {
+                    SendStep::Done => {}
+                    // `send_snapshot` ends; the next look starts over.
+                    SendStep::GiveUp(_) => {
+                        g.sending.remove(&follower);
+                    }
+                    SendStep::Send(ranges) => {
+                        for range in ranges {
+                            let chunk = bytes[range.start as usize..range.end as usize].to_vec();
+                            let message =
+                                PeerMessage::SnapshotChunk { index, term, offset: range.start, total, bytes: chunk };
+                            self.outbox.push((group, follower, message));
+                        }
+                    }
                 }
-                let from = sending.acked as usize;
-                let chunk = bytes[from..(from + CHUNK_BYTES).min(bytes.len())].to_vec();
-                sending.sent = Some((sending.acked, now));
-                let message = PeerMessage::SnapshotChunk {
-                    index,
-                    term,
-                    offset: from as u64,
-                    total: bytes.len() as u64,
-                    bytes: chunk,
-                };
-                self.outbox.push((group, follower, message));
             }
         }
     }
@@ -860,26 +854,25 @@ impl Node {
             return;
         }
         let ack = |received, installed| PeerMessage::SnapshotAck { index, received, installed };
-        if index <= g.driver.applied_point().0 {
-            self.outbox.push((group, from, ack(total, true)));
-            return;
-        }
-        let fresh =
-            g.receiving.as_ref().is_none_or(|r| (r.from, r.index, r.term, r.total) != (from, index, term, total));
-        if fresh {
-            if offset != 0 {
-                self.outbox.push((group, from, ack(0, false)));
+        let header = ChunkHeader { from, index, term, offset, total };
+        let under_way = g.receiving.as_ref().map(|receiving| &receiving.transfer);
+        // The whole file is switched to as it arrives: never one being loaded.
+        match snapshot_transfer::receive(under_way, header, bytes.len() as u64, g.driver.applied_point().0, None) {
+            Receipt::Answer { received, installed } => {
+                self.outbox.push((group, from, ack(received, installed)));
                 return;
             }
-            g.receiving = Some(Receiving { from, index, term, total, bytes: Vec::new() });
+            Receipt::Refuse(why) => panic!("the simulation's leaders send whole chunks: {why}"),
+            Receipt::Begin => {
+                g.receiving =
+                    Some(Receiving { transfer: snapshot_transfer::Receiving::begun(header), bytes: Vec::new() });
+            }
+            Receipt::Append => {}
         }
-        let receiving = g.receiving.as_mut().expect("set");
-        if offset == receiving.bytes.len() as u64 && offset + bytes.len() as u64 <= total {
-            receiving.bytes.extend_from_slice(&bytes);
-        }
-        let received = receiving.bytes.len() as u64;
-        if received < total {
-            self.outbox.push((group, from, ack(received, false)));
+        let receiving = g.receiving.as_mut().expect("begun");
+        receiving.bytes.extend_from_slice(&bytes);
+        if !receiving.transfer.appended(bytes.len() as u64) {
+            self.outbox.push((group, from, ack(receiving.transfer.received, false)));
             return;
         }
         let Receiving { bytes, .. } = g.receiving.take().expect("complete");
