@@ -444,6 +444,11 @@ impl WarrenProcess {
             .unwrap_or_else(|e| panic!("4lw {word} on {}: {e}\n{}", self.addr, self.stderr_tail()))
     }
 
+    /// The file the server's stderr/stdout go to (appended to across restarts).
+    pub fn stderr_path(&self) -> &Path {
+        &self.stderr_path
+    }
+
     /// Bytes the server wrote to stderr/stdout so far (its log file's size).
     pub fn stderr_log_bytes(&self) -> u64 {
         std::fs::metadata(&self.stderr_path).map_or(0, |m| m.len())

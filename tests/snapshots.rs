@@ -305,3 +305,116 @@ async fn a_wiped_follower_rejoins_by_snapshot_and_serves_the_same_data() {
     assert!(log.contains("switched to the leader's snapshot"), "node 3 rejoined by snapshot:\n{log}");
     eprintln!("wiped node 3 served all {WRITES} znodes {rejoined_in:?} after its restart");
 }
+
+/// The text `file` got after its first `from` bytes, without terminal colour codes.
+fn logged_since(file: &Path, from: u64) -> String {
+    let bytes = std::fs::read(file).unwrap_or_default();
+    let text = String::from_utf8_lossy(bytes.get(from as usize..).unwrap_or_default()).into_owned();
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// kill -9 in the middle of InstallSnapshot: a wiped follower is restarted, and the node that
+/// begins sending it a snapshot is killed the moment it says so. The follower drops what it
+/// got, takes the surviving node's own snapshot (another file of the same entries) once that
+/// node leads, and serves every znode; a write after the kill is visible on it, and the killed
+/// node, restarted, serves the same counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_from_the_next_one() {
+    if skip_if_external("a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_from_the_next_one") {
+        return;
+    }
+    const WRITES: usize = 40_000;
+    let mut opts = WarrenOpts::default().cores(2).shards(4);
+    opts.extra_args =
+        ["--snapshot-entries", "5000", "--retained-log-entries", "2000"].iter().map(|s| s.to_string()).collect();
+    let mut cluster = warren_tests::WarrenCluster::start(3, opts);
+    let roots: Vec<String> = (0..4).map(|r| format!("/{}", unique(&format!("midsend{r}")))).collect();
+    {
+        let writer = cluster.node(1).client().await;
+        for root in &roots {
+            writer.create(root, b"", &persistent()).await.unwrap();
+        }
+    }
+    cluster.node(3).kill9();
+    let clients = vec![cluster.node(1).client().await, cluster.node(2).client().await];
+    let acked = write_many(&clients, &roots, WRITES, 16).await;
+    assert_eq!(acked, WRITES, "every write succeeds with a majority up");
+    drop(clients);
+    let wiped = cluster.node(3).data_dir().to_path_buf();
+    std::fs::remove_dir_all(&wiped).unwrap();
+    std::fs::create_dir_all(&wiped).unwrap();
+
+    // Watches node 3's log from here on; kills the node it begins receiving a snapshot from.
+    let pids: Vec<u32> = (1..=2).map(|n| cluster.node(n).pid().expect("running")).collect();
+    let follower_log = (cluster.node(3).stderr_path().to_path_buf(), cluster.node(3).stderr_log_bytes());
+    let killer = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let log = logged_since(&follower_log.0, follower_log.1);
+            let begun = log.lines().find(|line| line.contains("receiving a snapshot from the leader"));
+            if let Some(line) = begun {
+                let from: usize = line
+                    .split_whitespace()
+                    .find_map(|field| field.strip_prefix("from="))
+                    .and_then(|id| id.parse().ok())
+                    .unwrap_or_else(|| panic!("a sender's id in {line:?}"));
+                assert!(from == 1 || from == 2, "{line}");
+                // SAFETY: kill(2) of a child this test spawned and has not reaped.
+                unsafe { libc::kill(pids[from - 1] as libc::pid_t, libc::SIGKILL) };
+                return Some((from, log.contains("switched to the leader's snapshot")));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    });
+    let rejoin_started = Instant::now();
+    cluster.node(3).restart();
+    let (killed, installed_before) = killer.join().unwrap().expect("a node began sending node 3 a snapshot");
+    cluster.node(killed).kill9();
+    let survivor = 3 - killed;
+    eprintln!(
+        "node {killed} killed as it began sending; node 3 had {} a snapshot by then",
+        if installed_before { "already switched to" } else { "not yet switched to" }
+    );
+    let writer = cluster.node(survivor).client().await;
+    let node3 = cluster.node(3).client().await;
+    let fresh = format!("{}/after-the-kill", roots[2]);
+    writer.create(&fresh, b"written by the survivor", &persistent()).await.unwrap();
+    let mut total = 0;
+    while rejoin_started.elapsed() < Duration::from_secs(60) {
+        total = 0;
+        if node3.sync("/").await.is_ok() {
+            for root in &roots {
+                total += node3.get_children(root).await.map(|(children, _)| children.len()).unwrap_or(0);
+            }
+        }
+        if total == WRITES + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(total, WRITES + 1, "node 3 serves every znode and the write after the kill within 60 s");
+    node3.sync(&fresh).await.unwrap();
+    assert_eq!(node3.get_data(&fresh).await.unwrap().0, b"written by the survivor");
+    let log = std::fs::read_to_string(cluster.node(3).stderr_path()).unwrap();
+    assert!(log.contains("switched to the leader's snapshot"), "node 3 rejoined by snapshot:\n{log}");
+
+    cluster.node(killed).restart();
+    let back = cluster.node(killed).client().await;
+    for root in &roots {
+        back.sync(root).await.unwrap();
+        let (theirs, _) = node3.get_children(root).await.unwrap();
+        let (ours, _) = back.get_children(root).await.unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{root} on the restarted node {killed}");
+    }
+    eprintln!("node 3 served all {} znodes {:?} after its restart", WRITES + 1, rejoin_started.elapsed());
+}

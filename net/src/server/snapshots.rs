@@ -447,6 +447,13 @@ fn begin_receiving(core: &Core, header: ChunkHeader) -> Result<(), String> {
     durable_file::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let temp = snapshot_file::receiving_path(&dir, header.index);
     let file = std::fs::File::create(&temp).map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+    tracing::info!(
+        core = core.id,
+        from = header.from,
+        index = header.index,
+        bytes = header.total,
+        "receiving a snapshot from the leader"
+    );
     *slot = Some(Receiving { transfer: snapshot_transfer::Receiving::begun(header), file, temp });
     Ok(())
 }
