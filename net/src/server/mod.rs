@@ -873,4 +873,24 @@ mod tests {
         // 20 x PREEMPT_AFTER keeps a busy machine from failing it.
         assert!(elapsed < Duration::from_millis(1000), "{ROUND_TRIPS} loopback round trips took {elapsed:?}");
     }
+
+    /// An executor preempted before it ran anything must not park while a queue is runnable
+    /// (vendor/README.md): with a preempt timer that fires at once, every turn is such a turn.
+    #[test]
+    fn an_executor_preempted_at_once_still_runs_its_queues_to_the_end() {
+        let (done, finished) = mpsc::channel();
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(IO_MEMORY_BYTES)
+            .preempt_timer(Duration::from_micros(1))
+            .spawn(move || async move {
+                for _ in 0..2000 {
+                    glommio::executor().yield_task_queue_now().await;
+                }
+                done.send(()).unwrap();
+            })
+            .unwrap();
+        let outcome = finished.recv_timeout(Duration::from_secs(20));
+        assert!(outcome.is_ok(), "the executor parked with its task runnable");
+        executor.join().unwrap();
+    }
 }

@@ -75,6 +75,9 @@ impl Replica {
     /// due, and once one is durable prunes the older ones and releases the WAL segments no
     /// snapshot kept needs.
     pub(super) async fn look_after_snapshots(&mut self, core: &Rc<Core>) {
+        if let Some(received) = snapshots::take_to_load(core) {
+            snapshots::load_received(core, received);
+        }
         if let Some(loaded) = snapshots::take_to_install(core) {
             self.install(core, loaded);
             while self.turn(core).await {}

@@ -136,8 +136,10 @@ pub(super) struct SnapshotStatus {
     sending: RefCell<AHashMap<NodeId, Sender>>,
     /// Follower: the leader's snapshot being received.
     receiving: RefCell<Option<Receiving>>,
-    /// Follower: a leader's snapshot received whole and durable, for the replication loop to
-    /// switch to.
+    /// Follower: a leader's snapshot received whole, for the replication loop to load off the
+    /// core (`load_received`); the index of the one being loaded; a loaded one to switch to.
+    to_load: RefCell<Option<Receiving>>,
+    loading: Cell<Option<Index>>,
     to_install: RefCell<Option<snapshot_file::Loaded>>,
     /// Snapshots sent whole to followers, and installed from a leader (mntr).
     pub(super) sent: Cell<u64>,
@@ -147,7 +149,7 @@ pub(super) struct SnapshotStatus {
 }
 
 /// A leader's snapshot file arriving here.
-struct Receiving {
+pub(super) struct Receiving {
     transfer: snapshot_transfer::Receiving,
     file: std::fs::File,
     temp: PathBuf,
@@ -355,6 +357,7 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let total = file.metadata().map_err(|e| e.to_string())?.len();
+    let file = std::sync::Arc::new(file);
     // The snapshot's own term, from its head (the follower checks it again when it loads it).
     let term = snapshot_file::term_of(path)?;
     let transport = core.transport.as_ref().ok_or("a single node sends no snapshots")?;
@@ -375,11 +378,20 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
         if !core.commit.leading() {
             return Err("no longer leading".to_string());
         }
-        for range in ranges {
-            let mut bytes = vec![0; (range.end - range.start) as usize];
-            file.read_exact_at(&mut bytes, range.start).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let message = crate::peer::PeerMessage::SnapshotChunk { index, term, offset: range.start, total, bytes };
-            transport.send(follower, message);
+        // Read on the blocking pool: up to 8 MiB, not from the page cache after a restart.
+        let reader = file.clone();
+        let chunks = glommio::executor()
+            .spawn_blocking(move || {
+                let read = |range: std::ops::Range<u64>| {
+                    let mut bytes = vec![0; (range.end - range.start) as usize];
+                    reader.read_exact_at(&mut bytes, range.start).map(|()| (range.start, bytes))
+                };
+                ranges.into_iter().map(read).collect::<std::io::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for (offset, bytes) in chunks {
+            transport.send(follower, crate::peer::PeerMessage::SnapshotChunk { index, term, offset, total, bytes });
         }
         glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     }
@@ -413,7 +425,8 @@ pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
         transport.send(from, crate::peer::PeerMessage::SnapshotAck { index: chunk.index, received, installed })
     };
     let header = ChunkHeader { from, index: chunk.index, term: chunk.term, offset: chunk.offset, total: chunk.total };
-    let loading = core.snapshots.to_install.borrow().as_ref().map(|loaded| loaded.index);
+    let to_install = core.snapshots.to_install.borrow().as_ref().map(|loaded| loaded.index);
+    let loading = core.snapshots.loading.get().or(to_install);
     let receipt = {
         let slot = core.snapshots.receiving.borrow();
         let under_way = slot.as_ref().map(|receiving| &receiving.transfer);
@@ -459,7 +472,7 @@ fn begin_receiving(core: &Core, header: ChunkHeader) -> Result<(), String> {
 }
 
 /// Writes a chunk after what the file holds; returns the bytes held. The last one completes
-/// the file, which is then loaded for the replication loop to switch to.
+/// the file, which the replication loop then has loaded off the core (`load_received`).
 fn append(core: &Core, bytes: &[u8]) -> Result<u64, String> {
     use std::io::Write;
     let mut slot = core.snapshots.receiving.borrow_mut();
@@ -471,27 +484,68 @@ fn append(core: &Core, bytes: &[u8]) -> Result<u64, String> {
     let receiving = slot.take().expect("under way");
     drop(slot);
     let total = receiving.transfer.total;
-    let loaded = complete(core, receiving)?;
-    *core.snapshots.to_install.borrow_mut() = Some(loaded);
+    core.snapshots.loading.set(Some(receiving.transfer.index));
+    *core.snapshots.to_load.borrow_mut() = Some(receiving);
     core.commit.wake();
     Ok(total)
 }
 
-/// The whole file: made durable under its real name, then loaded and checked.
-fn complete(core: &Core, receiving: Receiving) -> Result<snapshot_file::Loaded, String> {
-    let Receiving { transfer: snapshot_transfer::Receiving { index, term, .. }, file, temp } = receiving;
-    file.sync_all().map_err(|e| format!("cannot sync {}: {e}", temp.display()))?;
-    drop(file);
-    let group = u16::try_from(core.id).expect("cores fit a u16");
-    // Checked before it gets its real name: a damaged transfer never becomes the newest snapshot.
-    let loaded = snapshot_file::load(&temp, group, core.config.shards)?;
-    if (loaded.index, loaded.term) != (index, term) {
-        return Err(format!("the file is of entry {} (term {}), not {index} ({term})", loaded.index, loaded.term));
-    }
+/// Follower: a leader's snapshot received whole, for `load_received`.
+pub(super) fn take_to_load(core: &Core) -> Option<Receiving> {
+    core.snapshots.to_load.borrow_mut().take()
+}
+
+/// Makes a received file durable, loads and checks it on the blocking pool (about a second
+/// of work at 1M znodes, which on the core held its heartbeats and lease answers), then hands
+/// it to the replication loop to switch to. A file that fails is dropped, and the leader is
+/// told the follower holds nothing of it, so it sends a snapshot again.
+pub(super) fn load_received(core: &Rc<Core>, receiving: Receiving) {
+    let (from, index) = (receiving.transfer.from, receiving.transfer.index);
     let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
-    let path = snapshot_file::path_of(&dir, index);
+    let group = u16::try_from(core.id).expect("cores fit a u16");
+    let shards = core.config.shards;
+    let core = core.clone();
+    let load = async move {
+        let outcome = glommio::executor().spawn_blocking(move || complete(receiving, &dir, group, shards)).await;
+        core.snapshots.loading.set(None);
+        match outcome {
+            Ok(loaded) => {
+                *core.snapshots.to_install.borrow_mut() = Some(loaded);
+                core.commit.wake();
+            }
+            Err(why) => {
+                tracing::warn!(core = core.id, from, index, %why, "a snapshot from the leader failed; starting over");
+                if let Some(transport) = core.transport.as_ref() {
+                    transport
+                        .send(from, crate::peer::PeerMessage::SnapshotAck { index, received: 0, installed: false });
+                }
+            }
+        }
+    };
+    glommio::spawn_local(load).detach();
+}
+
+/// The whole file: made durable under its real name, then loaded and checked (blocking). A
+/// file that fails is removed.
+fn complete(receiving: Receiving, dir: &Path, group: u16, shards: u16) -> Result<snapshot_file::Loaded, String> {
+    let Receiving { transfer: snapshot_transfer::Receiving { index, term, .. }, file, temp } = receiving;
+    let checked = (|| {
+        file.sync_all().map_err(|e| format!("cannot sync {}: {e}", temp.display()))?;
+        drop(file);
+        // Checked before it gets its real name: a damaged transfer never becomes the newest
+        // snapshot.
+        let loaded = snapshot_file::load(&temp, group, shards)?;
+        if (loaded.index, loaded.term) != (index, term) {
+            return Err(format!("the file is of entry {} (term {}), not {index} ({term})", loaded.index, loaded.term));
+        }
+        Ok(loaded)
+    })();
+    let loaded = checked.inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })?;
+    let path = snapshot_file::path_of(dir, index);
     std::fs::rename(&temp, &path).map_err(|e| format!("cannot rename {}: {e}", temp.display()))?;
-    durable_file::sync_dir(&dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    durable_file::sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
     Ok(snapshot_file::Loaded { path, ..loaded })
 }
 

@@ -1324,7 +1324,11 @@ impl LocalExecutor {
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
-            if self.need_preempt() {
+            // Preempted only once something ran: the caller parks when this returns false, and
+            // parking with a queue runnable hangs the executor for good, with no completion or
+            // foreign wake coming for its work (glommio/glommio#53; frequent with a short
+            // preempt timer, which can fire before the first queue is looked at).
+            if ran && self.need_preempt() {
                 break;
             }
             if !self.run_one_task_queue() {
@@ -1373,7 +1377,9 @@ impl LocalExecutor {
             let mut tasks_executed_this_loop = 0;
             loop {
                 let mut queue_ref = queue.borrow_mut();
-                if self.need_preempt() || queue_ref.yielded() {
+                // At least one task per turn of a queue: a preempt timer that fires before the
+                // first would otherwise let the executor loop without running anything.
+                if (tasks_executed_this_loop > 0 && self.need_preempt()) || queue_ref.yielded() {
                     break;
                 }
 
