@@ -322,22 +322,27 @@ fn logged_since(file: &Path, from: u64) -> String {
     plain
 }
 
-/// kill -9 in the middle of InstallSnapshot: a wiped follower is restarted, and the node that
-/// begins sending it a snapshot is killed the moment it says so. The follower drops what it
-/// got, takes the surviving node's own snapshot (another file of the same entries) once that
-/// node leads, and serves every znode; a write after the kill is visible on it, and the killed
-/// node, restarted, serves the same counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_from_the_next_one() {
-    if skip_if_external("a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_from_the_next_one") {
-        return;
-    }
+/// What happens to the node a wiped follower begins receiving its snapshot from.
+#[derive(Debug, Clone, Copy)]
+enum SenderFault {
+    /// kill -9 (restarted at the end).
+    Kill,
+    /// SIGSTOP for this long, then SIGCONT: past the election timeout and the chunk resends.
+    Pause(Duration),
+}
+
+/// A fault in the middle of InstallSnapshot: a wiped follower is restarted, and the node it
+/// begins receiving a snapshot from is killed or paused the moment it says so. The follower
+/// drops what it got, takes the next leader's own snapshot (another file of the same entries),
+/// and serves every znode and a write made after the fault; the faulted node, back, serves the
+/// same counts.
+async fn rejoin_while_the_sender_fails(prefix: &str, fault: SenderFault) {
     const WRITES: usize = 40_000;
     let mut opts = WarrenOpts::default().cores(2).shards(4);
     opts.extra_args =
         ["--snapshot-entries", "5000", "--retained-log-entries", "2000"].iter().map(|s| s.to_string()).collect();
     let mut cluster = warren_tests::WarrenCluster::start(3, opts);
-    let roots: Vec<String> = (0..4).map(|r| format!("/{}", unique(&format!("midsend{r}")))).collect();
+    let roots: Vec<String> = (0..4).map(|r| format!("/{}", unique(&format!("{prefix}{r}")))).collect();
     {
         let writer = cluster.node(1).client().await;
         for root in &roots {
@@ -353,10 +358,10 @@ async fn a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_
     std::fs::remove_dir_all(&wiped).unwrap();
     std::fs::create_dir_all(&wiped).unwrap();
 
-    // Watches node 3's log from here on; kills the node it begins receiving a snapshot from.
+    // Watches node 3's log from here on; faults the node it begins receiving a snapshot from.
     let pids: Vec<u32> = (1..=2).map(|n| cluster.node(n).pid().expect("running")).collect();
     let follower_log = (cluster.node(3).stderr_path().to_path_buf(), cluster.node(3).stderr_log_bytes());
-    let killer = std::thread::spawn(move || {
+    let watcher = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let log = logged_since(&follower_log.0, follower_log.1);
@@ -368,9 +373,19 @@ async fn a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_
                     .and_then(|id| id.parse().ok())
                     .unwrap_or_else(|| panic!("a sender's id in {line:?}"));
                 assert!(from == 1 || from == 2, "{line}");
+                let pid = pids[from - 1] as libc::pid_t;
                 // SAFETY: kill(2) of a child this test spawned and has not reaped.
-                unsafe { libc::kill(pids[from - 1] as libc::pid_t, libc::SIGKILL) };
-                return Some((from, log.contains("switched to the leader's snapshot")));
+                let signal = |signal| unsafe { libc::kill(pid, signal) };
+                match fault {
+                    SenderFault::Kill => signal(libc::SIGKILL),
+                    SenderFault::Pause(_) => signal(libc::SIGSTOP),
+                };
+                let installed = log.contains("switched to the leader's snapshot");
+                if let SenderFault::Pause(pause) = fault {
+                    std::thread::sleep(pause);
+                    signal(libc::SIGCONT);
+                }
+                return Some((from, installed));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -378,16 +393,18 @@ async fn a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_
     });
     let rejoin_started = Instant::now();
     cluster.node(3).restart();
-    let (killed, installed_before) = killer.join().unwrap().expect("a node began sending node 3 a snapshot");
-    cluster.node(killed).kill9();
-    let survivor = 3 - killed;
+    let (faulted, installed_before) = watcher.join().unwrap().expect("a node began sending node 3 a snapshot");
+    if let SenderFault::Kill = fault {
+        cluster.node(faulted).kill9();
+    }
+    let survivor = 3 - faulted;
     eprintln!(
-        "node {killed} killed as it began sending; node 3 had {} a snapshot by then",
+        "{fault:?} of node {faulted} as it began sending; node 3 had {} a snapshot by then",
         if installed_before { "already switched to" } else { "not yet switched to" }
     );
     let writer = cluster.node(survivor).client().await;
     let node3 = cluster.node(3).client().await;
-    let fresh = format!("{}/after-the-kill", roots[2]);
+    let fresh = format!("{}/after-the-fault", roots[2]);
     writer.create(&fresh, b"written by the survivor", &persistent()).await.unwrap();
     let mut total = 0;
     while rejoin_started.elapsed() < Duration::from_secs(60) {
@@ -402,19 +419,40 @@ async fn a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(total, WRITES + 1, "node 3 serves every znode and the write after the kill within 60 s");
+    assert_eq!(total, WRITES + 1, "node 3 serves every znode and the write after the fault within 60 s");
     node3.sync(&fresh).await.unwrap();
     assert_eq!(node3.get_data(&fresh).await.unwrap().0, b"written by the survivor");
     let log = std::fs::read_to_string(cluster.node(3).stderr_path()).unwrap();
     assert!(log.contains("switched to the leader's snapshot"), "node 3 rejoined by snapshot:\n{log}");
 
-    cluster.node(killed).restart();
-    let back = cluster.node(killed).client().await;
+    if let SenderFault::Kill = fault {
+        cluster.node(faulted).restart();
+    }
+    let back = cluster.node(faulted).client().await;
     for root in &roots {
         back.sync(root).await.unwrap();
         let (theirs, _) = node3.get_children(root).await.unwrap();
         let (ours, _) = back.get_children(root).await.unwrap();
-        assert_eq!(ours.len(), theirs.len(), "{root} on the restarted node {killed}");
+        assert_eq!(ours.len(), theirs.len(), "{root} on node {faulted}, back");
     }
     eprintln!("node 3 served all {} znodes {:?} after its restart", WRITES + 1, rejoin_started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_from_the_next_one() {
+    if skip_if_external("a_leader_killed_while_sending_a_snapshot_leaves_the_follower_to_rejoin_from_the_next_one") {
+        return;
+    }
+    rejoin_while_the_sender_fails("midkill", SenderFault::Kill).await;
+}
+
+/// The sender paused (SIGSTOP) past the election timeout and the chunk resends, then resumed:
+/// its stale chunks, and its transfer of a file another leader replaced, do not disturb the
+/// follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_paused_while_sending_a_snapshot_leaves_the_follower_to_rejoin_from_the_next_one() {
+    if skip_if_external("a_leader_paused_while_sending_a_snapshot_leaves_the_follower_to_rejoin_from_the_next_one") {
+        return;
+    }
+    rejoin_while_the_sender_fails("midpause", SenderFault::Pause(Duration::from_secs(3))).await;
 }

@@ -52,7 +52,8 @@ pub struct Sender {
 /// What a sender does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendStep {
-    /// The follower holds the whole snapshot (or installed it).
+    /// The follower installed the snapshot (or holds it whole and said nothing more for
+    /// `Pace::give_up_after`).
     Done,
     /// No progress for `Pace::give_up_after`.
     GiveUp(String),
@@ -80,8 +81,19 @@ impl Sender {
     }
 
     pub fn step(&mut self, now: Instant) -> SendStep {
-        if self.installed || self.acked >= self.total {
+        if self.installed {
             return SendStep::Done;
+        }
+        if self.acked >= self.total {
+            // Whole: the follower loads it (a second or more for a large tree) and says when it
+            // installed it. A sender that ended here was started again by the next look and
+            // sent up to a window of chunks each time until then (380 MB of 1 MiB chunks for
+            // one 213 MB rejoin). Waited for at most `give_up_after`, then done anyway: the next
+            // look probes again with one window.
+            if now.duration_since(self.progress_at) > self.pace.give_up_after {
+                return SendStep::Done;
+            }
+            return SendStep::Send(Vec::new());
         }
         if now.duration_since(self.progress_at) > self.pace.give_up_after {
             return SendStep::GiveUp(format!(
@@ -135,6 +147,9 @@ pub struct Receiving {
 /// What a follower does with a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Receipt {
+    /// From a node that does not lead the group as far as this one knows (a deposed leader that
+    /// woke up from a pause or a partition): no answer, nothing kept.
+    Ignore,
     /// Keep nothing; answer that it holds this many bytes, and whether it has the state already.
     Answer { received: u64, installed: bool },
     /// Drop any transfer under way and begin this one with the chunk (`Receiving::begun`).
@@ -145,15 +160,20 @@ pub enum Receipt {
     Refuse(String),
 }
 
-/// A follower's decision on a chunk. `applied` is the last entry its group applied;
-/// `loading` the index of a whole file received and being switched to, if any.
+/// A follower's decision on a chunk. `leader` is the group's leader as the follower knows it;
+/// `applied` the last entry its group applied; `loading` the index of a whole file received and
+/// being switched to, if any.
 pub fn receive(
     receiving: Option<&Receiving>,
     chunk: ChunkHeader,
     len: u64,
+    leader: Option<NodeId>,
     applied: Index,
     loading: Option<Index>,
 ) -> Receipt {
+    if leader.is_some_and(|leader| leader != chunk.from) {
+        return Receipt::Ignore;
+    }
     if chunk.index <= applied {
         return Receipt::Answer { received: chunk.total, installed: true };
     }
@@ -222,7 +242,14 @@ mod tests {
         sender.on_ack(30, false, start);
         assert_eq!(sends(sender.step(start)), vec![40..45], "the last chunk is short");
         sender.on_ack(45, false, start);
+        assert_eq!(sends(sender.step(start)), vec![], "whole: nothing more while the follower loads it");
+        sender.on_ack(45, true, start);
         assert_eq!(sender.step(start), SendStep::Done);
+        let mut unanswered = Sender::new(7, 45, SMALL, start);
+        sends(unanswered.step(start));
+        unanswered.on_ack(45, false, start);
+        assert_eq!(sends(unanswered.step(start + Duration::from_millis(1500))), vec![]);
+        assert_eq!(unanswered.step(start + Duration::from_millis(2100)), SendStep::Done, "not waited for forever");
         let mut installed = Sender::new(7, 45, SMALL, start);
         installed.on_ack(0, true, start);
         assert_eq!(installed.step(start), SendStep::Done, "a follower that installed it needs no more");
@@ -263,31 +290,41 @@ mod tests {
     #[test]
     fn a_follower_takes_chunks_in_order_of_one_transfer_only() {
         let first = chunk(1, 50, 0);
-        assert_eq!(receive(None, first, 10, 40, None), Receipt::Begin);
+        assert_eq!(receive(None, first, 10, None, 40, None), Receipt::Begin);
         let mut receiving = Receiving::begun(first);
         assert!(!receiving.appended(10));
-        assert_eq!(receive(Some(&receiving), chunk(1, 50, 10), 10, 40, None), Receipt::Append);
+        assert_eq!(receive(Some(&receiving), chunk(1, 50, 10), 10, None, 40, None), Receipt::Append);
         assert_eq!(
-            receive(Some(&receiving), chunk(1, 50, 20), 5, 40, None),
+            receive(Some(&receiving), chunk(1, 50, 20), 5, None, 40, None),
             Receipt::Answer { received: 10, installed: false },
             "a gap: it says what it holds"
         );
         assert_eq!(
-            receive(Some(&receiving), chunk(2, 50, 10), 10, 40, None),
+            receive(Some(&receiving), chunk(2, 50, 10), 10, None, 40, None),
             Receipt::Answer { received: 0, installed: false },
             "another leader's file of the same entry starts over"
         );
-        assert_eq!(receive(Some(&receiving), chunk(2, 50, 0), 10, 40, None), Receipt::Begin);
-        assert!(matches!(receive(Some(&receiving), chunk(1, 50, 10), 16, 40, None), Receipt::Refuse(_)));
+        assert_eq!(receive(Some(&receiving), chunk(2, 50, 0), 10, None, 40, None), Receipt::Begin);
+        assert!(matches!(receive(Some(&receiving), chunk(1, 50, 10), 16, None, 40, None), Receipt::Refuse(_)));
         assert!(!receiving.appended(10));
         assert!(receiving.appended(5), "whole");
     }
 
     #[test]
+    fn a_follower_ignores_chunks_from_a_node_it_does_not_follow() {
+        assert_eq!(receive(None, chunk(2, 50, 0), 10, Some(1), 40, None), Receipt::Ignore);
+        assert_eq!(receive(None, chunk(1, 50, 0), 10, Some(1), 40, None), Receipt::Begin);
+        assert_eq!(receive(None, chunk(2, 50, 0), 10, None, 40, None), Receipt::Begin, "no leader known yet");
+    }
+
+    #[test]
     fn a_follower_that_has_the_state_or_is_loading_it_says_so() {
-        assert_eq!(receive(None, chunk(1, 50, 10), 10, 50, None), Receipt::Answer { received: 25, installed: true });
         assert_eq!(
-            receive(None, chunk(1, 50, 10), 10, 40, Some(50)),
+            receive(None, chunk(1, 50, 10), 10, None, 50, None),
+            Receipt::Answer { received: 25, installed: true }
+        );
+        assert_eq!(
+            receive(None, chunk(1, 50, 10), 10, None, 40, Some(50)),
             Receipt::Answer { received: 25, installed: false },
             "not 0, which would start the transfer over"
         );

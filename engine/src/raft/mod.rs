@@ -513,7 +513,7 @@ impl Raft {
     /// made it durable: the log restarts after it (an older one is ignored: false). The leader
     /// hears that this node matches through `index` and goes on from there.
     pub fn install_snapshot(&mut self, index: Index, term: Term) -> bool {
-        if index <= self.log.committed {
+        if !self.wants_snapshot(index, term) {
             return false;
         }
         self.log.reset_after(index, term);
@@ -521,6 +521,15 @@ impl Raft {
             self.send(leader, Body::AppendResponse { success: true, index, last_index: index });
         }
         true
+    }
+
+    /// Whether a leader's snapshot after `index` (of `term`) would change anything: not when
+    /// everything through it is committed here, nor when the log holds its last entry already
+    /// (the Raft paper's rule: the entries after it are kept, and the log brings the state up
+    /// to it). Throwing those entries away could drop ones this node had acknowledged, and the
+    /// leader counted toward a commit.
+    pub fn wants_snapshot(&self, index: Index, term: Term) -> bool {
+        index > self.log.committed && self.log.term(index) != Some(term)
     }
 
     /// Leader: the voters that need entries this node compacted away (they need a snapshot).

@@ -603,6 +603,20 @@ fn a_follower_that_installs_a_snapshot_catches_up_from_the_log_after_it() {
     assert_eq!(c.applied_data(3).last().map(Vec::as_slice), Some(&b"after"[..]));
 }
 
+/// A snapshot whose last entry the log holds already changes nothing: the entries after it,
+/// which the leader may have counted toward a commit, stay.
+#[test]
+fn a_snapshot_of_an_entry_the_log_holds_keeps_the_entries_after_it() {
+    let mut c = Cluster::new(3, 5);
+    c.restore(3, HardState { term: 1, vote: None, commit: 0 }, &[1, 1, 1, 1, 1]);
+    assert!(!c.raft(3).wants_snapshot(3, 1));
+    assert!(!c.raft(3).install_snapshot(3, 1), "the log holds entry 3 of term 1");
+    assert_eq!(c.raft(3).log().last_index(), 5, "entries 4 and 5 are kept");
+    assert!(c.raft(3).wants_snapshot(3, 2), "another term's entry 3 is not the same entry");
+    assert!(c.raft(3).install_snapshot(3, 2));
+    assert_eq!((c.raft(3).log().first_index(), c.raft(3).log().last_index()), (4, 3));
+}
+
 /// A follower that installs a snapshot of the leader's whole log (nothing left to send it)
 /// no longer needs one: the mark is cleared by its answer, not only by an append sent.
 #[test]

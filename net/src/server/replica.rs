@@ -78,8 +78,8 @@ impl Replica {
         if let Some(received) = snapshots::take_to_load(core) {
             snapshots::load_received(core, received);
         }
-        if let Some(loaded) = snapshots::take_to_install(core) {
-            self.install(core, loaded);
+        if let Some((from, loaded)) = snapshots::take_to_install(core) {
+            self.install(core, from, loaded);
             while self.turn(core).await {}
         }
         if self.driver.raft().role() == Role::Leader {
@@ -119,9 +119,16 @@ impl Replica {
     /// Switches the core's shards and the group's log to a leader's snapshot (durable and
     /// checked already): the shards are replaced whole between two turns, so no apply sees a
     /// mix; the log restarts after the snapshot's entry and the leader sends the rest.
-    fn install(&mut self, core: &Core, loaded: crate::snapshot_file::Loaded) {
+    fn install(&mut self, core: &Core, from: NodeId, loaded: crate::snapshot_file::Loaded) {
         let (index, term) = (loaded.index, loaded.term);
-        if index <= self.driver.raft().commit_index() {
+        if !self.driver.raft().wants_snapshot(index, term) {
+            return;
+        }
+        // Only the leader's: a deposed leader that woke up (a pause, a partition) may still have
+        // sent its file, and the current one sends entries this node must not lose.
+        if self.driver.raft().leader() != Some(from) {
+            tracing::warn!(core = core.id, from, index, leader = ?self.driver.raft().leader(),
+                "a snapshot received from a node that no longer leads the group; ignored");
             return;
         }
         {
@@ -142,7 +149,7 @@ impl Replica {
             // Freeing a large tree takes a while (0.4 s at 1M znodes): not on the core.
             glommio::spawn_local(glommio::executor().spawn_blocking(move || drop(replaced))).detach();
         }
-        assert!(self.driver.install_snapshot(index, term), "the commit index was checked");
+        assert!(self.driver.install_snapshot(index, term), "checked by wants_snapshot");
         let zxid = loaded.applied_zxids.get(core.id).copied().unwrap_or(0);
         core.group_leaders.set_applied(core.id, zxid);
         // One order across groups: the snapshot may show effects of entries that depended on

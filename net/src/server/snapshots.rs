@@ -140,7 +140,7 @@ pub(super) struct SnapshotStatus {
     /// core (`load_received`); the index of the one being loaded; a loaded one to switch to.
     to_load: RefCell<Option<Receiving>>,
     loading: Cell<Option<Index>>,
-    to_install: RefCell<Option<snapshot_file::Loaded>>,
+    to_install: RefCell<Option<(NodeId, snapshot_file::Loaded)>>,
     /// Snapshots sent whole to followers, and installed from a leader (mntr).
     pub(super) sent: Cell<u64>,
     pub(super) installed: Cell<u64>,
@@ -378,6 +378,10 @@ async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> 
         if !core.commit.leading() {
             return Err("no longer leading".to_string());
         }
+        if ranges.is_empty() {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            continue;
+        }
         // Read on the blocking pool: up to 8 MiB, not from the page cache after a restart.
         let reader = file.clone();
         let chunks = glommio::executor()
@@ -425,14 +429,17 @@ pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
         transport.send(from, crate::peer::PeerMessage::SnapshotAck { index: chunk.index, received, installed })
     };
     let header = ChunkHeader { from, index: chunk.index, term: chunk.term, offset: chunk.offset, total: chunk.total };
-    let to_install = core.snapshots.to_install.borrow().as_ref().map(|loaded| loaded.index);
+    let to_install = core.snapshots.to_install.borrow().as_ref().map(|(_, loaded)| loaded.index);
     let loading = core.snapshots.loading.get().or(to_install);
     let receipt = {
         let slot = core.snapshots.receiving.borrow();
         let under_way = slot.as_ref().map(|receiving| &receiving.transfer);
-        snapshot_transfer::receive(under_way, header, chunk.bytes.len() as u64, core.group_applied_index(), loading)
+        let leader = core.group_leaders.leader(core.id);
+        let applied = core.group_applied_index();
+        snapshot_transfer::receive(under_way, header, chunk.bytes.len() as u64, leader, applied, loading)
     };
     let outcome = match receipt {
+        Receipt::Ignore => return,
         Receipt::Answer { received, installed } => return answer(received, installed),
         Receipt::Begin => begin_receiving(core, header).and_then(|()| append(core, &chunk.bytes)),
         Receipt::Append => append(core, &chunk.bytes),
@@ -510,7 +517,7 @@ pub(super) fn load_received(core: &Rc<Core>, receiving: Receiving) {
         core.snapshots.loading.set(None);
         match outcome {
             Ok(loaded) => {
-                *core.snapshots.to_install.borrow_mut() = Some(loaded);
+                *core.snapshots.to_install.borrow_mut() = Some((from, loaded));
                 core.commit.wake();
             }
             Err(why) => {
@@ -550,7 +557,7 @@ fn complete(receiving: Receiving, dir: &Path, group: u16, shards: u16) -> Result
 }
 
 /// Follower: a leader's snapshot to switch to, if one was received.
-pub(super) fn take_to_install(core: &Core) -> Option<snapshot_file::Loaded> {
+pub(super) fn take_to_install(core: &Core) -> Option<(NodeId, snapshot_file::Loaded)> {
     core.snapshots.to_install.borrow_mut().take()
 }
 

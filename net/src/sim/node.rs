@@ -857,7 +857,10 @@ impl Node {
         let header = ChunkHeader { from, index, term, offset, total };
         let under_way = g.receiving.as_ref().map(|receiving| &receiving.transfer);
         // The whole file is switched to as it arrives: never one being loaded.
-        match snapshot_transfer::receive(under_way, header, bytes.len() as u64, g.driver.applied_point().0, None) {
+        let (leader, applied) = (g.driver.raft().leader(), g.driver.applied_point().0);
+        match snapshot_transfer::receive(under_way, header, bytes.len() as u64, leader, applied, None) {
+            // `Replica::install` takes a snapshot only from the group's leader too.
+            Receipt::Ignore => return,
             Receipt::Answer { received, installed } => {
                 self.outbox.push((group, from, ack(received, installed)));
                 return;
