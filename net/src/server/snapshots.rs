@@ -514,7 +514,10 @@ pub(super) fn load_received(core: &Rc<Core>, receiving: Receiving) {
     let core = core.clone();
     let load = async move {
         let outcome = glommio::executor().spawn_blocking(move || complete(receiving, &dir, group, shards)).await;
-        core.snapshots.loading.set(None);
+        // A later file may have completed meanwhile: its mark stays.
+        if core.snapshots.loading.get() == Some(index) {
+            core.snapshots.loading.set(None);
+        }
         match outcome {
             Ok(loaded) => {
                 *core.snapshots.to_install.borrow_mut() = Some((from, loaded));
