@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use warren_tests::zk::{self, Acls, CreateMode};
-use warren_tests::{bounded, skip_if_external, unique, WarrenOpts, WarrenProcess};
+use warren_tests::{bounded, mntr_value, skip_if_external, top_level_in_shard, unique, wait_until, WarrenOpts, WarrenProcess};
 
 /// Snapshots every 250-500 entries, WAL segments of 1 MiB: a few thousand writes go through
 /// many snapshots and segment releases.
@@ -258,7 +258,7 @@ async fn a_wiped_follower_rejoins_by_snapshot_and_serves_the_same_data() {
     opts.extra_args =
         ["--snapshot-entries", "5000", "--retained-log-entries", "2000"].iter().map(|s| s.to_string()).collect();
     let mut cluster = warren_tests::WarrenCluster::start(3, opts);
-    let roots: Vec<String> = (0..4).map(|r| format!("/{}", unique(&format!("rejoin{r}")))).collect();
+    let roots: Vec<String> = (0..4).map(|shard| top_level_in_shard("rejoin", shard, 4)).collect();
     let writer = cluster.node(1).client().await;
     for root in &roots {
         writer.create(root, b"", &persistent()).await.unwrap();
@@ -306,6 +306,51 @@ async fn a_wiped_follower_rejoins_by_snapshot_and_serves_the_same_data() {
     eprintln!("wiped node 3 served all {WRITES} znodes {rejoined_in:?} after its restart");
 }
 
+/// Found by the rejoin tests: a follower wiped and restarted while a group took no writes.
+/// That group's leader had it matched through its whole log, so only heartbeats went out, and
+/// the follower never caught up (a sync through it waited for good). Node `n` leads no group,
+/// so the leaders that believed it matched stay; every group stays idle while it is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_follower_catches_up_groups_that_took_no_writes_while_it_was_down() {
+    if skip_if_external("a_wiped_follower_catches_up_groups_that_took_no_writes_while_it_was_down") {
+        return;
+    }
+    let mut cluster = warren_tests::WarrenCluster::start(3, WarrenOpts::default().cores(2).shards(4));
+    // One top-level node in every shard, so both groups hold entries the follower had.
+    let roots: Vec<String> = (0..4).map(|shard| top_level_in_shard("idle", shard, 4)).collect();
+    let writer = cluster.node(1).client().await;
+    for root in &roots {
+        writer.create(root, root.as_bytes(), &persistent()).await.unwrap();
+        writer.sync(root).await.unwrap();
+    }
+    let mut leaders = Vec::new();
+    let known = wait_until(Duration::from_secs(10), || {
+        leaders = (0..2).map(|group| mntr_value(cluster.node(1), &format!("warren_group_{group}_leader"))).collect();
+        !leaders.contains(&0)
+    });
+    assert!(known, "a group without a leader: {leaders:?}");
+    let n = (1..=3).find(|n| !leaders.contains(&(*n as u64))).expect("three nodes, two groups");
+    // Every node had every entry before the kill (a follower of both groups with every root).
+    {
+        let before = cluster.node(n).client().await;
+        for root in &roots {
+            before.sync(root).await.unwrap();
+            assert_eq!(before.get_data(root).await.unwrap().0, root.as_bytes());
+        }
+    }
+    cluster.node(n).kill9();
+    let wiped = cluster.node(n).data_dir().to_path_buf();
+    std::fs::remove_dir_all(&wiped).unwrap();
+    std::fs::create_dir_all(&wiped).unwrap();
+    cluster.node(n).restart();
+    let rejoined = cluster.node(n).client().await;
+    for root in &roots {
+        let synced = tokio::time::timeout(Duration::from_secs(20), rejoined.sync(root)).await;
+        assert!(matches!(synced, Ok(Ok(_))), "sync of {root} on wiped node {n}: {synced:?}");
+        assert_eq!(rejoined.get_data(root).await.unwrap().0, root.as_bytes(), "{root} on wiped node {n}");
+    }
+}
+
 /// The text `file` got after its first `from` bytes, without terminal colour codes.
 fn logged_since(file: &Path, from: u64) -> String {
     let bytes = std::fs::read(file).unwrap_or_default();
@@ -342,7 +387,7 @@ async fn rejoin_while_the_sender_fails(prefix: &str, fault: SenderFault) {
     opts.extra_args =
         ["--snapshot-entries", "5000", "--retained-log-entries", "2000"].iter().map(|s| s.to_string()).collect();
     let mut cluster = warren_tests::WarrenCluster::start(3, opts);
-    let roots: Vec<String> = (0..4).map(|r| format!("/{}", unique(&format!("{prefix}{r}")))).collect();
+    let roots: Vec<String> = (0..4).map(|shard| top_level_in_shard(prefix, shard, 4)).collect();
     {
         let writer = cluster.node(1).client().await;
         for root in &roots {

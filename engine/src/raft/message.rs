@@ -78,8 +78,13 @@ pub enum Body {
         commit: Index,
         read_context: u64,
     },
+    /// `lost_log`: the follower's last index, when it lacks entries the heartbeat's `commit`
+    /// says it matched. The leader sent that commit after the follower acknowledged them
+    /// durable, so it lost its log since (a wiped data dir rejoining); the leader probes it
+    /// again. A fact about the past that stays true if the answer is delayed or duplicated.
     HeartbeatResponse {
         read_context: u64,
+        lost_log: Option<Index>,
     },
     /// From a leader handing over leadership: campaign now.
     TimeoutNow,
@@ -149,7 +154,8 @@ mod tests {
                 last_index
             }),
             (any::<u64>(), any::<u64>()).prop_map(|(commit, read_context)| Body::Heartbeat { commit, read_context }),
-            any::<u64>().prop_map(|read_context| Body::HeartbeatResponse { read_context }),
+            (any::<u64>(), any::<Option<u64>>())
+                .prop_map(|(read_context, lost_log)| Body::HeartbeatResponse { read_context, lost_log }),
             Just(Body::TimeoutNow),
         ]
     }

@@ -644,8 +644,8 @@ impl Raft {
             Body::AppendResponse { success, index, last_index } if self.role == Role::Leader => {
                 self.on_append_response(m.from, success, index, last_index)
             }
-            Body::HeartbeatResponse { read_context } if self.role == Role::Leader => {
-                self.on_heartbeat_response(m.from, read_context)
+            Body::HeartbeatResponse { read_context, lost_log } if self.role == Role::Leader => {
+                self.on_heartbeat_response(m.from, read_context, lost_log)
             }
             Body::AppendResponse { .. } | Body::HeartbeatResponse { .. } => {}
         }
@@ -742,8 +742,10 @@ impl Raft {
     fn on_heartbeat(&mut self, from: NodeId, commit: Index, read_context: u64) {
         // The leader sends at most what it knows we match, so this never commits an entry of
         // ours that differs from its log.
-        self.log.commit_to(commit.min(self.log.last_index()));
-        self.send(from, Body::HeartbeatResponse { read_context });
+        let last_index = self.log.last_index();
+        self.log.commit_to(commit.min(last_index));
+        let lost_log = (commit > last_index).then_some(last_index);
+        self.send(from, Body::HeartbeatResponse { read_context, lost_log });
     }
 
     fn on_append_response(&mut self, from: NodeId, success: bool, index: Index, last_index: Index) {
@@ -772,9 +774,14 @@ impl Raft {
         }
     }
 
-    fn on_heartbeat_response(&mut self, from: NodeId, read_context: u64) {
+    fn on_heartbeat_response(&mut self, from: NodeId, read_context: u64, lost_log: Option<Index>) {
         let Some(progress) = self.progress.get_mut(&from) else { return };
         progress.recent_active = true;
+        if let Some(last_index) = lost_log.filter(|&last| last < progress.match_index) {
+            // A data dir wiped to rejoin. On an idle group no new append would ever meet its
+            // rejection: probe it from its end now. (A late duplicate costs one probe.)
+            progress.lost_log(last_index);
+        }
         progress.resume(self.config.max_inflight_msgs, self.config.max_inflight_bytes);
         if progress.match_index < self.log.last_index() {
             // Empty if everything was sent already (as etcd does): appends lost on the way

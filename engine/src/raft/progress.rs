@@ -99,6 +99,15 @@ impl Progress {
         true
     }
 
+    /// The follower's log ends at `last_index`, before what it had matched: it lost its log (a
+    /// wiped data dir). Nothing of it is known to match any more; probe from its end.
+    pub fn lost_log(&mut self, last_index: Index) {
+        assert!(last_index < self.match_index, "a log that ends past its match index lost nothing");
+        self.match_index = 0;
+        self.next_index = last_index + 1;
+        self.become_probe();
+    }
+
     /// A heartbeat answer shows the follower is there: resume probing, and in replicate
     /// with the pipeline full make room for one append (as etcd-io/raft does): appends lost on
     /// the way (a dropped connection, a restarted follower) are never answered, and without

@@ -1117,6 +1117,32 @@ fn an_append_lost_on_an_idle_group_is_resent_after_a_heartbeat() {
     assert_eq!(c.raft(3).commit_index(), c.raft(1).commit_index());
 }
 
+/// Found by the snapshot rejoin tests with real processes: a follower with a wiped data dir
+/// rejoined a group that had no new entry. The leader believed it matched the whole log, only
+/// heartbeats went out, and the follower never caught up (its node never served again).
+#[test]
+fn a_follower_that_lost_its_log_catches_up_on_an_idle_group() {
+    let mut c = Cluster::new(3, 25);
+    c.elect(1);
+    for i in 0..3u8 {
+        c.propose(1, &[i]);
+        c.stabilize();
+    }
+    let last = c.raft(1).log().last_index();
+    assert_eq!(c.raft(3).log().last_index(), last, "node 3 had the whole log");
+    // Its data dir is wiped: it restarts with nothing, as a new node.
+    c.restore(3, HardState::default(), &[]);
+    c.queue.retain(|m| m.to != 3);
+    assert_eq!(c.raft(3).log().last_index(), 0);
+    for _ in 0..3 {
+        c.tick(1);
+        c.stabilize();
+    }
+    assert_eq!(c.raft(3).log().last_index(), last, "node 3 caught up without a new entry");
+    assert_eq!(c.raft(3).commit_index(), c.raft(1).commit_index());
+    assert_eq!(c.applied_data(3), c.applied_data(1));
+}
+
 fn prefer_node_2(config: &mut Config) {
     config.election_priority = if config.id == 2 { ElectionPriority::Preferred } else { ElectionPriority::Deferring };
 }

@@ -213,6 +213,12 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
     for group in 0..leaders.groups() {
         // The node id of the group's leader as this node knows it; 0 while unknown.
         rows.push((format!("warren_group_{group}_leader"), leaders.leader(group).unwrap_or(0).to_string()));
+        // Why a node of a cluster does not serve: no recent contact with the group's leader
+        // (-1: never), or the group has not applied what an installed snapshot requires.
+        let contact_ms = leaders.contact(group).map_or(-1, |at| at.elapsed().as_millis() as i64);
+        rows.push((format!("warren_group_{group}_leader_contact_ms_ago"), contact_ms.to_string()));
+        rows.push((format!("warren_group_{group}_applied_zxid"), leaders.applied(group).to_string()));
+        rows.push((format!("warren_group_{group}_required_zxid"), leaders.required(group).to_string()));
     }
     for stats in stats {
         let (g, status) = (stats.core, stats.group);

@@ -62,6 +62,11 @@ impl GroupLeaders {
         self.required[group].fetch_max(zxid, Ordering::Release);
     }
 
+    /// The zxid `group` must have applied before this node serves again (`require_applied`).
+    pub fn required(&self, group: usize) -> i64 {
+        self.required[group].load(Ordering::Acquire)
+    }
+
     /// The first group that has not applied what an installed snapshot requires.
     pub fn first_behind(&self) -> Option<usize> {
         (0..self.groups()).find(|&group| self.applied(group) < self.required[group].load(Ordering::Acquire))

@@ -27,7 +27,10 @@ pub fn message(m: &Message) -> String {
             format!("AppendResponse success={success} index={index} last={last_index}")
         }
         Body::Heartbeat { commit, read_context } => format!("Heartbeat commit={commit} read={read_context}"),
-        Body::HeartbeatResponse { read_context } => format!("HeartbeatResponse read={read_context}"),
+        Body::HeartbeatResponse { read_context, lost_log: None } => format!("HeartbeatResponse read={read_context}"),
+        Body::HeartbeatResponse { read_context, lost_log: Some(last) } => {
+            format!("HeartbeatResponse read={read_context} lost-log last={last}")
+        }
         Body::TimeoutNow => "TimeoutNow".to_string(),
     };
     format!("{}->{} term={} {body}", m.from, m.to, m.term)
