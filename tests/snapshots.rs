@@ -244,6 +244,32 @@ async fn write_many(clients: &[zk::Client], roots: &[String], count: usize, per_
     acked.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// A 3-node cluster (2 groups, 4 shards, a snapshot every 2,500-5,000 entries, 2,000 kept in
+/// memory) whose node 3 was killed, missed `writes` creates under one top-level node per
+/// shard (the roots returned, so both groups are written to and compacted past it), and had
+/// its data dir wiped; node 3 is not restarted yet.
+async fn cluster_with_a_wiped_follower(prefix: &str, writes: usize) -> (warren_tests::WarrenCluster, Vec<String>) {
+    let mut opts = WarrenOpts::default().cores(2).shards(4);
+    opts.extra_args =
+        ["--snapshot-entries", "5000", "--retained-log-entries", "2000"].iter().map(|s| s.to_string()).collect();
+    let mut cluster = warren_tests::WarrenCluster::start(3, opts);
+    let roots: Vec<String> = (0..4).map(|shard| top_level_in_shard(prefix, shard, 4)).collect();
+    let writer = cluster.node(1).client().await;
+    for root in &roots {
+        writer.create(root, b"", &persistent()).await.unwrap();
+    }
+    cluster.node(3).kill9();
+    let clients = vec![writer, cluster.node(2).client().await];
+    let started = Instant::now();
+    let acked = write_many(&clients, &roots, writes, 16).await;
+    eprintln!("{acked} creates acknowledged by 2 of 3 nodes in {:?}", started.elapsed());
+    assert_eq!(acked, writes, "every write succeeds with a majority up");
+    let wiped = cluster.node(3).data_dir().to_path_buf();
+    std::fs::remove_dir_all(&wiped).unwrap();
+    std::fs::create_dir_all(&wiped).unwrap();
+    (cluster, roots)
+}
+
 /// The rejoin: a 3-node cluster (2 groups) takes many writes while one node is down;
 /// that node's data dir is wiped; restarted, it receives the leaders' snapshots in chunks,
 /// switches to them, catches up from the log and serves the same data (same znode counts, a
@@ -254,25 +280,8 @@ async fn a_wiped_follower_rejoins_by_snapshot_and_serves_the_same_data() {
         return;
     }
     const WRITES: usize = 60_000;
-    let mut opts = WarrenOpts::default().cores(2).shards(4);
-    opts.extra_args =
-        ["--snapshot-entries", "5000", "--retained-log-entries", "2000"].iter().map(|s| s.to_string()).collect();
-    let mut cluster = warren_tests::WarrenCluster::start(3, opts);
-    let roots: Vec<String> = (0..4).map(|shard| top_level_in_shard("rejoin", shard, 4)).collect();
+    let (mut cluster, roots) = cluster_with_a_wiped_follower("rejoin", WRITES).await;
     let writer = cluster.node(1).client().await;
-    for root in &roots {
-        writer.create(root, b"", &persistent()).await.unwrap();
-    }
-    cluster.node(3).kill9();
-    let clients = vec![cluster.node(1).client().await, cluster.node(2).client().await];
-    let started = Instant::now();
-    let acked = write_many(&clients, &roots, WRITES, 16).await;
-    eprintln!("{acked} creates acknowledged by 2 of 3 nodes in {:?}", started.elapsed());
-    assert_eq!(acked, WRITES, "every write succeeds with a majority up");
-    let wiped = cluster.node(3).data_dir().to_path_buf();
-    std::fs::remove_dir_all(&wiped).unwrap();
-    std::fs::create_dir_all(&wiped).unwrap();
-
     let rejoin_started = Instant::now();
     cluster.node(3).restart();
     let node3 = cluster.node(3).client().await;
@@ -383,25 +392,7 @@ enum SenderFault {
 /// same counts.
 async fn rejoin_while_the_sender_fails(prefix: &str, fault: SenderFault) {
     const WRITES: usize = 40_000;
-    let mut opts = WarrenOpts::default().cores(2).shards(4);
-    opts.extra_args =
-        ["--snapshot-entries", "5000", "--retained-log-entries", "2000"].iter().map(|s| s.to_string()).collect();
-    let mut cluster = warren_tests::WarrenCluster::start(3, opts);
-    let roots: Vec<String> = (0..4).map(|shard| top_level_in_shard(prefix, shard, 4)).collect();
-    {
-        let writer = cluster.node(1).client().await;
-        for root in &roots {
-            writer.create(root, b"", &persistent()).await.unwrap();
-        }
-    }
-    cluster.node(3).kill9();
-    let clients = vec![cluster.node(1).client().await, cluster.node(2).client().await];
-    let acked = write_many(&clients, &roots, WRITES, 16).await;
-    assert_eq!(acked, WRITES, "every write succeeds with a majority up");
-    drop(clients);
-    let wiped = cluster.node(3).data_dir().to_path_buf();
-    std::fs::remove_dir_all(&wiped).unwrap();
-    std::fs::create_dir_all(&wiped).unwrap();
+    let (mut cluster, roots) = cluster_with_a_wiped_follower(prefix, WRITES).await;
 
     // Watches node 3's log from here on; faults the node it begins receiving a snapshot from.
     let pids: Vec<u32> = (1..=2).map(|n| cluster.node(n).pid().expect("running")).collect();
