@@ -93,6 +93,16 @@ impl Sender {
             if now.duration_since(self.progress_at) > self.pace.give_up_after {
                 return SendStep::Done;
             }
+            // The answer that it installed it can be lost (a connection cut as it switched),
+            // and until it is heard the leader sends no appends and answers no lease probe:
+            // each quiet `resend_after`, an empty chunk at the end asks again (answered with
+            // what the follower holds, or that it installed it; never appended).
+            if now.duration_since(self.sent_at) > self.pace.resend_after
+                && now.duration_since(self.progress_at) > self.pace.resend_after
+            {
+                self.sent_at = now;
+                return SendStep::Send(vec![self.total..self.total]);
+            }
             return SendStep::Send(Vec::new());
         }
         if now.duration_since(self.progress_at) > self.pace.give_up_after {
@@ -190,7 +200,8 @@ pub fn receive(
         // Another transfer's middle: the leader starts this one over from 0.
         None => return Receipt::Answer { received: 0, installed: false },
     };
-    if chunk.offset != held {
+    // An empty chunk is the sender asking what it holds.
+    if chunk.offset != held || len == 0 {
         return Receipt::Answer { received: held, installed: false };
     }
     if chunk.offset + len > chunk.total {
@@ -248,7 +259,10 @@ mod tests {
         let mut unanswered = Sender::new(7, 45, SMALL, start);
         sends(unanswered.step(start));
         unanswered.on_ack(45, false, start);
-        assert_eq!(sends(unanswered.step(start + Duration::from_millis(1500))), vec![]);
+        let quiet = start + Duration::from_millis(150);
+        assert_eq!(sends(unanswered.step(quiet)), vec![45..45], "an empty chunk asks whether it installed it");
+        assert_eq!(sends(unanswered.step(quiet)), vec![], "once per quiet resend interval");
+        assert_eq!(sends(unanswered.step(quiet + Duration::from_millis(101))), vec![45..45]);
         assert_eq!(unanswered.step(start + Duration::from_millis(2100)), SendStep::Done, "not waited for forever");
         let mut installed = Sender::new(7, 45, SMALL, start);
         installed.on_ack(0, true, start);
@@ -308,6 +322,16 @@ mod tests {
         assert!(matches!(receive(Some(&receiving), chunk(1, 50, 10), 16, None, 40, None), Receipt::Refuse(_)));
         assert!(!receiving.appended(10));
         assert!(receiving.appended(5), "whole");
+        assert_eq!(
+            receive(Some(&receiving), chunk(1, 50, 25), 0, None, 40, None),
+            Receipt::Answer { received: 25, installed: false },
+            "an empty chunk at the end is a question, never appended"
+        );
+        assert_eq!(
+            receive(None, chunk(2, 50, 25), 0, None, 40, None),
+            Receipt::Answer { received: 0, installed: false },
+            "asked after a restart that lost the transfer: start over"
+        );
     }
 
     #[test]
