@@ -300,6 +300,13 @@ async fn a_wiped_follower_rejoins_by_snapshot_and_serves_the_same_data() {
     let rejoin_started = Instant::now();
     cluster.node(3).restart();
     let node3 = cluster.node(3).client().await;
+    // A new session there sees every write committed before it was created: every znode at
+    // its first read, without a sync.
+    let mut at_once = 0;
+    for root in &roots {
+        at_once += node3.get_children(root).await.map(|(children, _)| children.len()).unwrap_or(0);
+    }
+    assert_eq!(at_once, WRITES, "node 3's first read after its restart, without a sync");
     let mut counts = Vec::new();
     while rejoin_started.elapsed() < Duration::from_secs(60) {
         counts.clear();
@@ -368,11 +375,58 @@ async fn a_wiped_follower_catches_up_groups_that_took_no_writes_while_it_was_dow
     std::fs::create_dir_all(&wiped).unwrap();
     cluster.node(n).restart();
     let rejoined = cluster.node(n).client().await;
+    // A new session there sees every write committed before it was created.
+    for root in &roots {
+        let read = rejoined.get_data(root).await;
+        assert_eq!(read.map(|(data, _)| data).ok().as_deref(), Some(root.as_bytes()), "{root} at once on node {n}");
+    }
     for root in &roots {
         let synced = tokio::time::timeout(Duration::from_secs(20), rejoined.sync(root)).await;
         assert!(matches!(synced, Ok(Ok(_))), "sync of {root} on wiped node {n}: {synced:?}");
         assert_eq!(rejoined.get_data(root).await.unwrap().0, root.as_bytes(), "{root} on wiped node {n}");
     }
+}
+
+/// A follower restarted after missing many writes (no wipe, no snapshot needed): a new
+/// session on it sees, at its first read and without a sync, every write made while it was
+/// down, as on a ZooKeeper follower (which syncs with its leader before it serves). What each
+/// leader sends it is delayed 300 ms, so its catch-up (several rounds of appends) ends well
+/// after the leaders' first answers to its lease probes: the session's creation, applied on
+/// the node before the connect is answered, and the one order across groups hold its reads
+/// back until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_session_on_a_restarted_follower_sees_every_write_made_while_it_was_down() {
+    if skip_if_external("a_new_session_on_a_restarted_follower_sees_every_write_made_while_it_was_down") {
+        return;
+    }
+    const WRITES: usize = 20_000;
+    let mut cluster = warren_tests::WarrenCluster::start_behind_proxies(3, WarrenOpts::default().cores(2).shards(4));
+    let roots: Vec<String> = (0..4).map(|shard| top_level_in_shard("behind", shard, 4)).collect();
+    let writer = cluster.node(1).client().await;
+    for root in &roots {
+        writer.create(root, b"", &persistent()).await.unwrap();
+    }
+    let mut leaders = Vec::new();
+    let known = wait_until(Duration::from_secs(10), || {
+        leaders = (0..2).map(|group| mntr_value(cluster.node(1), &format!("warren_group_{group}_leader"))).collect();
+        !leaders.contains(&0)
+    });
+    assert!(known, "a group without a leader: {leaders:?}");
+    let n = (1..=3).find(|n| !leaders.contains(&(*n as u64))).expect("three nodes, two groups");
+    cluster.node(n).kill9();
+    let up = (1..=3).filter(|&m| m != n).collect::<Vec<_>>();
+    let clients = vec![cluster.node(up[0]).client().await, cluster.node(up[1]).client().await];
+    assert_eq!(write_many(&clients, &roots, WRITES, 16).await, WRITES);
+    for (group, leader) in leaders.iter().enumerate() {
+        cluster.set_core_link_delay_ms(*leader as usize, n, group, 300);
+    }
+    cluster.node(n).restart();
+    let restarted = cluster.node(n).client().await;
+    let mut at_once = 0;
+    for root in &roots {
+        at_once += restarted.get_children(root).await.map(|(children, _)| children.len()).unwrap_or(0);
+    }
+    assert_eq!(at_once, WRITES, "node {n}'s first read after its restart, without a sync");
 }
 
 /// The text `file` got after its first `from` bytes, without terminal colour codes.
