@@ -358,8 +358,8 @@ impl Core {
             PeerMessage::Touched { token, unknown } => self.on_lease_confirmed(token, &unknown),
             PeerMessage::Fence { at_least } => self.commit.want_fence(at_least),
             PeerMessage::SnapshotChunk { index, term, offset, total, bytes } => {
-                let chunk = super::snapshots::Chunk { index, term, offset, total, bytes };
-                super::snapshots::on_chunk(self, from, chunk);
+                let header = crate::snapshot_transfer::ChunkHeader { from, index, term, offset, total };
+                super::snapshots::on_chunk(self, header, bytes);
             }
             PeerMessage::SnapshotAck { index, received, installed } => {
                 super::snapshots::on_ack(self, from, index, received, installed)

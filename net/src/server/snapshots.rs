@@ -155,15 +155,6 @@ pub(super) struct Receiving {
     temp: PathBuf,
 }
 
-/// A piece of a leader's snapshot (`PeerMessage::SnapshotChunk`).
-pub(super) struct Chunk {
-    pub index: Index,
-    pub term: u64,
-    pub offset: u64,
-    pub total: u64,
-    pub bytes: Vec<u8>,
-}
-
 impl SnapshotStatus {
     /// The node started from a snapshot after `index`.
     pub(super) fn set_loaded(&self, index: Index) {
@@ -338,11 +329,11 @@ pub(super) fn send_to(core: &Rc<Core>, follower: NodeId, compacted_through: Inde
     tracing::info!(core = core.id, follower, index, "sending a snapshot to a follower behind the log");
     let sender = Sender::new(index, total, snapshot_transfer::PACE, Instant::now());
     core.snapshots.sending.borrow_mut().insert(follower, sender);
-    glommio::spawn_local(send_snapshot(core.clone(), follower, index, path)).detach();
+    glommio::spawn_local(send_snapshot(core.clone(), follower, index, path, total)).detach();
 }
 
-async fn send_snapshot(core: Rc<Core>, follower: NodeId, index: Index, path: PathBuf) {
-    let outcome = send_file(&core, follower, index, &path).await;
+async fn send_snapshot(core: Rc<Core>, follower: NodeId, index: Index, path: PathBuf, total: u64) {
+    let outcome = send_file(&core, follower, index, &path, total).await;
     core.snapshots.sending.borrow_mut().remove(&follower);
     match outcome {
         Ok(total) => {
@@ -353,10 +344,11 @@ async fn send_snapshot(core: Rc<Core>, follower: NodeId, index: Index, path: Pat
     }
 }
 
-async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path) -> Result<u64, String> {
+/// `total`: the file's size when the transfer began (snapshot files never change once renamed
+/// into place).
+async fn send_file(core: &Core, follower: NodeId, index: Index, path: &Path, total: u64) -> Result<u64, String> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let total = file.metadata().map_err(|e| e.to_string())?.len();
     let file = std::sync::Arc::new(file);
     // The snapshot's own term, from its head (the follower checks it again when it loads it).
     let term = snapshot_file::term_of(path)?;
@@ -420,15 +412,15 @@ pub(super) fn on_ack(core: &Core, from: NodeId, index: Index, received: u64, ins
 /// Follower: a piece of a leader's snapshot. Written to a temporary file as it comes; the
 /// whole file is fdatasync'd, renamed and loaded (checked frame by frame) before the
 /// replication loop switches to it, so a crash leaves the old state or the new, never a mix.
-pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
+pub(super) fn on_chunk(core: &Core, header: ChunkHeader, bytes: Vec<u8>) {
     let Some(transport) = core.transport.as_ref() else { return };
     if core.commit.leading() {
         return;
     }
+    let (from, index) = (header.from, header.index);
     let answer = |received: u64, installed: bool| {
-        transport.send(from, crate::peer::PeerMessage::SnapshotAck { index: chunk.index, received, installed })
+        transport.send(from, crate::peer::PeerMessage::SnapshotAck { index, received, installed })
     };
-    let header = ChunkHeader { from, index: chunk.index, term: chunk.term, offset: chunk.offset, total: chunk.total };
     let to_install = core.snapshots.to_install.borrow().as_ref().map(|(_, loaded)| loaded.index);
     let loading = core.snapshots.loading.get().or(to_install);
     let receipt = {
@@ -436,19 +428,19 @@ pub(super) fn on_chunk(core: &Core, from: NodeId, chunk: Chunk) {
         let under_way = slot.as_ref().map(|receiving| &receiving.transfer);
         let leader = core.group_leaders.leader(core.id);
         let applied = core.group_applied_index();
-        snapshot_transfer::receive(under_way, header, chunk.bytes.len() as u64, leader, applied, loading)
+        snapshot_transfer::receive(under_way, header, bytes.len() as u64, leader, applied, loading)
     };
     let outcome = match receipt {
         Receipt::Ignore => return,
         Receipt::Answer { received, installed } => return answer(received, installed),
-        Receipt::Begin => begin_receiving(core, header).and_then(|()| append(core, &chunk.bytes)),
-        Receipt::Append => append(core, &chunk.bytes),
+        Receipt::Begin => begin_receiving(core, header).and_then(|()| append(core, &bytes)),
+        Receipt::Append => append(core, &bytes),
         Receipt::Refuse(why) => Err(why),
     };
     match outcome {
         Ok(received) => answer(received, false),
         Err(why) => {
-            tracing::warn!(core = core.id, from, index = chunk.index, %why, "a snapshot from the leader failed; starting over");
+            tracing::warn!(core = core.id, from, index, %why, "a snapshot from the leader failed; starting over");
             if let Some(receiving) = core.snapshots.receiving.borrow_mut().take() {
                 let _ = std::fs::remove_file(&receiving.temp);
             }
