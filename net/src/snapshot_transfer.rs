@@ -101,7 +101,8 @@ impl Sender {
                 && now.duration_since(self.progress_at) > self.pace.resend_after
             {
                 self.sent_at = now;
-                return SendStep::Send(vec![self.total..self.total]);
+                let ask = self.total..self.total;
+                return SendStep::Send(Vec::from([ask]));
             }
             return SendStep::Send(Vec::new());
         }
