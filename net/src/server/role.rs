@@ -69,7 +69,7 @@ impl GroupLeaders {
 
     /// The first group that has not applied what an installed snapshot requires.
     pub fn first_behind(&self) -> Option<usize> {
-        (0..self.groups()).find(|&group| self.applied(group) < self.required[group].load(Ordering::Acquire))
+        (0..self.groups()).find(|&group| self.applied(group) < self.required(group))
     }
 
     pub fn set_waiting(&self, group: usize, waiting: bool) {
