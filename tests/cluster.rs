@@ -787,3 +787,60 @@ async fn a_write_forwarded_over_a_lost_link_is_answered_not_left_waiting() {
     let what = "no write through the follower once the link was back";
     create_acknowledged(&client, &format!("{root}/after"), b"", Duration::from_secs(15), what).await;
 }
+
+/// A leader killed with -9 is replaced as soon as its peers see its connections end, not after
+/// an election timeout of silence (as a ZooKeeper follower goes looking when its leader's
+/// socket closes). The election timeout is 5 s here, so a write acknowledged through a follower
+/// within 2.5 s of the kill can only come from the early election; `bench/failover.py`
+/// measures the gap at the default timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_without_waiting_out_the_election_timeout() {
+    let mut opts = WarrenOpts::default().session_timeouts_ms(1000, 40000);
+    opts.extra_args = vec!["--election-timeout-ms".into(), "5000".into()];
+    let mut c3 = WarrenCluster::start(3, opts);
+    let leader = c3.wait_leader(Duration::from_secs(30));
+    let follower = if leader == 1 { 2 } else { 1 };
+    assert!(
+        c3.node(follower).four_letter("conf").contains("electionTimeoutMs=5000"),
+        "the election timeout did not take: {}",
+        c3.node(follower).four_letter("conf")
+    );
+    let path = format!("/{}", unique("failover"));
+    let client = c3.node(follower).client().await;
+    client.create(&path, b"before", &persistent()).await.unwrap();
+    c3.node(leader).kill9();
+    let killed_at = Instant::now();
+    let addr = c3.node(follower).addr().to_string();
+    let mut client = Some(client);
+    let written = loop {
+        assert!(
+            killed_at.elapsed() < Duration::from_millis(2500),
+            "no write acknowledged within 2.5 s of the leader's kill -9: the group waited for its election timeout\n{}",
+            c3.node(follower).stderr_tail()
+        );
+        let c = match client.take() {
+            Some(c) => c,
+            None => {
+                let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(4)).connect(&addr);
+                match tokio::time::timeout(Duration::from_millis(500), connect).await {
+                    Ok(Ok(c)) => c,
+                    _ => continue,
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_millis(500), c.set_data(&path, b"after", None)).await {
+            Ok(Ok(_)) => break killed_at.elapsed(),
+            Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                client = Some(c);
+            }
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let new_leader = c3.wait_leader(Duration::from_secs(5));
+    assert_ne!(new_leader, leader);
+    eprintln!("leader {leader} killed; a write through node {follower} acknowledged {written:?} later");
+    let reader = connect_eventually(&c3.nodes[new_leader - 1]).await;
+    bounded(10, "sync", reader.sync(&path)).await.unwrap();
+    assert_eq!(reader.get_data(&path).await.unwrap().0, b"after");
+}

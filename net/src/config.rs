@@ -37,6 +37,11 @@ pub struct Config {
     /// node has caught up; 0 turns these handovers off (elections still favour the preferred
     /// node).
     pub leader_placement_delay_ms: u64,
+    /// In a cluster, how long a follower hears nothing from its group's leader before it
+    /// campaigns: a random point between this and twice this (a leader heartbeats every 30 ms).
+    /// A follower whose connection with the leader ends (the leader's process died) campaigns
+    /// within a few heartbeats instead, if the other voters lost the leader too.
+    pub election_timeout_ms: u64,
     /// In a cluster, how long a node may go without two-way contact with a current leader of
     /// every group (a lease probe answered, `server/lease.rs`) before it stops serving: it
     /// closes its client connections and refuses new ones until it is back in contact, so a
@@ -109,6 +114,7 @@ impl Default for Config {
             max_outstanding_per_connection: 1000,
             linearizable_reads: false,
             leader_placement_delay_ms: 60_000,
+            election_timeout_ms: 300,
             leader_contact_timeout_ms: 2000,
             retained_log_entries: 200_000,
             snapshot_entries: 100_000,
@@ -149,6 +155,9 @@ impl Config {
         }
         if self.max_request_bytes < 1024 || self.max_request_bytes > (256 << 20) {
             bail!("max-request-bytes = {} must be between 1 KiB and 256 MiB", self.max_request_bytes);
+        }
+        if !(100..=60_000).contains(&self.election_timeout_ms) {
+            bail!("election-timeout-ms = {} must be between 100 and 60000", self.election_timeout_ms);
         }
         if !(500..=60_000).contains(&self.leader_contact_timeout_ms) {
             bail!("leader-contact-timeout-ms = {} must be between 500 and 60000", self.leader_contact_timeout_ms);

@@ -153,6 +153,10 @@ pub struct Raft {
     election_elapsed: u32,
     heartbeat_elapsed: u32,
     randomized_election_ticks: u32,
+    /// Follower: the runtime lost its link with the leader (`leader_link_lost`) and nothing
+    /// was heard from it since: this node no longer upholds the leader's lease, and campaigns
+    /// once `election_elapsed` reaches this count, before its randomized timeout.
+    early_campaign_at: Option<u32>,
     /// The election timer has been set since start (the first setting is special for a
     /// `Deferring` node: see `reset_election_timer`).
     timer_started: bool,
@@ -199,6 +203,7 @@ impl Raft {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks: 0,
+            early_campaign_at: None,
             timer_started: false,
             transferee: None,
             pending_reads: VecDeque::new(),
@@ -271,6 +276,7 @@ impl Raft {
 
     fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
+        self.early_campaign_at = None;
         let ticks = self.config.election_ticks;
         let quarter = (ticks / 4).max(1);
         let boot = !std::mem::replace(&mut self.timer_started, true);
@@ -305,7 +311,8 @@ impl Raft {
     pub fn tick(&mut self) {
         self.election_elapsed += 1;
         if self.role != Role::Leader {
-            if self.election_elapsed >= self.randomized_election_ticks {
+            let early = self.early_campaign_at.is_some_and(|at| self.election_elapsed >= at);
+            if early || self.election_elapsed >= self.randomized_election_ticks {
                 self.start_election();
             }
             return;
@@ -372,6 +379,25 @@ impl Raft {
         if self.role != Role::Leader {
             self.start_election();
         }
+    }
+
+    /// The runtime's link with `peer` broke (its connection ended: the process died, or the
+    /// link is cut). If `peer` is the leader this follower follows, it stops upholding the
+    /// leader's lease and pre-votes after a short delay instead of a whole election timeout of
+    /// silence, as a ZooKeeper follower goes looking when its leader's socket closes. The delay
+    /// is staggered by rank among the other voters (1, 3, 5, ... ticks), so the survivors do
+    /// not split the vote. Hearing from the leader again (`follow`) calls it off. Safe whatever
+    /// the cause: the pre-vote wins only if a majority has also stopped hearing from the
+    /// leader, and without pre-vote nothing changes (a campaign would depose a live leader).
+    pub fn leader_link_lost(&mut self, peer: NodeId) {
+        if !self.config.pre_vote || self.role != Role::Follower || self.leader != Some(peer) {
+            return;
+        }
+        let mut survivors: Vec<NodeId> = self.config.voters.iter().copied().filter(|&v| v != peer).collect();
+        survivors.sort_unstable();
+        let rank = survivors.iter().position(|&v| v == self.config.id).expect("a follower is a voter") as u32;
+        let at = self.election_elapsed + 1 + 2 * rank;
+        self.early_campaign_at = Some(self.early_campaign_at.map_or(at, |earlier| earlier.min(at)));
     }
 
     fn campaign(&mut self, role: Role, transfer: bool) {
@@ -654,8 +680,10 @@ impl Raft {
     /// A message from a higher term: whether to go on handling it (after adopting the term
     /// where Raft says so).
     fn step_higher_term(&mut self, m: &Message) -> bool {
-        let in_lease =
-            self.config.check_quorum && self.leader.is_some() && self.election_elapsed < self.config.election_ticks;
+        let in_lease = self.config.check_quorum
+            && self.leader.is_some()
+            && self.early_campaign_at.is_none()
+            && self.election_elapsed < self.config.election_ticks;
         match &m.body {
             // A pre-vote changes nobody's term. Within the lease of a leader it hears from, a
             // node does not help anyone unseat it (the disruptive-server fix, thesis 9.6).
@@ -691,6 +719,7 @@ impl Raft {
         }
         self.leader = Some(leader);
         self.election_elapsed = 0;
+        self.early_campaign_at = None;
     }
 
     fn on_pre_vote(&mut self, from: NodeId, term: Term, last_index: Index, last_term: Term) {

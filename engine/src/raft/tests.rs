@@ -477,6 +477,80 @@ fn without_pre_vote_the_same_partition_raises_the_term() {
     assert!(c.raft(3).term() > term, "this is what pre-vote prevents");
 }
 
+/// Ticks nodes 2 and 3 (node 1, the dead leader, gets nothing) until one of them leads; how
+/// many ticks that took.
+fn ticks_until_2_or_3_leads(c: &mut Cluster, most: u32) -> u32 {
+    for ticks in 1..=most {
+        for id in [2, 3] {
+            c.tick(id);
+        }
+        c.queue.retain(|m| m.from != 1 && m.to != 1);
+        c.stabilize();
+        if matches!(c.leader(), Some(2) | Some(3)) {
+            return ticks;
+        }
+    }
+    panic!("no leader among 2 and 3 within {most} ticks");
+}
+
+#[test]
+fn followers_that_lose_the_link_to_the_leader_elect_a_new_one_within_a_few_ticks() {
+    let mut c = Cluster::new(3, 21);
+    c.elect(1);
+    let term = c.raft(1).term();
+    c.isolate(1);
+    for id in [2, 3] {
+        c.raft(id).leader_link_lost(1);
+    }
+    let ticks = ticks_until_2_or_3_leads(&mut c, 40);
+    // Node 2 ranks first among the survivors: it pre-votes after 1 tick, node 3 after 3.
+    assert!(ticks <= 2, "took {ticks} ticks, an election timeout is at least 10");
+    assert_eq!(c.leader(), Some(2));
+    assert_eq!(c.raft(2).term(), term + 1, "one election, no split vote");
+}
+
+#[test]
+fn without_the_lost_link_the_same_election_waits_for_a_timeout() {
+    let mut c = Cluster::new(3, 21);
+    c.elect(1);
+    c.isolate(1);
+    let ticks = ticks_until_2_or_3_leads(&mut c, 40);
+    assert!(ticks >= 10, "took {ticks} ticks: faster than an election timeout without the link's loss");
+}
+
+#[test]
+fn a_lost_link_to_a_live_leader_disrupts_nothing() {
+    let mut c = Cluster::new(3, 22);
+    c.elect(1);
+    let term = c.raft(1).term();
+    // Node 3 alone lost its link (a reconnect that takes a few ticks): it pre-votes, node 2
+    // still hears the leader and refuses, and the leader's next heartbeat calls it off.
+    c.cut.insert((1, 3));
+    c.raft(3).leader_link_lost(1);
+    c.tick_all(4);
+    assert_eq!(c.raft(3).role(), Role::PreCandidate, "node 3 campaigned early");
+    c.heal();
+    c.tick_all(30);
+    assert_eq!(c.leader(), Some(1));
+    assert_eq!(c.raft(1).term(), term, "the leader was not disrupted");
+    assert_eq!(c.raft(3).role(), Role::Follower);
+    // A link lost with a node that is not the leader changes nothing.
+    c.raft(3).leader_link_lost(2);
+    c.tick(3);
+    assert_eq!(c.raft(3).role(), Role::Follower);
+}
+
+#[test]
+fn without_pre_vote_a_lost_link_starts_no_early_campaign() {
+    let mut c = Cluster::with(3, 23, |config| config.pre_vote = false);
+    c.elect(1);
+    let term = c.raft(1).term();
+    c.raft(3).leader_link_lost(1);
+    c.raft(2).leader_link_lost(1);
+    c.tick_all(5);
+    assert_eq!(c.raft(1).term(), term, "a campaign without pre-vote would have deposed a live leader");
+}
+
 #[test]
 fn check_quorum_deposes_a_leader_cut_off_from_the_majority() {
     let mut c = Cluster::new(3, 9);

@@ -115,6 +115,11 @@ struct StartArgs {
     /// leader hands leadership back; 0 = never [default: 60000]
     #[arg(long)]
     leader_placement_delay_ms: Option<u64>,
+    /// In a cluster, how long a follower hears nothing from its group's leader before it
+    /// campaigns (a random point up to twice this); a follower whose connection with the
+    /// leader ends campaigns within a few heartbeats instead [default: 300]
+    #[arg(long)]
+    election_timeout_ms: Option<u64>,
     /// In a cluster, how long a node may go without two-way contact with a current leader of
     /// every group before it closes its client connections and refuses new ones until it is
     /// back [default: 2000]
@@ -184,6 +189,9 @@ impl StartArgs {
         }
         if let Some(v) = self.leader_placement_delay_ms {
             config.leader_placement_delay_ms = v;
+        }
+        if let Some(v) = self.election_timeout_ms {
+            config.election_timeout_ms = v;
         }
         if let Some(v) = self.leader_contact_timeout_ms {
             config.leader_contact_timeout_ms = v;

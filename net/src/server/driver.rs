@@ -33,6 +33,12 @@ use std::collections::VecDeque;
 /// heartbeats every tick.
 pub const TICK_MS: u64 = 30;
 
+/// Raft's election ticks for an election timeout of `ms` (at least two: a leader heartbeats
+/// every tick).
+pub fn election_ticks(ms: u64) -> u32 {
+    u32::try_from(ms.div_ceil(TICK_MS)).unwrap_or(u32::MAX).max(2)
+}
+
 /// Ticks without a known leader after which this node's waiting writes fail (their clients
 /// see the connection close, "maybe applied", as ZooKeeper's followers do when they lose
 /// their leader): a minority must not keep clients waiting forever.
@@ -264,6 +270,8 @@ pub struct GroupDriver<R> {
     misplaced_ticks: u32,
     /// `link_losses_total` when last looked at.
     seen_link_losses: u64,
+    /// Follower: the leader followed and `link_losses` with it when last looked at.
+    leader_link: Option<(NodeId, u64)>,
     /// Committed entries not applied yet because one depends on what another group of this
     /// node has not applied yet, in log order.
     unapplied: VecDeque<Entry>,
@@ -307,6 +315,7 @@ impl<R> GroupDriver<R> {
             reported_behind: Vec::new(),
             misplaced_ticks: 0,
             seen_link_losses: 0,
+            leader_link: None,
             unapplied: held.into(),
             applies_held: 0,
             held_index: 0,
@@ -410,6 +419,7 @@ impl<R> GroupDriver<R> {
                 self.ready_syncs.extend(batch.local.into_iter().map(|request| (index, request)));
             }
         }
+        self.notice_leader_link_loss(host);
         self.watch_leadership(host, ticks);
         self.abandon_lost_requests(host);
         self.hand_over_if_stopping(host);
@@ -493,6 +503,24 @@ impl<R> GroupDriver<R> {
                     host.abandon(request, "the group has no leader");
                 }
             }
+        }
+    }
+
+    /// A follower whose link with its leader broke (the leader's process died and the kernel
+    /// closed its connections, or the link was cut) tells Raft, which campaigns early if the
+    /// other voters lost the leader too (`Raft::leader_link_lost`). Looked at after the
+    /// turn's messages are stepped, so what the leader sent before the loss does not call it
+    /// off.
+    fn notice_leader_link_loss<H: GroupHost<Request = R>>(&mut self, host: &H) {
+        let leader = self.raft.leader().filter(|&leader| leader != self.raft.id());
+        let Some(leader) = leader else {
+            self.leader_link = None;
+            return;
+        };
+        let losses = host.link_losses(leader);
+        let seen = self.leader_link.replace((leader, losses));
+        if seen.is_some_and(|(followed, then)| followed == leader && then != losses) {
+            self.raft.leader_link_lost(leader);
         }
     }
 

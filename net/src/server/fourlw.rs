@@ -328,7 +328,7 @@ fn dump(stats: &[Box<CoreStats>]) -> String {
 fn conf(core: &Rc<Core>) -> String {
     let c = &core.config;
     format!(
-        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\nlinearizableReads={}\nleaderPlacementDelayMs={}\nleaderContactTimeoutMs={}\nretainedLogEntries={}\n",
+        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\nmaxClientCnxns=0\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\ncores={}\nshards={}\nmaxRequestBytes={}\nlinearizableReads={}\nleaderPlacementDelayMs={}\nelectionTimeoutMs={}\nleaderContactTimeoutMs={}\nretainedLogEntries={}\n",
         c.port,
         c.host,
         c.data_dir.display(),
@@ -341,6 +341,7 @@ fn conf(core: &Rc<Core>) -> String {
         c.max_request_bytes,
         c.linearizable_reads,
         c.leader_placement_delay_ms,
+        c.election_timeout_ms,
         c.leader_contact_timeout_ms,
         c.retained_log_entries
     )

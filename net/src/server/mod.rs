@@ -602,6 +602,7 @@ fn start_replica(
     let clustered = ids.len() > 1;
     let mut raft_config = RaftConfig::new(node, ids, seed);
     raft_config.election_priority = placement.election_priority(node);
+    raft_config.election_ticks = driver::election_ticks(config.election_timeout_ms);
     let hard_state = HardState { term, vote, commit: log.commit };
     let mut raft = Raft::after_snapshot(raft_config, hard_state, (log.base, base_term), log.entries);
     raft.restore_applied(log.commit);

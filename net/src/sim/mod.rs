@@ -718,6 +718,10 @@ impl World {
         for frame in &lost {
             self.lose(frame);
         }
+        // The kernel closes a dead process's connections: every peer sees its links with it end.
+        for peer in self.nodes.values_mut() {
+            peer.lost_with(id);
+        }
         self.paused.remove(&id);
         self.stopping.remove(&id);
         for client in self.session_clients.iter_mut().filter(|c| c.node == id) {
