@@ -931,6 +931,18 @@ fn send<H: GroupHost>(host: &mut H, messages: Vec<Message>) {
     }
 }
 
+/// What a snapshot taken now records of every group (`GroupHead::applied_zxids`), from what
+/// this node applied of each (`applied`) and what an installed snapshot requires of each
+/// (`required`): the higher of the two. A snapshot installed whole brings state that depends on
+/// the other groups through what its sender had applied of them; a snapshot this node takes
+/// later holds that state too, so a node restarted from it must wait for those groups just
+/// the same (recording only `applied` let a restarted node serve one group's writes without
+/// the other group's writes they followed).
+pub fn snapshot_dependencies(applied: &[Zxid], required: &[Zxid]) -> Vec<Zxid> {
+    assert_eq!(applied.len(), required.len(), "one figure per group");
+    applied.iter().zip(required).map(|(&applied, &required)| applied.max(required)).collect()
+}
+
 /// One order across groups: a write to group `own` depends on what its node has applied in
 /// every other group (`applied[g]`, 0 for nothing yet) when it is sent.
 pub fn dependencies_on_other_groups(own: usize, applied: impl IntoIterator<Item = Zxid>) -> Vec<(u16, Zxid)> {

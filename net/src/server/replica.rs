@@ -103,7 +103,9 @@ impl Replica {
         let nodes: u64 = core.shards.borrow().values().map(|slot| slot.shard.tree().len() as u64).sum();
         self.io.policy.rearm(core.config.snapshot_entries, core.config.snapshot_bytes, nodes);
         let leaders = &core.group_leaders;
-        let applied_zxids = (0..leaders.groups()).map(|group| leaders.applied(group)).collect();
+        let applied: Vec<Zxid> = (0..leaders.groups()).map(|group| leaders.applied(group)).collect();
+        let required: Vec<Zxid> = (0..leaders.groups()).map(|group| leaders.required(group)).collect();
+        let applied_zxids = driver::snapshot_dependencies(&applied, &required);
         let group = u16::try_from(core.id).expect("cores fit a u16");
         let shard_count = core.config.shards;
         super::snapshots::begin_snapshot(core, |shards| GroupHead {

@@ -756,7 +756,7 @@ impl Node {
         let Setup {
             snapshot_entries: setup_entries, snapshot_step_nodes: step_nodes, retained_entries: retained, ..
         } = self.setup;
-        let applied_zxids = self.applied_zxids.clone();
+        let applied_zxids = driver::snapshot_dependencies(&self.applied_zxids, &self.required_zxids);
         let shard_count = u16::try_from(self.groups.len()).expect("few groups");
         let g = &mut self.groups[group];
         let due = setup_entries > 0 && g.entries_since_snapshot >= setup_entries;
