@@ -108,6 +108,8 @@ def main():
     parser.add_argument("--mix", default="100w")
     parser.add_argument("--cores", type=int, default=1)
     parser.add_argument("--pin", action="store_true", help="servers on CPU 0, loadgen on CPU 1")
+    parser.add_argument("--profile", action="store_true",
+                        help="also perf record each node (no call graphs) and print its top symbols")
     parser.add_argument("--out")
     args = parser.parse_args()
     clients, pipeline = args.point.split("x")
@@ -144,6 +146,10 @@ def main():
             for pid in pids:
                 perfs.append(subprocess.Popen(["perf", "stat", "-x", ",", "-e", ",".join(SYSCALL_EVENTS), "-p",
                                                str(pid), "-o", os.path.join(tmp, f"perf-{pid}.txt")]))
+                if args.profile:
+                    perfs.append(subprocess.Popen(["perf", "record", "-q", "-F", "999", "-p", str(pid), "-o",
+                                                   os.path.join(tmp, f"record-{pid}.data")],
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(0.3)  # perf attached
             started = time.monotonic()
             measured = os.path.join(tmp, "measured")
@@ -160,6 +166,16 @@ def main():
             result = json.load(open(runs[0]))
             roles = [("leader" if "Mode: leader" in four_letter(p, "srvr") else "follower") for p in client_ports]
             report(args, result, seconds, pids, roles, peer_ports, before, after, tmp)
+            if args.profile:
+                for i, pid in enumerate(pids):
+                    top = subprocess.run(["perf", "report", "-q", "--no-children", "--sort", "dso,symbol",
+                                          "--percent-limit", "1.5", "-i", os.path.join(tmp, f"record-{pid}.data")],
+                                         capture_output=True, text=True).stdout
+                    dsos = subprocess.run(["perf", "report", "-q", "--no-children", "--sort", "dso",
+                                           "-i", os.path.join(tmp, f"record-{pid}.data")],
+                                          capture_output=True, text=True).stdout
+                    print(f"node {i + 1} ({roles[i]}), samples by object:\n{dsos}")
+                    print(f"node {i + 1} ({roles[i]}), symbols over 1.5% of its samples:\n{top}")
         finally:
             for perf in perfs:
                 if perf.poll() is None:
