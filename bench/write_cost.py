@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WARREN = os.path.join(ROOT, "target", "release", "warren")
+WARREN = os.environ.get("WARREN_BIN", os.path.join(ROOT, "target", "release", "warren"))
 LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SYSCALL_EVENTS = ["raw_syscalls:sys_enter", "syscalls:sys_enter_io_uring_enter", "syscalls:sys_enter_futex",
@@ -109,7 +110,7 @@ def main():
     parser.add_argument("--cores", type=int, default=1)
     parser.add_argument("--pin", action="store_true", help="servers on CPU 0, loadgen on CPU 1")
     parser.add_argument("--profile", action="store_true",
-                        help="also perf record each node (no call graphs) and print its top symbols")
+                        help="also perf record each node (DWARF call graphs, 199 Hz) and print where its time goes")
     parser.add_argument("--out")
     args = parser.parse_args()
     clients, pipeline = args.point.split("x")
@@ -147,7 +148,8 @@ def main():
                 perfs.append(subprocess.Popen(["perf", "stat", "-x", ",", "-e", ",".join(SYSCALL_EVENTS), "-p",
                                                str(pid), "-o", os.path.join(tmp, f"perf-{pid}.txt")]))
                 if args.profile:
-                    perfs.append(subprocess.Popen(["perf", "record", "-q", "-F", "999", "-p", str(pid), "-o",
+                    perfs.append(subprocess.Popen(["perf", "record", "-q", "-F", "199", "--call-graph", "dwarf,32768",
+                                                   "-p", str(pid), "-o",
                                                    os.path.join(tmp, f"record-{pid}.data")],
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(0.3)  # perf attached
@@ -168,14 +170,17 @@ def main():
             report(args, result, seconds, pids, roles, peer_ports, before, after, tmp)
             if args.profile:
                 for i, pid in enumerate(pids):
-                    top = subprocess.run(["perf", "report", "-q", "--no-children", "--sort", "dso,symbol",
-                                          "--percent-limit", "1.5", "-i", os.path.join(tmp, f"record-{pid}.data")],
+                    top = subprocess.run(["perf", "report", "-q", "--children", "-g", "none", "--sort", "symbol",
+                                          "--percent-limit", "4", "-i", os.path.join(tmp, f"record-{pid}.data")],
                                          capture_output=True, text=True).stdout
                     dsos = subprocess.run(["perf", "report", "-q", "--no-children", "--sort", "dso",
                                            "-i", os.path.join(tmp, f"record-{pid}.data")],
                                           capture_output=True, text=True).stdout
                     print(f"node {i + 1} ({roles[i]}), samples by object:\n{dsos}")
-                    print(f"node {i + 1} ({roles[i]}), symbols over 1.5% of its samples:\n{top}")
+                    kept = f"/tmp/write-cost-node-{i + 1}.perf.data"
+                    shutil.copy(os.path.join(tmp, f"record-{pid}.data"), kept)
+                    print(f"node {i + 1}: its perf data is kept as {kept} (perf report -i {kept})")
+                    print(f"node {i + 1} ({roles[i]}), symbols in over 4% of its samples (with what they call):\n{top}")
         finally:
             for perf in perfs:
                 if perf.poll() is None:

@@ -794,7 +794,10 @@ impl Raft {
             self.needs_snapshot.remove(&from);
         }
         if moved && self.maybe_commit() {
-            self.broadcast_append();
+            // The new commit index rides on the next `ready`'s appends, with the entries
+            // proposed meanwhile: one append per follower per turn, not one for the commit and
+            // another for the entries.
+            self.broadcast_pending = true;
         } else {
             self.send_append(from, false);
         }
@@ -961,7 +964,7 @@ impl Raft {
         let (index, term) = self.ready_outstanding.take().expect("advance() without ready()");
         self.log.persisted_to(index, term);
         if self.role == Role::Leader && self.maybe_commit() {
-            self.broadcast_append();
+            self.broadcast_pending = true;
         }
     }
 }

@@ -767,6 +767,40 @@ fn leadership_moves_to_the_transferee_without_losing_entries() {
 }
 
 #[test]
+fn a_commit_and_the_entries_proposed_in_the_same_turn_go_to_each_follower_in_one_append() {
+    let mut c = Cluster::new(3, 31);
+    c.elect(1);
+    let first = c.propose(1, b"x");
+    // The followers persist x and acknowledge it; the leader takes both acknowledgements and a
+    // new proposal in one turn (as the runtime does: it steps a turn's messages, proposes, then
+    // asks for one Ready).
+    let appends: Vec<Message> = c.queue.drain(..).collect();
+    for append in appends {
+        let to = append.to;
+        c.raft(to).step(append);
+        c.process(to);
+    }
+    let acks: Vec<Message> = c.queue.drain(..).filter(|m| m.to == 1).collect();
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    for ack in acks {
+        c.raft(1).step(ack);
+    }
+    let second = c.raft(1).propose(b"y".to_vec()).expect("leader");
+    let ready = c.raft(1).ready();
+    for to in [2, 3] {
+        let appends: Vec<&Message> = ready.messages.iter().filter(|m| m.to == to).collect();
+        assert_eq!(appends.len(), 1, "one append to node {to}: {appends:?}");
+        match &appends[0].body {
+            Body::Append { entries, commit, .. } => {
+                assert_eq!(*commit, first, "the append carries the new commit index");
+                assert_eq!(entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![second]);
+            }
+            body => panic!("not an append: {body:?}"),
+        }
+    }
+}
+
+#[test]
 fn appends_are_pipelined_within_the_inflight_limit() {
     let mut c = Cluster::with(3, 14, |config| {
         config.max_inflight_msgs = 2;
