@@ -181,6 +181,11 @@ impl RaftLog {
 
     /// The runtime made entries through `index` durable, `term` being the last one's term
     /// when handed out; ignored if those entries were cut meanwhile.
+    /// Highest index the runtime made durable (`advance` after a Ready).
+    pub fn persisted(&self) -> Index {
+        self.persisted
+    }
+
     pub fn persisted_to(&mut self, index: Index, term: Term) {
         if index > self.persisted && self.term(index) == Some(term) {
             self.persisted = index;

@@ -122,6 +122,8 @@ pub struct ReadState {
 /// may go before its own copy is durable); (2) only then send `messages_after_persist` (votes
 /// and acknowledgements MUST NOT precede the state they promise); (3) apply `committed` in
 /// order and serve `read_states` once applied through their index; (4) call `advance`.
+/// Committed entries at or below `RaftLog::persisted` as it was before this Ready (durable
+/// here already, and on a majority) may be applied at once, while (1) is under way.
 #[derive(Debug, Default)]
 pub struct Ready {
     pub hard_state: Option<HardState>,

@@ -438,6 +438,7 @@ impl<R> GroupDriver<R> {
         if !self.raft.has_ready() {
             return None;
         }
+        let durable_here = self.raft.log().persisted();
         let ready = self.raft.ready();
         send(host, ready.messages);
         if let Some(HardState { term, vote, .. }) = ready.hard_state {
@@ -453,13 +454,28 @@ impl<R> GroupDriver<R> {
                 host.append(record);
                 appended += 1;
             });
+        // Committed entries this node already holds durably apply now, while this turn's WAL
+        // write is under way: they need nothing from it (a majority has them), and waiting
+        // for it held every batch's answers back by one more WAL write whenever new entries
+        // came in the same turn (always, under load). Those it does not hold durably yet wait.
+        let mut committed = ready.committed;
+        let later = committed.split_off(committed.partition_point(|e| e.index <= durable_here));
+        self.apply_newly_committed(host, committed);
         self.persisting = Some(Persisting {
             messages_after_persist: ready.messages_after_persist,
-            committed: ready.committed,
+            committed: later,
             read_states: ready.read_states,
             highest_zxid: highest_zxid(&ready.entries),
         });
         Some(Appended { records: appended, entries: ready.entries.len() })
+    }
+
+    fn apply_newly_committed<H: GroupHost<Request = R>>(&mut self, host: &mut H, committed: Vec<Entry>) {
+        if let Some(last) = committed.last().map(|e| e.index) {
+            self.unapplied.extend(committed);
+            self.apply_unapplied(host);
+            host.committed_through(last);
+        }
     }
 
     /// The second half of a turn, once the records `start_turn` appended are durable.
@@ -468,11 +484,7 @@ impl<R> GroupDriver<R> {
             self.persisting.take().expect("finish_turn follows a start_turn with a Ready");
         host.note_log_zxid(highest_zxid);
         send(host, messages_after_persist);
-        if let Some(last) = committed.last().map(|e| e.index) {
-            self.unapplied.extend(committed);
-            self.apply_unapplied(host);
-            host.committed_through(last);
-        }
+        self.apply_newly_committed(host, committed);
         self.on_read_states(host, read_states);
         self.answer_ready_syncs(host);
         self.raft.advance();
@@ -1070,6 +1082,95 @@ mod tests {
             auth: Vec::new(),
         });
         Write { shard: 0, from: WriteFrom::Local(1), command: Some(command), dependencies: Vec::new() }
+    }
+
+    /// A host that records what the driver applies and makes records durable when told.
+    #[derive(Default)]
+    struct RecordingHost {
+        zxid: Zxid,
+        applied: Vec<u32>,
+        records: usize,
+    }
+
+    impl GroupHost for RecordingHost {
+        type Request = u32;
+        fn next_zxid(&mut self) -> Zxid {
+            self.zxid += 1;
+            self.zxid
+        }
+        fn note_log_zxid(&mut self, zxid: Zxid) {
+            self.zxid = self.zxid.max(zxid);
+        }
+        fn take_fence(&mut self) -> Option<Zxid> {
+            None
+        }
+        fn applied_in_group(&self, _group: usize) -> Option<Zxid> {
+            None
+        }
+        fn link_losses(&self, _peer: NodeId) -> u64 {
+            0
+        }
+        fn link_losses_total(&self) -> u64 {
+            0
+        }
+        fn connection_abandoned(&self, _request: &u32) -> bool {
+            false
+        }
+        fn stopping(&self) -> bool {
+            false
+        }
+        fn time_ms(&self) -> i64 {
+            0
+        }
+        fn send(&mut self, _to: NodeId, _message: PeerMessage) {}
+        fn store_term_and_vote(&mut self, _term: Term, _vote: Option<NodeId>) {}
+        fn append(&mut self, _record: Record<'_>) {
+            self.records += 1;
+        }
+        fn leader_known(&mut self, _leader: Option<NodeId>) {}
+        fn leadership_changed(&mut self, _leading: bool, _term: Term, _leader: Option<NodeId>) {}
+        fn in_flight(&mut self, _requests: usize) {}
+        fn apply(&mut self, _entry: LogEntry, answer: Option<u32>) {
+            self.applied.extend(answer);
+        }
+        fn apply_fence(&mut self, _zxid: Zxid) {}
+        fn applied_run_done(&mut self) {}
+        fn waiting_for_other_groups(&mut self, _waiting: bool) {}
+        fn answer_sync(&mut self, _request: u32) {}
+        fn abandon(&mut self, request: u32, reason: &'static str) {
+            panic!("request {request} abandoned: {reason}");
+        }
+        fn lease_confirmed(&mut self, _token: u64, _unknown: &[SessionId]) {}
+        fn followers_needing_snapshot(&mut self, _followers: &[NodeId]) {}
+    }
+
+    fn write_of(request: u32) -> Write<u32> {
+        let Write { shard, command, dependencies, .. } = set_data(8);
+        Write { shard, from: WriteFrom::Local(request), command, dependencies }
+    }
+
+    #[test]
+    fn a_committed_batch_is_answered_before_the_next_batch_is_durable() {
+        let mut driver = driver();
+        let mut host = RecordingHost::default();
+        driver.campaign_now();
+        while driver.start_turn(&mut host).is_some() {
+            driver.finish_turn(&mut host);
+        }
+        assert_eq!(driver.raft().role(), Role::Leader);
+        driver.queue(write_of(1));
+        assert!(driver.start_turn(&mut host).is_some(), "write 1 goes to the WAL");
+        driver.finish_turn(&mut host); // durable: a single voter commits it
+        driver.queue(write_of(2));
+        assert!(driver.start_turn(&mut host).is_some(), "write 2 goes to the WAL");
+        // Write 2's WAL write is under way: write 1 is committed and durable here already, so
+        // it is answered now, not after write 2's WAL write.
+        assert_eq!(host.applied, vec![1]);
+        driver.finish_turn(&mut host);
+        while driver.start_turn(&mut host).is_some() {
+            driver.finish_turn(&mut host);
+        }
+        assert_eq!(host.applied, vec![1, 2]);
     }
 
     #[test]

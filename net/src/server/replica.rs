@@ -3,7 +3,9 @@
 //! `Core` queued for it (`CommitQueue`, `commit.rs`: writes, ticks, peer messages, read
 //! indexes, lease probes), makes the WAL records of each turn durable with one O_DSYNC write
 //! between `start_turn` and `finish_turn`, and carries out the driver's effects on the core in
-//! one place, `CoreHost`: per committed entry, in log order, `Core::apply_and_reply` (the entry
+//! one place, `CoreHost` (committed entries this node already held durably are applied in
+//! `start_turn`, before the turn's WAL write; the rest in `finish_turn`): per committed entry,
+//! in log order, `Core::apply_and_reply` (the entry
 //! was proposed here: apply, notify, answer) or `Core::apply_replicated` (proposed elsewhere:
 //! apply, notify); per run of applied entries, `Core::announce_applied` then
 //! `Core::serve_cut_waiters`. The entry format is `proposal.rs`.
