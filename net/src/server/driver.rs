@@ -140,6 +140,8 @@ pub trait GroupHost {
     /// Leader: a batch up to `last` was proposed; entries through `last` committed (metrics).
     fn batch_proposed(&mut self, _last: Index) {}
     fn committed_through(&mut self, _last: Index) {}
+    /// Committed entries are about to be applied (`committed_through` follows them; metrics).
+    fn applying_committed(&mut self) {}
     /// The group's term changed (batches of the old term will not be timed).
     fn term_changed(&mut self) {}
 }
@@ -472,6 +474,7 @@ impl<R> GroupDriver<R> {
 
     fn apply_newly_committed<H: GroupHost<Request = R>>(&mut self, host: &mut H, committed: Vec<Entry>) {
         if let Some(last) = committed.last().map(|e| e.index) {
+            host.applying_committed();
             self.unapplied.extend(committed);
             self.apply_unapplied(host);
             host.committed_through(last);

@@ -263,12 +263,7 @@ impl Replica {
                 super::stop_on_wal_failure(core.id, &error, appended.entries);
             }
         }
-        let started = Instant::now();
-        let mut host = self.io.host(core);
-        self.driver.finish_turn(&mut host);
-        if host.committed {
-            core.metrics.borrow_mut().apply_us.record(micros(started.elapsed()));
-        }
+        self.driver.finish_turn(&mut self.io.host(core));
         core.set_group_status(self.driver.status());
         true
     }
@@ -311,7 +306,7 @@ impl GroupIo {
             positions: &mut self.positions,
             policy: &mut self.policy,
             proposed_batches: &mut self.proposed_batches,
-            committed: false,
+            applying_since: None,
         }
     }
 }
@@ -325,8 +320,8 @@ struct CoreHost<'a> {
     positions: &'a mut WalPositions,
     policy: &'a mut SnapshotPolicy,
     proposed_batches: &'a mut VecDeque<(u64, Instant)>,
-    /// Entries committed in this turn (its apply time is recorded).
-    committed: bool,
+    /// When the driver began applying a run of committed entries (mntr's apply time).
+    applying_since: Option<Instant>,
 }
 
 impl CoreHost<'_> {
@@ -473,11 +468,18 @@ impl GroupHost for CoreHost<'_> {
         self.proposed_batches.push_back((last, Instant::now()));
     }
 
-    /// mntr: the batches committed through `last` (proposal to commit).
+    fn applying_committed(&mut self) {
+        self.applying_since = Some(Instant::now());
+    }
+
+    /// mntr: the batches committed through `last` (proposal to commit), and how long their
+    /// applying took.
     fn committed_through(&mut self, last: u64) {
-        self.committed = true;
         let now = Instant::now();
         let mut metrics = self.core.metrics.borrow_mut();
+        if let Some(since) = self.applying_since.take() {
+            metrics.apply_us.record(micros(now.duration_since(since)));
+        }
         while let Some(&(batch_last, proposed_at)) = self.proposed_batches.front() {
             if batch_last > last {
                 break;
