@@ -171,12 +171,55 @@ impl SessionOrder {
     }
 }
 
+/// The queue of a core to itself, as far as a read answered inline must know it: such a read
+/// must not overtake a watch event, a watermark or a session change still queued (only
+/// requests to shards and replies to connections do not bear on it: the reading connection
+/// has none of either in flight), nor anything queued before its connection existed (an
+/// earlier connection of its session may have left a write there).
+#[derive(Default)]
+struct SelfQueue {
+    /// Messages queued so far, and taken by the router so far.
+    sent: Cell<u64>,
+    taken: Cell<u64>,
+    /// Queued messages of the kinds a read answered inline must wait for.
+    order_bearing: Cell<usize>,
+}
+
+impl SelfQueue {
+    fn bears_on_inline_reads(msg: &Msg) -> bool {
+        !matches!(msg, Msg::Shard(_) | Msg::Reply(_))
+    }
+
+    fn queued(&self, msg: &Msg) {
+        self.sent.set(self.sent.get() + 1);
+        if Self::bears_on_inline_reads(msg) {
+            self.order_bearing.set(self.order_bearing.get() + 1);
+        }
+    }
+
+    fn taken(&self, msg: &Msg) {
+        self.taken.set(self.taken.get() + 1);
+        assert!(self.taken.get() <= self.sent.get(), "the router took a message never queued");
+        if Self::bears_on_inline_reads(msg) {
+            let left = self.order_bearing.get().checked_sub(1).expect("order-bearing messages are counted");
+            self.order_bearing.set(left);
+        }
+    }
+
+    /// Nothing queued holds back a read inline of a connection that came after `position`.
+    fn lets_read_inline(&self, position: u64) -> bool {
+        self.order_bearing.get() == 0 && self.taken.get() >= position
+    }
+}
+
 pub struct Core {
     pub id: usize,
     pub config: Rc<Config>,
     pub shards: RefCell<AHashMap<ShardId, ShardSlot>>,
     pub conns: RefCell<AHashMap<ConnId, Rc<Conn>>>,
     outboxes: Vec<LocalSender<Msg>>,
+    /// What the queue to this core itself holds, for reads answered inline (`read_inline`).
+    self_queue: SelfQueue,
     /// The writes waiting to be proposed, and the zxids handed out (see `commit.rs`).
     pub(super) commit: CommitQueue,
     touched: RefCell<Vec<SessionId>>,
@@ -264,6 +307,7 @@ impl Core {
             shards: RefCell::new(shards),
             conns: RefCell::new(AHashMap::new()),
             outboxes,
+            self_queue: SelfQueue::default(),
             commit: CommitQueue::new(write_signal, last_applied.max(log_zxid), last_applied),
             touched: RefCell::new(Vec::new()),
             closed_in_shard0: RefCell::new(UnfinishedCloses::default()),
@@ -417,6 +461,9 @@ impl Core {
     }
 
     pub fn send(&self, core: usize, msg: Msg) {
+        if core == self.id {
+            self.self_queue.queued(&msg);
+        }
         // Outboxes are unbounded local queues drained by one sender task per peer, so a
         // handler never waits on a full channel (two cores waiting on each other would
         // deadlock); back-pressure comes from the per-connection outstanding limit.
@@ -745,12 +792,26 @@ impl Core {
         self.reply(&request, body);
     }
 
+    /// How many messages this core has queued to itself so far: a new connection's reads are
+    /// answered inline only once all of them were taken (`read_inline`).
+    pub fn self_queue_position(&self) -> u64 {
+        self.self_queue.sent.get()
+    }
+
     /// Serves a read of one path (exists, getData, getChildren(2), getACL) in a shard of this
     /// core for a connection of this core right away, if that is what the queued path would
-    /// answer: nothing is queued for this core (so no watch event or watermark news sent
-    /// before the read is still on its way to the connection) and the session has no write
-    /// pending in the shard (a session's read sees its earlier writes). None: queue it.
-    pub fn read_inline(&self, shard: ShardId, caller: Caller<'_>, op: &ReadOp) -> Option<Result<ReadResult, ZkError>> {
+    /// answer: nothing that bears on it is queued for this core (no watch event or watermark
+    /// news sent before the read still on its way to the connection, nothing queued before
+    /// the connection, which came after `conn_position`, existed: see `SelfQueue`) and the
+    /// session has no write pending in the shard (a session's read sees its earlier writes).
+    /// None: queue it.
+    pub fn read_inline(
+        &self,
+        shard: ShardId,
+        caller: Caller<'_>,
+        conn_position: u64,
+        op: &ReadOp,
+    ) -> Option<Result<ReadResult, ZkError>> {
         let single_path = matches!(
             op,
             ReadOp::Exists { .. }
@@ -760,7 +821,7 @@ impl Core {
                 | ReadOp::GetAcl { .. }
         );
         let here = core_of_shard(shard, self.cores()) == self.id;
-        if !single_path || !here || self.outboxes[self.id].len() > 0 || self.reads_linearizable() {
+        if !single_path || !here || !self.self_queue.lets_read_inline(conn_position) || self.reads_linearizable() {
             return None;
         }
         let mut shards = self.shards.borrow_mut();
@@ -1088,10 +1149,12 @@ impl Core {
 
 /// Runs the routing tasks of a core: one per incoming channel, handing each message to
 /// `Core::handle`, and one per outgoing channel, draining the core's outbox for that peer.
+/// Serves the queue of a core to itself (messages from other cores come by `connect_mesh`).
 pub fn spawn_router(core: &Rc<Core>, inbox: LocalReceiver<Msg>) {
     let core = core.clone();
     glommio::spawn_local(async move {
         while let Some(msg) = inbox.recv().await {
+            core.self_queue.taken(&msg);
             core.handle(msg);
         }
     })
@@ -1114,6 +1177,36 @@ mod tests {
             op,
             dependencies: Vec::new(),
         }
+    }
+
+    #[test]
+    fn requests_and_replies_queued_to_the_core_itself_hold_back_no_inline_read_of_an_older_connection() {
+        let queue = SelfQueue::default();
+        let older_conn = 0;
+        let msgs = [Msg::Shard(request(1, ShardOp::Sync)), Msg::Shard(request(2, ShardOp::Sync))];
+        for msg in &msgs {
+            queue.queued(msg);
+        }
+        assert!(queue.lets_read_inline(older_conn));
+        let newer_conn = 2;
+        assert!(!queue.lets_read_inline(newer_conn), "a request queued before the connection came");
+        queue.taken(&msgs[0]);
+        assert!(!queue.lets_read_inline(newer_conn));
+        queue.taken(&msgs[1]);
+        assert!(queue.lets_read_inline(newer_conn));
+    }
+
+    #[test]
+    fn watermark_news_and_other_order_bearing_messages_hold_back_every_inline_read_until_taken() {
+        let queue = SelfQueue::default();
+        let applied = Msg::Applied { core: 0, zxid: 7 };
+        queue.queued(&applied);
+        queue.queued(&Msg::TakeSnapshot);
+        assert!(!queue.lets_read_inline(0));
+        queue.taken(&applied);
+        assert!(!queue.lets_read_inline(0), "one order-bearing message is still queued");
+        queue.taken(&Msg::TakeSnapshot);
+        assert!(queue.lets_read_inline(0) && queue.lets_read_inline(2));
     }
 
     fn arrive(order: &mut SessionOrder, lane: Lane, seq: u64) -> bool {

@@ -89,12 +89,15 @@ pub struct Conn {
     /// A write came back SESSIONMOVED: nothing more leaves or is sent (ZooKeeper cuts such a
     /// connection at once).
     cut_off: Cell<bool>,
+    /// The core's queue to itself when the connection came (`Core::read_inline`).
+    born_at_self_queue: u64,
 }
 
 impl Conn {
     pub fn new(core: Rc<Core>, peer: SocketAddr, writer_wake: LocalSender<()>, space_wake: LocalSender<()>) -> Conn {
         let ip = Id::new("ip", &peer.ip().to_string());
         let shards = core.config.shards as usize;
+        let born_at_self_queue = core.self_queue_position();
         Conn {
             id: core.new_conn_id(),
             core,
@@ -121,6 +124,7 @@ impl Conn {
             held_events: Cell::new(0),
             connection_epochs: RefCell::new(vec![0; shards]),
             cut_off: Cell::new(false),
+            born_at_self_queue,
         }
     }
 

@@ -324,15 +324,16 @@ impl Conn {
     /// Answers a read of one path in a shard of this core at once, without a message to the
     /// shard and back, when that changes nothing a client can tell: no earlier request of this
     /// connection is unanswered (its reply would leave first anyway) and the core has nothing
-    /// queued for itself (no event or watermark news the reply could overtake; see
-    /// `Core::read_inline`). Returns false when the read must take the queued path.
+    /// queued for itself that the reply could overtake (an event, watermark news, anything
+    /// queued before this connection came; see `Core::read_inline`). Returns false when the
+    /// read must take the queued path.
     pub(super) fn answer_inline(&self, xid: i32, opcode: i32, shard: ShardId, op: &ReadOp) -> bool {
         if !self.slots.borrow().is_empty() || !self.held.borrow().is_empty() {
             return false;
         }
         let auth = self.auth.borrow();
         let caller = Caller { session: self.session.get(), conn: self.id, auth: &auth };
-        let Some(result) = self.core.read_inline(shard, caller, op) else { return false };
+        let Some(result) = self.core.read_inline(shard, caller, self.born_at_self_queue, op) else { return false };
         drop(auth);
         let mut slot = Slot::new(xid, Kind::Op(opcode), 1);
         slot.parts[0] = Some(ReplyBody::Read(result));
