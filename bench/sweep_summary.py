@@ -93,13 +93,14 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def ratio_range(runs, key):
-    """Warren/ZooKeeper per round (same point and mix): median, min, max."""
+def ratio_range(runs, key, numerator="warren", denominator="zookeeper"):
+    """numerator/denominator (Warren/ZooKeeper unless told) per round, of the runs of one point
+    and mix: median, min, max."""
     by_round = {}
     for r in runs:
         by_round.setdefault(r["round"], {})[r["side"]] = r[key]
-    ratios = [s["warren"] / s["zookeeper"] for s in by_round.values()
-              if s.get("warren") is not None and s.get("zookeeper")]
+    ratios = [s[numerator] / s[denominator] for s in by_round.values()
+              if s.get(numerator) is not None and s.get(denominator)]
     if not ratios:
         return None
     return statistics.median(ratios), min(ratios), max(ratios)
@@ -384,39 +385,39 @@ by side and refuses mismatched settings with `--fail-on-regression`.
 """
 
 
-def floor_multiple(row):
-    """Warren's server CPU per request as a multiple of the canned floor's, in one sweep (the
-    floor's ops per server CPU-second / Warren's), or None if either is missing."""
-    ceiling = row.get("ceiling") or {}
-    warren = row["sides"].get("warren") or {}
-    floor, own = ceiling.get("ops_per_server_cpu_s"), warren.get("ops_per_server_cpu_s")
-    return floor / own if floor and own else None
+def floor_multiple(sweep, key):
+    """Warren's server CPU per request as a multiple of the canned floor's at one point and mix
+    of a sweep: the floor's ops per server CPU-second / Warren's in each round (both run in it,
+    so a machine slower in one round moves both), median [min, max]; None if either is missing."""
+    runs = [r for r in sweep.get("runs", []) if (r["point"], r["mix"]) == key]
+    return ratio_range(runs, "ops_per_server_cpu_s", numerator="canned", denominator="warren")
 
 
 def before_after(before_dir, after_dir, link_base):
     """The before/after table: per point and mix present in both sweeps, Warren's ops per
     server CPU-second, its CPU per request as a multiple of the floor's, and its ratio to
     ZooKeeper, each computed within its own sweep (absolute numbers move between sweeps)."""
-    before = {(r["point"], r["mix"]): r for r in json.load(open(before_dir / "sweep.json"))["rows"]}
-    after = {(r["point"], r["mix"]): r for r in json.load(open(after_dir / "sweep.json"))["rows"]}
+    before_sweep, after_sweep = (json.load(open(d / "sweep.json")) for d in (before_dir, after_dir))
+    before = {(r["point"], r["mix"]): r for r in before_sweep["rows"]}
+    after = {(r["point"], r["mix"]): r for r in after_sweep["rows"]}
     commit = lambda d: json.load(open(d / "sweep.json"))["settings"].get("repo_commit", "?")
     link = lambda d: os.path.relpath(d / "summary.md", link_base)
     lines = [f"## Before and after: [{before_dir.name}]({link(before_dir)}) (commit {commit(before_dir)}) "
              f"→ [{after_dir.name}]({link(after_dir)}) (commit {commit(after_dir)})", "",
              "Each figure is a median over its sweep's rounds; the multiples and ratios are taken within one sweep, "
              "so they compare across sweeps where absolute numbers would not. x floor: Warren's server CPU per "
-             "request / the canned-reply server's at the same point in the same sweep (1.0 = as cheap as a "
-             "server that only answers). vs ZooKeeper: Warren's ops per server CPU-second / ZooKeeper's, median "
+             "request / the canned-reply server's at the same point, in each round (both run in it), median "
+             "[min, max] over rounds (1.0 = as cheap as a server that only answers). vs ZooKeeper: Warren's ops per server CPU-second / ZooKeeper's, median "
              "over rounds. Both sweeps' loadgen differ when their commits do (read each sweep's summary).", "",
              "| point | mix | Warren ops/server CPU-s before | after | x floor before | after "
              "| vs ZooKeeper before | after | Warren ops/s before | after |", "|" + "---|" * 10]
     for key in sorted(set(before) & set(after), key=point_order):
         b, a = before[key], after[key]
         wb, wa = b["sides"].get("warren", {}), a["sides"].get("warren", {})
-        fb, fa = floor_multiple(b), floor_multiple(a)
+        fb, fa = floor_multiple(before_sweep, key), floor_multiple(after_sweep, key)
         rb, ra = b.get("ratio_ops_per_cpu_s"), a.get("ratio_ops_per_cpu_s")
         cells = [key[0], key[1], fmt(wb.get("ops_per_server_cpu_s")), fmt(wa.get("ops_per_server_cpu_s")),
-                 f"{fb:.2f}x" if fb else "-", f"{fa:.2f}x" if fa else "-",
+                 fmt_ratio(fb), fmt_ratio(fa),
                  f"{rb[0]:.2f}x" if rb else "-", f"{ra[0]:.2f}x" if ra else "-",
                  fmt(wb.get("throughput_ops_s")), fmt(wa.get("throughput_ops_s"))]
         lines.append("| " + " | ".join(cells) + " |")
