@@ -80,6 +80,14 @@ pub enum Command {
     MoveSession {
         session: SessionId,
     },
+    /// All-or-nothing transaction over several shards of one group (one log entry, applied to
+    /// all of them in one step by `shard::apply_across`): each op names its shard; the entry's
+    /// own shard is the first op's. Appended last, so entries written before it decode.
+    MultiAcross {
+        ops: Vec<(ShardId, MultiOp)>,
+        session: SessionId,
+        auth: Vec<Id>,
+    },
 }
 
 /// A client's data write as `Command::OfConnection` carries it: the commands of the same name
@@ -91,6 +99,7 @@ pub enum ClientWrite {
     SetData(SetDataOp),
     SetAcl { path: String, acl: Vec<Acl>, version: i32, auth: Vec<Id> },
     Multi { ops: Vec<MultiOp>, session: SessionId, auth: Vec<Id> },
+    MultiAcross { ops: Vec<(ShardId, MultiOp)>, session: SessionId, auth: Vec<Id> },
 }
 
 impl ClientWrite {
@@ -105,6 +114,7 @@ impl ClientWrite {
             Command::SetData(op) => Ok(ClientWrite::SetData(op)),
             Command::SetAcl { path, acl, version, auth } => Ok(ClientWrite::SetAcl { path, acl, version, auth }),
             Command::Multi { ops, session, auth } => Ok(ClientWrite::Multi { ops, session, auth }),
+            Command::MultiAcross { ops, session, auth } => Ok(ClientWrite::MultiAcross { ops, session, auth }),
             other => Err(other),
         }
     }
@@ -148,6 +158,18 @@ pub enum MultiOp {
 }
 
 impl LogEntry {
+    /// The shards the entry changes besides its own: those of a multi across shards, else none.
+    pub fn other_shards(&self) -> Vec<ShardId> {
+        let ops = match &self.command {
+            Command::MultiAcross { ops, .. } | Command::OfConnection { write: ClientWrite::MultiAcross { ops, .. }, .. } => ops,
+            _ => return Vec::new(),
+        };
+        let mut others: Vec<ShardId> = ops.iter().map(|(shard, _)| *shard).filter(|s| *s != self.shard).collect();
+        others.sort_unstable();
+        others.dedup();
+        others
+    }
+
     /// Serializes to the rkyv bytes stored in the WAL.
     pub fn to_bytes(&self) -> Vec<u8> {
         rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("LogEntry serializes").into_vec()

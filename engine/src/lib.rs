@@ -25,6 +25,8 @@ mod write;
 pub use error::ZkError;
 pub use shard::Shard;
 #[cfg(test)]
+mod across_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod testkit;

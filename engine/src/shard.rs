@@ -6,16 +6,16 @@
 //! gathers and merges the views of all shards (children = union, numChildren = sum); data and
 //! ACL of "/" are kept identical in every shard by broadcasting setData("/") and setACL("/").
 
-use crate::command::{LogEntry, ShardId};
+use crate::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId};
 use crate::error::ZkError;
 use crate::path;
-use crate::request::{Caller, ReadOp, ReadResult, WriteResult};
+use crate::request::{Caller, MultiResult, ReadOp, ReadResult, WriteResult};
 use crate::session::SessionInfo;
 use crate::session::SessionTable;
 use crate::tree::{Node, NodeKind, NodeMeta, StableHasher, Tree};
 use crate::types::{perms, Acl, ConnId, Id, Notification, SessionId, Zxid};
 use crate::watch::WatchRegistry;
-use crate::write::{qualifies_for_reap, Change, Txn};
+use crate::write::{aborted_results, qualifies_for_reap, Change, Txn};
 use std::hash::{Hash, Hasher};
 
 /// What applying one log entry produced.
@@ -63,27 +63,37 @@ impl Shard {
     }
 
     /// Applies one committed entry. Entries MUST be applied in log order with increasing zxid.
+    /// An entry that changes other shards too (`LogEntry::other_shards`) goes to `apply_across`.
     pub fn apply(&mut self, entry: &LogEntry) -> Applied {
         assert_eq!(entry.shard, self.id, "entry of shard {} applied to shard {}", entry.shard, self.id);
+        self.advance_to(entry.zxid);
+        let txn = Txn::new(&mut self.tree, &mut self.sessions, entry.zxid, entry.time_ms);
+        let (result, changes) = txn.run(&entry.command);
+        let notifications = self.fire(&changes, entry.zxid);
+        Applied { result, notifications }
+    }
+
+    fn advance_to(&mut self, zxid: Zxid) {
         assert!(
-            entry.zxid > self.last_zxid,
+            zxid > self.last_zxid,
             "zxid must increase: entry {:#x} after {:#x} in shard {}",
-            entry.zxid,
+            zxid,
             self.last_zxid,
             self.id
         );
-        self.last_zxid = entry.zxid;
-        let txn = Txn::new(&mut self.tree, &mut self.sessions, entry.zxid, entry.time_ms);
-        let (result, changes) = txn.run(&entry.command);
+        self.last_zxid = zxid;
+    }
+
+    fn fire(&mut self, changes: &[Change], zxid: Zxid) -> Vec<Notification> {
         let mut notifications = Vec::new();
-        for change in &changes {
+        for change in changes {
             match change {
-                Change::Created(path) => self.watches.node_created(path, entry.zxid, &mut notifications),
-                Change::Deleted(path) => self.watches.node_deleted(path, entry.zxid, &mut notifications),
-                Change::DataChanged(path) => self.watches.data_changed(path, entry.zxid, &mut notifications),
+                Change::Created(path) => self.watches.node_created(path, zxid, &mut notifications),
+                Change::Deleted(path) => self.watches.node_deleted(path, zxid, &mut notifications),
+                Change::DataChanged(path) => self.watches.data_changed(path, zxid, &mut notifications),
             }
         }
-        Applied { result, notifications }
+        notifications
     }
 
     /// Serves a read (or a watch-state request) from this replica. Registers the watch when
@@ -181,6 +191,73 @@ impl Shard {
         }
         hasher.finish()
     }
+}
+
+/// What applying a multi across shards produced: its one result, and each shard's watch
+/// notifications (to be delivered before the reply, as `Applied::notifications`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedAcross {
+    pub result: Result<WriteResult, ZkError>,
+    pub notifications: Vec<(ShardId, Vec<Notification>)>,
+}
+
+/// Applies a multi across shards of one group (`Command::MultiAcross`, or a client's one in
+/// `Command::OfConnection`) to `shards`, which hold the entry's shard and every shard of its
+/// ops, each once. As ZooKeeper's multi: the ops run in their order, each in its own shard, and
+/// on the first failure every op already done, in any shard, is taken back; the results are
+/// those of a multi in one tree (ops in different shards touch different paths, and a path's
+/// parent lives in the path's shard, so no op sees another shard's). Every shard takes the
+/// entry's zxid, whatever the outcome, so all of them have applied the same log.
+pub fn apply_across(shards: &mut [&mut Shard], entry: &LogEntry) -> AppliedAcross {
+    let (ops, session, auth, connection) = match &entry.command {
+        Command::MultiAcross { ops, session, auth } => (ops, *session, auth, None),
+        Command::OfConnection { session: of, epoch, write: ClientWrite::MultiAcross { ops, session, auth } } => {
+            (ops, *session, auth, Some((*of, *epoch)))
+        }
+        other => panic!("apply_across of an entry that is not a multi across shards: {other:?}"),
+    };
+    let position = |id: ShardId| shards.iter().position(|s| s.id == id);
+    for (shard, _) in ops {
+        assert!(position(*shard).is_some(), "shard {shard} of a multi op was not handed to apply_across");
+    }
+    let own = position(entry.shard).expect("the entry's own shard is handed to apply_across");
+    for (i, shard) in shards.iter().enumerate() {
+        assert!(shards[..i].iter().all(|other| other.id != shard.id), "shard {} handed twice", shard.id);
+    }
+    let places: Vec<usize> = ops.iter().map(|(shard, _)| position(*shard).expect("checked above")).collect();
+    for shard in shards.iter_mut() {
+        shard.advance_to(entry.zxid);
+    }
+    let mut txns: Vec<Txn<'_>> =
+        shards.iter_mut().map(|s| Txn::new(&mut s.tree, &mut s.sessions, entry.zxid, entry.time_ms)).collect();
+    // As `Command::OfConnection` in one shard: the session's epoch in the entry's own shard.
+    if connection.is_some_and(|(of, epoch)| txns[own].moved_on(of, epoch)) {
+        return AppliedAcross { result: Err(ZkError::SessionMoved), notifications: Vec::new() };
+    }
+    let result = run_across(&mut txns, ops, &places, session, auth);
+    let changes: Vec<Vec<Change>> = txns.into_iter().map(Txn::into_changes).collect();
+    let notifications = shards.iter_mut().zip(&changes).map(|(s, c)| (s.id, s.fire(c, entry.zxid))).collect();
+    AppliedAcross { result: Ok(WriteResult::Multi(result)), notifications }
+}
+
+fn run_across(
+    txns: &mut [Txn<'_>],
+    ops: &[(ShardId, MultiOp)],
+    places: &[usize],
+    session: SessionId,
+    auth: &[Id],
+) -> Vec<MultiResult> {
+    let mut results = Vec::with_capacity(ops.len());
+    for (index, ((_, op), &place)) in ops.iter().zip(places).enumerate() {
+        match txns[place].multi_op(op, session, auth) {
+            Ok(result) => results.push(result),
+            Err(error) => {
+                txns.iter_mut().for_each(Txn::rollback);
+                return aborted_results(ops.len(), index, error);
+            }
+        }
+    }
+    results
 }
 
 /// "/zookeeper", "/zookeeper/quota" and "/zookeeper/config" as ZooKeeper's DataTree creates

@@ -70,8 +70,7 @@ impl<'a> Txn<'a> {
             }
             Command::Reap { path } => Ok(WriteResult::Reaped(self.reap(path))),
             Command::OfConnection { session, epoch, write } => {
-                let moved_on = self.sessions.get(*session).is_some_and(|info| info.connection_epoch > *epoch);
-                if moved_on {
+                if self.moved_on(*session, *epoch) {
                     return Err(ZkError::SessionMoved);
                 }
                 self.client_write(write)
@@ -79,7 +78,18 @@ impl<'a> Txn<'a> {
             Command::MoveSession { session } => {
                 self.sessions.move_on(*session).map(WriteResult::Moved).ok_or(ZkError::SessionExpired)
             }
+            Command::MultiAcross { .. } => unreachable!("a multi across shards is applied by shard::apply_across"),
         }
+    }
+
+    /// The session moved to a connection newer than the one of `epoch` in this shard.
+    pub(crate) fn moved_on(&self, session: SessionId, epoch: Zxid) -> bool {
+        self.sessions.get(session).is_some_and(|info| info.connection_epoch > epoch)
+    }
+
+    /// The changes to fire watches for, once the command is done.
+    pub(crate) fn into_changes(self) -> Vec<Change> {
+        self.changes
     }
 
     /// A client's write of `Command::OfConnection`, as the command of the same name.
@@ -90,6 +100,7 @@ impl<'a> Txn<'a> {
             ClientWrite::SetData(op) => self.set_node_data(op),
             ClientWrite::SetAcl { path, acl, version, auth } => self.set_node_acl(path, acl, *version, auth),
             ClientWrite::Multi { ops, session, auth } => Ok(self.run_multi(ops, *session, auth)),
+            ClientWrite::MultiAcross { .. } => unreachable!("a multi across shards is applied by shard::apply_across"),
         }
     }
 
@@ -261,7 +272,8 @@ impl<'a> Txn<'a> {
         results
     }
 
-    fn multi_op(&mut self, op: &MultiOp, session: SessionId, auth: &[Id]) -> Result<MultiResult, ZkError> {
+    /// One op of a multi, undoable by `rollback` until the command is done.
+    pub(crate) fn multi_op(&mut self, op: &MultiOp, session: SessionId, auth: &[Id]) -> Result<MultiResult, ZkError> {
         match op {
             MultiOp::Create(create) => {
                 self.create(create, session, auth).map(|(path, stat)| MultiResult::Create { path, stat })
@@ -275,7 +287,7 @@ impl<'a> Txn<'a> {
     }
 
     /// Takes back every applied op, newest first, and forgets their changes.
-    fn rollback(&mut self) {
+    pub(crate) fn rollback(&mut self) {
         while let Some(undo) = self.undo.pop() {
             match undo {
                 Undo::Created { path, parent_meta } => {
@@ -344,7 +356,7 @@ fn check_version(current: i32, expected: i32) -> Result<(), ZkError> {
     Ok(())
 }
 
-fn aborted_results(len: usize, failed: usize, error: ZkError) -> Vec<MultiResult> {
+pub(crate) fn aborted_results(len: usize, failed: usize, error: ZkError) -> Vec<MultiResult> {
     (0..len)
         .map(|index| match index.cmp(&failed) {
             std::cmp::Ordering::Less => MultiResult::Error(0),
