@@ -364,11 +364,46 @@ async fn aborted_multi_applies_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_across_top_level_nodes_is_atomic_or_refused() {
-    let server = WarrenProcess::start(WarrenOpts::default());
+async fn a_multi_across_top_level_nodes_of_one_core_is_atomic() {
+    let server = WarrenProcess::start(WarrenOpts::default().cores(1));
     let c = server.client().await;
-    // Several pairs of top-level nodes: some may land in different shards. Whatever the
-    // server decides, a multi is all-or-nothing, and a refusal is ZBADARGUMENTS.
+    let u = unique("across");
+    let (epoch, brokers, admin) = (format!("/{u}-epoch"), format!("/{u}-brokers"), format!("/{u}-admin"));
+    if !server.is_external() {
+        let shards: std::collections::BTreeSet<u16> =
+            [&epoch, &brokers, &admin].iter().map(|p| engine::path::shard_of(p, 8)).collect();
+        assert!(shards.len() > 1, "the test's top-level nodes must span shards: {shards:?}");
+    }
+    c.create(&epoch, b"1", &persistent()).await.unwrap();
+    c.create(&brokers, b"", &persistent()).await.unwrap();
+    c.create(&admin, b"a0", &persistent()).await.unwrap();
+
+    let mut w = c.new_multi_writer();
+    w.add_check_version(&epoch, 0).unwrap();
+    w.add_create(&format!("{brokers}/t1"), b"p", &persistent()).unwrap();
+    w.add_set_data(&admin, b"a1", None).unwrap();
+    let results = bounded(10, "multi across shards", w.commit()).await.expect("a multi across shards of one core");
+    assert_eq!(results.len(), 3);
+    assert_eq!(c.get_data(&admin).await.unwrap().0, b"a1");
+    assert!(c.check_stat(&format!("{brokers}/t1")).await.unwrap().is_some());
+
+    let mut w = c.new_multi_writer();
+    w.add_create(&format!("{brokers}/t2"), b"p", &persistent()).unwrap();
+    w.add_set_data(&admin, b"stale", None).unwrap();
+    w.add_check_version(&epoch, 5).unwrap();
+    let err = bounded(10, "failing multi across shards", w.commit()).await.unwrap_err();
+    assert_eq!(err, MultiWriteError::OperationFailed { index: 2, source: Error::BadVersion });
+    assert!(c.check_stat(&format!("{brokers}/t2")).await.unwrap().is_none(), "the create in another shard was kept");
+    assert_eq!(c.get_data(&admin).await.unwrap().0, b"a1", "the setData in another shard was kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_across_top_level_nodes_is_atomic_or_refused() {
+    let server = WarrenProcess::start(WarrenOpts::default().cores(2));
+    let c = server.client().await;
+    // Several pairs of top-level nodes: some may land in shards of different cores (refused
+    // until multis across groups are built). Whatever the server decides, a multi is
+    // all-or-nothing, and a refusal is ZBADARGUMENTS.
     for i in 0..6 {
         let x = format!("/{}", unique(&format!("xa{i}")));
         let y = format!("/{}", unique(&format!("xb{i}")));

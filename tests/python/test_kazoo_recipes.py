@@ -5,6 +5,7 @@ node (`root` fixture) so transactions stay in one shard.
 """
 import threading
 import time
+import uuid
 
 import pytest
 from kazoo.exceptions import (BadVersionError, ConnectionLoss, LockTimeout, NodeExistsError, NoNodeError, NotEmptyError,
@@ -109,6 +110,59 @@ def test_transaction_commit_and_rollback(zk, root):
     assert isinstance(results[2], RolledBackError) or results[2].__class__.__name__ == "RuntimeInconsistency", results
     assert zk.exists(f"{root}/t3") is None and zk.exists(f"{root}/t4") is None
     assert zk.get(f"{root}/keep")[0] == b"v1"
+
+
+def warren_shard(path, shards=8):
+    """warren's shard of a path (engine::path::shard_of): FNV-1a of its first component."""
+    h = 0xcbf29ce484222325
+    for b in path.strip("/").split("/")[0].encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h % shards
+
+
+def names_in_shards_of_one_core(roles):
+    """Top-level paths, one per role, in different shards of warren's core 0 whether it runs
+    1 or 2 cores (shards 0, 2, 4... of 8): multis across the groups of different cores are
+    refused until they are built."""
+    u = uuid.uuid4().hex[:10]
+    paths = []
+    for role, shard in zip(roles, range(0, 8, 2)):
+        paths.append(next(p for p in (f"/kafka-{u}-{role}-{k}" for k in range(1000)) if warren_shard(p) == shard))
+    return paths
+
+
+def test_kafka_shaped_transaction_across_top_level_nodes(zk):
+    """Kafka's controller writes in ZooKeeper mode: every write a multi guarded by the version of
+    /controller_epoch, over nodes under other top-level nodes (other shards on warren)."""
+    epoch, brokers, admin = names_in_shards_of_one_core(["controller_epoch", "brokers", "admin"])
+    zk.create(epoch, b"1")
+    zk.create(f"{brokers}/topics", makepath=True)
+    zk.create(admin, b"a0")
+
+    t = zk.transaction()
+    t.check(epoch, 0)
+    t.create(f"{brokers}/topics/t1", b"partitions")
+    t.set_data(admin, b"a1")
+    results = t.commit()
+    assert results[0] is True and results[1] == f"{brokers}/topics/t1" and results[2].version == 1, results
+    assert zk.get(f"{brokers}/topics/t1")[0] == b"partitions" and zk.get(admin)[0] == b"a1"
+
+    t = zk.transaction()
+    t.check(epoch, 5)  # a stale controller: nothing may happen
+    t.create(f"{brokers}/topics/t2")
+    t.set_data(admin, b"stale")
+    results = t.commit()
+    assert isinstance(results[0], BadVersionError), results
+    assert all(isinstance(r, RolledBackError) or r.__class__.__name__ == "RuntimeInconsistency" for r in results[1:]), results
+    assert zk.exists(f"{brokers}/topics/t2") is None and zk.get(admin)[0] == b"a1"
+
+    t = zk.transaction()
+    t.create(f"{brokers}/topics/t3")
+    t.set_data(admin, b"a2")
+    t.delete(f"{epoch}/missing")  # fails last: the ops before it, in other shards, are taken back
+    results = t.commit()
+    assert isinstance(results[0], RolledBackError) and isinstance(results[2], NoNodeError), results
+    assert zk.exists(f"{brokers}/topics/t3") is None and zk.get(admin)[0] == b"a1"
 
 
 def test_lock_mutual_exclusion(make_client, root):

@@ -20,7 +20,7 @@ use crate::peer::PeerMessage;
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId};
 use engine::raft::NodeId;
-use engine::request::{Caller, ReadOp, ReadResult};
+use engine::request::{Caller, ReadOp, ReadResult, WriteResult};
 use engine::types::{ConnId, SessionId, Zxid};
 use engine::Shard;
 use engine::ZkError;
@@ -928,12 +928,34 @@ impl Core {
     /// reply that could observe the change), then the reads that waited for it are served.
     pub(super) fn apply_and_reply(&self, request: ShardRequest, entry: LogEntry) {
         let mut shards = self.shards.borrow_mut();
+        let result = self.apply_entry(&mut shards, &entry);
+        self.reply(&request, ReplyBody::Write(result));
         let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
-        let applied = slot.shard.apply(&entry);
-        self.send_notifications(entry.shard, applied.notifications);
-        self.reply(&request, ReplyBody::Write(applied.result));
         self.finish(slot, request.session);
         self.on_applied_close(&entry);
+    }
+
+    /// Applies a committed entry to its shard, or a multi across shards to all of its shards
+    /// at once, and sends the watch notifications (before any reply: see `apply_and_reply`).
+    fn apply_entry(&self, shards: &mut AHashMap<ShardId, ShardSlot>, entry: &LogEntry) -> Result<WriteResult, ZkError> {
+        let others = entry.other_shards();
+        if others.is_empty() {
+            let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
+            let applied = slot.shard.apply(entry);
+            self.send_notifications(entry.shard, applied.notifications);
+            return applied.result;
+        }
+        let mut touched: Vec<&mut Shard> = shards
+            .iter_mut()
+            .filter(|(id, _)| **id == entry.shard || others.contains(id))
+            .map(|(_, slot)| &mut slot.shard)
+            .collect();
+        assert_eq!(touched.len(), others.len() + 1, "a multi across shards of another core applied here");
+        let applied = engine::shard::apply_across(&mut touched, entry);
+        for (shard, notifications) in applied.notifications {
+            self.send_notifications(shard, notifications);
+        }
+        applied.result
     }
 
     /// Shard 0 closed a session: in a cluster, every core makes sure its shards close it too.
@@ -972,9 +994,7 @@ impl Core {
             self.track_sessions_of(&entry.command);
         }
         let mut shards = self.shards.borrow_mut();
-        let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
-        let applied = slot.shard.apply(&entry);
-        self.send_notifications(entry.shard, applied.notifications);
+        let _ = self.apply_entry(&mut shards, &entry);
         self.on_applied_close(&entry);
     }
 

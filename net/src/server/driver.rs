@@ -986,6 +986,10 @@ fn command_bytes(command: &Command) -> usize {
             Command::Multi { ops, .. } | Command::OfConnection { write: ClientWrite::Multi { ops, .. }, .. } => {
                 ops.len() * OVERHEAD + ops.iter().map(multi_op_bytes).sum::<usize>()
             }
+            Command::MultiAcross { ops, .. }
+            | Command::OfConnection { write: ClientWrite::MultiAcross { ops, .. }, .. } => {
+                ops.len() * OVERHEAD + ops.iter().map(|(_, op)| multi_op_bytes(op)).sum::<usize>()
+            }
             _ => 0,
         }
 }

@@ -563,10 +563,22 @@ pub(crate) fn apply_committed(
             continue; // a fence
         }
         let entry = LogEntry::from_bytes(archive).map_err(fail)?;
-        let shard = shards
-            .get_mut(&entry.shard)
-            .ok_or_else(|| anyhow!("WAL of core {core_id} holds shard {} which this core does not own", entry.shard))?;
-        shard.apply(&entry);
+        let others = entry.other_shards();
+        let mut touched: Vec<&mut Shard> =
+            shards.values_mut().filter(|s| s.id() == entry.shard || others.contains(&s.id())).collect();
+        if touched.len() != others.len() + 1 {
+            let owned: Vec<ShardId> = touched.iter().map(|s| s.id()).collect();
+            let named: Vec<ShardId> = std::iter::once(entry.shard).chain(others).collect();
+            return Err(anyhow!("WAL of core {core_id} holds an entry of shards {named:?}; this core owns {owned:?} of them"));
+        }
+        match touched.as_mut_slice() {
+            [shard] => {
+                shard.apply(&entry);
+            }
+            all => {
+                engine::shard::apply_across(all, &entry);
+            }
+        }
     }
     Ok(())
 }

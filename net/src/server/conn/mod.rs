@@ -34,7 +34,7 @@ use self::slots::{Held, Kind, Slot, WriteTarget};
 use super::core::Core;
 use super::msg::*;
 use crate::jute::{self, Request, Response};
-use engine::command::{Command, CreateOp, DeleteOp, SetDataOp};
+use engine::command::{Command, CreateOp, DeleteOp, SetDataOp, ShardId};
 use engine::path::shard_of;
 use engine::request::ReadOp;
 use engine::types::{ConnId, CreateMode, Id, SessionId, Zxid};
@@ -180,6 +180,11 @@ impl Conn {
 
     fn shard_count(&self) -> u16 {
         self.core.config.shards
+    }
+
+    /// The core (and so the Raft group) whose log holds `shard`.
+    fn core_of(&self, shard: ShardId) -> usize {
+        crate::server::core::core_of_shard(shard, self.core.cores())
     }
 
     /// Decodes and dispatches one request frame (the bytes after the length prefix).

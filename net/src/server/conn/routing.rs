@@ -205,15 +205,25 @@ impl Conn {
             opcodes.push(opcode);
             multi_ops.push(multi_op);
         }
-        if shards.iter().any(|s| *s != shards[0]) || multi_ops.iter().any(|op| multi_op_path(op) == "/") {
-            tracing::info!(
-                conn = self.id,
-                "multi refused: its ops span shards (keep a transaction under one top-level node)"
-            );
+        if multi_ops.iter().any(|op| multi_op_path(op) == "/") {
+            tracing::info!(conn = self.id, "multi refused: an op on \"/\" itself");
             return self.ready(xid, ZkError::BadArguments.code(), Response::Empty);
         }
-        let command = Command::Multi { ops: multi_ops, session: self.session.get(), auth: self.auth_vec() };
-        self.submit(xid, Kind::Multi(opcodes), vec![(shards[0], ShardOp::Write(command))]);
+        let (session, auth) = (self.session.get(), self.auth_vec());
+        let primary = shards[0];
+        let command = if shards.iter().all(|s| *s == primary) {
+            Command::Multi { ops: multi_ops, session, auth }
+        } else if shards.iter().all(|s| self.core_of(*s) == self.core_of(primary)) {
+            // One group's shards: one log entry applied to all of them at once.
+            Command::MultiAcross { ops: shards.into_iter().zip(multi_ops).collect(), session, auth }
+        } else {
+            tracing::info!(
+                conn = self.id,
+                "multi refused: its ops span shards of different cores (keep a transaction under top-level nodes of one core, or run --cores 1)"
+            );
+            return self.ready(xid, ZkError::BadArguments.code(), Response::Empty);
+        };
+        self.submit(xid, Kind::Multi(opcodes), vec![(primary, ShardOp::Write(command))]);
     }
 
     pub(super) fn multi_read(&self, xid: i32, ops: Vec<Request>) {

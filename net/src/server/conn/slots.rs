@@ -130,6 +130,10 @@ impl Slot {
 pub(super) enum WriteTarget {
     Shard(ShardId),
     Many,
+    /// A multi across shards: it goes to the shard of its first op, which stands for all of
+    /// them, so the session order of the others is kept by sending nothing else of the
+    /// connection, read or write, until it is answered (and it waits for every write before it).
+    Alone,
 }
 
 /// Requests of one slot not sent yet (they wait for writes to another shard).
@@ -178,6 +182,7 @@ impl Conn {
 
     fn may_send(&self, target: Option<WriteTarget>) -> bool {
         match (target, self.write_target.get()) {
+            (_, Some(WriteTarget::Alone)) => false,
             (None, _) | (Some(_), None) => true,
             (Some(WriteTarget::Shard(new)), Some(WriteTarget::Shard(in_flight))) => new == in_flight,
             _ => false,
@@ -505,6 +510,9 @@ impl Conn {
 fn write_target_of(ops: &[(ShardId, ShardOp)]) -> Option<WriteTarget> {
     if !ops.iter().any(|(_, op)| matches!(op, ShardOp::Write(_))) {
         return None;
+    }
+    if ops.iter().any(|(_, op)| matches!(op, ShardOp::Write(Command::MultiAcross { .. }))) {
+        return Some(WriteTarget::Alone);
     }
     match ops {
         [(shard, _)] => Some(WriteTarget::Shard(*shard)),
