@@ -225,6 +225,102 @@ async fn kill9_of_the_leader_during_a_write_stream_loses_no_acknowledged_write()
     assert_has_all(&c3.nodes[leader - 1], &acked, "the restarted leader").await;
 }
 
+/// Two top-level names in different shards of 8 (one group with one core per node).
+fn roots_in_two_shards(prefix: &str) -> (String, String) {
+    let first = format!("/{}", unique(&format!("{prefix}-a")));
+    let second = (0..)
+        .map(|i| format!("/{}", unique(&format!("{prefix}-b{i}"))))
+        .find(|p| engine::path::shard_of(p, 8) != engine::path::shard_of(&first, 8))
+        .expect("a name in another shard");
+    (first, second)
+}
+
+/// Multis across two shards through `node_addr` for `run`, reconnecting after errors: each
+/// creates `{a}/{name}` and `{b}/{name}`. Returns the names acknowledged and all names tried.
+async fn multi_stream(node_addr: String, a: String, b: String, run: Duration) -> (Vec<String>, Vec<String>) {
+    let (acked, tried) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let deadline = Instant::now() + run;
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let (acked, tried, a, b, addr) = (acked.clone(), tried.clone(), a.clone(), b.clone(), node_addr.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(4)).connect(&addr);
+                let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), connect).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                while Instant::now() < deadline {
+                    i += 1;
+                    let name = format!("m{task}-{i}");
+                    tried.lock().unwrap().push(name.clone());
+                    let mut w = c.new_multi_writer();
+                    w.add_create(&format!("{a}/{name}"), b"x", &persistent()).unwrap();
+                    w.add_create(&format!("{b}/{name}"), b"x", &persistent()).unwrap();
+                    match tokio::time::timeout(Duration::from_secs(5), w.commit()).await {
+                        Ok(Ok(_)) => acked.lock().unwrap().push(name),
+                        _ => break,
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (acked, tried) = (acked.lock().unwrap().clone(), tried.lock().unwrap().clone());
+    (acked, tried)
+}
+
+/// Each acknowledged multi is whole on `node`, and every multi tried is there whole or not at
+/// all (also those whose outcome the client never learned).
+async fn assert_multis_whole(node: &WarrenProcess, a: &str, b: &str, acked: &[String], tried: &[String], what: &str) {
+    let c = connect_eventually(node).await;
+    let mut children = Vec::new();
+    for root in [a, b] {
+        bounded(20, "sync", c.sync(root)).await.unwrap_or_else(|e| panic!("{what}: sync {root}: {e}"));
+        let (names, _) = c.get_children(root).await.unwrap();
+        children.push(names.into_iter().collect::<std::collections::BTreeSet<String>>());
+    }
+    for name in acked {
+        assert!(children[0].contains(name) && children[1].contains(name), "{what}: acknowledged multi {name} not whole");
+    }
+    for name in tried {
+        assert_eq!(children[0].contains(name), children[1].contains(name), "{what}: multi {name} applied in one shard only");
+    }
+}
+
+/// Multis across shards of one group while its leader is killed with -9: no acknowledged multi
+/// is lost and none is half applied, on the survivors and on the restarted leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_leader_during_multis_across_shards_leaves_each_whole_or_absent_everywhere() {
+    let mut c3 = WarrenCluster::start(3, WarrenOpts::default().cores(1).session_timeouts_ms(1000, 40000));
+    let leader = c3.wait_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    let (a, b) = roots_in_two_shards("multi-kill");
+    {
+        let setup = c3.node(follower).client().await;
+        setup.create(&a, b"", &persistent()).await.unwrap();
+        setup.create(&b, b"", &persistent()).await.unwrap();
+    }
+    let addr = c3.node(follower).addr().to_string();
+    let stream = tokio::spawn(multi_stream(addr, a.clone(), b.clone(), Duration::from_secs(4)));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c3.node(leader).kill9();
+    let (acked, tried) = stream.await.unwrap();
+    assert!(acked.len() > 20, "the stream wrote too little to mean anything: {}", acked.len());
+    assert!(tried.len() > acked.len(), "no multi was in flight at the kill");
+    eprintln!("{} multis acknowledged of {} tried; leader {leader} killed", acked.len(), tried.len());
+    for id in 1..=3 {
+        if id != leader {
+            assert_multis_whole(&c3.nodes[id - 1], &a, &b, &acked, &tried, "a survivor").await;
+        }
+    }
+    c3.node(leader).restart();
+    assert_multis_whole(&c3.nodes[leader - 1], &a, &b, &acked, &tried, "the restarted leader").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_serves_nothing_stale_once_it_resumes() {
     // One core: one group, so the paused node leads the group of every key.
