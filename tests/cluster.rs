@@ -284,10 +284,17 @@ async fn assert_multis_whole(node: &WarrenProcess, a: &str, b: &str, acked: &[St
         children.push(names.into_iter().collect::<std::collections::BTreeSet<String>>());
     }
     for name in acked {
-        assert!(children[0].contains(name) && children[1].contains(name), "{what}: acknowledged multi {name} not whole");
+        assert!(
+            children[0].contains(name) && children[1].contains(name),
+            "{what}: acknowledged multi {name} not whole"
+        );
     }
     for name in tried {
-        assert_eq!(children[0].contains(name), children[1].contains(name), "{what}: multi {name} applied in one shard only");
+        assert_eq!(
+            children[0].contains(name),
+            children[1].contains(name),
+            "{what}: multi {name} applied in one shard only"
+        );
     }
 }
 

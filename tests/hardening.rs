@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use warren_tests::{
-    closed_within, err, multi_end, op, parse_multi_reply, unique, Jute, JuteReader, RawSession, Reply, WarrenOpts,
-    WarrenProcess,
+    closed_within, err, multi_end, multi_set_data, op, parse_multi_reply, unique, Jute, JuteReader, RawSession, Reply,
+    WarrenOpts, WarrenProcess,
 };
 
 /// (data, dataLength) of a getData reply.
@@ -573,6 +573,45 @@ fn a_read_answered_on_the_connection_core_never_overtakes_its_watch_event() {
     if !s.is_external() && !warren_tests::warren_bin().ends_with("zk_as_warren.sh") {
         let inline = mntr_value(&s, "warren_reads_inline");
         assert!(inline > ROUNDS as u64 / 2, "only {inline} reads answered on the connection's core");
+    }
+}
+
+/// Reads pipelined right behind the session's own multi across shards see all of it, in the
+/// shard the multi was sent to and in the other one (the connection sends nothing else until
+/// the multi is answered; fails if reads may go out beside it).
+#[test]
+fn pipelined_reads_behind_the_session_multi_across_shards_see_all_of_it() {
+    let s = WarrenProcess::start(WarrenOpts::default().cores(1));
+    let first = format!("/{}", unique("across-a"));
+    let second = (0..)
+        .map(|i| format!("/{}", unique(&format!("across-b{i}"))))
+        .find(|p| s.is_external() || engine::path::shard_of(p, 8) != engine::path::shard_of(&first, 8))
+        .expect("a name in another shard");
+    let mut raw = RawSession::connect(s.addr(), 10000);
+    assert_eq!(raw.create(&first, b"0", 0).err, 0);
+    assert_eq!(raw.create(&second, b"0", 0).err, 0);
+    for round in 1..=200 {
+        let value = format!("{round}");
+        let multi_xid = raw.next_xid();
+        let multi =
+            multi_set_data(multi_set_data(Jute::new(), &first, value.as_bytes(), -1), &second, value.as_bytes(), -1);
+        raw.send(multi_xid, op::MULTI, &multi_end(multi));
+        let reads = [(raw.next_xid(), &second), (raw.next_xid(), &first)];
+        for (xid, p) in reads {
+            raw.send(xid, op::GET_DATA, &Jute::new().str(p).bool(false));
+        }
+        let multi = raw.read_reply().expect("multi reply");
+        assert_eq!((multi.xid, multi.err), (multi_xid, 0));
+        for (xid, p) in reads {
+            let reply = raw.read_reply().expect("getData reply");
+            assert_eq!(reply.xid, xid, "FIFO order");
+            let (data, _) = data_of(&reply);
+            assert_eq!(
+                data.as_deref(),
+                Some(value.as_bytes()),
+                "round {round}: a read of {p} missed the multi before it"
+            );
+        }
     }
 }
 

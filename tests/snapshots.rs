@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use warren_tests::zk::{self, Acls, CreateMode};
-use warren_tests::{bounded, mntr_value, skip_if_external, top_level_in_shard, unique, wait_until, WarrenOpts, WarrenProcess};
+use warren_tests::{
+    bounded, mntr_value, skip_if_external, top_level_in_shard, unique, wait_until, WarrenOpts, WarrenProcess,
+};
 
 /// Snapshots every 250-500 entries, WAL segments of 1 MiB: a few thousand writes go through
 /// many snapshots and segment releases.
