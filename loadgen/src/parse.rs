@@ -18,11 +18,26 @@ pub enum OpKind {
     /// `x`: getData with watch=true of a preloaded key. The server sets a data watch; the
     /// notification a later setData fires is consumed and counted.
     Watch,
+    /// `m`: multi of check(version -1) of a preloaded key and setData of another: one
+    /// top-level subtree, so one shard on warren.
+    Multi,
+    /// `a`: multi of check(version -1) of `/loadgen-epoch…` and setData of a preloaded key:
+    /// Kafka's controller write, across two top-level subtrees (two shards of one core on
+    /// warren with its default 8 shards, whatever its cores).
+    MultiAcross,
 }
 
 impl OpKind {
     /// Every kind, in the order of `Mix::percent`, the table and the JSON.
-    pub const ALL: [OpKind; 5] = [OpKind::Read, OpKind::Write, OpKind::Create, OpKind::Delete, OpKind::Watch];
+    pub const ALL: [OpKind; 7] = [
+        OpKind::Read,
+        OpKind::Write,
+        OpKind::Create,
+        OpKind::Delete,
+        OpKind::Watch,
+        OpKind::Multi,
+        OpKind::MultiAcross,
+    ];
     /// How many kinds there are.
     pub const COUNT: usize = OpKind::ALL.len();
 
@@ -33,6 +48,8 @@ impl OpKind {
             OpKind::Create => 'c',
             OpKind::Delete => 'd',
             OpKind::Watch => 'x',
+            OpKind::Multi => 'm',
+            OpKind::MultiAcross => 'a',
         }
     }
 
@@ -44,6 +61,8 @@ impl OpKind {
             OpKind::Create => "create",
             OpKind::Delete => "delete",
             OpKind::Watch => "getWatch",
+            OpKind::Multi => "multi",
+            OpKind::MultiAcross => "multiAcross",
         }
     }
 
@@ -89,8 +108,9 @@ impl fmt::Display for Mix {
     }
 }
 
-/// Parses a mix: one or more `<percent><letter>` terms, letters r, w, c, d, x, each at most
-/// once, percentages summing to 100. Examples: `90r10w`, `100r`, `80r10w5c5d`, `80r10w10x`.
+/// Parses a mix: one or more `<percent><letter>` terms, letters r, w, c, d, x, m, a, each at
+/// most once, percentages summing to 100. Examples: `90r10w`, `100r`, `80r10w5c5d`, `80r10w10x`,
+/// `100m`, `100a`.
 pub fn parse_mix(s: &str) -> Result<Mix, String> {
     let s = s.trim().to_ascii_lowercase();
     if s.is_empty() {
@@ -105,7 +125,7 @@ pub fn parse_mix(s: &str) -> Result<Mix, String> {
             continue;
         }
         let kind = OpKind::from_letter(c).ok_or_else(|| {
-            format!("mix {s:?}: unknown op '{c}' (r=getData, w=setData, c=create, d=delete, x=getData with watch)")
+            format!("mix {s:?}: unknown op '{c}' (r=getData, w=setData, c=create, d=delete, x=getData with watch, m=multi in one subtree, a=multi across two)")
         })?;
         if digits.is_empty() {
             return Err(format!("mix {s:?}: '{c}' needs a percentage before it, e.g. 10{c}"));
@@ -258,17 +278,18 @@ mod tests {
 
     #[test]
     fn mixes() {
-        assert_eq!(parse_mix("90r10w"), Ok(Mix { percent: [90, 10, 0, 0, 0] }));
-        assert_eq!(parse_mix("100r"), Ok(Mix { percent: [100, 0, 0, 0, 0] }));
-        assert_eq!(parse_mix("100w"), Ok(Mix { percent: [0, 100, 0, 0, 0] }));
-        assert_eq!(parse_mix("50r50w"), Ok(Mix { percent: [50, 50, 0, 0, 0] }));
-        assert_eq!(parse_mix("80r10w5c5d"), Ok(Mix { percent: [80, 10, 5, 5, 0] }));
-        assert_eq!(parse_mix("10W90R"), Ok(Mix { percent: [90, 10, 0, 0, 0] }));
-        assert_eq!(parse_mix("0r100w"), Ok(Mix { percent: [0, 100, 0, 0, 0] }));
-        assert_eq!(parse_mix("80r10w10x"), Ok(Mix { percent: [80, 10, 0, 0, 10] }));
-        assert_eq!(parse_mix("50x50w"), Ok(Mix { percent: [0, 50, 0, 0, 50] }));
-        assert_eq!(parse_mix("100X"), Ok(Mix { percent: [0, 0, 0, 0, 100] }));
-        assert_eq!(parse_mix("60r10w10c10d10x"), Ok(Mix { percent: [60, 10, 10, 10, 10] }));
+        assert_eq!(parse_mix("90r10w"), Ok(Mix { percent: [90, 10, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("100r"), Ok(Mix { percent: [100, 0, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("100w"), Ok(Mix { percent: [0, 100, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("50r50w"), Ok(Mix { percent: [50, 50, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("80r10w5c5d"), Ok(Mix { percent: [80, 10, 5, 5, 0, 0, 0] }));
+        assert_eq!(parse_mix("10W90R"), Ok(Mix { percent: [90, 10, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("0r100w"), Ok(Mix { percent: [0, 100, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("80r10w10x"), Ok(Mix { percent: [80, 10, 0, 0, 10, 0, 0] }));
+        assert_eq!(parse_mix("50x50w"), Ok(Mix { percent: [0, 50, 0, 0, 50, 0, 0] }));
+        assert_eq!(parse_mix("100X"), Ok(Mix { percent: [0, 0, 0, 0, 100, 0, 0] }));
+        assert_eq!(parse_mix("60r10w10c10d10x"), Ok(Mix { percent: [60, 10, 10, 10, 10, 0, 0] }));
+        assert_eq!(parse_mix("50m50a"), Ok(Mix { percent: [0, 0, 0, 0, 0, 50, 50] }));
     }
 
     #[test]
@@ -308,7 +329,7 @@ mod tests {
         for roll in 0..100 {
             counts[mix.pick(roll).index()] += 1;
         }
-        assert_eq!(counts, [80, 10, 5, 5, 0]);
+        assert_eq!(counts, [80, 10, 5, 5, 0, 0, 0]);
         assert_eq!(mix.pick(0), OpKind::Read);
         assert_eq!(mix.pick(99), OpKind::Delete);
         let mix = parse_mix("50x50w").unwrap();

@@ -68,7 +68,7 @@ fn per_sec(count: u64, elapsed: Duration) -> f64 {
 /// latency lines below.
 pub fn table(stats: &Stats, elapsed: Duration) -> String {
     let mut out = String::new();
-    let _ = write!(out, "{:<8} {:>10} {:>8} {:>11} {:>9}", "op", "count", "errors", "ops/s", "errors/s");
+    let _ = write!(out, "{:<11} {:>10} {:>8} {:>11} {:>9}", "op", "count", "errors", "ops/s", "errors/s");
     for (label, _) in PERCENTILES {
         let _ = write!(out, " {:>10}", format!("{label}(µs)"));
     }
@@ -90,7 +90,7 @@ fn row(out: &mut String, name: &str, o: &OpStats, elapsed: Duration) {
     let (ok, errors) = (o.successes(), o.error_count());
     let _ = write!(
         out,
-        "{name:<8} {:>10} {:>8} {:>11.0} {:>9.0}",
+        "{name:<11} {:>10} {:>8} {:>11.0} {:>9.0}",
         o.count,
         errors,
         per_sec(ok, elapsed),

@@ -32,6 +32,26 @@ const NODE_EXISTS: i32 = -110;
 /// Highest latency the histograms track (µs); larger values are clamped and still counted.
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 
+/// The node the `a` op checks: a top-level node in another shard than ROOT's among warren's
+/// default 8, on the same core whether warren runs 1 or 2 cores (a multi across cores is
+/// refused), the first `/loadgen-epoch<i>` that qualifies.
+pub fn epoch_path() -> String {
+    static EPOCH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(|| {
+            const SHARDS: u16 = 8;
+            let root = engine::path::shard_of(ROOT, SHARDS);
+            (0..)
+                .map(|i| format!("{ROOT}-epoch{i}"))
+                .find(|p| {
+                    let shard = engine::path::shard_of(p, SHARDS);
+                    shard != root && shard % 2 == root % 2
+                })
+                .expect("some name qualifies")
+        })
+        .clone()
+}
+
 pub fn key_path(k: u64) -> String {
     format!("{ROOT}/k{k:07}")
 }
@@ -253,6 +273,7 @@ fn create_request(path: String, data: Vec<u8>) -> Request {
 pub fn preload(sessions: &mut [Session], keys: u64, value: &[u8], depth: usize, stop: &AtomicBool) -> Result<()> {
     let first = sessions.first_mut().context("no sessions")?;
     drive(first, 1, once(create_request(ROOT.to_string(), Vec::new())), |c| expect_ok(c, "create /loadgen"))?;
+    drive(first, 1, once(create_request(epoch_path(), Vec::new())), |c| expect_ok(c, "create the epoch node"))?;
     let n = sessions.len() as u64;
     std::thread::scope(|scope| {
         let handles: Vec<_> = sessions
@@ -346,6 +367,17 @@ impl<'p, 'a> OpGen<'p, 'a> {
                 // Nothing of ours to delete yet: a path never created, answered NONODE.
                 let path = self.created.pop_front().unwrap_or_else(|| format!("{ROOT}/c-{}-{id}-none", plan.run_id));
                 Request::Delete { path, version: -1 }
+            }
+            OpKind::Multi | OpKind::MultiAcross => {
+                let checked = match kind {
+                    OpKind::Multi => key_path(plan.keys.pick(&mut self.rng)),
+                    _ => epoch_path(),
+                };
+                let path = key_path(plan.keys.pick(&mut self.rng));
+                Request::Multi(vec![
+                    Request::Check { path: checked, version: -1 },
+                    Request::SetData { path, data: Some(plan.value.clone()), version: -1 },
+                ])
             }
         };
         (req, kind.index() as u8)
