@@ -161,7 +161,8 @@ impl LogEntry {
     /// The shards the entry changes besides its own: those of a multi across shards, else none.
     pub fn other_shards(&self) -> Vec<ShardId> {
         let ops = match &self.command {
-            Command::MultiAcross { ops, .. } | Command::OfConnection { write: ClientWrite::MultiAcross { ops, .. }, .. } => ops,
+            Command::MultiAcross { ops, .. }
+            | Command::OfConnection { write: ClientWrite::MultiAcross { ops, .. }, .. } => ops,
             _ => return Vec::new(),
         };
         let mut others: Vec<ShardId> = ops.iter().map(|(shard, _)| *shard).filter(|s| *s != self.shard).collect();

@@ -75,7 +75,9 @@ Mix: <percent><op>... summing to 100; ops: r = getData, w = setData (of preloade
   (NONODE, counted as an error, when it has none), x = getData with watch=true of a
   preloaded key (row getWatch; the data watch fires on a later setData of that key and its
   notification is counted in the \"watch notifications received\" line, watch_notifications in
-  the JSON). E.g. 90r10w, 100r, 50r50w, 80r10w5c5d, 80r10w10x.
+  the JSON), m = multi of a check of one key and a setData of another, a = multi of a check
+  of /loadgen-epoch<i> and a setData of a key (two top-level subtrees). E.g. 90r10w, 100r,
+  50r50w, 80r10w5c5d, 80r10w10x, 50m50a.
 Keys are /loadgen/k0000000.. picked uniformly at random from --seed (the warmup from its
 own stream derived from it); ops/s and latencies (microseconds) are of successful replies,
 errors are counted, rated and timed apart. On a terminal a live progress bar
@@ -159,8 +161,8 @@ struct RunArgs {
     /// stream (e.g. 10k)
     #[arg(long, value_parser = parse_count, default_value = "0")]
     warmup: u64,
-    /// Operation mix, e.g. 90r10w, 100r, 80r10w5c5d, 80r10w10x (r getData, w setData,
-    /// c create, d delete, x getData with a watch)
+    /// Operation mix, e.g. 90r10w, 100r, 80r10w5c5d, 80r10w10x, 50m50a (r getData, w setData,
+    /// c create, d delete, x getData with a watch, m multi in one subtree, a multi across two)
     #[arg(long, value_parser = parse_mix, default_value = "90r10w")]
     mix: Mix,
     /// Servers host:port,... to measure; without it loadgen starts a local warren
@@ -300,9 +302,9 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
     if cli.value_size > VALUE_BYTES_MAX {
         bail!("--value-size {} exceeds {VALUE_BYTES_MAX} bytes", cli.value_size);
     }
-    let keyed = [OpKind::Read, OpKind::Write, OpKind::Watch];
+    let keyed = [OpKind::Read, OpKind::Write, OpKind::Watch, OpKind::Multi, OpKind::MultiAcross];
     if cli.keys == 0 && keyed.iter().any(|k| cli.mix.percent[k.index()] > 0) {
-        bail!("--keys 0 leaves nothing for r/w/x ops to read, write or watch");
+        bail!("--keys 0 leaves nothing for r/w/x/m/a ops to read, write or watch");
     }
     let mut server_pids = cli.server_pid.as_ref().map(|p| p.0.clone()).unwrap_or_default();
     for &pid in &server_pids {
