@@ -151,6 +151,12 @@ async fn every_node_reads_what_any_node_wrote_and_watches_fire_where_the_client_
     assert!(gone, "the ephemeral outlived its closed session");
 }
 
+/// A session of 4 s through `addr`, if one is made within 3 s.
+async fn try_connect(addr: &str) -> Option<zk::Client> {
+    let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(4)).connect(addr);
+    tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()
+}
+
 /// Writes through `node` on several sessions for `run`, reconnecting after errors; records
 /// every acknowledged create.
 async fn write_stream(node_addr: String, roots: Vec<String>, run: Duration) -> BTreeMap<String, Vec<u8>> {
@@ -162,8 +168,7 @@ async fn write_stream(node_addr: String, roots: Vec<String>, run: Duration) -> B
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(4)).connect(&addr);
-                let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), connect).await else {
+                let Some(c) = try_connect(&addr).await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
@@ -246,8 +251,7 @@ async fn multi_stream(node_addr: String, a: String, b: String, run: Duration) ->
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(4)).connect(&addr);
-                let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(3), connect).await else {
+                let Some(c) = try_connect(&addr).await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };

@@ -32,7 +32,7 @@ impl Group {
     /// The multi as the server sends it: in the one shard of its ops, or across them.
     fn multi(&mut self, ops: Vec<MultiOp>) -> AppliedAcross {
         let count = self.shards.len() as u16;
-        let placed: Vec<(ShardId, MultiOp)> = ops.into_iter().map(|op| (shard_of(op_path(&op), count), op)).collect();
+        let placed: Vec<(ShardId, MultiOp)> = ops.into_iter().map(|op| (shard_of(op.path(), count), op)).collect();
         let own = placed[0].0;
         if placed.iter().all(|(shard, _)| *shard == own) {
             let ops = placed.into_iter().map(|(_, op)| op).collect();
@@ -53,15 +53,6 @@ impl Group {
 
     fn shard_of(&self, path: &str) -> &Shard {
         &self.shards[shard_of(path, self.shards.len() as u16) as usize]
-    }
-}
-
-fn op_path(op: &MultiOp) -> &str {
-    match op {
-        MultiOp::Create(c) => &c.path,
-        MultiOp::Delete(d) => &d.path,
-        MultiOp::SetData(s) => &s.path,
-        MultiOp::Check { path, .. } => path,
     }
 }
 

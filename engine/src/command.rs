@@ -157,6 +157,18 @@ pub enum MultiOp {
     Check { path: String, version: i32 },
 }
 
+impl MultiOp {
+    /// The path the op names.
+    pub fn path(&self) -> &str {
+        match self {
+            MultiOp::Create(c) => &c.path,
+            MultiOp::Delete(d) => &d.path,
+            MultiOp::SetData(s) => &s.path,
+            MultiOp::Check { path, .. } => path,
+        }
+    }
+}
+
 impl LogEntry {
     /// The shards the entry changes besides its own: those of a multi across shards, else none.
     pub fn other_shards(&self) -> Vec<ShardId> {

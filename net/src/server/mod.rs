@@ -569,7 +569,9 @@ pub(crate) fn apply_committed(
         if touched.len() != others.len() + 1 {
             let owned: Vec<ShardId> = touched.iter().map(|s| s.id()).collect();
             let named: Vec<ShardId> = std::iter::once(entry.shard).chain(others).collect();
-            return Err(anyhow!("WAL of core {core_id} holds an entry of shards {named:?}; this core owns {owned:?} of them"));
+            return Err(anyhow!(
+                "WAL of core {core_id} holds an entry of shards {named:?}; this core owns {owned:?} of them"
+            ));
         }
         match touched.as_mut_slice() {
             [shard] => {

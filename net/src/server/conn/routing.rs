@@ -199,13 +199,13 @@ impl Conn {
             };
             let shard = match &multi_op {
                 MultiOp::Create(create) => self.create_shard(create),
-                other => shard_of(multi_op_path(other), self.shard_count()),
+                other => shard_of(other.path(), self.shard_count()),
             };
             shards.push(shard);
             opcodes.push(opcode);
             multi_ops.push(multi_op);
         }
-        if multi_ops.iter().any(|op| multi_op_path(op) == "/") {
+        if multi_ops.iter().any(|op| op.path() == "/") {
             tracing::info!(conn = self.id, "multi refused: an op on \"/\" itself");
             return self.ready(xid, ZkError::BadArguments.code(), Response::Empty);
         }
@@ -282,14 +282,5 @@ fn read_path(op: &ReadOp) -> &str {
         | ReadOp::RemoveWatches { path, .. } => path,
         ReadOp::GetEphemerals { prefix } => prefix,
         ReadOp::MultiRead(_) | ReadOp::SetWatches { .. } => "/",
-    }
-}
-
-fn multi_op_path(op: &MultiOp) -> &str {
-    match op {
-        MultiOp::Create(c) => &c.path,
-        MultiOp::Delete(d) => &d.path,
-        MultiOp::SetData(s) => &s.path,
-        MultiOp::Check { path, .. } => path,
     }
 }
