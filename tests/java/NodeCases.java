@@ -23,6 +23,7 @@ final class NodeCases {
         cases.add(new CuratorSuite.Case("ttl-node-swept-after-ttl", NodeCases::ttlNode));
         cases.add(new CuratorSuite.Case("container-swept-after-last-child", NodeCases::container));
         cases.add(new CuratorSuite.Case("transaction-commit-and-rollback", NodeCases::transaction));
+        cases.add(new CuratorSuite.Case("transaction-across-top-level-nodes", NodeCases::transactionAcross));
         cases.add(new CuratorSuite.Case("digest-acl", NodeCases::digestAcl));
         cases.add(new CuratorSuite.Case("session-expiry-removes-ephemerals", NodeCases::sessionExpiry));
     }
@@ -113,6 +114,55 @@ final class NodeCases {
             // Checked before anything else happens.
         }
         Ctx.check(client.checkExists().forPath(c) == null, "create after a failed check applied");
+    }
+
+    /** warren's shard of a path among its default 8 (engine::path::shard_of: FNV-1a of the first component). */
+    static int warrenShard(String path) {
+        long h = 0xcbf29ce484222325L;
+        for (byte b : path.substring(1).split("/")[0].getBytes(StandardCharsets.UTF_8)) {
+            h = (h ^ (b & 0xff)) * 0x100000001b3L;
+        }
+        return (int) Long.remainderUnsigned(h, 8);
+    }
+
+    /** The first `prefix<k>` in warren's shard `shard`. */
+    static String nameInShard(String prefix, int shard) {
+        for (int k = 0; ; k++) {
+            if (warrenShard(prefix + k) == shard) {
+                return prefix + k;
+            }
+        }
+    }
+
+    /**
+     * Kafka's controller write through Curator's transaction API: a version check of the epoch
+     * node and writes under another top-level node, which warren keeps in another shard (both
+     * shards of core 0 whether it runs 1 or 2 cores: multis across cores are refused until they
+     * are built). All or nothing, with the failing op's error.
+     */
+    static void transactionAcross(Ctx ctx) throws Exception {
+        CuratorFramework client = ctx.client();
+        String epoch = nameInShard(ctx.root + "-epoch-", 0), brokers = nameInShard(ctx.root + "-brokers-", 2);
+        client.create().forPath(epoch, bytes("1"));
+        client.create().forPath(brokers);
+        List<CuratorTransactionResult> results = client.transaction().forOperations(
+                client.transactionOp().check().withVersion(0).forPath(epoch),
+                client.transactionOp().create().forPath(brokers + "/t1", bytes("p")),
+                client.transactionOp().setData().forPath(brokers, bytes("b1")));
+        Ctx.eq(3, results.size(), "results");
+        Ctx.eq(brokers + "/t1", results.get(1).getResultPath(), "created path");
+        Ctx.eq(1, results.get(2).getResultStat().getVersion(), "version after setData in the transaction");
+        try {
+            client.transaction().forOperations(
+                    client.transactionOp().create().forPath(brokers + "/t2"),
+                    client.transactionOp().setData().forPath(brokers, bytes("stale")),
+                    client.transactionOp().check().withVersion(5).forPath(epoch));
+            throw new AssertionError("a transaction with a stale epoch committed");
+        } catch (KeeperException.BadVersionException expected) {
+            // The last op fails: the ones before it, in the other shard, are taken back.
+        }
+        Ctx.check(client.checkExists().forPath(brokers + "/t2") == null, "create of a failed transaction applied");
+        Ctx.eq("b1", new String(client.getData().forPath(brokers), StandardCharsets.UTF_8), "data after rollback");
     }
 
     /** A digest ACL: no auth and wrong auth get NoAuth; the right credentials read and write. */
