@@ -230,16 +230,6 @@ async fn kill9_of_the_leader_during_a_write_stream_loses_no_acknowledged_write()
     assert_has_all(&c3.nodes[leader - 1], &acked, "the restarted leader").await;
 }
 
-/// Two top-level names in different shards of 8 (one group with one core per node).
-fn roots_in_two_shards(prefix: &str) -> (String, String) {
-    let first = format!("/{}", unique(&format!("{prefix}-a")));
-    let second = (0..)
-        .map(|i| format!("/{}", unique(&format!("{prefix}-b{i}"))))
-        .find(|p| engine::path::shard_of(p, 8) != engine::path::shard_of(&first, 8))
-        .expect("a name in another shard");
-    (first, second)
-}
-
 /// Multis across two shards through `node_addr` for `run`, reconnecting after errors: each
 /// creates `{a}/{name}` and `{b}/{name}`. Returns the names acknowledged and all names tried.
 async fn multi_stream(node_addr: String, a: String, b: String, run: Duration) -> (Vec<String>, Vec<String>) {
@@ -309,7 +299,8 @@ async fn kill9_of_the_leader_during_multis_across_shards_leaves_each_whole_or_ab
     let mut c3 = WarrenCluster::start(3, WarrenOpts::default().cores(1).session_timeouts_ms(1000, 40000));
     let leader = c3.wait_leader(Duration::from_secs(10));
     let follower = if leader == 1 { 2 } else { 1 };
-    let (a, b) = roots_in_two_shards("multi-kill");
+    // Two shards of the one group (8 shards, one core per node).
+    let (a, b) = (top_level_in_shard("multi-kill", 0, 8), top_level_in_shard("multi-kill", 1, 8));
     {
         let setup = c3.node(follower).client().await;
         setup.create(&a, b"", &persistent()).await.unwrap();

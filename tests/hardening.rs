@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use warren_tests::{
-    closed_within, err, multi_end, multi_set_data, op, parse_multi_reply, unique, Jute, JuteReader, RawSession, Reply,
-    WarrenOpts, WarrenProcess,
+    closed_within, err, multi_end, multi_set_data, op, parse_multi_reply, top_level_in_shard, unique, Jute, JuteReader,
+    RawSession, Reply, WarrenOpts, WarrenProcess,
 };
 
 /// (data, dataLength) of a getData reply.
@@ -582,11 +582,7 @@ fn a_read_answered_on_the_connection_core_never_overtakes_its_watch_event() {
 #[test]
 fn pipelined_reads_behind_the_session_multi_across_shards_see_all_of_it() {
     let s = WarrenProcess::start(WarrenOpts::default().cores(1));
-    let first = format!("/{}", unique("across-a"));
-    let second = (0..)
-        .map(|i| format!("/{}", unique(&format!("across-b{i}"))))
-        .find(|p| s.is_external() || engine::path::shard_of(p, 8) != engine::path::shard_of(&first, 8))
-        .expect("a name in another shard");
+    let (first, second) = (top_level_in_shard("across", 0, 8), top_level_in_shard("across", 1, 8));
     let mut raw = RawSession::connect(s.addr(), 10000);
     assert_eq!(raw.create(&first, b"0", 0).err, 0);
     assert_eq!(raw.create(&second, b"0", 0).err, 0);
