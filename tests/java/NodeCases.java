@@ -238,6 +238,11 @@ final class NodeCases {
         Ctx.await(reconnected, "the client reconnects with a new session");
         Ctx.check(victim.getZookeeperClient().getZooKeeper().getSessionId() != session, "same session after expiry");
         victim.create().withMode(CreateMode.EPHEMERAL).forPath(eph);
+        // The observer may read through another node of a cluster: sync first (ZooKeeper's rule
+        // for seeing another client's write at once).
+        CountDownLatch synced = new CountDownLatch(1);
+        observer.getZookeeperClient().getZooKeeper().sync(eph, (rc, path, c) -> synced.countDown(), null);
+        Ctx.await(synced, "the observer's sync");
         Ctx.check(observer.checkExists().forPath(eph) != null, "the new session creates the ephemeral again");
     }
 }
