@@ -88,6 +88,75 @@ pub enum Command {
         session: SessionId,
         auth: Vec<Id>,
     },
+    /// Phase one of a multi across groups, in one of them (`engine::txn`): the group's ops are
+    /// applied and held out of sight, or refused. The entry's own shard is the group's home
+    /// shard (the lowest of the group), which keeps the group's table of transactions.
+    TxnPrepare(TxnPrepare),
+    /// The coordinator's decision on a prepared multi across groups, in the coordinator
+    /// group's home shard. The first decision logged for a transaction is the one that holds.
+    TxnDecide {
+        txn: TxnId,
+        groups: Vec<u16>,
+        outcome: TxnOutcome,
+    },
+    /// Phase two in one group: the prepared ops become visible (commit) or are taken back.
+    /// `shards`: those its prepare changed (the group's home shard first).
+    TxnFinish {
+        txn: TxnId,
+        commit: bool,
+        shards: Vec<ShardId>,
+    },
+    /// The coordinator forgets decisions that every group has finished.
+    TxnForget {
+        txns: Vec<TxnId>,
+    },
+}
+
+/// A multi across groups, named by the node that began it and its own count there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Archive, Serialize, Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct TxnId {
+    pub node: u64,
+    pub serial: u64,
+}
+
+/// One op of a multi across groups: its place in the client's multi and its shard.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct TxnOp {
+    pub index: u32,
+    pub shard: ShardId,
+    pub op: MultiOp,
+}
+
+/// A group's part of a multi across groups.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct TxnPrepare {
+    pub txn: TxnId,
+    /// The group that decides (the group of the multi's first op).
+    pub coordinator: u16,
+    /// Every group with ops, ascending.
+    pub groups: Vec<u16>,
+    /// This group's ops, in the multi's order.
+    pub ops: Vec<TxnOp>,
+    /// Ops of the whole multi.
+    pub op_count: u32,
+    pub session: SessionId,
+    pub auth: Vec<Id>,
+}
+
+/// What a coordinator decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Archive, Serialize, Deserialize)]
+#[rkyv(derive(Debug))]
+pub enum TxnOutcome {
+    Commit,
+    /// The op at `index` of the multi failed with `error` (a ZooKeeper code); none is applied.
+    Abort {
+        index: u32,
+        error: i32,
+    },
+    /// A group could not vote (its paths were held by another transaction): none is applied,
+    /// and the multi is tried again.
+    Retry,
 }
 
 /// A client's data write as `Command::OfConnection` carries it: the commands of the same name
@@ -100,6 +169,16 @@ pub enum ClientWrite {
     SetAcl { path: String, acl: Vec<Acl>, version: i32, auth: Vec<Id> },
     Multi { ops: Vec<MultiOp>, session: SessionId, auth: Vec<Id> },
     MultiAcross { ops: Vec<(ShardId, MultiOp)>, session: SessionId, auth: Vec<Id> },
+}
+
+impl Command {
+    /// An entry of a multi across groups (`engine::txn`).
+    pub fn is_txn(&self) -> bool {
+        matches!(
+            self,
+            Command::TxnPrepare(_) | Command::TxnDecide { .. } | Command::TxnFinish { .. } | Command::TxnForget { .. }
+        )
+    }
 }
 
 impl ClientWrite {
@@ -172,12 +251,16 @@ impl MultiOp {
 impl LogEntry {
     /// The shards the entry changes besides its own: those of a multi across shards, else none.
     pub fn other_shards(&self) -> Vec<ShardId> {
-        let ops = match &self.command {
+        let shards: Vec<ShardId> = match &self.command {
             Command::MultiAcross { ops, .. }
-            | Command::OfConnection { write: ClientWrite::MultiAcross { ops, .. }, .. } => ops,
+            | Command::OfConnection { write: ClientWrite::MultiAcross { ops, .. }, .. } => {
+                ops.iter().map(|(shard, _)| *shard).collect()
+            }
+            Command::TxnPrepare(prepare) => prepare.ops.iter().map(|op| op.shard).collect(),
+            Command::TxnFinish { shards, .. } => shards.clone(),
             _ => return Vec::new(),
         };
-        let mut others: Vec<ShardId> = ops.iter().map(|(shard, _)| *shard).filter(|s| *s != self.shard).collect();
+        let mut others: Vec<ShardId> = shards.into_iter().filter(|s| *s != self.shard).collect();
         others.sort_unstable();
         others.dedup();
         others

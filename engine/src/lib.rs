@@ -18,6 +18,7 @@ pub mod session;
 pub mod shard;
 pub mod snapshot;
 pub mod tree;
+pub mod txn;
 pub mod types;
 pub mod watch;
 mod write;
@@ -30,3 +31,5 @@ mod across_tests;
 mod proptests;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod txn_tests;

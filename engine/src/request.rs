@@ -114,6 +114,8 @@ pub enum WriteResult {
     Reaped(bool),
     /// A MoveSession: the session's connection epoch in this shard after it.
     Moved(Zxid),
+    /// An entry of a multi across groups (`engine::txn`).
+    Txn(crate::txn::TxnApplied),
 }
 
 #[derive(Debug, Clone, PartialEq)]

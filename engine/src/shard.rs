@@ -6,13 +6,14 @@
 //! gathers and merges the views of all shards (children = union, numChildren = sum); data and
 //! ACL of "/" are kept identical in every shard by broadcasting setData("/") and setACL("/").
 
-use crate::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId};
+use crate::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId, TxnId};
 use crate::error::ZkError;
 use crate::path;
 use crate::request::{Caller, MultiResult, ReadOp, ReadResult, WriteResult};
 use crate::session::SessionInfo;
 use crate::session::SessionTable;
 use crate::tree::{Node, NodeKind, NodeMeta, StableHasher, Tree};
+use crate::txn::{self, Holds, TxnTable};
 use crate::types::{perms, Acl, ConnId, Id, Notification, SessionId, Zxid};
 use crate::watch::WatchRegistry;
 use crate::write::{aborted_results, qualifies_for_reap, Change, Txn};
@@ -33,6 +34,10 @@ pub struct Shard {
     pub(crate) tree: Tree,
     pub(crate) sessions: SessionTable,
     pub(crate) watches: WatchRegistry,
+    /// Multis across groups this shard's group takes part in (kept in the group's home shard).
+    pub(crate) txns: TxnTable,
+    /// Paths of this shard held by prepared multis across groups.
+    pub(crate) holds: Holds,
 }
 
 impl Shard {
@@ -45,16 +50,42 @@ impl Shard {
             add_system_nodes(&mut tree);
         }
         let sessions = SessionTable::new(id == 0);
-        Shard { id, last_zxid: 0, tree, sessions, watches: WatchRegistry::default() }
+        Shard {
+            id,
+            last_zxid: 0,
+            tree,
+            sessions,
+            watches: WatchRegistry::default(),
+            txns: TxnTable::default(),
+            holds: Holds::default(),
+        }
     }
 
     /// A shard restored from its parts (`snapshot.rs`); no watches.
     pub(crate) fn from_parts(id: ShardId, last_zxid: Zxid, tree: Tree, sessions: SessionTable) -> Shard {
-        Shard { id, last_zxid, tree, sessions, watches: WatchRegistry::default() }
+        Shard {
+            id,
+            last_zxid,
+            tree,
+            sessions,
+            watches: WatchRegistry::default(),
+            txns: TxnTable::default(),
+            holds: Holds::default(),
+        }
     }
 
     pub fn id(&self) -> ShardId {
         self.id
+    }
+
+    /// The multi across groups holding `path` (prepared, not finished): a read of it waits.
+    pub fn holder_of(&self, path: &str) -> Option<TxnId> {
+        self.holds.holder_of(path)
+    }
+
+    /// The multis across groups of this shard's group (its home shard's table).
+    pub fn txns(&self) -> &TxnTable {
+        &self.txns
     }
 
     /// zxid of the last applied entry (0 when none).
@@ -66,6 +97,11 @@ impl Shard {
     /// An entry that changes other shards too (`LogEntry::other_shards`) goes to `apply_across`.
     pub fn apply(&mut self, entry: &LogEntry) -> Applied {
         assert_eq!(entry.shard, self.id, "entry of shard {} applied to shard {}", entry.shard, self.id);
+        if entry.command.is_txn() {
+            let applied = txn::apply_txn(&mut [self], entry);
+            let notifications = applied.notifications.into_iter().flat_map(|(_, n)| n).collect();
+            return Applied { result: Ok(WriteResult::Txn(applied.applied)), notifications };
+        }
         self.advance_to(entry.zxid);
         let txn = Txn::new(&mut self.tree, &mut self.sessions, entry.zxid, entry.time_ms);
         let (result, changes) = txn.run(&entry.command);
@@ -73,7 +109,7 @@ impl Shard {
         Applied { result, notifications }
     }
 
-    fn advance_to(&mut self, zxid: Zxid) {
+    pub(crate) fn advance_to(&mut self, zxid: Zxid) {
         assert!(
             zxid > self.last_zxid,
             "zxid must increase: entry {:#x} after {:#x} in shard {}",
@@ -84,7 +120,7 @@ impl Shard {
         self.last_zxid = zxid;
     }
 
-    fn fire(&mut self, changes: &[Change], zxid: Zxid) -> Vec<Notification> {
+    pub(crate) fn fire(&mut self, changes: &[Change], zxid: Zxid) -> Vec<Notification> {
         let mut notifications = Vec::new();
         for change in changes {
             match change {

@@ -22,7 +22,8 @@ pub(crate) enum Change {
 }
 
 /// How to take back one applied op of a multi.
-enum Undo {
+#[derive(Debug, Clone)]
+pub(crate) enum Undo {
     Created { path: String, parent_meta: NodeMeta },
     Deleted { path: String, node: Node, parent_meta: NodeMeta },
     DataSet { path: String, data: Option<Vec<u8>>, meta: NodeMeta },
@@ -79,6 +80,12 @@ impl<'a> Txn<'a> {
                 self.sessions.move_on(*session).map(WriteResult::Moved).ok_or(ZkError::SessionExpired)
             }
             Command::MultiAcross { .. } => unreachable!("a multi across shards is applied by shard::apply_across"),
+            Command::TxnPrepare(_)
+            | Command::TxnDecide { .. }
+            | Command::TxnFinish { .. }
+            | Command::TxnForget { .. } => {
+                unreachable!("a transaction entry is applied by txn::apply_txn")
+            }
         }
     }
 
@@ -288,29 +295,14 @@ impl<'a> Txn<'a> {
 
     /// Takes back every applied op, newest first, and forgets their changes.
     pub(crate) fn rollback(&mut self) {
-        while let Some(undo) = self.undo.pop() {
-            match undo {
-                Undo::Created { path, parent_meta } => {
-                    let node = self.tree.unlink(&path);
-                    if let NodeKind::Ephemeral(owner) = node.kind {
-                        self.sessions.remove_ephemeral(owner, &path, self.zxid);
-                    }
-                    *self.tree.meta_mut(path::parent(&path)) = parent_meta;
-                }
-                Undo::Deleted { path, node, parent_meta } => {
-                    if let NodeKind::Ephemeral(owner) = node.kind {
-                        self.sessions.add_ephemeral(owner, &path, self.zxid);
-                    }
-                    *self.tree.meta_mut(path::parent(&path)) = parent_meta;
-                    self.tree.link(path, node);
-                }
-                Undo::DataSet { path, data, meta } => {
-                    self.tree.replace_data(&path, data);
-                    *self.tree.meta_mut(&path) = meta;
-                }
-            }
-        }
+        take_back(self.tree, self.sessions, self.zxid, std::mem::take(&mut self.undo));
         self.changes.clear();
+    }
+
+    /// What takes back the ops applied so far (`take_back`), and their changes: the ops stay
+    /// applied, and this `Txn` forgets them (a prepared multi across groups keeps them aside).
+    pub(crate) fn take_applied(&mut self) -> (Vec<Undo>, Vec<Change>) {
+        (std::mem::take(&mut self.undo), std::mem::take(&mut self.changes))
     }
 
     /// Deletes the session's ephemerals (in path order, each like a delete) and forgets it.
@@ -354,6 +346,33 @@ fn check_version(current: i32, expected: i32) -> Result<(), ZkError> {
         return Err(ZkError::BadVersion);
     }
     Ok(())
+}
+
+/// Takes back applied ops (`Txn::take_applied`), newest first. `zxid` is the entry doing it
+/// (the sessions note when their ephemerals changed).
+pub(crate) fn take_back(tree: &mut Tree, sessions: &mut SessionTable, zxid: Zxid, mut undo: Vec<Undo>) {
+    while let Some(step) = undo.pop() {
+        match step {
+            Undo::Created { path, parent_meta } => {
+                let node = tree.unlink(&path);
+                if let NodeKind::Ephemeral(owner) = node.kind {
+                    sessions.remove_ephemeral(owner, &path, zxid);
+                }
+                *tree.meta_mut(path::parent(&path)) = parent_meta;
+            }
+            Undo::Deleted { path, node, parent_meta } => {
+                if let NodeKind::Ephemeral(owner) = node.kind {
+                    sessions.add_ephemeral(owner, &path, zxid);
+                }
+                *tree.meta_mut(path::parent(&path)) = parent_meta;
+                tree.link(path, node);
+            }
+            Undo::DataSet { path, data, meta } => {
+                tree.replace_data(&path, data);
+                *tree.meta_mut(&path) = meta;
+            }
+        }
+    }
 }
 
 pub(crate) fn aborted_results(len: usize, failed: usize, error: ZkError) -> Vec<MultiResult> {

@@ -1,0 +1,381 @@
+//! Multis across Raft groups: the engine's half of their two-phase commit (the protocol and its
+//! recovery rules are in docs/architecture.md, "Transactions").
+//!
+//! Each group with ops logs a `TxnPrepare` of its own ops. Applying it runs them at once, in
+//! the multi's order, and either keeps their effects with the paths they touch *held* (the
+//! group votes Yes) or takes them back (No, with the failing op; or Held, when a path was held
+//! by another transaction already). The coordinator group logs a `TxnDecide` from the votes,
+//! and each group then logs a `TxnFinish`: the held effects fire their watches and the paths
+//! are released (commit), or the effects are taken back (abort).
+//!
+//! Holding is what makes the multi atomic: from its prepare to its finish, nothing else in the
+//! group may change or read a held path (the runtime keeps such writes and reads waiting, see
+//! `holder_of_command`), so the group's part is as if applied at the moment of the decision,
+//! whatever the group applied meanwhile. Everything here is state of the group's log: every
+//! replica, and a replay, holds and releases the same paths at the same entries.
+
+use crate::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId, TxnId, TxnOutcome, TxnPrepare};
+use crate::error::ZkError;
+use crate::path;
+use crate::request::MultiResult;
+use crate::shard::Shard;
+use crate::types::{Notification, Zxid};
+use crate::write::{take_back, Change, Txn, Undo};
+use ahash::AHashMap;
+use std::collections::BTreeMap;
+
+/// A group's answer to a prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vote {
+    /// Every op of the group succeeded; their effects are held until the decision.
+    Yes,
+    /// The op at `index` of the multi failed with `error`; nothing of the group's is applied.
+    No { index: u32, error: ZkError },
+    /// A path of the group's ops is held by another transaction: nothing is applied.
+    Held,
+}
+
+/// The decision from the votes of every group: commit if all said yes; a held path anywhere
+/// means the multi is tried again (what the held op would have done is not known); otherwise
+/// the failure with the lowest index is the multi's, as ZooKeeper runs the ops in order and
+/// stops at the first that fails (ops of different groups never see each other's paths).
+pub fn outcome_of(votes: impl IntoIterator<Item = Vote>) -> TxnOutcome {
+    let mut first_failure: Option<(u32, ZkError)> = None;
+    for vote in votes {
+        match vote {
+            Vote::Yes => {}
+            Vote::Held => return TxnOutcome::Retry,
+            Vote::No { index, error } => {
+                if first_failure.is_none_or(|(first, _)| index < first) {
+                    first_failure = Some((index, error));
+                }
+            }
+        }
+    }
+    match first_failure {
+        None => TxnOutcome::Commit,
+        Some((index, error)) => TxnOutcome::Abort { index, error: error.code() },
+    }
+}
+
+/// What a group keeps of the multis across groups it takes part in (in its home shard).
+#[derive(Debug, Clone, Default)]
+pub struct TxnTable {
+    /// Prepared here and not finished yet.
+    prepared: BTreeMap<TxnId, Prepared>,
+    /// Decided by this group as coordinator and not forgotten yet.
+    decided: BTreeMap<TxnId, TxnOutcome>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub coordinator: u16,
+    pub groups: Vec<u16>,
+    pub vote: Vote,
+    /// The held paths, by shard.
+    held: Vec<(ShardId, String)>,
+    /// The shards whose state the ops changed: how to take it back, and the watches to fire.
+    parts: Vec<Part>,
+}
+
+impl Prepared {
+    /// The shards a finish must be handed (those the ops changed or hold paths in).
+    pub fn shards(&self) -> Vec<ShardId> {
+        let mut shards: Vec<ShardId> = self.held.iter().map(|(shard, _)| *shard).collect();
+        shards.extend(self.parts.iter().map(|part| part.shard));
+        shards.sort_unstable();
+        shards.dedup();
+        shards
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    shard: ShardId,
+    undo: Vec<Undo>,
+    changes: Vec<Change>,
+}
+
+impl TxnTable {
+    pub fn is_empty(&self) -> bool {
+        self.prepared.is_empty() && self.decided.is_empty()
+    }
+
+    pub fn prepared(&self) -> impl Iterator<Item = (&TxnId, &Prepared)> {
+        self.prepared.iter()
+    }
+
+    pub fn decided(&self) -> impl Iterator<Item = (&TxnId, &TxnOutcome)> {
+        self.decided.iter()
+    }
+
+    pub fn decision(&self, txn: &TxnId) -> Option<TxnOutcome> {
+        self.decided.get(txn).copied()
+    }
+}
+
+/// Paths of one shard held by transactions prepared in its group.
+#[derive(Debug, Clone, Default)]
+pub struct Holds(AHashMap<String, TxnId>);
+
+impl Holds {
+    pub fn holder_of(&self, path: &str) -> Option<TxnId> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(path).copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What applying a transaction entry produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TxnApplied {
+    /// A prepare: the group's vote and, on Yes, its ops' results with their index in the multi.
+    /// A second prepare of the same transaction changes nothing and gives no results.
+    Voted {
+        vote: Vote,
+        results: Vec<(u32, MultiResult)>,
+    },
+    /// A decision: the one that holds (the first logged for the transaction).
+    Decided(TxnOutcome),
+    /// A finish: whether the group's ops became visible; None when nothing was prepared (a
+    /// second finish).
+    Finished(Option<bool>),
+    Forgotten,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedTxn {
+    pub applied: TxnApplied,
+    pub notifications: Vec<(ShardId, Vec<Notification>)>,
+}
+
+/// Applies a transaction entry to the shards it names (`LogEntry::other_shards` and its own,
+/// the group's home shard), each once. Every shard handed takes the entry's zxid.
+pub fn apply_txn(shards: &mut [&mut Shard], entry: &LogEntry) -> AppliedTxn {
+    for (i, shard) in shards.iter().enumerate() {
+        assert!(shards[..i].iter().all(|other| other.id() != shard.id()), "shard {} handed twice", shard.id());
+    }
+    for shard in entry.other_shards() {
+        assert!(shards.iter().any(|s| s.id() == shard), "shard {shard} of a transaction entry was not handed");
+    }
+    let home = shards.iter().position(|s| s.id() == entry.shard).expect("the entry's own shard is handed");
+    for shard in shards.iter_mut() {
+        shard.advance_to(entry.zxid);
+    }
+    let mut notifications = Vec::new();
+    let applied = match &entry.command {
+        Command::TxnPrepare(prepare) => prepare_in(shards, home, prepare, entry.zxid, entry.time_ms),
+        Command::TxnDecide { txn, outcome, .. } => {
+            TxnApplied::Decided(*shards[home].txns.decided.entry(*txn).or_insert(*outcome))
+        }
+        Command::TxnFinish { txn, commit, .. } => {
+            finish_in(shards, home, *txn, *commit, entry.zxid, &mut notifications)
+        }
+        Command::TxnForget { txns } => {
+            for txn in txns {
+                shards[home].txns.decided.remove(txn);
+            }
+            TxnApplied::Forgotten
+        }
+        other => panic!("apply_txn of an entry that is not a transaction's: {other:?}"),
+    };
+    AppliedTxn { applied, notifications }
+}
+
+/// A finish applied ahead of its place in the log, at the first entry that meets a path its
+/// transaction holds (docs/architecture.md, "Transactions"): the shards keep their zxid (the
+/// entries before its place still follow), and the finish finds nothing to do at its place.
+pub fn finish_early(shards: &mut [&mut Shard], entry: &LogEntry) -> AppliedTxn {
+    let Command::TxnFinish { txn, commit, .. } = &entry.command else {
+        panic!("finish_early of an entry that is not a finish: {:?}", entry.command);
+    };
+    for shard in entry.other_shards() {
+        assert!(shards.iter().any(|s| s.id() == shard), "shard {shard} of a finish was not handed");
+    }
+    let home = shards.iter().position(|s| s.id() == entry.shard).expect("the entry's own shard is handed");
+    let zxid = shards.iter().map(|s| s.last_zxid()).max().expect("some shard");
+    let mut notifications = Vec::new();
+    let applied = finish_in(shards, home, *txn, *commit, zxid, &mut notifications);
+    AppliedTxn { applied, notifications }
+}
+
+/// A decision applied ahead of its place, while the group's next entry waits for a held path:
+/// the finish that releases it may wait for this decision (the coordinator's own group), or for
+/// a vote that waits behind a path another decision releases. A decision changes only the
+/// table of decisions, and the first logged still holds; at its place it finds it taken.
+pub fn decide_early(shards: &mut [&mut Shard], entry: &LogEntry) -> AppliedTxn {
+    let Command::TxnDecide { txn, outcome, .. } = &entry.command else {
+        panic!("decide_early of an entry that is not a decision: {:?}", entry.command);
+    };
+    let home = shards.iter().position(|s| s.id() == entry.shard).expect("the entry's own shard is handed");
+    let outcome = *shards[home].txns.decided.entry(*txn).or_insert(*outcome);
+    AppliedTxn { applied: TxnApplied::Decided(outcome), notifications: Vec::new() }
+}
+
+fn prepare_in(shards: &mut [&mut Shard], home: usize, prepare: &TxnPrepare, zxid: Zxid, time_ms: i64) -> TxnApplied {
+    if let Some(prepared) = shards[home].txns.prepared.get(&prepare.txn) {
+        return TxnApplied::Voted { vote: prepared.vote, results: Vec::new() };
+    }
+    let place = |shard: ShardId| shards.iter().position(|s| s.id() == shard).expect("checked by apply_txn");
+    let places: Vec<usize> = prepare.ops.iter().map(|op| place(op.shard)).collect();
+    let already_held = prepare
+        .ops
+        .iter()
+        .zip(&places)
+        .any(|(op, &place)| touched_by_op(&op.op).iter().any(|path| shards[place].holds.holder_of(path).is_some()));
+    let (vote, results, parts) = if already_held {
+        (Vote::Held, Vec::new(), Vec::new())
+    } else {
+        run_ops(shards, prepare, &places, zxid, time_ms)
+    };
+    // What the vote rests on stays as it is until the decision: the paths of the ops run (for
+    // No, up to the one that failed; its failure must still hold when the multi is decided).
+    let run = match vote {
+        Vote::Yes => prepare.ops.len(),
+        Vote::No { index, .. } => prepare.ops.iter().position(|op| op.index == index).expect("a failed op") + 1,
+        Vote::Held => 0,
+    };
+    let mut held = Vec::new();
+    for (i, (op, &place)) in prepare.ops.iter().zip(&places).enumerate().take(run) {
+        // A sequential create holds the name it got, not the prefix it was asked for.
+        let created = match results.get(i) {
+            Some((_, MultiResult::Create { path, .. })) => Some(path.as_str()),
+            _ => None,
+        };
+        for path in touched_by_op(&op.op).into_iter().map(|p| created.filter(|_| p == op.op.path()).unwrap_or(p)) {
+            if shards[place].holds.0.insert(path.to_string(), prepare.txn).is_none() {
+                held.push((op.shard, path.to_string()));
+            }
+        }
+    }
+    let prepared = Prepared { coordinator: prepare.coordinator, groups: prepare.groups.clone(), vote, held, parts };
+    shards[home].txns.prepared.insert(prepare.txn, prepared);
+    TxnApplied::Voted { vote, results }
+}
+
+/// Runs the group's ops in order: all of them kept (Yes, with their results and what takes
+/// them back), or none (No, with the first that failed).
+fn run_ops(
+    shards: &mut [&mut Shard],
+    prepare: &TxnPrepare,
+    places: &[usize],
+    zxid: Zxid,
+    time_ms: i64,
+) -> (Vote, Vec<(u32, MultiResult)>, Vec<Part>) {
+    let ids: Vec<ShardId> = shards.iter().map(|s| s.id()).collect();
+    let mut txns: Vec<Txn<'_>> =
+        shards.iter_mut().map(|s| Txn::new(&mut s.tree, &mut s.sessions, zxid, time_ms)).collect();
+    let mut results = Vec::with_capacity(prepare.ops.len());
+    for (op, &place) in prepare.ops.iter().zip(places) {
+        match txns[place].multi_op(&op.op, prepare.session, &prepare.auth) {
+            Ok(result) => results.push((op.index, result)),
+            Err(error) => {
+                txns.iter_mut().for_each(Txn::rollback);
+                return (Vote::No { index: op.index, error }, Vec::new(), Vec::new());
+            }
+        }
+    }
+    let parts = txns
+        .iter_mut()
+        .zip(ids)
+        .filter_map(|(txn, shard)| {
+            let (undo, changes) = txn.take_applied();
+            (!undo.is_empty()).then_some(Part { shard, undo, changes })
+        })
+        .collect();
+    (Vote::Yes, results, parts)
+}
+
+fn finish_in(
+    shards: &mut [&mut Shard],
+    home: usize,
+    txn: TxnId,
+    commit: bool,
+    zxid: Zxid,
+    notifications: &mut Vec<(ShardId, Vec<Notification>)>,
+) -> TxnApplied {
+    let Some(prepared) = shards[home].txns.prepared.remove(&txn) else {
+        return TxnApplied::Finished(None);
+    };
+    assert!(!commit || prepared.vote == Vote::Yes, "{txn:?} committed though this group voted {:?}", prepared.vote);
+    let place = |shards: &[&mut Shard], shard: ShardId| {
+        shards.iter().position(|s| s.id() == shard).unwrap_or_else(|| panic!("shard {shard} of {txn:?} not handed"))
+    };
+    for (shard, path) in &prepared.held {
+        let place = place(shards, *shard);
+        let holder = shards[place].holds.0.remove(path);
+        assert_eq!(holder, Some(txn), "{path} was held by {txn:?}");
+    }
+    for part in prepared.parts {
+        let place = place(shards, part.shard);
+        let shard = &mut *shards[place];
+        if commit {
+            notifications.push((part.shard, shard.fire(&part.changes, zxid)));
+        } else {
+            take_back(&mut shard.tree, &mut shard.sessions, zxid, part.undo);
+        }
+    }
+    TxnApplied::Finished(Some(commit))
+}
+
+/// The paths an op reads or changes: its own, and its parent's for a create or delete (they
+/// change the parent's children, cversion and pzxid). A sequential create's own path is its
+/// prefix here.
+fn touched_by_op(op: &MultiOp) -> Vec<&str> {
+    match op {
+        MultiOp::Create(create) => with_parent(&create.path),
+        MultiOp::Delete(delete) => with_parent(&delete.path),
+        MultiOp::SetData(set) => vec![set.path.as_str()],
+        MultiOp::Check { path, .. } => vec![path.as_str()],
+    }
+}
+
+fn with_parent(path: &str) -> Vec<&str> {
+    if path.len() > 1 && path.starts_with('/') {
+        vec![path, path::parent(path)]
+    } else {
+        vec![path]
+    }
+}
+
+/// The transaction holding a path that `command` would read or change in `shard`, if any: the
+/// runtime applies the command only after that transaction's finish (see docs/architecture.md).
+/// Transaction entries themselves never wait (a prepare that meets a held path votes Held).
+pub fn holder_of_command(shard: &Shard, command: &Command) -> Option<TxnId> {
+    if shard.holds.is_empty() {
+        return None;
+    }
+    let holder = |paths: &[&str]| paths.iter().find_map(|p| shard.holds.holder_of(p));
+    match command {
+        Command::Create(op) => holder(&with_parent(&op.path)),
+        Command::Delete(op) => holder(&with_parent(&op.path)),
+        Command::SetData(op) => holder(&[&op.path]),
+        Command::SetAcl { path, .. } => holder(&[path]),
+        Command::CopyRootAcl { .. } => holder(&["/"]),
+        Command::Multi { ops, .. } => ops.iter().find_map(|op| holder(&touched_by_op(op))),
+        Command::MultiAcross { ops, .. } => ops.iter().find_map(|(_, op)| holder(&touched_by_op(op))),
+        Command::Reap { path } => holder(&with_parent(path)),
+        Command::CloseSession { session } => {
+            shard.sessions.ephemerals(*session).iter().find_map(|path| holder(&with_parent(path)))
+        }
+        Command::OfConnection { write, .. } => match write {
+            ClientWrite::Create(op) => holder(&with_parent(&op.path)),
+            ClientWrite::Delete(op) => holder(&with_parent(&op.path)),
+            ClientWrite::SetData(op) => holder(&[&op.path]),
+            ClientWrite::SetAcl { path, .. } => holder(&[path]),
+            ClientWrite::Multi { ops, .. } => ops.iter().find_map(|op| holder(&touched_by_op(op))),
+            ClientWrite::MultiAcross { ops, .. } => ops.iter().find_map(|(_, op)| holder(&touched_by_op(op))),
+        },
+        Command::CreateSession { .. }
+        | Command::MoveSession { .. }
+        | Command::TxnPrepare(_)
+        | Command::TxnDecide { .. }
+        | Command::TxnFinish { .. }
+        | Command::TxnForget { .. } => None,
+    }
+}
