@@ -123,7 +123,8 @@ fn write_response(opcode: i32, result: WriteResult) -> Response {
         | WriteResult::SessionCreated
         | WriteResult::SessionClosed
         | WriteResult::Reaped(_)
-        | WriteResult::Moved(_) => Response::Empty,
+        | WriteResult::Moved(_)
+        | WriteResult::Txn(_) => Response::Empty,
     }
 }
 
