@@ -375,7 +375,7 @@ fn flush_siblings(
     }
 }
 
-fn kind_code(kind: NodeKind) -> (u8, i64) {
+pub(crate) fn kind_code(kind: NodeKind) -> (u8, i64) {
     match kind {
         NodeKind::Persistent => (0, 0),
         NodeKind::Ephemeral(session) => (1, session),
@@ -384,14 +384,20 @@ fn kind_code(kind: NodeKind) -> (u8, i64) {
     }
 }
 
+/// The kind `kind_code` gave, if `code` is one.
+pub(crate) fn kind_of(code: u8, value: i64) -> Option<NodeKind> {
+    match code {
+        0 => Some(NodeKind::Persistent),
+        1 => Some(NodeKind::Ephemeral(value)),
+        2 => Some(NodeKind::Container),
+        3 => Some(NodeKind::Ttl { ttl_ms: value }),
+        _ => None,
+    }
+}
+
 fn node_of(image: &ArchivedNodeImage, acls: &[Arc<[Acl]>]) -> Result<Node, String> {
-    let kind = match (image.kind, image.kind_value.to_native()) {
-        (0, _) => NodeKind::Persistent,
-        (1, session) => NodeKind::Ephemeral(session),
-        (2, _) => NodeKind::Container,
-        (3, ttl_ms) => NodeKind::Ttl { ttl_ms },
-        (code, _) => return Err(format!("node {} has an unknown kind {code}", image.path)),
-    };
+    let kind = kind_of(image.kind, image.kind_value.to_native())
+        .ok_or_else(|| format!("node {} has an unknown kind {}", image.path, image.kind))?;
     let meta = rkyv::deserialize::<NodeMeta, rkyv::rancor::Error>(&image.meta)
         .map_err(|e| format!("the stat of {} does not decode: {e}", image.path))?;
     let data = image.data.as_ref().map(|data| data.to_vec());

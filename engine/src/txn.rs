@@ -19,9 +19,12 @@ use crate::error::ZkError;
 use crate::path;
 use crate::request::MultiResult;
 use crate::shard::Shard;
-use crate::types::{Notification, Zxid};
+use crate::snapshot::{kind_code, kind_of};
+use crate::tree::{Node, NodeMeta};
+use crate::types::{Acl, Notification, Zxid};
 use crate::write::{take_back, Change, Txn, Undo};
 use ahash::AHashMap;
+use rkyv::{Archive, Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A group's answer to a prepare.
@@ -115,7 +118,7 @@ impl TxnTable {
 }
 
 /// Paths of one shard held by transactions prepared in its group.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Holds(AHashMap<String, TxnId>);
 
 impl Holds {
@@ -377,5 +380,187 @@ pub fn holder_of_command(shard: &Shard, command: &Command) -> Option<TxnId> {
         | Command::TxnDecide { .. }
         | Command::TxnFinish { .. }
         | Command::TxnForget { .. } => None,
+    }
+}
+
+/// A group's table of multis across groups in a snapshot (a frame of its own beside the home
+/// shard's head): the prepared ones with what takes them back, and the decisions kept. The
+/// tree in the same snapshot holds the prepared effects, as of the same entry.
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct TxnImage {
+    pub prepared: Vec<PreparedImage>,
+    pub decided: Vec<(TxnId, TxnOutcome)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct PreparedImage {
+    pub txn: TxnId,
+    pub coordinator: u16,
+    pub groups: Vec<u16>,
+    /// 0 Yes, 1 No (`index`, `error`), 2 Held.
+    pub vote: u8,
+    pub index: u32,
+    pub error: i32,
+    pub held: Vec<(ShardId, String)>,
+    pub parts: Vec<PartImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub struct PartImage {
+    pub shard: ShardId,
+    pub undo: Vec<UndoImage>,
+    /// 0 created, 1 deleted, 2 data changed; the path.
+    pub changes: Vec<(u8, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
+pub enum UndoImage {
+    Created {
+        path: String,
+        parent_meta: NodeMeta,
+    },
+    Deleted {
+        path: String,
+        data: Option<Vec<u8>>,
+        acl: Vec<Acl>,
+        kind: u8,
+        kind_value: i64,
+        meta: NodeMeta,
+        parent_meta: NodeMeta,
+    },
+    DataSet {
+        path: String,
+        data: Option<Vec<u8>>,
+        meta: NodeMeta,
+    },
+}
+
+impl TxnTable {
+    /// The table as a snapshot keeps it; None when empty (the common case: no frame at all).
+    pub fn image(&self) -> Option<TxnImage> {
+        if self.is_empty() {
+            return None;
+        }
+        let prepared = self.prepared.iter().map(|(txn, p)| prepared_image(*txn, p)).collect();
+        let decided = self.decided.iter().map(|(txn, outcome)| (*txn, *outcome)).collect();
+        Some(TxnImage { prepared, decided })
+    }
+}
+
+fn prepared_image(txn: TxnId, prepared: &Prepared) -> PreparedImage {
+    let (vote, index, error) = match prepared.vote {
+        Vote::Yes => (0, 0, 0),
+        Vote::No { index, error } => (1, index, error.code()),
+        Vote::Held => (2, 0, 0),
+    };
+    let parts = prepared
+        .parts
+        .iter()
+        .map(|part| PartImage {
+            shard: part.shard,
+            undo: part.undo.iter().map(undo_image).collect(),
+            changes: part.changes.iter().map(change_image).collect(),
+        })
+        .collect();
+    PreparedImage {
+        txn,
+        coordinator: prepared.coordinator,
+        groups: prepared.groups.clone(),
+        vote,
+        index,
+        error,
+        held: prepared.held.clone(),
+        parts,
+    }
+}
+
+fn undo_image(undo: &Undo) -> UndoImage {
+    match undo {
+        Undo::Created { path, parent_meta } => UndoImage::Created { path: path.clone(), parent_meta: *parent_meta },
+        Undo::Deleted { path, node, parent_meta } => {
+            let (kind, kind_value) = kind_code(node.kind);
+            UndoImage::Deleted {
+                path: path.clone(),
+                data: node.data.clone(),
+                acl: node.acl().to_vec(),
+                kind,
+                kind_value,
+                meta: node.meta,
+                parent_meta: *parent_meta,
+            }
+        }
+        Undo::DataSet { path, data, meta } => {
+            UndoImage::DataSet { path: path.clone(), data: data.clone(), meta: *meta }
+        }
+    }
+}
+
+fn change_image(change: &Change) -> (u8, String) {
+    match change {
+        Change::Created(path) => (0, path.clone()),
+        Change::Deleted(path) => (1, path.clone()),
+        Change::DataChanged(path) => (2, path.clone()),
+    }
+}
+
+/// Puts a snapshot's table back into the group's shards, restored from the same snapshot: the
+/// table into the home shard (`shards[home]`), each held path into its shard. Checked: a table
+/// that names a shard not handed, a path held twice or a bad code is an error.
+pub fn restore_txns(shards: &mut [&mut Shard], home: usize, image: &ArchivedTxnImage) -> Result<(), String> {
+    let image =
+        rkyv::deserialize::<TxnImage, rkyv::rancor::Error>(image).map_err(|e| format!("the transactions: {e}"))?;
+    let place = |shards: &[&mut Shard], shard: ShardId| {
+        shards.iter().position(|s| s.id() == shard).ok_or_else(|| format!("a transaction names shard {shard}"))
+    };
+    let mut table = TxnTable::default();
+    for prepared in image.prepared {
+        let vote = match prepared.vote {
+            0 => Vote::Yes,
+            1 => Vote::No {
+                index: prepared.index,
+                error: ZkError::from_code(prepared.error).ok_or(format!("an unknown error {}", prepared.error))?,
+            },
+            2 => Vote::Held,
+            code => return Err(format!("an unknown vote {code}")),
+        };
+        for (shard, path) in &prepared.held {
+            let place = place(shards, *shard)?;
+            if shards[place].holds.0.insert(path.clone(), prepared.txn).is_some() {
+                return Err(format!("{path} held twice"));
+            }
+        }
+        let mut parts = Vec::with_capacity(prepared.parts.len());
+        for part in prepared.parts {
+            place(shards, part.shard)?;
+            let undo = part.undo.into_iter().map(undo_of).collect::<Result<_, _>>()?;
+            let changes = part.changes.into_iter().map(change_of).collect::<Result<_, _>>()?;
+            parts.push(Part { shard: part.shard, undo, changes });
+        }
+        let restored =
+            Prepared { coordinator: prepared.coordinator, groups: prepared.groups, vote, held: prepared.held, parts };
+        table.prepared.insert(prepared.txn, restored);
+    }
+    table.decided = image.decided.into_iter().collect();
+    shards[home].txns = table;
+    Ok(())
+}
+
+fn undo_of(image: UndoImage) -> Result<Undo, String> {
+    Ok(match image {
+        UndoImage::Created { path, parent_meta } => Undo::Created { path, parent_meta },
+        UndoImage::Deleted { path, data, acl, kind, kind_value, meta, parent_meta } => {
+            let kind = kind_of(kind, kind_value).ok_or(format!("{path} has an unknown kind {kind}"))?;
+            Undo::Deleted { path, node: Node::new(data, acl, kind, meta), parent_meta }
+        }
+        UndoImage::DataSet { path, data, meta } => Undo::DataSet { path, data, meta },
+    })
+}
+
+fn change_of((code, path): (u8, String)) -> Result<Change, String> {
+    match code {
+        0 => Ok(Change::Created(path)),
+        1 => Ok(Change::Deleted(path)),
+        2 => Ok(Change::DataChanged(path)),
+        other => Err(format!("an unknown change {other} of {path}")),
     }
 }

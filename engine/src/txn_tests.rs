@@ -10,7 +10,9 @@ use crate::path::shard_of;
 use crate::request::{MultiResult, WriteResult};
 use crate::shard::Shard;
 use crate::testkit::{create_op, m_delete, m_set};
-use crate::txn::{apply_txn, finish_early, holder_of_command, outcome_of, TxnApplied, Vote};
+use crate::txn::{
+    apply_txn, finish_early, holder_of_command, outcome_of, restore_txns, ArchivedTxnImage, TxnApplied, Vote,
+};
 use crate::types::{CreateMode, Stat, Zxid};
 use crate::write::aborted_results;
 use proptest::prelude::*;
@@ -342,6 +344,31 @@ impl World {
         }
     }
 
+    /// The group's shards as a snapshot taken now restores them: same state, same table, same
+    /// held paths.
+    fn restart(&mut self, group: u16) {
+        let replica = &mut self.groups[group as usize];
+        let images: Vec<_> = replica.shards.iter_mut().map(|s| (s.id(), s.image(SHARDS))).collect();
+        let table = replica.shard(group).txns().image();
+        let mut restored: Vec<Shard> = images
+            .iter()
+            .map(|(id, image)| Shard::restore(&image.to_bytes(), *id, SHARDS).expect("an image restores"))
+            .collect();
+        if let Some(table) = &table {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(table).expect("serializes");
+            let archived = rkyv::access::<ArchivedTxnImage, rkyv::rancor::Error>(&bytes).expect("valid");
+            let mut handed: Vec<&mut Shard> = restored.iter_mut().collect();
+            let home = handed.iter().position(|s| s.id() == group).expect("home");
+            restore_txns(&mut handed, home, archived).expect("the table restores");
+        }
+        for (before, after) in replica.shards.iter().zip(&restored) {
+            assert_eq!(before.digest(), after.digest(), "shard {} restored", before.id());
+            assert_eq!(before.txns().image(), after.txns().image(), "shard {} restored", before.id());
+            assert_eq!(before.holds, after.holds, "shard {} restored", before.id());
+        }
+        replica.shards = restored;
+    }
+
     /// Every path that no transaction holds reads as in the model.
     fn check_visible(&self, paths: &[String]) {
         for path in paths {
@@ -449,6 +476,8 @@ enum Action {
     GiveUp(usize),
     /// A client tries its multi again.
     Retry,
+    /// The group restarts from a snapshot taken now (its log stays).
+    Restart(u16),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -459,6 +488,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => any::<usize>().prop_map(Action::Again),
         1 => any::<usize>().prop_map(Action::GiveUp),
         1 => Just(Action::Retry),
+        1 => (0..GROUPS).prop_map(Action::Restart),
     ]
 }
 
@@ -487,6 +517,7 @@ proptest! {
                 Action::Step(group) => {
                     world.step(*group);
                 }
+                Action::Restart(group) => world.restart(*group),
                 Action::Retry => {
                     if let Some(ops) = world.retries.pop_front() {
                         world.submit(ops);

@@ -7,13 +7,16 @@
 //!   0  magic    u32  "WSN2" little endian; the digit is the format version
 //!   4  zeros to 64
 //!  64  frames, each 16-aligned:
-//!        0  kind   u16  1 head (rkyv `GroupHead`), 2 nodes (rkyv `NodeBatch` of `shard`), 3 end
-//!        2  shard  u16  a nodes frame's shard; 0 otherwise
+//!        0  kind   u16  1 head (rkyv `GroupHead`), 2 nodes (rkyv `NodeBatch` of `shard`), 3 end,
+//!                       4 transactions (rkyv `TxnImage` of the group, kept in `shard`, its home)
+//!        2  shard  u16  a nodes or transactions frame's shard; 0 otherwise
 //!        4  length u32  of the archive
 //!        8  crc    u32  crc32c of bytes 0..8 and the archive
 //!       12  zero   u32
 //!       16  archive, zero padded to a multiple of 16
-//!      the head first, nodes frames of each shard in walk order, the end (rkyv `End`) last
+//!      the head first, then the transactions if the group has multis across groups in flight
+//!      (no such frame otherwise, so that earlier versions read the file), nodes frames of each
+//!      shard in walk order, the end (rkyv `End`) last
 //!  zero padding to a multiple of 4096 (the file is written with O_DIRECT)
 //! ```
 //!
@@ -28,6 +31,7 @@ use crate::durable_file;
 use engine::raft::{Index, Term};
 use engine::shard::Shard;
 use engine::snapshot::{ArchivedNodeBatch, NodeBatch, PreparedBatch, ShardHead, ShardRestore};
+use engine::txn::{ArchivedTxnImage, TxnImage};
 use engine::types::Zxid;
 use rkyv::{Archive, Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -45,6 +49,7 @@ const SUFFIX: &str = ".snap";
 const KIND_HEAD: u16 = 1;
 const KIND_NODES: u16 = 2;
 const KIND_END: u16 = 3;
+const KIND_TXNS: u16 = 4;
 
 /// What a snapshot holds beside its nodes: the group's shards after its entry `index` (of
 /// `term`).
@@ -98,6 +103,14 @@ impl Frames {
         let archive = rkyv::to_bytes::<rkyv::rancor::Error>(head).expect("a group head serializes");
         frames.push(KIND_HEAD, 0, &archive);
         frames
+    }
+
+    /// The group's multis across groups in flight, kept in `home`, as of the head: right after
+    /// the head.
+    pub fn txns(&mut self, home: u16, image: &TxnImage) {
+        assert_eq!(self.frames, 1, "the transactions follow the head");
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(image).expect("a transaction table serializes");
+        self.push(KIND_TXNS, home, &archive);
     }
 
     pub fn nodes(&mut self, shard: u16, batch: &NodeBatch) {
@@ -333,9 +346,15 @@ pub fn load_bytes(bytes: &[u8], path: &Path, group: u16, shard_count: u16) -> Re
         restores.push((id, ShardRestore::begin(shard, id, shard_count)?));
     }
     let mut batches = Vec::new();
+    let mut txns: Option<(u16, &ArchivedTxnImage)> = None;
     loop {
         let (kind, shard, archive) = frames.next()?;
         match kind {
+            KIND_TXNS if frames.count == 2 => {
+                let image = rkyv::access::<ArchivedTxnImage, rkyv::rancor::Error>(archive)
+                    .map_err(|e| format!("invalid transactions: {e}"))?;
+                txns = Some((shard, image));
+            }
             KIND_NODES => {
                 let restore = restores
                     .iter()
@@ -362,7 +381,15 @@ pub fn load_bytes(bytes: &[u8], path: &Path, group: u16, shard_count: u16) -> Re
             other => return Err(format!("a frame of kind {other} after the head")),
         }
     }
-    let shards = restores.into_iter().map(|(_, restore)| restore.finish()).collect::<Result<Vec<_>, _>>()?;
+    let mut shards = restores.into_iter().map(|(_, restore)| restore.finish()).collect::<Result<Vec<_>, _>>()?;
+    if let Some((home, image)) = txns {
+        let mut handed: Vec<&mut Shard> = shards.iter_mut().collect();
+        let home = handed
+            .iter()
+            .position(|s| s.id() == home)
+            .ok_or_else(|| format!("transactions kept in shard {home}, which the head does not list"))?;
+        engine::txn::restore_txns(&mut handed, home, image)?;
+    }
     Ok(Loaded {
         path: path.to_path_buf(),
         term: head.term.to_native(),
@@ -570,6 +597,72 @@ mod tests {
         assert_eq!(loaded.shards.iter().map(Shard::id).collect::<Vec<_>>(), vec![1, 3]);
         assert!(load(&path, 2, 4).is_err(), "another group's snapshot");
         assert!(load(&path, 1, 8).is_err(), "another shard count");
+    }
+
+    /// A multi across groups prepared in group 1 (shards 1 and 3 of 4) and not finished: the
+    /// snapshot keeps its held effects, its table and the paths it holds, and after a load its
+    /// finish takes the effects back exactly.
+    #[test]
+    fn a_snapshot_keeps_a_prepared_multi_across_groups_and_its_held_paths() {
+        use engine::command::{MultiOp, TxnId, TxnOp, TxnPrepare};
+        let mut shards = vec![Shard::new(1, 4), Shard::new(3, 4)];
+        let before: Vec<u64> = shards.iter().map(|s| s.tree().digest()).collect();
+        let txn = TxnId { node: 2, serial: 9 };
+        let create = |shard: u16| {
+            let path = (0..).map(|i| format!("/t{i}")).find(|p| engine::path::shard_of(p, 4) == shard).unwrap();
+            let op = CreateOp {
+                path,
+                data: Some(b"x".to_vec()),
+                acl: Acl::open_unsafe(),
+                mode: CreateMode::Persistent,
+                ttl_ms: 0,
+                session: 0,
+                auth: Vec::new(),
+            };
+            TxnOp { index: u32::from(shard), shard, op: MultiOp::Create(op) }
+        };
+        let prepare = TxnPrepare {
+            txn,
+            coordinator: 0,
+            groups: vec![0, 1],
+            ops: vec![create(1), create(3)],
+            op_count: 4,
+            session: 0,
+            auth: Vec::new(),
+        };
+        let entry = LogEntry { shard: 1, zxid: 5, time_ms: 1005, command: Command::TxnPrepare(prepare) };
+        let mut handed: Vec<&mut Shard> = shards.iter_mut().collect();
+        engine::txn::apply_txn(&mut handed, &entry);
+        let table = shards[0].txns().image().expect("a prepared multi");
+        let heads = shards.iter_mut().map(|shard| shard.begin_image(4)).collect();
+        let mut frames = Frames::new(&GroupHead {
+            group: 1,
+            shard_count: 4,
+            term: 1,
+            index: 3,
+            applied_zxids: vec![0, 5],
+            shards: heads,
+        });
+        frames.txns(1, &table);
+        for shard in &mut shards {
+            let mut batch = NodeBatchBuilder::default();
+            while !shard.image_step(7, &mut batch) {}
+            frames.nodes(shard.id(), &batch.take());
+        }
+        frames.end();
+        let mut loaded = load_bytes(&frames.take(true), Path::new("t"), 1, 4).expect("loads").shards;
+        assert_eq!(loaded[0].txns().image(), Some(table));
+        for (original, restored) in shards.iter().zip(&loaded) {
+            assert_eq!(restored.digest(), original.digest());
+            let held = (0..).map(|i| format!("/t{i}")).find(|p| engine::path::shard_of(p, 4) == original.id()).unwrap();
+            assert_eq!(restored.holder_of(&held), Some(txn));
+        }
+        let finish = Command::TxnFinish { txn, commit: false, shards: vec![1, 3] };
+        let mut handed: Vec<&mut Shard> = loaded.iter_mut().collect();
+        engine::txn::apply_txn(&mut handed, &LogEntry { shard: 1, zxid: 6, time_ms: 1006, command: finish });
+        let after: Vec<u64> = loaded.iter().map(|s| s.tree().digest()).collect();
+        assert_eq!(after, before, "the abort takes both creates back");
+        assert!(loaded[0].txns().is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use ahash::AHashMap;
 use engine::command::ShardId;
 use engine::raft::{Index, NodeId};
 use engine::snapshot::NodeBatchBuilder;
+use engine::txn::TxnImage;
 use futures_lite::AsyncWriteExt;
 use glommio::io::{DmaFile, DmaStreamWriterBuilder};
 use std::cell::{Cell, RefCell};
@@ -200,6 +201,8 @@ pub(super) fn begin_snapshot(core: &Rc<Core>, head_of: impl FnOnce(Vec<engine::s
     ids.sort_unstable();
     let heads =
         ids.iter().map(|id| shards.get_mut(id).expect("listed").shard.begin_image(core.config.shards)).collect();
+    // The group's multis across groups in flight are kept in its home shard, its lowest.
+    let txns = ids.first().and_then(|home| Some((*home, shards[home].shard.txns().image()?)));
     drop(shards);
     let head = head_of(heads);
     core.snapshots.begin(head.index);
@@ -210,7 +213,7 @@ pub(super) fn begin_snapshot(core: &Rc<Core>, head_of: impl FnOnce(Vec<engine::s
             "snapshots",
         )
     });
-    let writer = write_snapshot(core.clone(), head, ids);
+    let writer = write_snapshot(core.clone(), head, txns, ids);
     match glommio::spawn_local_into(writer, queue) {
         Ok(task) => task.detach(),
         Err(error) => panic!("cannot spawn the snapshot writer: {error}"),
@@ -222,11 +225,11 @@ pub(super) fn begin_snapshot(core: &Rc<Core>, head_of: impl FnOnce(Vec<engine::s
 /// when they leave none, so a snapshot under full load costs requests little latency.
 const SNAPSHOT_SHARES: usize = 200;
 
-async fn write_snapshot(core: Rc<Core>, head: GroupHead, shards: Vec<ShardId>) {
+async fn write_snapshot(core: Rc<Core>, head: GroupHead, txns: Option<(ShardId, TxnImage)>, shards: Vec<ShardId>) {
     let started = Instant::now();
     let dir = super::data_dir::snapshot_dir(&core.config.data_dir, core.id);
     let index = head.index;
-    match write_file(&core, &dir, head, &shards).await {
+    match write_file(&core, &dir, head, txns, &shards).await {
         Ok((path, bytes)) => {
             let elapsed = started.elapsed();
             tracing::info!(core = core.id, index, bytes, elapsed_ms = elapsed.as_millis() as u64, path = %path.display(), "snapshot written");
@@ -246,13 +249,22 @@ async fn write_snapshot(core: Rc<Core>, head: GroupHead, shards: Vec<ShardId>) {
 }
 
 /// Writes the snapshot file; returns its path and size.
-async fn write_file(core: &Core, dir: &Path, head: GroupHead, shards: &[ShardId]) -> std::io::Result<(PathBuf, u64)> {
+async fn write_file(
+    core: &Core,
+    dir: &Path,
+    head: GroupHead,
+    txns: Option<(ShardId, TxnImage)>,
+    shards: &[ShardId],
+) -> std::io::Result<(PathBuf, u64)> {
     durable_file::create_dir_all(dir)?;
     let path = snapshot_file::path_of(dir, head.index);
     let temp = durable_file::temp_path(&path);
     let file = DmaFile::create(&temp).await.map_err(std::io::Error::from)?;
     let mut writer = DmaStreamWriterBuilder::new(file).with_buffer_size(1 << 20).with_write_behind(2).build();
     let mut frames = Frames::new(&head);
+    if let Some((home, image)) = &txns {
+        frames.txns(*home, image);
+    }
     let mut written = 0u64;
     for &shard in shards {
         let mut batch = NodeBatchBuilder::default();
