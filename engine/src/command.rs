@@ -105,6 +105,8 @@ pub enum Command {
         txn: TxnId,
         commit: bool,
         shards: Vec<ShardId>,
+        /// The coordinator group (told when the group finished).
+        coordinator: u16,
     },
     /// The coordinator forgets decisions that every group has finished.
     TxnForget {

@@ -68,6 +68,25 @@ pub enum ReadOp {
     },
 }
 
+impl ReadOp {
+    /// The path the read names ("/" for those of no one path).
+    pub fn path(&self) -> &str {
+        match self {
+            ReadOp::Exists { path, .. }
+            | ReadOp::GetData { path, .. }
+            | ReadOp::GetChildren { path, .. }
+            | ReadOp::GetChildren2 { path, .. }
+            | ReadOp::GetAcl { path }
+            | ReadOp::GetAllChildrenNumber { path }
+            | ReadOp::AddWatch { path, .. }
+            | ReadOp::CheckWatches { path, .. }
+            | ReadOp::RemoveWatches { path, .. } => path,
+            ReadOp::GetEphemerals { prefix } => prefix,
+            ReadOp::MultiRead(_) | ReadOp::SetWatches { .. } => "/",
+        }
+    }
+}
+
 /// The result of a read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadResult {

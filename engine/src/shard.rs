@@ -83,6 +83,11 @@ impl Shard {
         self.holds.holder_of(path)
     }
 
+    /// Whether a multi across groups holds any path of this shard.
+    pub fn holds_any(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
     /// The multis across groups of this shard's group (its home shard's table).
     pub fn txns(&self) -> &TxnTable {
         &self.txns

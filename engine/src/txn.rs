@@ -326,6 +326,22 @@ fn finish_in(
     TxnApplied::Finished(Some(commit))
 }
 
+/// ZooKeeper's results of a multi of `len` ops whose op `failed` failed with `error`.
+pub fn aborted_results(len: usize, failed: usize, error: ZkError) -> Vec<MultiResult> {
+    crate::write::aborted_results(len, failed, error)
+}
+
+/// Whether `command`, applied ahead of its place, releases what `txn` holds or leads to its
+/// release: the finish of `txn`, or any decision (a decision changes only the coordinator's
+/// table, and the finish that releases a path may wait for it). See `finish_early`.
+pub fn releases(command: &Command, txn: TxnId) -> bool {
+    match command {
+        Command::TxnDecide { .. } => true,
+        Command::TxnFinish { txn: finished, .. } => *finished == txn,
+        _ => false,
+    }
+}
+
 /// The paths an op reads or changes: its own, and its parent's for a create or delete (they
 /// change the parent's children, cversion and pzxid). A sequential create's own path is its
 /// prefix here.

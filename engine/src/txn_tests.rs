@@ -232,12 +232,7 @@ impl World {
     /// finish of `txn`, are applied now, ahead of their place; otherwise the group waits.
     fn pull_finish_forward(&mut self, group: u16, txn: TxnId) -> bool {
         let g = group as usize;
-        // Any decision (it changes only the coordinator's table), and the finish of `txn`.
-        let of_txn = |e: &LogEntry| match &e.command {
-            Command::TxnDecide { .. } => true,
-            Command::TxnFinish { txn: t, .. } => *t == txn,
-            _ => false,
-        };
+        let of_txn = |e: &LogEntry| crate::txn::releases(&e.command, txn);
         let Some(at) = self.groups[g].log.iter().position(of_txn) else { return false };
         // The entry stays in the log: at its place it finds its work done.
         let entry = self.groups[g].log.remove(at).expect("found");
@@ -306,7 +301,8 @@ impl World {
         let replica = &self.groups[group as usize];
         let prepared = replica.shard(group).txns().prepared().find(|(t, _)| **t == txn).map(|(_, p)| p.shards());
         let shards = prepared.expect("a group logs its finish once it prepared");
-        let finish = Command::TxnFinish { txn, commit: outcome == TxnOutcome::Commit, shards };
+        let coordinator = self.running[&txn].coordinator;
+        let finish = Command::TxnFinish { txn, commit: outcome == TxnOutcome::Commit, shards, coordinator };
         self.groups[group as usize].append(group, finish);
     }
 

@@ -657,7 +657,7 @@ mod tests {
             let held = (0..).map(|i| format!("/t{i}")).find(|p| engine::path::shard_of(p, 4) == original.id()).unwrap();
             assert_eq!(restored.holder_of(&held), Some(txn));
         }
-        let finish = Command::TxnFinish { txn, commit: false, shards: vec![1, 3] };
+        let finish = Command::TxnFinish { txn, commit: false, shards: vec![1, 3], coordinator: 0 };
         let mut handed: Vec<&mut Shard> = loaded.iter_mut().collect();
         engine::txn::apply_txn(&mut handed, &LogEntry { shard: 1, zxid: 6, time_ms: 1006, command: finish });
         let after: Vec<u64> = loaded.iter().map(|s| s.tree().digest()).collect();

@@ -93,7 +93,7 @@ class Warren(Child):
         data = os.path.join(self.tmp, "data")
         os.makedirs(data, exist_ok=True)
         args = [warren_bin(), "start", "--host", self.host, "--port", str(self.port), "--data-dir", data,
-                "--cores", "1", "--min-session-timeout", "1000", "--max-session-timeout", "40000",
+                "--cores", os.environ.get("WARREN_CORES", "1"), "--min-session-timeout", "1000", "--max-session-timeout", "40000",
                 "--reap-interval-ms", "200"]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)

@@ -120,21 +120,33 @@ def warren_shard(path, shards=8):
     return h % shards
 
 
-def names_in_shards_of_one_core(roles):
-    """Top-level paths, one per role, in different shards of warren's core 0 whether it runs
-    1 or 2 cores (shards 0, 2, 4... of 8): multis across the groups of different cores are
-    refused until they are built."""
+def names_in_shards(roles, shards):
+    """Top-level paths, one per role, in the given shards of warren's 8 (shard s lives on core
+    s mod cores)."""
     u = uuid.uuid4().hex[:10]
     paths = []
-    for role, shard in zip(roles, range(0, 8, 2)):
+    for role, shard in zip(roles, shards):
         paths.append(next(p for p in (f"/kafka-{u}-{role}-{k}" for k in range(1000)) if warren_shard(p) == shard))
     return paths
 
 
-def test_kafka_shaped_transaction_across_top_level_nodes(zk):
+def names_in_shards_of_one_core(roles):
+    """Top-level paths in different shards of warren's core 0 whether it runs 1 or 2 cores
+    (shards 0, 2, 4...): one Raft group."""
+    return names_in_shards(roles, range(0, 8, 2))
+
+
+def names_in_shards_of_two_cores(roles):
+    """Top-level paths in shards 0, 1, 2...: with 2 cores, in both Raft groups."""
+    return names_in_shards(roles, range(0, 8))
+
+
+@pytest.mark.parametrize("spread", [names_in_shards_of_one_core, names_in_shards_of_two_cores])
+def test_kafka_shaped_transaction_across_top_level_nodes(zk, spread):
     """Kafka's controller writes in ZooKeeper mode: every write a multi guarded by the version of
-    /controller_epoch, over nodes under other top-level nodes (other shards on warren)."""
-    epoch, brokers, admin = names_in_shards_of_one_core(["controller_epoch", "brokers", "admin"])
+    /controller_epoch, over nodes under other top-level nodes (other shards on warren, and with
+    WARREN_CORES=2 other Raft groups)."""
+    epoch, brokers, admin = spread(["controller_epoch", "brokers", "admin"])
     zk.create(epoch, b"1")
     zk.create(f"{brokers}/topics", makepath=True)
     zk.create(admin, b"a0")

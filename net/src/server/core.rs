@@ -275,6 +275,9 @@ pub struct Core {
     group_status: Cell<GroupStatus>,
     /// The group's snapshot in progress and the last one taken (`snapshots.rs`).
     pub(super) snapshots: super::snapshots::SnapshotStatus,
+    /// Multis across groups: reports heard, waiters, parked reads (`txns.rs`).
+    pub(super) txns: super::txns::TxnRuntime,
+    txn_count: Cell<u64>,
 }
 
 /// What a core of a cluster node knows of the cluster.
@@ -336,6 +339,8 @@ impl Core {
             group_leaders: cluster.group_leaders,
             group_status: Cell::new(GroupStatus::default()),
             snapshots: super::snapshots::SnapshotStatus::default(),
+            txns: super::txns::TxnRuntime::default(),
+            txn_count: Cell::new(unix_micros() as u64),
             config,
         }
     }
@@ -588,6 +593,9 @@ impl Core {
             }
             Msg::RootAcl { acl } => self.copy_root_acl_where_it_differs(acl),
             Msg::OtherGroupApplied => self.commit.other_group_applied(),
+            Msg::TxnVote { .. } | Msg::TxnDecided { .. } | Msg::TxnFinished { .. } | Msg::TxnReleased { .. } => {
+                self.on_txn_msg(msg)
+            }
             Msg::StatsQuery { reply_core, token } => {
                 let stats = Box::new(self.stats());
                 self.send(reply_core, Msg::StatsReply { token, stats });
@@ -725,13 +733,17 @@ impl Core {
             | ShardOp::Sync
             | ShardOp::GatheredRead { .. }
             | ShardOp::CheckSession { .. }
-            | ShardOp::RenewSession => Lane::Local,
+            | ShardOp::RenewSession
+            | ShardOp::AwaitTxn(_) => Lane::Local,
         }
     }
 
     fn handle_shard_request(self: &Rc<Self>, request: ShardRequest) {
         if let ShardOp::RenewSession = request.op {
             return self.renew_session(request);
+        }
+        if let ShardOp::AwaitTxn(txn) = request.op {
+            return self.await_txn(request, txn);
         }
         let mut shards = self.shards.borrow_mut();
         let slot = shards
@@ -766,6 +778,10 @@ impl Core {
     }
 
     fn serve_read(&self, slot: &mut ShardSlot, request: ShardRequest) {
+        if let Some(txn) = self.park_if_held(slot, &request) {
+            // A multi across groups holds the path: the read sees all of it or none of it.
+            return self.park(txn, request);
+        }
         if let ShardOp::GatheredRead { .. } = request.op {
             return self.serve_gathered_read(slot, request);
         }
@@ -786,6 +802,7 @@ impl Core {
             }
             ShardOp::Write(_) => unreachable!("writes go through the commit loop"),
             ShardOp::RenewSession => unreachable!("renewals are handled by renew_session"),
+            ShardOp::AwaitTxn(_) => unreachable!("waits for decisions are handled by await_txn"),
             ShardOp::GatheredRead { .. } => unreachable!("served by serve_gathered_read"),
         };
         self.send_notifications(request.shard, notifications);
@@ -826,7 +843,7 @@ impl Core {
         }
         let mut shards = self.shards.borrow_mut();
         let slot = shards.get_mut(&shard)?;
-        if !slot.idle(caller.session) {
+        if !slot.idle(caller.session) || slot.shard.holder_of(op.path()).is_some() {
             return None;
         }
         let (result, notifications) = slot.shard.read(caller, op);
@@ -943,6 +960,9 @@ impl Core {
             let slot = shards.get_mut(&entry.shard).expect("shard of an applied entry");
             let applied = slot.shard.apply(entry);
             self.send_notifications(entry.shard, applied.notifications);
+            if let Ok(WriteResult::Txn(txn_applied)) = &applied.result {
+                self.on_txn_applied(entry, txn_applied);
+            }
             return applied.result;
         }
         let mut touched: Vec<&mut Shard> = shards
@@ -951,11 +971,61 @@ impl Core {
             .map(|(_, slot)| &mut slot.shard)
             .collect();
         assert_eq!(touched.len(), others.len() + 1, "a multi across shards of another core applied here");
+        if entry.command.is_txn() {
+            let applied = engine::txn::apply_txn(&mut touched, entry);
+            for (shard, notifications) in applied.notifications {
+                self.send_notifications(shard, notifications);
+            }
+            self.on_txn_applied(entry, &applied.applied);
+            return Ok(WriteResult::Txn(applied.applied));
+        }
         let applied = engine::shard::apply_across(&mut touched, entry);
         for (shard, notifications) in applied.notifications {
             self.send_notifications(shard, notifications);
         }
         applied.result
+    }
+
+    /// A decision or finish applied ahead of its place, while the group's next entry waits for
+    /// a path its multi holds (`GroupDriver::apply_release_ahead`).
+    pub(super) fn apply_txn_ahead(&self, entry: &LogEntry) {
+        let mut shards = self.shards.borrow_mut();
+        let mut others = entry.other_shards();
+        others.push(entry.shard);
+        let mut touched: Vec<&mut Shard> =
+            shards.iter_mut().filter(|(id, _)| others.contains(id)).map(|(_, slot)| &mut slot.shard).collect();
+        let applied = match entry.command {
+            Command::TxnFinish { .. } => engine::txn::finish_early(&mut touched, entry),
+            _ => engine::txn::decide_early(&mut touched, entry),
+        };
+        for (shard, notifications) in applied.notifications {
+            self.send_notifications(shard, notifications);
+        }
+        self.on_txn_applied(entry, &applied.applied);
+    }
+
+    /// The multi across groups holding a path `entry` would read or change here.
+    pub(super) fn entry_held_by(&self, entry: &LogEntry) -> Option<engine::command::TxnId> {
+        let shards = self.shards.borrow();
+        let mut named = entry.other_shards();
+        named.push(entry.shard);
+        named
+            .iter()
+            .filter_map(|id| shards.get(id))
+            .find_map(|slot| engine::txn::holder_of_command(&slot.shard, &entry.command))
+    }
+
+    /// A new multi across groups' id: this node's, unique among its multis (a count per core
+    /// that starts at the clock in microseconds, so a restart does not reuse one).
+    pub(super) fn new_txn_id(&self) -> engine::command::TxnId {
+        let count = self.txn_count.get() + 1;
+        self.txn_count.set(count);
+        engine::command::TxnId { node: u64::from(self.config.node_id), serial: count << 8 | self.id as u64 }
+    }
+
+    /// Whether any path of this core's shards is held by a multi across groups.
+    pub(super) fn holds_any(&self) -> bool {
+        self.shards.borrow().values().any(|slot| slot.shard.holds_any())
     }
 
     /// Shard 0 closed a session: in a cluster, every core makes sure its shards close it too.

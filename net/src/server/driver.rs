@@ -24,10 +24,10 @@ use super::proposal::{decode_proposal, encode_fence, encode_proposal_after, high
 use crate::peer::PeerMessage;
 use crate::raft_log::{self, Record};
 use ahash::AHashMap;
-use engine::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId};
+use engine::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId, TxnId};
 use engine::raft::{ElectionPriority, Entry, HardState, Index, Message, NodeId, Raft, ReadState, Role, Term};
 use engine::types::{SessionId, Zxid};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// One Raft tick (the runtime's timer). Elections time out after 10-20 ticks, a leader
 /// heartbeats every tick.
@@ -144,6 +144,18 @@ pub trait GroupHost {
     fn applying_committed(&mut self) {}
     /// The group's term changed (batches of the old term will not be timed).
     fn term_changed(&mut self) {}
+    /// The multi across groups holding a path that `entry` reads or changes
+    /// (`engine::txn::holder_of_command`): the entry waits until that multi's finish applied.
+    fn held_by(&self, _entry: &Entry) -> Option<TxnId> {
+        None
+    }
+    /// Whether `entry` releases what `txn` holds or leads to its release when applied ahead of
+    /// its place: the finish of `txn`, or any decision (it changes only the coordinator's table).
+    fn releases(&self, _entry: &Entry, _txn: TxnId) -> bool {
+        false
+    }
+    /// Applies a decision or finish ahead of its place; at its place it finds its work done.
+    fn apply_ahead(&mut self, _entry: &Entry) {}
 }
 
 /// Leader placement of one group: group g's preferred leader is voter g mod N (voters in id
@@ -283,6 +295,8 @@ pub struct GroupDriver<R> {
     /// Entries that had to wait for other groups (mntr), and the last one counted.
     applies_held: u64,
     held_index: Index,
+    /// Entries of `unapplied` applied ahead of their place (to release a held path).
+    applied_ahead: BTreeSet<Index>,
     persisting: Option<Persisting>,
     /// Whether the host was last told this node leads.
     leading_reported: bool,
@@ -321,6 +335,7 @@ impl<R> GroupDriver<R> {
             unapplied: held.into(),
             applies_held: 0,
             held_index: 0,
+            applied_ahead: BTreeSet::new(),
             persisting: None,
             leading_reported: false,
         }
@@ -860,7 +875,29 @@ impl<R> GroupDriver<R> {
                 }
                 break;
             }
+            let held = if entry.data.is_empty() || self.applied_ahead.contains(&entry.index) {
+                None
+            } else {
+                host.held_by(entry).map(|txn| (txn, entry.index))
+            };
+            if let Some((txn, index)) = held {
+                if self.apply_release_ahead(host, txn) {
+                    continue;
+                }
+                if index != self.held_index {
+                    self.held_index = index;
+                    self.applies_held += 1;
+                    tracing::debug!(
+                        core = self.config.group,
+                        index,
+                        ?txn,
+                        "a committed entry waits for a multi across groups to finish"
+                    );
+                }
+                break;
+            }
             let entry = self.unapplied.pop_front().expect("looked at");
+            self.applied_ahead.remove(&entry.index);
             self.state_applied = entry.index;
             if !entry.data.is_empty() {
                 self.apply_entry(host, &entry);
@@ -900,6 +937,23 @@ impl<R> GroupDriver<R> {
                 host.apply(log_entry, None);
             }
         }
+    }
+
+    /// The next committed entry meets a path `txn` holds: applies ahead of its place the first
+    /// entry further on that releases it or leads to its release (`GroupHost::releases`), if one
+    /// is committed and may be applied (its dependencies are). Every replica takes the same
+    /// entries from the same log in the same order, so they all apply the same state.
+    fn apply_release_ahead<H: GroupHost<Request = R>>(&mut self, host: &mut H, txn: TxnId) -> bool {
+        let release = self.unapplied.iter().skip(1).find(|entry| {
+            !entry.data.is_empty()
+                && !self.applied_ahead.contains(&entry.index)
+                && self.dependencies_applied(host, entry)
+                && host.releases(entry, txn)
+        });
+        let Some(release) = release.cloned() else { return false };
+        self.applied_ahead.insert(release.index);
+        host.apply_ahead(&release);
+        true
     }
 
     /// Whether this node's other groups have applied everything `entry` depends on.
@@ -1097,6 +1151,14 @@ mod tests {
         zxid: Zxid,
         applied: Vec<u32>,
         records: usize,
+        /// (zxid of an entry that meets a held path, zxid of the entry that releases it).
+        hold: Option<(Zxid, Zxid)>,
+        /// zxids of the entries applied ahead of their place.
+        ahead: Vec<Zxid>,
+    }
+
+    fn zxid_of(entry: &Entry) -> Zxid {
+        decode_proposal(&entry.data).expect("a proposal").2
     }
 
     impl GroupHost for RecordingHost {
@@ -1149,6 +1211,16 @@ mod tests {
         }
         fn lease_confirmed(&mut self, _token: u64, _unknown: &[SessionId]) {}
         fn followers_needing_snapshot(&mut self, _followers: &[NodeId]) {}
+        fn held_by(&self, entry: &Entry) -> Option<TxnId> {
+            let (held, release) = self.hold?;
+            (zxid_of(entry) == held && !self.ahead.contains(&release)).then_some(TxnId { node: 1, serial: 1 })
+        }
+        fn releases(&self, entry: &Entry, _txn: TxnId) -> bool {
+            self.hold.is_some_and(|(_, release)| zxid_of(entry) == release)
+        }
+        fn apply_ahead(&mut self, entry: &Entry) {
+            self.ahead.push(zxid_of(entry));
+        }
     }
 
     fn write_of(request: u32) -> Write<u32> {
@@ -1178,6 +1250,36 @@ mod tests {
             driver.finish_turn(&mut host);
         }
         assert_eq!(host.applied, vec![1, 2]);
+    }
+
+    /// Writes 1, 2, 3 commit together; write 1 meets a path held by a multi across groups that
+    /// write 3 releases: write 3 is applied ahead of write 1 and again at its place (where it
+    /// finds its work done), and without write 3 committed, write 1 and all after it wait.
+    #[test]
+    fn an_entry_that_meets_a_held_path_waits_for_the_entry_that_releases_it() {
+        for release_committed in [true, false] {
+            let mut driver = driver();
+            let mut host = RecordingHost::default();
+            driver.campaign_now();
+            while driver.start_turn(&mut host).is_some() {
+                driver.finish_turn(&mut host);
+            }
+            let first = host.zxid + 1;
+            host.hold = Some((first, if release_committed { first + 2 } else { first + 99 }));
+            for request in 1..=3 {
+                driver.queue(write_of(request));
+            }
+            while driver.start_turn(&mut host).is_some() {
+                driver.finish_turn(&mut host);
+            }
+            if release_committed {
+                assert_eq!(host.ahead, vec![first + 2]);
+                assert_eq!(host.applied, vec![1, 2, 3]);
+            } else {
+                assert!(host.ahead.is_empty());
+                assert!(host.applied.is_empty(), "write 1 and those after it wait: {:?}", host.applied);
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod role;
 pub mod sessions;
 mod snapshots;
 mod transport;
+mod txns;
 pub mod watermark;
 
 use self::conn::Conn;
@@ -300,6 +301,9 @@ async fn run_core(
     glommio::spawn_local(tick_loop(core.clone())).detach();
     glommio::spawn_local(core.clone().reap_loop()).detach();
     glommio::spawn_local(core.clone().touch_loop()).detach();
+    if config.cores > 1 {
+        glommio::spawn_local(core.clone().txn_loop()).detach();
+    }
     if core.is_clustered() {
         glommio::spawn_local(core.clone().finish_closes_loop()).detach();
         glommio::spawn_local(core.clone().lease_loop()).detach();
@@ -472,7 +476,7 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
     let replay_log =
         driver::ReplayLog::after(base_zxid, committed).map_err(|e| anyhow!("the WAL of core {core_id}: {e}"))?;
     let replayed = exchange.limit_of(core_id, replay_log)?;
-    apply_committed(core_id, &committed[..replayed], &mut shards)?;
+    let replayed = apply_committed(core_id, &committed[..replayed], &mut shards)?;
     tracing::info!(
         core = core_id,
         snapshot = base,
@@ -547,42 +551,91 @@ fn wal_positions(records: &[Vec<u8>], lsns: &[u64]) -> snapshots::WalPositions {
 }
 
 /// Start-up replay: applies committed `entries` to the core's shards, in log order (the
-/// replication loop applies the rest).
+/// replication loop applies the rest). An entry that meets a path held by a multi across groups
+/// waits for the entry that releases it, applied ahead of its place as the replication loop
+/// does (`GroupDriver::apply_release_ahead`); if none is committed, the replay stops there and
+/// returns how many entries it applied (the rest wait in the replication loop).
 pub(crate) fn apply_committed(
     core_id: usize,
     entries: &[engine::raft::Entry],
     shards: &mut AHashMap<ShardId, Shard>,
-) -> anyhow::Result<()> {
-    for entry in entries {
-        if entry.data.is_empty() {
-            continue;
+) -> anyhow::Result<usize> {
+    let decoded = entries
+        .iter()
+        .map(|entry| {
+            let fail = |e: String| anyhow!("Raft entry {} of core {core_id}: {e}", entry.index);
+            if entry.data.is_empty() {
+                return Ok(None);
+            }
+            let (_, _, _, archive) = proposal::decode_proposal(&entry.data).map_err(fail)?;
+            if archive.is_empty() {
+                return Ok(None); // a fence
+            }
+            LogEntry::from_bytes(archive).map(Some).map_err(fail)
+        })
+        .collect::<anyhow::Result<Vec<Option<LogEntry>>>>()?;
+    let mut ahead = std::collections::BTreeSet::new();
+    for (position, entry) in decoded.iter().enumerate() {
+        let Some(entry) = entry else { continue };
+        loop {
+            let touched = touched_shards(core_id, shards, entry)?;
+            let Some(txn) = touched.iter().find_map(|s| engine::txn::holder_of_command(s, &entry.command)) else {
+                break;
+            };
+            let release = (position + 1..decoded.len()).find(|later| {
+                !ahead.contains(later)
+                    && decoded[*later].as_ref().is_some_and(|e| engine::txn::releases(&e.command, txn))
+            });
+            let Some(release) = release else {
+                tracing::info!(
+                    core = core_id,
+                    ?txn,
+                    waiting = entries.len() - position,
+                    "start-up replay stops at an entry that waits for a multi across groups to finish"
+                );
+                return Ok(position);
+            };
+            ahead.insert(release);
+            let release = decoded[release].as_ref().expect("found");
+            let mut touched = touched_shards(core_id, shards, release)?;
+            match release.command {
+                engine::command::Command::TxnFinish { .. } => engine::txn::finish_early(&mut touched, release),
+                _ => engine::txn::decide_early(&mut touched, release),
+            };
         }
-        let fail = |e: String| anyhow!("Raft entry {} of core {core_id}: {e}", entry.index);
-        let (_, _, _, archive) = proposal::decode_proposal(&entry.data).map_err(fail)?;
-        if archive.is_empty() {
-            continue; // a fence
-        }
-        let entry = LogEntry::from_bytes(archive).map_err(fail)?;
-        let others = entry.other_shards();
-        let mut touched: Vec<&mut Shard> =
-            shards.values_mut().filter(|s| s.id() == entry.shard || others.contains(&s.id())).collect();
-        if touched.len() != others.len() + 1 {
-            let owned: Vec<ShardId> = touched.iter().map(|s| s.id()).collect();
-            let named: Vec<ShardId> = std::iter::once(entry.shard).chain(others).collect();
-            return Err(anyhow!(
-                "WAL of core {core_id} holds an entry of shards {named:?}; this core owns {owned:?} of them"
-            ));
-        }
+        let mut touched = touched_shards(core_id, shards, entry)?;
         match touched.as_mut_slice() {
             [shard] => {
-                shard.apply(&entry);
+                shard.apply(entry);
+            }
+            all if entry.command.is_txn() => {
+                engine::txn::apply_txn(all, entry);
             }
             all => {
-                engine::shard::apply_across(all, &entry);
+                engine::shard::apply_across(all, entry);
             }
         }
     }
-    Ok(())
+    Ok(entries.len())
+}
+
+/// The shards of this core an entry names, each once.
+fn touched_shards<'a>(
+    core_id: usize,
+    shards: &'a mut AHashMap<ShardId, Shard>,
+    entry: &LogEntry,
+) -> anyhow::Result<Vec<&'a mut Shard>> {
+    let others = entry.other_shards();
+    let touched: Vec<&mut Shard> =
+        shards.values_mut().filter(|s| s.id() == entry.shard || others.contains(&s.id())).collect();
+    if touched.len() != others.len() + 1 {
+        let owned: Vec<ShardId> = touched.iter().map(|s| s.id()).collect();
+        let named: Vec<ShardId> = std::iter::once(entry.shard).chain(others).collect();
+        return Err(anyhow!(
+            "WAL of core {core_id} holds an entry of shards {named:?}; this core owns {owned:?} of them"
+        ));
+    }
+    Ok(touched)
 }
 
 /// What a core's Raft group starts from.

@@ -3,9 +3,10 @@
 //! touched by its core alone.
 
 use super::metrics::{CoreMetrics, GroupStatus};
-use engine::command::{Command, ShardId};
+use engine::command::{Command, ShardId, TxnId, TxnOutcome};
 use engine::request::{ReadOp, ReadResult, WriteResult};
 use engine::shard::ShardStats;
+use engine::txn::Vote;
 use engine::types::{ConnId, EventType, Id, SessionId, Zxid};
 use engine::ZkError;
 use std::sync::Arc;
@@ -95,6 +96,28 @@ pub enum Msg {
         token: u64,
         stats: Box<CoreStats>,
     },
+    /// A core that applied its group's prepare of a multi across groups → the coordinator
+    /// group's core (re-sent on a timer while the multi is prepared, `txns.rs`).
+    TxnVote {
+        txn: TxnId,
+        group: u16,
+        vote: Vote,
+        groups: Vec<u16>,
+    },
+    /// The coordinator group's core, having applied the decision → each group's core.
+    TxnDecided {
+        txn: TxnId,
+        outcome: TxnOutcome,
+    },
+    /// A core that applied its group's finish → the coordinator group's core.
+    TxnFinished {
+        txn: TxnId,
+        group: u16,
+    },
+    /// A core to itself: the paths `txn` held are released; serve the reads that waited.
+    TxnReleased {
+        txn: TxnId,
+    },
 }
 
 pub struct ShardRequest {
@@ -132,6 +155,9 @@ pub enum ShardOp {
     /// Shard 0, a reattach in a cluster: answered `Renewed` once the session group's leader
     /// confirmed it renewed the session (`lease.rs`).
     RenewSession,
+    /// The home shard of a multi's coordinator group: answered (as a write, `TxnApplied::Decided`)
+    /// once this node applied the decision on the multi (`txns.rs`).
+    AwaitTxn(TxnId),
 }
 
 pub struct Reply {

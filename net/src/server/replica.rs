@@ -26,7 +26,7 @@ use crate::raft_state;
 use crate::snapshot_file;
 use crate::snapshot_file::GroupHead;
 use crate::wal::Wal;
-use engine::command::LogEntry;
+use engine::command::{LogEntry, TxnId};
 use engine::raft::{NodeId, Role, Term};
 use engine::types::{SessionId, Zxid};
 use glommio::channels::local_channel::LocalReceiver;
@@ -330,8 +330,35 @@ impl CoreHost<'_> {
     }
 }
 
+/// The `LogEntry` of a committed entry (None for a no-op or a fence).
+fn log_entry_of(entry: &engine::raft::Entry) -> Option<LogEntry> {
+    let (_, _, _, archive) = super::proposal::decode_proposal(&entry.data)
+        .unwrap_or_else(|e| panic!("committed entry {}: {e}", entry.index));
+    if archive.is_empty() {
+        return None;
+    }
+    Some(LogEntry::from_bytes(archive).unwrap_or_else(|e| panic!("committed entry {}: {e}", entry.index)))
+}
+
 impl GroupHost for CoreHost<'_> {
     type Request = ShardRequest;
+
+    fn held_by(&self, entry: &engine::raft::Entry) -> Option<TxnId> {
+        if !self.core.holds_any() {
+            return None;
+        }
+        self.core.entry_held_by(&log_entry_of(entry)?)
+    }
+
+    fn releases(&self, entry: &engine::raft::Entry, txn: TxnId) -> bool {
+        log_entry_of(entry).is_some_and(|e| engine::txn::releases(&e.command, txn))
+    }
+
+    fn apply_ahead(&mut self, entry: &engine::raft::Entry) {
+        if let Some(entry) = log_entry_of(entry) {
+            self.core.apply_txn_ahead(&entry);
+        }
+    }
 
     fn next_zxid(&mut self) -> Zxid {
         self.core.commit.next_zxid()

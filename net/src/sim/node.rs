@@ -312,8 +312,9 @@ impl Node {
             let mut shards = AHashMap::from_iter([(shard_id, shard)]);
             let committed = log.committed();
             let (replayed, held) = committed.split_at(limits[g]);
-            crate::server::apply_committed(g, replayed, &mut shards)
+            let applied_all = crate::server::apply_committed(g, replayed, &mut shards)
                 .unwrap_or_else(|e| panic!("node {id} group {g}: replay: {e}"));
+            assert_eq!(applied_all, replayed.len(), "the simulation makes no multis across groups");
             let shard = shards.remove(&shard_id).expect("the shard");
             let start = applied.len();
             // A replay's results are not kept: a session write was checked when it first applied.

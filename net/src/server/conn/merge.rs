@@ -77,6 +77,7 @@ pub(super) fn merge(kind: Kind, parts: Parts) -> Result<Response, ZkError> {
         Kind::AddWatch => first_error(bodies).map(|()| Response::ErrorResponse(0)),
         Kind::CloseSession | Kind::Connect { .. } | Kind::Ready { .. } => unreachable!("finished by Conn::finish"),
         Kind::RootAcl { .. } => unreachable!("a RootAcl slot becomes Broadcast when shard 0 answers"),
+        Kind::Txn(_) => unreachable!("a Txn slot becomes Ready once its parts are answered"),
         Kind::OpenSession { .. } => unreachable!("an OpenSession slot becomes Connect when shard 0 answers"),
         Kind::Reattach { .. } => unreachable!("a Reattach slot becomes Connect once its parts are answered"),
     }

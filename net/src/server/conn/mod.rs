@@ -28,6 +28,7 @@ mod handshake;
 mod merge;
 mod routing;
 mod slots;
+mod txn;
 
 use self::handshake::Handshake;
 use self::slots::{Held, Kind, Slot, WriteTarget};

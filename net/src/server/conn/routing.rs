@@ -37,7 +37,7 @@ impl Conn {
     }
 
     pub(super) fn read(&self, xid: i32, opcode: i32, op: ReadOp) {
-        let path = read_path(&op);
+        let path = op.path();
         if path != "/" {
             let shard = shard_of(path, self.shard_count());
             if !self.answer_inline(xid, opcode, shard, &op) {
@@ -217,11 +217,18 @@ impl Conn {
             // One group's shards: one log entry applied to all of them at once.
             Command::MultiAcross { ops: shards.into_iter().zip(multi_ops).collect(), session, auth }
         } else {
-            tracing::info!(
-                conn = self.id,
-                "multi refused: its ops span shards of different cores (keep a transaction under top-level nodes of one core, or run --cores 1)"
-            );
-            return self.ready(xid, ZkError::BadArguments.code(), Response::Empty);
+            debug_assert!(self.spans_groups(&shards));
+            let request = super::txn::TxnRequest {
+                opcodes,
+                ops: shards.into_iter().zip(multi_ops).collect(),
+                session,
+                auth,
+                first_part: 0,
+                attempt: 0,
+            };
+            let parts = self.txn_parts(&request);
+            self.submit(xid, Kind::Txn(Box::new(request)), parts);
+            return;
         };
         self.submit(xid, Kind::Multi(opcodes), vec![(primary, ShardOp::Write(command))]);
     }
@@ -234,11 +241,11 @@ impl Conn {
                 Request::GetChildren { path, .. } => ReadOp::GetChildren { path, watch: false },
                 _ => return self.ready(xid, ZkError::BadArguments.code(), Response::Empty),
             };
-            if read_path(&read) == "/" {
+            if read.path() == "/" {
                 // "/" is spread over every shard; multiRead does not gather it (yet).
                 return self.ready(xid, ZkError::BadArguments.code(), Response::Empty);
             }
-            parts.push((shard_of(read_path(&read), self.shard_count()), ShardOp::Read(read)));
+            parts.push((shard_of(read.path(), self.shard_count()), ShardOp::Read(read)));
         }
         if parts.is_empty() {
             return self.ready(xid, 0, Response::MultiRead(Vec::new()));
@@ -266,21 +273,5 @@ impl Conn {
             .map(|shard| (shard, ShardOp::Write(Command::CopyRootAcl { acl: acl.clone(), auth: auth.clone() })))
             .collect();
         self.send_further_parts(seq, slot, copies, WriteTarget::Many);
-    }
-}
-
-fn read_path(op: &ReadOp) -> &str {
-    match op {
-        ReadOp::Exists { path, .. }
-        | ReadOp::GetData { path, .. }
-        | ReadOp::GetChildren { path, .. }
-        | ReadOp::GetChildren2 { path, .. }
-        | ReadOp::GetAcl { path }
-        | ReadOp::GetAllChildrenNumber { path }
-        | ReadOp::AddWatch { path, .. }
-        | ReadOp::CheckWatches { path, .. }
-        | ReadOp::RemoveWatches { path, .. } => path,
-        ReadOp::GetEphemerals { prefix } => prefix,
-        ReadOp::MultiRead(_) | ReadOp::SetWatches { .. } => "/",
     }
 }

@@ -34,6 +34,9 @@ pub(super) enum Kind {
     Sync(String),
     /// multi: the opcode of each op (create vs create2 results differ).
     Multi(Vec<i32>),
+    /// A multi across groups (`conn/txn.rs`): its prepares and the wait for its decision; it
+    /// becomes `Ready` once they all answered (or goes out again, Retry).
+    Txn(Box<super::txn::TxnRequest>),
     /// multiRead: part i answers op i.
     MultiRead,
     Ephemerals,
@@ -305,6 +308,10 @@ impl Conn {
                 gathered.stamps[reply.part as usize] = reply.stamp;
                 self.check_cut(reply.seq, slot);
             }
+            if let (Kind::Txn(_), 0) = (&slot.kind, slot.missing) {
+                // Before this write part counts as done, as for the stages of setACL("/").
+                self.txn_step(reply.seq, slot);
+            }
             if let Kind::RootAcl { .. } = slot.kind {
                 // Sent before this write part counts as done, so no write held behind it slips
                 // in between the two stages.
@@ -511,7 +518,10 @@ fn write_target_of(ops: &[(ShardId, ShardOp)]) -> Option<WriteTarget> {
     if !ops.iter().any(|(_, op)| matches!(op, ShardOp::Write(_))) {
         return None;
     }
-    if ops.iter().any(|(_, op)| matches!(op, ShardOp::Write(Command::MultiAcross { .. }))) {
+    let alone = |op: &ShardOp| {
+        matches!(op, ShardOp::Write(Command::MultiAcross { .. } | Command::TxnPrepare(_)) | ShardOp::AwaitTxn(_))
+    };
+    if ops.iter().any(|(_, op)| alone(op)) {
         return Some(WriteTarget::Alone);
     }
     match ops {
