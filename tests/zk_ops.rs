@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use warren_tests::zk::{self, Acls, CreateMode, Error, MultiReadResult, MultiWriteError, MultiWriteResult};
-use warren_tests::{bounded, unique, WarrenOpts, WarrenProcess};
+use warren_tests::{bounded, top_level_in_shard, unique, WarrenOpts, WarrenProcess};
 
 fn persistent() -> zk::CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all())
@@ -397,33 +397,105 @@ async fn a_multi_across_top_level_nodes_of_one_core_is_atomic() {
     assert_eq!(c.get_data(&admin).await.unwrap().0, b"a1", "the setData in another shard was kept");
 }
 
+/// Top-level nodes in shards 0, 1 and 3 of 8: with `--cores 2`, in both Raft groups (shard s
+/// lives on core s mod 2), so a multi over them is a two-phase commit between the groups.
+fn top_levels_in_both_groups(tag: &str) -> (String, String, String) {
+    (top_level_in_shard(tag, 0, 8), top_level_in_shard(tag, 1, 8), top_level_in_shard(tag, 3, 8))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_across_top_level_nodes_is_atomic_or_refused() {
+async fn a_multi_across_raft_groups_gives_zookeepers_results_and_is_all_or_nothing() {
     let server = WarrenProcess::start(WarrenOpts::default().cores(2));
     let c = server.client().await;
-    // Several pairs of top-level nodes: some may land in shards of different cores (refused
-    // until multis across groups are built). Whatever the server decides, a multi is
-    // all-or-nothing, and a refusal is ZBADARGUMENTS.
-    for i in 0..6 {
-        let x = format!("/{}", unique(&format!("xa{i}")));
-        let y = format!("/{}", unique(&format!("xb{i}")));
-        let mut w = c.new_multi_writer();
-        w.add_create(&x, b"x", &persistent()).unwrap();
-        w.add_create(&y, b"y", &persistent()).unwrap();
-        match bounded(10, "cross multi", w.commit()).await {
-            Ok(r) => {
-                assert_eq!(r.len(), 2);
-                assert!(c.check_stat(&x).await.unwrap().is_some());
-                assert!(c.check_stat(&y).await.unwrap().is_some());
-            }
-            Err(e) => {
-                let e: Error = e.into();
-                assert!(matches!(e, Error::BadArguments(_)), "cross-shard refusal must be ZBADARGUMENTS, got {e:?}");
-                assert!(c.check_stat(&x).await.unwrap().is_none(), "refused multi applied {x}");
-                assert!(c.check_stat(&y).await.unwrap().is_none(), "refused multi applied {y}");
-            }
-        }
+    let (epoch, brokers, admin) = top_levels_in_both_groups("groups");
+    c.create(&epoch, b"1", &persistent()).await.unwrap();
+    c.create(&brokers, b"", &persistent()).await.unwrap();
+    c.create(&admin, b"a0", &persistent()).await.unwrap();
+
+    let mut w = c.new_multi_writer();
+    w.add_check_version(&epoch, 0).unwrap();
+    w.add_create(&format!("{brokers}/t1"), b"p", &persistent()).unwrap();
+    w.add_set_data(&admin, b"a1", None).unwrap();
+    w.add_create(&format!("{epoch}/seq-"), b"", &mode(CreateMode::PersistentSequential)).unwrap();
+    let results = bounded(10, "multi across groups", w.commit()).await.expect("a multi across groups commits");
+    assert_eq!(results.len(), 4);
+    assert!(
+        matches!(&results[1], MultiWriteResult::Create { path, .. } if *path == format!("{brokers}/t1")),
+        "{results:?}"
+    );
+    assert!(matches!(&results[2], MultiWriteResult::SetData { stat } if stat.version == 1), "{results:?}");
+    assert!(
+        matches!(&results[3], MultiWriteResult::Create { path, .. } if *path == format!("{epoch}/seq-0000000000")),
+        "{results:?}"
+    );
+    assert_eq!(c.get_data(&admin).await.unwrap().0, b"a1");
+    assert!(c.check_stat(&format!("{brokers}/t1")).await.unwrap().is_some());
+
+    // The failing op is in one group, the ops before it in both: all are taken back.
+    let mut w = c.new_multi_writer();
+    w.add_create(&format!("{brokers}/t2"), b"p", &persistent()).unwrap();
+    w.add_set_data(&admin, b"stale", None).unwrap();
+    w.add_create(&format!("{epoch}/t2"), b"", &persistent()).unwrap();
+    w.add_check_version(&epoch, 5).unwrap();
+    let err = bounded(10, "failing multi across groups", w.commit()).await.unwrap_err();
+    assert_eq!(err, MultiWriteError::OperationFailed { index: 3, source: Error::BadVersion });
+    assert!(c.check_stat(&format!("{brokers}/t2")).await.unwrap().is_none(), "a create of the other group was kept");
+    assert!(c.check_stat(&format!("{epoch}/t2")).await.unwrap().is_none(), "a create of the same group was kept");
+    assert_eq!(c.get_data(&admin).await.unwrap().0, b"a1", "the setData of the other group was kept");
+
+    // The first op fails: ZooKeeper reports it and rolls back the rest.
+    let mut w = c.new_multi_writer();
+    w.add_delete(&format!("{brokers}/missing"), None).unwrap();
+    w.add_set_data(&epoch, b"never", None).unwrap();
+    let err = bounded(10, "multi across groups failing first", w.commit()).await.unwrap_err();
+    assert_eq!(err, MultiWriteError::OperationFailed { index: 0, source: Error::NoNode });
+    assert_eq!(c.get_data(&epoch).await.unwrap().0, b"1");
+
+    // An ephemeral created by a multi across groups goes with its session.
+    let owner = server.client().await;
+    let mut w = owner.new_multi_writer();
+    w.add_create(&format!("{brokers}/e"), b"", &mode(CreateMode::Ephemeral)).unwrap();
+    w.add_set_data(&admin, b"a2", None).unwrap();
+    bounded(10, "ephemeral multi across groups", w.commit()).await.expect("commits");
+    drop(owner);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c.check_stat(&format!("{brokers}/e")).await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the ephemeral outlived its session");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A writer sets two nodes in different Raft groups to the same count in each multi; a reader
+/// never sees one ahead of the other: reading one and then the other, in either order, the
+/// second is never behind the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reader_sees_part_of_a_multi_across_raft_groups() {
+    let server = WarrenProcess::start(WarrenOpts::default().cores(2));
+    let writer = server.client().await;
+    let reader = server.client().await;
+    let (x, y, _) = top_levels_in_both_groups("visible");
+    writer.create(&x, b"0", &persistent()).await.unwrap();
+    writer.create(&y, b"0", &persistent()).await.unwrap();
+    let count = |data: &[u8]| std::str::from_utf8(data).unwrap().parse::<u64>().unwrap();
+    let (px, py) = (x.clone(), y.clone());
+    let writes = tokio::spawn(async move {
+        for i in 1..=300u64 {
+            let mut w = writer.new_multi_writer();
+            w.add_set_data(&x, i.to_string().as_bytes(), None).unwrap();
+            w.add_set_data(&y, i.to_string().as_bytes(), None).unwrap();
+            bounded(10, "multi", w.commit()).await.expect("commits");
+        }
+    });
+    let mut reads = 0;
+    while !writes.is_finished() && reads < 5000 {
+        let (a, b) = if reads % 2 == 0 { (&px, &py) } else { (&py, &px) };
+        let first = count(&reader.get_data(a).await.unwrap().0);
+        let second = count(&reader.get_data(b).await.unwrap().0);
+        assert!(second >= first, "read {a} = {first}, then {b} = {second}: the second group's part was missing");
+        reads += 1;
+    }
+    bounded(60, "writer", writes).await.unwrap();
+    assert!(reads > 10, "the readers ran alongside the writer ({reads} rounds)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

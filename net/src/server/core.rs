@@ -926,6 +926,27 @@ impl Core {
     }
 
     /// Proposes a write the server makes itself (expiry, reaping); nobody waits for the reply.
+    /// As `propose_internal`, for a write that must apply after everything this node has
+    /// applied in the other groups (one order across groups): a decision on a multi across
+    /// groups after every prepare, a finish after its decision.
+    pub(super) fn propose_internal_after_other_groups(&self, shard: ShardId, command: Command) {
+        let own = core_of_shard(shard, self.cores());
+        let leaders = &self.group_leaders;
+        let dependencies =
+            super::driver::dependencies_on_other_groups(own, (0..leaders.groups()).map(|g| leaders.applied(g)));
+        let request = ShardRequest {
+            shard,
+            conn: INTERNAL_CONN,
+            seq: 0,
+            part: 0,
+            session: 0,
+            auth: Default::default(),
+            op: ShardOp::Write(command),
+            dependencies,
+        };
+        self.send_to_shard(request);
+    }
+
     pub fn propose_internal(&self, shard: ShardId, command: Command) {
         let request = ShardRequest {
             shard,

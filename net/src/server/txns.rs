@@ -36,6 +36,8 @@ pub struct TxnRuntime {
     proposed: RefCell<AHashMap<(TxnId, Step), Instant>>,
     /// Connections waiting for the decision on a multi (coordinator's core).
     waiters: RefCell<AHashMap<TxnId, Vec<ShardRequest>>>,
+    /// Multis decided Retry whose waiters hear it once these groups finished here.
+    retry_after: RefCell<AHashMap<TxnId, BTreeSet<u16>>>,
     /// Reads of held paths, waiting for the finish of the multi that holds them.
     parked: RefCell<Vec<(TxnId, ShardRequest)>>,
 }
@@ -98,8 +100,22 @@ impl Core {
                 }
             }
             (Command::TxnDecide { txn, groups, .. }, TxnApplied::Decided(outcome)) => {
-                for request in self.txns.waiters.borrow_mut().remove(txn).unwrap_or_default() {
-                    self.reply(&request, decided(*outcome));
+                if *outcome == TxnOutcome::Retry {
+                    // The next try must not find this one's held paths: its client hears the
+                    // decision once every group that holds some has finished here.
+                    let holding: BTreeSet<u16> = self.txns.tallies.borrow().get(txn).map_or_else(BTreeSet::new, |t| {
+                        t.votes.iter().filter(|(_, vote)| **vote != Vote::Held).map(|(g, _)| *g).collect()
+                    });
+                    let finished = self.txns.tallies.borrow().get(txn).map(|t| t.finished.clone()).unwrap_or_default();
+                    let waiting: BTreeSet<u16> = holding.difference(&finished).copied().collect();
+                    if !waiting.is_empty() {
+                        self.txns.retry_after.borrow_mut().insert(*txn, waiting);
+                    }
+                }
+                if !self.txns.retry_after.borrow().contains_key(txn) {
+                    for request in self.txns.waiters.borrow_mut().remove(txn).unwrap_or_default() {
+                        self.reply(&request, decided(*outcome));
+                    }
                 }
                 for group in groups {
                     self.send(usize::from(*group), Msg::TxnDecided { txn: *txn, outcome: *outcome });
@@ -152,6 +168,22 @@ impl Core {
                 self.finish_txn(txn, now);
             }
             Msg::TxnFinished { txn, group } => {
+                let released = {
+                    let mut retry_after = self.txns.retry_after.borrow_mut();
+                    let done = retry_after.get_mut(&txn).is_some_and(|waiting| {
+                        waiting.remove(&group);
+                        waiting.is_empty()
+                    });
+                    if done {
+                        retry_after.remove(&txn);
+                    }
+                    done
+                };
+                if released {
+                    for request in self.txns.waiters.borrow_mut().remove(&txn).unwrap_or_default() {
+                        self.reply(&request, decided(TxnOutcome::Retry));
+                    }
+                }
                 let all = {
                     let mut tallies = self.txns.tallies.borrow_mut();
                     tallies.get_mut(&txn).is_some_and(|tally| {
@@ -197,7 +229,7 @@ impl Core {
             (tally.groups.clone(), outcome)
         };
         if self.txns.may_propose(txn, Step::Decide, now) {
-            self.propose_internal(self.home_shard(), Command::TxnDecide { txn, groups, outcome });
+            self.propose_internal_after_other_groups(self.home_shard(), Command::TxnDecide { txn, groups, outcome });
         }
     }
 
@@ -220,7 +252,7 @@ impl Core {
         };
         if let Some(finish) = finish {
             if self.txns.may_propose(txn, Step::Finish, now) {
-                self.propose_internal(self.home_shard(), finish);
+                self.propose_internal_after_other_groups(self.home_shard(), finish);
             }
         }
     }
@@ -240,8 +272,10 @@ impl Core {
     /// A connection waits for the decision on a multi this core coordinates.
     pub(super) fn await_txn(&self, request: ShardRequest, txn: TxnId) {
         match self.decision(txn) {
-            Some(outcome) => self.reply(&request, decided(outcome)),
-            None => self.txns.waiters.borrow_mut().entry(txn).or_default().push(request),
+            Some(outcome) if !self.txns.retry_after.borrow().contains_key(&txn) => {
+                self.reply(&request, decided(outcome))
+            }
+            _ => self.txns.waiters.borrow_mut().entry(txn).or_default().push(request),
         }
     }
 
