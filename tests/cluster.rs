@@ -345,7 +345,11 @@ async fn kill9_of_the_coordinators_leader_during_multis_across_groups_leaves_eac
     let (acked, tried) = stream.await.unwrap();
     assert!(acked.len() > 20, "the stream wrote too little to mean anything: {}", acked.len());
     assert!(tried.len() > acked.len(), "no multi was in flight at the kill");
-    eprintln!("{} multis across groups acknowledged of {} tried; leader {leader} of group 0 killed", acked.len(), tried.len());
+    eprintln!(
+        "{} multis across groups acknowledged of {} tried; leader {leader} of group 0 killed",
+        acked.len(),
+        tried.len()
+    );
     for id in 1..=3 {
         if id != leader {
             assert_multis_whole(&c3.nodes[id - 1], &a, &b, &acked, &tried, "a survivor").await;

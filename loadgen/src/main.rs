@@ -302,7 +302,7 @@ fn run_cli(cli: &RunArgs) -> Result<()> {
     if cli.value_size > VALUE_BYTES_MAX {
         bail!("--value-size {} exceeds {VALUE_BYTES_MAX} bytes", cli.value_size);
     }
-    let keyed = [OpKind::Read, OpKind::Write, OpKind::Watch, OpKind::Multi, OpKind::MultiAcross];
+    let keyed = [OpKind::Read, OpKind::Write, OpKind::Watch, OpKind::Multi, OpKind::MultiAcross, OpKind::MultiGroups];
     if cli.keys == 0 && keyed.iter().any(|k| cli.mix.percent[k.index()] > 0) {
         bail!("--keys 0 leaves nothing for r/w/x/m/a ops to read, write or watch");
     }

@@ -25,11 +25,14 @@ pub enum OpKind {
     /// Kafka's controller write, across two top-level subtrees (two shards of one core on
     /// warren with its default 8 shards, whatever its cores).
     MultiAcross,
+    /// `g`: as `a`, but the checked node `/loadgen-gepoch…` lives on the other core of a warren
+    /// running 2 cores: a multi across Raft groups (two-phase commit).
+    MultiGroups,
 }
 
 impl OpKind {
     /// Every kind, in the order of `Mix::percent`, the table and the JSON.
-    pub const ALL: [OpKind; 7] = [
+    pub const ALL: [OpKind; 8] = [
         OpKind::Read,
         OpKind::Write,
         OpKind::Create,
@@ -37,6 +40,7 @@ impl OpKind {
         OpKind::Watch,
         OpKind::Multi,
         OpKind::MultiAcross,
+        OpKind::MultiGroups,
     ];
     /// How many kinds there are.
     pub const COUNT: usize = OpKind::ALL.len();
@@ -50,6 +54,7 @@ impl OpKind {
             OpKind::Watch => 'x',
             OpKind::Multi => 'm',
             OpKind::MultiAcross => 'a',
+            OpKind::MultiGroups => 'g',
         }
     }
 
@@ -63,6 +68,7 @@ impl OpKind {
             OpKind::Watch => "getWatch",
             OpKind::Multi => "multi",
             OpKind::MultiAcross => "multiAcross",
+            OpKind::MultiGroups => "multiGroups",
         }
     }
 
@@ -278,18 +284,18 @@ mod tests {
 
     #[test]
     fn mixes() {
-        assert_eq!(parse_mix("90r10w"), Ok(Mix { percent: [90, 10, 0, 0, 0, 0, 0] }));
-        assert_eq!(parse_mix("100r"), Ok(Mix { percent: [100, 0, 0, 0, 0, 0, 0] }));
-        assert_eq!(parse_mix("100w"), Ok(Mix { percent: [0, 100, 0, 0, 0, 0, 0] }));
-        assert_eq!(parse_mix("50r50w"), Ok(Mix { percent: [50, 50, 0, 0, 0, 0, 0] }));
-        assert_eq!(parse_mix("80r10w5c5d"), Ok(Mix { percent: [80, 10, 5, 5, 0, 0, 0] }));
-        assert_eq!(parse_mix("10W90R"), Ok(Mix { percent: [90, 10, 0, 0, 0, 0, 0] }));
-        assert_eq!(parse_mix("0r100w"), Ok(Mix { percent: [0, 100, 0, 0, 0, 0, 0] }));
-        assert_eq!(parse_mix("80r10w10x"), Ok(Mix { percent: [80, 10, 0, 0, 10, 0, 0] }));
-        assert_eq!(parse_mix("50x50w"), Ok(Mix { percent: [0, 50, 0, 0, 50, 0, 0] }));
-        assert_eq!(parse_mix("100X"), Ok(Mix { percent: [0, 0, 0, 0, 100, 0, 0] }));
-        assert_eq!(parse_mix("60r10w10c10d10x"), Ok(Mix { percent: [60, 10, 10, 10, 10, 0, 0] }));
-        assert_eq!(parse_mix("50m50a"), Ok(Mix { percent: [0, 0, 0, 0, 0, 50, 50] }));
+        assert_eq!(parse_mix("90r10w"), Ok(Mix { percent: [90, 10, 0, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("100r"), Ok(Mix { percent: [100, 0, 0, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("100w"), Ok(Mix { percent: [0, 100, 0, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("50r50w"), Ok(Mix { percent: [50, 50, 0, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("80r10w5c5d"), Ok(Mix { percent: [80, 10, 5, 5, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("10W90R"), Ok(Mix { percent: [90, 10, 0, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("0r100w"), Ok(Mix { percent: [0, 100, 0, 0, 0, 0, 0, 0] }));
+        assert_eq!(parse_mix("80r10w10x"), Ok(Mix { percent: [80, 10, 0, 0, 10, 0, 0, 0] }));
+        assert_eq!(parse_mix("50x50w"), Ok(Mix { percent: [0, 50, 0, 0, 50, 0, 0, 0] }));
+        assert_eq!(parse_mix("100X"), Ok(Mix { percent: [0, 0, 0, 0, 100, 0, 0, 0] }));
+        assert_eq!(parse_mix("60r10w10c10d10x"), Ok(Mix { percent: [60, 10, 10, 10, 10, 0, 0, 0] }));
+        assert_eq!(parse_mix("50m50a"), Ok(Mix { percent: [0, 0, 0, 0, 0, 50, 50, 0] }));
     }
 
     #[test]
@@ -329,7 +335,7 @@ mod tests {
         for roll in 0..100 {
             counts[mix.pick(roll).index()] += 1;
         }
-        assert_eq!(counts, [80, 10, 5, 5, 0, 0, 0]);
+        assert_eq!(counts, [80, 10, 5, 5, 0, 0, 0, 0]);
         assert_eq!(mix.pick(0), OpKind::Read);
         assert_eq!(mix.pick(99), OpKind::Delete);
         let mix = parse_mix("50x50w").unwrap();

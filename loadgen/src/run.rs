@@ -33,23 +33,32 @@ const NODE_EXISTS: i32 = -110;
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 
 /// The node the `a` op checks: a top-level node in another shard than ROOT's among warren's
-/// default 8, on the same core whether warren runs 1 or 2 cores (a multi across cores is
-/// refused), the first `/loadgen-epoch<i>` that qualifies.
+/// default 8, on the same core whether warren runs 1 or 2 cores (one Raft group), the first
+/// `/loadgen-epoch<i>` that qualifies.
 pub fn epoch_path() -> String {
     static EPOCH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    EPOCH
-        .get_or_init(|| {
-            const SHARDS: u16 = 8;
-            let root = engine::path::shard_of(ROOT, SHARDS);
-            (0..)
-                .map(|i| format!("{ROOT}-epoch{i}"))
-                .find(|p| {
-                    let shard = engine::path::shard_of(p, SHARDS);
-                    shard != root && shard % 2 == root % 2
-                })
-                .expect("some name qualifies")
+    EPOCH.get_or_init(|| top_level_beside_root("epoch", true)).clone()
+}
+
+/// The node the `g` op checks: a top-level node on the other core than ROOT's of a warren
+/// running 2 cores (another Raft group), the first `/loadgen-gepoch<i>` that qualifies.
+pub fn group_epoch_path() -> String {
+    static EPOCH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(|| top_level_beside_root("gepoch", false)).clone()
+}
+
+/// The first `/loadgen-<tag><i>` in another of warren's default 8 shards than ROOT's, on the
+/// same core as ROOT's with 2 cores or on the other one.
+fn top_level_beside_root(tag: &str, same_core: bool) -> String {
+    const SHARDS: u16 = 8;
+    let root = engine::path::shard_of(ROOT, SHARDS);
+    (0..)
+        .map(|i| format!("{ROOT}-{tag}{i}"))
+        .find(|p| {
+            let shard = engine::path::shard_of(p, SHARDS);
+            shard != root && (shard % 2 == root % 2) == same_core
         })
-        .clone()
+        .expect("some name qualifies")
 }
 
 pub fn key_path(k: u64) -> String {
@@ -274,6 +283,9 @@ pub fn preload(sessions: &mut [Session], keys: u64, value: &[u8], depth: usize, 
     let first = sessions.first_mut().context("no sessions")?;
     drive(first, 1, once(create_request(ROOT.to_string(), Vec::new())), |c| expect_ok(c, "create /loadgen"))?;
     drive(first, 1, once(create_request(epoch_path(), Vec::new())), |c| expect_ok(c, "create the epoch node"))?;
+    drive(first, 1, once(create_request(group_epoch_path(), Vec::new())), |c| {
+        expect_ok(c, "create the group epoch node")
+    })?;
     let n = sessions.len() as u64;
     std::thread::scope(|scope| {
         let handles: Vec<_> = sessions
@@ -368,10 +380,11 @@ impl<'p, 'a> OpGen<'p, 'a> {
                 let path = self.created.pop_front().unwrap_or_else(|| format!("{ROOT}/c-{}-{id}-none", plan.run_id));
                 Request::Delete { path, version: -1 }
             }
-            OpKind::Multi | OpKind::MultiAcross => {
+            OpKind::Multi | OpKind::MultiAcross | OpKind::MultiGroups => {
                 let checked = match kind {
                     OpKind::Multi => key_path(plan.keys.pick(&mut self.rng)),
-                    _ => epoch_path(),
+                    OpKind::MultiAcross => epoch_path(),
+                    _ => group_epoch_path(),
                 };
                 let path = key_path(plan.keys.pick(&mut self.rng));
                 Request::Multi(vec![

@@ -23,7 +23,8 @@ final class NodeCases {
         cases.add(new CuratorSuite.Case("ttl-node-swept-after-ttl", NodeCases::ttlNode));
         cases.add(new CuratorSuite.Case("container-swept-after-last-child", NodeCases::container));
         cases.add(new CuratorSuite.Case("transaction-commit-and-rollback", NodeCases::transaction));
-        cases.add(new CuratorSuite.Case("transaction-across-top-level-nodes", NodeCases::transactionAcross));
+        cases.add(new CuratorSuite.Case("transaction-across-top-level-nodes", ctx -> transactionAcross(ctx, 2)));
+        cases.add(new CuratorSuite.Case("transaction-across-cores", ctx -> transactionAcross(ctx, 1)));
         cases.add(new CuratorSuite.Case("digest-acl", NodeCases::digestAcl));
         cases.add(new CuratorSuite.Case("session-expiry-removes-ephemerals", NodeCases::sessionExpiry));
     }
@@ -136,13 +137,14 @@ final class NodeCases {
 
     /**
      * Kafka's controller write through Curator's transaction API: a version check of the epoch
-     * node and writes under another top-level node, which warren keeps in another shard (both
-     * shards of core 0 whether it runs 1 or 2 cores: multis across cores are refused until they
-     * are built). All or nothing, with the failing op's error.
+     * node and writes under another top-level node, which warren keeps in another shard: shard
+     * 2, on the same core as the epoch's shard 0 (one Raft group), or shard 1, on the other core
+     * of the suite's 2 (a two-phase commit between the groups). All or nothing, with the failing
+     * op's error.
      */
-    static void transactionAcross(Ctx ctx) throws Exception {
+    static void transactionAcross(Ctx ctx, int brokersShard) throws Exception {
         CuratorFramework client = ctx.client();
-        String epoch = nameInShard(ctx.root + "-epoch-", 0), brokers = nameInShard(ctx.root + "-brokers-", 2);
+        String epoch = nameInShard(ctx.root + "-epoch-", 0), brokers = nameInShard(ctx.root + "-brokers-", brokersShard);
         client.create().forPath(epoch, bytes("1"));
         client.create().forPath(brokers);
         List<CuratorTransactionResult> results = client.transaction().forOperations(

@@ -1232,6 +1232,7 @@ impl Core {
             gathered_read_retries: self.gathered_read_retries.get(),
             reads_inline: self.reads_inline.get(),
             reads_linearizable: self.reads_linearizable_served.get(),
+            txns: self.txns.counts.get(),
             session_closes_redone: self.session_closes_redone.get(),
             session_leases_lapsed: self.session_leases_lapsed.get(),
             gathered_read_timeouts: self.gathered_read_timeouts.get(),

@@ -3,7 +3,7 @@
 
 use super::core::Core;
 use super::metrics::{java_double, CoreMetrics, Distribution, Millis};
-use super::msg::CoreStats;
+use super::msg::{CoreStats, TxnCounts};
 use super::role::Role;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
@@ -68,6 +68,7 @@ struct Totals {
     gathered_read_timeouts: u64,
     reads_inline: u64,
     reads_linearizable: u64,
+    txns: TxnCounts,
     session_closes_redone: u64,
     session_leases_lapsed: u64,
     metrics: CoreMetrics,
@@ -91,6 +92,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         gathered_read_timeouts: 0,
         reads_inline: 0,
         reads_linearizable: 0,
+        txns: TxnCounts::default(),
         session_closes_redone: 0,
         session_leases_lapsed: 0,
         metrics: CoreMetrics::default(),
@@ -107,6 +109,7 @@ fn totals(stats: &[Box<CoreStats>]) -> Totals {
         t.gathered_read_timeouts += core.gathered_read_timeouts;
         t.reads_inline += core.reads_inline;
         t.reads_linearizable += core.reads_linearizable;
+        t.txns.add(&core.txns);
         t.session_closes_redone += core.session_closes_redone;
         t.session_leases_lapsed += core.session_leases_lapsed;
         for (_, shard, zxid) in &core.shards {
@@ -187,6 +190,11 @@ fn mntr(core: &Rc<Core>, stats: &[Box<CoreStats>]) -> String {
         ("warren_gathered_read_timeouts", t.gathered_read_timeouts.to_string()),
         ("warren_reads_inline", t.reads_inline.to_string()),
         ("warren_reads_linearizable", t.reads_linearizable.to_string()),
+        ("warren_multis_across_groups_committed", t.txns.committed.to_string()),
+        ("warren_multis_across_groups_aborted", t.txns.aborted.to_string()),
+        ("warren_multis_across_groups_retried", t.txns.retried.to_string()),
+        ("warren_multis_across_groups_gave_up", t.txns.gave_up.to_string()),
+        ("warren_reads_waited_for_multis", t.txns.reads_waited.to_string()),
         ("warren_session_closes_redone", t.session_closes_redone.to_string()),
         ("warren_session_leases_lapsed", t.session_leases_lapsed.to_string()),
         ("warren_serving", u8::from(core.out_of_contact(std::time::Instant::now()).is_none()).to_string()),

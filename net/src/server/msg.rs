@@ -160,6 +160,29 @@ pub enum ShardOp {
     AwaitTxn(TxnId),
 }
 
+/// Multis across groups as connections of a core saw them end (mntr), and reads of held paths
+/// that waited for a finish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxnCounts {
+    pub committed: u64,
+    pub aborted: u64,
+    /// Tries decided Retry and sent again.
+    pub retried: u64,
+    /// Multis answered OPERATIONTIMEOUT after every try was decided Retry.
+    pub gave_up: u64,
+    pub reads_waited: u64,
+}
+
+impl TxnCounts {
+    pub fn add(&mut self, other: &TxnCounts) {
+        self.committed += other.committed;
+        self.aborted += other.aborted;
+        self.retried += other.retried;
+        self.gave_up += other.gave_up;
+        self.reads_waited += other.reads_waited;
+    }
+}
+
 pub struct Reply {
     pub conn: ConnId,
     pub seq: u64,
@@ -198,6 +221,8 @@ pub struct CoreStats {
     pub gathered_read_retries: u64,
     pub reads_inline: u64,
     pub reads_linearizable: u64,
+    /// Multis across groups answered by this core's connections, and reads that waited for one.
+    pub txns: TxnCounts,
     /// Session closes proposed again in this core's shards (`Core::finish_closes_loop`).
     pub session_closes_redone: u64,
     /// Connections closed because their session's lease lapsed (`lease.rs`).

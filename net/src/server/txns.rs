@@ -8,12 +8,12 @@
 //! holds everything that decides (votes, decisions), the messages only carry it.
 
 use super::core::{Core, ShardSlot};
-use super::msg::{Msg, ReplyBody, ShardOp, ShardRequest};
+use super::msg::{Msg, ReplyBody, ShardOp, ShardRequest, TxnCounts};
 use ahash::AHashMap;
 use engine::command::{Command, LogEntry, ShardId, TxnId, TxnOutcome};
 use engine::request::WriteResult;
 use engine::txn::{outcome_of, TxnApplied, Vote};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ pub struct TxnRuntime {
     retry_after: RefCell<AHashMap<TxnId, BTreeSet<u16>>>,
     /// Reads of held paths, waiting for the finish of the multi that holds them.
     parked: RefCell<Vec<(TxnId, ShardRequest)>>,
+    /// For mntr.
+    pub counts: Cell<TxnCounts>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -286,7 +288,15 @@ impl Core {
     }
 
     pub(super) fn park(&self, txn: TxnId, request: ShardRequest) {
+        self.count_txn(|c| c.reads_waited += 1);
         self.txns.parked.borrow_mut().push((txn, request));
+    }
+
+    /// Counts for mntr.
+    pub(super) fn count_txn(&self, count: impl FnOnce(&mut TxnCounts)) {
+        let mut counts = self.txns.counts.get();
+        count(&mut counts);
+        self.txns.counts.set(counts);
     }
 
     /// Re-sends this core's reports, so that new leaders pick up what the old ones left, and

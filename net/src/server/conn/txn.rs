@@ -103,23 +103,27 @@ impl Conn {
         let opcodes = request.opcodes.clone();
         match outcome {
             TxnOutcome::Commit => {
+                self.core.count_txn(|c| c.committed += 1);
                 assert_eq!(results.len(), opcodes.len(), "a committed multi has a result per op");
                 results.sort_by_key(|(index, _)| *index);
                 let response = Response::Multi(opcodes.into_iter().zip(results.into_iter().map(|(_, r)| r)).collect());
                 ready(slot, 0, response)
             }
             TxnOutcome::Abort { index, error } => {
+                self.core.count_txn(|c| c.aborted += 1);
                 let error = ZkError::from_code(error).unwrap_or(ZkError::SystemError);
                 let results = engine::txn::aborted_results(opcodes.len(), index as usize, error);
                 ready(slot, 0, Response::Multi(opcodes.into_iter().zip(results).collect()))
             }
             TxnOutcome::Retry if request.attempt + 1 < ATTEMPTS_MAX => {
+                self.core.count_txn(|c| c.retried += 1);
                 request.attempt += 1;
                 request.first_part = slot.parts.len();
                 let parts = self.txn_parts(request);
                 self.send_further_parts(seq, slot, parts, WriteTarget::Alone);
             }
             TxnOutcome::Retry => {
+                self.core.count_txn(|c| c.gave_up += 1);
                 tracing::warn!(conn = self.id, attempts = ATTEMPTS_MAX, "a multi across groups gave up");
                 ready(slot, ZkError::OperationTimeout.code(), Response::Empty)
             }
