@@ -78,9 +78,10 @@ impl Shard {
         self.id
     }
 
-    /// The multi across groups holding `path` (prepared, not finished): a read of it waits.
+    /// The multi across groups changing `path` (prepared, not finished): a read of it waits.
+    /// (A path a multi only checks is held against changes, not against reads.)
     pub fn holder_of(&self, path: &str) -> Option<TxnId> {
-        self.holds.holder_of(path)
+        self.holds.writer_of(path)
     }
 
     /// Whether a multi across groups holds any path of this shard.

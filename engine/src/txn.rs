@@ -75,8 +75,8 @@ pub struct Prepared {
     pub coordinator: u16,
     pub groups: Vec<u16>,
     pub vote: Vote,
-    /// The held paths, by shard.
-    held: Vec<(ShardId, String)>,
+    /// The held paths, by shard, and whether each is held for a change.
+    held: Vec<(ShardId, String, bool)>,
     /// The shards whose state the ops changed: how to take it back, and the watches to fire.
     parts: Vec<Part>,
 }
@@ -84,7 +84,7 @@ pub struct Prepared {
 impl Prepared {
     /// The shards a finish must be handed (those the ops changed or hold paths in).
     pub fn shards(&self) -> Vec<ShardId> {
-        let mut shards: Vec<ShardId> = self.held.iter().map(|(shard, _)| *shard).collect();
+        let mut shards: Vec<ShardId> = self.held.iter().map(|(shard, _, _)| *shard).collect();
         shards.extend(self.parts.iter().map(|part| part.shard));
         shards.sort_unstable();
         shards.dedup();
@@ -117,16 +117,94 @@ impl TxnTable {
     }
 }
 
-/// Paths of one shard held by transactions prepared in its group.
+/// Paths of one shard held by transactions prepared in its group. A path a multi changes is
+/// held by it alone (a write hold: nothing else reads or changes it); a path it only checks is
+/// held against changes (a read hold), which any number of multis share, so that multis that
+/// all check one node (Kafka's controller epoch) do not exclude each other.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Holds(AHashMap<String, TxnId>);
+pub struct Holds(AHashMap<String, Hold>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Hold {
+    Write(TxnId),
+    /// Readers in the order they took it.
+    Read(Vec<TxnId>),
+}
 
 impl Holds {
+    /// A multi that holds `path` against changes (a write or a read hold): a write to it waits.
     pub fn holder_of(&self, path: &str) -> Option<TxnId> {
         if self.0.is_empty() {
             return None;
         }
-        self.0.get(path).copied()
+        match self.0.get(path)? {
+            Hold::Write(txn) => Some(*txn),
+            Hold::Read(readers) => readers.first().copied(),
+        }
+    }
+
+    /// The multi that changes `path` (a write hold): a read of it waits.
+    pub fn writer_of(&self, path: &str) -> Option<TxnId> {
+        if self.0.is_empty() {
+            return None;
+        }
+        match self.0.get(path)? {
+            Hold::Write(txn) => Some(*txn),
+            Hold::Read(_) => None,
+        }
+    }
+
+    /// Whether `txn` may hold `path` (for a change if `write`): no other multi holds it
+    /// against that.
+    fn may_take(&self, path: &str, write: bool, txn: TxnId) -> bool {
+        match self.0.get(path) {
+            None => true,
+            Some(Hold::Write(holder)) => *holder == txn,
+            Some(Hold::Read(readers)) => !write || readers.iter().all(|r| *r == txn),
+        }
+    }
+
+    /// `txn` holds `path` (for a change if `write`; a read hold of its own becomes a write
+    /// hold). The caller checked `may_take`.
+    fn take(&mut self, path: &str, write: bool, txn: TxnId) {
+        assert!(self.may_take(path, write, txn), "{path} taken by {txn:?} against another multi");
+        match self.0.get_mut(path) {
+            None if write => {
+                self.0.insert(path.to_string(), Hold::Write(txn));
+            }
+            None => {
+                self.0.insert(path.to_string(), Hold::Read(vec![txn]));
+            }
+            Some(Hold::Write(_)) => {}
+            Some(hold @ Hold::Read(_)) if write => *hold = Hold::Write(txn),
+            Some(Hold::Read(readers)) => {
+                if !readers.contains(&txn) {
+                    readers.push(txn);
+                }
+            }
+        }
+    }
+
+    /// Whether `txn` holds `path` for a change.
+    fn writes(&self, path: &str, txn: TxnId) -> bool {
+        self.0.get(path) == Some(&Hold::Write(txn))
+    }
+
+    /// `txn` no longer holds `path`; false if it did not.
+    fn release(&mut self, path: &str, txn: TxnId) -> bool {
+        let Some(hold) = self.0.get_mut(path) else { return false };
+        let (held, empty) = match hold {
+            Hold::Write(holder) => (*holder == txn, *holder == txn),
+            Hold::Read(readers) => {
+                let before = readers.len();
+                readers.retain(|r| *r != txn);
+                (readers.len() < before, readers.is_empty())
+            }
+        };
+        if empty {
+            self.0.remove(path);
+        }
+        held
     }
 
     pub fn is_empty(&self) -> bool {
@@ -226,11 +304,9 @@ fn prepare_in(shards: &mut [&mut Shard], home: usize, prepare: &TxnPrepare, zxid
     }
     let place = |shard: ShardId| shards.iter().position(|s| s.id() == shard).expect("checked by apply_txn");
     let places: Vec<usize> = prepare.ops.iter().map(|op| place(op.shard)).collect();
-    let already_held = prepare
-        .ops
-        .iter()
-        .zip(&places)
-        .any(|(op, &place)| touched_by_op(&op.op).iter().any(|path| shards[place].holds.holder_of(path).is_some()));
+    let already_held = prepare.ops.iter().zip(&places).any(|(op, &place)| {
+        touched_by_op(&op.op).iter().any(|&(path, write)| !shards[place].holds.may_take(path, write, prepare.txn))
+    });
     let (vote, results, parts) = if already_held {
         (Vote::Held, Vec::new(), Vec::new())
     } else {
@@ -243,19 +319,29 @@ fn prepare_in(shards: &mut [&mut Shard], home: usize, prepare: &TxnPrepare, zxid
         Vote::No { index, .. } => prepare.ops.iter().position(|op| op.index == index).expect("a failed op") + 1,
         Vote::Held => 0,
     };
-    let mut held = Vec::new();
+    let mut held: Vec<(ShardId, String)> = Vec::new();
     for (i, (op, &place)) in prepare.ops.iter().zip(&places).enumerate().take(run) {
         // A sequential create holds the name it got, not the prefix it was asked for.
         let created = match results.get(i) {
             Some((_, MultiResult::Create { path, .. })) => Some(path.as_str()),
             _ => None,
         };
-        for path in touched_by_op(&op.op).into_iter().map(|p| created.filter(|_| p == op.op.path()).unwrap_or(p)) {
-            if shards[place].holds.0.insert(path.to_string(), prepare.txn).is_none() {
+        for (path, write) in touched_by_op(&op.op) {
+            let path = created.filter(|_| path == op.op.path()).unwrap_or(path);
+            shards[place].holds.take(path, write, prepare.txn);
+            if !held.iter().any(|(shard, p)| *shard == op.shard && p == path) {
                 held.push((op.shard, path.to_string()));
             }
         }
     }
+    let held = held
+        .into_iter()
+        .map(|(shard, path)| {
+            let place = places[prepare.ops.iter().position(|op| op.shard == shard).expect("a shard of the ops")];
+            let write = shards[place].holds.writes(&path, prepare.txn);
+            (shard, path, write)
+        })
+        .collect();
     let prepared = Prepared { coordinator: prepare.coordinator, groups: prepare.groups.clone(), vote, held, parts };
     shards[home].txns.prepared.insert(prepare.txn, prepared);
     TxnApplied::Voted { vote, results }
@@ -309,10 +395,9 @@ fn finish_in(
     let place = |shards: &[&mut Shard], shard: ShardId| {
         shards.iter().position(|s| s.id() == shard).unwrap_or_else(|| panic!("shard {shard} of {txn:?} not handed"))
     };
-    for (shard, path) in &prepared.held {
+    for (shard, path, _) in &prepared.held {
         let place = place(shards, *shard);
-        let holder = shards[place].holds.0.remove(path);
-        assert_eq!(holder, Some(txn), "{path} was held by {txn:?}");
+        assert!(shards[place].holds.release(path, txn), "{path} was held by {txn:?}");
     }
     for part in prepared.parts {
         let place = place(shards, part.shard);
@@ -345,13 +430,18 @@ pub fn releases(command: &Command, txn: TxnId) -> bool {
 /// The paths an op reads or changes: its own, and its parent's for a create or delete (they
 /// change the parent's children, cversion and pzxid). A sequential create's own path is its
 /// prefix here.
-fn touched_by_op(op: &MultiOp) -> Vec<&str> {
+/// Each with whether the op changes it (a check only reads its path).
+fn touched_by_op(op: &MultiOp) -> Vec<(&str, bool)> {
     match op {
-        MultiOp::Create(create) => with_parent(&create.path),
-        MultiOp::Delete(delete) => with_parent(&delete.path),
-        MultiOp::SetData(set) => vec![set.path.as_str()],
-        MultiOp::Check { path, .. } => vec![path.as_str()],
+        MultiOp::Create(create) => with_parent(&create.path).into_iter().map(|p| (p, true)).collect(),
+        MultiOp::Delete(delete) => with_parent(&delete.path).into_iter().map(|p| (p, true)).collect(),
+        MultiOp::SetData(set) => vec![(set.path.as_str(), true)],
+        MultiOp::Check { path, .. } => vec![(path.as_str(), false)],
     }
+}
+
+fn paths_of_op(op: &MultiOp) -> Vec<&str> {
+    touched_by_op(op).into_iter().map(|(path, _)| path).collect()
 }
 
 fn with_parent(path: &str) -> Vec<&str> {
@@ -376,8 +466,8 @@ pub fn holder_of_command(shard: &Shard, command: &Command) -> Option<TxnId> {
         Command::SetData(op) => holder(&[&op.path]),
         Command::SetAcl { path, .. } => holder(&[path]),
         Command::CopyRootAcl { .. } => holder(&["/"]),
-        Command::Multi { ops, .. } => ops.iter().find_map(|op| holder(&touched_by_op(op))),
-        Command::MultiAcross { ops, .. } => ops.iter().find_map(|(_, op)| holder(&touched_by_op(op))),
+        Command::Multi { ops, .. } => ops.iter().find_map(|op| holder(&paths_of_op(op))),
+        Command::MultiAcross { ops, .. } => ops.iter().find_map(|(_, op)| holder(&paths_of_op(op))),
         Command::Reap { path } => holder(&with_parent(path)),
         Command::CloseSession { session } => {
             shard.sessions.ephemerals(*session).iter().find_map(|path| holder(&with_parent(path)))
@@ -387,8 +477,8 @@ pub fn holder_of_command(shard: &Shard, command: &Command) -> Option<TxnId> {
             ClientWrite::Delete(op) => holder(&with_parent(&op.path)),
             ClientWrite::SetData(op) => holder(&[&op.path]),
             ClientWrite::SetAcl { path, .. } => holder(&[path]),
-            ClientWrite::Multi { ops, .. } => ops.iter().find_map(|op| holder(&touched_by_op(op))),
-            ClientWrite::MultiAcross { ops, .. } => ops.iter().find_map(|(_, op)| holder(&touched_by_op(op))),
+            ClientWrite::Multi { ops, .. } => ops.iter().find_map(|op| holder(&paths_of_op(op))),
+            ClientWrite::MultiAcross { ops, .. } => ops.iter().find_map(|(_, op)| holder(&paths_of_op(op))),
         },
         Command::CreateSession { .. }
         | Command::MoveSession { .. }
@@ -417,7 +507,8 @@ pub struct PreparedImage {
     pub vote: u8,
     pub index: u32,
     pub error: i32,
-    pub held: Vec<(ShardId, String)>,
+    /// Each held path, and whether it is held for a change (else for reading).
+    pub held: Vec<(ShardId, String, bool)>,
     pub parts: Vec<PartImage>,
 }
 
@@ -539,11 +630,12 @@ pub fn restore_txns(shards: &mut [&mut Shard], home: usize, image: &ArchivedTxnI
             2 => Vote::Held,
             code => return Err(format!("an unknown vote {code}")),
         };
-        for (shard, path) in &prepared.held {
+        for (shard, path, write) in &prepared.held {
             let place = place(shards, *shard)?;
-            if shards[place].holds.0.insert(path.clone(), prepared.txn).is_some() {
-                return Err(format!("{path} held twice"));
+            if !shards[place].holds.may_take(path, *write, prepared.txn) {
+                return Err(format!("{path} held by two multis against each other"));
             }
+            shards[place].holds.take(path, *write, prepared.txn);
         }
         let mut parts = Vec::with_capacity(prepared.parts.len());
         for part in prepared.parts {

@@ -597,3 +597,38 @@ fn a_write_that_meets_a_held_path_waits_for_the_finish_and_then_sees_the_whole_m
     let node = world.groups[ga as usize].shard(shard_of(&a, SHARDS)).node(&a).expect("created");
     assert_eq!((node.data.as_deref(), node.stat().version), (Some(&b"z"[..]), 1), "the write applied after the multi");
 }
+
+/// Multis that only check one path (Kafka's controller epoch) share its hold: both prepare Yes
+/// and commit; a write to the path waits for both, and a multi that changes it votes Held.
+#[test]
+fn multis_that_check_one_path_share_it_and_a_write_to_it_waits_for_them() {
+    let mut world = World::new();
+    let (epoch, topic) = two_paths_in_different_groups();
+    let other_topic = format!("{topic}/other");
+    world.write(Command::Create(create_op(&epoch, b"1", CreateMode::Persistent)));
+    world.write(Command::Create(create_op(&topic, b"t", CreateMode::Persistent)));
+    world.write(Command::Create(create_op(&other_topic, b"t", CreateMode::Persistent)));
+    world.drain();
+    let check = || MultiOp::Check { path: epoch.clone(), version: -1 };
+    world.submit(vec![check(), m_set(&topic, b"a", -1)]);
+    world.submit(vec![check(), m_set(&other_topic, b"b", -1)]);
+    let ge = group_of(shard_of(&epoch, SHARDS));
+    assert!(world.step(ge) && world.step(ge), "both prepares in the epoch's group");
+    let epoch_shard = world.groups[ge as usize].shard(shard_of(&epoch, SHARDS));
+    assert!(epoch_shard.holds.holder_of(&epoch).is_some(), "the epoch is held against changes");
+    assert_eq!(epoch_shard.holder_of(&epoch), None, "and not against reads");
+    let votes: Vec<Vote> = world.running.values().map(|r| r.votes[&ge].0).collect();
+    assert_eq!(votes, vec![Vote::Yes, Vote::Yes], "checks of one path share it");
+    world.submit(vec![m_set(&epoch, b"2", -1), m_set(&topic, b"c", -1)]);
+    assert!(world.step(ge));
+    let votes: Vec<Vote> = world.running.values().filter_map(|r| r.votes.get(&ge).map(|v| v.0)).collect();
+    assert_eq!(votes[2], Vote::Held, "a multi that changes a checked path waits its turn");
+    world.write(Command::SetData(crate::command::SetDataOp {
+        path: epoch.clone(),
+        data: Some(b"3".to_vec()),
+        version: -1,
+        auth: vec![],
+    }));
+    world.drain();
+    assert_eq!(world.committed, 3, "both checks and the retried change commit");
+}
