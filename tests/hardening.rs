@@ -581,7 +581,19 @@ fn a_read_answered_on_the_connection_core_never_overtakes_its_watch_event() {
 /// the multi is answered; fails if reads may go out beside it).
 #[test]
 fn pipelined_reads_behind_the_session_multi_across_shards_see_all_of_it() {
-    let s = WarrenProcess::start(WarrenOpts::default().cores(1));
+    pipelined_reads_behind_a_multi_see_all_of_it(1);
+}
+
+/// The same with `--cores 2`: shards 0 and 1 are in different Raft groups, so the multi is a
+/// two-phase commit; the reads behind it are sent once it is decided, and wait on the node
+/// for the finish of any group that has not finished it yet.
+#[test]
+fn pipelined_reads_behind_the_session_multi_across_groups_see_all_of_it() {
+    pipelined_reads_behind_a_multi_see_all_of_it(2);
+}
+
+fn pipelined_reads_behind_a_multi_see_all_of_it(cores: u32) {
+    let s = WarrenProcess::start(WarrenOpts::default().cores(cores));
     let (first, second) = (top_level_in_shard("across", 0, 8), top_level_in_shard("across", 1, 8));
     let mut raw = RawSession::connect(s.addr(), 10000);
     assert_eq!(raw.create(&first, b"0", 0).err, 0);

@@ -495,6 +495,16 @@ pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
+/// Start-up: removes all but the `keep` newest snapshots of `dir`, but never `loaded` (the one
+/// the node starts from) or one newer than it: a node killed after writing a snapshot and
+/// before pruning the oldest would otherwise keep one more for good. Returns the paths removed.
+pub fn prune_at_start(dir: &Path, keep: usize, loaded: Index) -> std::io::Result<Vec<PathBuf>> {
+    let removed: Vec<PathBuf> =
+        list(dir)?.into_iter().skip(keep).filter(|(index, _)| *index < loaded).map(|(_, path)| path).collect();
+    remove_durably(dir, &removed)?;
+    Ok(removed)
+}
+
 /// The name a leader's snapshot after `index` is received under, until it is complete.
 pub fn receiving_path(dir: &Path, index: Index) -> PathBuf {
     dir.join(format!("{index:020}{SUFFIX}.recv"))
@@ -580,6 +590,21 @@ mod tests {
 
     fn write(dir: &Path, (bytes, _): &(Vec<u8>, Vec<u64>), index: Index) -> PathBuf {
         write_bytes(dir, index, bytes).unwrap()
+    }
+
+    /// A node killed after writing its third snapshot and before pruning the first starts
+    /// with two; the one it starts from is never removed, even when newer ones were damaged.
+    #[test]
+    fn start_up_prunes_the_snapshots_beyond_the_kept_number_but_not_the_one_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        for index in [20, 30, 40] {
+            write(dir.path(), &image(index, 3), index);
+        }
+        assert!(prune_at_start(dir.path(), 2, 20).unwrap().is_empty(), "the newer two were damaged: 20 is loaded");
+        let removed = prune_at_start(dir.path(), 2, 40).unwrap();
+        assert_eq!(removed, vec![path_of(dir.path(), 20)]);
+        let left: Vec<Index> = list(dir.path()).unwrap().into_iter().map(|(index, _)| index).collect();
+        assert_eq!(left, vec![40, 30]);
     }
 
     #[test]

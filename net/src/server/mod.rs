@@ -533,6 +533,15 @@ fn load_snapshot(core_id: usize, config: &Config) -> anyhow::Result<Option<snaps
     }
     if let Some(loaded) = &loaded {
         tracing::info!(core = core_id, index = loaded.index, path = %loaded.path.display(), "snapshot loaded");
+        let removed = snapshot_file::prune_at_start(&dir, config.snapshots_kept, loaded.index)
+            .map_err(|e| anyhow!("cannot prune the snapshots in {}: {e}", dir.display()))?;
+        if !removed.is_empty() {
+            tracing::info!(
+                core = core_id,
+                ?removed,
+                "snapshots beyond the kept number removed (left by a stop before pruning)"
+            );
+        }
     }
     Ok(loaded)
 }
