@@ -296,31 +296,8 @@ async fn assert_multis_whole(node: &WarrenProcess, a: &str, b: &str, acked: &[St
 /// is lost and none is half applied, on the survivors and on the restarted leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_leader_during_multis_across_shards_leaves_each_whole_or_absent_everywhere() {
-    let mut c3 = WarrenCluster::start(3, WarrenOpts::default().cores(1).session_timeouts_ms(1000, 40000));
-    let leader = c3.wait_leader(Duration::from_secs(10));
-    let follower = if leader == 1 { 2 } else { 1 };
     // Two shards of the one group (8 shards, one core per node).
-    let (a, b) = (top_level_in_shard("multi-kill", 0, 8), top_level_in_shard("multi-kill", 1, 8));
-    {
-        let setup = c3.node(follower).client().await;
-        setup.create(&a, b"", &persistent()).await.unwrap();
-        setup.create(&b, b"", &persistent()).await.unwrap();
-    }
-    let addr = c3.node(follower).addr().to_string();
-    let stream = tokio::spawn(multi_stream(addr, a.clone(), b.clone(), Duration::from_secs(4)));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    c3.node(leader).kill9();
-    let (acked, tried) = stream.await.unwrap();
-    assert!(acked.len() > 20, "the stream wrote too little to mean anything: {}", acked.len());
-    assert!(tried.len() > acked.len(), "no multi was in flight at the kill");
-    eprintln!("{} multis acknowledged of {} tried; leader {leader} killed", acked.len(), tried.len());
-    for id in 1..=3 {
-        if id != leader {
-            assert_multis_whole(&c3.nodes[id - 1], &a, &b, &acked, &tried, "a survivor").await;
-        }
-    }
-    c3.node(leader).restart();
-    assert_multis_whole(&c3.nodes[leader - 1], &a, &b, &acked, &tried, "the restarted leader").await;
+    kill9_of_group_0s_leader_during_multis_over_shards_0_and_1(1, "multi-kill").await;
 }
 
 /// Multis across two Raft groups (`--cores 2`: shard 0 in group 0, shard 1 in group 1) while
@@ -329,10 +306,17 @@ async fn kill9_of_the_leader_during_multis_across_shards_leaves_each_whole_or_ab
 /// two-phase commit's in-doubt multis are finished from the logs by the new leaders).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_coordinators_leader_during_multis_across_groups_leaves_each_whole_or_absent_everywhere() {
-    let mut c3 = WarrenCluster::start(3, WarrenOpts::default().cores(2).session_timeouts_ms(1000, 40000));
+    kill9_of_group_0s_leader_during_multis_over_shards_0_and_1(2, "groups-kill").await;
+}
+
+/// A stream of multis creating a child under a top-level node of shard 0 and one of shard 1,
+/// through a follower, while group 0's leader is killed with -9; then every multi is checked
+/// whole or absent on each node.
+async fn kill9_of_group_0s_leader_during_multis_over_shards_0_and_1(cores: u32, tag: &str) {
+    let mut c3 = WarrenCluster::start(3, WarrenOpts::default().cores(cores).session_timeouts_ms(1000, 40000));
     let leader = c3.wait_leader(Duration::from_secs(10));
     let follower = if leader == 1 { 2 } else { 1 };
-    let (a, b) = (top_level_in_shard("groups-kill", 0, 8), top_level_in_shard("groups-kill", 1, 8));
+    let (a, b) = (top_level_in_shard(tag, 0, 8), top_level_in_shard(tag, 1, 8));
     {
         let setup = c3.node(follower).client().await;
         setup.create(&a, b"", &persistent()).await.unwrap();
@@ -346,7 +330,7 @@ async fn kill9_of_the_coordinators_leader_during_multis_across_groups_leaves_eac
     assert!(acked.len() > 20, "the stream wrote too little to mean anything: {}", acked.len());
     assert!(tried.len() > acked.len(), "no multi was in flight at the kill");
     eprintln!(
-        "{} multis across groups acknowledged of {} tried; leader {leader} of group 0 killed",
+        "{} multis acknowledged of {} tried ({cores} cores); leader {leader} of group 0 killed",
         acked.len(),
         tried.len()
     );

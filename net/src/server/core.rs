@@ -778,7 +778,7 @@ impl Core {
     }
 
     fn serve_read(&self, slot: &mut ShardSlot, request: ShardRequest) {
-        if let Some(txn) = self.park_if_held(slot, &request) {
+        if let Some(txn) = self.read_held_by(slot, &request) {
             // A multi across groups holds the path: the read sees all of it or none of it.
             return self.park(txn, request);
         }
@@ -926,14 +926,19 @@ impl Core {
     }
 
     /// Proposes a write the server makes itself (expiry, reaping); nobody waits for the reply.
+    pub fn propose_internal(&self, shard: ShardId, command: Command) {
+        self.propose_internal_after(shard, command, Vec::new());
+    }
+
     /// As `propose_internal`, for a write that must apply after everything this node has
     /// applied in the other groups (one order across groups): a decision on a multi across
     /// groups after every prepare, a finish after its decision.
     pub(super) fn propose_internal_after_other_groups(&self, shard: ShardId, command: Command) {
-        let own = core_of_shard(shard, self.cores());
-        let leaders = &self.group_leaders;
-        let dependencies =
-            super::driver::dependencies_on_other_groups(own, (0..leaders.groups()).map(|g| leaders.applied(g)));
+        let dependencies = self.applied_in_other_groups(shard);
+        self.propose_internal_after(shard, command, dependencies);
+    }
+
+    fn propose_internal_after(&self, shard: ShardId, command: Command, dependencies: Vec<(u16, Zxid)>) {
         let request = ShardRequest {
             shard,
             conn: INTERNAL_CONN,
@@ -947,18 +952,12 @@ impl Core {
         self.send_to_shard(request);
     }
 
-    pub fn propose_internal(&self, shard: ShardId, command: Command) {
-        let request = ShardRequest {
-            shard,
-            conn: INTERNAL_CONN,
-            seq: 0,
-            part: 0,
-            session: 0,
-            auth: Default::default(),
-            op: ShardOp::Write(command),
-            dependencies: Vec::new(),
-        };
-        self.send_to_shard(request);
+    /// One order across groups: what a write to `shard` depends on, everything this node has
+    /// applied in the other groups now, so no replica shows the write without them.
+    pub(super) fn applied_in_other_groups(&self, shard: ShardId) -> Vec<(u16, Zxid)> {
+        let own = core_of_shard(shard, self.cores());
+        let leaders = &self.group_leaders;
+        super::driver::dependencies_on_other_groups(own, (0..leaders.groups()).map(|g| leaders.applied(g)))
     }
 
     /// Applies a committed entry to its shard and answers it: its watch notifications are sent

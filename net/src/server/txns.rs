@@ -282,7 +282,7 @@ impl Core {
     }
 
     /// The multi holding the path a read names, if one does: the read waits for its finish.
-    pub(super) fn park_if_held(&self, slot: &ShardSlot, request: &ShardRequest) -> Option<TxnId> {
+    pub(super) fn read_held_by(&self, slot: &ShardSlot, request: &ShardRequest) -> Option<TxnId> {
         let (ShardOp::Read(op) | ShardOp::GatheredRead { op, .. }) = &request.op else { return None };
         slot.shard.holder_of(op.path())
     }

@@ -217,7 +217,6 @@ impl Conn {
             // One group's shards: one log entry applied to all of them at once.
             Command::MultiAcross { ops: shards.into_iter().zip(multi_ops).collect(), session, auth }
         } else {
-            debug_assert!(self.spans_groups(&shards));
             let request = super::txn::TxnRequest {
                 opcodes,
                 ops: shards.into_iter().zip(multi_ops).collect(),

@@ -225,7 +225,9 @@ impl Conn {
         let ordered_after_other_groups = held.write_target.is_some() && self.core.is_clustered();
         for mut request in held.requests {
             if ordered_after_other_groups && matches!(request.op, ShardOp::Write(_)) {
-                request.dependencies = self.applied_in_other_groups(request.shard);
+                // The session's earlier writes were answered, so they are among these, and so is
+                // whatever its reads saw.
+                request.dependencies = self.core.applied_in_other_groups(request.shard);
                 self.stamp_connection(&mut request);
             }
             self.core.send_to_shard(request);
@@ -246,15 +248,6 @@ impl Conn {
             }
             Err(other) => *command = other,
         }
-    }
-
-    /// One order across groups: a write depends on everything this node has applied in the
-    /// other groups when it is sent (the session's earlier writes, which were answered, and
-    /// whatever its reads saw), so no replica shows it without them (`replica.rs`).
-    fn applied_in_other_groups(&self, shard: ShardId) -> Vec<(u16, Zxid)> {
-        let leaders = &self.core.group_leaders;
-        let own = crate::server::core::core_of_shard(shard, self.core.cores());
-        crate::server::driver::dependencies_on_other_groups(own, (0..leaders.groups()).map(|g| leaders.applied(g)))
     }
 
     /// A write part came back: once no write is in flight, held requests go out in order.

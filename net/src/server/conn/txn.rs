@@ -35,11 +35,6 @@ impl Conn {
         self.core_of(shard) as u16
     }
 
-    /// Whether the ops of a multi span groups.
-    pub(super) fn spans_groups(&self, shards: &[ShardId]) -> bool {
-        shards.iter().any(|s| self.group_of(*s) != self.group_of(shards[0]))
-    }
-
     /// The parts of one try: a prepare per group (to its home shard, its lowest), then the
     /// wait for the decision at the coordinator's (the group of the first op).
     pub(super) fn txn_parts(&self, request: &TxnRequest) -> Vec<(ShardId, ShardOp)> {
