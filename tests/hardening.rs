@@ -125,6 +125,15 @@ fn names_on_each_core(prefix: &str, shards: u16) -> (String, String) {
     (a.expect("a name on core 0"), b.expect("a name on core 1"))
 }
 
+/// `count` top-level paths "/<prefix>-i" whose shard, of `shards`, is on `core` of 2.
+fn names_on_core(prefix: &str, core: usize, shards: u16, count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("/{prefix}-{i}"))
+        .filter(|path| engine::path::shard_of(path, shards) as usize % 2 == core)
+        .take(count)
+        .collect()
+}
+
 /// Reads one frame: (xid, zxid) of a reply or of a notification (xid -1).
 fn read_header(stream: &mut std::net::TcpStream) -> (i32, i64) {
     let frame = warren_tests::read_frame(stream).expect("a frame within the read time-out");
@@ -375,21 +384,20 @@ fn children_of_root_are_one_moment_across_cores() {
     const N: usize = 200;
     let s = WarrenProcess::start(WarrenOpts::default().cores(2).shards(SHARDS as u32));
     let (first, second) = names_on_each_core(&unique("cut"), SHARDS);
-    // A trailing 10-digit suffix does not change the shard of a top-level name.
-    let name = |top: &str, i: usize| format!("/{top}{i:010}");
+    let (firsts, seconds) = (names_on_core(&first, 0, SHARDS, N), names_on_core(&second, 1, SHARDS, N));
     let mut reader = RawSession::connect(s.addr(), 10000);
     let delay = format!("/{second}");
     assert_eq!(reader.create(&delay, b"", 0).err, 0);
     let addr = s.addr();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loaders: Vec<_> = (0..2).map(|i| load(addr, format!("/{second}/load{i}"), stop.clone())).collect();
-    let (a, b) = (first.clone(), second.clone());
+    let (a, b) = (firsts.clone(), seconds.clone());
     let writer = std::thread::spawn(move || {
         let mut w = RawSession::connect(addr, 10000);
         for i in 0..N {
             pause(i as u64 + 7);
-            assert_eq!(w.create(&name(&a, i), b"", 0).err, 0);
-            assert_eq!(w.create(&name(&b, i), b"", 0).err, 0);
+            assert_eq!(w.create(&a[i], b"", 0).err, 0);
+            assert_eq!(w.create(&b[i], b"", 0).err, 0);
         }
     });
     let mut reads = 0;
@@ -399,13 +407,11 @@ fn children_of_root_are_one_moment_across_cores() {
         let reply = read_behind_own_write(&mut reader, &delay, read, reads as u64);
         let mut r = JuteReader::new(&reply.body);
         let children: std::collections::HashSet<String> = (0..r.i32()).map(|_| format!("/{}", r.string())).collect();
-        for i in 0..N {
-            if children.contains(&name(&second, i)) {
+        for (first, second) in firsts.iter().zip(&seconds) {
+            if children.contains(second) {
                 assert!(
-                    children.contains(&name(&first, i)),
-                    "read {reads}: {} without {}, created before it by the same session",
-                    name(&second, i),
-                    name(&first, i)
+                    children.contains(first),
+                    "read {reads}: {second} without {first}, created before it by the same session"
                 );
             }
         }

@@ -218,6 +218,63 @@ async fn concurrent_sequential_creates_are_unique_and_ordered() {
     assert_eq!(all, (0..160).collect::<Vec<i64>>(), "160 distinct numbers 0..160");
 }
 
+/// ZooKeeper numbers the children of one parent from one counter. The children of "/" are
+/// spread over shards and cores by name; their sequence numbers must still be unique and
+/// increase, whatever the prefix, the client, or whether the create is part of a multi across
+/// Raft groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_children_of_root_share_one_counter_whatever_their_prefix() {
+    let server = WarrenProcess::start(WarrenOpts::default().cores(2));
+    let c = server.client().await;
+    let u = unique("rootseq");
+    let prefixes: Vec<String> = ["q-", "job-", "zz-", "lock-", "a", "b"].iter().map(|p| format!("/{u}-{p}")).collect();
+    if !server.is_external() {
+        let cores: std::collections::BTreeSet<u16> =
+            prefixes.iter().map(|p| engine::path::create_shard_of(p, false, 8) % 2).collect();
+        assert_eq!(cores.len(), 2, "the prefixes, as plain names, must span both cores");
+    }
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let (c, prefixes) = (server.client().await, prefixes.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..12 {
+                let prefix = &prefixes[(t + i) % prefixes.len()];
+                let kind = if i % 3 == 0 { CreateMode::EphemeralSequential } else { CreateMode::PersistentSequential };
+                let (_, seq) = c.create(prefix, b"", &mode(kind)).await.unwrap();
+                got.push((seq.into_i64(), format!("{prefix}{seq}")));
+            }
+            (c, got)
+        }));
+    }
+    let mut numbers = Vec::new();
+    let mut clients = Vec::new();
+    for task in tasks {
+        let (client, got) = bounded(60, "sequential creates under /", task).await.unwrap();
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "one client's numbers must increase: {got:?}");
+        let children = c.list_children("/").await.unwrap();
+        for (_, name) in &got {
+            assert!(children.contains(&name[1..].to_string()), "{name} is not listed under /");
+        }
+        numbers.extend(got.into_iter().map(|(n, _)| n));
+        clients.push(client);
+    }
+    let distinct: std::collections::BTreeSet<i64> = numbers.iter().copied().collect();
+    assert_eq!(distinct.len(), numbers.len(), "two children of / got the same number: {numbers:?}");
+
+    // In a multi across both Raft groups, the sequential child of "/" takes the next number.
+    let other = top_level_in_shard("rootseq-other", 1, 8);
+    let mut w = c.new_multi_writer();
+    w.add_create(&other, b"", &persistent()).unwrap();
+    w.add_create(&prefixes[0], b"", &mode(CreateMode::PersistentSequential)).unwrap();
+    let results = bounded(10, "multi with a sequential child of /", w.commit()).await.unwrap();
+    let MultiWriteResult::Create { path, .. } = &results[1] else { panic!("a create's result: {results:?}") };
+    let number: i64 = path[prefixes[0].len()..].parse().unwrap();
+    assert!(number > *distinct.last().unwrap(), "{path} does not come after every earlier child of /");
+    let (_, seq) = c.create(&prefixes[1], b"", &mode(CreateMode::PersistentSequential)).await.unwrap();
+    assert!(seq.into_i64() > number, "{seq} after {path}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_codes_from_well_formed_requests() {
     let (_s, c, root) = setup("errors").await;

@@ -79,11 +79,17 @@ pub fn join(parent: &str, child: &str) -> String {
 /// Number of digits of a sequential suffix (`%010d` of the parent's cversion).
 pub const SEQUENCE_DIGITS: usize = 10;
 
+/// The shard that owns every child of "/" whose name ends in a sequence suffix (and each
+/// one's subtree): the children of one parent are numbered from one counter, as on ZooKeeper,
+/// and the children of "/" are the only ones spread over shards.
+pub const ROOT_SEQUENCE_SHARD: ShardId = 0;
+
 /// The shard that owns `path` among `shard_count` shards: chosen by the first path component,
-/// so a subtree lives in one shard. A trailing 10-digit sequence suffix of that component is
-/// ignored, so a sequential child of "/" lives in the same shard as the prefix it was created
-/// with (the suffix is not known until the create applies). "/" itself has no owner: callers
-/// gather it from all shards (see `Shard` docs); this returns 0 for it.
+/// so a subtree lives in one shard. A first component that ends in 10 digits (a sequential
+/// child of "/", or a name that looks like one) lives in `ROOT_SEQUENCE_SHARD`, where the
+/// sequential create that makes it draws its number: the suffix is not known until the create
+/// applies, so the name cannot choose the counter. "/" itself has no owner: callers gather it
+/// from all shards (see `Shard` docs); this returns 0 for it.
 pub fn shard_of(path: &str, shard_count: u16) -> ShardId {
     assert!(shard_count > 0, "shard_count must be positive");
     let rest = path.strip_prefix('/').unwrap_or(path);
@@ -91,17 +97,24 @@ pub fn shard_of(path: &str, shard_count: u16) -> ShardId {
         return 0;
     }
     let first = rest.split('/').next().unwrap_or("");
-    let key = strip_sequence_suffix(first);
-    (fnv1a(key.as_bytes()) % shard_count as u64) as ShardId
+    if has_sequence_suffix(first) {
+        return ROOT_SEQUENCE_SHARD;
+    }
+    (fnv1a(first.as_bytes()) % shard_count as u64) as ShardId
 }
 
-fn strip_sequence_suffix(component: &str) -> &str {
-    let digits = component.bytes().rev().take_while(u8::is_ascii_digit).count();
-    if digits >= SEQUENCE_DIGITS {
-        &component[..component.len() - SEQUENCE_DIGITS]
+/// The shard a create is sent to: the owner of the path it makes. A sequential create's path
+/// is its prefix with a suffix still to come, so it is routed as if the suffix were there.
+pub fn create_shard_of(path: &str, sequential: bool, shard_count: u16) -> ShardId {
+    if sequential {
+        shard_of(&format!("{path}{:0width$}", 0, width = SEQUENCE_DIGITS), shard_count)
     } else {
-        component
+        shard_of(path, shard_count)
     }
+}
+
+fn has_sequence_suffix(component: &str) -> bool {
+    component.bytes().rev().take_while(u8::is_ascii_digit).count() >= SEQUENCE_DIGITS
 }
 
 /// FNV-1a: stable across builds and platforms (the shard of a path is persistent state).
@@ -159,9 +172,22 @@ mod tests {
     fn subtree_and_sequential_children_of_root_stay_in_one_shard() {
         for n in 1..16u16 {
             assert_eq!(shard_of("/app", n), shard_of("/app/x/y", n));
-            assert_eq!(shard_of("/job-", n), shard_of("/job-0000000042", n));
-            assert_eq!(shard_of("/job-", n), shard_of("/job-0000000042/child", n));
+            assert_eq!(shard_of("/job-0000000042", n), ROOT_SEQUENCE_SHARD);
+            assert_eq!(shard_of("/job-0000000042/child", n), ROOT_SEQUENCE_SHARD);
             assert!(shard_of("/anything", n) < n);
         }
+    }
+
+    #[test]
+    fn every_sequential_child_of_root_is_created_in_one_shard_whatever_its_prefix() {
+        let count = 8;
+        for prefix in ["/q-", "/job-", "/zz-", "/", "/lock-", "/x0000000001-"] {
+            assert_eq!(create_shard_of(prefix, true, count), ROOT_SEQUENCE_SHARD, "{prefix}");
+        }
+        let spread: std::collections::BTreeSet<ShardId> =
+            ["/q-", "/job-", "/zz-", "/a", "/b", "/c", "/d"].iter().map(|p| create_shard_of(p, false, count)).collect();
+        assert!(spread.len() > 1, "plain top-level names still spread over shards: {spread:?}");
+        // Deeper sequential children stay with their subtree.
+        assert_eq!(create_shard_of("/app/n-", true, count), shard_of("/app", count));
     }
 }

@@ -74,6 +74,18 @@ impl Shard {
         }
     }
 
+    /// A child of "/" kept here that `path::shard_of` places in another shard, if any: left by
+    /// a version that placed names differently (sequential children of "/" lived with their
+    /// prefix before they were all numbered in one shard). Requests for it would look in the
+    /// other shard and miss it, so a node must not serve such data.
+    pub fn misplaced_top_level(&self, shard_count: u16) -> Option<String> {
+        let root = self.tree.get("/").expect("every shard has its local root");
+        root.children
+            .iter()
+            .map(|name| path::join("/", name))
+            .find(|path| path::shard_of(path, shard_count) != self.id)
+    }
+
     pub fn id(&self) -> ShardId {
         self.id
     }

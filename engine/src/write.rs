@@ -388,9 +388,10 @@ pub(crate) fn aborted_results(len: usize, failed: usize, error: ZkError) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{DeleteOp, SetDataOp};
+    use crate::command::{DeleteOp, LogEntry, SetDataOp};
     use crate::testkit::*;
     use crate::types::{CreateMode, EventType};
+    use crate::shard::Shard;
 
     fn err<T: std::fmt::Debug>(result: Result<T, ZkError>) -> ZkError {
         result.expect_err("expected an error")
@@ -549,6 +550,27 @@ mod tests {
         let root_seq = created_path(&h.create_mode("/", CreateMode::PersistentSequential).result);
         // The root counted one create (/q); /zookeeper came with the tree.
         assert_eq!(root_seq, "/0000000001");
+    }
+
+    #[test]
+    fn a_top_level_node_kept_outside_the_shard_that_owns_it_is_found() {
+        let count = 4;
+        let mut shard = Shard::new(1, count);
+        let mut create = |path: &str, zxid: i64| {
+            let command = Command::Create(create_op(path, b"", CreateMode::Persistent));
+            let applied = shard.apply(&LogEntry { shard: 1, zxid, time_ms: 1000, command });
+            assert!(applied.result.is_ok(), "{path}: {:?}", applied.result);
+        };
+        let owned = (0..).map(|i| format!("/t{i}")).find(|p| path::shard_of(p, count) == 1).unwrap();
+        create(&owned, 1);
+        create(&format!("{owned}/child"), 2);
+        // Where an earlier version kept a sequential child of "/": with its prefix's shard.
+        create("/q-0000000007", 3);
+        assert_eq!(shard.misplaced_top_level(count), Some("/q-0000000007".to_string()));
+        let mut clean = Shard::new(1, count);
+        let command = Command::Create(create_op(&owned, b"", CreateMode::Persistent));
+        clean.apply(&LogEntry { shard: 1, zxid: 1, time_ms: 1000, command });
+        assert_eq!(clean.misplaced_top_level(count), None);
     }
 
     #[test]

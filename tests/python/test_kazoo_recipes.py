@@ -177,6 +177,27 @@ def test_kafka_shaped_transaction_across_top_level_nodes(zk, spread):
     assert zk.exists(f"{brokers}/topics/t3") is None and zk.get(admin)[0] == b"a1"
 
 
+def test_sequential_children_of_root_are_numbered_from_one_counter(make_client, zk):
+    """ZooKeeper numbers the children of one parent from one counter. On warren the children of
+    / are spread over shards (and, with WARREN_CORES=2, Raft groups) by name: prefixes whose
+    plain names land in different shards must still get unique, increasing numbers."""
+    prefixes = [p + "-" for p in names_in_shards_of_two_cores(["q", "job", "zz", "lock"])]
+    clients = [zk, make_client()]
+    made = []
+    try:
+        for i in range(16):
+            client = clients[i % 2]
+            made.append(client.create(prefixes[i % len(prefixes)], sequence=True, ephemeral=(i % 3 == 0)))
+        numbers = [int(path[-10:]) for path in made]
+        assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), made
+        children = set(zk.get_children("/"))
+        assert all(path[1:] in children for path in made), made
+    finally:
+        for path in made:
+            if zk.exists(path):
+                zk.delete(path)
+
+
 def test_lock_mutual_exclusion(make_client, root):
     clients = [make_client(), make_client()]
     inside = []

@@ -477,6 +477,7 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
         driver::ReplayLog::after(base_zxid, committed).map_err(|e| anyhow!("the WAL of core {core_id}: {e}"))?;
     let replayed = exchange.limit_of(core_id, replay_log)?;
     let replayed = apply_committed(core_id, &committed[..replayed], &mut shards)?;
+    refuse_misplaced_nodes(core_id, config, &shards)?;
     tracing::info!(
         core = core_id,
         snapshot = base,
@@ -492,6 +493,25 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
     );
     let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
     Ok(RecoveredCore { wal, base_term, base_zxid, snapshot_zxids, positions, shards, log, replayed })
+}
+
+/// Refuses to start on a data dir whose top-level nodes are not where this version looks for
+/// them (see `Shard::misplaced_top_level`): serving it would hide them from every request.
+fn refuse_misplaced_nodes(core_id: usize, config: &Config, shards: &AHashMap<ShardId, Shard>) -> anyhow::Result<()> {
+    for shard in shards.values() {
+        if let Some(path) = shard.misplaced_top_level(config.shards) {
+            bail!(
+                "core {core_id}: {path} is kept in shard {} but this version looks for it in shard {}; the data \
+                 dir was written by a version that placed top-level names differently (sequential children of \
+                 \"/\" are now all numbered in shard {}). Refusing to start rather than hide it: see \
+                 docs/operations.md, \"Upgrading\"",
+                shard.id(),
+                engine::path::shard_of(&path, config.shards),
+                engine::path::ROOT_SEQUENCE_SHARD,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Opens the core's WAL; the entries up to `snapshot` (a snapshot's index) are recovered with

@@ -14,14 +14,9 @@ use engine::types::{Acl, AddWatchMode, WatcherType};
 use engine::ZkError;
 
 impl Conn {
-    /// The shard of a create. A sequential create is routed by its path with a suffix, so
-    /// `create("/", SEQUENTIAL)` lands where "/0000000042" will be looked up.
+    /// The shard of a create (see `engine::path::create_shard_of`).
     pub(super) fn create_shard(&self, op: &CreateOp) -> ShardId {
-        if op.mode.is_sequential() {
-            shard_of(&format!("{}{:010}", op.path, 0), self.shard_count())
-        } else {
-            shard_of(&op.path, self.shard_count())
-        }
+        engine::path::create_shard_of(&op.path, op.mode.is_sequential(), self.shard_count())
     }
 
     /// setACL: one write to the owner; for "/" (in every shard) the first stage of a two-stage
