@@ -339,7 +339,7 @@ impl Core {
             group_leaders: cluster.group_leaders,
             group_status: Cell::new(GroupStatus::default()),
             snapshots: super::snapshots::SnapshotStatus::default(),
-            txns: super::txns::TxnRuntime::default(),
+            txns: super::txns::TxnRuntime::new(id),
             txn_count: Cell::new(unix_micros() as u64),
             config,
         }
@@ -593,7 +593,7 @@ impl Core {
             }
             Msg::RootAcl { acl } => self.copy_root_acl_where_it_differs(acl),
             Msg::OtherGroupApplied => self.commit.other_group_applied(),
-            Msg::TxnVote { .. } | Msg::TxnDecided { .. } | Msg::TxnFinished { .. } | Msg::TxnReleased { .. } => {
+            Msg::Txn(_) | Msg::TxnReleased { .. } => {
                 self.on_txn_msg(msg)
             }
             Msg::StatsQuery { reply_core, token } => {

@@ -21,6 +21,7 @@ pub mod role;
 pub mod sessions;
 mod snapshots;
 mod transport;
+pub mod txn_driver;
 mod txns;
 pub mod watermark;
 

@@ -3,10 +3,9 @@
 //! touched by its core alone.
 
 use super::metrics::{CoreMetrics, GroupStatus};
-use engine::command::{Command, ShardId, TxnId, TxnOutcome};
+use engine::command::{Command, ShardId, TxnId};
 use engine::request::{ReadOp, ReadResult, WriteResult};
 use engine::shard::ShardStats;
-use engine::txn::Vote;
 use engine::types::{ConnId, EventType, Id, SessionId, Zxid};
 use engine::ZkError;
 use std::sync::Arc;
@@ -96,24 +95,8 @@ pub enum Msg {
         token: u64,
         stats: Box<CoreStats>,
     },
-    /// A core that applied its group's prepare of a multi across groups → the coordinator
-    /// group's core (re-sent on a timer while the multi is prepared, `txns.rs`).
-    TxnVote {
-        txn: TxnId,
-        group: u16,
-        vote: Vote,
-        groups: Vec<u16>,
-    },
-    /// The coordinator group's core, having applied the decision → each group's core.
-    TxnDecided {
-        txn: TxnId,
-        outcome: TxnOutcome,
-    },
-    /// A core that applied its group's finish → the coordinator group's core.
-    TxnFinished {
-        txn: TxnId,
-        group: u16,
-    },
+    /// Between the cores of one node, about multis across groups (`txn_driver.rs`).
+    Txn(super::txn_driver::TxnMessage),
     /// A core to itself: the paths `txn` held are released; serve the reads that waited.
     TxnReleased {
         txn: TxnId,
