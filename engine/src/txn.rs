@@ -14,7 +14,7 @@
 //! whatever the group applied meanwhile. Everything here is state of the group's log: every
 //! replica, and a replay, holds and releases the same paths at the same entries.
 
-use crate::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId, TxnId, TxnOutcome, TxnPrepare};
+use crate::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId, TxnId, TxnOp, TxnOutcome, TxnPrepare};
 use crate::error::ZkError;
 use crate::path;
 use crate::request::MultiResult;
@@ -59,6 +59,44 @@ pub fn outcome_of(votes: impl IntoIterator<Item = Vote>) -> TxnOutcome {
         None => TxnOutcome::Commit,
         Some((index, error)) => TxnOutcome::Abort { index, error: error.code() },
     }
+}
+
+/// The prepares of one try of a multi whose ops (each with its shard, in the client's order)
+/// span groups: one per group, ascending, each for the group's home shard, holding that
+/// group's ops with their index in the multi. The group of the first op coordinates.
+pub fn prepares(
+    txn: TxnId,
+    ops: &[(ShardId, MultiOp)],
+    group_of: impl Fn(ShardId) -> u16,
+    session: crate::types::SessionId,
+    auth: &[crate::types::Id],
+) -> Vec<(u16, TxnPrepare)> {
+    assert!(!ops.is_empty(), "a multi across groups has ops");
+    let mut groups: Vec<u16> = ops.iter().map(|(shard, _)| group_of(*shard)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let coordinator = group_of(ops[0].0);
+    groups
+        .iter()
+        .map(|&group| {
+            let own = ops
+                .iter()
+                .enumerate()
+                .filter(|(_, (shard, _))| group_of(*shard) == group)
+                .map(|(index, (shard, op))| TxnOp { index: index as u32, shard: *shard, op: op.clone() })
+                .collect();
+            let prepare = TxnPrepare {
+                txn,
+                coordinator,
+                groups: groups.clone(),
+                ops: own,
+                op_count: ops.len() as u32,
+                session,
+                auth: auth.to_vec(),
+            };
+            (group, prepare)
+        })
+        .collect()
 }
 
 /// What a group keeps of the multis across groups it takes part in (in its home shard).

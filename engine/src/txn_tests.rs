@@ -4,7 +4,7 @@
 //! held path (the runtime's rule). At every step, every path no transaction holds reads as in
 //! the model (no reader sees part of a multi), and at the end the two trees are the same.
 
-use crate::command::{Command, LogEntry, MultiOp, ShardId, TxnId, TxnOp, TxnOutcome, TxnPrepare};
+use crate::command::{Command, LogEntry, MultiOp, ShardId, TxnId, TxnOutcome};
 use crate::error::ZkError;
 use crate::path::shard_of;
 use crate::request::{MultiResult, WriteResult};
@@ -150,22 +150,7 @@ impl World {
         self.serial += 1;
         let txn = TxnId { node: 1, serial: self.serial };
         let coordinator = group_of(placed[0].0);
-        for &group in &groups {
-            let ops = placed
-                .iter()
-                .enumerate()
-                .filter(|(_, (shard, _))| group_of(*shard) == group)
-                .map(|(index, (shard, op))| TxnOp { index: index as u32, shard: *shard, op: op.clone() })
-                .collect();
-            let prepare = TxnPrepare {
-                txn,
-                coordinator,
-                groups: groups.clone(),
-                ops,
-                op_count: placed.len() as u32,
-                session: 0,
-                auth: vec![],
-            };
+        for (group, prepare) in crate::txn::prepares(txn, &placed, group_of, 0, &[]) {
             self.groups[group as usize].append(group, Command::TxnPrepare(prepare));
         }
         self.running.insert(

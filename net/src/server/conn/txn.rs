@@ -8,7 +8,7 @@ use super::slots::{Kind, Slot, WriteTarget};
 use super::Conn;
 use crate::jute::Response;
 use crate::server::msg::{ReplyBody, ShardOp};
-use engine::command::{Command, MultiOp, ShardId, TxnOp, TxnOutcome, TxnPrepare};
+use engine::command::{Command, MultiOp, ShardId, TxnOutcome};
 use engine::request::{MultiResult, WriteResult};
 use engine::txn::TxnApplied;
 use engine::ZkError;
@@ -39,31 +39,12 @@ impl Conn {
     /// wait for the decision at the coordinator's (the group of the first op).
     pub(super) fn txn_parts(&self, request: &TxnRequest) -> Vec<(ShardId, ShardOp)> {
         let txn = self.core.new_txn_id();
-        let mut groups: Vec<u16> = request.ops.iter().map(|(shard, _)| self.group_of(*shard)).collect();
-        groups.sort_unstable();
-        groups.dedup();
-        let coordinator = self.group_of(request.ops[0].0);
-        let mut parts: Vec<(ShardId, ShardOp)> = groups
-            .iter()
-            .map(|&group| {
-                let ops = request
-                    .ops
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (shard, _))| self.group_of(*shard) == group)
-                    .map(|(index, (shard, op))| TxnOp { index: index as u32, shard: *shard, op: op.clone() })
-                    .collect();
-                let prepare = TxnPrepare {
-                    txn,
-                    coordinator,
-                    groups: groups.clone(),
-                    ops,
-                    op_count: request.ops.len() as u32,
-                    session: request.session,
-                    auth: request.auth.clone(),
-                };
-                (ShardId::from(group), ShardOp::Write(Command::TxnPrepare(prepare)))
-            })
+        let prepares =
+            engine::txn::prepares(txn, &request.ops, |shard| self.group_of(shard), request.session, &request.auth);
+        let coordinator = prepares[0].1.coordinator;
+        let mut parts: Vec<(ShardId, ShardOp)> = prepares
+            .into_iter()
+            .map(|(group, prepare)| (ShardId::from(group), ShardOp::Write(Command::TxnPrepare(prepare))))
             .collect();
         parts.push((ShardId::from(coordinator), ShardOp::AwaitTxn(txn)));
         parts
