@@ -80,10 +80,7 @@ impl Shard {
     /// other shard and miss it, so a node must not serve such data.
     pub fn misplaced_top_level(&self, shard_count: u16) -> Option<String> {
         let root = self.tree.get("/").expect("every shard has its local root");
-        root.children
-            .iter()
-            .map(|name| path::join("/", name))
-            .find(|path| path::shard_of(path, shard_count) != self.id)
+        root.children.iter().map(|name| path::join("/", name)).find(|path| path::shard_of(path, shard_count) != self.id)
     }
 
     pub fn id(&self) -> ShardId {
@@ -232,6 +229,17 @@ impl Shard {
 
     /// A hash of the replicated state (tree, sessions and their ephemerals, last zxid):
     /// replicas that applied the same log have equal digests.
+    /// A digest of the multis across groups prepared here and the paths they hold (for the
+    /// simulation's agreement checks; `digest` leaves them out).
+    pub fn txn_digest(&self) -> u64 {
+        let mut hasher = StableHasher::new();
+        let mut prepared: Vec<String> = self.txns.prepared().map(|(txn, p)| format!("{txn:?} {:?}", p.vote)).collect();
+        prepared.sort();
+        prepared.hash(&mut hasher);
+        self.holds.sorted_debug().hash(&mut hasher);
+        hasher.finish()
+    }
+
     pub fn digest(&self) -> u64 {
         let mut hasher = StableHasher::new();
         self.tree.digest().hash(&mut hasher);

@@ -248,6 +248,12 @@ impl Holds {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    pub fn sorted_debug(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.0.iter().map(|(path, hold)| format!("{path} {hold:?}")).collect();
+        all.sort();
+        all
+    }
 }
 
 /// What applying a transaction entry produced.
@@ -457,12 +463,46 @@ pub fn aborted_results(len: usize, failed: usize, error: ZkError) -> Vec<MultiRe
 /// Whether `command`, applied ahead of its place, releases what `txn` holds or leads to its
 /// release: the finish of `txn`, or any decision (a decision changes only the coordinator's
 /// table, and the finish that releases a path may wait for it). See `finish_early`.
-pub fn releases(command: &Command, txn: TxnId) -> bool {
+/// What an entry does that matters to entries applied ahead of their place: a multi's
+/// finish releases its held paths; a decision (of any multi) leads to a finish, and changes
+/// only the coordinator's table; a forget drops a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Releaser {
+    Decision(TxnId),
+    Finish(TxnId),
+    Forget(TxnId),
+}
+
+pub fn releasers(command: &Command) -> Vec<Releaser> {
     match command {
-        Command::TxnDecide { .. } => true,
-        Command::TxnFinish { txn: finished, .. } => *finished == txn,
-        _ => false,
+        Command::TxnDecide { txn, .. } => vec![Releaser::Decision(*txn)],
+        Command::TxnFinish { txn, .. } => vec![Releaser::Finish(*txn)],
+        Command::TxnForget { txns } => txns.iter().map(|txn| Releaser::Forget(*txn)).collect(),
+        _ => Vec::new(),
     }
+}
+
+/// An entry meets a path `held` holds: which of the entries after it (`later`, in log order,
+/// those not applied ahead yet) goes ahead of its place, if any: the first that `may_apply`
+/// (its dependencies are applied) and is the finish of `held` or a decision (any decision may
+/// lead to the finish, in the coordinator's group or, through another group's wait, here).
+/// A decision never passes an earlier decision or forget of its own multi, so every replica
+/// keeps the first logged decision, and forgets it, in log order.
+pub fn first_release<K: Copy>(
+    held: TxnId,
+    later: impl IntoIterator<Item = (K, Releaser)>,
+    mut may_apply: impl FnMut(K) -> bool,
+) -> Option<K> {
+    let mut blocked: Vec<TxnId> = Vec::new();
+    for (key, releaser) in later {
+        match releaser {
+            Releaser::Finish(txn) if txn == held && may_apply(key) => return Some(key),
+            Releaser::Finish(_) => {}
+            Releaser::Decision(txn) if !blocked.contains(&txn) && may_apply(key) => return Some(key),
+            Releaser::Decision(txn) | Releaser::Forget(txn) => blocked.push(txn),
+        }
+    }
+    None
 }
 
 /// The paths an op reads or changes: its own, and its parent's for a create or delete (they

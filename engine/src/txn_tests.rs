@@ -217,8 +217,10 @@ impl World {
     /// finish of `txn`, are applied now, ahead of their place; otherwise the group waits.
     fn pull_finish_forward(&mut self, group: u16, txn: TxnId) -> bool {
         let g = group as usize;
-        let of_txn = |e: &LogEntry| crate::txn::releases(&e.command, txn);
-        let Some(at) = self.groups[g].log.iter().position(of_txn) else { return false };
+        let later = self.groups[g].log.iter().enumerate().flat_map(|(at, entry)| {
+            crate::txn::releasers(&entry.command).into_iter().map(move |releaser| (at, releaser))
+        });
+        let Some(at) = crate::txn::first_release(txn, later, |_| true) else { return false };
         // The entry stays in the log: at its place it finds its work done.
         let entry = self.groups[g].log.remove(at).expect("found");
         self.groups[g].log.insert(at, LogEntry { command: pulled(&entry.command), ..entry.clone() });

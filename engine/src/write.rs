@@ -389,9 +389,9 @@ pub(crate) fn aborted_results(len: usize, failed: usize, error: ZkError) -> Vec<
 mod tests {
     use super::*;
     use crate::command::{DeleteOp, LogEntry, SetDataOp};
+    use crate::shard::Shard;
     use crate::testkit::*;
     use crate::types::{CreateMode, EventType};
-    use crate::shard::Shard;
 
     fn err<T: std::fmt::Debug>(result: Result<T, ZkError>) -> ZkError {
         result.expect_err("expected an error")

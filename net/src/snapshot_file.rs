@@ -105,6 +105,16 @@ impl Frames {
         frames
     }
 
+    /// The head, then the group's multis across groups in flight as of it (kept in `home`),
+    /// if there are any: how every snapshot begins.
+    pub fn begin(head: &GroupHead, txns: Option<(u16, &TxnImage)>) -> Frames {
+        let mut frames = Frames::new(head);
+        if let Some((home, image)) = txns {
+            frames.txns(home, image);
+        }
+        frames
+    }
+
     /// The group's multis across groups in flight, kept in `home`, as of the head: right after
     /// the head.
     pub fn txns(&mut self, home: u16, image: &TxnImage) {

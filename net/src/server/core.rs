@@ -593,9 +593,7 @@ impl Core {
             }
             Msg::RootAcl { acl } => self.copy_root_acl_where_it_differs(acl),
             Msg::OtherGroupApplied => self.commit.other_group_applied(),
-            Msg::Txn(_) | Msg::TxnReleased { .. } => {
-                self.on_txn_msg(msg)
-            }
+            Msg::Txn(_) | Msg::TxnReleased { .. } => self.on_txn_msg(msg),
             Msg::StatsQuery { reply_core, token } => {
                 let stats = Box::new(self.stats());
                 self.send(reply_core, Msg::StatsReply { token, stats });

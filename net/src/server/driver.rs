@@ -26,6 +26,7 @@ use crate::raft_log::{self, Record};
 use ahash::AHashMap;
 use engine::command::{ClientWrite, Command, LogEntry, MultiOp, ShardId, TxnId};
 use engine::raft::{ElectionPriority, Entry, HardState, Index, Message, NodeId, Raft, ReadState, Role, Term};
+use engine::txn::Releaser;
 use engine::types::{SessionId, Zxid};
 use std::collections::{BTreeSet, VecDeque};
 
@@ -149,10 +150,10 @@ pub trait GroupHost {
     fn held_by(&self, _entry: &Entry) -> Option<TxnId> {
         None
     }
-    /// Whether `entry` releases what `txn` holds or leads to its release when applied ahead of
-    /// its place: the finish of `txn`, or any decision (it changes only the coordinator's table).
-    fn releases(&self, _entry: &Entry, _txn: TxnId) -> bool {
-        false
+    /// What `entry` does that matters to entries applied ahead of their place
+    /// (`engine::txn::releasers`). Asked once per entry while entries wait.
+    fn releasers(&self, _entry: &Entry) -> Vec<Releaser> {
+        Vec::new()
     }
     /// Applies a decision or finish ahead of its place; at its place it finds its work done.
     fn apply_ahead(&mut self, _entry: &Entry) {}
@@ -297,6 +298,11 @@ pub struct GroupDriver<R> {
     held_index: Index,
     /// Entries of `unapplied` applied ahead of their place (to release a held path).
     applied_ahead: BTreeSet<Index>,
+    /// Entries of `unapplied` after its first that matter to entries applied ahead (decisions,
+    /// finishes, forgets), as far as they were looked at (each is decoded once, not at every
+    /// turn a long queue waits).
+    releasers: Vec<(Index, Releaser)>,
+    releasers_through: Index,
     persisting: Option<Persisting>,
     /// Whether the host was last told this node leads.
     leading_reported: bool,
@@ -336,6 +342,8 @@ impl<R> GroupDriver<R> {
             applies_held: 0,
             held_index: 0,
             applied_ahead: BTreeSet::new(),
+            releasers: Vec::new(),
+            releasers_through: 0,
             persisting: None,
             leading_reported: false,
         }
@@ -365,6 +373,25 @@ impl<R> GroupDriver<R> {
     }
 
     /// Committed entries wait for other groups of this node before they apply.
+    /// The committed entries still to apply.
+    #[cfg(test)]
+    pub fn unapplied_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.unapplied.iter()
+    }
+
+    /// The next committed entry to apply, if one waits.
+    #[cfg(test)]
+    pub fn unapplied_front(&self) -> Option<&Entry> {
+        self.unapplied.front()
+    }
+
+    /// Whether an entry not yet at its place was applied ahead of it (the shards are then not
+    /// the state after `applied_point`).
+    #[cfg(test)]
+    pub fn applied_ahead_any(&self) -> bool {
+        !self.applied_ahead.is_empty()
+    }
+
     pub fn holds_entries(&self) -> bool {
         !self.unapplied.is_empty()
     }
@@ -939,21 +966,48 @@ impl<R> GroupDriver<R> {
         }
     }
 
-    /// The next committed entry meets a path `txn` holds: applies ahead of its place the first
-    /// entry further on that releases it or leads to its release (`GroupHost::releases`), if one
-    /// is committed and may be applied (its dependencies are). Every replica takes the same
-    /// entries from the same log in the same order, so they all apply the same state.
+    /// The next committed entry meets a path `txn` holds: applies ahead of its place the entry
+    /// further on that releases it or leads to its release (`engine::txn::first_release`),
+    /// once it may be applied (its dependencies are). Every replica takes the same entries from
+    /// the same log in the same order, so they all apply the same state.
     fn apply_release_ahead<H: GroupHost<Request = R>>(&mut self, host: &mut H, txn: TxnId) -> bool {
-        let release = self.unapplied.iter().skip(1).find(|entry| {
-            !entry.data.is_empty()
-                && !self.applied_ahead.contains(&entry.index)
-                && self.dependencies_applied(host, entry)
-                && host.releases(entry, txn)
-        });
-        let Some(release) = release.cloned() else { return false };
+        self.look_for_releasers(host);
+        let first = self.unapplied.front().map_or(0, |entry| entry.index);
+        let candidates = self
+            .releasers
+            .iter()
+            .filter(|(index, _)| !self.applied_ahead.contains(index))
+            .map(|&(index, releaser)| (index, releaser));
+        let entry_at = |index: Index| {
+            let entry = &self.unapplied[(index - first) as usize];
+            assert_eq!(entry.index, index, "unapplied entries are consecutive");
+            entry
+        };
+        let Some(index) =
+            engine::txn::first_release(txn, candidates, |index| self.dependencies_applied(host, entry_at(index)))
+        else {
+            return false;
+        };
+        let release = entry_at(index).clone();
         self.applied_ahead.insert(release.index);
         host.apply_ahead(&release);
         true
+    }
+
+    /// Brings `releasers` up to the end of `unapplied`: entries applied since are dropped, new
+    /// ones are looked at.
+    fn look_for_releasers<H: GroupHost<Request = R>>(&mut self, host: &H) {
+        let Some(first) = self.unapplied.front().map(|entry| entry.index) else {
+            self.releasers.clear();
+            return;
+        };
+        self.releasers.retain(|(index, _)| *index > first);
+        self.releasers_through = self.releasers_through.max(first);
+        let from = (self.releasers_through + 1 - first) as usize;
+        for entry in self.unapplied.iter().skip(from) {
+            self.releasers.extend(host.releasers(entry).into_iter().map(|releaser| (entry.index, releaser)));
+            self.releasers_through = entry.index;
+        }
     }
 
     /// Whether this node's other groups have applied everything `entry` depends on.
@@ -1006,10 +1060,16 @@ fn send<H: GroupHost>(host: &mut H, messages: Vec<Message>) {
 /// the other groups through what its sender had applied of them; a snapshot this node takes
 /// later holds that state too, so a node restarted from it must wait for those groups just
 /// the same (recording only `applied` let a restarted node serve one group's writes without
-/// the other group's writes they followed).
-pub fn snapshot_dependencies(applied: &[Zxid], required: &[Zxid]) -> Vec<Zxid> {
+/// the other group's writes they followed). Of its own group `own` it records what it applied:
+/// the snapshot's state is that, whatever the group must still apply before the node serves
+/// (a replay stopped short of its limit, `run_core`).
+pub fn snapshot_dependencies(own: usize, applied: &[Zxid], required: &[Zxid]) -> Vec<Zxid> {
     assert_eq!(applied.len(), required.len(), "one figure per group");
-    applied.iter().zip(required).map(|(&applied, &required)| applied.max(required)).collect()
+    let zxid = |(group, (&applied, &required)): (usize, (&Zxid, &Zxid))| match group == own {
+        true => applied,
+        false => applied.max(required),
+    };
+    applied.iter().zip(required).enumerate().map(zxid).collect()
 }
 
 /// One order across groups: a write to group `own` depends on what its node has applied in
@@ -1215,8 +1275,9 @@ mod tests {
             let (held, release) = self.hold?;
             (zxid_of(entry) == held && !self.ahead.contains(&release)).then_some(TxnId { node: 1, serial: 1 })
         }
-        fn releases(&self, entry: &Entry, _txn: TxnId) -> bool {
-            self.hold.is_some_and(|(_, release)| zxid_of(entry) == release)
+        fn releasers(&self, entry: &Entry) -> Vec<Releaser> {
+            let releases = self.hold.is_some_and(|(_, release)| zxid_of(entry) == release);
+            releases.then_some(Releaser::Finish(TxnId { node: 1, serial: 1 })).into_iter().collect()
         }
         fn apply_ahead(&mut self, entry: &Entry) {
             self.ahead.push(zxid_of(entry));

@@ -275,6 +275,9 @@ async fn run_core(
             cluster.group_leaders.require_applied(group, zxid);
         }
     }
+    if let Some(zxid) = recovered.required_zxid {
+        cluster.group_leaders.require_applied(core_id, zxid);
+    }
     let held = held.to_vec();
     let core = Rc::new(Core::new(core_id, config.clone(), recovered.shards, outboxes, write_tx, log_zxid, cluster));
     core.snapshots.set_loaded(recovered.log.base);
@@ -369,6 +372,8 @@ struct RecoveredCore {
     /// through `log.commit` wait for other groups (`driver::replay_limits`).
     log: raft_log::RecoveredLog,
     replayed: usize,
+    /// What the group must apply before the node serves, if its replay stopped short.
+    required_zxid: Option<Zxid>,
 }
 
 /// How long a core waits at start-up for the other cores to read their logs.
@@ -476,8 +481,11 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
     let committed = log.committed();
     let replay_log =
         driver::ReplayLog::after(base_zxid, committed).map_err(|e| anyhow!("the WAL of core {core_id}: {e}"))?;
-    let replayed = exchange.limit_of(core_id, replay_log)?;
-    let replayed = apply_committed(core_id, &committed[..replayed], &mut shards)?;
+    let limit = exchange.limit_of(core_id, replay_log)?;
+    let replayed = apply_committed(core_id, &committed[..limit], &mut shards)?;
+    // Stopped short of its limit at an entry that waits for a multi's finish: the other
+    // groups replayed as if it reached it, so the node serves once it has.
+    let required_zxid = (replayed < limit).then(|| proposal::highest_zxid(&committed[..limit]));
     refuse_misplaced_nodes(core_id, config, &shards)?;
     tracing::info!(
         core = core_id,
@@ -493,7 +501,7 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
         "snapshot loaded and WAL replayed"
     );
     let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
-    Ok(RecoveredCore { wal, base_term, base_zxid, snapshot_zxids, positions, shards, log, replayed })
+    Ok(RecoveredCore { wal, base_term, base_zxid, snapshot_zxids, positions, shards, log, replayed, required_zxid })
 }
 
 /// Refuses to start on a data dir whose top-level nodes are not where this version looks for
@@ -612,10 +620,11 @@ pub(crate) fn apply_committed(
             let Some(txn) = touched.iter().find_map(|s| engine::txn::holder_of_command(s, &entry.command)) else {
                 break;
             };
-            let release = (position + 1..decoded.len()).find(|later| {
-                !ahead.contains(later)
-                    && decoded[*later].as_ref().is_some_and(|e| engine::txn::releases(&e.command, txn))
+            let later = (position + 1..decoded.len()).filter(|later| !ahead.contains(later)).flat_map(|later| {
+                let releasers = decoded[later].as_ref().map_or_else(Vec::new, |e| engine::txn::releasers(&e.command));
+                releasers.into_iter().map(move |releaser| (later, releaser))
             });
+            let release = engine::txn::first_release(txn, later, |_| true);
             let Some(release) = release else {
                 tracing::info!(
                     core = core_id,

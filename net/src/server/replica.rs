@@ -107,7 +107,7 @@ impl Replica {
         let leaders = &core.group_leaders;
         let applied: Vec<Zxid> = (0..leaders.groups()).map(|group| leaders.applied(group)).collect();
         let required: Vec<Zxid> = (0..leaders.groups()).map(|group| leaders.required(group)).collect();
-        let applied_zxids = driver::snapshot_dependencies(&applied, &required);
+        let applied_zxids = driver::snapshot_dependencies(core.id, &applied, &required);
         let group = u16::try_from(core.id).expect("cores fit a u16");
         let shard_count = core.config.shards;
         super::snapshots::begin_snapshot(core, |shards| GroupHead {
@@ -350,8 +350,8 @@ impl GroupHost for CoreHost<'_> {
         self.core.entry_held_by(&log_entry_of(entry)?)
     }
 
-    fn releases(&self, entry: &engine::raft::Entry, txn: TxnId) -> bool {
-        log_entry_of(entry).is_some_and(|e| engine::txn::releases(&e.command, txn))
+    fn releasers(&self, entry: &engine::raft::Entry) -> Vec<engine::txn::Releaser> {
+        log_entry_of(entry).map_or_else(Vec::new, |e| engine::txn::releasers(&e.command))
     }
 
     fn apply_ahead(&mut self, entry: &engine::raft::Entry) {

@@ -261,10 +261,7 @@ async fn write_file(
     let temp = durable_file::temp_path(&path);
     let file = DmaFile::create(&temp).await.map_err(std::io::Error::from)?;
     let mut writer = DmaStreamWriterBuilder::new(file).with_buffer_size(1 << 20).with_write_behind(2).build();
-    let mut frames = Frames::new(&head);
-    if let Some((home, image)) = &txns {
-        frames.txns(*home, image);
-    }
+    let mut frames = Frames::begin(&head, txns.as_ref().map(|(home, image)| (*home, image)));
     let mut written = 0u64;
     for &shard in shards {
         let mut batch = NodeBatchBuilder::default();

@@ -19,14 +19,22 @@ use engine::txn::{outcome_of, TxnApplied, TxnTable, Vote};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// How long the coordinator's leader waits for every vote before it decides Retry (a prepare
-/// lost with a leader change; two multis each waiting behind the other's held path).
-pub const VOTE_TIMEOUT: Duration = Duration::from_millis(1000);
-/// A decision, finish or forget is not proposed again sooner (it may be in flight).
-pub const PROPOSE_AGAIN: Duration = Duration::from_millis(500);
-/// How often the reports are re-sent.
+/// The driver's times.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnTimes {
+    /// How long the coordinator's leader waits for every vote before it decides Retry (a
+    /// prepare lost with a leader change; two multis each waiting behind the other's held path).
+    pub vote_timeout: Duration,
+    /// A decision, finish or forget is not proposed again sooner (it may be in flight).
+    pub propose_again: Duration,
+}
+
+/// The runtime's: about 33 and 17 Raft ticks (`driver::TICK_MS`).
+pub const TXN_TIMES: TxnTimes =
+    TxnTimes { vote_timeout: Duration::from_millis(1000), propose_again: Duration::from_millis(500) };
+/// How often the runtime re-sends the reports (`TxnDriver::resend`).
 pub const RESEND_EVERY: Duration = Duration::from_millis(100);
-/// How long a proposal is remembered (so it is not proposed again within `PROPOSE_AGAIN`).
+/// How long a proposal is remembered (so it is not proposed again within `propose_again`).
 const PROPOSED_KEPT: Duration = Duration::from_secs(60);
 
 /// What one group's core tells another group's core on the same node.
@@ -43,15 +51,26 @@ pub enum TxnMessage {
 /// What the host carries out.
 #[derive(Debug, PartialEq)]
 pub enum TxnEffect<R> {
-    Send { to: u16, message: TxnMessage },
+    Send {
+        to: u16,
+        message: TxnMessage,
+    },
     /// A connection waiting for the decision on a multi hears it.
-    Answer { request: R, outcome: TxnOutcome },
+    Answer {
+        request: R,
+        outcome: TxnOutcome,
+    },
     /// Log `command` in this group (its home shard). `after_other_groups`: it depends on
     /// everything this node has applied in its other groups (a decision or finish must not be
     /// shown by a replica before every prepare of its multi).
-    Propose { command: Command, after_other_groups: bool },
+    Propose {
+        command: Command,
+        after_other_groups: bool,
+    },
     /// The paths `txn` held in this group are released: reads parked behind it may go on.
-    Released { txn: TxnId },
+    Released {
+        txn: TxnId,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -71,6 +90,7 @@ struct Tally {
 /// One group's core on one node. `R`: the host's handle of a waiting request.
 pub struct TxnDriver<R> {
     group: u16,
+    times: TxnTimes,
     /// Coordinator: what it heard of each multi.
     tallies: AHashMap<TxnId, Tally>,
     /// Decisions heard from coordinators' cores, for multis prepared here.
@@ -87,9 +107,10 @@ pub struct TxnDriver<R> {
 
 impl<R> TxnDriver<R> {
     /// The driver of group `group` (whose home shard has the same id).
-    pub fn new(group: u16) -> TxnDriver<R> {
+    pub fn new(group: u16, times: TxnTimes) -> TxnDriver<R> {
         TxnDriver {
             group,
+            times,
             tallies: AHashMap::new(),
             decisions: AHashMap::new(),
             proposed: AHashMap::new(),
@@ -103,8 +124,12 @@ impl<R> TxnDriver<R> {
     pub fn on_applied(&mut self, entry: &LogEntry, applied: &TxnApplied, out: &mut Vec<TxnEffect<R>>) {
         match (&entry.command, applied) {
             (Command::TxnPrepare(prepare), TxnApplied::Voted { vote, .. }) => {
-                let vote =
-                    TxnMessage::Vote { txn: prepare.txn, group: self.group, vote: *vote, groups: prepare.groups.clone() };
+                let vote = TxnMessage::Vote {
+                    txn: prepare.txn,
+                    group: self.group,
+                    vote: *vote,
+                    groups: prepare.groups.clone(),
+                };
                 out.push(TxnEffect::Send { to: prepare.coordinator, message: vote });
                 if let Some(outcome) = self.decisions.get(&prepare.txn) {
                     let decided = TxnMessage::Decided { txn: prepare.txn, outcome: *outcome };
@@ -131,7 +156,10 @@ impl<R> TxnDriver<R> {
                     self.answer_waiters(*txn, *outcome, out);
                 }
                 for group in groups {
-                    out.push(TxnEffect::Send { to: *group, message: TxnMessage::Decided { txn: *txn, outcome: *outcome } });
+                    out.push(TxnEffect::Send {
+                        to: *group,
+                        message: TxnMessage::Decided { txn: *txn, outcome: *outcome },
+                    });
                 }
             }
             (Command::TxnFinish { txn, coordinator, .. }, TxnApplied::Finished(finished)) => {
@@ -209,7 +237,10 @@ impl<R> TxnDriver<R> {
         let prepared: Vec<(TxnId, u16, Vote, Vec<u16>)> =
             table.prepared().map(|(txn, p)| (*txn, p.coordinator, p.vote, p.groups.clone())).collect();
         for (txn, coordinator, vote, groups) in prepared {
-            out.push(TxnEffect::Send { to: coordinator, message: TxnMessage::Vote { txn, group: self.group, vote, groups } });
+            out.push(TxnEffect::Send {
+                to: coordinator,
+                message: TxnMessage::Vote { txn, group: self.group, vote, groups },
+            });
             self.finish(txn, table, leading, now, out);
         }
         for (txn, outcome) in table.decided() {
@@ -239,7 +270,8 @@ impl<R> TxnDriver<R> {
 
     /// The reads that waited for `txn`'s finish.
     pub fn take_parked(&mut self, txn: TxnId) -> Vec<R> {
-        let (released, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked).into_iter().partition(|(t, _)| *t == txn);
+        let (released, still): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.parked).into_iter().partition(|(t, _)| *t == txn);
         self.parked = still;
         released.into_iter().map(|(_, request)| request).collect()
     }
@@ -252,7 +284,7 @@ impl<R> TxnDriver<R> {
         let Some(tally) = self.tallies.get(&txn) else { return };
         let outcome = if tally.votes.len() == tally.groups.len() {
             outcome_of(tally.votes.values().copied())
-        } else if now.duration_since(tally.since) >= VOTE_TIMEOUT {
+        } else if now.duration_since(tally.since) >= self.times.vote_timeout {
             tracing::info!(
                 group = self.group,
                 ?txn,
@@ -302,10 +334,10 @@ impl<R> TxnDriver<R> {
         }
     }
 
-    /// Whether `step` of `txn` may be proposed now (not proposed within `PROPOSE_AGAIN`).
+    /// Whether `step` of `txn` may be proposed now (not proposed within `propose_again`).
     fn may_propose(&mut self, txn: TxnId, step: Step, now: Instant) -> bool {
         match self.proposed.get(&(txn, step)) {
-            Some(at) if now.duration_since(*at) < PROPOSE_AGAIN => false,
+            Some(at) if now.duration_since(*at) < self.times.propose_again => false,
             _ => {
                 self.proposed.insert((txn, step), now);
                 true

@@ -5,7 +5,7 @@
 
 use super::core::{Core, ShardSlot};
 use super::msg::{Msg, ReplyBody, ShardOp, ShardRequest, TxnCounts};
-use super::txn_driver::{TxnDriver, TxnEffect, RESEND_EVERY};
+use super::txn_driver::{TxnDriver, TxnEffect, RESEND_EVERY, TXN_TIMES};
 use engine::command::{LogEntry, ShardId, TxnId, TxnOutcome};
 use engine::request::WriteResult;
 use engine::txn::{TxnApplied, TxnTable};
@@ -22,7 +22,7 @@ pub struct TxnRuntime {
 impl TxnRuntime {
     pub fn new(core: usize) -> TxnRuntime {
         let group = u16::try_from(core).expect("cores fit a u16");
-        TxnRuntime { driver: RefCell::new(TxnDriver::new(group)), counts: Cell::new(TxnCounts::default()) }
+        TxnRuntime { driver: RefCell::new(TxnDriver::new(group, TXN_TIMES)), counts: Cell::new(TxnCounts::default()) }
     }
 }
 
@@ -34,7 +34,10 @@ impl Core {
 
     /// Runs `decide` with the group's table of multis (the shards borrowed for it alone),
     /// then carries out its effects.
-    fn with_txn_table(&self, decide: impl FnOnce(&mut TxnDriver<ShardRequest>, &TxnTable, &mut Vec<TxnEffect<ShardRequest>>)) {
+    fn with_txn_table(
+        &self,
+        decide: impl FnOnce(&mut TxnDriver<ShardRequest>, &TxnTable, &mut Vec<TxnEffect<ShardRequest>>),
+    ) {
         let mut effects = Vec::new();
         {
             let shards = self.shards.borrow();

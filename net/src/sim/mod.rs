@@ -31,10 +31,11 @@ mod node;
 mod tests;
 
 use crate::peer::{decode_frame, encode_frame, PeerMessage};
-use engine::command::{ClientWrite, Command, CreateOp, SetDataOp};
+use engine::command::{ClientWrite, Command, CreateOp, MultiOp, SetDataOp, ShardId, TxnId, TxnOutcome};
 use engine::linearizability::{Action, Op};
 use engine::raft::{Index, NodeId, Role, Term};
 use engine::request::{Caller, ReadOp, ReadResult, WriteResult};
+use engine::txn::TxnApplied;
 use engine::types::{Acl, CreateMode, SessionId, Zxid};
 use node::{Answer, AppliedEntry, ClientId, CrashAt, Node, Setup, SimRequest};
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,6 +57,15 @@ const STOP_STEPS: u64 = 100;
 /// one), so the calm is longer than the longest timeout.
 const STORM_STEPS: u64 = 1500;
 const CALM_STEPS: u64 = 3500;
+/// Clients of multis across groups (seeds with several groups), each with one at a time.
+const MULTI_CLIENTS: usize = 2;
+/// Tries of one multi before its client gives up (`conn/txn.rs`'s `ATTEMPTS_MAX`), and steps
+/// it waits for all of them (then: maybe applied).
+const MULTI_ATTEMPTS: u32 = 20;
+const MULTI_TIMEOUT: u64 = 4000;
+/// Steps between the transaction rounds of each node (`txn_driver::RESEND_EVERY` in Raft
+/// ticks, as `node::TXN_TIMES`).
+const TXN_ROUND_STEPS: u64 = 33;
 /// Clients that hold a session each, ping it and keep an ephemeral in every group.
 const SESSION_CLIENTS: usize = 2;
 /// Session ids of those clients start here (below: `session_traffic`'s).
@@ -156,6 +166,51 @@ struct Client {
     answered: Answered,
 }
 
+/// A client of multis across groups: one at a time, on its own connection (a connection
+/// sends a multi across groups alone, `WriteTarget::Alone`), each try's prepares and its wait
+/// for the decision at once (`Conn::txn_parts`), tried again on Retry (`Conn::txn_step`).
+struct MultiClient {
+    conn: u64,
+    node: NodeId,
+    /// The value of the multi in flight.
+    current: Option<u32>,
+}
+
+/// A multi across groups: in each of its groups a register write of its value and a marker
+/// node (`marker_path`); a quarter also check a version of /s that fails (aborted).
+struct Multi {
+    client: usize,
+    ops: Vec<(ShardId, MultiOp)>,
+    keys: Vec<u64>,
+    groups: Vec<usize>,
+    called: u64,
+    attempt: u32,
+    /// The current try's requests not answered yet, and its decision once heard.
+    waiting: BTreeSet<ClientId>,
+    outcome: Option<TxnOutcome>,
+    state: MultiState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MultiState {
+    InFlight,
+    Committed,
+    /// Aborted, or given up after Retry every time: applied nowhere.
+    NotApplied,
+    /// The client lost its connection or gave up waiting: applied everywhere or nowhere.
+    Unknown,
+}
+
+/// The node under which multi client `client` creates its markers, in every group.
+fn marker_parent(client: usize) -> String {
+    format!("/mk{client}")
+}
+
+/// The marker of multi `value` of `client`: created by the multi in each of its groups.
+fn marker_path(client: usize, value: u32) -> String {
+    format!("{}/m{value}", marker_parent(client))
+}
+
 /// Writes answered to a client, by key: (value, zxid).
 type Answered = BTreeMap<u64, (u32, Zxid)>;
 
@@ -187,6 +242,11 @@ pub struct Summary {
     pub snapshots_installed: u64,
     pub started_from_snapshot: usize,
     pub batches_released: usize,
+    /// Multis across groups committed, aborted, tried again, and of unknown outcome.
+    pub multis_committed: usize,
+    pub multis_aborted: usize,
+    pub multis_retried: usize,
+    pub multis_unknown: usize,
 }
 
 impl Summary {
@@ -209,6 +269,10 @@ impl Summary {
         self.snapshots_installed += other.snapshots_installed;
         self.started_from_snapshot += other.started_from_snapshot;
         self.batches_released += other.batches_released;
+        self.multis_committed += other.multis_committed;
+        self.multis_aborted += other.multis_aborted;
+        self.multis_retried += other.multis_retried;
+        self.multis_unknown += other.multis_unknown;
     }
 }
 
@@ -230,7 +294,7 @@ pub struct World {
     /// does not end: (until, which way: 0 both, 1 its frames out lost, 2 frames to it lost).
     isolated: BTreeMap<NodeId, (u64, u64)>,
     /// Per node, the steps its next lease, expiry and close-finishing rounds are due at.
-    duties_due: BTreeMap<NodeId, [u64; 3]>,
+    duties_due: BTreeMap<NodeId, [u64; 4]>,
     /// Nodes that applied a register write since their last `check_prefix`.
     shown_changed: BTreeSet<NodeId>,
     paused: BTreeMap<NodeId, u64>,
@@ -282,6 +346,16 @@ pub struct World {
     session_writes_ok: BTreeSet<u32>,
     clock_jumps: usize,
     history: BTreeMap<u64, Vec<Op<u32>>>,
+    multi_clients: Vec<MultiClient>,
+    /// Multis across groups by value, and the requests of their current tries.
+    multis: BTreeMap<u32, Multi>,
+    multi_requests: BTreeMap<ClientId, u32>,
+    next_txn: u64,
+    multis_retried: usize,
+    /// Nodes that applied a transaction entry since their last `check_multis`.
+    txn_applied: BTreeSet<NodeId>,
+    /// Snapshots (group, index) some node began while an entry after theirs was applied ahead.
+    inexact_snapshots: BTreeSet<(usize, Index)>,
     /// Per written value: its key and the client's writes answered before it was sent.
     written: BTreeMap<u32, (u64, Answered)>,
     ordered_writes: usize,
@@ -295,6 +369,8 @@ pub struct World {
     hold: bool,
     /// A scripted scenario: no faults but the script's, and new sessions open on this node.
     scripted: bool,
+    /// Faults have stopped (`converge`): session clients no longer pause their nodes.
+    converging: bool,
     sessions_on: Option<NodeId>,
 }
 
@@ -393,6 +469,15 @@ impl World {
             session_writes_ok: BTreeSet::new(),
             clock_jumps: 0,
             history: BTreeMap::new(),
+            multi_clients: (0..MULTI_CLIENTS)
+                .map(|i| MultiClient { conn: (1 << 30) + i as u64, node: 1, current: None })
+                .collect(),
+            multis: BTreeMap::new(),
+            multi_requests: BTreeMap::new(),
+            next_txn: 0,
+            multis_retried: 0,
+            txn_applied: BTreeSet::new(),
+            inexact_snapshots: BTreeSet::new(),
             written: BTreeMap::new(),
             ordered_writes: 0,
             next_value: 1,
@@ -403,6 +488,7 @@ impl World {
             trace,
             hold: false,
             scripted: false,
+            converging: false,
             sessions_on: None,
         };
         for id in 1..=n {
@@ -473,9 +559,12 @@ impl World {
         }
         if self.turns(id, group, None) {
             loop {
-                let Some(node) = self.nodes.get(&id) else { return };
-                let held: Vec<usize> = (0..self.groups()).filter(|&g| node.groups[g].driver.holds_entries()).collect();
-                if !held.into_iter().fold(false, |moved, g| self.turns(id, g, None) | moved) {
+                let Some(node) = self.nodes.get_mut(&id) else { return };
+                // Groups whose transaction driver was given entries to propose have turns too
+                // (`Core::propose_internal` wakes the core's group).
+                let mut due = node.take_txn_proposing();
+                due.extend((0..node.groups.len()).filter(|&g| node.groups[g].driver.holds_entries()));
+                if !due.into_iter().fold(false, |moved, g| self.turns(id, g, None) | moved) {
                     break;
                 }
             }
@@ -591,9 +680,13 @@ impl World {
                 assert_eq!(leader, id, "seed {seed}: two leaders of group {group} in term {term}");
             }
         }
+        self.inexact_snapshots.extend(node.snapshots_with_entries_ahead.drain(..));
         let applied = node.take_applied();
         if applied.iter().any(|entry| entry.written.is_some()) {
             self.shown_changed.insert(id);
+        }
+        if applied.iter().any(|entry| entry.txn.is_some() || entry.snapshot) {
+            self.txn_applied.insert(id);
         }
         for entry in applied {
             if entry.snapshot {
@@ -655,11 +748,15 @@ impl World {
         let seed = self.seed;
         let AppliedEntry { group, index, digest, .. } = entry;
         let digest = digest.expect("a snapshot's digest");
-        let seen = *self.digests.entry((group, index)).or_insert(digest);
-        assert_eq!(
-            seen, digest,
-            "seed {seed}: node {id}'s snapshot after index {index} of group {group} is another state"
-        );
+        // A snapshot begun while a multi's finish was applied ahead of its place holds that
+        // finish too (as every replica does from the entry it released on): not comparable.
+        if !self.inexact_snapshots.contains(&(group, index)) {
+            let seen = *self.digests.entry((group, index)).or_insert(digest);
+            assert_eq!(
+                seen, digest,
+                "seed {seed}: node {id}'s snapshot after index {index} of group {group} is another state"
+            );
+        }
         assert!(
             index as usize <= self.committed[group].len(),
             "seed {seed}: node {id} has a snapshot after index {index} of group {group}, past what was committed"
@@ -685,7 +782,13 @@ impl World {
         // What a node shows changes only when it applies a register write (or replays). A
         // node behind an installed snapshot in another group serves nobody: looked at once it
         // has caught up.
-        if !self.nodes.get(&id).is_some_and(Node::current) || !self.shown_changed.remove(&id) {
+        if !self.nodes.get(&id).is_some_and(Node::current) {
+            return;
+        }
+        if self.txn_applied.remove(&id) {
+            self.check_multis(id);
+        }
+        if !self.shown_changed.remove(&id) {
             return;
         }
         let shown: BTreeMap<u64, Option<(u32, Zxid)>> = (0..KEYS).map(|key| (key, self.read_stat(id, key))).collect();
@@ -731,6 +834,11 @@ impl World {
             client.handshake_rest.clear();
             client.next_at = client.next_at.min(self.now + 100);
         }
+        // A multi's wait for its decision was on the node too.
+        let multis: Vec<u32> = self.multi_clients.iter().filter(|c| c.node == id).filter_map(|c| c.current).collect();
+        for value in multis {
+            self.multi_lost(value, "its node crashed");
+        }
         // Its clients' connections broke: what they send next goes on a new connection.
         let clients: Vec<usize> = (0..CLIENTS).filter(|&c| self.clients[c].node == id).collect();
         for client in clients {
@@ -742,6 +850,10 @@ impl World {
 
     /// The client gets no answer (given up, or its node crashed): its connection is lost.
     fn abandon(&mut self, request: ClientId) {
+        if let Some(&value) = self.multi_requests.get(&request) {
+            self.multi_lost(value, "its node crashed");
+            return;
+        }
         if let Some(flight) = self.requests.remove(&request) {
             if self.clients[flight.client].conn == flight.conn {
                 self.connection_lost(flight.client);
@@ -794,6 +906,12 @@ impl World {
             return;
         }
         if self.move_answer(id, request, &answer) {
+            return;
+        }
+        if self.multi_answer(id, request, &answer) {
+            return;
+        }
+        if matches!(answer, Answer::Synced { .. }) && self.park_if_held(id, request) {
             return;
         }
         let Some(flight) = self.requests.remove(&request) else { return };
@@ -932,6 +1050,272 @@ impl World {
         self.request(client, id, 0, Some(command), None);
     }
 
+    /// A multi across groups from `id`, if a multi client is free: in two groups or all of
+    /// them (the first op's group coordinates), a register write of a new value and a marker
+    /// node in each; a quarter also check /s at version 1, which it never reaches:
+    /// those abort.
+    fn multi(&mut self, id: NodeId) {
+        let Some(client) = self.multi_clients.iter().position(|c| c.current.is_none()) else { return };
+        if self.multi_clients[client].node != id {
+            self.multi_clients[client].conn = self.next_conn;
+            self.next_conn += 1;
+            self.multi_clients[client].node = id;
+        }
+        let value = self.next_value;
+        self.next_value += 1;
+        let mut groups: Vec<usize> = (0..self.groups()).collect();
+        if groups.len() > 2 && self.rng.below(2) == 0 {
+            groups.remove(self.rng.below(groups.len() as u64) as usize);
+        }
+        if self.rng.below(2) == 0 {
+            groups.reverse();
+        }
+        let (mut ops, mut keys) = (Vec::new(), Vec::new());
+        for &group in &groups {
+            let in_group: Vec<u64> = (0..KEYS).filter(|&k| self.group_of(k) == group).collect();
+            let key = in_group[self.rng.below(in_group.len() as u64) as usize];
+            keys.push(key);
+            let shard = ShardId::try_from(group).expect("few groups");
+            let data = Some(value.to_be_bytes().to_vec());
+            ops.push((
+                shard,
+                MultiOp::SetData(SetDataOp { path: format!("/k{key}"), data, version: -1, auth: Vec::new() }),
+            ));
+            let marker = CreateOp {
+                path: marker_path(client, value),
+                data: None,
+                acl: Acl::open_unsafe(),
+                mode: CreateMode::Persistent,
+                ttl_ms: 0,
+                session: 0,
+                auth: Vec::new(),
+            };
+            ops.push((shard, MultiOp::Create(marker)));
+        }
+        if groups.contains(&0) && self.rng.below(4) == 0 {
+            ops.push((0, MultiOp::Check { path: "/s".to_string(), version: 1 }));
+        }
+        let multi = Multi {
+            client,
+            ops,
+            keys,
+            groups,
+            called: self.now,
+            attempt: 0,
+            waiting: BTreeSet::new(),
+            outcome: None,
+            state: MultiState::InFlight,
+        };
+        self.multis.insert(value, multi);
+        self.multi_clients[client].current = Some(value);
+        self.multi_try(value);
+    }
+
+    /// One try of multi `value`: a prepare to each of its groups and the wait for the decision
+    /// at the coordinator's, at once (`Conn::txn_parts`; a new id per try).
+    fn multi_try(&mut self, value: u32) {
+        let multi = &self.multis[&value];
+        let MultiClient { conn, node, .. } = self.multi_clients[multi.client];
+        self.next_txn += 1;
+        let txn = TxnId { node, serial: self.next_txn };
+        // Group g holds shard g alone here.
+        let prepares = engine::txn::prepares(txn, &multi.ops, |shard| shard, 0, &[]);
+        let coordinator = usize::from(prepares[0].1.coordinator);
+        self.note(|| format!("multi {value} try {} as {txn:?} through node {node}", multi.attempt));
+        let mut waiting = BTreeSet::new();
+        for (group, prepare) in prepares {
+            let request = self.next_request;
+            self.next_request += 1;
+            waiting.insert(request);
+            self.multi_requests.insert(request, value);
+            self.node(node).request(
+                SimRequest { id: request, conn },
+                usize::from(group),
+                Some(Command::TxnPrepare(prepare)),
+            );
+        }
+        let request = self.next_request;
+        self.next_request += 1;
+        waiting.insert(request);
+        self.multi_requests.insert(request, value);
+        let multi = self.multis.get_mut(&value).expect("in flight");
+        multi.waiting = waiting;
+        multi.outcome = None;
+        let (mut answers, instant) = (Vec::new(), self.instant());
+        self.node(node).await_txn(SimRequest { id: request, conn }, coordinator, txn, instant, &mut answers);
+        for answer in answers {
+            self.answer(node, answer);
+        }
+        self.process(node);
+    }
+
+    /// An answer to a part of a multi's try; once every part answered, the multi is done or
+    /// tried again (`Conn::txn_step`). False if `request` is not a multi's.
+    fn multi_answer(&mut self, id: NodeId, request: ClientId, answer: &Answer) -> bool {
+        let Some(value) = self.multi_requests.remove(&request) else { return false };
+        let seed = self.seed;
+        let multi = self.multis.get_mut(&value).expect("multis are kept");
+        if multi.state != MultiState::InFlight || !multi.waiting.remove(&request) {
+            return true;
+        }
+        assert_eq!(self.multi_clients[multi.client].node, id, "seed {seed}: multi {value} answered by another node");
+        match answer {
+            Answer::Abandoned { .. } => {
+                self.multi_lost(value, "a part was abandoned");
+                return true;
+            }
+            Answer::Write { result: Ok(WriteResult::Txn(TxnApplied::Decided(outcome))), .. } => {
+                multi.outcome = Some(*outcome)
+            }
+            Answer::Write { result: Ok(WriteResult::Txn(TxnApplied::Voted { .. })), .. } => {}
+            other => panic!("seed {seed}: a part of multi {value} was answered {other:?}"),
+        }
+        if !multi.waiting.is_empty() {
+            return true;
+        }
+        let outcome = multi.outcome.expect("the decision is one of the parts");
+        let checks_s = multi.ops.iter().position(|(_, op)| matches!(op, MultiOp::Check { .. }));
+        self.note(|| format!("multi {value}: {outcome:?}"));
+        let multi = self.multis.get_mut(&value).expect("multis are kept");
+        match outcome {
+            TxnOutcome::Commit => {
+                assert_eq!(checks_s, None, "seed {seed}: multi {value} committed past a check that cannot hold");
+                multi.state = MultiState::Committed;
+                let (call, now) = (multi.called, self.now);
+                for key in multi.keys.clone() {
+                    let op = Op { call, answer: Some(now), action: Action::Write(value) };
+                    self.history.entry(key).or_default().push(op);
+                }
+                self.multi_done(value);
+            }
+            TxnOutcome::Abort { index, error } => {
+                let expected = checks_s.map(|index| (index as u32, engine::error::ZkError::BadVersion.code()));
+                assert_eq!(Some((index, error)), expected, "seed {seed}: multi {value} aborted at another op");
+                multi.state = MultiState::NotApplied;
+                self.multi_done(value);
+            }
+            TxnOutcome::Retry if multi.attempt + 1 < MULTI_ATTEMPTS => {
+                multi.attempt += 1;
+                self.multis_retried += 1;
+                self.multi_try(value);
+            }
+            TxnOutcome::Retry => {
+                multi.state = MultiState::NotApplied;
+                self.multi_done(value);
+            }
+        }
+        true
+    }
+
+    /// The multi's client lost its connection or gave up waiting: the multi may or may not
+    /// apply (but whole or not at all); its register writes are maybes in the histories.
+    fn multi_lost(&mut self, value: u32, why: &str) {
+        let multi = self.multis.get_mut(&value).expect("multis are kept");
+        if multi.state != MultiState::InFlight {
+            return;
+        }
+        multi.state = MultiState::Unknown;
+        let call = multi.called;
+        for key in multi.keys.clone() {
+            self.history.entry(key).or_default().push(Op { call, answer: None, action: Action::Write(value) });
+        }
+        self.note(|| format!("multi {value} lost: {why}"));
+        let client = self.multis[&value].client;
+        self.multi_clients[client].conn = self.next_conn;
+        self.next_conn += 1;
+        self.multi_done(value);
+    }
+
+    fn multi_done(&mut self, value: u32) {
+        let multi = self.multis.get_mut(&value).expect("multis are kept");
+        for request in std::mem::take(&mut multi.waiting) {
+            self.multi_requests.remove(&request);
+        }
+        self.multi_clients[multi.client].current = None;
+    }
+
+    /// `Core::park`: a read of a register a multi across groups holds for a change waits for
+    /// that multi's finish (answered again then). True if it waits.
+    fn park_if_held(&mut self, id: NodeId, request: ClientId) -> bool {
+        let Some(flight) = self.requests.get(&request) else { return false };
+        let (Some((key, _)), conn) = (flight.recorded, flight.conn) else { return false };
+        let group = self.group_of(key);
+        let node = self.node(id);
+        let Some(txn) = node.groups[group].shard.holder_of(&format!("/k{key}")) else { return false };
+        node.park_read(group, txn, SimRequest { id: request, conn });
+        self.note(|| format!("request {request}: the read of /k{key} waits for {txn:?} on node {id}"));
+        true
+    }
+
+    /// No node shows a multi across groups in some of its groups and not in others (a group
+    /// where its marker is held by the multi shows nothing yet: reads wait), and none shows
+    /// one that was not applied.
+    fn check_multis(&self, id: NodeId) {
+        let node = &self.nodes[&id];
+        for (value, multi) in &self.multis {
+            let path = marker_path(multi.client, *value);
+            let (mut present, mut absent) = (Vec::new(), Vec::new());
+            for &group in &multi.groups {
+                let shard = &node.groups[group].shard;
+                if shard.holder_of(&path).is_some() {
+                    continue;
+                }
+                match shard.node(&path).is_some() {
+                    true => present.push(group),
+                    false => absent.push(group),
+                }
+            }
+            assert!(
+                present.is_empty() || absent.is_empty(),
+                "seed {}: node {id} shows multi {value} in groups {present:?} and not in groups {absent:?}; the node: {}",
+                self.seed,
+                node.txn_report()
+            );
+            assert!(
+                present.is_empty() || multi.state != MultiState::NotApplied,
+                "seed {}: node {id} shows multi {value}, which its client was told did not apply",
+                self.seed
+            );
+        }
+    }
+
+    /// After healing: every multi across groups is decided and finished on every node (no
+    /// path held, none prepared), from the logs and the drivers' rounds alone.
+    fn multis_settle_everywhere(&mut self) {
+        for _ in 0..100 {
+            if self.nodes.values().all(|node| node.txns_in_doubt().is_empty()) {
+                return;
+            }
+            self.tick_all_every(10, 10);
+        }
+        let doubt: Vec<_> = self.nodes.iter().map(|(id, node)| format!("node {id}: {}", node.txn_report())).collect();
+        panic!("seed {}: multis across groups still in doubt after healing:\n{}", self.seed, doubt.join("\n"));
+    }
+
+    /// Once settled: a committed multi is whole on every node, one not applied is absent
+    /// everywhere, one of unknown outcome is one or the other, the same on every node.
+    fn check_multis_settled(&self) {
+        for (value, multi) in &self.multis {
+            let path = &marker_path(multi.client, *value);
+            let shown: BTreeSet<bool> = self
+                .nodes
+                .values()
+                .flat_map(|node| multi.groups.iter().map(move |&g| node.groups[g].shard.node(path).is_some()))
+                .collect();
+            let expected = match multi.state {
+                MultiState::Committed => Some(true),
+                MultiState::NotApplied => Some(false),
+                _ => None,
+            };
+            assert!(
+                shown.len() == 1 && expected.is_none_or(|e| shown.contains(&e)),
+                "seed {}: multi {value} ({:?}) shows {shown:?} across nodes and groups",
+                self.seed,
+                multi.state
+            );
+        }
+    }
+
     fn tick(&mut self, id: NodeId) {
         if !self.paused.contains_key(&id) {
             self.node(id).tick();
@@ -1053,7 +1437,7 @@ impl World {
         }
         let instant = self.instant();
         let now = self.now;
-        let due = self.duties_due.entry(id).or_insert([id * 7, id * 37, id * 59]);
+        let due = self.duties_due.entry(id).or_insert([id * 7, id * 37, id * 59, id * 83]);
         let mut at = |duty: usize, every: u64| {
             let is_due = now >= due[duty];
             if is_due {
@@ -1062,8 +1446,16 @@ impl World {
             is_due
         };
         let (lease, expiry, closes) = (at(0, LEASE_ROUND_STEPS), at(1, EXPIRY_ROUND_STEPS), at(2, CLOSES_ROUND_STEPS));
-        if !(lease || expiry || closes) {
+        let txns = at(3, TXN_ROUND_STEPS);
+        if !(lease || expiry || closes || txns) {
             return;
+        }
+        if txns {
+            let mut answers = Vec::new();
+            self.node(id).txn_round(instant, &mut answers);
+            for answer in answers {
+                self.answer(id, answer);
+            }
         }
         if lease {
             let mut out = Vec::new();
@@ -1376,7 +1768,8 @@ impl World {
         self.pings_answered += 1;
         self.session_clients[c].alive_at = self.now;
         self.session_clients[c].next_at = self.now + timeout_ms as u64 / 3;
-        let quiet = self.calm() && self.paused.is_empty() && self.isolated.is_empty() && !self.scripted;
+        let quiet =
+            self.calm() && self.paused.is_empty() && self.isolated.is_empty() && !self.scripted && !self.converging;
         match self.rng.below(8) {
             0 | 1 if quiet => {
                 // SIGSTOP between taking the write and handing it on, past the session's
@@ -1433,7 +1826,11 @@ impl World {
                 break;
             }
         }
-        let paths = (0..KEYS).map(|k| (format!("/k{k}"), self.group_of(k))).chain([("/s".to_string(), 0)]);
+        // Each multi client's markers go under its own node in every group: a create holds its
+        // parent, so markers of "/" would hold every top-level create up.
+        let markers = (0..MULTI_CLIENTS).flat_map(|c| (0..self.groups()).map(move |g| (marker_parent(c), g)));
+        let paths =
+            (0..KEYS).map(|k| (format!("/k{k}"), self.group_of(k))).chain([("/s".to_string(), 0)]).chain(markers);
         for (path, group) in paths.collect::<Vec<_>>() {
             let leader = self.leader(group).unwrap_or_else(|| panic!("seed {}: no first leader of {group}", self.seed));
             let create = CreateOp {
@@ -1453,6 +1850,15 @@ impl World {
 
     fn gave_up(&mut self) {
         let now = self.now;
+        let late: Vec<u32> = self
+            .multis
+            .iter()
+            .filter(|(_, m)| m.state == MultiState::InFlight && m.called + MULTI_TIMEOUT < now)
+            .map(|(&value, _)| value)
+            .collect();
+        for value in late {
+            self.multi_lost(value, "it timed out");
+        }
         let late: Vec<ClientId> =
             self.requests.iter().filter(|(_, f)| f.called + CLIENT_TIMEOUT < now).map(|(&r, _)| r).collect();
         for request in late {
@@ -1573,6 +1979,7 @@ impl World {
                 match self.rng.below(10) {
                     0..=3 => self.write(id, key),
                     4..=7 => self.sync_read(id, key),
+                    8 if self.groups() > 1 => self.multi(id),
                     _ => self.session_traffic(id),
                 }
             }
@@ -1653,6 +2060,7 @@ impl World {
     /// Faults stop: every group must elect a leader, commit a last write everywhere and end
     /// with one state on every node, also after every node restarts from its disks.
     fn converge(&mut self) {
+        self.converging = true;
         self.paused.clear();
         self.cut.clear();
         self.isolated.clear();
@@ -1668,7 +2076,14 @@ impl World {
             self.write(leader, key);
             self.stabilize();
         }
+        let in_flight: Vec<u32> =
+            self.multis.iter().filter(|(_, m)| m.state == MultiState::InFlight).map(|(&v, _)| v).collect();
+        for value in in_flight {
+            self.multi_lost(value, "the run ended");
+        }
+        self.multis_settle_everywhere();
         let lasts = self.caught_up("after healing");
+        self.check_multis_settled();
         self.sessions_expire_everywhere();
         // Every node restarts from its disks: its replay is checked against the committed
         // sequence and the digests (`check`), and the cluster goes on from there.
@@ -1772,6 +2187,14 @@ impl World {
                 + self.nodes.values().map(|n| n.snapshots_installed).sum::<u64>(),
             started_from_snapshot: self.started_from_snapshot,
             batches_released: self.nodes.values().flat_map(|n| &n.groups).map(|g| g.disk.released).sum(),
+            multis_committed: self.multis.values().filter(|m| m.state == MultiState::Committed).count(),
+            multis_aborted: self
+                .multis
+                .values()
+                .filter(|m| matches!(m.outcome, Some(TxnOutcome::Abort { .. })))
+                .count(),
+            multis_retried: self.multis_retried,
+            multis_unknown: self.multis.values().filter(|m| m.state == MultiState::Unknown).count(),
         }
     }
 }

@@ -16,15 +16,17 @@ use crate::server::lease::{Probe, Probes, Renewals, LEASE_FRACTION};
 use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
 use crate::server::role::first_out_of_contact;
 use crate::server::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses};
+use crate::server::txn_driver::{TxnDriver, TxnEffect, TxnMessage, TxnTimes};
 use crate::snapshot_file::{Frames, GroupHead};
 use crate::snapshot_transfer::{self, ChunkHeader, Pace, Receipt, SendStep, Sender};
 use ahash::AHashMap;
-use engine::command::{ClientWrite, Command, LogEntry, ShardId};
+use engine::command::{ClientWrite, Command, LogEntry, ShardId, TxnId};
 use engine::error::ZkError;
 use engine::raft::{Config, Entry, HardState, Index, NodeId, Raft, Role, Term};
 use engine::request::WriteResult;
 use engine::shard::Shard;
 use engine::snapshot::NodeBatchBuilder;
+use engine::txn::TxnApplied;
 use engine::types::{SessionId, Zxid};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -85,6 +87,8 @@ pub struct AppliedEntry {
     /// Not an entry: the shard became the state after `index` from a snapshot (loaded at
     /// start-up or installed from the leader), with `digest`.
     pub snapshot: bool,
+    /// The multi across groups a prepare, decision or finish is of.
+    pub txn: Option<TxnId>,
 }
 
 /// Where a crash stops a Ready.
@@ -115,6 +119,11 @@ pub struct Setup {
     pub snapshot_step_nodes: usize,
 }
 
+/// `txn_driver::TXN_TIMES` in Raft ticks: a tick every ten steps or so here, three times the
+/// runtime's rate (see `LEASE_ROUND_STEPS`).
+const TXN_TIMES: TxnTimes =
+    TxnTimes { vote_timeout: Duration::from_millis(330), propose_again: Duration::from_millis(170) };
+
 /// Snapshots kept per group, as `snapshots-kept`'s default.
 const SNAPSHOTS_KEPT: usize = 2;
 /// How snapshots go to followers: small chunks, so a transfer takes several and its window
@@ -129,6 +138,8 @@ const PACE: Pace = Pace {
 /// One group of a node: its driver, its one shard (shard g of group g) and its disk.
 pub struct Group {
     pub driver: GroupDriver<SimRequest>,
+    /// The group's core's half of multis across groups (`txns.rs` runs the same driver).
+    txn: TxnDriver<SimRequest>,
     pub shard: Shard,
     pub disk: Disk,
     zxid_assigned: Zxid,
@@ -169,9 +180,16 @@ pub struct Node {
     pub sessions: SessionSide,
     /// Snapshot chunks and acknowledgements to send: (group, to, message).
     pub outbox: Vec<(usize, NodeId, PeerMessage)>,
+    /// What the groups' transaction drivers decided, not carried out yet: (group, effect).
+    txn_effects: Vec<(usize, TxnEffect<SimRequest>)>,
+    /// Groups given entries to propose by a transaction driver since the simulation looked.
+    txn_proposing: BTreeSet<usize>,
     /// Per group: what it must have applied before this node serves (`GroupLeaders::required`).
     required_zxids: Vec<Zxid>,
     setup: Setup,
+    /// Snapshots begun while an entry after theirs was applied ahead of its place (a finish
+    /// that released a held path): their state is not exactly the one after their entry.
+    pub snapshots_with_entries_ahead: Vec<(usize, Index)>,
     /// Snapshots taken, sent whole and installed here (for the summary).
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
@@ -304,24 +322,30 @@ impl Node {
                         }
                     }
                     let shard = loaded.shards.into_iter().next().expect("one shard per group");
-                    applied.push(AppliedEntry::of_snapshot(g, loaded.index, shard.digest()));
+                    applied.push(AppliedEntry::of_snapshot(g, loaded.index, shard.digest() ^ shard.txn_digest()));
                     shard
                 }
                 None => Shard::new(shard_id, shard_count),
             };
             let mut shards = AHashMap::from_iter([(shard_id, shard)]);
             let committed = log.committed();
-            let (replayed, held) = committed.split_at(limits[g]);
-            let applied_all = crate::server::apply_committed(g, replayed, &mut shards)
+            // The replay also stops at an entry that meets a path a multi holds and no entry
+            // after it releases (`server::apply_committed`): the driver holds the rest.
+            let replayed = crate::server::apply_committed(g, &committed[..limits[g]], &mut shards)
                 .unwrap_or_else(|e| panic!("node {id} group {g}: replay: {e}"));
-            assert_eq!(applied_all, replayed.len(), "the simulation makes no multis across groups");
+            // `run_core`: stopped short of its limit, the other groups replayed as if it got
+            // there; the node serves once it has.
+            if replayed < limits[g] {
+                required_zxids[g] = required_zxids[g].max(highest_zxid(&committed[..limits[g]]));
+            }
+            let (replayed, held) = committed.split_at(replayed);
             let shard = shards.remove(&shard_id).expect("the shard");
             let start = applied.len();
             // A replay's results are not kept: a session write was checked when it first applied.
             let replayed_entry = |e| AppliedEntry { session_write: None, ..AppliedEntry::of(g, e, None) };
             applied.extend(replayed.iter().map(replayed_entry));
             if applied.len() > start {
-                applied.last_mut().expect("replayed").digest = Some(shard.digest());
+                applied.last_mut().expect("replayed").digest = Some(shard.digest() ^ shard.txn_digest());
             }
             applied_zxids.push(highest_zxid(replayed).max(base_zxids[g]));
             let held = held.to_vec();
@@ -343,6 +367,7 @@ impl Node {
             let driver = GroupDriver::new(raft, driver_config, first_token(now_us), held);
             groups.push(Group {
                 driver,
+                txn: TxnDriver::new(shard_id, TXN_TIMES),
                 shard,
                 disk,
                 zxid_assigned,
@@ -363,8 +388,11 @@ impl Node {
             abandoned_conns: BTreeSet::new(),
             sessions: SessionSide::new(setup.groups, now, first_token(now_us)),
             outbox: Vec::new(),
+            txn_effects: Vec::new(),
+            txn_proposing: BTreeSet::new(),
             required_zxids,
             setup,
+            snapshots_with_entries_ahead: Vec::new(),
             snapshots_taken: 0,
             snapshots_installed: 0,
         };
@@ -696,11 +724,23 @@ impl Node {
         out: &mut Vec<(NodeId, PeerMessage)>,
         answers: &mut Vec<Answer>,
     ) -> bool {
-        let Node { groups, applied_zxids, losses, losses_total, applied, stopping, abandoned_conns, sessions, .. } =
-            self;
-        let Group { driver, shard, disk, zxid_assigned, entries_since_snapshot, .. } = &mut groups[group];
+        let Node {
+            groups,
+            applied_zxids,
+            losses,
+            losses_total,
+            applied,
+            stopping,
+            abandoned_conns,
+            sessions,
+            txn_effects,
+            ..
+        } = self;
+        let Group { driver, txn, shard, disk, zxid_assigned, entries_since_snapshot, .. } = &mut groups[group];
         let mut host = SimHost {
             group,
+            txn,
+            txn_effects,
             now_us,
             zxid_assigned,
             shard,
@@ -719,7 +759,11 @@ impl Node {
             did_apply: false,
             last_applied_ok: false,
         };
-        let Some(_) = driver.start_turn(&mut host) else { return host.did_apply };
+        let Some(_) = driver.start_turn(&mut host) else {
+            let did_apply = host.did_apply;
+            self.carry_out_txns(now, answers);
+            return did_apply;
+        };
         let (term_vote, records) = (host.term_vote.take(), std::mem::take(&mut host.records));
         if matches!(crash, Some(CrashAt::AfterSend)) {
             return true;
@@ -745,8 +789,137 @@ impl Node {
             return true;
         }
         driver.finish_turn(&mut host);
+        self.carry_out_txns(now, answers);
         self.look_after_snapshots(group);
         true
+    }
+
+    /// `Core::carry_out` on every core of the node: the transaction drivers' messages reach
+    /// the other groups' drivers (which may decide more), their entries are queued in their
+    /// groups, waiting connections hear decisions and parked reads are served again.
+    fn carry_out_txns(&mut self, now: Instant, answers: &mut Vec<Answer>) {
+        while !self.txn_effects.is_empty() {
+            for (group, effect) in std::mem::take(&mut self.txn_effects) {
+                match effect {
+                    TxnEffect::Send { to, message } => self.txn_message(usize::from(to), message, now),
+                    TxnEffect::Answer { request, outcome } => {
+                        let result = Ok(WriteResult::Txn(TxnApplied::Decided(outcome)));
+                        answers.push(Answer::Write { client: request.id, result });
+                    }
+                    TxnEffect::Propose { command, after_other_groups } => {
+                        let dependencies = match after_other_groups {
+                            true => driver::dependencies_on_other_groups(group, self.applied_zxids.iter().copied()),
+                            false => Vec::new(),
+                        };
+                        let shard = ShardId::try_from(group).expect("few groups");
+                        let from = WriteFrom::Local(SimRequest { id: 0, conn: INTERNAL });
+                        self.groups[group].driver.queue(Write { shard, from, command: Some(command), dependencies });
+                        self.txn_proposing.insert(group);
+                    }
+                    TxnEffect::Released { txn } => {
+                        for request in self.groups[group].txn.take_parked(txn) {
+                            answers.push(Answer::Synced { client: request.id });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn txn_message(&mut self, group: usize, message: TxnMessage, now: Instant) {
+        let g = &mut self.groups[group];
+        let leading = g.driver.raft().role() == Role::Leader;
+        let mut effects = Vec::new();
+        g.txn.on_message(message, g.shard.txns(), leading, now, &mut effects);
+        self.txn_effects.extend(effects.into_iter().map(|effect| (group, effect)));
+    }
+
+    /// `Core::txn_loop`, one round on every core: reports re-sent, late votes decided Retry.
+    pub fn txn_round(&mut self, now: Instant, answers: &mut Vec<Answer>) {
+        for (group, g) in self.groups.iter_mut().enumerate() {
+            let leading = g.driver.raft().role() == Role::Leader;
+            let mut effects = Vec::new();
+            g.txn.resend(g.shard.txns(), leading, now, &mut effects);
+            self.txn_effects.extend(effects.into_iter().map(|effect| (group, effect)));
+        }
+        self.carry_out_txns(now, answers);
+    }
+
+    /// A connection waits for the decision on multi `txn`, coordinated by `group`
+    /// (`ShardOp::AwaitTxn`).
+    pub fn await_txn(
+        &mut self,
+        request: SimRequest,
+        group: usize,
+        txn: TxnId,
+        now: Instant,
+        answers: &mut Vec<Answer>,
+    ) {
+        let g = &mut self.groups[group];
+        let mut effects = Vec::new();
+        g.txn.await_decision(txn, request, g.shard.txns(), &mut effects);
+        self.txn_effects.extend(effects.into_iter().map(|effect| (group, effect)));
+        self.carry_out_txns(now, answers);
+    }
+
+    /// A read of a path `txn` holds in `group` waits for its finish (`Core::park`).
+    pub fn park_read(&mut self, group: usize, txn: TxnId, request: SimRequest) {
+        self.groups[group].txn.park(txn, request);
+    }
+
+    /// Groups given entries by a transaction driver since the last call: they have turns to run.
+    pub fn take_txn_proposing(&mut self) -> BTreeSet<usize> {
+        std::mem::take(&mut self.txn_proposing)
+    }
+
+    /// Groups here with multis across groups still prepared or paths still held: (group,
+    /// prepared multis, whether paths are held).
+    pub fn txns_in_doubt(&self) -> Vec<(usize, usize, bool)> {
+        let doubt = |(group, g): (usize, &Group)| (group, g.shard.txns().prepared().count(), g.shard.holds_any());
+        self.groups.iter().enumerate().map(doubt).filter(|&(_, prepared, held)| prepared > 0 || held).collect()
+    }
+
+    /// For a failure's message: per group, where it applied to, what it holds and decided,
+    /// and the first entry still to apply with what it waits for.
+    pub fn txn_report(&self) -> String {
+        let group = |(i, g): (usize, &Group)| {
+            let prepared: Vec<_> = g.shard.txns().prepared().map(|(t, p)| (*t, p.vote, p.coordinator)).collect();
+            let decided: Vec<_> = g.shard.txns().decided().collect();
+            let next = g.driver.unapplied_front().and_then(|e| {
+                let entry = log_entry_of(e)?;
+                let dependencies = crate::server::proposal::proposal_dependencies(&e.data).unwrap_or_default();
+                let held_by = engine::txn::holder_of_command(&g.shard, &entry.command);
+                Some(format!(
+                    "{} {:.80} depends on {dependencies:?}, held by {held_by:?}",
+                    e.index,
+                    format!("{:?}", entry.command)
+                ))
+            });
+            let txn_entries: Vec<String> = g
+                .driver
+                .unapplied_entries()
+                .take(400)
+                .filter_map(|e| {
+                    let entry = log_entry_of(e)?;
+                    let dependencies = crate::server::proposal::proposal_dependencies(&e.data).unwrap_or_default();
+                    let what = match &entry.command {
+                        Command::TxnDecide { txn, outcome, .. } => format!("decide {} {outcome:?}", txn.serial),
+                        Command::TxnFinish { txn, commit, .. } => format!("finish {} {commit}", txn.serial),
+                        Command::TxnPrepare(p) => format!("prepare {}", p.txn.serial),
+                        _ => return None,
+                    };
+                    Some(format!("{} {what} deps {dependencies:?}", e.index))
+                })
+                .collect();
+            format!(
+                "g{i}: applied {:?} (zxid {}), commit {}, prepared {prepared:?}, decided {decided:?}, next {next:?}, \
+                 multis' entries still to apply {txn_entries:?}",
+                g.driver.applied_point(),
+                self.applied_zxids[i],
+                g.driver.raft().commit_index()
+            )
+        };
+        self.groups.iter().enumerate().map(group).collect::<Vec<_>>().join("; ")
     }
 
     /// `Replica::look_after_snapshots`: begins a snapshot when one is due or wanted, and walks
@@ -757,7 +930,7 @@ impl Node {
         let Setup {
             snapshot_entries: setup_entries, snapshot_step_nodes: step_nodes, retained_entries: retained, ..
         } = self.setup;
-        let applied_zxids = driver::snapshot_dependencies(&self.applied_zxids, &self.required_zxids);
+        let applied_zxids = driver::snapshot_dependencies(group, &self.applied_zxids, &self.required_zxids);
         let shard_count = u16::try_from(self.groups.len()).expect("few groups");
         let g = &mut self.groups[group];
         let due = setup_entries > 0 && g.entries_since_snapshot >= setup_entries;
@@ -772,8 +945,13 @@ impl Node {
                     applied_zxids,
                     shards: vec![g.shard.begin_image(shard_count)],
                 };
-                g.imaging =
-                    Some(Imaging { index, term, frames: Frames::new(&head), batch: NodeBatchBuilder::default() });
+                // `snapshots::begin_snapshot`: the multis in flight as of the head.
+                let txns = g.shard.txns().image();
+                let frames = Frames::begin(&head, txns.as_ref().map(|image| (group as u16, image)));
+                if g.driver.applied_ahead_any() {
+                    self.snapshots_with_entries_ahead.push((group, index));
+                }
+                g.imaging = Some(Imaging { index, term, frames, batch: NodeBatchBuilder::default() });
             }
             g.entries_since_snapshot = 0;
             g.snapshot_wanted = false;
@@ -900,7 +1078,7 @@ impl Node {
                 self.required_zxids[other] = self.required_zxids[other].max(required);
             }
         }
-        self.applied.push(AppliedEntry::of_snapshot(group, index, g.shard.digest()));
+        self.applied.push(AppliedEntry::of_snapshot(group, index, g.shard.digest() ^ g.shard.txn_digest()));
         self.snapshots_installed += 1;
         // `Core::rearm_sessions`, and for shard 0 `announce_closed_sessions`: closes applied
         // in the entries the snapshot skipped are finished in every group.
@@ -921,6 +1099,8 @@ impl Node {
 /// The driver's effects on a simulated node (`replica.rs`'s `CoreHost` on a real core).
 struct SimHost<'a> {
     group: usize,
+    txn: &'a mut TxnDriver<SimRequest>,
+    txn_effects: &'a mut Vec<(usize, TxnEffect<SimRequest>)>,
     now_us: i64,
     zxid_assigned: &'a mut Zxid,
     shard: &'a mut Shard,
@@ -1023,6 +1203,9 @@ impl GroupHost for SimHost<'_> {
         let applied = self.shard.apply(&entry);
         self.last_applied_ok = applied.result.is_ok();
         self.applied_zxids[self.group] = entry.zxid;
+        if let Ok(WriteResult::Txn(txn_applied)) = &applied.result {
+            self.on_txn_applied(&entry, txn_applied);
+        }
         if let Some(request) = answer {
             self.answers.push(Answer::Write { client: request.id, result: applied.result });
         }
@@ -1034,7 +1217,7 @@ impl GroupHost for SimHost<'_> {
 
     fn entry_applied(&mut self, entry: &Entry) {
         self.did_apply = true;
-        let mut applied = AppliedEntry::of(self.group, entry, Some(self.shard.digest()));
+        let mut applied = AppliedEntry::of(self.group, entry, Some(self.shard.digest() ^ self.shard.txn_digest()));
         let ok = std::mem::take(&mut self.last_applied_ok);
         applied.session_write = applied.session_write.map(|(write, _)| (write, ok));
         self.applied.push(applied);
@@ -1062,6 +1245,47 @@ impl GroupHost for SimHost<'_> {
     fn followers_needing_snapshot(&mut self, followers: &[NodeId]) {
         self.side.needing_snapshot[self.group] = followers.to_vec();
     }
+
+    // `CoreHost`'s: entries that meet a held path wait; the decision or finish that releases
+    // it applies ahead of its place.
+    fn held_by(&self, entry: &Entry) -> Option<TxnId> {
+        if !self.shard.holds_any() {
+            return None;
+        }
+        engine::txn::holder_of_command(self.shard, &log_entry_of(entry)?.command)
+    }
+
+    fn releasers(&self, entry: &Entry) -> Vec<engine::txn::Releaser> {
+        log_entry_of(entry).map_or_else(Vec::new, |e| engine::txn::releasers(&e.command))
+    }
+
+    fn apply_ahead(&mut self, entry: &Entry) {
+        let Some(entry) = log_entry_of(entry) else { return };
+        let applied = match entry.command {
+            Command::TxnFinish { .. } => engine::txn::finish_early(&mut [&mut *self.shard], &entry),
+            _ => engine::txn::decide_early(&mut [&mut *self.shard], &entry),
+        };
+        self.on_txn_applied(&entry, &applied.applied);
+    }
+}
+
+impl SimHost<'_> {
+    /// `Core::on_txn_applied`: the group's transaction driver hears of it; its effects are
+    /// carried out after the turn (`Node::carry_out_txns`).
+    fn on_txn_applied(&mut self, entry: &LogEntry, applied: &TxnApplied) {
+        let mut effects = Vec::new();
+        self.txn.on_applied(entry, applied, &mut effects);
+        self.txn_effects.extend(effects.into_iter().map(|effect| (self.group, effect)));
+    }
+}
+
+/// The log entry a Raft entry carries, if any (not a no-op or fence).
+fn log_entry_of(entry: &Entry) -> Option<LogEntry> {
+    let (_, _, _, archive) = decode_proposal(&entry.data).ok()?;
+    if archive.is_empty() {
+        return None;
+    }
+    LogEntry::from_bytes(archive).ok()
 }
 
 impl AppliedEntry {
@@ -1077,6 +1301,7 @@ impl AppliedEntry {
             closed_session: None,
             session_write: None,
             snapshot: true,
+            txn: None,
         }
     }
 
@@ -1087,6 +1312,11 @@ impl AppliedEntry {
             .and_then(|(_, _, _, archive)| LogEntry::from_bytes(archive).ok())
             .map(|log_entry| log_entry.command);
         let value = |data: Option<Vec<u8>>| data.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes);
+        let txn = match &command {
+            Some(Command::TxnPrepare(prepare)) => Some(prepare.txn),
+            Some(Command::TxnDecide { txn, .. } | Command::TxnFinish { txn, .. }) => Some(*txn),
+            _ => None,
+        };
         let (written, closed_session, session_write) = match command {
             Some(Command::SetData(op)) => (value(op.data), None, None),
             Some(Command::CloseSession { session }) if group == 0 => (None, Some(session), None),
@@ -1105,6 +1335,7 @@ impl AppliedEntry {
             closed_session,
             session_write,
             snapshot: false,
+            txn,
         }
     }
 }

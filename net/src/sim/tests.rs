@@ -64,6 +64,9 @@ fn whole_clusters_keep_raft_safety_state_agreement_and_linearizable_histories() 
     assert!(total.stops >= runs / 2 && total.pipelined >= runs, "{total:?}");
     assert!(total.reattaches * 4 >= runs && total.session_writes_applied >= runs, "{total:?}");
     assert!(total.clock_jumps >= runs / 2, "{total:?}");
+    // Multis across groups committed, aborted and tried again (seeds with several groups).
+    assert!(total.multis_committed >= runs && total.multis_aborted * 4 >= runs, "{total:?}");
+    assert!(total.multis_retried * 4 >= runs, "{total:?}");
     // Snapshots: taken while writes went on, nodes restarted from them, WAL released below
     // them, and followers behind the leaders' logs caught up by installing one.
     assert!(total.snapshots_taken as usize >= runs && total.started_from_snapshot >= runs, "{total:?}");
