@@ -165,7 +165,7 @@ pub struct Holds(AHashMap<String, Hold>);
 #[derive(Debug, Clone, PartialEq)]
 enum Hold {
     Write(TxnId),
-    /// Readers in the order they took it.
+    /// Readers, in id order.
     Read(Vec<TxnId>),
 }
 
@@ -216,8 +216,9 @@ impl Holds {
             Some(Hold::Write(_)) => {}
             Some(hold @ Hold::Read(_)) if write => *hold = Hold::Write(txn),
             Some(Hold::Read(readers)) => {
-                if !readers.contains(&txn) {
-                    readers.push(txn);
+                // In id order, not arrival order: a snapshot's restore builds the same list.
+                if let Err(at) = readers.binary_search(&txn) {
+                    readers.insert(at, txn);
                 }
             }
         }

@@ -52,6 +52,8 @@ pub(super) struct CommitQueue {
     needing_snapshot: RefCell<Vec<NodeId>>,
     /// This node leads the core's group (only a leader assigns zxids and may reserve them).
     leading: Cell<bool>,
+    decides: Cell<bool>,
+    decisions_to_apply: RefCell<Vec<engine::command::TxnId>>,
     /// Highest zxid handed out by this core or seen in its log (a log's zxids strictly
     /// increase; assigned zxids run ahead of applied ones while entries commit).
     zxid_assigned: Cell<Zxid>,
@@ -78,6 +80,8 @@ impl CommitQueue {
             waiting_for_other_groups: Cell::new(false),
             needing_snapshot: RefCell::new(Vec::new()),
             leading: Cell::new(false),
+            decides: Cell::new(false),
+            decisions_to_apply: RefCell::new(Vec::new()),
             zxid_assigned: Cell::new(last_zxid),
             in_flight: Cell::new(0),
             last_applied: Cell::new(last_applied),
@@ -196,6 +200,22 @@ impl CommitQueue {
 
     pub(super) fn set_leading(&self, leading: bool) {
         self.leading.set(leading);
+    }
+
+    /// `GroupDriver::decides_now` and `decisions_to_apply`, as of the replication loop's
+    /// last turn.
+    pub(super) fn set_decides(&self, decides: bool, decisions_to_apply: Vec<engine::command::TxnId>) {
+        self.decides.set(decides);
+        *self.decisions_to_apply.borrow_mut() = decisions_to_apply;
+    }
+
+    /// This node's standing in its group for multis across groups (`txn_driver`).
+    pub(super) fn leadership(&self) -> super::txn_driver::Leadership {
+        super::txn_driver::Leadership {
+            leading: self.leading.get(),
+            decides: self.decides.get(),
+            decisions_to_apply: self.decisions_to_apply.borrow().clone(),
+        }
     }
 
     /// This node leads the core's group.

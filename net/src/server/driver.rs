@@ -124,7 +124,9 @@ pub trait GroupHost {
     /// A committed fence: nothing of the group below its zxid is still to come.
     fn apply_fence(&mut self, zxid: Zxid);
     /// Any entry left the apply queue (a no-op, fence or write), after its effect.
-    fn entry_applied(&mut self, _entry: &Entry) {}
+    /// `ahead_pending`: an entry further on was applied ahead of its place and has not reached
+    /// it (the state is then not only a function of the entries through this one).
+    fn entry_applied(&mut self, _entry: &Entry, _ahead_pending: bool) {}
     /// The entries of one step were applied (announce them, wake groups that wait).
     fn applied_run_done(&mut self);
     /// Committed entries wait for other groups of this node.
@@ -373,6 +375,40 @@ impl<R> GroupDriver<R> {
     }
 
     /// Committed entries wait for other groups of this node before they apply.
+    /// Whether this node's decisions on multis may rest on the group's table of them, but for
+    /// the multis `decisions_to_apply` names: it leads and its commit index is current (an
+    /// entry of its term committed, so every earlier entry is committed and here to apply).
+    pub fn decides_now(&self) -> bool {
+        let commit = self.raft.commit_index();
+        self.raft.role() == Role::Leader && self.raft.log().term(commit) == Some(self.raft.term())
+    }
+
+    /// Multis with a decision or forget committed and still to apply here: a leader must not
+    /// decide them from its table yet, or it would log a second decision after the forget,
+    /// which then holds (found by the simulation: a multi aborted everywhere and then its
+    /// client told it committed).
+    pub fn decisions_to_apply(&mut self, releasers: impl Fn(&Entry) -> Vec<Releaser>) -> Vec<TxnId> {
+        self.refresh_releasers(&releasers);
+        let head = self.unapplied.front().map(|entry| (entry.index, releasers(entry))).into_iter();
+        let head = head.flat_map(|(index, found)| found.into_iter().map(move |releaser| (index, releaser)));
+        head.chain(self.releasers.iter().copied())
+            .filter(|(index, _)| !self.applied_ahead.contains(index))
+            .filter_map(|(_, releaser)| match releaser {
+                Releaser::Decision(txn) | Releaser::Forget(txn) => Some(txn),
+                Releaser::Finish(_) => None,
+            })
+            .collect()
+    }
+
+    /// Held entries the start-up replay applied ahead of their place (`server::Replayed`).
+    pub fn applied_ahead_at_start(&mut self, indexes: Vec<Index>) {
+        assert!(
+            indexes.iter().all(|index| self.unapplied.iter().any(|entry| entry.index == *index)),
+            "entries applied ahead are held"
+        );
+        self.applied_ahead.extend(indexes);
+    }
+
     /// The committed entries still to apply.
     #[cfg(test)]
     pub fn unapplied_entries(&self) -> impl Iterator<Item = &Entry> {
@@ -930,7 +966,7 @@ impl<R> GroupDriver<R> {
                 self.apply_entry(host, &entry);
                 applied_any = true;
             }
-            host.entry_applied(&entry);
+            host.entry_applied(&entry, !self.applied_ahead.is_empty());
         }
         host.waiting_for_other_groups(!self.unapplied.is_empty());
         if applied_any {
@@ -997,6 +1033,10 @@ impl<R> GroupDriver<R> {
     /// Brings `releasers` up to the end of `unapplied`: entries applied since are dropped, new
     /// ones are looked at.
     fn look_for_releasers<H: GroupHost<Request = R>>(&mut self, host: &H) {
+        self.refresh_releasers(&|entry: &Entry| host.releasers(entry));
+    }
+
+    fn refresh_releasers(&mut self, releasers: &impl Fn(&Entry) -> Vec<Releaser>) {
         let Some(first) = self.unapplied.front().map(|entry| entry.index) else {
             self.releasers.clear();
             return;
@@ -1005,7 +1045,7 @@ impl<R> GroupDriver<R> {
         self.releasers_through = self.releasers_through.max(first);
         let from = (self.releasers_through + 1 - first) as usize;
         for entry in self.unapplied.iter().skip(from) {
-            self.releasers.extend(host.releasers(entry).into_iter().map(|releaser| (entry.index, releaser)));
+            self.releasers.extend(releasers(entry).into_iter().map(|releaser| (entry.index, releaser)));
             self.releasers_through = entry.index;
         }
     }

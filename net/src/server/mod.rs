@@ -287,6 +287,7 @@ async fn run_core(
         log: recovered.log,
         base_term: recovered.base_term,
         held,
+        applied_ahead: recovered.applied_ahead,
         positions: recovered.positions,
     };
     let mut replica = start_replica(core_id, &config, &voters, replica_start)?;
@@ -372,6 +373,8 @@ struct RecoveredCore {
     /// through `log.commit` wait for other groups (`driver::replay_limits`).
     log: raft_log::RecoveredLog,
     replayed: usize,
+    /// Entries after `replayed` the replay applied ahead of their place.
+    applied_ahead: Vec<engine::raft::Index>,
     /// What the group must apply before the node serves, if its replay stopped short.
     required_zxid: Option<Zxid>,
 }
@@ -482,7 +485,8 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
     let replay_log =
         driver::ReplayLog::after(base_zxid, committed).map_err(|e| anyhow!("the WAL of core {core_id}: {e}"))?;
     let limit = exchange.limit_of(core_id, replay_log)?;
-    let replayed = apply_committed(core_id, &committed[..limit], &mut shards)?;
+    let Replayed { count: replayed, ahead: applied_ahead } =
+        apply_committed(core_id, &committed[..limit], &mut shards)?;
     // Stopped short of its limit at an entry that waits for a multi's finish: the other
     // groups replayed as if it reached it, so the node serves once it has.
     let required_zxid = (replayed < limit).then(|| proposal::highest_zxid(&committed[..limit]));
@@ -501,7 +505,18 @@ async fn recover(core_id: usize, config: &Config, exchange: &ReplayExchange) -> 
         "snapshot loaded and WAL replayed"
     );
     let shards = shards.into_iter().map(|(id, shard)| (id, ShardSlot::new(shard))).collect();
-    Ok(RecoveredCore { wal, base_term, base_zxid, snapshot_zxids, positions, shards, log, replayed, required_zxid })
+    Ok(RecoveredCore {
+        wal,
+        base_term,
+        base_zxid,
+        snapshot_zxids,
+        positions,
+        shards,
+        log,
+        replayed,
+        applied_ahead,
+        required_zxid,
+    })
 }
 
 /// Refuses to start on a data dir whose top-level nodes are not where this version looks for
@@ -597,7 +612,7 @@ pub(crate) fn apply_committed(
     core_id: usize,
     entries: &[engine::raft::Entry],
     shards: &mut AHashMap<ShardId, Shard>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Replayed> {
     let decoded = entries
         .iter()
         .map(|entry| {
@@ -632,7 +647,8 @@ pub(crate) fn apply_committed(
                     waiting = entries.len() - position,
                     "start-up replay stops at an entry that waits for a multi across groups to finish"
                 );
-                return Ok(position);
+                let ahead = ahead.range(position..).map(|&later: &usize| entries[later].index).collect();
+                return Ok(Replayed { count: position, ahead });
             };
             ahead.insert(release);
             let release = decoded[release].as_ref().expect("found");
@@ -655,7 +671,14 @@ pub(crate) fn apply_committed(
             }
         }
     }
-    Ok(entries.len())
+    Ok(Replayed { count: entries.len(), ahead: Vec::new() })
+}
+
+/// What a start-up replay applied: its first `count` entries, and entries after them it
+/// applied ahead of their place (to release a held path) that the driver must not apply again.
+pub(crate) struct Replayed {
+    pub count: usize,
+    pub ahead: Vec<engine::raft::Index>,
 }
 
 /// The shards of this core an entry names, each once.
@@ -682,8 +705,10 @@ struct ReplicaStart {
     wal: Wal,
     log: raft_log::RecoveredLog,
     base_term: engine::raft::Term,
-    /// Committed entries that wait for other groups (`driver::replay_limits`).
+    /// Committed entries that wait for other groups (`driver::replay_limits`) or for a multi's
+    /// finish, and those of them the replay applied ahead of their place.
     held: Vec<engine::raft::Entry>,
+    applied_ahead: Vec<engine::raft::Index>,
     positions: snapshots::WalPositions,
 }
 
@@ -695,7 +720,7 @@ fn start_replica(
     voters: &[Peer],
     start: ReplicaStart,
 ) -> anyhow::Result<replica::Replica> {
-    let ReplicaStart { wal, log, base_term, held, positions } = start;
+    let ReplicaStart { wal, log, base_term, held, applied_ahead, positions } = start;
     let state_path = data_dir::raft_state_path(&config.data_dir, core_id);
     let (term, vote) = raft_state::load(&state_path)?;
     let node = NodeId::from(config.node_id);
@@ -717,7 +742,8 @@ fn start_replica(
     let driver_config =
         driver::DriverConfig { group: core_id, placement, retained_entries, compact_every: driver::COMPACT_EVERY };
     let first_token = proposal::first_token(self::core::unix_micros());
-    let driver = driver::GroupDriver::new(raft, driver_config, first_token, held);
+    let mut driver = driver::GroupDriver::new(raft, driver_config, first_token, held);
+    driver.applied_ahead_at_start(applied_ahead);
     let policy = snapshots::SnapshotPolicy::new(config.snapshot_entries, config.snapshot_bytes, seed);
     Ok(replica::Replica::new(driver, wal, positions, policy, state_path))
 }

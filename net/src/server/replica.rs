@@ -254,7 +254,9 @@ impl Replica {
     /// One turn; false if there was nothing to do.
     pub(super) async fn turn(&mut self, core: &Core) -> bool {
         self.feed(core);
-        let Some(appended) = self.driver.start_turn(&mut self.io.host(core)) else { return false };
+        let started = self.driver.start_turn(&mut self.io.host(core));
+        self.publish_leadership(core);
+        let Some(appended) = started else { return false };
         if appended.records > 0 {
             let started = Instant::now();
             let flushed = self.io.wal.flush().await;
@@ -264,8 +266,18 @@ impl Replica {
             }
         }
         self.driver.finish_turn(&mut self.io.host(core));
+        self.publish_leadership(core);
         core.set_group_status(self.driver.status());
         true
+    }
+
+    /// What the core's transaction driver needs of the group driver (`Leadership`).
+    fn publish_leadership(&mut self, core: &Core) {
+        let releasers = |entry: &engine::raft::Entry| {
+            log_entry_of(entry).map_or_else(Vec::new, |e| engine::txn::releasers(&e.command))
+        };
+        let pending = self.driver.decisions_to_apply(releasers);
+        core.commit.set_decides(self.driver.decides_now(), pending);
     }
 
     /// What `Core` queued since the last turn goes to the driver.

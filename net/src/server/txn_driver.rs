@@ -73,6 +73,23 @@ pub enum TxnEffect<R> {
     },
 }
 
+/// This node's standing in the group, as its group driver last saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Leadership {
+    /// It leads the group: it logs finishes and forgets.
+    pub leading: bool,
+    /// It leads with a current commit index (`GroupDriver::decides_now`): it logs decisions,
+    /// but not on the multis whose decision or forget it has still to apply.
+    pub decides: bool,
+    pub decisions_to_apply: Vec<TxnId>,
+}
+
+impl Leadership {
+    fn may_decide(&self, txn: TxnId) -> bool {
+        self.decides && !self.decisions_to_apply.contains(&txn)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Step {
     Decide,
@@ -185,12 +202,12 @@ impl<R> TxnDriver<R> {
     }
 
     /// A message from a group's core on this node. `table`: this group's table of multis (in
-    /// its home shard); `leading`: this node leads the group.
+    /// its home shard).
     pub fn on_message(
         &mut self,
         message: TxnMessage,
         table: &TxnTable,
-        leading: bool,
+        lead: &Leadership,
         now: Instant,
         out: &mut Vec<TxnEffect<R>>,
     ) {
@@ -204,12 +221,12 @@ impl<R> TxnDriver<R> {
                 });
                 tally.votes.insert(group, vote);
                 if tally.votes.len() == tally.groups.len() {
-                    self.decide(txn, table, leading, now, out);
+                    self.decide(txn, table, lead, now, out);
                 }
             }
             TxnMessage::Decided { txn, outcome } => {
                 self.decisions.insert(txn, outcome);
-                self.finish(txn, table, leading, now, out);
+                self.finish(txn, table, lead.leading, now, out);
             }
             TxnMessage::Finished { txn, group } => {
                 let released = self.retry_after.get_mut(&txn).is_some_and(|waiting| {
@@ -225,7 +242,7 @@ impl<R> TxnDriver<R> {
                     tally.finished.len() == tally.groups.len()
                 });
                 if all {
-                    self.forget(txn, table, leading, now, out);
+                    self.forget(txn, table, lead.leading, now, out);
                 }
             }
         }
@@ -233,7 +250,7 @@ impl<R> TxnDriver<R> {
 
     /// The timer: re-sends this group's reports, so that new leaders pick up what the old
     /// ones left, and decides Retry on multis whose votes did not all come in time.
-    pub fn resend(&mut self, table: &TxnTable, leading: bool, now: Instant, out: &mut Vec<TxnEffect<R>>) {
+    pub fn resend(&mut self, table: &TxnTable, lead: &Leadership, now: Instant, out: &mut Vec<TxnEffect<R>>) {
         let prepared: Vec<(TxnId, u16, Vote, Vec<u16>)> =
             table.prepared().map(|(txn, p)| (*txn, p.coordinator, p.vote, p.groups.clone())).collect();
         for (txn, coordinator, vote, groups) in prepared {
@@ -241,7 +258,7 @@ impl<R> TxnDriver<R> {
                 to: coordinator,
                 message: TxnMessage::Vote { txn, group: self.group, vote, groups },
             });
-            self.finish(txn, table, leading, now, out);
+            self.finish(txn, table, lead.leading, now, out);
         }
         for (txn, outcome) in table.decided() {
             for group in self.tallies.get(txn).map(|tally| tally.groups.as_slice()).unwrap_or_default() {
@@ -250,7 +267,7 @@ impl<R> TxnDriver<R> {
         }
         let undecided: Vec<TxnId> = self.tallies.keys().copied().collect();
         for txn in undecided {
-            self.decide(txn, table, leading, now, out);
+            self.decide(txn, table, lead, now, out);
         }
         self.proposed.retain(|_, at| now.duration_since(*at) < PROPOSED_KEPT);
     }
@@ -276,9 +293,10 @@ impl<R> TxnDriver<R> {
         released.into_iter().map(|(_, request)| request).collect()
     }
 
-    /// Coordinator's leader: logs the decision from the votes, unless decided already.
-    fn decide(&mut self, txn: TxnId, table: &TxnTable, leading: bool, now: Instant, out: &mut Vec<TxnEffect<R>>) {
-        if !leading || table.decision(&txn).is_some() {
+    /// Coordinator's leader, once its table holds every decision logged on the multi: logs the
+    /// decision from the votes, unless decided already.
+    fn decide(&mut self, txn: TxnId, table: &TxnTable, lead: &Leadership, now: Instant, out: &mut Vec<TxnEffect<R>>) {
+        if !lead.may_decide(txn) || table.decision(&txn).is_some() {
             return;
         }
         let Some(tally) = self.tallies.get(&txn) else { return };

@@ -74,8 +74,8 @@ impl Core {
     pub(super) fn on_txn_msg(self: &Rc<Self>, msg: Msg) {
         match msg {
             Msg::Txn(message) => {
-                let (leading, now) = (self.commit.leading(), Instant::now());
-                self.with_txn_table(|driver, table, out| driver.on_message(message, table, leading, now, out));
+                let (lead, now) = (self.commit.leadership(), Instant::now());
+                self.with_txn_table(|driver, table, out| driver.on_message(message, table, &lead, now, out));
             }
             Msg::TxnReleased { txn } => {
                 let parked = self.txns.driver.borrow_mut().take_parked(txn);
@@ -114,8 +114,8 @@ impl Core {
     pub async fn txn_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(RESEND_EVERY).await;
-            let (leading, now) = (self.commit.leading(), Instant::now());
-            self.with_txn_table(|driver, table, out| driver.resend(table, leading, now, out));
+            let (lead, now) = (self.commit.leadership(), Instant::now());
+            self.with_txn_table(|driver, table, out| driver.resend(table, &lead, now, out));
         }
     }
 }

@@ -347,11 +347,15 @@ pub struct World {
     clock_jumps: usize,
     history: BTreeMap<u64, Vec<Op<u32>>>,
     multi_clients: Vec<MultiClient>,
+    /// The multis' own choices: the schedule of everything else stays as it was.
+    multi_rng: Rng,
     /// Multis across groups by value, and the requests of their current tries.
     multis: BTreeMap<u32, Multi>,
     multi_requests: BTreeMap<ClientId, u32>,
     next_txn: u64,
     multis_retried: usize,
+    /// Multis decided Retry, to try again at the next step.
+    multi_retries: Vec<u32>,
     /// Nodes that applied a transaction entry since their last `check_multis`.
     txn_applied: BTreeSet<NodeId>,
     /// Snapshots (group, index) some node began while an entry after theirs was applied ahead.
@@ -472,10 +476,12 @@ impl World {
             multi_clients: (0..MULTI_CLIENTS)
                 .map(|i| MultiClient { conn: (1 << 30) + i as u64, node: 1, current: None })
                 .collect(),
+            multi_rng: Rng::new(seed ^ 0x6d75_6c74_6973),
             multis: BTreeMap::new(),
             multi_requests: BTreeMap::new(),
             next_txn: 0,
             multis_retried: 0,
+            multi_retries: Vec::new(),
             txn_applied: BTreeSet::new(),
             inexact_snapshots: BTreeSet::new(),
             written: BTreeMap::new(),
@@ -1064,16 +1070,16 @@ impl World {
         let value = self.next_value;
         self.next_value += 1;
         let mut groups: Vec<usize> = (0..self.groups()).collect();
-        if groups.len() > 2 && self.rng.below(2) == 0 {
-            groups.remove(self.rng.below(groups.len() as u64) as usize);
+        if groups.len() > 2 && self.multi_rng.below(2) == 0 {
+            groups.remove(self.multi_rng.below(groups.len() as u64) as usize);
         }
-        if self.rng.below(2) == 0 {
+        if self.multi_rng.below(2) == 0 {
             groups.reverse();
         }
         let (mut ops, mut keys) = (Vec::new(), Vec::new());
         for &group in &groups {
             let in_group: Vec<u64> = (0..KEYS).filter(|&k| self.group_of(k) == group).collect();
-            let key = in_group[self.rng.below(in_group.len() as u64) as usize];
+            let key = in_group[self.multi_rng.below(in_group.len() as u64) as usize];
             keys.push(key);
             let shard = ShardId::try_from(group).expect("few groups");
             let data = Some(value.to_be_bytes().to_vec());
@@ -1092,7 +1098,7 @@ impl World {
             };
             ops.push((shard, MultiOp::Create(marker)));
         }
-        if groups.contains(&0) && self.rng.below(4) == 0 {
+        if groups.contains(&0) && self.multi_rng.below(4) == 0 {
             ops.push((0, MultiOp::Check { path: "/s".to_string(), version: 1 }));
         }
         let multi = Multi {
@@ -1195,9 +1201,10 @@ impl World {
                 self.multi_done(value);
             }
             TxnOutcome::Retry if multi.attempt + 1 < MULTI_ATTEMPTS => {
+                // Sent at the next step: this answer may come from the middle of a turn.
                 multi.attempt += 1;
                 self.multis_retried += 1;
-                self.multi_try(value);
+                self.multi_retries.push(value);
             }
             TxnOutcome::Retry => {
                 multi.state = MultiState::NotApplied;
@@ -1908,6 +1915,11 @@ impl World {
             self.process(id);
         }
         self.gave_up();
+        for value in std::mem::take(&mut self.multi_retries) {
+            if self.multis[&value].state == MultiState::InFlight {
+                self.multi_try(value);
+            }
+        }
         self.stops_done();
         let now = self.now;
         self.isolated.retain(|_, &mut (until, _)| until > now);

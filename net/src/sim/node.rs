@@ -16,7 +16,7 @@ use crate::server::lease::{Probe, Probes, Renewals, LEASE_FRACTION};
 use crate::server::proposal::{decode_proposal, first_token, highest_zxid};
 use crate::server::role::first_out_of_contact;
 use crate::server::sessions::{may_expire, ExpiryClock, SessionTracker, UnfinishedCloses};
-use crate::server::txn_driver::{TxnDriver, TxnEffect, TxnMessage, TxnTimes};
+use crate::server::txn_driver::{Leadership, TxnDriver, TxnEffect, TxnMessage, TxnTimes};
 use crate::snapshot_file::{Frames, GroupHead};
 use crate::snapshot_transfer::{self, ChunkHeader, Pace, Receipt, SendStep, Sender};
 use ahash::AHashMap;
@@ -331,8 +331,9 @@ impl Node {
             let committed = log.committed();
             // The replay also stops at an entry that meets a path a multi holds and no entry
             // after it releases (`server::apply_committed`): the driver holds the rest.
-            let replayed = crate::server::apply_committed(g, &committed[..limits[g]], &mut shards)
-                .unwrap_or_else(|e| panic!("node {id} group {g}: replay: {e}"));
+            let crate::server::Replayed { count: replayed, ahead } =
+                crate::server::apply_committed(g, &committed[..limits[g]], &mut shards)
+                    .unwrap_or_else(|e| panic!("node {id} group {g}: replay: {e}"));
             // `run_core`: stopped short of its limit, the other groups replayed as if it got
             // there; the node serves once it has.
             if replayed < limits[g] {
@@ -344,7 +345,8 @@ impl Node {
             // A replay's results are not kept: a session write was checked when it first applied.
             let replayed_entry = |e| AppliedEntry { session_write: None, ..AppliedEntry::of(g, e, None) };
             applied.extend(replayed.iter().map(replayed_entry));
-            if applied.len() > start {
+            // A replay stopped short may have applied entries after it ahead of their place.
+            if applied.len() > start && replayed.len() == limits[g] {
                 applied.last_mut().expect("replayed").digest = Some(shard.digest() ^ shard.txn_digest());
             }
             applied_zxids.push(highest_zxid(replayed).max(base_zxids[g]));
@@ -364,7 +366,8 @@ impl Node {
                 retained_entries: setup.retained_entries,
                 compact_every: setup.compact_every,
             };
-            let driver = GroupDriver::new(raft, driver_config, first_token(now_us), held);
+            let mut driver = GroupDriver::new(raft, driver_config, first_token(now_us), held);
+            driver.applied_ahead_at_start(ahead);
             groups.push(Group {
                 driver,
                 txn: TxnDriver::new(shard_id, TXN_TIMES),
@@ -828,18 +831,18 @@ impl Node {
 
     fn txn_message(&mut self, group: usize, message: TxnMessage, now: Instant) {
         let g = &mut self.groups[group];
-        let leading = g.driver.raft().role() == Role::Leader;
+        let lead = leadership(&mut g.driver);
         let mut effects = Vec::new();
-        g.txn.on_message(message, g.shard.txns(), leading, now, &mut effects);
+        g.txn.on_message(message, g.shard.txns(), &lead, now, &mut effects);
         self.txn_effects.extend(effects.into_iter().map(|effect| (group, effect)));
     }
 
     /// `Core::txn_loop`, one round on every core: reports re-sent, late votes decided Retry.
     pub fn txn_round(&mut self, now: Instant, answers: &mut Vec<Answer>) {
         for (group, g) in self.groups.iter_mut().enumerate() {
-            let leading = g.driver.raft().role() == Role::Leader;
+            let lead = leadership(&mut g.driver);
             let mut effects = Vec::new();
-            g.txn.resend(g.shard.txns(), leading, now, &mut effects);
+            g.txn.resend(g.shard.txns(), &lead, now, &mut effects);
             self.txn_effects.extend(effects.into_iter().map(|effect| (group, effect)));
         }
         self.carry_out_txns(now, answers);
@@ -1215,9 +1218,14 @@ impl GroupHost for SimHost<'_> {
         self.applied_zxids[self.group] = zxid;
     }
 
-    fn entry_applied(&mut self, entry: &Entry) {
+    fn entry_applied(&mut self, entry: &Entry, ahead_pending: bool) {
         self.did_apply = true;
-        let mut applied = AppliedEntry::of(self.group, entry, Some(self.shard.digest() ^ self.shard.txn_digest()));
+        // With a release applied ahead and not yet at its place, which releases went ahead
+        // depends on this node's other groups (`first_release` takes the first one whose
+        // dependencies are applied): only the paths they released differ from another
+        // replica's, and no reader sees those held. Compared once it reached its place.
+        let digest = (!ahead_pending).then(|| self.shard.digest() ^ self.shard.txn_digest());
+        let mut applied = AppliedEntry::of(self.group, entry, digest);
         let ok = std::mem::take(&mut self.last_applied_ok);
         applied.session_write = applied.session_write.map(|(write, _)| (write, ok));
         self.applied.push(applied);
@@ -1277,6 +1285,14 @@ impl SimHost<'_> {
         self.txn.on_applied(entry, applied, &mut effects);
         self.txn_effects.extend(effects.into_iter().map(|effect| (self.group, effect)));
     }
+}
+
+/// `Replica::publish_leadership`: what a group's transaction driver needs of its group driver.
+fn leadership(driver: &mut GroupDriver<SimRequest>) -> Leadership {
+    let releasers = |entry: &Entry| log_entry_of(entry).map_or_else(Vec::new, |e| engine::txn::releasers(&e.command));
+    let decisions_to_apply = driver.decisions_to_apply(releasers);
+    let (leading, decides) = (driver.raft().role() == Role::Leader, driver.decides_now());
+    Leadership { leading, decides, decisions_to_apply }
 }
 
 /// The log entry a Raft entry carries, if any (not a no-op or fence).

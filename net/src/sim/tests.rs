@@ -62,7 +62,9 @@ fn whole_clusters_keep_raft_safety_state_agreement_and_linearizable_histories() 
     assert!(total.crashes >= 5 * runs && total.torn_bytes > 0, "{total:?}");
     assert!(total.multi_group * 2 >= runs && total.ordered_writes >= runs, "{total:?}");
     assert!(total.stops >= runs / 2 && total.pipelined >= runs, "{total:?}");
-    assert!(total.reattaches * 4 >= runs && total.session_writes_applied >= runs, "{total:?}");
+    // Session writes: about one per run (0.9 with multis across groups sharing the clients'
+    // traffic and holding registers, 1.25 before).
+    assert!(total.reattaches * 4 >= runs && total.session_writes_applied * 4 >= runs * 3, "{total:?}");
     assert!(total.clock_jumps >= runs / 2, "{total:?}");
     // Multis across groups committed, aborted and tried again (seeds with several groups).
     assert!(total.multis_committed >= runs && total.multis_aborted * 4 >= runs, "{total:?}");
