@@ -374,7 +374,6 @@ impl<R> GroupDriver<R> {
         (self.state_applied, term)
     }
 
-    /// Committed entries wait for other groups of this node before they apply.
     /// Whether this node's decisions on multis may rest on the group's table of them, but for
     /// the multis `decisions_to_apply` names: it leads and its commit index is current (an
     /// entry of its term committed, so every earlier entry is committed and here to apply).
@@ -428,6 +427,7 @@ impl<R> GroupDriver<R> {
         !self.applied_ahead.is_empty()
     }
 
+    /// Committed entries wait for other groups of this node before they apply.
     pub fn holds_entries(&self) -> bool {
         !self.unapplied.is_empty()
     }

@@ -201,6 +201,19 @@ enum MultiState {
     Unknown,
 }
 
+/// A create of a persistent node without data, open to all.
+fn plain_create(path: String) -> CreateOp {
+    CreateOp {
+        path,
+        data: None,
+        acl: Acl::open_unsafe(),
+        mode: CreateMode::Persistent,
+        ttl_ms: 0,
+        session: 0,
+        auth: Vec::new(),
+    }
+}
+
 /// The node under which multi client `client` creates its markers, in every group.
 fn marker_parent(client: usize) -> String {
     format!("/mk{client}")
@@ -1087,16 +1100,7 @@ impl World {
                 shard,
                 MultiOp::SetData(SetDataOp { path: format!("/k{key}"), data, version: -1, auth: Vec::new() }),
             ));
-            let marker = CreateOp {
-                path: marker_path(client, value),
-                data: None,
-                acl: Acl::open_unsafe(),
-                mode: CreateMode::Persistent,
-                ttl_ms: 0,
-                session: 0,
-                auth: Vec::new(),
-            };
-            ops.push((shard, MultiOp::Create(marker)));
+            ops.push((shard, MultiOp::Create(plain_create(marker_path(client, value)))));
         }
         if groups.contains(&0) && self.multi_rng.below(4) == 0 {
             ops.push((0, MultiOp::Check { path: "/s".to_string(), version: 1 }));
@@ -1840,17 +1844,8 @@ impl World {
             (0..KEYS).map(|k| (format!("/k{k}"), self.group_of(k))).chain([("/s".to_string(), 0)]).chain(markers);
         for (path, group) in paths.collect::<Vec<_>>() {
             let leader = self.leader(group).unwrap_or_else(|| panic!("seed {}: no first leader of {group}", self.seed));
-            let create = CreateOp {
-                path,
-                data: None,
-                acl: Acl::open_unsafe(),
-                mode: CreateMode::Persistent,
-                ttl_ms: 0,
-                session: 0,
-                auth: Vec::new(),
-            };
             let client = self.client_for(leader, group).expect("idle clients at the start");
-            self.request(client, leader, group, Some(Command::Create(create)), None);
+            self.request(client, leader, group, Some(Command::Create(plain_create(path))), None);
             self.stabilize();
         }
     }
