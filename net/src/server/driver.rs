@@ -388,7 +388,8 @@ impl<R> GroupDriver<R> {
     /// client told it committed).
     pub fn decisions_to_apply(&mut self, releasers: impl Fn(&Entry) -> Vec<Releaser>) -> Vec<TxnId> {
         self.refresh_releasers(&releasers);
-        let head = self.unapplied.front().map(|entry| (entry.index, releasers(entry))).into_iter();
+        let head = self.unapplied.front().filter(|entry| !entry.data.is_empty());
+        let head = head.map(|entry| (entry.index, releasers(entry))).into_iter();
         let head = head.flat_map(|(index, found)| found.into_iter().map(move |releaser| (index, releaser)));
         head.chain(self.releasers.iter().copied())
             .filter(|(index, _)| !self.applied_ahead.contains(index))
@@ -1045,7 +1046,10 @@ impl<R> GroupDriver<R> {
         self.releasers_through = self.releasers_through.max(first);
         let from = (self.releasers_through + 1 - first) as usize;
         for entry in self.unapplied.iter().skip(from) {
-            self.releasers.extend(releasers(entry).into_iter().map(|releaser| (entry.index, releaser)));
+            // A no-op (a new leader's first entry) carries nothing to decode.
+            if !entry.data.is_empty() {
+                self.releasers.extend(releasers(entry).into_iter().map(|releaser| (entry.index, releaser)));
+            }
             self.releasers_through = entry.index;
         }
     }
